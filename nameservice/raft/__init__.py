@@ -1,0 +1,1 @@
+"""A pure (sans-IO) Raft core: no sockets, no clock, no disk, no threads."""
