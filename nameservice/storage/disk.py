@@ -1,0 +1,344 @@
+"""DiskStorage: the Raft log in append-only segment files, hard state and snapshot in files
+replaced atomically, group commit by an explicit ``sync()``.
+
+Directory layout (docs/storage.md has the byte formats and the reasons)::
+
+    LOCK                        flock'ed while open: one process per directory
+    hardstate                   term, vote, commit (replaced atomically)
+    snapshot                    the latest snapshot (replaced atomically), absent before the first
+    0000000000000001.log ...    log segments, 16 hex digits of a sequence number
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..raft.types import Entry, HardState, Ready, Snapshot
+from . import codec
+from .base import DEFAULT_SNAPSHOT_THRESHOLD, RecoveredState, StorageStats
+from .errors import CorruptFileError, InvalidWriteError, StorageClosedError, StorageError
+from .files import (TEMP_SUFFIX, fsync_dir, lock_directory, read_file, write_all,
+                    write_atomic)
+from .log import StateReads, StoredState
+from .recovery import reconcile, replay
+
+log = logging.getLogger(__name__)
+
+HARD_STATE_FILE = "hardstate"
+SNAPSHOT_FILE = "snapshot"
+SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})\.log$")
+DEFAULT_SEGMENT_BYTES = 64 << 20
+DEFAULT_MAX_UNSYNCED_BYTES = 16 << 20
+
+
+@dataclass(slots=True)
+class _Segment:
+    seq: int
+    path: str
+    size: int
+    max_index: int  # highest entry/reset index recorded in it; 0 if none
+
+
+class DiskStorage(StateReads):
+    """A RaftStorage on local disk. Opening it recovers the directory (creating it if needed).
+
+    ``segment_bytes``: a segment at or past this size is closed and a new one started before the
+    next write. ``max_unsynced_bytes``: buffered writes reaching this size are synced at once
+    (an early group commit; nothing is dropped). ``snapshot_threshold``: see ``should_snapshot``.
+    Raises CorruptLogError, CorruptFileError or RecoveryError when the directory cannot be
+    recovered without losing synced data, StorageLockedError when another process has it open.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD,
+                 max_unsynced_bytes: int = DEFAULT_MAX_UNSYNCED_BYTES) -> None:
+        if segment_bytes <= 0 or max_unsynced_bytes <= 0 or snapshot_threshold <= 0:
+            raise ValueError("segment_bytes, max_unsynced_bytes and snapshot_threshold must be > 0")
+        self._dir = os.path.abspath(os.fspath(data_dir))
+        self._segment_bytes = segment_bytes
+        self._snapshot_threshold = snapshot_threshold
+        self._max_unsynced_bytes = max_unsynced_bytes
+        self._stats = StorageStats()
+        self._pending: list[bytes] = []       # packed operations not yet written
+        self._pending_bytes = 0
+        self._pending_max_index = 0
+        self._closed = True
+        self._fd = self._dir_fd = -1
+        os.makedirs(self._dir, exist_ok=True)
+        self._lock_fd = lock_directory(self._dir)
+        try:
+            self._dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._recover()
+        except BaseException:
+            self._release()
+            raise
+        self._closed = False
+
+    # -- open / recover -------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self._dir, name)
+
+    def _recover(self) -> None:
+        for name in os.listdir(self._dir):
+            if name.endswith(TEMP_SUFFIX):
+                os.unlink(self._path(name))  # a write_atomic that never reached its rename
+        seqs = sorted(int(m.group(1), 16) for m in map(SEGMENT_NAME.match, os.listdir(self._dir))
+                      if m)
+        hs_path, snap_path = self._path(HARD_STATE_FILE), self._path(SNAPSHOT_FILE)
+        hs_bytes, snap_bytes = read_file(hs_path), read_file(snap_path)
+        if hs_bytes is None:
+            if seqs or snap_bytes is not None:
+                raise CorruptFileError(hs_path, "missing, but the directory holds a log or a "
+                                                "snapshot: term and vote would be forgotten")
+            hs_bytes = codec.encode_hard_state(HardState())
+            write_atomic(self._dir, self._dir_fd, HARD_STATE_FILE, hs_bytes)
+        hard_state = codec.decode_hard_state(hs_bytes, hs_path)
+        snapshot = (codec.decode_snapshot(snap_bytes, snap_path) if snap_bytes is not None
+                    else Snapshot())
+        del snap_bytes
+
+        scans = []
+        self._segments: list[_Segment] = []
+        for position, seq in enumerate(seqs):
+            path = self._path(f"{seq:016x}.log")
+            data = read_file(path) or b""
+            scan = codec.scan_segment(data, path, last=position == len(seqs) - 1)
+            if scan.torn is not None:
+                log.warning("%s: dropping a torn tail of %d bytes at offset %d (%s): writes that "
+                            "were never synced", path, len(data) - scan.valid_end,
+                            scan.valid_end, scan.torn)
+                self._truncate(path, scan.valid_end)
+            scans.append((path, scan))
+            self._segments.append(_Segment(seq, path, scan.valid_end, 0))
+            del data
+        replayed = replay(scans)
+        del scans
+        for segment, highest in zip(self._segments, replayed.segment_max_index):
+            segment.max_index = highest
+        self._live, reset = reconcile(replayed, snapshot, hard_state, self._dir)
+        self._durable_hard_state = self._live.hard_state
+        if not self._segments:
+            self._segments.append(self._create_segment(1))
+        self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        if reset:
+            # Record the reset so that entries appended from here on continue the log on disk.
+            self._queue(codec.pack_reset_op(snapshot.meta.index, snapshot.meta.term),
+                        snapshot.meta.index)
+            self._write_pending()
+
+    def _truncate(self, path: str, size: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _create_segment(self, seq: int) -> _Segment:
+        name = f"{seq:016x}.log"
+        header = codec.segment_header()
+        self._stats.fsyncs += write_atomic(self._dir, self._dir_fd, name, header)
+        return _Segment(seq, self._path(name), len(header), 0)
+
+    # -- reads and state ------------------------------------------------------------------
+
+    @property
+    def unsynced(self) -> bool:
+        """True while some write has not been made durable by ``sync()``."""
+        return bool(self._pending) or self._live.hard_state != self._durable_hard_state
+
+    @property
+    def stats(self) -> StorageStats:
+        """Counters since open."""
+        return self._stats
+
+    @property
+    def data_dir(self) -> str:
+        """The directory this storage lives in."""
+        return self._dir
+
+    def initial_state(self) -> RecoveredState:
+        """The current state; right after open, exactly what was recovered."""
+        live = self._live
+        return RecoveredState(live.recovered_hard_state(), live.snapshot, list(live.log.entries))
+
+    def should_snapshot(self, applied_index: int) -> bool:
+        """True once ``applied_index`` is the threshold or more past the snapshot."""
+        return applied_index - self._live.snapshot.meta.index >= self._snapshot_threshold
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Buffer consecutive entries, replacing any suffix from the first one's index."""
+        self._check_open()
+        if not entries:
+            return
+        self._live.log.check_append(entries)
+        ops = self._pack_entries(entries)
+        self._live.log.append_checked(entries)
+        for op in ops:
+            self._queue(op, entries[-1].index)
+        self._stats.entries_appended += len(entries)
+        if self._pending_bytes >= self._max_unsynced_bytes:
+            self.sync()
+
+    def _pack_entries(self, entries: Sequence[Entry]) -> list[bytes]:
+        op = codec.pack_entries_op(entries)
+        if len(op) + 16 <= codec.MAX_RECORD_BYTES:
+            return [op]
+        if len(entries) == 1:
+            raise InvalidWriteError(f"entry {entries[0].index} is larger than a log record "
+                                    f"may be ({codec.MAX_RECORD_BYTES} bytes)")
+        half = len(entries) // 2
+        return self._pack_entries(entries[:half]) + self._pack_entries(entries[half:])
+
+    def _queue(self, op: bytes, index: int) -> None:
+        self._pending.append(op)
+        self._pending_bytes += len(op)
+        self._pending_max_index = max(self._pending_max_index, index)
+
+    def set_hard_state(self, hard_state: HardState) -> None:
+        """Buffer a new hard state (see RaftStorage.set_hard_state for the rules)."""
+        self._check_open()
+        self._live.check_hard_state(hard_state)
+        self._live.hard_state = hard_state
+
+    def save(self, ready: Ready) -> None:
+        """Persist a Ready's snapshot, entries and hard state, in that order (buffered)."""
+        if ready.snapshot is not None:
+            self.install_snapshot(ready.snapshot)
+        if ready.entries:
+            self.append(ready.entries)
+        if ready.hard_state is not None:
+            self.set_hard_state(ready.hard_state)
+
+    def sync(self) -> None:
+        """Make every buffered write durable: usually one fdatasync of the active segment.
+
+        A changed term or vote is written to the hard-state file first (write, fsync, rename,
+        fsync the directory); a changed commit index rides in the log record instead.
+        On an I/O error the storage closes itself and raises StorageError: after a failed
+        fsync nothing about the file can be trusted, so the node must restart and recover.
+        """
+        self._check_open()
+        self._stats.syncs += 1
+        hs, durable = self._live.hard_state, self._durable_hard_state
+        try:
+            if hs.term != durable.term or hs.vote != durable.vote:
+                data = codec.encode_hard_state(hs._replace(commit=durable.commit))
+                self._stats.fsyncs += write_atomic(self._dir, self._dir_fd, HARD_STATE_FILE, data)
+            if hs.commit != durable.commit:
+                self._queue(codec.pack_commit_op(hs.commit), 0)
+            if self._pending:
+                self._write_pending()
+        except OSError as exc:
+            self._release()
+            raise StorageError(f"{self._dir}: sync failed ({exc}); the storage is closed and "
+                               f"the node must restart") from exc
+        self._durable_hard_state = hs
+
+    def _write_pending(self) -> None:
+        segment = self._segments[-1]
+        if segment.size >= self._segment_bytes:
+            segment = self._roll()
+        records, group, group_bytes = [], [], 0
+        for op in self._pending:
+            if group and group_bytes + len(op) + 16 > codec.MAX_RECORD_BYTES:
+                records.append(codec.frame_ops(group))
+                group, group_bytes = [], 0
+            group.append(op)
+            group_bytes += len(op)
+        records.append(codec.frame_ops(group))
+        data = records[0] if len(records) == 1 else b"".join(records)
+        write_all(self._fd, data)
+        os.fdatasync(self._fd)
+        segment.size += len(data)
+        segment.max_index = max(segment.max_index, self._pending_max_index)
+        self._stats.fsyncs += 1
+        self._stats.bytes_written += len(data)
+        self._pending.clear()
+        self._pending_bytes = self._pending_max_index = 0
+
+    def _roll(self) -> _Segment:
+        segment = self._create_segment(self._segments[-1].seq + 1)
+        fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        os.close(self._fd)
+        self._fd = fd
+        self._segments.append(segment)
+        return segment
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        """Durably store a snapshot from the leader (syncs pending writes first)."""
+        self._check_open()
+        self._live.check_install(snapshot)
+        self.sync()
+        index, term = snapshot.meta.index, snapshot.meta.term
+        self._write_snapshot(snapshot)
+        if not self._live.log.install(index, term):
+            self._queue(codec.pack_reset_op(index, term), index)
+            self._write_pending()
+        self._live.snapshot = snapshot
+        self._delete_segments_upto(index)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Durably store a snapshot of this node's state machine and drop what it covers."""
+        self._check_open()
+        self._live.check_compact(snapshot)
+        self.sync()
+        self._write_snapshot(snapshot)
+        self._live.log.compact(snapshot.meta.index, snapshot.meta.term)
+        self._live.snapshot = snapshot
+        self._delete_segments_upto(snapshot.meta.index)
+
+    def _write_snapshot(self, snapshot: Snapshot) -> None:
+        data = codec.encode_snapshot(snapshot)
+        if len(data) > codec.MAX_FILE_RECORD_BYTES:
+            raise InvalidWriteError(f"snapshot of {len(data)} bytes is larger than 4 GiB")
+        self._stats.fsyncs += write_atomic(self._dir, self._dir_fd, SNAPSHOT_FILE, data)
+        self._stats.bytes_written += len(data)
+
+    def _delete_segments_upto(self, index: int) -> None:
+        """Delete the oldest segments that mention nothing past ``index`` (never the active one)."""
+        deleted = 0
+        while len(self._segments) > 1 and self._segments[0].max_index <= index:
+            os.unlink(self._segments.pop(0).path)
+            deleted += 1
+        if deleted:
+            fsync_dir(self._dir_fd)
+            self._stats.fsyncs += 1
+            self._stats.segments_deleted += deleted
+
+    # -- close ----------------------------------------------------------------------------
+
+    def close(self, sync: bool = True) -> None:
+        """Sync (unless ``sync=False``: drop unsynced writes, as a crash would) and release."""
+        if self._closed:
+            return
+        try:
+            if sync:
+                self.sync()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        for name in ("_fd", "_dir_fd", "_lock_fd"):
+            fd = getattr(self, name, -1)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosedError(f"{self._dir}: storage is closed")
+
+    def __enter__(self) -> DiskStorage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

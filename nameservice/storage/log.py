@@ -1,0 +1,188 @@
+"""The pure in-memory model of a stored Raft log: entries after a base position.
+
+Both storages keep their live state in these objects, and DiskStorage rebuilds one from its
+segment files on open, so the rules for what a write may do live in exactly one place.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..raft.types import Entry, HardState, NONE, Snapshot
+from .errors import InvalidWriteError
+
+
+class LogState:
+    """Entries ``base_index + 1 .. last_index``, where ``base`` is the snapshot position.
+
+    ``term(base_index)`` is ``base_term``; every earlier index is compacted away.
+    """
+
+    __slots__ = ("base_index", "base_term", "entries")
+
+    def __init__(self, base_index: int = 0, base_term: int = 0,
+                 entries: list[Entry] | None = None) -> None:
+        self.base_index = base_index
+        self.base_term = base_term
+        self.entries: list[Entry] = entries if entries is not None else []
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last entry, or ``base_index`` when there is none."""
+        return self.base_index + len(self.entries)
+
+    def term(self, index: int) -> int | None:
+        """Term of the entry at ``index``; None when it is compacted away or not there yet."""
+        if index == self.base_index:
+            return self.base_term
+        if self.base_index < index <= self.last_index:
+            return self.entries[index - self.base_index - 1].term
+        return None
+
+    def slice(self, lo: int, hi: int) -> list[Entry]:
+        """Entries with ``lo <= index < hi``, clipped to what the log holds."""
+        start = max(lo - self.base_index - 1, 0)
+        stop = max(hi - self.base_index - 1, 0)
+        return self.entries[start:stop]
+
+    def check_append(self, entries: Sequence[Entry]) -> None:
+        """Raise InvalidWriteError unless ``entries`` may be appended (see ``append``)."""
+        first = entries[0].index
+        if first <= self.base_index:
+            raise InvalidWriteError(
+                f"entry {first} is at or below the snapshot/log start at {self.base_index}")
+        if first > self.last_index + 1:
+            raise InvalidWriteError(
+                f"entry {first} would leave a gap after the last entry {self.last_index}")
+        for offset, entry in enumerate(entries):
+            if entry.index != first + offset:
+                raise InvalidWriteError(
+                    f"entries are not consecutive: {entry.index} follows {first + offset - 1}")
+            if type(entry.data) is not bytes or type(entry.term) is not int:
+                raise InvalidWriteError(f"entry {entry.index} needs an int term and bytes data")
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append consecutive entries; the first one's index replaces that entry and all after it."""
+        if entries:
+            self.check_append(entries)
+            self.append_checked(entries)
+
+    def append_checked(self, entries: Sequence[Entry]) -> None:
+        """``append`` for entries that already passed ``check_append``."""
+        del self.entries[entries[0].index - self.base_index - 1:]
+        self.entries.extend(entries)
+
+    def compact(self, index: int, term: int) -> None:
+        """Drop entries up to ``index`` (which must be in the log) and make it the new base."""
+        del self.entries[: index - self.base_index]
+        self.base_index, self.base_term = index, term
+
+    def reset(self, index: int, term: int) -> None:
+        """Drop every entry; the log restarts after ``(index, term)``."""
+        self.entries = []
+        self.base_index, self.base_term = index, term
+
+    def install(self, index: int, term: int) -> bool:
+        """Move the base to a snapshot at ``(index, term)`` by the rule of the Raft paper (§7).
+
+        If the entry at ``index`` has ``term`` the entries after it are kept and True is
+        returned; otherwise the whole log is discarded and False is returned.
+        """
+        if self.term(index) == term:
+            self.compact(index, term)
+            return True
+        self.reset(index, term)
+        return False
+
+    def copy(self) -> LogState:
+        """An independent copy (entries are immutable, so the list is all that is copied)."""
+        return LogState(self.base_index, self.base_term, list(self.entries))
+
+
+class StoredState:
+    """Hard state + snapshot + log, with the checks every storage applies to every write."""
+
+    __slots__ = ("hard_state", "snapshot", "log")
+
+    def __init__(self, hard_state: HardState = HardState(), snapshot: Snapshot = Snapshot(),
+                 log: LogState | None = None) -> None:
+        self.hard_state = hard_state
+        self.snapshot = snapshot
+        self.log = log if log is not None else LogState(snapshot.meta.index, snapshot.meta.term)
+
+    def check_hard_state(self, hs: HardState) -> None:
+        """Raise InvalidWriteError unless ``hs`` may follow the current hard state."""
+        old = self.hard_state
+        if hs.term < old.term:
+            raise InvalidWriteError(f"term would go back from {old.term} to {hs.term}")
+        if hs.term == old.term and old.vote != NONE and hs.vote != old.vote:
+            raise InvalidWriteError(
+                f"vote in term {hs.term} would change from {old.vote} to {hs.vote}")
+        if hs.commit < old.commit:
+            raise InvalidWriteError(f"commit would go back from {old.commit} to {hs.commit}")
+        if hs.commit > self.log.last_index:
+            raise InvalidWriteError(
+                f"commit {hs.commit} is beyond the last entry {self.log.last_index}")
+
+    def check_compact(self, snapshot: Snapshot) -> None:
+        """Raise InvalidWriteError unless the log may be compacted up to ``snapshot``."""
+        index, term = snapshot.meta.index, snapshot.meta.term
+        if index <= self.snapshot.meta.index:
+            raise InvalidWriteError(
+                f"snapshot at {index} is not newer than the stored one at {self.snapshot.meta.index}")
+        if index > self.hard_state.commit:
+            raise InvalidWriteError(f"snapshot at {index} is beyond the commit index "
+                                    f"{self.hard_state.commit}")
+        if self.log.term(index) != term:
+            raise InvalidWriteError(
+                f"snapshot says entry {index} has term {term}, the log says {self.log.term(index)}")
+
+    def check_install(self, snapshot: Snapshot) -> None:
+        """Raise InvalidWriteError unless ``snapshot`` may be installed (it must be newer)."""
+        if snapshot.meta.index <= self.snapshot.meta.index:
+            raise InvalidWriteError(f"snapshot at {snapshot.meta.index} is not newer than the "
+                                    f"stored one at {self.snapshot.meta.index}")
+
+    def recovered_hard_state(self) -> HardState:
+        """The hard state a restarted node starts from: a snapshot implies its entries committed."""
+        hs = self.hard_state
+        return hs._replace(commit=max(hs.commit, self.snapshot.meta.index))
+
+    def copy(self) -> StoredState:
+        """An independent copy."""
+        return StoredState(self.hard_state, self.snapshot, self.log.copy())
+
+
+class StateReads:
+    """The read half of RaftStorage, served from ``self._live`` (a StoredState).
+
+    Shared by both storages so that a read means the same thing in each.
+    """
+
+    __slots__ = ()
+    _live: StoredState
+
+    @property
+    def hard_state(self) -> HardState:
+        """The last hard state written (synced or not)."""
+        return self._live.hard_state
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The stored snapshot; ``Snapshot()`` (index 0) when there is none."""
+        return self._live.snapshot
+
+    def first_index(self) -> int:
+        """Index of the first entry still in the log."""
+        return self._live.log.base_index + 1
+
+    def last_index(self) -> int:
+        """Index of the last entry (the snapshot's index when the log after it is empty)."""
+        return self._live.log.last_index
+
+    def term(self, index: int) -> int | None:
+        """Term of the entry at ``index`` (the snapshot's own index included), else None."""
+        return self._live.log.term(index)
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """Entries with ``lo <= index < hi`` that the log holds."""
+        return self._live.log.slice(lo, hi)
