@@ -1,0 +1,18 @@
+"""The package's public surface is exactly its ``__all__``."""
+from __future__ import annotations
+
+import nameservice.kv as kv
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(kv).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith(kv.__name__)
+    }
+    constants = {"FORMAT_VERSION", "MAX_BATCH_ITEMS", "MAX_KEY_BYTES", "MAX_VALUE_BYTES"}
+    aliases = {"Command", "Proposal", "Result"}
+    assert set(kv.__all__) == public | constants | aliases
+    assert len(kv.__all__) == len(set(kv.__all__))
+    for name in kv.__all__:
+        assert getattr(kv, name).__doc__ or name in constants | aliases
