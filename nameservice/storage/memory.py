@@ -28,7 +28,6 @@ class MemoryStorage(StateReads):
             self._live = StoredState(state.hard_state, state.snapshot, log)
         self._durable = self._live.copy()
         self._pending: list[Sequence[Entry]] = []
-        self._hard_state_dirty = False
         self._snapshot_threshold = snapshot_threshold
         self._stats = StorageStats()
         self._closed = False
@@ -36,7 +35,7 @@ class MemoryStorage(StateReads):
     @property
     def unsynced(self) -> bool:
         """True while some write has not been made durable by ``sync()``."""
-        return bool(self._pending) or self._hard_state_dirty
+        return bool(self._pending) or self._live.hard_state != self._durable.hard_state
 
     @property
     def stats(self) -> StorageStats:
@@ -63,7 +62,6 @@ class MemoryStorage(StateReads):
         self._check_open()
         self._live.check_hard_state(hard_state)
         self._live.hard_state = hard_state
-        self._hard_state_dirty = True
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot from the leader; durable on return."""
@@ -102,7 +100,6 @@ class MemoryStorage(StateReads):
             self._durable.log.append(entries)
         self._durable.hard_state = self._live.hard_state
         self._pending.clear()
-        self._hard_state_dirty = False
         self._stats.fsyncs += 1
 
     def should_snapshot(self, applied_index: int) -> bool:
