@@ -1,0 +1,678 @@
+"""The Raft consensus core as a pure state machine (sans-IO).
+
+Theory of operation
+-------------------
+``RaftCore`` holds one node's Raft state and changes it only in response to four inputs:
+
+    step(message)              a message from a peer (never raises on bad input: counted, dropped)
+    tick(n=1)                  n units of logical time passed
+    propose(data) / propose_batch(datas)      leader only: append client commands
+    read_index(ctx)            ask for a linearizable read point
+    transfer_leadership(to)    leader only: hand over to ``to``
+
+It has no clock, no sockets, no disk and no threads; its only randomness comes from the
+``random.Random`` it is given. After any inputs the driver calls ``ready()``, carries out the
+returned ``Ready`` (persist, then send, then apply; see ``types.Ready``), and calls
+``advance(ready)``. No input may be given between ``ready()`` and ``advance()``.
+
+Roles are follower, pre-candidate, candidate and leader (Raft §5, plus the PreVote phase of
+Ongaro's dissertation §9.6). The extensions implemented: randomized election timeouts, PreVote,
+CheckQuorum with leader leases (a leader that has not heard from a quorum within an election
+timeout steps down; a follower that has heard from a leader within the minimum election timeout
+ignores votes), fast log backtracking by term, commit of current-term entries only, ReadIndex,
+snapshots (InstallSnapshot), leadership transfer (TimeoutNow), batching of proposals and of
+entries per AppendRequest, and a back-off against repeated split votes.
+"""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from nameservice.raft import messages as msg
+from nameservice.raft.errors import NotLeader, ProposalDropped
+from nameservice.raft.log import RaftLog, empty_snapshot
+from nameservice.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
+from nameservice.raft.reads import PendingReads
+from nameservice.raft.types import (
+    NONE,
+    Config,
+    Entry,
+    HardState,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+)
+from nameservice.raft.validate import is_valid
+
+FOLLOWER = Role.FOLLOWER
+PRE_CANDIDATE = Role.PRE_CANDIDATE
+CANDIDATE = Role.CANDIDATE
+LEADER = Role.LEADER
+
+
+class RaftCore:
+    """One node's Raft state machine. See the module docstring for the contract."""
+
+    def __init__(
+        self,
+        config: Config,
+        rng: random.Random,
+        hard_state: HardState = HardState(),
+        snapshot: Snapshot | None = None,
+        entries: list[Entry] | None = None,
+    ):
+        config.validate()
+        self.config = config
+        self.id = config.id
+        self.rng = rng
+        if snapshot is None or snapshot.meta.index == 0:
+            snapshot = snapshot if snapshot and snapshot.meta.voters else empty_snapshot(config.voters)
+        self.voters: tuple[int, ...] = tuple(snapshot.meta.voters) or tuple(config.voters)
+        self.peers: tuple[int, ...] = tuple(v for v in self.voters if v != self.id)
+        self._peer_set = frozenset(self.peers)
+        self.quorum = len(self.voters) // 2 + 1
+        self.log = RaftLog(snapshot, entries)
+        if hard_state.commit > self.log.last_index():
+            raise ValueError(
+                f"hard state commit {hard_state.commit} is beyond the last log index "
+                f"{self.log.last_index()}"
+            )
+        self.log.commit_to(hard_state.commit)
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self.leader = NONE
+        self.role = FOLLOWER
+        self.counters: dict[str, int] = {"dropped_invalid": 0, "dropped_stale": 0}
+        self.progress: dict[int, Progress] = {}
+        self.transferee = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = config.election_timeout_min
+        self.failed_campaigns = 0
+        self._votes: dict[int, bool] = {}
+        self._msgs: list = []
+        self._read_states: list[ReadState] = []
+        self._reads = PendingReads(config.max_pending_reads)
+        self._dirty: set[int] = set()
+        self._pending_snapshot: Snapshot | None = None
+        self._role_changed = False
+        self._persisted_hard_state = HardState(self.term, self.vote, self.log.committed)
+        self._outstanding: Ready | None = None
+        self._become_follower(self.term, NONE)
+
+    # ------------------------------------------------------------------ public queries
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index()
+
+    @property
+    def commit_index(self) -> int:
+        return self.log.committed
+
+    @property
+    def applied_index(self) -> int:
+        return self.log.applied
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self, n: int = 1) -> None:
+        """Let ``n`` ticks pass; exactly equivalent to ``n`` calls of ``tick()``."""
+        self._check_not_outstanding()
+        while n > 0:
+            due = self.ticks_until_due()
+            k = n if n < due else due
+            self.election_elapsed += k
+            self.heartbeat_elapsed += k
+            if self.role is not LEADER:
+                self.heartbeat_elapsed = 0
+            n -= k
+            if k == due:
+                self._on_timer()
+
+    def ticks_until_due(self) -> int:
+        """How many ticks may pass before the next one that does something (at least 1)."""
+        if self.role is LEADER:
+            due = min(
+                self.config.heartbeat_interval - self.heartbeat_elapsed,
+                self.config.election_timeout_min - self.election_elapsed,
+            )
+        else:
+            due = self.randomized_timeout - self.election_elapsed
+        return due if due > 1 else 1
+
+    def step(self, m: msg.Message) -> None:
+        """Feed one message from a peer. Malformed, misaddressed or unknown input is dropped."""
+        self._check_not_outstanding()
+        if not is_valid(m, self.id, self._peer_set):
+            self.counters["dropped_invalid"] += 1
+            return
+        t = type(m)
+        if m.term > self.term:
+            if t is msg.VoteRequest:
+                in_lease = (
+                    self.config.check_quorum
+                    and self.leader != NONE
+                    and self.election_elapsed < self.config.election_timeout_min
+                )
+                if in_lease and not m.transfer:
+                    self.counters["dropped_stale"] += 1
+                    return
+                if not m.pre_vote:
+                    self._become_follower(m.term, NONE)
+            elif t is msg.VoteResponse and m.pre_vote and m.granted:
+                pass  # a granted PreVote carries the term we would campaign in
+            elif t is msg.AppendRequest or t is msg.Heartbeat or t is msg.SnapshotRequest:
+                self._become_follower(m.term, m.frm)
+            else:
+                self._become_follower(m.term, NONE)
+        elif m.term < self.term:
+            if t is msg.AppendRequest or t is msg.Heartbeat:
+                # A stale leader: tell it our term so it steps down (needed with CheckQuorum and
+                # PreVote, where our higher term would otherwise never reach it).
+                self._send(msg.AppendResponse(self.id, m.frm, self.term, 0))
+            elif t is msg.VoteRequest and m.pre_vote:
+                self._send(msg.VoteResponse(self.id, m.frm, self.term, False, True))
+            else:
+                self.counters["dropped_stale"] += 1
+            return
+
+        if t is msg.VoteRequest:
+            self._handle_vote_request(m)
+        elif self.role is LEADER:
+            self._step_leader(m, t)
+        elif self.role is FOLLOWER:
+            self._step_follower(m, t)
+        else:
+            self._step_candidate(m, t)
+
+    def propose(self, data: bytes) -> int:
+        """Append one command; returns its log index. Leader only."""
+        return self.propose_batch((data,))
+
+    def propose_batch(self, datas: Sequence[bytes]) -> int:
+        """Append many commands at once; returns the index of the last one. Leader only.
+
+        Raises NotLeader on a non-leader and ProposalDropped while a leadership transfer is
+        under way or when the uncommitted tail would exceed ``max_uncommitted_entries``.
+        """
+        self._check_not_outstanding()
+        if self.role is not LEADER:
+            raise NotLeader(self.leader)
+        if self.transferee != NONE:
+            raise ProposalDropped("leadership transfer in progress")
+        log = self.log
+        first = log.last_index() + 1
+        if first - 1 - log.committed + len(datas) > self.config.max_uncommitted_entries:
+            raise ProposalDropped("too many uncommitted entries")
+        term = self.term
+        log.append([Entry(term, first + i, d) for i, d in enumerate(datas)])
+        if self.quorum == 1:
+            self._maybe_commit()
+        self._dirty.update(self.peers)
+        return log.last_index()
+
+    def read_index(self, ctx: bytes) -> bool:
+        """Ask for a linearizable read point for ``ctx`` (unique per request).
+
+        The answer comes later as a ``ReadState`` in a Ready. Returns False when the request
+        was dropped at once (no leader known, or too many reads pending); the driver retries.
+        """
+        self._check_not_outstanding()
+        if not ctx:
+            raise ValueError("a read context must be non-empty")
+        if self.role is LEADER:
+            return self._leader_read(ctx, self.id)
+        if self.leader == NONE:
+            return False
+        self._send(msg.ReadIndexRequest(self.id, self.leader, self.term, ctx))
+        return True
+
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to voter ``to``: catch it up, then tell it to campaign at once.
+
+        Proposals are refused until the transfer ends; it is abandoned if it has not
+        finished within one election timeout.
+        """
+        self._check_not_outstanding()
+        if self.role is not LEADER:
+            raise NotLeader(self.leader)
+        if to not in self._peer_set:
+            raise ValueError(f"cannot transfer leadership to {to}: not another voter")
+        if self.transferee == to:
+            return
+        self.transferee = to
+        self.election_elapsed = 0
+        if self.progress[to].match == self.log.last_index():
+            self._send(msg.TimeoutNow(self.id, to, self.term))
+        else:
+            self._dirty.add(to)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """The driver took ``snapshot`` of its applied state: drop the log entries it covers."""
+        self.log.compact(snapshot)
+
+    def campaign(self) -> None:
+        """Start an election now (as if the election timer had fired)."""
+        self._check_not_outstanding()
+        if self.role is not LEADER:
+            self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+
+    # ------------------------------------------------------------------ output
+
+    def has_ready(self) -> bool:
+        log = self.log
+        return bool(
+            self._msgs
+            or self._dirty
+            or self._reads.broadcast_needed
+            or log.unstable_from <= log.last_index()
+            or log.committed > log.applied
+            or self._read_states
+            or self._pending_snapshot is not None
+            or self._role_changed
+            or self.hard_state() != self._persisted_hard_state
+        )
+
+    def ready(self) -> Ready:
+        """Collect what the driver must persist, send and apply. Call ``advance`` after."""
+        self._check_not_outstanding()
+        if self.role is LEADER:
+            self._flush()
+        log = self.log
+        rd = Ready()
+        hs = HardState(self.term, self.vote, log.committed)
+        if hs != self._persisted_hard_state:
+            rd.hard_state = hs
+        if log.unstable_from <= log.last_index():
+            rd.entries = log.unstable_entries()
+        if self._pending_snapshot is not None:
+            rd.snapshot = self._pending_snapshot
+        rd.committed = log.next_committed()
+        rd.messages = self._msgs
+        self._msgs = []
+        rd.read_states = self._read_states
+        self._read_states = []
+        rd.role_changed = self._role_changed
+        self._role_changed = False
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver persisted, sent and applied everything in ``rd``."""
+        if rd is not self._outstanding:
+            raise RuntimeError("advance() must be given the Ready returned by the last ready()")
+        self._outstanding = None
+        log = self.log
+        if rd.hard_state is not None:
+            self._persisted_hard_state = rd.hard_state
+        if rd.snapshot is not None:
+            log.applied = max(log.applied, rd.snapshot.meta.index)
+            self._pending_snapshot = None
+        if rd.entries:
+            log.unstable_from = rd.entries[-1].index + 1
+        if rd.committed:
+            log.applied = rd.committed[-1].index
+
+    # ------------------------------------------------------------------ role changes
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NONE
+        self.leader = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._randomize_timeout()
+        self.transferee = NONE
+        self._votes = {}
+        self.progress = {}
+        self._dirty.clear()
+        self._reads.clear()
+
+    def _randomize_timeout(self) -> None:
+        cfg = self.config
+        timeout = self.rng.randint(cfg.election_timeout_min, cfg.election_timeout_max)
+        if cfg.split_vote_backoff and self.failed_campaigns:
+            # Each election this node started that produced no leader spreads its next timeout
+            # wider, so nodes that keep splitting the vote drift apart.
+            spread = cfg.election_timeout_min * min(self.failed_campaigns, 4) // 2
+            timeout += self.rng.randint(0, spread)
+        self.randomized_timeout = timeout
+
+    def _set_role(self, role: Role) -> None:
+        if role is not self.role:
+            self.role = role
+            self._role_changed = True
+
+    def _become_follower(self, term: int, leader: int) -> None:
+        if leader != NONE:
+            self.failed_campaigns = 0
+        self._reset(term)
+        self.leader = leader
+        self._set_role(FOLLOWER)
+
+    def _become_leader(self) -> None:
+        self.failed_campaigns = 0
+        self._reset(self.term)
+        self.leader = self.id
+        self._set_role(LEADER)
+        next_index = self.log.last_index() + 1
+        for peer in self.peers:
+            self.progress[peer] = Progress(next_index, self.config.max_inflight_messages)
+        # A no-op entry of the new term lets the leader commit (and so learn the commit index
+        # of) everything earlier logs held (Raft §5.4.2, §8).
+        self.log.append([Entry(self.term, next_index, b"")])
+        if self.quorum == 1:
+            self._maybe_commit()
+        self._dirty.update(self.peers)
+
+    def _campaign(self, pre_vote: bool, transfer: bool) -> None:
+        if pre_vote:
+            self._reset(self.term)
+            self._set_role(PRE_CANDIDATE)
+            vote_term = self.term + 1
+        else:
+            self.failed_campaigns += 1
+            self._reset(self.term + 1)
+            self.vote = self.id
+            self._set_role(CANDIDATE)
+            vote_term = self.term
+        self._votes[self.id] = True
+        if self._tally() >= self.quorum:
+            self._won_vote(pre_vote)
+            return
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for peer in self.peers:
+            self._send(
+                msg.VoteRequest(self.id, peer, vote_term, last_index, last_term, pre_vote, transfer)
+            )
+
+    def _tally(self) -> int:
+        return sum(1 for granted in self._votes.values() if granted)
+
+    def _won_vote(self, pre_vote: bool) -> None:
+        if pre_vote:
+            self._campaign(pre_vote=False, transfer=False)
+        else:
+            self._become_leader()
+
+    def _on_timer(self) -> None:
+        cfg = self.config
+        if self.role is not LEADER:
+            self._campaign(pre_vote=cfg.pre_vote, transfer=False)
+            return
+        if self.election_elapsed >= cfg.election_timeout_min:
+            self.election_elapsed = 0
+            if cfg.check_quorum and not self._quorum_active():
+                self._become_follower(self.term, NONE)
+                return
+            self.transferee = NONE  # a transfer that has not finished by now is abandoned
+        if self.heartbeat_elapsed >= cfg.heartbeat_interval:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat(self._reads.last_ctx())
+            for pr in self.progress.values():
+                if pr.state == SNAPSHOT:
+                    pr.snapshot_elapsed += cfg.heartbeat_interval
+
+    def _quorum_active(self) -> bool:
+        active = 1
+        for pr in self.progress.values():
+            if pr.recent_active:
+                active += 1
+            pr.recent_active = False
+        return active >= self.quorum
+
+    # ------------------------------------------------------------------ vote handling
+
+    def _handle_vote_request(self, m: msg.VoteRequest) -> None:
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote == NONE and self.leader == NONE)
+            or (m.pre_vote and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+            self._send(msg.VoteResponse(self.id, m.frm, m.term, True, m.pre_vote))
+            if not m.pre_vote:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self._send(msg.VoteResponse(self.id, m.frm, self.term, False, m.pre_vote))
+
+    def _step_candidate(self, m: msg.Message, t: type) -> None:
+        if t is msg.AppendRequest or t is msg.Heartbeat or t is msg.SnapshotRequest:
+            self._become_follower(m.term, m.frm)
+            self._step_follower(m, t)
+        elif t is msg.VoteResponse:
+            pre = self.role is PRE_CANDIDATE
+            if m.pre_vote != pre:
+                self.counters["dropped_stale"] += 1
+                return
+            if pre and m.granted and m.term != self.term + 1:
+                return
+            self._votes.setdefault(m.frm, m.granted)
+            granted = self._tally()
+            if granted >= self.quorum:
+                self._won_vote(pre)
+            elif len(self._votes) - granted > len(self.voters) - self.quorum:
+                self._become_follower(self.term, NONE)
+
+    # ------------------------------------------------------------------ follower
+
+    def _step_follower(self, m: msg.Message, t: type) -> None:
+        if t is msg.AppendRequest:
+            self._heard_from_leader(m.frm)
+            self._handle_append(m)
+        elif t is msg.Heartbeat:
+            self._heard_from_leader(m.frm)
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(msg.HeartbeatResponse(self.id, m.frm, self.term, m.ctx))
+        elif t is msg.SnapshotRequest:
+            self._heard_from_leader(m.frm)
+            self._handle_snapshot(m)
+        elif t is msg.TimeoutNow:
+            if m.frm == self.leader:
+                self._campaign(pre_vote=False, transfer=True)
+        elif t is msg.ReadIndexResponse:
+            if m.frm == self.leader:
+                self._read_states.append(ReadState(m.index, m.ctx))
+        else:
+            self.counters["dropped_stale"] += 1
+
+    def _heard_from_leader(self, leader: int) -> None:
+        self.election_elapsed = 0
+        self.leader = leader
+        self.failed_campaigns = 0
+
+    def _handle_append(self, m: msg.AppendRequest) -> None:
+        log = self.log
+        if m.prev_index < log.committed:
+            self._send(msg.AppendResponse(self.id, m.frm, self.term, log.committed))
+            return
+        if log.matches(m.prev_index, m.prev_term):
+            last_new = m.prev_index + len(m.entries)
+            log.truncate_and_append(m.entries)
+            log.commit_to(min(m.commit, last_new))
+            self._send(msg.AppendResponse(self.id, m.frm, self.term, last_new))
+            return
+        hint_index, hint_term = log.find_conflict_by_term(
+            min(m.prev_index, log.last_index()), m.prev_term
+        )
+        self._send(
+            msg.AppendResponse(self.id, m.frm, self.term, m.prev_index, True, hint_index, hint_term)
+        )
+
+    def _handle_snapshot(self, m: msg.SnapshotRequest) -> None:
+        log = self.log
+        meta = m.snapshot.meta
+        if meta.index <= log.committed:
+            self._send(msg.AppendResponse(self.id, m.frm, self.term, log.committed))
+            return
+        if log.matches(meta.index, meta.term):
+            # We already hold the snapshot's last entry: just fast-forward the commit index.
+            log.commit_to(meta.index)
+        else:
+            log.restore(m.snapshot)
+            self._pending_snapshot = m.snapshot
+        self._send(msg.AppendResponse(self.id, m.frm, self.term, log.last_index()))
+
+    # ------------------------------------------------------------------ leader
+
+    def _step_leader(self, m: msg.Message, t: type) -> None:
+        if t is msg.AppendResponse:
+            self._handle_append_response(m)
+        elif t is msg.HeartbeatResponse:
+            pr = self.progress[m.frm]
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state == REPLICATE and len(pr.inflight) >= pr.max_inflight:
+                pr.inflight.popleft()
+            if pr.state == SNAPSHOT and pr.snapshot_elapsed >= self.config.election_timeout_min:
+                pr.become_probe()  # the snapshot was probably lost: try again
+            if pr.match < self.log.last_index():
+                # Even with nothing new to send, an (empty) append re-checks where the follower
+                # stands: an acknowledgement or a lost append would otherwise stall it forever.
+                self._send_append(m.frm, pr, True)
+            elif pr.sent_commit < self.log.committed:
+                self._dirty.add(m.frm)
+            if m.ctx:
+                for read in self._reads.ack(m.ctx, m.frm, self.quorum):
+                    self._release_read(read.index, read.ctx, read.requester)
+        elif t is msg.ReadIndexRequest:
+            if not self._leader_read(m.ctx, m.frm):
+                self.counters["dropped_stale"] += 1
+        else:
+            self.counters["dropped_stale"] += 1
+
+    def _handle_append_response(self, m: msg.AppendResponse) -> None:
+        pr = self.progress[m.frm]
+        log = self.log
+        if m.index > log.last_index():
+            self.counters["dropped_invalid"] += 1  # acknowledges entries we never sent
+            return
+        pr.recent_active = True
+        if m.reject:
+            next_probe = m.hint_index
+            if m.hint_term > 0:
+                next_probe, _ = log.find_conflict_by_term(m.hint_index, m.hint_term)
+            if pr.maybe_decrease_to(m.index, next_probe):
+                if pr.state == REPLICATE:
+                    pr.become_probe()
+                self._dirty.add(m.frm)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            if was_paused and not pr.is_paused():
+                self._dirty.add(m.frm)
+            return
+        if pr.state == PROBE:
+            pr.become_replicate()
+        elif pr.state == SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state == REPLICATE:
+            pr.free_inflight(m.index)
+        if self._maybe_commit():
+            self._dirty.update(self.peers)
+        elif pr.match < log.last_index() or pr.sent_commit < log.committed:
+            self._dirty.add(m.frm)
+        if m.frm == self.transferee and pr.match == log.last_index():
+            self._send(msg.TimeoutNow(self.id, m.frm, self.term))
+
+    def _maybe_commit(self) -> bool:
+        log = self.log
+        matches = sorted([pr.match for pr in self.progress.values()] + [log.last_index()])
+        candidate = matches[len(matches) - self.quorum]
+        # Only an entry of the current term is committed by counting replicas (Raft §5.4.2).
+        if candidate > log.committed and log.term(candidate) == self.term:
+            first_in_term = not self._committed_in_term()
+            log.commit_to(candidate)
+            if first_in_term:
+                for read in self._reads.take_waiting():
+                    self._leader_read(read.ctx, read.requester)
+            return True
+        return False
+
+    def _committed_in_term(self) -> bool:
+        return self.log.term(self.log.committed) == self.term
+
+    def _leader_read(self, ctx: bytes, requester: int) -> bool:
+        if not self._committed_in_term():
+            # Until an entry of this term commits, this leader may not know the latest commit.
+            return self._reads.wait_for_commit(ctx, requester)
+        if self.quorum == 1:
+            self._release_read(self.log.committed, ctx, requester)
+            return True
+        return self._reads.add(self.log.committed, ctx, requester, self.id)
+
+    def _release_read(self, index: int, ctx: bytes, requester: int) -> None:
+        if requester == self.id:
+            self._read_states.append(ReadState(index, ctx))
+        else:
+            self._send(msg.ReadIndexResponse(self.id, requester, self.term, index, ctx))
+
+    def _broadcast_heartbeat(self, ctx: bytes) -> None:
+        committed = self.log.committed
+        for peer, pr in self.progress.items():
+            commit = pr.match if pr.match < committed else committed
+            self._send(msg.Heartbeat(self.id, peer, self.term, commit, ctx))
+
+    def _flush(self) -> None:
+        """Send what proposals, acks and commits made due since the last Ready."""
+        if self._reads.broadcast_needed:
+            self._reads.broadcast_needed = False
+            self._broadcast_heartbeat(self._reads.last_ctx())
+        if not self._dirty:
+            return
+        for peer in self._dirty:
+            pr = self.progress[peer]
+            sent = self._send_append(peer, pr, pr.sent_commit < self.log.committed)
+            while sent and pr.state == REPLICATE:
+                sent = self._send_append(peer, pr, False)
+        self._dirty.clear()
+
+    def _send_append(self, peer: int, pr: Progress, allow_empty: bool) -> bool:
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev_index = pr.next - 1
+        prev_term = log.term(prev_index)
+        if prev_term is None:
+            if not pr.recent_active:
+                return False
+            snapshot = log.snapshot
+            pr.become_snapshot(snapshot.meta.index)
+            self._send(msg.SnapshotRequest(self.id, peer, self.term, snapshot))
+            return False
+        cfg = self.config
+        entries = log.slice(
+            pr.next, log.last_index() + 1, cfg.max_entries_per_message, cfg.max_bytes_per_message
+        )
+        if not entries and not allow_empty:
+            return False
+        committed = log.committed
+        self._send(
+            msg.AppendRequest(self.id, peer, self.term, prev_index, prev_term, tuple(entries), committed)
+        )
+        pr.sent_commit = committed
+        if pr.state == REPLICATE:
+            if entries:
+                last = entries[-1].index
+                pr.next = last + 1
+                pr.inflight.append(last)
+        else:
+            pr.probe_sent = True
+        return bool(entries)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _send(self, m: msg.Message) -> None:
+        self._msgs.append(m)
+
+    def _check_not_outstanding(self) -> None:
+        if self._outstanding is not None:
+            raise RuntimeError("a Ready is outstanding: call advance() before new input")

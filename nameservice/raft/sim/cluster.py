@@ -1,0 +1,306 @@
+"""A cluster of RaftCore nodes driven by a discrete-event loop on a virtual clock.
+
+Each node ticks every ``tick_us`` microseconds from its own phase (clocks are not aligned), but
+the loop only wakes a node when its next tick would do something (``ticks_until_due``), so
+quiet periods cost nothing. A node's Ready is handled as a real driver would: write to its
+simulated disk (taking ``disk_delay_us``, during which the node takes no input), then send the
+messages, then apply. A crash loses what was not yet written; a crash during a write may leave
+a torn prefix of the entries on disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from nameservice.raft.core import RaftCore
+from nameservice.raft.sim.checker import SafetyChecker
+from nameservice.raft.sim.network import Network, NetworkModel
+from nameservice.raft.types import Config, Entry, HardState, Ready, Role, Snapshot, SnapshotMeta
+
+DELIVER, WAKE, DISK_DONE, CALL = range(4)
+
+
+@dataclass(slots=True)
+class Disk:
+    """What survives a crash."""
+
+    hard_state: HardState = HardState()
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+
+    def write(self, rd: Ready, torn_at: int | None = None) -> None:
+        if rd.snapshot is not None:
+            self.snapshot = rd.snapshot
+            self.entries = []
+        entries = rd.entries if torn_at is None else rd.entries[:torn_at]
+        if entries:
+            first = entries[0].index
+            base = self.entries[0].index if self.entries else first
+            del self.entries[max(0, first - base):]
+            self.entries.extend(entries)
+        if torn_at is None and rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+
+
+class SimNode:
+    """One simulated server: a RaftCore (None while crashed), its disk and its state machine."""
+
+    def __init__(self, node_id: int, phase_us: int):
+        self.id = node_id
+        self.phase = phase_us
+        self.core: RaftCore | None = None
+        self.disk = Disk()
+        self.ticks = 0
+        self.wake_version = 0
+        self.busy = False
+        self.inbox: deque = deque()
+        self.disk_delay_us = 0
+        self.incarnation = 0
+        # The state machine is a hash chain over applied commands: equal chains, equal states.
+        self.sm_index = 0
+        self.sm_hash = b""
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+    def sm_snapshot(self) -> bytes:
+        return self.sm_index.to_bytes(8, "big") + self.sm_hash
+
+    def sm_restore(self, data: bytes) -> None:
+        self.sm_index = int.from_bytes(data[:8], "big") if data else 0
+        self.sm_hash = data[8:]
+
+    def sm_apply(self, entry: Entry) -> None:
+        self.sm_index = entry.index
+        if entry.data:
+            self.sm_hash = hashlib.blake2b(self.sm_hash + entry.data, digest_size=16).digest()
+
+
+class SimCluster:
+    """Runs nodes, the network and scheduled calls on one virtual clock (µs)."""
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        config: Callable[[int, tuple[int, ...]], Config],
+        network: NetworkModel | None = None,
+        tick_us: int = 10_000,
+        snapshot_every: int = 0,
+        check: bool = True,
+    ):
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.ids = tuple(range(1, size + 1))
+        self.make_config = config
+        self.tick_us = tick_us
+        self.snapshot_every = snapshot_every
+        self.net = Network(network or NetworkModel(), random.Random(self.rng.random()))
+        self.checker = SafetyChecker() if check else None
+        self.now = 0
+        self._queue: list = []
+        self._seq = 0
+        self.nodes = {i: SimNode(i, self.rng.randrange(tick_us)) for i in self.ids}
+        self.messages_sent = 0
+        self.on_message: Callable[[object], None] | None = None
+        self.on_apply: Callable[[SimNode, Entry], None] | None = None
+        self.on_read: Callable[[SimNode, object], None] | None = None
+        self.torn_writes = True
+        for node in self.nodes.values():
+            self.start(node.id)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _push(self, at: int, kind: int, node: int, payload) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, node, payload))
+
+    def call_at(self, at_us: int, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at virtual time ``at_us``."""
+        self._push(at_us, CALL, 0, fn)
+
+    def run_until(self, t_us: int, stop: Callable[[], bool] | None = None) -> bool:
+        """Process events up to time ``t_us``; with ``stop``, return True as soon as it holds."""
+        queue = self._queue
+        while queue and queue[0][0] <= t_us:
+            at, _, kind, node_id, payload = heapq.heappop(queue)
+            self.now = at
+            if kind == CALL:
+                payload()
+            else:
+                node = self.nodes[node_id]
+                if kind == DISK_DONE:
+                    self._disk_done(node, payload)
+                elif node.core is not None:
+                    if node.busy:
+                        node.inbox.append((kind, payload))
+                    else:
+                        self._handle(node, kind, payload)
+            if stop is not None and stop():
+                return True
+        self.now = max(self.now, t_us)
+        return stop() if stop is not None else False
+
+    # ------------------------------------------------------------------ node lifecycle
+
+    def start(self, node_id: int) -> None:
+        """Start (or restart after a crash) a node from what is on its disk."""
+        node = self.nodes[node_id]
+        assert node.core is None
+        disk = node.disk
+        node.incarnation += 1
+        rng = random.Random(self.rng.random())
+        node.core = RaftCore(
+            self.make_config(node_id, self.ids), rng, disk.hard_state, disk.snapshot, list(disk.entries)
+        )
+        node.sm_restore(disk.snapshot.data if disk.snapshot else b"")
+        node.ticks = (self.now - node.phase) // self.tick_us if self.now >= node.phase else -1
+        node.busy = False
+        node.inbox.clear()
+        self._after_input(node)
+
+    def crash(self, node_id: int) -> None:
+        """Stop a node at once: memory is lost, only its disk remains."""
+        node = self.nodes[node_id]
+        node.core = None
+        node.busy = False
+        node.inbox.clear()
+        node.wake_version += 1
+
+    # ------------------------------------------------------------------ node processing
+
+    def _sync_ticks(self, node: SimNode) -> None:
+        due = (self.now - node.phase) // self.tick_us - node.ticks
+        if due > 0:
+            node.ticks += due
+            node.core.tick(due)
+
+    def _handle(self, node: SimNode, kind: int, payload) -> None:
+        if kind == WAKE:
+            if payload != node.wake_version:
+                return
+            self._sync_ticks(node)
+        else:
+            self._sync_ticks(node)
+            node.core.step(payload)
+        self._after_input(node)
+
+    def _after_input(self, node: SimNode) -> None:
+        core = node.core
+        while core is not None and not node.busy and core.has_ready():
+            rd = core.ready()
+            if node.disk_delay_us and (rd.entries or rd.hard_state is not None or rd.snapshot):
+                node.busy = True
+                self._push(self.now + node.disk_delay_us, DISK_DONE, node.id, (node.incarnation, rd))
+                return
+            node.disk.write(rd)
+            self._finish(node, rd)
+            core = node.core
+        if core is not None and not node.busy:
+            node.wake_version += 1
+            wake_tick = node.ticks + core.ticks_until_due()
+            self._push(node.phase + wake_tick * self.tick_us, WAKE, node.id, node.wake_version)
+
+    def _disk_done(self, node: SimNode, payload) -> None:
+        incarnation, rd = payload
+        if incarnation != node.incarnation or node.core is None:
+            return
+        node.disk.write(rd)
+        node.busy = False
+        self._finish(node, rd)
+        while node.inbox and not node.busy and node.core is not None:
+            kind, item = node.inbox.popleft()
+            self._handle(node, kind, item)
+        if node.core is not None and not node.busy:
+            self._after_input(node)
+
+    def crash_during_write(self, node_id: int) -> None:
+        """Crash a node; if it is mid-write, a random prefix of the entries reaches the disk."""
+        node = self.nodes[node_id]
+        if node.busy and self.torn_writes:
+            for at, _, kind, nid, payload in self._queue:
+                if kind == DISK_DONE and nid == node_id and payload[0] == node.incarnation:
+                    rd = payload[1]
+                    node.disk.write(rd, torn_at=self.rng.randint(0, len(rd.entries)))
+                    break
+        self.crash(node_id)
+
+    def _finish(self, node: SimNode, rd: Ready) -> None:
+        core = node.core
+        checker = self.checker
+        if checker is not None and rd.entries:
+            checker.on_persist(node.id, rd.entries, core.log)
+        for m in rd.messages:
+            self.messages_sent += 1
+            if self.on_message is not None:
+                self.on_message(m)
+            for delay in self.net.deliveries(m.frm, m.to):
+                self._push(self.now + delay, DELIVER, m.to, m)
+        if rd.snapshot is not None:
+            node.sm_restore(rd.snapshot.data)
+        for entry in rd.committed:
+            if entry.index <= node.sm_index:
+                continue
+            node.sm_apply(entry)
+            if checker is not None:
+                checker.on_apply(node.id, entry)
+            if self.on_apply is not None:
+                self.on_apply(node, entry)
+        if rd.read_states and self.on_read is not None:
+            for rs in rd.read_states:
+                self.on_read(node, rs)
+        if checker is not None and core.role is Role.LEADER:
+            if rd.role_changed:
+                checker.on_became_leader(node.id, core.term, core.log)
+            else:
+                checker.on_leader(node.id, core.term, core.log)
+        core.advance(rd)
+        if self.snapshot_every and node.sm_index - core.log.snapshot.meta.index >= self.snapshot_every:
+            self._take_snapshot(node)
+
+    def _take_snapshot(self, node: SimNode) -> None:
+        core = node.core
+        index = node.sm_index
+        meta = SnapshotMeta(index, core.log.term(index), core.voters)
+        snapshot = Snapshot(meta, node.sm_snapshot())
+        core.compact(snapshot)
+        disk = node.disk
+        disk.snapshot = snapshot
+        disk.entries = [e for e in disk.entries if e.index > index]
+
+    # ------------------------------------------------------------------ inputs from tests
+
+    def leaders(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.core is not None and n.core.role is Role.LEADER]
+
+    def leader(self) -> SimNode | None:
+        """The leader of the highest term, if any node believes it leads."""
+        best = None
+        for node in self.leaders():
+            if best is None or node.core.term > best.core.term:
+                best = node
+        return best
+
+    def with_core(self, node_id: int, fn: Callable[[RaftCore], object]) -> object:
+        """Give a node a local input (propose, read, transfer) and handle its Ready."""
+        node = self.nodes[node_id]
+        if node.core is None or node.busy:
+            return None
+        self._sync_ticks(node)
+        result = fn(node.core)
+        self._after_input(node)
+        return result
+
+
+def default_config(**overrides) -> Callable[[int, tuple[int, ...]], Config]:
+    """A config factory for SimCluster with the given Config fields overridden."""
+
+    def make(node_id: int, voters: tuple[int, ...]) -> Config:
+        return replace(Config(id=node_id, voters=voters), **overrides)
+
+    return make

@@ -1,0 +1,236 @@
+"""Random fault scenarios for the Raft simulator, each fully determined by its seed.
+
+A scenario picks a cluster size (3 or 5), a network (delay spread, loss, duplication), disk
+speeds and compaction, then for a few virtual seconds mixes client writes, ReadIndex reads and
+leadership transfers with faults: symmetric and one-way partitions, crashes (also mid-write,
+leaving a torn tail), restarts, slow disks. The safety checker runs throughout. At the end
+every fault is repaired and the cluster must elect a leader, commit a fresh write and apply it
+on every node within a deadline (liveness).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from nameservice.raft.errors import RaftError
+from nameservice.raft.sim.cluster import SimCluster, default_config
+from nameservice.raft.sim.network import NetworkModel
+
+MS = 1_000
+
+
+class LivenessFailure(AssertionError):
+    """The repaired cluster did not commit a write in time."""
+
+
+@dataclass
+class ScenarioResult:
+    seed: int
+    size: int
+    committed: int
+    acknowledged: int
+    reads: int
+    leaders: int
+    messages: int
+    faults: list[str] = field(default_factory=list)
+
+
+def replay_command(seed: int) -> str:
+    return f"python -m nameservice.raft.sim --seed {seed}"
+
+
+def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> ScenarioResult:
+    """Run scenario ``seed``; raises SafetyViolation or LivenessFailure on a bug."""
+    rng = random.Random(seed)
+    size = rng.choice((3, 5))
+    model = NetworkModel(
+        delay_min=rng.choice((100, 500, 1_000)),
+        delay_max=rng.choice((2_000, 5_000, 15_000)),
+        drop=rng.choice((0.0, 0.0, 0.02, 0.1)),
+        duplicate=rng.choice((0.0, 0.02, 0.1)),
+    )
+    config = default_config(
+        election_timeout_min=10,
+        election_timeout_max=20,
+        heartbeat_interval=rng.choice((1, 2, 3)),
+        pre_vote=rng.random() < 0.8,
+        check_quorum=rng.random() < 0.8,
+        split_vote_backoff=rng.random() < 0.5,
+        max_entries_per_message=rng.choice((1, 4, 64)),
+        max_inflight_messages=rng.choice((1, 4, 64)),
+    )
+    cluster = SimCluster(
+        size, rng.randrange(1 << 30), config, model, tick_us=10 * MS,
+        snapshot_every=rng.choice((0, 5, 20, 100)),
+    )
+    cluster.torn_writes = rng.random() < 0.5
+    result = ScenarioResult(seed, size, 0, 0, 0, 0, 0)
+    checker = cluster.checker
+    pending: dict[int, tuple[int, bytes]] = {}  # index -> (term, data) proposed, not yet acked
+    reads: dict[bytes, int] = {}  # ctx -> acknowledged index when the read was asked
+    counter = [0]
+
+    def log(text: str) -> None:
+        result.faults.append(f"{cluster.now / MS:9.1f} ms  {text}")
+        if verbose:
+            print(result.faults[-1])
+
+    def on_apply(node, entry) -> None:
+        want = pending.get(entry.index)
+        if want is not None and want == (entry.term, entry.data) and node.core.role.value == "leader":
+            del pending[entry.index]
+            checker.on_acknowledged(entry.index, entry.term, entry.data)
+            result.acknowledged += 1
+
+    def on_read(node, read_state) -> None:
+        needed = reads.pop(read_state.ctx, None)
+        if needed is not None:
+            checker.on_read(node.id, read_state.index, needed)
+            result.reads += 1
+
+    cluster.on_apply = on_apply
+    cluster.on_read = on_read
+
+    def propose() -> None:
+        leader = cluster.leader()
+        if leader is None:
+            return
+        count = rng.choice((1, 1, 3, 20))
+        datas = []
+        for _ in range(count):
+            counter[0] += 1
+            datas.append(b"w%d" % counter[0])
+
+        def go(core):
+            try:
+                last = core.propose_batch(datas)
+            except RaftError:
+                return
+            for offset, data in enumerate(datas):
+                pending[last - count + 1 + offset] = (core.term, data)
+
+        cluster.with_core(leader.id, go)
+
+    def read() -> None:
+        node = rng.choice(cluster.ids)
+        counter[0] += 1
+        ctx = b"r%d" % counter[0]
+
+        def go(core):
+            if core.read_index(ctx):
+                reads[ctx] = checker.max_acked
+
+        cluster.with_core(node, go)
+
+    def fault() -> None:
+        roll = rng.random()
+        up = [i for i in cluster.ids if cluster.nodes[i].up]
+        down = [i for i in cluster.ids if not cluster.nodes[i].up]
+        if roll < 0.2:
+            ids = list(cluster.ids)
+            rng.shuffle(ids)
+            cut = rng.randint(1, size - 1)
+            groups = [set(ids[:cut]), set(ids[cut:])]
+            cluster.net.partition(groups)
+            log(f"partition {sorted(groups[0])} | {sorted(groups[1])}")
+        elif roll < 0.3:
+            a, b = rng.sample(cluster.ids, 2)
+            cluster.net.cut_one_way(a, b)
+            log(f"cut {a} -> {b}")
+        elif roll < 0.45:
+            cluster.net.heal()
+            log("heal network")
+        elif roll < 0.6 and len(up) > 1:
+            victim = rng.choice(up)
+            leader = cluster.leader()
+            if leader is not None and rng.random() < 0.5:
+                victim = leader.id
+            cluster.crash_during_write(victim)
+            log(f"crash {victim}")
+        elif roll < 0.75 and down:
+            node = rng.choice(down)
+            cluster.start(node)
+            log(f"restart {node}")
+        elif roll < 0.85:
+            node = rng.choice(cluster.ids)
+            cluster.nodes[node].disk_delay_us = rng.choice((0, 0, 2 * MS, 20 * MS))
+            log(f"disk delay of {node} = {cluster.nodes[node].disk_delay_us} us")
+        else:
+            leader = cluster.leader()
+            if leader is not None:
+                to = rng.choice([i for i in cluster.ids if i != leader.id])
+                cluster.with_core(leader.id, lambda core: core.transfer_leadership(to))
+                log(f"transfer leadership {leader.id} -> {to}")
+
+    end = duration_ms * MS
+    t = 0
+    while True:
+        t += rng.randint(1 * MS, 30 * MS)
+        if t >= end:
+            break
+        roll = rng.random()
+        action = propose if roll < 0.6 else read if roll < 0.85 else fault
+        cluster.call_at(t, action)
+    cluster.run_until(end)
+
+    # Repair everything, then demand progress.
+    cluster.net.heal()
+    cluster.net.model.drop = 0.0
+    for node in cluster.nodes.values():
+        node.disk_delay_us = 0
+        if not node.up:
+            cluster.start(node.id)
+    log("repair: heal, restart all, no loss")
+    _check_liveness(cluster, counter, pending, checker)
+    result.committed = checker.max_committed
+    result.leaders = len(checker.leader_of_term)
+    result.messages = cluster.messages_sent
+    return result
+
+
+def _check_liveness(cluster: SimCluster, counter, pending, checker) -> None:
+    deadline = cluster.now + 10_000 * MS
+    marker = b"final-%d" % counter[0]
+    proposed = [False]
+
+    def try_propose() -> bool:
+        leader = cluster.leader()
+        if leader is None or proposed[0]:
+            return proposed[0]
+
+        def go(core):
+            try:
+                index = core.propose(marker)
+            except RaftError:
+                return
+            pending[index] = (core.term, marker)
+            proposed[0] = True
+
+        cluster.with_core(leader.id, go)
+        return proposed[0]
+
+    def all_applied() -> bool:
+        if not proposed[0]:
+            try_propose()
+            return False
+        indexes = [i for i, v in pending.items() if v[1] == marker]
+        if not indexes:
+            # Acknowledged: now every node must have applied it.
+            acked = [i for i, v in checker.acked.items() if v[1] == marker]
+            return bool(acked) and all(n.sm_index >= acked[0] for n in cluster.nodes.values())
+        # Proposed but lost with its leader: propose again.
+        leader = cluster.leader()
+        if leader is not None and leader.core.term != pending[indexes[0]][0]:
+            del pending[indexes[0]]
+            proposed[0] = False
+        return False
+
+    step = 10 * MS
+    while cluster.now < deadline:
+        if cluster.run_until(cluster.now + step, stop=all_applied):
+            return
+    states = {
+        n.id: (n.core.role.value, n.core.term, n.core.commit_index, n.sm_index)
+        for n in cluster.nodes.values()
+    }
+    raise LivenessFailure(f"no write committed on all nodes 10 s after repair: {states}")
