@@ -104,17 +104,20 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _int(value: object) -> int:
-    _check(type(value) is int and value >= 0, f"expected a non-negative int, got {value!r:.40}")
+    if type(value) is not int or value < 0:  # type: ignore[operator]
+        raise DecodeError(f"expected a non-negative int, got {value!r:.40}")
     return value  # type: ignore[return-value]
 
 
 def _bytes(value: object) -> bytes:
-    _check(type(value) is bytes, f"expected bytes, got {type(value).__name__}")
+    if type(value) is not bytes:
+        raise DecodeError(f"expected bytes, got {type(value).__name__}")
     return value  # type: ignore[return-value]
 
 
 def _bool(value: object) -> bool:
-    _check(type(value) is bool, f"expected a bool, got {type(value).__name__}")
+    if type(value) is not bool:
+        raise DecodeError(f"expected a bool, got {type(value).__name__}")
     return value  # type: ignore[return-value]
 
 
@@ -169,7 +172,8 @@ def _cas_from_wire(w: list) -> Cas:
 
 def _unpack_args(cls: type, count: int) -> Callable[[list], Any]:
     def build(w: list) -> Any:
-        _check(len(w) == count + 1, f"{cls.__name__}: expected {count} fields, got {len(w) - 1}")
+        if len(w) != count + 1:
+            raise DecodeError(f"{cls.__name__}: expected {count} fields, got {len(w) - 1}")
         return cls(*w[1:])
 
     return build
@@ -190,10 +194,15 @@ _COMMAND_DECODERS: dict[int, Callable[[list], Command]] = {
 
 
 def _command_from_wire(w: Any) -> Command:
-    _check(type(w) is list and len(w) > 0, "a command must be a non-empty array")
-    decoder = _COMMAND_DECODERS.get(w[0]) if type(w[0]) is int else None
-    _check(decoder is not None, f"unknown command tag {w[0]!r:.20}")
-    return decoder(w)  # type: ignore[misc]
+    if type(w) is not list or not w:
+        raise DecodeError("a command must be a non-empty array")
+    tag = w[0]
+    if tag == _PUT and type(tag) is int and len(w) == 5:  # the hot path, without the lookup
+        return Put(w[1], w[2], w[3], w[4])
+    decoder = _COMMAND_DECODERS.get(tag) if type(tag) is int else None
+    if decoder is None:
+        raise DecodeError(f"unknown command tag {tag!r:.20}")
+    return decoder(w)
 
 
 def _item_from_wire(w: Any) -> Request | Command:

@@ -94,6 +94,17 @@ class Put:
     prev_kv: bool = False
 
     def __post_init__(self) -> None:
+        key, value, lease = self.key, self.value, self.lease
+        if (  # the common case in one test; the checks below explain any failure
+            type(key) is bytes
+            and 0 < len(key) <= MAX_KEY_BYTES
+            and type(value) is bytes
+            and len(value) <= MAX_VALUE_BYTES
+            and type(lease) is int
+            and 0 <= lease <= _MAX_INT
+            and type(self.prev_kv) is bool
+        ):
+            return
         _check_bytes(self, "key", MAX_KEY_BYTES)
         _check_bytes(self, "value", MAX_VALUE_BYTES, allow_empty=True)
         _check_int(self, "lease", 0)
@@ -271,6 +282,16 @@ class Request:
     ack: int = 0
 
     def __post_init__(self) -> None:
+        client_id, seq, ack = self.client_id, self.seq, self.ack
+        if (  # the common case in one test; the checks below explain any failure
+            type(client_id) is int
+            and type(seq) is int
+            and type(ack) is int
+            and 0 < client_id <= _MAX_INT
+            and 0 <= ack < seq <= _MAX_INT
+            and type(self.command) in _COMMAND_TYPES
+        ):
+            return
         _check_int(self, "client_id", 1)
         _check_int(self, "seq", 1)
         _check_int(self, "ack", 0, self.seq - 1)
