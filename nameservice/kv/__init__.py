@@ -34,6 +34,7 @@ from .commands import (
 )
 from .errors import Compacted, DecodeError, KvError
 from .machine import KvConfig, KvStateMachine
+from .stale import PendingWrite, StaleBacklogFull, StaleConflict, StaleOverlay
 from .results import (
     Applied,
     CasResult,
@@ -79,6 +80,7 @@ __all__ = [
     "LeaseRevoke",
     "LeaseRevokeResult",
     "OpenSession",
+    "PendingWrite",
     "Proposal",
     "Put",
     "PutResult",
@@ -88,6 +90,9 @@ __all__ = [
     "Result",
     "SessionClosed",
     "SessionOpened",
+    "StaleBacklogFull",
+    "StaleConflict",
+    "StaleOverlay",
     "StaleWrite",
     "decode_command",
     "decode_event",
