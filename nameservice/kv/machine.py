@@ -110,13 +110,13 @@ class KvStateMachine:
         """The store revision: the number of key changes ever applied."""
         return self._space.revision
 
-    def get(self, key: bytes) -> KeyValue | None:
+    def get(self, key: bytes | str) -> KeyValue | None:
         """The current key-value of ``key``, None if absent."""
-        return self._space.get(key)
+        return self._space.get(_as_bytes(key))
 
-    def range(self, prefix: bytes = b"", limit: int = 0) -> list[KeyValue]:
+    def range(self, prefix: bytes | str = b"", limit: int = 0) -> list[KeyValue]:
         """Key-values under ``prefix`` sorted by key (at most ``limit`` when > 0)."""
-        return self._space.range(prefix, limit)
+        return self._space.range(_as_bytes(prefix), limit)
 
     def leases(self) -> dict[int, int]:
         """Every lease: id → TTL in ms (the leader builds its expiry deadlines from this)."""
@@ -127,13 +127,13 @@ class KvStateMachine:
         lease = self._space.leases.get(lease_id)
         return None if lease is None else sorted(lease.keys)
 
-    def events_since(self, revision: int, prefix: bytes = b"") -> list[Event]:
+    def events_since(self, revision: int, prefix: bytes | str = b"") -> list[Event]:
         """Events with revision >= ``revision`` under ``prefix``, in order.
 
         Raises ``Compacted`` if some were dropped from the history; the watcher then resyncs
         (docs/kv.md, "Watch resume").
         """
-        return self._history.since(revision, prefix)
+        return self._history.since(revision, _as_bytes(prefix))
 
     @property
     def oldest_event_revision(self) -> int:
@@ -271,3 +271,7 @@ class KvStateMachine:
         self._space, self._sessions = space, sessions
         self.applied_index = applied_index
         self._history.reset(space.revision)
+
+
+def _as_bytes(key: bytes | str) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else key

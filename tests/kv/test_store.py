@@ -61,6 +61,8 @@ def test_put_with_prev_kv_returns_previous_key_value(d: Driver) -> None:
 def test_str_keys_and_values_are_stored_as_utf8_bytes(d: Driver) -> None:
     d.do(Put("clé", "välue"))
     assert d.machine.get("clé".encode()).value == "välue".encode()
+    assert d.machine.get("clé") == d.machine.range("cl")[0]
+    assert d.machine.events_since(1, "cl")[0].key == "clé".encode()
 
 
 def test_delete_removes_key_and_takes_one_revision(d: Driver) -> None:
