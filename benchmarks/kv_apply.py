@@ -6,6 +6,7 @@ from encoded log entries into results and events — the ceiling the server runs
 * put, batched: entries of ``--batch`` session requests, each a Put of a fresh or an existing key;
 * put, one per entry: one session request per log entry;
 * cas, batched: compare-and-swap on the value;
+* the server's whole path: decode, apply and encode every reply;
 * decode only, and snapshot/restore of the resulting store.
 
 Usage: python benchmarks/kv_apply.py [--ops N] [--batch B] [--json]
@@ -26,6 +27,7 @@ from nameservice.kv import (
     Request,
     decode_command,
     encode_command,
+    encode_result,
 )
 
 
@@ -76,6 +78,25 @@ def run(ops: int, batch: int, value_size: int) -> dict:
     measure("put_existing_key", fresh[: ops // 4], 1, machine)
     cas = [Cas(b"bench/%08d" % i, b"w", expect_value=value) for i in range(ops)]
     measure("cas", cas, batch, machine)
+
+    # The server's whole path per request: decode the entry, apply, encode each reply.
+    replies = KvStateMachine(KvConfig(max_keys=10 * ops))
+    client = replies.apply(1, OpenSession()).results[0].client_id
+    entries = _entries(fresh, client, batch, 1)
+    started = time.perf_counter()
+    for index, data in enumerate(entries, 2):
+        for result in replies.apply_entry(index, data).results:
+            encode_result(result)
+    elapsed = time.perf_counter() - started
+    rows.append(
+        {
+            "op": "put_decode_apply_reply",
+            "batch": batch,
+            "ops": ops,
+            "ops_s": round(ops / elapsed),
+            "us_per_op": round(elapsed / ops * 1e6, 2),
+        }
+    )
 
     encoded = _entries(fresh, 1, batch, 1)
     started = time.perf_counter()
