@@ -1,0 +1,435 @@
+"""InputPort: the consumer side of a channel.
+
+A port connects one DEALER socket to every intermediary of its channel and grants each of them
+``prefetch`` messages of credit. Batches received are queued and their messages handed, one at a
+time and in batch order, to the handler. By default a message is acknowledged when the handler
+returns (``auto_ack``); with ``auto_ack=False`` the handler calls ``message.ack()`` itself.
+Acknowledgements are cumulative per batch ("the first N messages of batch S are handled"), are
+grouped per producer into one ACK frame, and carry the credit given back to the intermediary.
+
+Duplicates: the port remembers, per producer, the batches it received (``_ProducerWindow``);
+a copy of a known batch is dropped, and the messages of it that were already handled are
+acknowledged again. A producer tells in each batch below which sequence number everything is
+acknowledged, and the port forgets those batches; at most ``max_tracked`` batches per producer
+are remembered (the oldest are forgotten first, counted in ``stats.window_evictions``).
+
+When an intermediary is lost, the port sends through a survivor, for every batch that came
+through it, an ACK with the HOLD flag: what is handled is acknowledged and the rest is claimed,
+so the producer does not resend it (which could hand it to another consumer, a duplicate).
+
+Memory: at most ``prefetch`` (plus one batch) messages per intermediary wait in the port.
+A handler must not block the event loop longer than the heartbeat timeout (use ``async def``
+handlers, or run blocking work in an executor): a silent consumer is declared dead.
+Exceptions raised by a handler are logged and counted; the message counts as handled.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import zmq
+import zmq.asyncio
+
+from fabric import protocol as p
+from fabric.errors import ConfigError, DecodeError, PortClosed
+from fabric.links import Link, LinkSet
+from fabric.timing import Timing
+
+log = logging.getLogger(__name__)
+
+ACK_FLUSH_ENTRIES = 64
+MAX_PRODUCERS = 10_000
+
+
+class _BatchState:
+    """A batch this port received: how much of it is handled, and where to acknowledge it."""
+
+    __slots__ = ("producer_id", "first_seq", "count", "handled", "done", "via", "charged",
+                 "charged_gen", "redelivered")
+
+    def __init__(self, producer_id: bytes, first_seq: int, count: int, skip: int,
+                 via: Link, redelivered: bool) -> None:
+        self.producer_id = producer_id
+        self.first_seq = first_seq
+        self.count = count
+        self.handled = skip  # messages [0, handled) are handled
+        self.done: set[int] | None = None  # out-of-order manual acks beyond ``handled``
+        self.via: Link | None = via
+        self.charged = via  # the intermediary whose credit this batch used
+        self.charged_gen = via.gen
+        self.redelivered = redelivered
+
+
+class Message:
+    """One delivered message.
+
+    ``payload`` is what the producer sent; ``producer_id`` and ``seq`` identify the message
+    uniquely; ``redelivered`` is True when a consumer that received it before may have died while
+    handling it (it may have been handled already).
+    """
+
+    __slots__ = ("payload", "producer_id", "seq", "redelivered", "_state", "_index", "_port")
+
+    def __init__(self, payload: Any, producer_id: bytes, seq: int, redelivered: bool,
+                 state: _BatchState, index: int, port: "InputPort") -> None:
+        self.payload = payload
+        self.producer_id = producer_id
+        self.seq = seq
+        self.redelivered = redelivered
+        self._state = state
+        self._index = index
+        self._port = port
+
+    def ack(self) -> None:
+        """Acknowledge this message (with ``auto_ack=False``; harmless otherwise)."""
+        self._port._manual_ack(self._state, self._index)
+
+    def __repr__(self) -> str:
+        return (f"Message(seq={self.seq}, producer={self.producer_id.hex()[:8]}, "
+                f"redelivered={self.redelivered}, payload={self.payload!r:.40})")
+
+
+Handler = Callable[[Message], Union[Awaitable[None], None]]
+
+
+class _ProducerWindow:
+    """Batches received from one producer, remembered to recognise copies (bounded)."""
+
+    __slots__ = ("batches", "acked_below")
+
+    def __init__(self) -> None:
+        self.batches: OrderedDict[int, _BatchState] = OrderedDict()
+        self.acked_below = 0
+
+    def prune(self, acked_below: int) -> None:
+        """Forget batches the producer has fully acknowledged (they cannot come again)."""
+        if acked_below <= self.acked_below:
+            return
+        self.acked_below = acked_below
+        batches = self.batches
+        while batches:
+            seq, state = next(iter(batches.items()))
+            if seq + state.count > acked_below:
+                return
+            batches.popitem(last=False)
+
+
+@dataclass(slots=True)
+class InputStats:
+    """Counters of an input port."""
+
+    messages_delivered: int = 0
+    batches_received: int = 0
+    duplicate_batches: int = 0
+    redelivered_messages: int = 0
+    handler_errors: int = 0
+    bad_frames: int = 0
+    window_evictions: int = 0
+    intermediaries_lost: int = 0
+
+
+class InputPort:
+    """Receive messages of ``channel`` from every intermediary in ``endpoints``.
+
+    ``handler(message)`` may be a plain or an ``async`` function. Use as
+    ``async with InputPort(channel, endpoints, handler): ...``.
+    """
+
+    def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (),
+                 handler: Handler | None = None, *, auto_ack: bool = True,
+                 prefetch: int = 4096, max_tracked: int = 65_536, timing: Timing = Timing(),
+                 consumer_id: bytes | None = None,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        if handler is None:
+            raise ConfigError("an InputPort needs a handler")
+        if prefetch < 1 or max_tracked < 1:
+            raise ConfigError("prefetch and max_tracked must be positive")
+        self.channel = channel
+        self.consumer_id = consumer_id or os.urandom(p.ID_SIZE)
+        self.auto_ack = auto_ack
+        self.prefetch = prefetch
+        self.max_tracked = max_tracked
+        self.timing = timing
+        self.stats = InputStats()
+        self._handler = handler
+        self._is_async = inspect.iscoroutinefunction(handler)
+        hello = p.encode(p.Hello(p.ROLE_CONSUMER, self.consumer_id, prefetch, channel))
+        self._links = LinkSet(ctx, b"C" + self.consumer_id, timing, hello,
+                              on_frame=self._on_frame, on_down=self._on_link_down,
+                              on_up=self._on_link_up)
+        self._initial = list(endpoints)
+        self._producers: OrderedDict[bytes, _ProducerWindow] = OrderedDict()
+        self._queue: deque[tuple[_BatchState, list[Any]]] = deque()
+        self._wake = asyncio.Event()
+        # (link or None, producer_id) -> {first_seq: handled}; None = any live intermediary
+        self._acks: dict[tuple[Link | None, bytes], dict[int, int]] = {}
+        self._ack_entries = 0
+        self._holds: dict[bytes, dict[int, int]] = {}  # rerouted, waiting for a live link
+        self._closed = False
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> "InputPort":
+        """Connect to the intermediaries and start delivering."""
+        for endpoint in self._initial:
+            self._links.add(endpoint)
+        self._tasks = [asyncio.ensure_future(self._deliver_loop()),
+                       asyncio.ensure_future(self._tick_loop())]
+        return self
+
+    async def __aenter__(self) -> "InputPort":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Send pending acknowledgements and close the sockets.
+
+        Messages received and not yet handled are abandoned; the intermediaries redeliver them to
+        another consumer once this one is declared dead.
+        """
+        if self._closed:
+            return
+        self._flush_acks()
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        self._links.close()
+
+    def add_endpoint(self, endpoint: str) -> None:
+        """Start receiving from one more intermediary."""
+        self._links.add(endpoint)
+
+    def remove_endpoint(self, endpoint: str) -> None:
+        """Stop receiving from an intermediary (acknowledgements go through the others)."""
+        link = self._links.remove(endpoint)
+        if link is not None:
+            self._reroute(link)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The intermediaries in use."""
+        return self._links.endpoints
+
+    @property
+    def pending(self) -> int:
+        """Batches received and not yet handed to the handler."""
+        return len(self._queue)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _on_frame(self, link: Link, frame: bytes) -> None:
+        try:
+            kind = p.frame_type(frame)
+            if kind == p.T_BATCH:
+                self._on_batch(link, frame)
+            elif kind != p.T_HEARTBEAT:
+                raise DecodeError(f"frame type {kind} is not sent to a consumer")
+            elif len(frame) != 2:
+                raise DecodeError("HEARTBEAT with a body")
+        except DecodeError as exc:
+            self.stats.bad_frames += 1
+            log.debug("dropped a bad frame from %s: %s", link.endpoint, exc)
+
+    def _on_batch(self, link: Link, frame: bytes) -> None:
+        batch = p.decode(frame)
+        assert isinstance(batch, p.Batch)
+        pid, seq, count = batch.producer_id, batch.first_seq, batch.count
+        window = self._window(pid)
+        window.prune(batch.acked_below)
+        known = window.batches.get(seq)
+        if known is not None and known.count == count:
+            # A copy (resent after an intermediary was lost): drop it, give the credit back,
+            # and acknowledge again what is already handled.
+            self.stats.duplicate_batches += 1
+            link.owed += count
+            known.via = link
+            if known.handled:
+                self._add_ack(known)
+            return
+        try:
+            payloads = p.decode_payloads(batch.body, count)
+        except DecodeError:
+            # Cannot be delivered, ever: acknowledge it so nobody keeps it (counted as bad).
+            link.owed += count
+            self._add_ack_entry(link, pid, seq, count)
+            raise
+        self.stats.batches_received += 1
+        state = _BatchState(pid, seq, count, batch.skip, link, batch.redelivered)
+        link.owed += batch.skip
+        batches = window.batches
+        batches[seq] = state
+        if len(batches) > self.max_tracked:
+            batches.popitem(last=False)
+            self.stats.window_evictions += 1
+        if batch.skip < count:
+            self._queue.append((state, payloads))
+            self._wake.set()
+        else:
+            self._add_ack(state)
+
+    def _window(self, pid: bytes) -> _ProducerWindow:
+        producers = self._producers
+        window = producers.get(pid)
+        if window is None:
+            window = producers[pid] = _ProducerWindow()
+            if len(producers) > MAX_PRODUCERS:
+                producers.popitem(last=False)
+                self.stats.window_evictions += 1
+        return window
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    async def _deliver_loop(self) -> None:
+        queue = self._queue
+        handler = self._handler
+        is_async = self._is_async
+        auto = self.auto_ack
+        stats = self.stats
+        while True:
+            if not queue:
+                self._flush_acks()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            state, payloads = queue.popleft()
+            pid, seq, red = state.producer_id, state.first_seq, state.redelivered
+            start = state.handled
+            for i in range(start, state.count):
+                msg = Message(payloads[i], pid, seq + i, red, state, i, self)
+                try:
+                    if is_async:
+                        await handler(msg)
+                    else:
+                        handler(msg)
+                except Exception:  # a handler bug must not stop delivery
+                    stats.handler_errors += 1
+                    log.exception("handler failed on %r", msg)
+                if auto and state.handled == i:
+                    state.handled = i + 1
+            delivered = state.count - start
+            stats.messages_delivered += delivered
+            if red:
+                stats.redelivered_messages += delivered
+            if auto:
+                self._credit_and_ack(state, delivered)
+            if self._ack_entries >= ACK_FLUSH_ENTRIES:
+                self._flush_acks()
+            await asyncio.sleep(0)  # let acks, heartbeats and new batches through
+
+    def _credit_and_ack(self, state: _BatchState, handled: int) -> None:
+        charged = state.charged
+        if charged.gen == state.charged_gen:
+            charged.owed += handled
+        self._add_ack(state)
+
+    def _manual_ack(self, state: _BatchState, index: int) -> None:
+        if self._closed or index < state.handled:
+            return
+        before = state.handled
+        if index == before:
+            state.handled = before + 1
+            done = state.done
+            if done:
+                while state.handled in done:
+                    done.discard(state.handled)
+                    state.handled += 1
+        else:
+            if state.done is None:
+                state.done = set()
+            state.done.add(index)
+            return
+        self._credit_and_ack(state, state.handled - before)
+        if self._ack_entries >= ACK_FLUSH_ENTRIES or not self._queue:
+            self._flush_acks()
+
+    # -- acknowledging ------------------------------------------------------------------------
+
+    def _add_ack(self, state: _BatchState) -> None:
+        self._add_ack_entry(state.via, state.producer_id, state.first_seq, state.handled)
+
+    def _add_ack_entry(self, link: Link | None, pid: bytes, seq: int, handled: int) -> None:
+        if link is not None and not link.up:
+            link = None
+        entries = self._acks.get((link, pid))
+        if entries is None:
+            entries = self._acks[(link, pid)] = {}
+        if seq not in entries:
+            self._ack_entries += 1
+        entries[seq] = handled
+
+    def _flush_acks(self) -> None:
+        """Send every pending acknowledgement and the credit owed to each intermediary."""
+        acks, self._acks, self._ack_entries = self._acks, {}, 0
+        cid = self.consumer_id
+        for (link, pid), entries in acks.items():
+            if link is None or not link.up:
+                live = self._links.up()
+                if not live:
+                    # No intermediary: keep them (merged) until one comes up.
+                    self._holds.setdefault(pid, {}).update(entries)
+                    continue
+                link = live[0]
+            credit, link.owed = link.owed, 0
+            frame = p.encode(p.Ack(pid, cid, credit, tuple(entries.items())))
+            if not link.send(frame):
+                link.owed += credit
+                self._holds.setdefault(pid, {}).update(entries)
+        for link in self._links.up():
+            if link.owed >= self.prefetch // 2:
+                # Credit alone (no producer to acknowledge): an ACK frame without entries.
+                credit, link.owed = link.owed, 0
+                if not link.send(p.encode(p.Ack(bytes(p.ID_SIZE), cid, credit, ()))):
+                    link.owed += credit
+
+    # -- failover -----------------------------------------------------------------------------
+
+    def _on_link_up(self, link: Link) -> None:
+        link.owed = 0  # the HELLO granted full credit afresh
+        self._send_holds()
+
+    def _on_link_down(self, link: Link, silence: float) -> None:
+        self.stats.intermediaries_lost += 1
+        self._reroute(link)
+
+    def _reroute(self, link: Link) -> None:
+        """Claim, through the survivors, every batch that came through a lost intermediary."""
+        self._flush_acks()
+        for pid, window in self._producers.items():
+            for state in window.batches.values():
+                if state.via is link:
+                    state.via = None
+                    self._holds.setdefault(pid, {})[state.first_seq] = state.handled
+        self._send_holds()
+
+    def _send_holds(self) -> None:
+        if not self._holds:
+            return
+        live = self._links.up()
+        if not live:
+            return
+        holds, self._holds = self._holds, {}
+        cid = self.consumer_id
+        for pid, entries in holds.items():
+            items = list(entries.items())
+            for start in range(0, len(items), 4096):
+                frame = p.encode(p.Ack(pid, cid, 0, tuple(items[start:start + 4096]), hold=True))
+                if not any(lk.send(frame) for lk in live):
+                    self._holds.setdefault(pid, {}).update(items[start:start + 4096])
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.timing.tick)
+            self._links.tick(loop.time())
+            self._send_holds()
+            if not self._queue:
+                self._flush_acks()

@@ -1,0 +1,324 @@
+"""The intermediary: forwards producer batches to consumers by credit and routes acks back.
+
+One ROUTER socket serves a channel; producers and consumers connect to it with DEALER sockets
+whose routing ids are ``b"P" + producer_id`` and ``b"C" + consumer_id``. The intermediary reads
+only frame headers, never payloads.
+
+State it keeps, none of which matters for correctness (producers hold every message until a
+consumer acknowledges it end to end):
+
+- per consumer: its credit (messages it is ready to take) and the batches sent to it and not yet
+  fully acknowledged, so that if it dies they go to another consumer, flagged redelivered;
+- a queue of batches waiting for credit, bounded by ``max_queue_bytes``: a batch that would
+  overflow it is refused with a NACK and the producer sends it elsewhere.
+
+Rules:
+- a HELLO from a peer starts it afresh: a producer's queued batches are dropped (it will resend
+  what it thinks was lost) and a consumer's in-flight batches are forgotten (it has claimed them
+  through the other intermediaries);
+- a peer silent for the heartbeat timeout is dead: a dead consumer's batches are redelivered and
+  every producer is told (PEER_GONE); a dead producer's queued batches are dropped;
+- if this process itself was frozen longer than the timeout (SIGSTOP, a stalled host) it rebinds
+  its socket, so that every peer sees it as a new process and no stale batch is delivered.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import zmq
+import zmq.asyncio
+
+from fabric import protocol as p
+from fabric.errors import DecodeError
+from fabric.timing import Timing
+
+log = logging.getLogger(__name__)
+
+PRODUCER_PREFIX = b"P"
+CONSUMER_PREFIX = b"C"
+HWM = 100_000
+
+
+@dataclass(slots=True)
+class _Peer:
+    role: int
+    rid: bytes
+    last_heard: float
+    credit: int = 0
+    inflight: dict[tuple[bytes, int], list] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class IntermediaryStats:
+    """Counters an operator (and the tests) can read."""
+
+    batches_in: int = 0
+    batches_out: int = 0
+    acks_forwarded: int = 0
+    redelivered_batches: int = 0
+    nacked_batches: int = 0
+    dropped_stale_batches: int = 0
+    bad_frames: int = 0
+    unknown_acks: int = 0
+    unroutable: int = 0
+    peers_expired: int = 0
+    rebinds: int = 0
+
+
+class Intermediary:
+    """Serve one channel on ``endpoint`` (``tcp://HOST:PORT``; port 0 picks a free one)."""
+
+    def __init__(self, channel: str, endpoint: str, *, timing: Timing = Timing(),
+                 max_queue_bytes: int = 256 * 1024 * 1024,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        self.channel = channel
+        self._want = endpoint
+        self.timing = timing
+        self.max_queue_bytes = max_queue_bytes
+        self._ctx = ctx or zmq.asyncio.Context.instance()
+        self.stats = IntermediaryStats()
+        self.endpoint = ""
+        self._peers: dict[bytes, _Peer] = {}
+        self._queue: deque[tuple[bytes, bytes, bytes, int, int]] = deque()
+        self._queue_bytes = 0
+        self._sock: zmq.asyncio.Socket | None = None
+        self._sync: zmq.Socket | None = None
+        self._stopped = False
+        self._last_tick = self._last_beat = self._now = 0.0
+
+    # -- socket lifecycle -------------------------------------------------------------------
+
+    def bind(self) -> str:
+        """Bind the ROUTER socket and return the bound endpoint."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
+        # Frames above MAX_FRAME are counted and dropped by the code; far larger ones make
+        # libzmq close the offending connection before it can use up memory.
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * p.MAX_FRAME)
+        try:
+            sock.bind(self.endpoint or self._want)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sock = sock
+        self._sync = zmq.Socket.shadow(sock.underlying)
+        return self.endpoint
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` is called."""
+        if self._sock is None:
+            self.bind()
+        loop = asyncio.get_running_loop()
+        timing = self.timing
+        poll_ms = max(1, int(timing.tick * 1000))
+        self._last_tick = self._last_beat = self._now = loop.time()
+        try:
+            while not self._stopped:
+                sock = self._sock
+                ready = await sock.poll(poll_ms)
+                now = self._now = loop.time()
+                if now - self._last_tick > timing.timeout:
+                    # Frozen (SIGSTOP, stalled host): every peer has given up on us, and
+                    # what sits in our pipes is stale. Start afresh before reading any of it.
+                    self._rebind()
+                    self._last_tick = self._last_beat = now
+                    continue
+                if ready:
+                    self._drain(sock)
+                if now - self._last_tick >= timing.tick:
+                    self._tick(now)
+        finally:
+            if self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (within one tick)."""
+        self._stopped = True
+
+    def _drain(self, sock: zmq.asyncio.Socket) -> None:
+        sync = self._sync
+        for _ in range(10_000):
+            try:
+                frames = sync.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_frames(frames)
+
+    def _rebind(self) -> None:
+        """Close and rebind the socket: every peer sees a new process and starts afresh."""
+        self.stats.rebinds += 1
+        log.warning("intermediary %s was frozen; rebinding %s", self.channel, self.endpoint)
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self._peers.clear()
+        self._queue.clear()
+        self._queue_bytes = 0
+        self.bind()
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.stats.bad_frames += 1
+            return
+        rid, frame = frames
+        try:
+            kind = p.frame_type(frame)
+            peer = self._peers.get(rid)
+            if peer is not None:
+                peer.last_heard = self._now
+            if kind == p.T_BATCH:
+                self._on_batch(rid, peer, frame)
+            elif kind == p.T_ACK:
+                self._on_ack(rid, peer, frame)
+            elif kind == p.T_HEARTBEAT:
+                if len(frame) != 2:
+                    raise DecodeError("HEARTBEAT with a body")
+            elif kind == p.T_HELLO:
+                self._on_hello(rid, p.decode(frame))
+            else:
+                raise DecodeError(f"frame type {kind} is not sent to an intermediary")
+        except DecodeError as exc:
+            self.stats.bad_frames += 1
+            log.debug("dropped a bad frame from %r: %s", rid, exc)
+
+    def _on_hello(self, rid: bytes, hello: p.Frame) -> None:
+        assert isinstance(hello, p.Hello)
+        prefix = PRODUCER_PREFIX if hello.role == p.ROLE_PRODUCER else CONSUMER_PREFIX
+        if hello.channel != self.channel:
+            raise DecodeError(f"HELLO for channel {hello.channel!r}, this is {self.channel!r}")
+        if rid != prefix + hello.peer_id:
+            raise DecodeError("HELLO whose peer id does not match its routing id")
+        old = self._peers.pop(rid, None)
+        if old is not None and old.role == p.ROLE_PRODUCER:
+            self._drop_queued_from(rid)
+        self._peers[rid] = _Peer(hello.role, rid, self._now, credit=hello.credit)
+        self._send(rid, p.heartbeat_frame())
+        self._dispatch_queue()
+
+    def _on_batch(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
+        pid, seq, count = p.batch_header(frame)
+        if peer is None or peer.role != p.ROLE_PRODUCER or rid != PRODUCER_PREFIX + pid:
+            raise DecodeError("BATCH from a peer that is not that producer (no HELLO?)")
+        self.stats.batches_in += 1
+        if self._queue or not self._forward(rid, pid, seq, count, frame):
+            if self._queue_bytes + len(frame) > self.max_queue_bytes:
+                self.stats.nacked_batches += 1
+                self._send(rid, p.encode(p.Nack((seq,))))
+                return
+            self._queue.append((rid, pid, frame, seq, count))
+            self._queue_bytes += len(frame)
+
+    def _forward(self, producer_rid: bytes, pid: bytes, seq: int, count: int, frame: bytes) -> bool:
+        """Send a batch to the consumer with the most credit; False if none can take it."""
+        while True:
+            best = None
+            for peer in self._peers.values():
+                if peer.role == p.ROLE_CONSUMER and peer.credit > 0 and (
+                        best is None or peer.credit > best.credit):
+                    best = peer
+            if best is None:
+                return False
+            if self._send(best.rid, frame):
+                best.credit -= count
+                best.inflight[(pid, seq)] = [frame, count, 0]
+                self.stats.batches_out += 1
+                return True
+            self._consumer_gone(best)
+
+    def _dispatch_queue(self) -> None:
+        queue = self._queue
+        while queue:
+            rid, pid, frame, seq, count = queue[0]
+            if not self._forward(rid, pid, seq, count, frame):
+                return
+            queue.popleft()
+            self._queue_bytes -= len(frame)
+
+    def _on_ack(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
+        pid, credit, n = p.ack_header(frame)
+        if peer is not None and peer.role == p.ROLE_CONSUMER:
+            peer.credit += credit
+            inflight = peer.inflight
+            for seq, handled in p.ack_entries(frame):
+                entry = inflight.get((pid, seq))
+                if entry is None:
+                    self.stats.unknown_acks += 1
+                elif handled >= entry[1]:
+                    del inflight[(pid, seq)]
+                elif handled > entry[2]:
+                    entry[2] = handled
+        if n:
+            if self._send(PRODUCER_PREFIX + pid, frame):
+                self.stats.acks_forwarded += 1
+        if credit and self._queue:
+            self._dispatch_queue()
+
+    def _send(self, rid: bytes, frame: bytes) -> bool:
+        sync = self._sync
+        try:
+            sync.send(rid, zmq.SNDMORE | zmq.NOBLOCK)
+            sync.send(frame, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError:  # EHOSTUNREACH: peer gone; EAGAIN: its pipe is full
+            self.stats.unroutable += 1
+            return False
+
+    # -- peers coming and going ---------------------------------------------------------------
+
+    def _drop_queued_from(self, producer_rid: bytes) -> None:
+        kept = deque(item for item in self._queue if item[0] != producer_rid)
+        self.stats.dropped_stale_batches += len(self._queue) - len(kept)
+        self._queue = kept
+        self._queue_bytes = sum(len(item[2]) for item in kept)
+
+    def _consumer_gone(self, peer: _Peer) -> None:
+        """Redeliver a lost consumer's batches (flagged) and tell producers it is gone."""
+        self._peers.pop(peer.rid, None)
+        for (pid, seq), (frame, count, acked) in peer.inflight.items():
+            self.stats.redelivered_batches += 1
+            frame = p.mark_redelivered(frame, acked)
+            self._queue.appendleft((PRODUCER_PREFIX + pid, pid, frame, seq, count))
+            self._queue_bytes += len(frame)
+        gone = p.encode(p.PeerGone(peer.rid[1:]))
+        for other in list(self._peers.values()):
+            if other.role == p.ROLE_PRODUCER:
+                self._send(other.rid, gone)
+        self._dispatch_queue()
+
+    def _tick(self, now: float) -> None:
+        timing = self.timing
+        self._last_tick = now
+        if now - self._last_beat >= timing.heartbeat:
+            self._last_beat = now
+            beat = p.heartbeat_frame()
+            for peer in list(self._peers.values()):
+                self._send(peer.rid, beat)
+        for peer in list(self._peers.values()):
+            if timing.is_silent(peer.last_heard, now):
+                self.stats.peers_expired += 1
+                if peer.role == p.ROLE_CONSUMER:
+                    self._consumer_gone(peer)
+                else:
+                    self._peers.pop(peer.rid, None)
+                    self._drop_queued_from(peer.rid)
+
+
+async def serve(channel: str, endpoint: str, *, timing: Timing = Timing(),
+                on_bound=None) -> None:
+    """Run an intermediary until cancelled; ``on_bound(endpoint)`` is called once bound."""
+    node = Intermediary(channel, endpoint, timing=timing)
+    bound = node.bind()
+    if on_bound is not None:
+        on_bound(bound)
+    await node.run()

@@ -1,0 +1,234 @@
+"""Links: one DEALER socket per intermediary, with liveness, shared by both kinds of port.
+
+A link is *up* from the moment its ZMTP handshake completes (socket monitor) until either the
+connection closes (monitor: the peer process died) or the intermediary stays silent for the
+heartbeat timeout (it hung). A lost link is closed and reopened with a fresh socket, so nothing
+stale is sent or received on it; the owner is told through ``on_down(link, silence)`` and, once
+the new connection completes, ``on_up(link)``. On every (re)connection the link first sends the
+owner's HELLO frame.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from fabric import monitor
+from fabric import protocol as p
+from fabric.errors import ConfigError
+from fabric.timing import Timing
+
+log = logging.getLogger(__name__)
+
+HWM = 100_000
+RECV_BURST = 1000
+
+
+class Link:
+    """One connection to one intermediary."""
+
+    __slots__ = ("endpoint", "sock", "sync", "up", "connected", "load", "last_heard", "last_sent",
+                 "gen", "tasks", "owed")
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.sock: zmq.asyncio.Socket | None = None
+        self.sync: zmq.Socket | None = None
+        self.up = False  # connected and HELLO sent: data may flow
+        self.connected = False  # handshake done, HELLO maybe not yet sent
+        self.load = 0  # owner-defined: unacked messages (producer)
+        self.owed = 0  # owner-defined: credit to return (consumer)
+        self.last_heard = 0.0
+        self.last_sent = 0.0
+        self.gen = 0
+        self.tasks: list[asyncio.Task] = []
+
+    def send(self, frame: bytes) -> bool:
+        """Send one frame without waiting; False if the link is down or its pipe is full."""
+        if not self.up:
+            return False
+        return self.send_now(frame)
+
+    def send_now(self, frame: bytes) -> bool:
+        """Send even before HELLO went out; False if the frame could not be queued."""
+        # Through the asyncio socket, not its sync shadow: a send can consume the edge of the
+        # socket's file descriptor, and only pyzmq's own send re-arms the pending receive.
+        future = self.sock.send(frame, zmq.NOBLOCK, copy=False)
+        return future.exception() is None
+
+    def __repr__(self) -> str:
+        return f"Link({self.endpoint!r}, up={self.up})"
+
+
+class LinkSet:
+    """The links of one port, keyed by endpoint."""
+
+    def __init__(self, ctx: zmq.asyncio.Context | None, routing_id: bytes, timing: Timing,
+                 hello: bytes, *, on_frame: Callable[[Link, bytes], None],
+                 on_down: Callable[[Link, float], None], on_up: Callable[[Link], None]) -> None:
+        self._ctx = ctx or zmq.asyncio.Context.instance()
+        self._rid = routing_id
+        self._timing = timing
+        self._hello = hello
+        self._on_frame = on_frame
+        self._on_down = on_down
+        self._on_up = on_up
+        self._links: dict[str, Link] = {}
+        self._beat = p.heartbeat_frame()
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Endpoints of all links, up or not."""
+        return list(self._links)
+
+    def all(self) -> list[Link]:
+        """Every link, up or not."""
+        return list(self._links.values())
+
+    def up(self) -> list[Link]:
+        """Links that are up."""
+        return [link for link in self._links.values() if link.up]
+
+    def by_load(self, avoid: Link | None = None) -> list[Link]:
+        """Live links, least loaded first; ``avoid`` goes last."""
+        links = sorted((lk for lk in self._links.values() if lk.up), key=_load)
+        if avoid is not None and avoid in links and len(links) > 1:
+            links.remove(avoid)
+            links.append(avoid)
+        return links
+
+    def add(self, endpoint: str) -> Link:
+        """Connect to one more intermediary (no-op if already connected)."""
+        if not endpoint.startswith("tcp://") and "://" not in endpoint:
+            endpoint = "tcp://" + endpoint
+        link = self._links.get(endpoint)
+        if link is None:
+            link = self._links[endpoint] = Link(endpoint)
+            self._open(link)
+        return link
+
+    def remove(self, endpoint: str) -> Link | None:
+        """Disconnect from an intermediary; returns its link (now closed) if it was known."""
+        if "://" not in endpoint:
+            endpoint = "tcp://" + endpoint
+        link = self._links.pop(endpoint, None)
+        if link is not None:
+            self._shut(link)
+        return link
+
+    def close(self) -> None:
+        """Close every link."""
+        for link in self._links.values():
+            self._shut(link)
+        self._links.clear()
+
+    def tick(self, now: float) -> None:
+        """Send due heartbeats and declare silent links down."""
+        timing = self._timing
+        for link in list(self._links.values()):
+            if link.connected and not link.up:
+                self._greet(link, now)
+            if not link.up:
+                continue
+            if timing.is_silent(link.last_heard, now):
+                log.warning("intermediary %s silent for %.0f ms: lost", link.endpoint,
+                            (now - link.last_heard) * 1000)
+                self._lost(link, now)
+            elif now - link.last_sent >= timing.heartbeat and link.send(self._beat):
+                link.last_sent = now
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _open(self, link: Link) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self._rid)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * p.MAX_FRAME)
+        mon = monitor.open_monitor(sock)
+        try:
+            sock.connect(link.endpoint)
+        except zmq.ZMQError as exc:
+            mon.close(linger=0)
+            sock.close(linger=0)
+            del self._links[link.endpoint]
+            raise ConfigError(f"cannot connect to {link.endpoint!r}: {exc}") from exc
+        link.sock = sock
+        link.sync = zmq.Socket.shadow(sock.underlying)
+        link.gen += 1
+        gen = link.gen
+        link.tasks = [
+            asyncio.ensure_future(self._recv_loop(link, sock)),
+            asyncio.ensure_future(monitor.watch(mon, lambda change: self._on_change(link, gen, change))),
+        ]
+
+    def _shut(self, link: Link) -> None:
+        link.up = link.connected = False
+        link.gen += 1
+        current = asyncio.current_task()
+        for task in link.tasks:
+            if task is not current:
+                task.cancel()
+        link.tasks = []
+        if link.sock is not None:
+            try:
+                link.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            link.sock.close(linger=0)
+            link.sock = link.sync = None
+
+    def _on_change(self, link: Link, gen: int, change: str) -> None:
+        if gen != link.gen:
+            return
+        now = asyncio.get_running_loop().time()
+        if change == monitor.UP and not link.connected:
+            link.connected = True
+            link.last_heard = now
+            self._greet(link, now)
+        elif change == monitor.DOWN and link.connected:
+            log.warning("intermediary %s disconnected: lost", link.endpoint)
+            self._lost(link, now)
+
+    def _greet(self, link: Link, now: float) -> None:
+        """Send HELLO; the link is up (usable for data) only once it went out."""
+        if not link.send_now(self._hello):
+            return  # retried on the next tick
+        link.up = True
+        link.last_sent = now
+        self._on_up(link)
+
+    def _lost(self, link: Link, now: float) -> None:
+        silence = now - link.last_heard
+        self._shut(link)
+        if link.endpoint in self._links:
+            self._open(link)
+        self._on_down(link, silence)
+
+    async def _recv_loop(self, link: Link, sock: zmq.asyncio.Socket) -> None:
+        loop = asyncio.get_running_loop()
+        sync = zmq.Socket.shadow(sock.underlying)
+        on_frame = self._on_frame
+        try:
+            while True:
+                frame = await sock.recv()
+                link.last_heard = loop.time()
+                on_frame(link, frame)
+                for _ in range(RECV_BURST):
+                    try:
+                        frame = sync.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    on_frame(link, frame)
+        except (zmq.ZMQError, asyncio.CancelledError):
+            return
+
+
+def _load(link: Link) -> int:
+    return link.load

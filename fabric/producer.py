@@ -1,0 +1,351 @@
+"""OutputPort: the producer side of a channel.
+
+A port connects one DEALER socket to every intermediary of its channel. ``send`` appends a
+payload to the current batch; the batch goes out as ONE frame when it is full (``batch_max``
+messages or ``batch_bytes``), or at the next turn of the event loop, so an idle producer sends
+at once while a busy one fills large batches.
+
+Every batch stays in the port until consumers acknowledge all of its messages. The number of
+unacknowledged messages is limited by ``window``: when it is reached, ``send`` waits
+(backpressure; nothing is ever dropped). Memory is bounded by ``window`` messages (and by
+``window`` frames of at most ``protocol.MAX_FRAME`` bytes each).
+
+Failover: an intermediary is declared lost when its connection closes (socket monitor) or when
+it stays silent for the heartbeat timeout. Its unacknowledged batches are resent through the
+others after a short settle time (see ``Timing.settle``) that lets consumers reroute their
+acknowledgements first; batches a consumer claims (ACK with the HOLD flag) are not resent
+unless that consumer is reported gone, in which case they are resent flagged redelivered.
+
+Ordering: messages of one batch arrive in order at one consumer; batches are spread over the
+intermediaries (least unacknowledged first) and consumers, so there is no order between batches.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from fabric import protocol as p
+from fabric.errors import ConfigError, DecodeError, MessageTooLarge, PortClosed
+from fabric.links import Link, LinkSet
+from fabric.timing import Timing
+
+log = logging.getLogger(__name__)
+
+
+class _Sent:
+    """One batch held until acknowledged."""
+
+    __slots__ = ("first_seq", "count", "frame", "acked", "via", "claimed_by")
+
+    def __init__(self, first_seq: int, count: int, frame: bytes) -> None:
+        self.first_seq = first_seq
+        self.count = count
+        self.frame = frame
+        self.acked = 0
+        self.via: Link | None = None
+        self.claimed_by: bytes | None = None
+
+
+@dataclass(slots=True)
+class OutputStats:
+    """Counters of an output port."""
+
+    messages_sent: int = 0
+    batches_sent: int = 0
+    batches_resent: int = 0
+    messages_acked: int = 0
+    stale_acks: int = 0
+    bad_frames: int = 0
+    intermediaries_lost: int = 0
+
+
+class OutputPort:
+    """Send messages on ``channel`` through every intermediary in ``endpoints``.
+
+    Use as ``async with OutputPort(...) as port: await port.send(payload)``. Payloads are
+    anything msgpack can encode, or raw bytes (delivered as bytes).
+    """
+
+    def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (), *,
+                 window: int = 20_000, batch_max: int = 1024, batch_bytes: int = 256 * 1024,
+                 timing: Timing = Timing(), producer_id: bytes | None = None,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        if window < 1 or batch_max < 1 or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE:
+            raise ConfigError("window, batch_max and batch_bytes must be positive "
+                              f"(batch_bytes at most {p.MAX_FRAME - p.BATCH_HEADER_SIZE})")
+        self.channel = channel
+        self.producer_id = producer_id or os.urandom(p.ID_SIZE)
+        self.window = window
+        self.batch_max = batch_max
+        self.batch_bytes = batch_bytes
+        self.timing = timing
+        self.stats = OutputStats()
+        self._hello = p.encode(p.Hello(p.ROLE_PRODUCER, self.producer_id, 0, channel))
+        self._links = LinkSet(ctx, b"P" + self.producer_id, timing, self._hello,
+                              on_frame=self._on_frame, on_down=self._on_link_down,
+                              on_up=self._on_link_up)
+        self._initial = list(endpoints)
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._parts: list[bytes] = []
+        self._part_bytes = 0
+        self._next_seq = 0
+        self._unacked = 0  # messages in batches held, plus the open batch
+        self._store: dict[int, _Sent] = {}
+        self._order: deque[int] = deque()  # first_seq of held batches, in send order
+        self._resend: dict[int, float] = {}  # first_seq -> when to resend it
+        self._flush_scheduled = False
+        self._space = asyncio.Event()
+        self._space.set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closed = False
+        self._ticker: asyncio.Task | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> "OutputPort":
+        """Connect to the intermediaries and start the timers."""
+        for endpoint in self._initial:
+            self._links.add(endpoint)
+        self._ticker = asyncio.ensure_future(self._tick_loop())
+        return self
+
+    async def __aenter__(self) -> "OutputPort":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the sockets at once; messages not yet acknowledged are abandoned.
+
+        Call :meth:`flush` first to wait until everything sent is acknowledged.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._links.close()
+        self._space.set()
+        self._drained.set()
+
+    def add_endpoint(self, endpoint: str) -> None:
+        """Start using one more intermediary."""
+        self._links.add(endpoint)
+
+    def remove_endpoint(self, endpoint: str) -> None:
+        """Stop using an intermediary; its unacknowledged batches are resent through others."""
+        link = self._links.remove(endpoint)
+        if link is not None:
+            self._orphan(link, self.timing.timeout)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The intermediaries in use."""
+        return self._links.endpoints
+
+    @property
+    def unacked(self) -> int:
+        """Messages sent (or batched) and not yet acknowledged."""
+        return self._unacked
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(self, payload: Any) -> None:
+        """Queue one message; waits while the window of unacknowledged messages is full."""
+        if self._closed:
+            raise PortClosed("send on a closed port")
+        while self._unacked >= self.window:
+            self._space.clear()
+            await self._space.wait()
+            if self._closed:
+                raise PortClosed("port closed while waiting for window space")
+        packed = self._packer.pack(payload)
+        if len(packed) > self.batch_bytes:
+            raise MessageTooLarge(f"payload of {len(packed)} bytes exceeds {self.batch_bytes}")
+        if self._part_bytes + len(packed) > self.batch_bytes:
+            self._flush()
+        self._parts.append(packed)
+        self._part_bytes += len(packed)
+        self._unacked += 1
+        self._drained.clear()
+        if len(self._parts) >= self.batch_max:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message sent so far is acknowledged by a consumer."""
+        self._flush()
+        await asyncio.wait_for(self._drained.wait(), timeout)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        parts = self._parts
+        if not parts or self._closed:
+            return
+        count = len(parts)
+        self._parts = []
+        self._part_bytes = 0
+        seq = self._next_seq
+        self._next_seq += count
+        body = _array_header(count) + b"".join(parts)
+        frame = p.encode(p.Batch(self.producer_id, seq, count, body, 0, self._acked_below()))
+        sent = _Sent(seq, count, frame)
+        self._store[seq] = sent
+        self._order.append(seq)
+        self.stats.messages_sent += count
+        self._dispatch(sent)
+
+    def _acked_below(self) -> int:
+        order, store = self._order, self._store
+        while order and order[0] not in store:
+            order.popleft()
+        return order[0] if order else self._next_seq
+
+    def _dispatch(self, sent: _Sent, avoid: Link | None = None) -> None:
+        """Send a held batch through the least loaded live intermediary, or retry later."""
+        for link in self._links.by_load(avoid):
+            if link.send(sent.frame):
+                sent.via = link
+                link.load += sent.count - sent.acked
+                self.stats.batches_sent += 1
+                return
+        self._resend[sent.first_seq] = 0.0  # no intermediary can take it now: retry each tick
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _on_frame(self, link: Link, frame: bytes) -> None:
+        try:
+            kind = p.frame_type(frame)
+            if kind == p.T_ACK:
+                self._on_ack(frame)
+            elif kind == p.T_HEARTBEAT:
+                pass
+            elif kind == p.T_NACK:
+                self._on_nack(link, p.decode(frame))
+            elif kind == p.T_PEER_GONE:
+                self._on_peer_gone(p.decode(frame))
+            else:
+                raise DecodeError(f"frame type {kind} is not sent to a producer")
+        except DecodeError as exc:
+            self.stats.bad_frames += 1
+            log.debug("dropped a bad frame: %s", exc)
+
+    def _on_ack(self, frame: bytes) -> None:
+        pid, _, _ = p.ack_header(frame)
+        if pid != self.producer_id:
+            raise DecodeError("ACK for another producer")
+        hold = frame[2] & p.ACK_HOLD
+        store = self._store
+        freed = 0
+        for seq, handled in p.ack_entries(frame):
+            sent = store.get(seq)
+            if sent is None or handled > sent.count:
+                self.stats.stale_acks += 1
+                continue
+            if handled > sent.acked:
+                delta = handled - sent.acked
+                sent.acked = handled
+                freed += delta
+                if sent.via is not None:
+                    sent.via.load -= delta
+            if sent.acked >= sent.count:
+                del store[seq]
+                self._resend.pop(seq, None)
+            elif hold:
+                # A consumer still holds the rest; it will acknowledge it through a survivor.
+                sent.claimed_by = frame[20:36]
+                self._resend.pop(seq, None)
+                if sent.via is not None:
+                    sent.via.load -= sent.count - sent.acked
+                    sent.via = None
+        if freed:
+            self._release(freed)
+
+    def _release(self, freed: int) -> None:
+        self._unacked -= freed
+        self.stats.messages_acked += freed
+        if self._unacked < self.window:
+            self._space.set()
+        if self._unacked == 0:
+            self._drained.set()
+
+    def _on_nack(self, link: Link, nack: p.Frame) -> None:
+        assert isinstance(nack, p.Nack)
+        for seq in nack.first_seqs:
+            sent = self._store.get(seq)
+            if sent is None or sent.via is not link:
+                self.stats.stale_acks += 1
+                continue
+            link.load -= sent.count - sent.acked
+            sent.via = None
+            self.stats.batches_resent += 1
+            self._dispatch(sent, avoid=link)
+
+    def _on_peer_gone(self, gone: p.Frame) -> None:
+        assert isinstance(gone, p.PeerGone)
+        for sent in list(self._store.values()):
+            if sent.claimed_by == gone.consumer_id:
+                sent.claimed_by = None
+                sent.frame = p.mark_redelivered(sent.frame, sent.acked)
+                self.stats.batches_resent += 1
+                self._dispatch(sent)
+
+    # -- failover -----------------------------------------------------------------------------
+
+    def _on_link_up(self, link: Link) -> None:
+        self._retry_now()
+
+    def _on_link_down(self, link: Link, silence: float) -> None:
+        self.stats.intermediaries_lost += 1
+        self._orphan(link, silence)
+
+    def _orphan(self, link: Link, silence: float) -> None:
+        """Schedule the resend of every batch held by a lost intermediary."""
+        due = asyncio.get_running_loop().time() + self.timing.settle(silence)
+        for sent in self._store.values():
+            if sent.via is link:
+                sent.via = None
+                self._resend[sent.first_seq] = due
+        link.load = 0
+
+    def _retry_now(self, now: float | None = None) -> None:
+        if not self._resend:
+            return
+        now = asyncio.get_running_loop().time() if now is None else now
+        for seq, due in list(self._resend.items()):
+            if due > now:
+                continue
+            del self._resend[seq]
+            sent = self._store.get(seq)
+            if sent is not None and sent.via is None and sent.claimed_by is None:
+                self.stats.batches_resent += 1
+                self._dispatch(sent)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.timing.tick)
+            now = loop.time()
+            self._links.tick(now)
+            self._retry_now(now)
+
+
+def _array_header(count: int) -> bytes:
+    """The msgpack header of an array of ``count`` items."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 0x10000:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")

@@ -1,0 +1,46 @@
+"""Heartbeat timing and the failover decisions that depend on it (pure: ``now`` comes in)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fabric.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How often peers prove they live, and how long a peer may stay silent.
+
+    A peer is declared dead after ``misses`` heartbeat intervals of silence. ``tick`` is how often
+    each process checks its timers.
+    """
+
+    heartbeat: float = 0.1
+    misses: int = 3
+    tick: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.heartbeat <= 0 or self.misses < 1 or self.tick <= 0:
+            raise ConfigError(f"invalid timing {self}")
+
+    @property
+    def timeout(self) -> float:
+        """Silence after which a peer is declared dead."""
+        return self.heartbeat * self.misses
+
+    def is_silent(self, last_heard: float, now: float) -> bool:
+        """True when a peer last heard at ``last_heard`` has been silent too long."""
+        return now - last_heard > self.timeout
+
+    def settle(self, silence: float) -> float:
+        """How long a producer waits, after losing an intermediary, before resending through others.
+
+        Consumers use that time to reroute their acknowledgements (and claims on batches they are
+        still handling) through the survivors; whatever is still unacknowledged afterwards is
+        resent. ``silence`` is how long the intermediary had been quiet when it was declared dead:
+        a short silence means its process died and every peer saw the connection close at once,
+        so one heartbeat interval is plenty; a long silence means it hung, and the other peers may
+        notice up to a heartbeat interval later than this one, so wait a full timeout.
+        """
+        if silence < 2 * self.heartbeat:
+            return self.heartbeat
+        return self.timeout
