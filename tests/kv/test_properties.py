@@ -25,6 +25,7 @@ from nameservice.kv import (
     RejectCode,
     Rejected,
     Request,
+    StaleOverlay,
     StaleWrite,
     decode_command,
     decode_event,
@@ -323,3 +324,52 @@ def test_damaged_snapshots_raise_decode_error_or_restore_consistently(ops, data)
         again = KvStateMachine(SMALL)
         again.restore(target.snapshot())
         assert again.snapshot() == target.snapshot()
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(keys, values), max_size=4),
+    st.lists(st.tuples(keys, values | st.none()), min_size=1, max_size=8),
+    st.lists(st.tuples(keys, values), max_size=6),
+)
+def test_partition_then_heal_follows_the_stale_write_rule(before, local, majority) -> None:
+    """Keys only the cut-off node wrote end with its last value; keys the majority wrote during
+    the partition keep the majority's value; nothing is lost without a reported conflict."""
+    machine = KvStateMachine()
+    index = 0
+
+    def apply(proposal):
+        nonlocal index
+        index += 1
+        return machine.apply_entry(index, encode_command(proposal))
+
+    for key, value in before:
+        apply(Put(key, value))
+    node = apply(OpenSession()).results[0].client_id
+    at_partition = {kv.key: kv for kv in machine.range()}
+    overlay = StaleOverlay()
+    node_last: dict = {}
+    for key, value in local:  # the node's applied state is frozen while it is cut off
+        overlay.write(key, value, at_partition.get(key))
+        node_last[key] = value
+    majority_last: dict = {}
+    for key, value in majority:
+        apply(Put(key, value))
+        majority_last[key] = value
+    pending = overlay.pending()
+    requests = tuple(Request(node, i + 1, p.command()) for i, p in enumerate(pending))
+    results = apply(Batch(requests)).results
+    conflicts = [c for c in (overlay.settle(p, r) for p, r in zip(pending, results)) if c]
+    assert len(overlay) == 0
+    for key in node_last.keys() | majority_last.keys():
+        final = machine.get(key)
+        final_value = None if final is None else final.value
+        if key not in majority_last:
+            assert final_value == node_last[key]
+        elif key not in node_last:
+            assert final_value == majority_last[key]
+        else:
+            assert final_value == majority_last[key]
+            wanted_same = node_last[key] == majority_last[key]
+            assert any(c.key == key for c in conflicts) != wanted_same
+    assert {c.key for c in conflicts} <= node_last.keys() & majority_last.keys()
