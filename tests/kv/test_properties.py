@@ -279,10 +279,18 @@ def test_random_bytes_decode_or_raise_decode_error(data) -> None:
         _only_decode_error(decode, b"\x01" + data)
 
 
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.binary(max_size=8)
+    | st.text(max_size=4)
+)
 wire_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.binary(max_size=8)
-    | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    scalars,
+    lambda inner: st.lists(inner, max_size=6)
+    | st.dictionaries(st.text(max_size=3), inner, max_size=3),
     max_leaves=20,
 )
 
