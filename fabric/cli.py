@@ -10,3 +10,33 @@ from fabric import __version__
 @click.version_option(__version__, prog_name="fabric")
 def main() -> None:
     """fabric: a broker-less messaging fabric on ZeroMQ."""
+
+
+@main.command()
+@click.option("--channel", required=True, help="Name of the channel this intermediary serves.")
+@click.option("--listen", default="127.0.0.1:0", show_default=True,
+              help="HOST:PORT to bind (port 0 picks a free port).")
+def intermediary(channel: str, listen: str) -> None:
+    """Run an intermediary of CHANNEL until SIGTERM.
+
+    Prints ``listening ENDPOINT`` once bound and, on SIGTERM, ``stats {JSON counters}``.
+    """
+    import dataclasses
+    import json
+
+    import zmq
+
+    from fabric.intermediary import parse_listen, run_until_signalled
+
+    try:
+        endpoint = parse_listen(listen)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        run_until_signalled(channel, endpoint,
+                            announce=lambda bound: click.echo(f"listening {bound}"),
+                            report=lambda stats: click.echo(
+                                "stats " + json.dumps(dataclasses.asdict(stats))))
+    except zmq.ZMQError as exc:
+        click.echo(f"fabric intermediary: cannot listen on {listen}: {exc}", err=True)
+        raise SystemExit(1) from None

@@ -314,11 +314,31 @@ class Intermediary:
                     self._drop_queued_from(peer.rid)
 
 
-async def serve(channel: str, endpoint: str, *, timing: Timing = Timing(),
-                on_bound=None) -> None:
-    """Run an intermediary until cancelled; ``on_bound(endpoint)`` is called once bound."""
-    node = Intermediary(channel, endpoint, timing=timing)
-    bound = node.bind()
-    if on_bound is not None:
-        on_bound(bound)
-    await node.run()
+def parse_listen(listen: str) -> str:
+    """``HOST:PORT`` (or a ``tcp://`` endpoint) -> a ``tcp://`` endpoint; ValueError if malformed."""
+    address = listen[len("tcp://"):] if listen.startswith("tcp://") else listen
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {listen!r}")
+    return f"tcp://{host}:{int(port)}"
+
+
+def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None) -> None:
+    """Run an intermediary in this process until SIGTERM or SIGINT.
+
+    ``announce`` gets the bound endpoint once bound; ``report`` gets the final
+    :class:`IntermediaryStats` on a clean exit. Raises ``zmq.ZMQError`` if the endpoint cannot
+    be bound."""
+    import signal
+
+    async def main() -> None:
+        node = Intermediary(channel, endpoint)
+        announce(node.bind())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.stop)
+        await node.run()
+        if report is not None:
+            report(node.stats)
+
+    asyncio.run(main())

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class _Sent:
     """One batch held until acknowledged."""
 
-    __slots__ = ("first_seq", "count", "frame", "acked", "via", "claimed_by")
+    __slots__ = ("first_seq", "count", "frame", "acked", "via", "claimed_by", "sends")
 
     def __init__(self, first_seq: int, count: int, frame: bytes) -> None:
         self.first_seq = first_seq
@@ -52,6 +52,7 @@ class _Sent:
         self.acked = 0
         self.via: Link | None = None
         self.claimed_by: bytes | None = None
+        self.sends = 0
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class OutputStats:
 
     messages_sent: int = 0
     batches_sent: int = 0
-    batches_resent: int = 0
+    batches_resent: int = 0  # sent again after an intermediary was lost or refused them
     messages_acked: int = 0
     stale_acks: int = 0
     bad_frames: int = 0
@@ -219,7 +220,11 @@ class OutputPort:
             if link.send(sent.frame):
                 sent.via = link
                 link.load += sent.count - sent.acked
-                self.stats.batches_sent += 1
+                if sent.sends:
+                    self.stats.batches_resent += 1
+                else:
+                    self.stats.batches_sent += 1
+                sent.sends += 1
                 return
         self._resend[sent.first_seq] = 0.0  # no intermediary can take it now: retry each tick
 
@@ -290,7 +295,6 @@ class OutputPort:
                 continue
             link.load -= sent.count - sent.acked
             sent.via = None
-            self.stats.batches_resent += 1
             self._dispatch(sent, avoid=link)
 
     def _on_peer_gone(self, gone: p.Frame) -> None:
@@ -299,7 +303,6 @@ class OutputPort:
             if sent.claimed_by == gone.consumer_id:
                 sent.claimed_by = None
                 sent.frame = p.mark_redelivered(sent.frame, sent.acked)
-                self.stats.batches_resent += 1
                 self._dispatch(sent)
 
     # -- failover -----------------------------------------------------------------------------
@@ -330,7 +333,6 @@ class OutputPort:
             del self._resend[seq]
             sent = self._store.get(seq)
             if sent is not None and sent.via is None and sent.claimed_by is None:
-                self.stats.batches_resent += 1
                 self._dispatch(sent)
 
     async def _tick_loop(self) -> None:

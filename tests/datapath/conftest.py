@@ -1,0 +1,137 @@
+"""Fixtures for real-process data-path tests: every process started is killed at teardown."""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.datapath.procs import count_records
+
+FABRIC = str(Path(sys.executable).with_name("fabric"))
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.005):
+    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_line(proc: subprocess.Popen, timeout: float, what: str) -> str:
+    """The next stdout line of ``proc``, waiting at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    fd = proc.stdout.fileno()
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None and not select.select([fd], [], [], 0)[0]:
+            pytest.fail(f"no line from {what} (exit code {proc.poll()})")
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 1)
+            if not chunk:
+                pytest.fail(f"{what} closed its output (exit code {proc.wait()})")
+            line += chunk
+    return line.decode().strip()
+
+
+def stats_from(output: str) -> dict:
+    """The JSON of the last ``stats {...}`` line of a process's output."""
+    lines = [ln for ln in output.splitlines() if ln.startswith("stats ")]
+    assert lines, f"no stats line in {output!r}"
+    return json.loads(lines[-1][len("stats "):])
+
+
+class Cluster:
+    """Starts fabric processes and guarantees they are all gone at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.procs: list[subprocess.Popen] = []
+        self.channel = f"test-{os.getpid()}-{time.monotonic_ns()}"
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        # stderr goes to a file: a full pipe would block the process.
+        err = open(self.tmp / f"stderr-{len(self.procs)}.txt", "w+b")
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT)
+        proc.err_file = err
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stderr_of(proc: subprocess.Popen) -> str:
+        proc.err_file.seek(0)
+        return proc.err_file.read().decode(errors="replace")[-3000:]
+
+    def intermediary(self) -> tuple[subprocess.Popen, str]:
+        proc = self._spawn([FABRIC, "intermediary", "--channel", self.channel,
+                            "--listen", "127.0.0.1:0"])
+        line = read_line(proc, 20, "intermediary")
+        assert line.startswith("listening tcp://"), line
+        return proc, line.split()[1]
+
+    def consumer(self, endpoints: list[str], name: str) -> tuple[subprocess.Popen, str]:
+        out = str(self.tmp / f"{name}.bin")
+        proc = self._spawn([sys.executable, "-m", "tests.datapath.procs", "consumer",
+                            "--channel", self.channel, "--endpoints", ",".join(endpoints),
+                            "--out", out])
+        assert read_line(proc, 20, name) == "ready"
+        return proc, out
+
+    def producer(self, endpoints: list[str], index: int, count: int) -> subprocess.Popen:
+        return self._spawn([sys.executable, "-m", "tests.datapath.procs", "producer",
+                            "--channel", self.channel, "--endpoints", ",".join(endpoints),
+                            "--index", str(index), "--count", str(count)])
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 20) -> str:
+        """SIGTERM ``proc``, wait for a clean exit and return its stdout."""
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, self.stderr_of(proc)
+        return out.decode()
+
+    def finish(self, proc: subprocess.Popen, timeout: float) -> str:
+        """Wait for ``proc`` to exit 0 by itself and return its stdout."""
+        out, _ = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, self.stderr_of(proc)
+        return out.decode()
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.communicate(timeout=10)
+            except Exception:
+                pass
+            proc.err_file.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.kill_all()
+
+
+def total_records(paths: list[str]) -> int:
+    return sum(count_records(p) for p in paths)
