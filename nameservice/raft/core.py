@@ -100,6 +100,7 @@ class RaftCore:
         self._persisted_hard_state = HardState(self.term, self.vote, self.log.committed)
         self._outstanding: Ready | None = None
         self._become_follower(self.term, NONE)
+        self._randomize_timeout()
 
     # ------------------------------------------------------------------ public queries
 
@@ -320,14 +321,15 @@ class RaftCore:
 
     # ------------------------------------------------------------------ role changes
 
-    def _reset(self, term: int) -> None:
+    def _reset(self, term: int, restart_timer: bool = True) -> None:
         if term != self.term:
             self.term = term
             self.vote = NONE
         self.leader = NONE
-        self.election_elapsed = 0
         self.heartbeat_elapsed = 0
-        self._randomize_timeout()
+        if restart_timer:
+            self.election_elapsed = 0
+            self._randomize_timeout()
         self.transferee = NONE
         self._votes = {}
         self.progress = {}
@@ -350,9 +352,14 @@ class RaftCore:
             self._role_changed = True
 
     def _become_follower(self, term: int, leader: int) -> None:
+        # The election timer restarts only on news from a leader, or when this node was the
+        # leader (its timer was measuring something else). A vote request with a higher term
+        # must not restart it: otherwise a node that cannot win (its log is behind) would
+        # delay, with every attempt, the nodes that can (as in the Raft paper's LogCabin).
+        restart_timer = leader != NONE or self.role is LEADER
         if leader != NONE:
             self.failed_campaigns = 0
-        self._reset(term)
+        self._reset(term, restart_timer)
         self.leader = leader
         self._set_role(FOLLOWER)
 

@@ -108,6 +108,8 @@ class SimCluster:
         self.nodes = {i: SimNode(i, self.rng.randrange(tick_us)) for i in self.ids}
         self.messages_sent = 0
         self.on_message: Callable[[object], None] | None = None
+        # Return False to lose a message on purpose (a test's targeted fault).
+        self.message_filter: Callable[[object], bool] | None = None
         self.on_apply: Callable[[SimNode, Entry], None] | None = None
         self.on_read: Callable[[SimNode, object], None] | None = None
         self.torn_writes = True
@@ -239,6 +241,8 @@ class SimCluster:
             self.messages_sent += 1
             if self.on_message is not None:
                 self.on_message(m)
+            if self.message_filter is not None and not self.message_filter(m):
+                continue
             for delay in self.net.deliveries(m.frm, m.to):
                 self._push(self.now + delay, DELIVER, m.to, m)
         if rd.snapshot is not None:

@@ -191,12 +191,12 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
 def _check_liveness(cluster: SimCluster, counter, pending, checker) -> None:
     deadline = cluster.now + 10_000 * MS
     marker = b"final-%d" % counter[0]
-    proposed = [False]
+    proposal: list[tuple[int, int]] = []  # (index, term) of the marker's latest proposal
 
-    def try_propose() -> bool:
+    def try_propose() -> None:
         leader = cluster.leader()
-        if leader is None or proposed[0]:
-            return proposed[0]
+        if leader is None:
+            return
 
         def go(core):
             try:
@@ -204,25 +204,22 @@ def _check_liveness(cluster: SimCluster, counter, pending, checker) -> None:
             except RaftError:
                 return
             pending[index] = (core.term, marker)
-            proposed[0] = True
+            proposal[:] = [(index, core.term)]
 
         cluster.with_core(leader.id, go)
-        return proposed[0]
 
     def all_applied() -> bool:
-        if not proposed[0]:
+        if not proposal:
             try_propose()
             return False
-        indexes = [i for i, v in pending.items() if v[1] == marker]
-        if not indexes:
-            # Acknowledged: now every node must have applied it.
-            acked = [i for i, v in checker.acked.items() if v[1] == marker]
-            return bool(acked) and all(n.sm_index >= acked[0] for n in cluster.nodes.values())
-        # Proposed but lost with its leader: propose again.
+        index, term = proposal[0]
+        if checker.acked.get(index) == (term, marker):
+            return all(n.sm_index >= index for n in cluster.nodes.values())
         leader = cluster.leader()
-        if leader is not None and leader.core.term != pending[indexes[0]][0]:
-            del pending[indexes[0]]
-            proposed[0] = False
+        if leader is not None and leader.core.term != term:
+            # Proposed but lost with its leader: propose again to the new one.
+            pending.pop(index, None)
+            proposal.clear()
         return False
 
     step = 10 * MS
