@@ -178,7 +178,7 @@ class DiskStorage(StateReads):
         self._check_open()
         if not entries:
             return
-        self._live.log.check_append(entries)
+        self._live.check_append(entries)
         ops = self._pack_entries(entries)
         self._live.log.append_checked(entries)
         for op in ops:

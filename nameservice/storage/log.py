@@ -109,6 +109,14 @@ class StoredState:
         self.snapshot = snapshot
         self.log = log if log is not None else LogState(snapshot.meta.index, snapshot.meta.term)
 
+    def check_append(self, entries: Sequence[Entry]) -> None:
+        """Raise InvalidWriteError unless ``entries`` may be appended: besides the log's own
+        rules, a committed entry is never replaced."""
+        self.log.check_append(entries)
+        if entries[0].index <= self.hard_state.commit:
+            raise InvalidWriteError(f"entry {entries[0].index} would replace a committed entry "
+                                    f"(commit index {self.hard_state.commit})")
+
     def check_hard_state(self, hs: HardState) -> None:
         """Raise InvalidWriteError unless ``hs`` may follow the current hard state."""
         old = self.hard_state
@@ -129,18 +137,24 @@ class StoredState:
         if index <= self.snapshot.meta.index:
             raise InvalidWriteError(
                 f"snapshot at {index} is not newer than the stored one at {self.snapshot.meta.index}")
-        if index > self.hard_state.commit:
+        if index > self.hard_state.commit or index > self.log.last_index:
             raise InvalidWriteError(f"snapshot at {index} is beyond the commit index "
-                                    f"{self.hard_state.commit}")
+                                    f"{self.hard_state.commit} or the last entry")
         if self.log.term(index) != term:
             raise InvalidWriteError(
                 f"snapshot says entry {index} has term {term}, the log says {self.log.term(index)}")
 
     def check_install(self, snapshot: Snapshot) -> None:
-        """Raise InvalidWriteError unless ``snapshot`` may be installed (it must be newer)."""
-        if snapshot.meta.index <= self.snapshot.meta.index:
-            raise InvalidWriteError(f"snapshot at {snapshot.meta.index} is not newer than the "
+        """Raise InvalidWriteError unless ``snapshot`` may be installed: it must be newer than
+        the stored one and must not contradict a committed entry."""
+        index, term = snapshot.meta.index, snapshot.meta.term
+        if index <= self.snapshot.meta.index:
+            raise InvalidWriteError(f"snapshot at {index} is not newer than the "
                                     f"stored one at {self.snapshot.meta.index}")
+        found = self.log.term(index)
+        if found is not None and found != term and index <= self.hard_state.commit:
+            raise InvalidWriteError(f"snapshot says entry {index} has term {term}, but the "
+                                    f"committed entry there has term {found}")
 
     def recovered_hard_state(self) -> HardState:
         """The hard state a restarted node starts from: a snapshot implies its entries committed."""

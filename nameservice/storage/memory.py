@@ -53,7 +53,8 @@ class MemoryStorage(StateReads):
         if not entries:
             return
         batch = list(entries)
-        self._live.log.append(batch)
+        self._live.check_append(batch)
+        self._live.log.append_checked(batch)
         self._pending.append(batch)
         self._stats.entries_appended += len(batch)
 

@@ -46,6 +46,16 @@ def test_appends_that_break_the_log_are_refused(bad):
     assert s.last_index() == 10
 
 
+def test_committed_entries_are_never_replaced():
+    s = MemoryStorage()
+    s.append(make_entries(1, 10, term=1))
+    s.set_hard_state(HardState(term=1, vote=1, commit=6))
+    with pytest.raises(InvalidWriteError, match="committed"):
+        s.append(make_entries(6, 8, term=2))
+    s.append(make_entries(7, 8, term=2))
+    assert s.last_index() == 8
+
+
 @pytest.mark.parametrize("bad", [
     HardState(term=1, vote=2, commit=3),   # term goes back
     HardState(term=2, vote=3, commit=3),   # second vote in the same term
