@@ -35,8 +35,13 @@ def replay(segments: Sequence[tuple[str, SegmentScan]]) -> Replayed:
             for op in ops:
                 if op.kind == OP_ENTRIES:
                     assert op.entries is not None
-                    if state is None:
+                    if state is None or op.index <= state.base_index:
+                        # The first surviving record, or one that rewrote entries whose records
+                        # compaction deleted: those entries were below the snapshot that caused
+                        # the deletion, so the log restarts here and ``reconcile`` checks that
+                        # the snapshot covers everything before it.
                         state = LogState(op.index - 1, 0)
+                        base_term_known = False
                     try:
                         state.append(op.entries)
                     except InvalidWriteError as exc:
