@@ -22,7 +22,7 @@ from .base import DEFAULT_SNAPSHOT_THRESHOLD, RecoveredState, StorageStats
 from .errors import CorruptFileError, InvalidWriteError, StorageClosedError, StorageError
 from .files import (TEMP_SUFFIX, fsync_dir, lock_directory, read_file, write_all,
                     write_atomic)
-from .log import StateReads, StoredState
+from .log import StateReads
 from .recovery import reconcile, replay
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from nameservice.raft.types import Entry, HardState, Snapshot, SnapshotMeta
+from nameservice.raft.types import Entry, HardState, Ready, Snapshot, SnapshotMeta
 from nameservice.storage import (DiskStorage, InvalidWriteError, RaftStorage, StorageClosedError,
                                  StorageLockedError, codec)
 from nameservice.storage.disk import HARD_STATE_FILE
@@ -211,3 +211,18 @@ def test_leftover_temp_files_are_removed_on_open(data_dir):
         f.write(b"half a hard state")
     DiskStorage(data_dir).close()
     assert not os.path.exists(temp)
+
+
+def test_save_applies_a_ready_with_snapshot_entries_and_hard_state_in_order(data_dir):
+    snap = Snapshot(SnapshotMeta(50, 3, (1, 2, 3)), b"leader image")
+    ready = Ready(snapshot=snap, entries=make_entries(51, 55, term=3),
+                  hard_state=HardState(3, 2, 53))
+    with DiskStorage(data_dir) as s:
+        s.append(make_entries(1, 20, term=1))
+        s.sync()
+        s.save(ready)
+        s.sync()
+    with DiskStorage(data_dir) as s:
+        state = s.initial_state()
+        assert state.snapshot == snap and state.hard_state == HardState(3, 2, 53)
+        assert [e.index for e in state.entries] == [51, 52, 53, 54, 55]
