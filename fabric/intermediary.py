@@ -87,6 +87,7 @@ class Intermediary:
         self._sock: zmq.asyncio.Socket | None = None
         self._sync: zmq.Socket | None = None
         self._stopped = False
+        self._sent_since_check = False
         self._last_tick = self._last_beat = self._now = 0.0
 
     # -- socket lifecycle -------------------------------------------------------------------
@@ -117,32 +118,60 @@ class Intermediary:
         if self._sock is None:
             self.bind()
         loop = asyncio.get_running_loop()
-        timing = self.timing
-        poll_ms = max(1, int(timing.tick * 1000))
+        timeout = self.timing.timeout
         self._last_tick = self._last_beat = self._now = loop.time()
+        ticker = asyncio.ensure_future(self._tick_loop())
         try:
             while not self._stopped:
                 sock = self._sock
-                ready = await sock.poll(poll_ms)
+                try:
+                    frames = await sock.recv_multipart()
+                except (asyncio.CancelledError, zmq.ZMQError):
+                    if self._stopped or self._sock is not sock:
+                        continue  # stopped, or rebound by the ticker: not our cancellation
+                    raise
                 now = self._now = loop.time()
-                if now - self._last_tick > timing.timeout:
-                    # Frozen (SIGSTOP, stalled host): every peer has given up on us, and
-                    # what sits in our pipes is stale. Start afresh before reading any of it.
+                if now - self._last_tick > timeout:
                     self._rebind()
                     self._last_tick = self._last_beat = now
                     continue
-                if ready:
-                    self._drain(sock)
-                if now - self._last_tick >= timing.tick:
-                    self._tick(now)
+                self._on_frames(frames)
+                self._drain(sock)
+                self._rearm()
         finally:
+            ticker.cancel()
             if self._sock is not None:
                 self._sock.close(linger=0)
                 self._sock = None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return (within one tick)."""
+        """Make :meth:`run` return."""
         self._stopped = True
+        if self._sock is not None:
+            self._sock.close(linger=0)  # wakes the pending receive
+            self._sock = None
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        timing = self.timing
+        while True:
+            await asyncio.sleep(timing.tick)
+            now = self._now = loop.time()
+            if now - self._last_tick > timing.timeout:
+                # Frozen (SIGSTOP, stalled host): every peer has given up on us and what sits
+                # in our pipes is stale. Start afresh before reading any of it.
+                self._rebind()
+                self._last_tick = self._last_beat = now
+            else:
+                self._tick(now)
+            self._rearm()
+
+    def _rearm(self) -> None:
+        """After sends through the sync shadow socket, let pyzmq re-check the socket's events:
+        a send can consume the edge of its file descriptor while a receive is pending."""
+        if self._sent_since_check and self._sock is not None:
+            self._sent_since_check = False
+            self._sock.get(zmq.EVENTS)
 
     def _drain(self, sock: zmq.asyncio.Socket) -> None:
         sync = self._sync
@@ -265,14 +294,18 @@ class Intermediary:
             self._dispatch_queue()
 
     def _send(self, rid: bytes, frame: bytes) -> bool:
+        sock = self._sock
+        if sock is None:
+            return False
         sync = self._sync
         try:
             sync.send(rid, zmq.SNDMORE | zmq.NOBLOCK)
             sync.send(frame, zmq.NOBLOCK, copy=False)
-            return True
         except zmq.ZMQError:  # EHOSTUNREACH: peer gone; EAGAIN: its pipe is full
             self.stats.unroutable += 1
             return False
+        self._sent_since_check = True
+        return True
 
     # -- peers coming and going ---------------------------------------------------------------
 

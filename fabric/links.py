@@ -54,10 +54,14 @@ class Link:
 
     def send_now(self, frame: bytes) -> bool:
         """Send even before HELLO went out; False if the frame could not be queued."""
-        # Through the asyncio socket, not its sync shadow: a send can consume the edge of the
-        # socket's file descriptor, and only pyzmq's own send re-arms the pending receive.
-        future = self.sock.send(frame, zmq.NOBLOCK, copy=False)
-        return future.exception() is None
+        try:
+            self.sync.send(frame, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:
+            return False
+        # A send can consume the edge of the socket's file descriptor while a receive is
+        # pending; reading EVENTS through the asyncio socket makes pyzmq re-arm that receive.
+        self.sock.get(zmq.EVENTS)
+        return True
 
     def __repr__(self) -> str:
         return f"Link({self.endpoint!r}, up={self.up})"

@@ -1,9 +1,10 @@
 """OutputPort: the producer side of a channel.
 
 A port connects one DEALER socket to every intermediary of its channel. ``send`` appends a
-payload to the current batch; the batch goes out as ONE frame when it is full (``batch_max``
-messages or ``batch_bytes``), or at the next turn of the event loop, so an idle producer sends
-at once while a busy one fills large batches.
+payload to the current batch, which goes out as ONE frame when it is full (``batch_max``
+messages or ``batch_bytes``) or at the next turn of the event loop. A message sent when no batch
+went out for ``linger`` seconds goes out at once, alone: an idle producer adds no delay, a busy
+one fills large batches.
 
 Every batch stays in the port until consumers acknowledge all of its messages. The number of
 unacknowledged messages is limited by ``window``: when it is reached, ``send`` waits
@@ -77,6 +78,7 @@ class OutputPort:
 
     def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (), *,
                  window: int = 20_000, batch_max: int = 1024, batch_bytes: int = 256 * 1024,
+                 linger: float = 0.001,
                  timing: Timing = Timing(), producer_id: bytes | None = None,
                  ctx: zmq.asyncio.Context | None = None) -> None:
         if window < 1 or batch_max < 1 or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE:
@@ -87,6 +89,7 @@ class OutputPort:
         self.window = window
         self.batch_max = batch_max
         self.batch_bytes = batch_bytes
+        self.linger = linger
         self.timing = timing
         self.stats = OutputStats()
         self._hello = p.encode(p.Hello(p.ROLE_PRODUCER, self.producer_id, 0, channel))
@@ -103,6 +106,7 @@ class OutputPort:
         self._order: deque[int] = deque()  # first_seq of held batches, in send order
         self._resend: dict[int, float] = {}  # first_seq -> when to resend it
         self._flush_scheduled = False
+        self._last_flush = 0.0
         self._space = asyncio.Event()
         self._space.set()
         self._drained = asyncio.Event()
@@ -182,8 +186,12 @@ class OutputPort:
         if len(self._parts) >= self.batch_max:
             self._flush()
         elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._last_flush > self.linger:
+                self._flush()  # idle: no batch to wait for, send at once
+            else:
+                self._flush_scheduled = True  # busy: gather what this turn of the loop sends
+                loop.call_soon(self._flush)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every message sent so far is acknowledged by a consumer."""
@@ -195,13 +203,14 @@ class OutputPort:
         parts = self._parts
         if not parts or self._closed:
             return
+        self._last_flush = asyncio.get_running_loop().time()
         count = len(parts)
         self._parts = []
         self._part_bytes = 0
         seq = self._next_seq
         self._next_seq += count
         body = _array_header(count) + b"".join(parts)
-        frame = p.encode(p.Batch(self.producer_id, seq, count, body, 0, self._acked_below()))
+        frame = p.batch_frame(self.producer_id, seq, count, self._acked_below(), body)
         sent = _Sent(seq, count, frame)
         self._store[seq] = sent
         self._order.append(seq)

@@ -1,0 +1,338 @@
+"""fabric data path vs plain pyzmq, measured in one run on one machine.
+
+    python benchmarks/fabric_bench.py [--messages N] [--trials T] [--json]
+
+(a) plain pyzmq: 1 PUSH -> 2 processes running zmq.proxy (PULL -> PUSH) -> 1 PULL, one message
+    per frame; (b) fabric: 1 OutputPort -> 2 ``fabric intermediary`` processes -> 1 InputPort
+    with a no-op handler. 100-byte payloads, N messages each (default 1,000,000); throughput is
+    counted at the receiver from its first to its last message.
+Latency: one-way, producer send -> receiver handler, at 1,000 msgs/s for 2 s, for both (the
+timestamp is CLOCK_MONOTONIC, shared by all processes of the machine).
+Failover: T trials (default 10); in each, 200,000 messages stream through fabric and one
+intermediary is SIGKILLed after 30% have arrived; the gap is the longest pause between two
+deliveries after the kill. Lost and duplicate messages are summed over all trials.
+Peak RSS (VmHWM) of each fabric process is taken from the throughput run.
+
+Each process role is this same file run with ``--role``; every child is killed on exit.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import resource
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FABRIC = str(Path(sys.executable).with_name("fabric"))
+PAYLOAD = 100
+STAMP = struct.Struct("<QQ")  # monotonic ns at send, message number
+
+
+def now_ns() -> int:
+    return time.monotonic_ns()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def payload(i: int, stamped: bool) -> bytes:
+    if not stamped:
+        return b"x" * PAYLOAD
+    return STAMP.pack(now_ns(), i).ljust(PAYLOAD, b"x")
+
+
+class Receiver:
+    """Counts messages and derives throughput, latency, gaps, loss and duplicates."""
+
+    def __init__(self, count: int, mode: str) -> None:
+        self.count = count
+        self.mode = mode
+        self.n = 0
+        self.first = self.last = 0
+        self.latencies: list[int] = []
+        self.seen = bytearray(count)
+        self.dups = 0
+        self.gaps: list[tuple[int, int]] = []  # (end ns, length ns) of pauses > 1 ms
+
+    def on(self, data: bytes) -> bool:
+        t = now_ns()
+        if self.n == 0:
+            self.first = t
+        elif self.mode == "gaps" and t - self.last > 1_000_000:
+            self.gaps.append((t, t - self.last))
+        self.last = t
+        self.n += 1
+        if self.mode != "throughput":
+            sent, i = STAMP.unpack_from(data)
+            if self.mode == "latency":
+                self.latencies.append(t - sent)
+            elif self.seen[i]:
+                self.dups += 1
+            else:
+                self.seen[i] = 1
+        return self.unique() >= self.count
+
+    def unique(self) -> int:
+        return self.n - self.dups
+
+    def report(self) -> dict:
+        out = {"n": self.n, "first": self.first, "last": self.last, "rss_mb": peak_rss_mb()}
+        if self.mode == "latency":
+            lat = sorted(self.latencies)
+            out["p50_us"] = lat[len(lat) // 2] / 1000
+            out["p99_us"] = lat[int(len(lat) * 0.99)] / 1000
+        if self.mode == "gaps":
+            out.update(gaps=self.gaps, dups=self.dups, lost=self.count - sum(self.seen))
+        return out
+
+
+# -- process roles --------------------------------------------------------------------------
+
+def role_proxy() -> None:
+    import zmq
+    ctx = zmq.Context()
+    front, back = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    front.bind("tcp://127.0.0.1:*")
+    back.bind("tcp://127.0.0.1:*")
+    emit({"front": front.last_endpoint.decode(), "back": back.last_endpoint.decode()})
+    zmq.proxy(front, back)
+
+
+def role_plain_push(args) -> None:
+    import zmq
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    for ep in args.endpoints.split(","):
+        sock.connect(ep)
+    time.sleep(0.5)  # let both connections complete, so PUSH spreads over both
+    stamped = args.mode != "throughput"
+    fixed = payload(0, False)
+    interval = 1e9 / args.rate if args.rate else 0
+    start = now_ns()
+    for i in range(args.count):
+        if interval:
+            _sleep_until(start + i * interval)
+        sock.send(payload(i, True) if stamped else fixed)
+    sock.close(linger=-1)
+    ctx.term()
+
+
+def role_plain_pull(args) -> None:
+    import zmq
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    for ep in args.endpoints.split(","):
+        sock.connect(ep)
+    emit({"ready": True})
+    rx = Receiver(args.count, args.mode)
+    recv = sock.recv
+    while not rx.on(recv()):
+        pass
+    emit(rx.report())
+
+
+def _sleep_until(t_ns: float) -> None:
+    delay = (t_ns - now_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
+async def _fabric_producer(args) -> None:
+    from fabric.producer import OutputPort
+    async with OutputPort("bench", args.endpoints.split(",")) as port:
+        await asyncio.sleep(0.5)
+        stamped = args.mode != "throughput"
+        fixed = payload(0, False)
+        interval = 1e9 / args.rate if args.rate else 0
+        start = now_ns()
+        send = port.send
+        for i in range(args.count):
+            if interval:
+                delay = (start + i * interval - now_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await send(payload(i, True) if stamped else fixed)
+        await port.flush()
+        emit({"rss_mb": peak_rss_mb(), "stats": dataclasses.asdict(port.stats)})
+
+
+async def _fabric_consumer(args) -> None:
+    from fabric.consumer import InputPort
+    rx = Receiver(args.count, args.mode)
+    done = asyncio.Event()
+
+    progress_at = int(args.count * 0.3) if args.mode == "gaps" else -1
+
+    def handler(msg) -> None:
+        if rx.on(msg.payload):
+            done.set()
+        if rx.n == progress_at:
+            emit({"progress": rx.n})
+
+    async with InputPort("bench", args.endpoints.split(","), handler):
+        emit({"ready": True})
+        await done.wait()
+        emit(rx.report())
+        await asyncio.sleep(0.05)  # let the last acks out
+
+
+# -- orchestration --------------------------------------------------------------------------
+
+class Procs:
+    """Children of one measurement; all killed on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, argv: list[str]) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=env, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def role(self, role: str, **opts) -> subprocess.Popen:
+        argv = [sys.executable, __file__, "--role", role]
+        for key, value in opts.items():
+            argv += [f"--{key}", str(value)]
+        return self.spawn(argv)
+
+    def __enter__(self) -> "Procs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def line(proc: subprocess.Popen) -> dict:
+    text = proc.stdout.readline()
+    if not text:
+        raise RuntimeError(f"child exited early with code {proc.wait()}")
+    return json.loads(text) if text.startswith("{") else {"line": text.strip()}
+
+
+def vm_hwm_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for text in f:
+            if text.startswith("VmHWM:"):
+                return int(text.split()[1]) / 1024
+    return 0.0
+
+
+def run_plain(count: int, mode: str, rate: int = 0) -> dict:
+    with Procs() as procs:
+        proxies = [line(procs.role("proxy")) for _ in range(2)]
+        pull = procs.role("plain-pull", endpoints=",".join(p["back"] for p in proxies),
+                          count=count, mode=mode)
+        line(pull)
+        procs.role("plain-push", endpoints=",".join(p["front"] for p in proxies), count=count,
+                   mode=mode, rate=rate)
+        return line(pull)
+
+
+def start_intermediaries(procs: Procs) -> tuple[list[subprocess.Popen], list[str]]:
+    inters, endpoints = [], []
+    for _ in range(2):
+        proc = procs.spawn([FABRIC, "intermediary", "--channel", "bench", "--listen",
+                            "127.0.0.1:0"])
+        endpoints.append(proc.stdout.readline().split()[1])
+        inters.append(proc)
+    return inters, endpoints
+
+
+def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False) -> dict:
+    with Procs() as procs:
+        inters, endpoints = start_intermediaries(procs)
+        eps = ",".join(endpoints)
+        consumer = procs.role("fabric-consumer", endpoints=eps, count=count, mode=mode)
+        line(consumer)
+        producer = procs.role("fabric-producer", endpoints=eps, count=count, mode=mode, rate=rate)
+        killed_at = None
+        if kill_at:
+            line(consumer)  # the consumer reports when 30% of the stream has arrived
+            killed_at = now_ns()
+            inters[0].send_signal(signal.SIGKILL)
+        result = line(consumer)
+        result["killed_at"] = killed_at
+        prod = line(producer)
+        result["rss"] = {"producer": prod["rss_mb"], "consumer": result["rss_mb"],
+                         "intermediary": max(vm_hwm_mb(p.pid) for p in inters if p.poll() is None)}
+        return result
+
+
+def failover_trial(count: int) -> dict:
+    # A steady 200k msgs/s stream, so that the kill lands mid-stream.
+    result = run_fabric(count, "gaps", rate=200_000, kill_at=True)
+    kill = result["killed_at"]
+    after = [length for end, length in result["gaps"] if end > kill]
+    gap = max(after, default=0)
+    # The pause that spans the kill is included: it ends after the kill.
+    return {"gap_ms": gap / 1e6, "lost": result["lost"], "dups": result["dups"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--role", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoints", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="throughput", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        roles = {"proxy": lambda: role_proxy(), "plain-push": lambda: role_plain_push(args),
+                 "plain-pull": lambda: role_plain_pull(args),
+                 "fabric-producer": lambda: asyncio.run(_fabric_producer(args)),
+                 "fabric-consumer": lambda: asyncio.run(_fabric_consumer(args))}
+        roles[args.role]()
+        return
+
+    n = args.messages
+    plain = run_plain(n, "throughput")
+    plain_rate = n / ((plain["last"] - plain["first"]) / 1e9)
+    fab = run_fabric(n, "throughput")
+    fabric_rate = n / ((fab["last"] - fab["first"]) / 1e9)
+    plain_lat = run_plain(2000, "latency", rate=1000)
+    fabric_lat = run_fabric(2000, "latency", rate=1000)
+    trials = [failover_trial(200_000) for _ in range(args.trials)]
+    gaps = [t["gap_ms"] for t in trials]
+    out = {
+        "plain_msgs_s": round(plain_rate),
+        "fabric_msgs_s": round(fabric_rate),
+        "ratio": round(fabric_rate / plain_rate, 2),
+        "plain_latency_p50_us": round(plain_lat["p50_us"], 1),
+        "fabric_latency_p50_us": round(fabric_lat["p50_us"], 1),
+        "fabric_latency_p99_us": round(fabric_lat["p99_us"], 1),
+        "failover_gap_ms": {"p50": round(statistics.median(gaps), 1), "max": round(max(gaps), 1)},
+        "lost": sum(t["lost"] for t in trials),
+        "duplicates": sum(t["dups"] for t in trials),
+        "peak_rss_mb": {k: round(v, 1) for k, v in fab["rss"].items()},
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key:24} {value}")
+
+
+if __name__ == "__main__":
+    main()
