@@ -5,7 +5,7 @@ sync, 100-byte entries, fsync on.
 
 Each round appends a batch, advances the commit index (as a leader does) and calls sync(), which
 costs one fdatasync. ``entries_s`` is appended-and-durable entries per second, ``fsyncs_s`` the
-fsyncs per second. A last row (``"sync": false``) measures append() alone: the CPU cost of
+fsyncs per second, ``reopen_s`` the time to open (recover) the log written. A last row (``"sync": false``) measures append() alone: the CPU cost of
 validating, packing and buffering, with no I/O.
 """
 from __future__ import annotations
@@ -54,6 +54,10 @@ def run(data_dir: str, batch: int, seconds: float, sync: bool) -> dict:
                    us_per_sync=round(elapsed / syncs * 1e6, 1),
                    segments=len([n for n in os.listdir(data_dir) if n.endswith(".log")]))
     storage.close(sync=False)
+    if sync:  # recovery: how long a restart takes to read this log back
+        start = time.perf_counter()
+        DiskStorage(data_dir).close()
+        row["reopen_s"] = round(time.perf_counter() - start, 3)
     return row
 
 
