@@ -51,7 +51,8 @@ class RaftStorage(Protocol):
     durable when they return. After a crash, exactly the state as of the last completed sync
     (or snapshot operation) comes back from ``initial_state()``.
 
-    Not thread-safe: call it from one thread at a time.
+    One owning thread calls every method; only ``sync()`` may also run in a worker thread
+    while the owner goes on writing (see DiskStorage.sync).
     """
 
     @property

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import contextlib
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..raft.types import Entry, HardState, Ready, Snapshot
@@ -63,9 +65,13 @@ class DiskStorage(StateReads):
         self._snapshot_threshold = snapshot_threshold
         self._max_unsynced_bytes = max_unsynced_bytes
         self._stats = StorageStats()
-        self._pending: list[bytes] = []       # packed operations not yet written
+        # Packed operations not yet written, each with the highest index it mentions. The
+        # buffer lock lets a sync in a worker thread take exactly the operations queued before
+        # it; the I/O lock serializes syncs, snapshot operations and close.
+        self._pending: list[tuple[bytes, int]] = []
         self._pending_bytes = 0
-        self._pending_max_index = 0
+        self._buffer_lock = threading.Lock()
+        self._io_lock = threading.Lock()
         self._closed = True
         self._fd = self._dir_fd = -1
         os.makedirs(self._dir, exist_ok=True)
@@ -127,9 +133,8 @@ class DiskStorage(StateReads):
         self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         if reset:
             # Record the reset so that entries appended from here on continue the log on disk.
-            self._queue(codec.pack_reset_op(snapshot.meta.index, snapshot.meta.term),
-                        snapshot.meta.index)
-            self._write_pending()
+            self._write_records([(codec.pack_reset_op(snapshot.meta.index, snapshot.meta.term),
+                                  snapshot.meta.index)])
 
     def _truncate(self, path: str, size: int) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -184,8 +189,11 @@ class DiskStorage(StateReads):
         for op in ops:
             self._queue(op, entries[-1].index)
         self._stats.entries_appended += len(entries)
-        if self._pending_bytes >= self._max_unsynced_bytes:
-            self.sync()
+        if self._pending_bytes >= self._max_unsynced_bytes and self._io_lock.acquire(False):
+            try:  # (if a sync is running in another thread, the next one takes the excess)
+                self._sync_locked()
+            finally:
+                self._io_lock.release()
 
     def _pack_entries(self, entries: Sequence[Entry]) -> list[bytes]:
         op = codec.pack_entries_op(entries)
@@ -198,9 +206,9 @@ class DiskStorage(StateReads):
         return self._pack_entries(entries[:half]) + self._pack_entries(entries[half:])
 
     def _queue(self, op: bytes, index: int) -> None:
-        self._pending.append(op)
-        self._pending_bytes += len(op)
-        self._pending_max_index = max(self._pending_max_index, index)
+        with self._buffer_lock:
+            self._pending.append((op, index))
+            self._pending_bytes += len(op)
 
     def set_hard_state(self, hard_state: HardState) -> None:
         """Buffer a new hard state (see RaftStorage.set_hard_state for the rules)."""
@@ -218,36 +226,67 @@ class DiskStorage(StateReads):
             self.set_hard_state(ready.hard_state)
 
     def sync(self) -> None:
-        """Make every buffered write durable: usually one fdatasync of the active segment.
+        """Make every write made before this call durable: usually one fdatasync.
 
         A changed term or vote is written to the hard-state file first (write, fsync, rename,
         fsync the directory); a changed commit index rides in the log record instead.
+
+        sync() may run in a worker thread (``loop.run_in_executor``) while the owning thread goes
+        on calling ``append`` and ``set_hard_state``: it takes the buffered writes when it
+        starts, and what is written meanwhile waits for the next sync. Syncs, snapshot
+        operations and close() wait for one another.
         On an I/O error the storage closes itself and raises StorageError: after a failed
         fsync nothing about the file can be trusted, so the node must restart and recover.
         """
+        with self._io_lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
         self._check_open()
+        with self._buffer_lock:
+            # Read the hard state before taking the buffer: a commit index set after some
+            # entries were appended then always travels with (or after) those entries.
+            hs, durable = self._live.hard_state, self._durable_hard_state
+            ops, self._pending, self._pending_bytes = self._pending, [], 0
+        with self._closing_on_failure("sync"):
+            self._sync_captured(hs, durable, ops)
+
+    def _sync_captured(self, hs: HardState, durable: HardState,
+                       ops: list[tuple[bytes, int]]) -> None:
         self._stats.syncs += 1
-        hs, durable = self._live.hard_state, self._durable_hard_state
-        try:
-            if hs.term != durable.term or hs.vote != durable.vote:
-                data = codec.encode_hard_state(hs._replace(commit=durable.commit))
-                self._stats.fsyncs += write_atomic(self._dir, self._dir_fd, HARD_STATE_FILE, data)
-            if hs.commit != durable.commit:
-                self._queue(codec.pack_commit_op(hs.commit), 0)
-            if self._pending:
-                self._write_pending()
-        except OSError as exc:
-            self._release()
-            raise StorageError(f"{self._dir}: sync failed ({exc}); the storage is closed and "
-                               f"the node must restart") from exc
+        if hs.term != durable.term or hs.vote != durable.vote:
+            data = codec.encode_hard_state(hs._replace(commit=durable.commit))
+            self._stats.fsyncs += write_atomic(self._dir, self._dir_fd, HARD_STATE_FILE, data)
+        if hs.commit != durable.commit:
+            ops.append((codec.pack_commit_op(hs.commit), 0))
+        if ops:
+            self._write_records(ops)
         self._durable_hard_state = hs
 
-    def _write_pending(self) -> None:
+    @contextlib.contextmanager
+    def _closing_on_failure(self, what: str) -> Iterator[None]:
+        """Close the storage if the block fails: memory and disk may no longer agree.
+
+        After a failed write or fsync nothing about the files can be trusted (the kernel may
+        have dropped the dirty pages), so the node must restart and recover from the files.
+        """
+        try:
+            yield
+        except BaseException as exc:
+            self._release()
+            if isinstance(exc, OSError):
+                raise StorageError(f"{self._dir}: {what} failed ({exc}); the storage is closed "
+                                   f"and the node must restart") from exc
+            raise
+
+    def _write_records(self, ops: list[tuple[bytes, int]]) -> None:
+        """Frame ``ops`` as one record (more if over the record limit), write, fdatasync."""
         segment = self._segments[-1]
         if segment.size >= self._segment_bytes:
             segment = self._roll()
-        records, group, group_bytes = [], [], 0
-        for op in self._pending:
+        records, group, group_bytes, max_index = [], [], 0, 0
+        for op, index in ops:
+            max_index = max(max_index, index)
             if group and group_bytes + len(op) + 16 > codec.MAX_RECORD_BYTES:
                 records.append(codec.frame_ops(group))
                 group, group_bytes = [], 0
@@ -258,11 +297,9 @@ class DiskStorage(StateReads):
         write_all(self._fd, data)
         os.fdatasync(self._fd)
         segment.size += len(data)
-        segment.max_index = max(segment.max_index, self._pending_max_index)
+        segment.max_index = max(segment.max_index, max_index)
         self._stats.fsyncs += 1
         self._stats.bytes_written += len(data)
-        self._pending.clear()
-        self._pending_bytes = self._pending_max_index = 0
 
     def _roll(self) -> _Segment:
         segment = self._create_segment(self._segments[-1].seq + 1)
@@ -276,29 +313,36 @@ class DiskStorage(StateReads):
         """Durably store a snapshot from the leader (syncs pending writes first)."""
         self._check_open()
         self._live.check_install(snapshot)
-        self.sync()
+        data = self._encode_snapshot(snapshot)
         index, term = snapshot.meta.index, snapshot.meta.term
-        self._write_snapshot(snapshot)
-        if not self._live.log.install(index, term):
-            self._queue(codec.pack_reset_op(index, term), index)
-            self._write_pending()
-        self._live.snapshot = snapshot
-        self._delete_segments_upto(index)
+        with self._io_lock, self._closing_on_failure("installing a snapshot"):
+            self._sync_locked()
+            self._write_snapshot(data)
+            if not self._live.log.install(index, term):
+                self._write_records([(codec.pack_reset_op(index, term), index)])
+            self._live.snapshot = snapshot
+            self._delete_segments_upto(index)
 
     def compact(self, snapshot: Snapshot) -> None:
         """Durably store a snapshot of this node's state machine and drop what it covers."""
         self._check_open()
         self._live.check_compact(snapshot)
-        self.sync()
-        self._write_snapshot(snapshot)
-        self._live.log.compact(snapshot.meta.index, snapshot.meta.term)
-        self._live.snapshot = snapshot
-        self._delete_segments_upto(snapshot.meta.index)
+        data = self._encode_snapshot(snapshot)
+        with self._io_lock, self._closing_on_failure("compaction"):
+            self._sync_locked()
+            self._write_snapshot(data)
+            self._live.log.compact(snapshot.meta.index, snapshot.meta.term)
+            self._live.snapshot = snapshot
+            self._delete_segments_upto(snapshot.meta.index)
 
-    def _write_snapshot(self, snapshot: Snapshot) -> None:
+    @staticmethod
+    def _encode_snapshot(snapshot: Snapshot) -> bytes:
         data = codec.encode_snapshot(snapshot)
         if len(data) > codec.MAX_FILE_RECORD_BYTES:
             raise InvalidWriteError(f"snapshot of {len(data)} bytes is larger than 4 GiB")
+        return data
+
+    def _write_snapshot(self, data: bytes) -> None:
         self._stats.fsyncs += write_atomic(self._dir, self._dir_fd, SNAPSHOT_FILE, data)
         self._stats.bytes_written += len(data)
 
@@ -317,13 +361,14 @@ class DiskStorage(StateReads):
 
     def close(self, sync: bool = True) -> None:
         """Sync (unless ``sync=False``: drop unsynced writes, as a crash would) and release."""
-        if self._closed:
-            return
-        try:
-            if sync:
-                self.sync()
-        finally:
-            self._release()
+        with self._io_lock:
+            if self._closed:
+                return
+            try:
+                if sync:
+                    self._sync_locked()
+            finally:
+                self._release()
 
     def _release(self) -> None:
         self._closed = True

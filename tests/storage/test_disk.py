@@ -1,5 +1,7 @@
 """DiskStorage: round trips through real files, restarts, group commit, compaction."""
 import os
+import threading
+import time
 
 import pytest
 
@@ -226,3 +228,41 @@ def test_save_applies_a_ready_with_snapshot_entries_and_hard_state_in_order(data
         state = s.initial_state()
         assert state.snapshot == snap and state.hard_state == HardState(3, 2, 53)
         assert [e.index for e in state.entries] == [51, 52, 53, 54, 55]
+
+
+def test_sync_in_a_worker_thread_while_the_owner_appends_loses_nothing(data_dir):
+    s = DiskStorage(data_dir, segment_bytes=4096, max_unsynced_bytes=2048)
+    stop = threading.Event()
+    worker_syncs = []
+    failures = []
+
+    def keep_syncing():
+        try:
+            while not stop.is_set():
+                if s.unsynced:
+                    s.sync()
+                    worker_syncs.append(s.last_index())
+                else:
+                    stop.wait(0.0001)
+        except Exception as exc:  # reported to the test thread below
+            failures.append(exc)
+
+    worker = threading.Thread(target=keep_syncing)
+    worker.start()
+    deadline = time.monotonic() + 30
+    first = 1
+    try:  # append until the worker has synced many times in the middle of the appends
+        while len(worker_syncs) < 20 and not failures and time.monotonic() < deadline:
+            s.append(make_entries(first, first + 9, term=1))
+            s.set_hard_state(HardState(1, 1, first))
+            first += 10
+    finally:
+        stop.set()
+        worker.join()
+    assert not failures and len(worker_syncs) >= 20
+    s.sync()
+    expected = s.initial_state()
+    assert expected.entries[-1].index == first - 1
+    s.close(sync=False)
+    with DiskStorage(data_dir) as s:
+        assert s.initial_state() == expected
