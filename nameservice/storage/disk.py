@@ -72,6 +72,7 @@ class DiskStorage(StateReads):
         self._pending_bytes = 0
         self._buffer_lock = threading.Lock()
         self._io_lock = threading.Lock()
+        self._in_flight = False  # a sync has taken the buffer and not finished yet
         self._closed = True
         self._fd = self._dir_fd = -1
         os.makedirs(self._dir, exist_ok=True)
@@ -154,8 +155,9 @@ class DiskStorage(StateReads):
 
     @property
     def unsynced(self) -> bool:
-        """True while some write has not been made durable by ``sync()``."""
-        return bool(self._pending) or self._live.hard_state != self._durable_hard_state
+        """True while some write has not been made durable by a completed ``sync()``."""
+        return (bool(self._pending) or self._in_flight
+                or self._live.hard_state != self._durable_hard_state)
 
     @property
     def stats(self) -> StorageStats:
@@ -248,8 +250,12 @@ class DiskStorage(StateReads):
             # entries were appended then always travels with (or after) those entries.
             hs, durable = self._live.hard_state, self._durable_hard_state
             ops, self._pending, self._pending_bytes = self._pending, [], 0
-        with self._closing_on_failure("sync"):
-            self._sync_captured(hs, durable, ops)
+            self._in_flight = True
+        try:
+            with self._closing_on_failure("sync"):
+                self._sync_captured(hs, durable, ops)
+        finally:
+            self._in_flight = False
 
     def _sync_captured(self, hs: HardState, durable: HardState,
                        ops: list[tuple[bytes, int]]) -> None:
