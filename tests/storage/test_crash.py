@@ -92,3 +92,9 @@ def test_every_reported_sync_survives_sigkill(tmp_path, seed):
     for cycle in range(3):  # the later cycles recover, write on and are killed again
         report = run_and_kill(data_dir, seed * 10 + cycle, rng.randint(1, 300))
         check_recovered(data_dir, report)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", range(100, 130))
+def test_every_reported_sync_survives_sigkill_soak(tmp_path, seed):
+    test_every_reported_sync_survives_sigkill(tmp_path, seed)
