@@ -37,8 +37,8 @@ from nameservice.raft.types import Role  # noqa: E402
 TICK_US = 10
 # One-way delay 4-6 ms (round trip about 10 ms) and a 2.5 ms disk write: an election round
 # (candidate persists its vote, request, voter persists its vote, response) takes about 15 ms.
-DISK_WRITE_US = 2_500
-DELAY_US = (4_000, 6_000)
+DISK_WRITE_US = 9_000
+DELAY_US = (2_000, 4_000)
 MS = 1000
 CAP_MS = 100_000
 RANGES = [
@@ -54,8 +54,12 @@ PAPER = {
     (12, 24): {"mean_ms": 35, "max_ms": 152},
 }
 ALGORITHMS = {
-    "paper": dict(pre_vote=False, check_quorum=False, split_vote_backoff=False),
-    "fabric": dict(pre_vote=True, check_quorum=True, split_vote_backoff=True),
+    "paper": dict(
+        pre_vote=False, check_quorum=False, split_vote_backoff=False, defer_to_pre_candidate=False
+    ),
+    "fabric": dict(
+        pre_vote=True, check_quorum=True, split_vote_backoff=True, defer_to_pre_candidate=True
+    ),
 }
 
 
@@ -182,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithm", choices=[*ALGORITHMS, "both"], default="both")
     parser.add_argument("--range", dest="ranges", action="append", metavar="LO-HI",
                         help="only this timeout range, e.g. 150-155 (repeatable)")
-    parser.add_argument("--delay-ms", default="4-6", metavar="LO-HI",
-                        help="one-way network delay range (default 4-6)")
-    parser.add_argument("--disk-ms", type=float, default=2.5,
-                        help="time to persist a vote or entries (default 2.5)")
+    parser.add_argument("--delay-ms", default="2-4", metavar="LO-HI",
+                        help="one-way network delay range (default 2-4)")
+    parser.add_argument("--disk-ms", type=float, default=9,
+                        help="time to persist a vote or entries (default 9)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     global DELAY_US, DISK_WRITE_US

@@ -13,7 +13,10 @@ Theory of operation
 It has no clock, no sockets, no disk and no threads; its only randomness comes from the
 ``random.Random`` it is given. After any inputs the driver calls ``ready()``, carries out the
 returned ``Ready`` (persist, then send, then apply; see ``types.Ready``), and calls
-``advance(ready)``. No input may be given between ``ready()`` and ``advance()``.
+``advance(ready)``. At most one Ready is outstanding, but inputs may keep coming while its
+writes are under way (a driver fsyncs in the background and keeps serving); messages they
+produce that are safe to send early are available at once from ``early_messages()``.
+Writes must complete in the order the Readies were handed out.
 
 Roles are follower, pre-candidate, candidate and leader (Raft §5, plus the PreVote phase of
 Ongaro's dissertation §9.6). The extensions implemented: randomized election timeouts, PreVote,
@@ -44,6 +47,11 @@ from nameservice.raft.types import (
     Snapshot,
 )
 from nameservice.raft.validate import is_valid
+
+# Requests a leader or candidate may send before its own writes are durable (see Ready).
+_EARLY = frozenset(
+    {msg.AppendRequest, msg.Heartbeat, msg.SnapshotRequest, msg.TimeoutNow, msg.VoteRequest}
+)
 
 FOLLOWER = Role.FOLLOWER
 PRE_CANDIDATE = Role.PRE_CANDIDATE
@@ -90,8 +98,10 @@ class RaftCore:
         self.heartbeat_elapsed = 0
         self.randomized_timeout = config.election_timeout_min
         self.failed_campaigns = 0
+        self._deferred_for = 0
         self._votes: dict[int, bool] = {}
         self._msgs: list = []
+        self._early: list = []
         self._read_states: list[ReadState] = []
         self._reads = PendingReads(config.max_pending_reads)
         self._dirty: set[int] = set()
@@ -123,7 +133,6 @@ class RaftCore:
 
     def tick(self, n: int = 1) -> None:
         """Let ``n`` ticks pass; exactly equivalent to ``n`` calls of ``tick()``."""
-        self._check_not_outstanding()
         while n > 0:
             due = self.ticks_until_due()
             k = n if n < due else due
@@ -148,7 +157,6 @@ class RaftCore:
 
     def step(self, m: msg.Message) -> None:
         """Feed one message from a peer. Malformed, misaddressed or unknown input is dropped."""
-        self._check_not_outstanding()
         if not is_valid(m, self.id, self._peer_set):
             self.counters["dropped_invalid"] += 1
             return
@@ -201,7 +209,6 @@ class RaftCore:
         Raises NotLeader on a non-leader and ProposalDropped while a leadership transfer is
         under way or when the uncommitted tail would exceed ``max_uncommitted_entries``.
         """
-        self._check_not_outstanding()
         if self.role is not LEADER:
             raise NotLeader(self.leader)
         if self.transferee != NONE:
@@ -223,7 +230,6 @@ class RaftCore:
         The answer comes later as a ``ReadState`` in a Ready. Returns False when the request
         was dropped at once (no leader known, or too many reads pending); the driver retries.
         """
-        self._check_not_outstanding()
         if not ctx:
             raise ValueError("a read context must be non-empty")
         if self.role is LEADER:
@@ -239,7 +245,6 @@ class RaftCore:
         Proposals are refused until the transfer ends; it is abandoned if it has not
         finished within one election timeout.
         """
-        self._check_not_outstanding()
         if self.role is not LEADER:
             raise NotLeader(self.leader)
         if to not in self._peer_set:
@@ -259,18 +264,19 @@ class RaftCore:
 
     def campaign(self) -> None:
         """Start an election now (as if the election timer had fired)."""
-        self._check_not_outstanding()
         if self.role is not LEADER:
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 
     # ------------------------------------------------------------------ output
 
     def has_ready(self) -> bool:
+        """Whether ``ready()`` would return anything."""
+        if self.role is LEADER:
+            self._flush()  # turns pending sends into messages, so the answer is exact
         log = self.log
         return bool(
             self._msgs
-            or self._dirty
-            or self._reads.broadcast_needed
+            or self._early
             or log.unstable_from <= log.last_index()
             or log.committed > log.applied
             or self._read_states
@@ -278,6 +284,11 @@ class RaftCore:
             or self._role_changed
             or self.hard_state() != self._persisted_hard_state
         )
+
+    def early_messages(self) -> list:
+        """Take the requests that may be sent now, even while a Ready is outstanding."""
+        early, self._early = self._early, []
+        return early
 
     def ready(self) -> Ready:
         """Collect what the driver must persist, send and apply. Call ``advance`` after."""
@@ -296,6 +307,9 @@ class RaftCore:
         rd.committed = log.next_committed()
         rd.messages = self._msgs
         self._msgs = []
+        rd.early_messages = self._early
+        self._early = []
+        log.rewound_to = None
         rd.read_states = self._read_states
         self._read_states = []
         rd.role_changed = self._role_changed
@@ -315,9 +329,20 @@ class RaftCore:
             log.applied = max(log.applied, rd.snapshot.meta.index)
             self._pending_snapshot = None
         if rd.entries:
-            log.unstable_from = rd.entries[-1].index + 1
+            written_to = rd.entries[-1].index + 1
+            if log.rewound_to is not None and log.rewound_to < written_to:
+                # Part of what was just written has since been replaced: write it again.
+                written_to = log.rewound_to
+            # Entries below first_index are covered by a snapshot and need no write.
+            log.unstable_from = max(log.first_index, written_to)
         if rd.committed:
             log.applied = rd.committed[-1].index
+        # Our own vote and our own log copy count only once durable (see Ready).
+        if self.role is CANDIDATE and self._self_vote_durable():
+            if self._tally() >= self.quorum:
+                self._become_leader()
+        elif self.role is LEADER and rd.entries and self._maybe_commit():
+            self._dirty.update(self.peers)
 
     # ------------------------------------------------------------------ role changes
 
@@ -389,7 +414,6 @@ class RaftCore:
             self.vote = self.id
             self._set_role(CANDIDATE)
             vote_term = self.term
-        self._votes[self.id] = True
         if self._tally() >= self.quorum:
             self._won_vote(pre_vote)
             return
@@ -399,8 +423,15 @@ class RaftCore:
                 msg.VoteRequest(self.id, peer, vote_term, last_index, last_term, pre_vote, transfer)
             )
 
+    def _self_vote_durable(self) -> bool:
+        hs = self._persisted_hard_state
+        return hs.term == self.term and hs.vote == self.id
+
     def _tally(self) -> int:
-        return sum(1 for granted in self._votes.values() if granted)
+        granted = sum(1 for ok in self._votes.values() if ok)
+        if self.role is PRE_CANDIDATE or self._self_vote_durable():
+            granted += 1
+        return granted
 
     def _won_vote(self, pre_vote: bool) -> None:
         if pre_vote:
@@ -447,6 +478,13 @@ class RaftCore:
             if not m.pre_vote:
                 self.election_elapsed = 0
                 self.vote = m.frm
+            elif self.config.defer_to_pre_candidate and self._deferred_for != m.term:
+                # Someone at least as fit as us is already campaigning: give it a clear run
+                # instead of starting a competing campaign (a split vote) — once per term,
+                # so a candidate that can send but never hears back cannot silence us forever.
+                self._deferred_for = m.term
+                self.election_elapsed = 0
+                self.leader = NONE  # we no longer count on the old leader (and its lease)
         else:
             self._send(msg.VoteResponse(self.id, m.frm, self.term, False, m.pre_vote))
 
@@ -465,7 +503,7 @@ class RaftCore:
             granted = self._tally()
             if granted >= self.quorum:
                 self._won_vote(pre)
-            elif len(self._votes) - granted > len(self.voters) - self.quorum:
+            elif sum(1 for ok in self._votes.values() if not ok) > len(self.voters) - self.quorum:
                 self._become_follower(self.term, NONE)
 
     # ------------------------------------------------------------------ follower
@@ -592,7 +630,8 @@ class RaftCore:
 
     def _maybe_commit(self) -> bool:
         log = self.log
-        matches = sorted([pr.match for pr in self.progress.values()] + [log.last_index()])
+        durable = log.unstable_from - 1  # our own copy counts once it is on disk
+        matches = sorted([pr.match for pr in self.progress.values()] + [durable])
         candidate = matches[len(matches) - self.quorum]
         # Only an entry of the current term is committed by counting replicas (Raft §5.4.2).
         if candidate > log.committed and log.term(candidate) == self.term:
@@ -678,7 +717,10 @@ class RaftCore:
     # ------------------------------------------------------------------ plumbing
 
     def _send(self, m: msg.Message) -> None:
-        self._msgs.append(m)
+        if type(m) in _EARLY:
+            self._early.append(m)
+        else:
+            self._msgs.append(m)
 
     def _check_not_outstanding(self) -> None:
         if self._outstanding is not None:

@@ -12,7 +12,9 @@ from nameservice.raft.types import Entry, Snapshot, SnapshotMeta
 class RaftLog:
     """Entries after a snapshot, plus the commit and apply positions."""
 
-    __slots__ = ("snapshot", "entries", "first_index", "committed", "applied", "unstable_from")
+    __slots__ = (
+        "snapshot", "entries", "first_index", "committed", "applied", "unstable_from", "rewound_to"
+    )
 
     def __init__(self, snapshot: Snapshot | None = None, entries: list[Entry] | None = None):
         self.snapshot = snapshot or Snapshot()
@@ -28,6 +30,8 @@ class RaftLog:
         self.committed = self.snapshot.meta.index
         self.applied = self.snapshot.meta.index
         self.unstable_from = self.last_index() + 1
+        # Lowest index replaced since the last Ready was handed out (None: nothing replaced).
+        self.rewound_to: int | None = None
 
     # -- positions -------------------------------------------------------------------------
 
@@ -93,9 +97,10 @@ class RaftLog:
 
     def next_committed(self) -> list[Entry]:
         """Committed entries not yet applied."""
-        if self.committed <= self.applied:
+        start = max(self.applied, self.snapshot.meta.index) + 1
+        if self.committed < start:
             return []
-        return self.entries[self.applied + 1 - self.first_index:self.committed + 1 - self.first_index]
+        return self.entries[start - self.first_index:self.committed + 1 - self.first_index]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class RaftLog:
                     raise AssertionError(f"conflict at committed index {index}")
                 del self.entries[index - self.first_index:]
                 self.unstable_from = min(self.unstable_from, index)
+                self._rewind(index)
                 break
             offset += 1
         if offset < count:
@@ -148,6 +154,11 @@ class RaftLog:
         self.entries = []
         self.committed = snapshot.meta.index
         self.unstable_from = self.first_index
+        self._rewind(self.first_index)
+
+    def _rewind(self, index: int) -> None:
+        if self.rewound_to is None or index < self.rewound_to:
+            self.rewound_to = index
 
     def compact(self, snapshot: Snapshot) -> None:
         """Drop entries covered by a snapshot the driver took of its applied state."""
@@ -161,6 +172,8 @@ class RaftLog:
         del self.entries[:index + 1 - self.first_index]
         self.snapshot = snapshot
         self.first_index = index + 1
+        # Entries the snapshot covers need not be written any more.
+        self.unstable_from = max(self.unstable_from, self.first_index)
 
 
 def empty_snapshot(voters: tuple[int, ...]) -> Snapshot:

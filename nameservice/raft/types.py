@@ -64,10 +64,15 @@ class Role(str, enum.Enum):
 class Ready:
     """What the driver must do, in this order, before calling ``RaftCore.advance``.
 
+    0. ``early_messages`` may be sent at once, while step 1 is still under way: they are a
+       leader's or candidate's requests, which stay safe even if this node crashes before its
+       own writes land (the core counts its own vote and its own log copy only once
+       ``advance`` confirms they are durable — Raft dissertation §10.2.1).
     1. Persist ``snapshot`` (if any), then ``entries`` (appending, replacing any suffix from
        the first entry's index on), then ``hard_state`` (if not None), durably.
-    2. Send ``messages`` — only after step 1 is durable.
-    3. Install ``snapshot`` into the state machine, then apply ``committed`` in order.
+    2. Send ``messages`` — only after step 1 is durable (votes and acknowledgements).
+    3. Install ``snapshot`` into the state machine, then apply ``committed`` in order
+       (entries with empty data are a leader's no-ops: skip them).
     4. Serve ``read_states`` once the applied index reaches each one's index.
     """
 
@@ -76,6 +81,7 @@ class Ready:
     snapshot: Snapshot | None = None
     committed: list[Entry] = field(default_factory=list)
     messages: list = field(default_factory=list)
+    early_messages: list = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     role_changed: bool = False
 
@@ -86,6 +92,7 @@ class Ready:
             or self.snapshot is not None
             or self.committed
             or self.messages
+            or self.early_messages
             or self.read_states
             or self.role_changed
         )
@@ -110,6 +117,9 @@ class Config:
     # drawn at random, before trying again: the back-off against repeated split votes.
     # 0 turns it off (the algorithm of the Raft paper).
     split_vote_backoff: bool = True
+    # A node that grants a PreVote restarts its own election timer (once per term), so the
+    # node that timed out first usually runs alone. False: the behaviour of the Raft paper.
+    defer_to_pre_candidate: bool = True
     max_entries_per_message: int = 4096
     max_bytes_per_message: int = 1 << 20
     max_inflight_messages: int = 256

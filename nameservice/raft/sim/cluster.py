@@ -2,9 +2,9 @@
 
 Each node ticks every ``tick_us`` microseconds from its own phase (clocks are not aligned), but
 the loop only wakes a node when its next tick would do something (``ticks_until_due``), so
-quiet periods cost nothing. A node's Ready is handled as a real driver would: write to its
-simulated disk (taking ``disk_delay_us``, during which the node takes no input), then send the
-messages, then apply. A crash loses what was not yet written; a crash during a write may leave
+quiet periods cost nothing. A node's Ready is handled as a real driver would: send its early
+messages, write to its simulated disk (taking ``disk_delay_us``; the node keeps taking input
+meanwhile, one write at a time), then send the other messages, then apply. A crash loses what was not yet written; a crash during a write may leave
 a torn prefix of the entries on disk.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
-from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -57,7 +56,6 @@ class SimNode:
         self.ticks = 0
         self.wake_version = 0
         self.busy = False
-        self.inbox: deque = deque()
         self.disk_delay_us = 0
         self.incarnation = 0
         # The state machine is a hash chain over applied commands: equal chains, equal states.
@@ -139,10 +137,7 @@ class SimCluster:
                 if kind == DISK_DONE:
                     self._disk_done(node, payload)
                 elif node.core is not None:
-                    if node.busy:
-                        node.inbox.append((kind, payload))
-                    else:
-                        self._handle(node, kind, payload)
+                    self._handle(node, kind, payload)
             if stop is not None and stop():
                 return True
         self.now = max(self.now, t_us)
@@ -163,7 +158,6 @@ class SimCluster:
         node.sm_restore(disk.snapshot.data if disk.snapshot else b"")
         node.ticks = (self.now - node.phase) // self.tick_us if self.now >= node.phase else -1
         node.busy = False
-        node.inbox.clear()
         self._after_input(node)
 
     def crash(self, node_id: int) -> None:
@@ -171,7 +165,6 @@ class SimCluster:
         node = self.nodes[node_id]
         node.core = None
         node.busy = False
-        node.inbox.clear()
         node.wake_version += 1
 
     # ------------------------------------------------------------------ node processing
@@ -193,20 +186,23 @@ class SimCluster:
         self._after_input(node)
 
     def _after_input(self, node: SimNode) -> None:
+        """Hand out what the node's input produced; start its next write if the disk is free."""
         core = node.core
-        while core is not None and not node.busy and core.has_ready():
+        self._send_all(core.early_messages())
+        while not node.busy and core.has_ready():
             rd = core.ready()
+            if not rd:
+                raise AssertionError(f"node {node.id}: has_ready() was true, ready() empty")
+            self._send_all(rd.early_messages)
             if node.disk_delay_us and (rd.entries or rd.hard_state is not None or rd.snapshot):
                 node.busy = True
                 self._push(self.now + node.disk_delay_us, DISK_DONE, node.id, (node.incarnation, rd))
-                return
+                break
             node.disk.write(rd)
             self._finish(node, rd)
-            core = node.core
-        if core is not None and not node.busy:
-            node.wake_version += 1
-            wake_tick = node.ticks + core.ticks_until_due()
-            self._push(node.phase + wake_tick * self.tick_us, WAKE, node.id, node.wake_version)
+        node.wake_version += 1
+        wake_tick = node.ticks + core.ticks_until_due()
+        self._push(node.phase + wake_tick * self.tick_us, WAKE, node.id, node.wake_version)
 
     def _disk_done(self, node: SimNode, payload) -> None:
         incarnation, rd = payload
@@ -214,12 +210,9 @@ class SimCluster:
             return
         node.disk.write(rd)
         node.busy = False
+        self._sync_ticks(node)
         self._finish(node, rd)
-        while node.inbox and not node.busy and node.core is not None:
-            kind, item = node.inbox.popleft()
-            self._handle(node, kind, item)
-        if node.core is not None and not node.busy:
-            self._after_input(node)
+        self._after_input(node)
 
     def crash_during_write(self, node_id: int) -> None:
         """Crash a node; if it is mid-write, a random prefix of the entries reaches the disk."""
@@ -237,14 +230,7 @@ class SimCluster:
         checker = self.checker
         if checker is not None and rd.entries:
             checker.on_persist(node.id, rd.entries, core.log)
-        for m in rd.messages:
-            self.messages_sent += 1
-            if self.on_message is not None:
-                self.on_message(m)
-            if self.message_filter is not None and not self.message_filter(m):
-                continue
-            for delay in self.net.deliveries(m.frm, m.to):
-                self._push(self.now + delay, DELIVER, m.to, m)
+        self._send_all(rd.messages)
         if rd.snapshot is not None:
             node.sm_restore(rd.snapshot.data)
         for entry in rd.committed:
@@ -266,6 +252,16 @@ class SimCluster:
         core.advance(rd)
         if self.snapshot_every and node.sm_index - core.log.snapshot.meta.index >= self.snapshot_every:
             self._take_snapshot(node)
+
+    def _send_all(self, messages: list) -> None:
+        for m in messages:
+            self.messages_sent += 1
+            if self.on_message is not None:
+                self.on_message(m)
+            if self.message_filter is not None and not self.message_filter(m):
+                continue
+            for delay in self.net.deliveries(m.frm, m.to):
+                self._push(self.now + delay, DELIVER, m.to, m)
 
     def _take_snapshot(self, node: SimNode) -> None:
         core = node.core
@@ -293,7 +289,7 @@ class SimCluster:
     def with_core(self, node_id: int, fn: Callable[[RaftCore], object]) -> object:
         """Give a node a local input (propose, read, transfer) and handle its Ready."""
         node = self.nodes[node_id]
-        if node.core is None or node.busy:
+        if node.core is None:
             return None
         self._sync_ticks(node)
         result = fn(node.core)
