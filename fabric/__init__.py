@@ -1,3 +1,28 @@
 """fabric: a broker-less messaging fabric on ZeroMQ that survives the death of any one process."""
 
 __version__ = "0.1.0"
+
+from fabric.consumer import InputPort, Message
+from fabric.errors import (ConfigError, DecodeError, FabricError, MessageTooLarge, PortClosed,
+                           ProtocolError)
+from fabric.intermediary import Intermediary
+from fabric.producer import OutputPort
+from fabric.sync import SyncInputPort, SyncOutputPort
+from fabric.timing import Timing
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "FabricError",
+    "InputPort",
+    "Intermediary",
+    "Message",
+    "MessageTooLarge",
+    "OutputPort",
+    "PortClosed",
+    "ProtocolError",
+    "SyncInputPort",
+    "SyncOutputPort",
+    "Timing",
+    "__version__",
+]

@@ -30,13 +30,14 @@ RECV_BURST = 1000
 class Link:
     """One connection to one intermediary."""
 
-    __slots__ = ("endpoint", "sock", "sync", "up", "connected", "load", "last_heard", "last_sent",
-                 "gen", "tasks", "owed")
+    __slots__ = ("endpoint", "sock", "sync", "mon", "up", "connected", "load", "last_heard",
+                 "last_sent", "gen", "tasks", "owed")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         self.sock: zmq.asyncio.Socket | None = None
         self.sync: zmq.Socket | None = None
+        self.mon: zmq.asyncio.Socket | None = None
         self.up = False  # connected and HELLO sent: data may flow
         self.connected = False  # handshake done, HELLO maybe not yet sent
         self.load = 0  # owner-defined: unacked messages (producer)
@@ -164,6 +165,7 @@ class LinkSet:
             del self._links[link.endpoint]
             raise ConfigError(f"cannot connect to {link.endpoint!r}: {exc}") from exc
         link.sock = sock
+        link.mon = mon
         link.sync = zmq.Socket.shadow(sock.underlying)
         link.gen += 1
         gen = link.gen
@@ -187,6 +189,10 @@ class LinkSet:
                 pass
             link.sock.close(linger=0)
             link.sock = link.sync = None
+        if link.mon is not None:
+            # Closed here too: a watch task cancelled before it started never closes it.
+            link.mon.close(linger=0)
+            link.mon = None
 
     def _on_change(self, link: Link, gen: int, change: str) -> None:
         if gen != link.gen:

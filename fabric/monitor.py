@@ -65,7 +65,11 @@ async def watch(mon: zmq.asyncio.Socket, on_change: Callable[[str], Awaitable[No
     """
     try:
         while True:
-            event = parse_event(await mon.recv_multipart())
+            try:
+                frames = await mon.recv_multipart()
+            except zmq.ZMQError:
+                return  # the monitor socket was closed under us
+            event = parse_event(frames)
             if event is None:
                 continue
             if event.event == zmq.EVENT_MONITOR_STOPPED:

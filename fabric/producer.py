@@ -245,7 +245,8 @@ class OutputPort:
             if kind == p.T_ACK:
                 self._on_ack(frame)
             elif kind == p.T_HEARTBEAT:
-                pass
+                if len(frame) != 2:
+                    raise DecodeError("HEARTBEAT with a body")
             elif kind == p.T_NACK:
                 self._on_nack(link, p.decode(frame))
             elif kind == p.T_PEER_GONE:

@@ -1,0 +1,98 @@
+"""Blocking twins of the ports for scripts: each runs the asyncio port on a private loop thread.
+
+    with SyncOutputPort("orders", ["127.0.0.1:5555"]) as port:
+        port.send({"id": 1})
+        port.flush()
+
+These are thin: every call hops onto the loop thread and waits for the asyncio port to finish
+it, so their behaviour (batching, backpressure, failover) is exactly the asyncio port's.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fabric.consumer import Handler, InputPort
+from fabric.producer import OutputPort
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread until :meth:`stop`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class SyncOutputPort:
+    """Blocking :class:`~fabric.producer.OutputPort`; same arguments."""
+
+    def __init__(self, channel: str, endpoints: list[str], **options: Any) -> None:
+        self._thread = _LoopThread(f"fabric-out-{channel}")
+
+        async def make() -> OutputPort:
+            return await OutputPort(channel, endpoints, **options).start()
+
+        self.port = self._thread.run(make())
+
+    def send(self, payload: Any) -> None:
+        """Send one message; blocks while the window of unacknowledged messages is full."""
+        self._thread.run(self.port.send(payload))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every message sent so far is acknowledged."""
+        self._thread.run(self.port.flush(timeout))
+
+    def close(self) -> None:
+        """Close the port (unacknowledged messages are abandoned: flush first)."""
+        self._thread.run(self.port.close())
+        self._thread.stop()
+
+    def __enter__(self) -> "SyncOutputPort":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncInputPort:
+    """Blocking-world :class:`~fabric.consumer.InputPort`; same arguments.
+
+    The handler runs on the port's loop thread: it must be thread-safe with respect to the
+    caller's own threads, and must not block longer than the heartbeat timeout.
+    """
+
+    def __init__(self, channel: str, endpoints: list[str], handler: Handler,
+                 **options: Any) -> None:
+        self._thread = _LoopThread(f"fabric-in-{channel}")
+
+        async def make() -> InputPort:
+            return await InputPort(channel, endpoints, handler, **options).start()
+
+        self.port = self._thread.run(make())
+
+    def close(self) -> None:
+        """Send pending acknowledgements and close the port."""
+        self._thread.run(self.port.close())
+        self._thread.stop()
+
+    def __enter__(self) -> "SyncInputPort":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

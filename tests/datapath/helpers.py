@@ -1,0 +1,33 @@
+"""Small helpers for in-process data-path tests (real sockets on 127.0.0.1)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fabric.intermediary import Intermediary
+
+
+async def eventually(condition, timeout: float, what: str, interval: float = 0.002):
+    """Await until ``condition()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_intermediary(channel: str, **kwargs):
+    """An in-process intermediary on a free port, stopped at exit."""
+    node = Intermediary(channel, "tcp://127.0.0.1:0", **kwargs)
+    node.bind()
+    task = asyncio.ensure_future(node.run())
+    try:
+        yield node
+    finally:
+        node.stop()
+        await asyncio.wait_for(task, 5)

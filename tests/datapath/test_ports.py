@@ -1,0 +1,169 @@
+"""Port behaviour in one process, over real sockets and real intermediaries."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from fabric import protocol as p
+from fabric.consumer import InputPort
+from fabric.errors import MessageTooLarge, PortClosed
+from fabric.producer import OutputPort
+from fabric.sync import SyncInputPort, SyncOutputPort
+from tests.datapath.helpers import eventually, running_intermediary
+
+
+async def test_payloads_arrive_as_sent_and_in_order_through_one_intermediary():
+    payloads = [b"\x00raw", "text", {"k": [1, 2.5, None]}, [True, False], 2**40, -3]
+    payloads = payloads * 500
+    got = []
+    async with running_intermediary("order") as node, \
+            InputPort("order", [node.endpoint], got.append), \
+            OutputPort("order", [node.endpoint], batch_max=64) as producer:
+        for payload in payloads:
+            await producer.send(payload)
+        await asyncio.wait_for(producer.flush(), 10)
+        await eventually(lambda: len(got) == len(payloads), 10, "every message")
+    assert [m.payload for m in got] == payloads
+    assert [m.seq for m in got] == list(range(len(payloads)))
+    assert not any(m.redelivered for m in got)
+
+
+async def test_send_waits_while_the_window_is_full_and_drops_nothing():
+    async with running_intermediary("window") as node, \
+            OutputPort("window", [node.endpoint], window=100) as producer:
+        for i in range(100):
+            await producer.send(i)
+        blocked = asyncio.ensure_future(producer.send(100))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not blocked.done() and producer.unacked == 100  # no consumer: nothing acked
+        got = []
+        async with InputPort("window", [node.endpoint], got.append):
+            await asyncio.wait_for(blocked, 10)
+            await asyncio.wait_for(producer.flush(), 10)
+        assert sorted(m.payload for m in got) == list(range(101))
+
+
+async def test_with_manual_ack_nothing_is_released_until_the_handler_acks():
+    held = []
+    async with running_intermediary("manual") as node, \
+            InputPort("manual", [node.endpoint], held.append, auto_ack=False), \
+            OutputPort("manual", [node.endpoint]) as producer:
+        for i in range(10):
+            await producer.send(i)
+        await eventually(lambda: len(held) == 10, 10, "delivery")
+        for msg in reversed(held[5:]):  # out of order: nothing contiguous yet
+            msg.ack()
+        await asyncio.sleep(0.05)
+        assert producer.unacked == 10
+        for msg in held[:5]:
+            msg.ack()
+        await asyncio.wait_for(producer.flush(), 10)
+        assert producer.unacked == 0
+
+
+async def test_a_consumer_that_dies_holding_messages_has_them_redelivered_flagged():
+    held, got = [], []
+    async with running_intermediary("death") as node, \
+            OutputPort("death", [node.endpoint]) as producer:
+        doomed = await InputPort("death", [node.endpoint], held.append, auto_ack=False).start()
+        for i in range(50):
+            await producer.send(i)
+        await eventually(lambda: len(held) == 50, 10, "delivery to the first consumer")
+        await doomed.close()  # dies without acknowledging anything
+        async with InputPort("death", [node.endpoint], got.append):
+            await asyncio.wait_for(producer.flush(), 10)
+    assert sorted(m.payload for m in got) == list(range(50))
+    assert all(m.redelivered for m in got)
+    assert node.stats.redelivered_batches >= 1
+
+
+async def _next_ack(fake, rid):
+    """The next ACK with entries a port sends to a fake intermediary (kept alive meanwhile)."""
+    while True:
+        _, raw = await asyncio.wait_for(fake.recv_multipart(), 5)
+        await fake.send_multipart([rid, p.heartbeat_frame()])
+        msg = p.decode(raw)
+        if isinstance(msg, p.Ack) and msg.entries:
+            return msg
+
+
+async def test_a_copy_of_a_batch_is_handled_once_and_acknowledged_again():
+    ctx = zmq.asyncio.Context.instance()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    fake.bind("tcp://127.0.0.1:0")
+    got = []
+    pid = bytes(16)
+    try:
+        async with InputPort("dup", [fake.getsockopt_string(zmq.LAST_ENDPOINT)],
+                             got.append) as consumer:
+            rid, _hello = await asyncio.wait_for(fake.recv_multipart(), 10)
+            frame = p.batch_frame(pid, 0, 3, 0, p.encode_payloads(["a", "b", "c"]))
+            await fake.send_multipart([rid, frame])
+            first = await asyncio.wait_for(_next_ack(fake, rid), 10)
+            await fake.send_multipart([rid, frame])  # as if resent after a failover
+            second = await asyncio.wait_for(_next_ack(fake, rid), 10)
+    finally:
+        fake.close()
+    assert [m.payload for m in got] == ["a", "b", "c"]
+    assert consumer.stats.duplicate_batches == 1
+    assert first.entries == second.entries == ((0, 3),)
+    assert first.credit + second.credit == 6  # the copy's credit is given back too
+
+
+async def test_an_intermediary_added_while_running_is_used():
+    got = []
+    async with running_intermediary("grow") as node, \
+            InputPort("grow", [], got.append) as consumer, \
+            OutputPort("grow", []) as producer:
+        send = asyncio.ensure_future(producer.send("hello"))
+        await asyncio.wait_for(send, 5)  # the window is free: queued, not sent
+        consumer.add_endpoint(node.endpoint)
+        producer.add_endpoint(node.endpoint.replace("tcp://", ""))
+        await asyncio.wait_for(producer.flush(), 10)
+        assert [m.payload for m in got] == ["hello"]
+        producer.remove_endpoint(node.endpoint)
+        assert producer.endpoints == []
+
+
+async def test_oversized_payloads_and_closed_ports_raise():
+    async with OutputPort("x", [], batch_bytes=1000) as producer:
+        with pytest.raises(MessageTooLarge):
+            await producer.send(b"x" * 2000)
+    with pytest.raises(PortClosed):
+        await producer.send(1)
+
+
+def test_the_blocking_ports_move_messages_too():
+    import threading
+
+    got, lock = [], threading.Lock()
+
+    def handler(msg):
+        with lock:
+            got.append(msg.payload)
+
+    async def serve(ready, stop):
+        async with running_intermediary("sync") as node:
+            ready.append(node.endpoint)
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+
+    ready, stop = [], threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(serve(ready, stop)))
+    thread.start()
+    try:
+        while not ready:
+            thread.join(0.01)
+        with SyncInputPort("sync", ready, handler), SyncOutputPort("sync", ready) as producer:
+            for i in range(100):
+                producer.send(i)
+            producer.flush(10)
+        assert sorted(got) == list(range(100))
+    finally:
+        stop.set()
+        thread.join(10)
