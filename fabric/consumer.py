@@ -51,10 +51,10 @@ class _BatchState:
     """A batch this port received: how much of it is handled, and where to acknowledge it."""
 
     __slots__ = ("producer_id", "first_seq", "count", "handled", "done", "via", "charged",
-                 "charged_gen", "redelivered")
+                 "charged_gen", "redelivered", "port")
 
     def __init__(self, producer_id: bytes, first_seq: int, count: int, skip: int,
-                 via: Link, redelivered: bool) -> None:
+                 via: Link, redelivered: bool, port: "InputPort") -> None:
         self.producer_id = producer_id
         self.first_seq = first_seq
         self.count = count
@@ -64,6 +64,7 @@ class _BatchState:
         self.charged = via  # the intermediary whose credit this batch used
         self.charged_gen = via.gen
         self.redelivered = redelivered
+        self.port = port
 
 
 class Message:
@@ -74,21 +75,31 @@ class Message:
     handling it (it may have been handled already).
     """
 
-    __slots__ = ("payload", "producer_id", "seq", "redelivered", "_state", "_index", "_port")
+    __slots__ = ("payload", "_state", "_index")
 
-    def __init__(self, payload: Any, producer_id: bytes, seq: int, redelivered: bool,
-                 state: _BatchState, index: int, port: "InputPort") -> None:
+    def __init__(self, payload: Any, state: _BatchState, index: int) -> None:
         self.payload = payload
-        self.producer_id = producer_id
-        self.seq = seq
-        self.redelivered = redelivered
         self._state = state
         self._index = index
-        self._port = port
+
+    @property
+    def producer_id(self) -> bytes:
+        """The 16-byte id of the producer that sent this message."""
+        return self._state.producer_id
+
+    @property
+    def seq(self) -> int:
+        """This message's sequence number among its producer's messages (from 0)."""
+        return self._state.first_seq + self._index
+
+    @property
+    def redelivered(self) -> bool:
+        """True if another consumer may already have handled this message."""
+        return self._state.redelivered
 
     def ack(self) -> None:
         """Acknowledge this message (with ``auto_ack=False``; harmless otherwise)."""
-        self._port._manual_ack(self._state, self._index)
+        self._state.port._manual_ack(self._state, self._index)
 
     def __repr__(self) -> str:
         return (f"Message(seq={self.seq}, producer={self.producer_id.hex()[:8]}, "
@@ -143,7 +154,7 @@ class InputPort:
 
     def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (),
                  handler: Handler | None = None, *, auto_ack: bool = True,
-                 prefetch: int = 4096, max_tracked: int = 65_536, timing: Timing = Timing(),
+                 prefetch: int = 8192, max_tracked: int = 65_536, timing: Timing = Timing(),
                  consumer_id: bytes | None = None,
                  ctx: zmq.asyncio.Context | None = None) -> None:
         if handler is None:
@@ -155,6 +166,7 @@ class InputPort:
         self.auto_ack = auto_ack
         self.prefetch = prefetch
         self.max_tracked = max_tracked
+        self._credit_flush = max(1, prefetch // 4)
         self.timing = timing
         self.stats = InputStats()
         self._handler = handler
@@ -263,7 +275,7 @@ class InputPort:
             self._add_ack_entry(link, pid, seq, count)
             raise
         self.stats.batches_received += 1
-        state = _BatchState(pid, seq, count, batch.skip, link, batch.redelivered)
+        state = _BatchState(pid, seq, count, batch.skip, link, batch.redelivered, self)
         link.owed += batch.skip
         batches = window.batches
         batches[seq] = state
@@ -301,23 +313,38 @@ class InputPort:
                 await self._wake.wait()
                 continue
             state, payloads = queue.popleft()
-            pid, seq, red = state.producer_id, state.first_seq, state.redelivered
             start = state.handled
-            for i in range(start, state.count):
-                msg = Message(payloads[i], pid, seq + i, red, state, i, self)
-                try:
-                    if is_async:
-                        await handler(msg)
-                    else:
-                        handler(msg)
-                except Exception:  # a handler bug must not stop delivery
-                    stats.handler_errors += 1
-                    log.exception("handler failed on %r", msg)
-                if auto and state.handled == i:
-                    state.handled = i + 1
+            if is_async or not auto:
+                for i in range(start, state.count):
+                    msg = Message(payloads[i], state, i)
+                    try:
+                        if is_async:
+                            await handler(msg)
+                        else:
+                            handler(msg)
+                    except Exception:  # a handler bug must not stop delivery
+                        stats.handler_errors += 1
+                        log.exception("handler failed on %r", msg)
+                    if auto and state.handled == i:
+                        state.handled = i + 1
+            else:
+                # The hot path: a plain function, acknowledged when it returns. Nothing else
+                # runs meanwhile (no await), so the batch is marked handled once, at the end.
+                i = start
+                count = state.count
+                while i < count:
+                    try:
+                        for i in range(i, count):
+                            handler(Message(payloads[i], state, i))
+                        i = count
+                    except Exception:  # a handler bug must not stop delivery
+                        stats.handler_errors += 1
+                        log.exception("handler failed on message %d of a batch", i)
+                        i += 1
+                state.handled = count
             delivered = state.count - start
             stats.messages_delivered += delivered
-            if red:
+            if state.redelivered:
                 stats.redelivered_messages += delivered
             if auto:
                 self._credit_and_ack(state, delivered)
@@ -327,9 +354,12 @@ class InputPort:
 
     def _credit_and_ack(self, state: _BatchState, handled: int) -> None:
         charged = state.charged
+        self._add_ack(state)
         if charged.gen == state.charged_gen:
             charged.owed += handled
-        self._add_ack(state)
+            if charged.owed >= self._credit_flush:
+                # Give credit back early: waiting for an empty queue would drain the pipeline.
+                self._flush_acks()
 
     def _manual_ack(self, state: _BatchState, index: int) -> None:
         if self._closed or index < state.handled:

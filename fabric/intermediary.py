@@ -23,13 +23,12 @@ Rules:
 """
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import zmq
-import zmq.asyncio
 
 from fabric import protocol as p
 from fabric.errors import DecodeError
@@ -69,25 +68,29 @@ class IntermediaryStats:
 
 
 class Intermediary:
-    """Serve one channel on ``endpoint`` (``tcp://HOST:PORT``; port 0 picks a free one)."""
+    """Serve one channel on ``endpoint`` (``tcp://HOST:PORT``; port 0 picks a free one).
+
+    The intermediary is a plain blocking loop over one socket (``zmq.Poller``, no asyncio): it
+    is a process of its own, and a blocking poll wakes faster and costs less CPU per frame.
+    Call :meth:`bind`, then :meth:`serve` (blocking; in a thread if you must share a process);
+    :meth:`stop` may be called from any thread or a signal handler.
+    """
 
     def __init__(self, channel: str, endpoint: str, *, timing: Timing = Timing(),
                  max_queue_bytes: int = 256 * 1024 * 1024,
-                 ctx: zmq.asyncio.Context | None = None) -> None:
+                 ctx: zmq.Context | None = None) -> None:
         self.channel = channel
         self._want = endpoint
         self.timing = timing
         self.max_queue_bytes = max_queue_bytes
-        self._ctx = ctx or zmq.asyncio.Context.instance()
+        self._ctx = ctx or zmq.Context.instance()
         self.stats = IntermediaryStats()
         self.endpoint = ""
         self._peers: dict[bytes, _Peer] = {}
         self._queue: deque[tuple[bytes, bytes, bytes, int, int]] = deque()
         self._queue_bytes = 0
-        self._sock: zmq.asyncio.Socket | None = None
-        self._sync: zmq.Socket | None = None
+        self._sock: zmq.Socket | None = None
         self._stopped = False
-        self._sent_since_check = False
         self._last_tick = self._last_beat = self._now = 0.0
 
     # -- socket lifecycle -------------------------------------------------------------------
@@ -110,74 +113,44 @@ class Intermediary:
             raise
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
-        self._sync = zmq.Socket.shadow(sock.underlying)
         return self.endpoint
 
-    async def run(self) -> None:
-        """Serve until :meth:`stop` is called."""
+    def serve(self) -> None:
+        """Serve until :meth:`stop` is called (returns within one tick of it)."""
         if self._sock is None:
             self.bind()
-        loop = asyncio.get_running_loop()
-        timeout = self.timing.timeout
-        self._last_tick = self._last_beat = self._now = loop.time()
-        ticker = asyncio.ensure_future(self._tick_loop())
+        timing = self.timing
+        poll_ms = max(1, round(timing.tick * 1000))
+        clock = time.monotonic
+        self._last_tick = self._last_beat = self._now = clock()
         try:
             while not self._stopped:
                 sock = self._sock
-                try:
-                    frames = await sock.recv_multipart()
-                except (asyncio.CancelledError, zmq.ZMQError):
-                    if self._stopped or self._sock is not sock:
-                        continue  # stopped, or rebound by the ticker: not our cancellation
-                    raise
-                now = self._now = loop.time()
-                if now - self._last_tick > timeout:
+                ready = sock.poll(poll_ms)
+                now = self._now = clock()
+                if now - self._last_tick > timing.timeout:
+                    # Frozen (SIGSTOP, stalled host): every peer has given up on us and what
+                    # sits in our pipes is stale. Start afresh before reading any of it.
                     self._rebind()
                     self._last_tick = self._last_beat = now
                     continue
-                self._on_frames(frames)
-                self._drain(sock)
-                self._rearm()
+                if ready:
+                    self._drain(sock)
+                if now - self._last_tick >= timing.tick:
+                    self._tick(now)
         finally:
-            ticker.cancel()
             if self._sock is not None:
                 self._sock.close(linger=0)
                 self._sock = None
 
     def stop(self) -> None:
-        """Make :meth:`run` return."""
+        """Make :meth:`serve` return (safe from another thread or a signal handler)."""
         self._stopped = True
-        if self._sock is not None:
-            self._sock.close(linger=0)  # wakes the pending receive
-            self._sock = None
 
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        timing = self.timing
-        while True:
-            await asyncio.sleep(timing.tick)
-            now = self._now = loop.time()
-            if now - self._last_tick > timing.timeout:
-                # Frozen (SIGSTOP, stalled host): every peer has given up on us and what sits
-                # in our pipes is stale. Start afresh before reading any of it.
-                self._rebind()
-                self._last_tick = self._last_beat = now
-            else:
-                self._tick(now)
-            self._rearm()
-
-    def _rearm(self) -> None:
-        """After sends through the sync shadow socket, let pyzmq re-check the socket's events:
-        a send can consume the edge of its file descriptor while a receive is pending."""
-        if self._sent_since_check and self._sock is not None:
-            self._sent_since_check = False
-            self._sock.get(zmq.EVENTS)
-
-    def _drain(self, sock: zmq.asyncio.Socket) -> None:
-        sync = self._sync
+    def _drain(self, sock: zmq.Socket) -> None:
         for _ in range(10_000):
             try:
-                frames = sync.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._on_frames(frames)
@@ -297,14 +270,12 @@ class Intermediary:
         sock = self._sock
         if sock is None:
             return False
-        sync = self._sync
         try:
-            sync.send(rid, zmq.SNDMORE | zmq.NOBLOCK)
-            sync.send(frame, zmq.NOBLOCK, copy=False)
+            sock.send(rid, zmq.SNDMORE | zmq.NOBLOCK)
+            sock.send(frame, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:  # EHOSTUNREACH: peer gone; EAGAIN: its pipe is full
             self.stats.unroutable += 1
             return False
-        self._sent_since_check = True
         return True
 
     # -- peers coming and going ---------------------------------------------------------------
@@ -364,14 +335,10 @@ def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=N
     be bound."""
     import signal
 
-    async def main() -> None:
-        node = Intermediary(channel, endpoint)
-        announce(node.bind())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, node.stop)
-        await node.run()
-        if report is not None:
-            report(node.stats)
-
-    asyncio.run(main())
+    node = Intermediary(channel, endpoint)
+    announce(node.bind())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: node.stop())
+    node.serve()
+    if report is not None:
+        report(node.stats)

@@ -77,7 +77,7 @@ class OutputPort:
     """
 
     def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (), *,
-                 window: int = 20_000, batch_max: int = 1024, batch_bytes: int = 256 * 1024,
+                 window: int = 50_000, batch_max: int = 1024, batch_bytes: int = 256 * 1024,
                  linger: float = 0.001,
                  timing: Timing = Timing(), producer_id: bytes | None = None,
                  ctx: zmq.asyncio.Context | None = None) -> None:

@@ -22,12 +22,12 @@ async def eventually(condition, timeout: float, what: str, interval: float = 0.0
 
 @contextlib.asynccontextmanager
 async def running_intermediary(channel: str, **kwargs):
-    """An in-process intermediary on a free port, stopped at exit."""
+    """An intermediary on a free port, served by a thread of this process, stopped at exit."""
     node = Intermediary(channel, "tcp://127.0.0.1:0", **kwargs)
     node.bind()
-    task = asyncio.ensure_future(node.run())
+    done = asyncio.get_running_loop().run_in_executor(None, node.serve)
     try:
         yield node
     finally:
         node.stop()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(done, 5)
