@@ -7,9 +7,10 @@ went out for ``linger`` seconds goes out at once, alone: an idle producer adds n
 one fills large batches.
 
 Every batch stays in the port until consumers acknowledge all of its messages. The number of
-unacknowledged messages is limited by ``window``: when it is reached, ``send`` waits
-(backpressure; nothing is ever dropped). Memory is bounded by ``window`` messages (and by
-``window`` frames of at most ``protocol.MAX_FRAME`` bytes each).
+unacknowledged messages is limited by ``window`` and their payload bytes by ``window_bytes``:
+when either is reached, ``send`` waits (backpressure; nothing is ever dropped). A batch's bytes
+count until the whole batch is acknowledged. So memory is bounded by ``window_bytes`` plus one
+batch (``batch_bytes``), whatever the number of messages sent.
 
 Failover: an intermediary is declared lost when its connection closes (socket monitor) or when
 it stays silent for the heartbeat timeout. Its unacknowledged batches are resent through the
@@ -44,12 +45,13 @@ log = logging.getLogger(__name__)
 class _Sent:
     """One batch held until acknowledged."""
 
-    __slots__ = ("first_seq", "count", "frame", "acked", "via", "claimed_by", "sends")
+    __slots__ = ("first_seq", "count", "frame", "size", "acked", "via", "claimed_by", "sends")
 
-    def __init__(self, first_seq: int, count: int, frame: bytes) -> None:
+    def __init__(self, first_seq: int, count: int, frame: bytes, size: int) -> None:
         self.first_seq = first_seq
         self.count = count
         self.frame = frame
+        self.size = size  # payload bytes, counted against window_bytes
         self.acked = 0
         self.via: Link | None = None
         self.claimed_by: bytes | None = None
@@ -78,15 +80,16 @@ class OutputPort:
 
     def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (), *,
                  window: int = 50_000, batch_max: int = 1024, batch_bytes: int = 256 * 1024,
-                 linger: float = 0.001,
+                 window_bytes: int = 64 * 1024 * 1024, linger: float = 0.001,
                  timing: Timing = Timing(), producer_id: bytes | None = None,
                  ctx: zmq.asyncio.Context | None = None) -> None:
-        if window < 1 or batch_max < 1 or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE:
+        if window < 1 or window_bytes < 1 or batch_max < 1 or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE:
             raise ConfigError("window, batch_max and batch_bytes must be positive "
                               f"(batch_bytes at most {p.MAX_FRAME - p.BATCH_HEADER_SIZE})")
         self.channel = channel
         self.producer_id = producer_id or os.urandom(p.ID_SIZE)
         self.window = window
+        self.window_bytes = window_bytes
         self.batch_max = batch_max
         self.batch_bytes = batch_bytes
         self.linger = linger
@@ -102,6 +105,7 @@ class OutputPort:
         self._part_bytes = 0
         self._next_seq = 0
         self._unacked = 0  # messages in batches held, plus the open batch
+        self._held_bytes = 0  # payload bytes of the same
         self._store: dict[int, _Sent] = {}
         self._order: deque[int] = deque()  # first_seq of held batches, in send order
         self._resend: dict[int, float] = {}  # first_seq -> when to resend it
@@ -169,7 +173,7 @@ class OutputPort:
         """Queue one message; waits while the window of unacknowledged messages is full."""
         if self._closed:
             raise PortClosed("send on a closed port")
-        while self._unacked >= self.window:
+        while self._unacked >= self.window or self._held_bytes >= self.window_bytes:
             self._space.clear()
             await self._space.wait()
             if self._closed:
@@ -181,6 +185,7 @@ class OutputPort:
             self._flush()
         self._parts.append(packed)
         self._part_bytes += len(packed)
+        self._held_bytes += len(packed)
         self._unacked += 1
         self._drained.clear()
         if len(self._parts) >= self.batch_max:
@@ -205,13 +210,14 @@ class OutputPort:
             return
         self._last_flush = asyncio.get_running_loop().time()
         count = len(parts)
+        size = self._part_bytes
         self._parts = []
         self._part_bytes = 0
         seq = self._next_seq
         self._next_seq += count
         body = _array_header(count) + b"".join(parts)
         frame = p.batch_frame(self.producer_id, seq, count, self._acked_below(), body)
-        sent = _Sent(seq, count, frame)
+        sent = _Sent(seq, count, frame, size)
         self._store[seq] = sent
         self._order.append(seq)
         self.stats.messages_sent += count
@@ -223,9 +229,9 @@ class OutputPort:
             order.popleft()
         return order[0] if order else self._next_seq
 
-    def _dispatch(self, sent: _Sent, avoid: Link | None = None) -> None:
+    def _dispatch(self, sent: _Sent) -> None:
         """Send a held batch through the least loaded live intermediary, or retry later."""
-        for link in self._links.by_load(avoid):
+        for link in self._links.by_load():
             if link.send(sent.frame):
                 sent.via = link
                 link.load += sent.count - sent.acked
@@ -277,6 +283,7 @@ class OutputPort:
                     sent.via.load -= delta
             if sent.acked >= sent.count:
                 del store[seq]
+                self._held_bytes -= sent.size
                 self._resend.pop(seq, None)
             elif hold:
                 # A consumer still holds the rest; it will acknowledge it through a survivor.
@@ -291,7 +298,7 @@ class OutputPort:
     def _release(self, freed: int) -> None:
         self._unacked -= freed
         self.stats.messages_acked += freed
-        if self._unacked < self.window:
+        if self._unacked < self.window and self._held_bytes < self.window_bytes:
             self._space.set()
         if self._unacked == 0:
             self._drained.set()
@@ -305,7 +312,8 @@ class OutputPort:
                 continue
             link.load -= sent.count - sent.acked
             sent.via = None
-            self._dispatch(sent, avoid=link)
+            # Later, not now: with one intermediary it would be refused again at once.
+            self._resend[seq] = asyncio.get_running_loop().time() + self.timing.heartbeat
 
     def _on_peer_gone(self, gone: p.Frame) -> None:
         assert isinstance(gone, p.PeerGone)

@@ -167,3 +167,49 @@ def test_the_blocking_ports_move_messages_too():
     finally:
         stop.set()
         thread.join(10)
+
+
+async def test_a_failing_handler_is_counted_and_delivery_goes_on():
+    seen = []
+
+    def handler(msg):
+        seen.append(msg.payload)
+        if msg.payload % 10 == 0:
+            raise ValueError("bad message")
+
+    async with running_intermediary("errors") as node, \
+            InputPort("errors", [node.endpoint], handler) as consumer, \
+            OutputPort("errors", [node.endpoint]) as producer:
+        for i in range(100):
+            await producer.send(i)
+        await asyncio.wait_for(producer.flush(), 10)
+    assert sorted(seen) == list(range(100))
+    assert consumer.stats.handler_errors == 10
+
+
+async def test_a_full_intermediary_queue_refuses_batches_and_they_come_back_later():
+    got = []
+    async with running_intermediary("full", max_queue_bytes=2000) as node, \
+            OutputPort("full", [node.endpoint], batch_max=10) as producer:
+        for i in range(300):
+            await producer.send(i)
+            await asyncio.sleep(0)  # small batches: each turn of the loop sends one
+        await eventually(lambda: node.stats.nacked_batches > 0, 10, "a refusal")
+        async with InputPort("full", [node.endpoint], got.append):
+            await asyncio.wait_for(producer.flush(), 20)
+    assert sorted(m.payload for m in got) == list(range(300))
+
+
+async def test_send_waits_when_the_held_bytes_reach_window_bytes():
+    async with running_intermediary("bytes") as node, \
+            OutputPort("bytes", [node.endpoint], window_bytes=10_000) as producer:
+        for _ in range(9):
+            await producer.send(b"x" * 1000)
+        await producer.send(b"x" * 1000)  # reaches the limit: the next send must wait
+        blocked = asyncio.ensure_future(producer.send(b"y"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not blocked.done()
+        async with InputPort("bytes", [node.endpoint], lambda m: None):
+            await asyncio.wait_for(blocked, 10)
+            await asyncio.wait_for(producer.flush(), 10)
