@@ -1,0 +1,81 @@
+"""Zeroconf discovery on loopback, with real advertising processes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+from nameservice.discovery import Advertiser, discover, interfaces_from_env
+from zeroconf import InterfaceChoice
+
+ADVERTISE = textwrap.dedent(
+    """
+    import sys
+    from nameservice.discovery import Advertiser
+    node, port, cluster = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    with Advertiser(node, "127.0.0.1", port, cluster):
+        print("up", flush=True)
+        sys.stdin.read()   # until the parent closes our stdin
+    """
+)
+
+
+def unique(name: str) -> str:
+    """A cluster name no other run on this machine uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def advertisers():
+    procs = []
+
+    def start(node: int, port: int, cluster: str):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ADVERTISE, str(node), str(port), cluster],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "up"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+DISC_A, DISC_B, DISC_C, DISC_D, DISC_NOBODY = (unique(n) for n in ("a", "b", "c", "d", "none"))
+
+
+def test_discovery_finds_a_three_node_cluster_on_loopback(advertisers):
+    for node in (1, 2, 3):
+        advertisers(node, 17100 + node, DISC_A)
+    found = discover(cluster=DISC_A, timeout=5.0)
+    assert [(e.node_id, e.address) for e in found] == [
+        (1, "127.0.0.1:17101"), (2, "127.0.0.1:17102"), (3, "127.0.0.1:17103"),
+    ]
+
+
+def test_discovery_keeps_clusters_apart(advertisers):
+    advertisers(1, 17201, DISC_B)
+    advertisers(1, 17301, DISC_C)
+    assert [e.address for e in discover(cluster=DISC_C, timeout=5.0)] == ["127.0.0.1:17301"]
+
+
+def test_a_closed_advertiser_is_no_longer_found():
+    with Advertiser(7, "127.0.0.1", 17401, DISC_D):
+        assert [e.node_id for e in discover(cluster=DISC_D, timeout=5.0)] == [7]
+    assert discover(cluster=DISC_D, timeout=1.0) == []
+
+
+def test_nothing_advertised_returns_empty_after_the_timeout():
+    assert discover(cluster=DISC_NOBODY, timeout=0.5) == []
+
+
+def test_interfaces_default_to_loopback_and_can_be_widened():
+    assert interfaces_from_env("") == ["127.0.0.1"]
+    assert interfaces_from_env("all") is InterfaceChoice.All
+    assert interfaces_from_env("10.1.2.3, 127.0.0.1") == ["10.1.2.3", "127.0.0.1"]
