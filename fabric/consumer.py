@@ -174,7 +174,7 @@ class InputPort:
         hello = p.encode(p.Hello(p.ROLE_CONSUMER, self.consumer_id, prefetch, channel))
         self._links = LinkSet(ctx, b"C" + self.consumer_id, timing, hello,
                               on_frame=self._on_frame, on_down=self._on_link_down,
-                              on_up=self._on_link_up)
+                              on_up=self._on_link_up, reconnect_when_frozen=True)
         self._initial = list(endpoints)
         self._producers: OrderedDict[bytes, _ProducerWindow] = OrderedDict()
         self._queue: deque[tuple[_BatchState, list[Any]]] = deque()

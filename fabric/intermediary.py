@@ -17,12 +17,15 @@ Rules:
   what it thinks was lost) and a consumer's in-flight batches are forgotten (it has claimed them
   through the other intermediaries);
 - a peer silent for the heartbeat timeout is dead: a dead consumer's batches are redelivered and
-  every producer is told (PEER_GONE); a dead producer's queued batches are dropped;
-- if this process itself was frozen longer than the timeout (SIGSTOP, a stalled host) it rebinds
-  its socket, so that every peer sees it as a new process and no stale batch is delivered.
+  every producer is told (PEER_GONE); a dead producer's queued batches are still delivered, and
+  its record is kept (bounded) so that it is welcome back if it was only frozen;
+- if this process itself was frozen long enough for its peers to give up on it (SIGSTOP, a
+  stalled host; see ``Timing.frozen``) it rebinds its socket, so that every peer sees it as a
+  new process and no stale batch is delivered.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import deque
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 PRODUCER_PREFIX = b"P"
 CONSUMER_PREFIX = b"C"
 HWM = 100_000
+MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they come back
+REBIND_PATIENCE = 5.0  # seconds to wait for our old port to be released
 
 
 @dataclass(slots=True)
@@ -47,6 +52,7 @@ class _Peer:
     rid: bytes
     last_heard: float
     credit: int = 0
+    alive: bool = True
     inflight: dict[tuple[bytes, int], list] = field(default_factory=dict)
 
 
@@ -128,7 +134,7 @@ class Intermediary:
                 sock = self._sock
                 ready = sock.poll(poll_ms)
                 now = self._now = clock()
-                if now - self._last_tick > timing.timeout:
+                if timing.frozen(now - self._last_tick):
                     # Frozen (SIGSTOP, stalled host): every peer has given up on us and what
                     # sits in our pipes is stale. Start afresh before reading any of it.
                     self._rebind()
@@ -165,7 +171,16 @@ class Intermediary:
         self._peers.clear()
         self._queue.clear()
         self._queue_bytes = 0
-        self.bind()
+        # libzmq releases the old listening port asynchronously: retry for a while.
+        deadline = time.monotonic() + REBIND_PATIENCE
+        while True:
+            try:
+                self.bind()
+                return
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     # -- frames -----------------------------------------------------------------------------
 
@@ -179,6 +194,7 @@ class Intermediary:
             peer = self._peers.get(rid)
             if peer is not None:
                 peer.last_heard = self._now
+                peer.alive = True
             if kind == p.T_BATCH:
                 self._on_batch(rid, peer, frame)
             elif kind == p.T_ACK:
@@ -296,7 +312,7 @@ class Intermediary:
             self._queue_bytes += len(frame)
         gone = p.encode(p.PeerGone(peer.rid[1:]))
         for other in list(self._peers.values()):
-            if other.role == p.ROLE_PRODUCER:
+            if other.role == p.ROLE_PRODUCER and other.alive:
                 self._send(other.rid, gone)
         self._dispatch_queue()
 
@@ -307,15 +323,26 @@ class Intermediary:
             self._last_beat = now
             beat = p.heartbeat_frame()
             for peer in list(self._peers.values()):
-                self._send(peer.rid, beat)
+                if peer.alive:
+                    self._send(peer.rid, beat)
         for peer in list(self._peers.values()):
-            if timing.is_silent(peer.last_heard, now):
+            if peer.alive and timing.is_silent(peer.last_heard, now):
                 self.stats.peers_expired += 1
+                log.warning("%s %s silent for %.0f ms: declared dead",
+                            "consumer" if peer.role == p.ROLE_CONSUMER else "producer",
+                            peer.rid[1:].hex(), (now - peer.last_heard) * 1000)
                 if peer.role == p.ROLE_CONSUMER:
                     self._consumer_gone(peer)
                 else:
-                    self._peers.pop(peer.rid, None)
-                    self._drop_queued_from(peer.rid)
+                    self._producer_gone(peer)
+
+    def _producer_gone(self, peer: _Peer) -> None:
+        """A silent producer keeps its record (bounded), so that if it was only frozen its next
+        frames are accepted again; its queued batches are still delivered."""
+        peer.alive = False
+        dead = [rid for rid, pr in self._peers.items() if not pr.alive]
+        for rid in dead[:max(0, len(dead) - MAX_DEAD_PRODUCERS)]:
+            del self._peers[rid]
 
 
 def parse_listen(listen: str) -> str:

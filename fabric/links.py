@@ -73,7 +73,8 @@ class LinkSet:
 
     def __init__(self, ctx: zmq.asyncio.Context | None, routing_id: bytes, timing: Timing,
                  hello: bytes, *, on_frame: Callable[[Link, bytes], None],
-                 on_down: Callable[[Link, float], None], on_up: Callable[[Link], None]) -> None:
+                 on_down: Callable[[Link, float], None], on_up: Callable[[Link], None],
+                 reconnect_when_frozen: bool = False) -> None:
         self._ctx = ctx or zmq.asyncio.Context.instance()
         self._rid = routing_id
         self._timing = timing
@@ -83,6 +84,8 @@ class LinkSet:
         self._on_up = on_up
         self._links: dict[str, Link] = {}
         self._beat = p.heartbeat_frame()
+        self._last_tick = 0.0
+        self._reconnect_when_frozen = reconnect_when_frozen
 
     @property
     def endpoints(self) -> list[str]:
@@ -131,8 +134,22 @@ class LinkSet:
         self._links.clear()
 
     def tick(self, now: float) -> None:
-        """Send due heartbeats and declare silent links down."""
+        """Send due heartbeats and declare silent links down.
+
+        If this process itself was frozen (the tick came far too late), the silence is its own
+        doing: links get a fresh grace period, and with ``reconnect_when_frozen`` every link is
+        reopened (the intermediaries have probably declared this port dead meanwhile).
+        """
         timing = self._timing
+        previous, self._last_tick = self._last_tick, now
+        gap = now - previous
+        if previous and timing.frozen(gap):
+            log.warning("this process was frozen for %.0f ms", gap * 1000)
+            for link in list(self._links.values()):
+                link.last_heard = now
+                if self._reconnect_when_frozen and link.connected:
+                    self._lost(link, now)
+            return
         for link in list(self._links.values()):
             if link.connected and not link.up:
                 self._greet(link, now)

@@ -31,6 +31,13 @@ class Timing:
         """True when a peer last heard at ``last_heard`` has been silent too long."""
         return now - last_heard > self.timeout
 
+    def frozen(self, gap: float) -> bool:
+        """True when a process whose own timer fired ``gap`` seconds late was frozen long enough
+        for its peers to have declared it dead. A peer's silence may have begun up to one
+        heartbeat interval before the freeze (the last heartbeat it received), so the bar is
+        one interval below the timeout."""
+        return gap > max(self.heartbeat, self.timeout - self.heartbeat)
+
     def settle(self, silence: float) -> float:
         """How long a producer waits, after losing an intermediary, before resending through others.
 

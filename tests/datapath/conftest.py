@@ -74,7 +74,7 @@ class Cluster:
     @staticmethod
     def stderr_of(proc: subprocess.Popen) -> str:
         proc.err_file.seek(0)
-        return proc.err_file.read().decode(errors="replace")[-3000:]
+        return proc.err_file.read().decode(errors="replace")
 
     def intermediary(self) -> tuple[subprocess.Popen, str]:
         proc = self._spawn([FABRIC, "intermediary", "--channel", self.channel,
@@ -100,13 +100,13 @@ class Cluster:
         """SIGTERM ``proc``, wait for a clean exit and return its stdout."""
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=timeout)
-        assert proc.returncode == 0, self.stderr_of(proc)
+        assert proc.returncode == 0, self.stderr_of(proc)[-3000:]
         return out.decode()
 
     def finish(self, proc: subprocess.Popen, timeout: float) -> str:
         """Wait for ``proc`` to exit 0 by itself and return its stdout."""
         out, _ = proc.communicate(timeout=timeout)
-        assert proc.returncode == 0, self.stderr_of(proc)
+        assert proc.returncode == 0, self.stderr_of(proc)[-3000:]
         return out.decode()
 
     def kill_all(self) -> None:

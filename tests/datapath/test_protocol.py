@@ -107,3 +107,10 @@ def test_settle_is_short_after_a_sudden_death_and_a_full_timeout_after_a_hang():
 def test_the_public_names_are_exactly_all():
     public = {name for name in vars(fabric) if not name.startswith("_") and name[0].isupper()}
     assert public == set(fabric.__all__) - {"__version__"}
+
+
+def test_a_process_is_frozen_once_its_peers_may_have_declared_it_dead():
+    timing = Timing(heartbeat=0.1, misses=3)
+    assert not timing.frozen(0.05) and not timing.frozen(0.19)
+    assert timing.frozen(0.21)
+    assert Timing(heartbeat=0.1, misses=1).frozen(0.11)
