@@ -101,7 +101,7 @@ class OutputPort:
                               on_up=self._on_link_up)
         self._initial = list(endpoints)
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._parts: list[bytes] = []
+        self._parts: list[Any] = []
         self._part_bytes = 0
         self._next_seq = 0
         self._unacked = 0  # messages in batches held, plus the open batch
@@ -171,24 +171,25 @@ class OutputPort:
 
     async def send(self, payload: Any) -> None:
         """Queue one message; waits while the window of unacknowledged messages is full."""
-        if self._closed:
-            raise PortClosed("send on a closed port")
-        while self._unacked >= self.window or self._held_bytes >= self.window_bytes:
-            self._space.clear()
-            await self._space.wait()
-            if self._closed:
-                raise PortClosed("port closed while waiting for window space")
-        packed = self._packer.pack(payload)
-        if len(packed) > self.batch_bytes:
-            raise MessageTooLarge(f"payload of {len(packed)} bytes exceeds {self.batch_bytes}")
-        if self._part_bytes + len(packed) > self.batch_bytes:
+        if self._unacked >= self.window or self._held_bytes >= self.window_bytes or self._closed:
+            await self._wait_for_space()
+        kind = type(payload)
+        if kind is bytes or kind is str and payload.isascii():
+            size = len(payload) + 5  # at most 5 bytes of msgpack header below 4 GiB
+        else:
+            size = len(self._packer.pack(payload))
+        if self._part_bytes + size > self.batch_bytes:
+            if size > self.batch_bytes:
+                raise MessageTooLarge(f"payload of {size} bytes exceeds {self.batch_bytes}")
             self._flush()
-        self._parts.append(packed)
-        self._part_bytes += len(packed)
-        self._held_bytes += len(packed)
+        parts = self._parts
+        parts.append(payload)
+        self._part_bytes += size
+        self._held_bytes += size
         self._unacked += 1
-        self._drained.clear()
-        if len(self._parts) >= self.batch_max:
+        if self._unacked == 1:
+            self._drained.clear()
+        if len(parts) >= self.batch_max:
             self._flush()
         elif not self._flush_scheduled:
             loop = asyncio.get_running_loop()
@@ -197,6 +198,15 @@ class OutputPort:
             else:
                 self._flush_scheduled = True  # busy: gather what this turn of the loop sends
                 loop.call_soon(self._flush)
+
+    async def _wait_for_space(self) -> None:
+        while True:
+            if self._closed:
+                raise PortClosed("send on a closed port")
+            if self._unacked < self.window and self._held_bytes < self.window_bytes:
+                return
+            self._space.clear()
+            await self._space.wait()
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every message sent so far is acknowledged by a consumer."""
@@ -215,7 +225,7 @@ class OutputPort:
         self._part_bytes = 0
         seq = self._next_seq
         self._next_seq += count
-        body = _array_header(count) + b"".join(parts)
+        body = self._packer.pack(parts)  # one C call for the whole batch
         frame = p.batch_frame(self.producer_id, seq, count, self._acked_below(), body)
         sent = _Sent(seq, count, frame, size)
         self._store[seq] = sent
@@ -360,12 +370,3 @@ class OutputPort:
             now = loop.time()
             self._links.tick(now)
             self._retry_now(now)
-
-
-def _array_header(count: int) -> bytes:
-    """The msgpack header of an array of ``count`` items."""
-    if count < 16:
-        return bytes((0x90 | count,))
-    if count < 0x10000:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
