@@ -64,6 +64,11 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         snapshot_every=rng.choice((0, 5, 20, 100)),
     )
     cluster.torn_writes = rng.random() < 0.5
+    # Leader churn: some scenarios crash a leader moments after it proposes, and bring it back
+    # soon after, so entries of old terms are often left on part of the cluster (the pattern
+    # of the Raft paper's Figure 8).
+    churn = rng.choice((0.0, 0.3, 0.6))
+    end = duration_ms * MS
     result = ScenarioResult(seed, size, 0, 0, 0, 0, 0)
     checker = cluster.checker
     pending: dict[int, tuple[int, bytes]] = {}  # index -> (term, data) proposed, not yet acked
@@ -110,6 +115,21 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
                 pending[last - count + 1 + offset] = (core.term, data)
 
         cluster.with_core(leader.id, go)
+        if churn and rng.random() < churn and len([n for n in cluster.nodes.values() if n.up]) > 1:
+            victim = leader.id
+            crash_at = cluster.now + rng.randint(100, 5 * MS)
+            cluster.call_at(crash_at, lambda: _churn_crash(victim))
+
+    def _churn_crash(victim: int) -> None:
+        if cluster.nodes[victim].up and cluster.now < end:
+            cluster.crash_during_write(victim)
+            log(f"churn: crash leader {victim}")
+            cluster.call_at(cluster.now + rng.randint(20 * MS, 200 * MS), lambda: _churn_restart(victim))
+
+    def _churn_restart(victim: int) -> None:
+        if not cluster.nodes[victim].up and cluster.now < end:
+            cluster.start(victim)
+            log(f"churn: restart {victim}")
 
     def read() -> None:
         node = rng.choice(cluster.ids)
@@ -162,7 +182,6 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
                 cluster.with_core(leader.id, lambda core: core.transfer_leadership(to))
                 log(f"transfer leadership {leader.id} -> {to}")
 
-    end = duration_ms * MS
     t = 0
     while True:
         t += rng.randint(1 * MS, 30 * MS)
