@@ -1,0 +1,206 @@
+"""Name-service benchmark: throughput and latency against a local 3-node cluster (fsync on),
+and the failover time.
+
+Load rows: puts/s, consistent gets/s and CAS/s with 1, 16 and 64 concurrent clients, and
+puts/s with 1,000 requests in flight. A "client" is one coroutine issuing one request after
+another; the coroutines are spread over ``--workers`` processes, each with one pipelined
+``NameServiceClient`` (so a process sends many clients' requests in one frame). Latency is
+measured per request, from the call to the answer.
+
+Failover: SIGKILL the leader, then time a put from the kill until it is acknowledged; restart
+the killed node and wait until the cluster is whole again; ``--trials`` times.
+
+Usage:
+    python benchmarks/ns_bench.py [--json] [--duration 3] [--election-timeout 150-300]
+        [--trials 20] [--workers 2] [--no-load] [--no-failover]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import time
+
+from nameservice.client import NameServiceClient
+from nameservice.server.local import LocalCluster
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+async def _load(ns_arg: str, op: str, clients: int, worker: int, start_at: float,
+                duration: float, value: bytes) -> tuple[int, list[float]]:
+    async with NameServiceClient(ns_arg, timeout=30.0, max_in_flight=4096) as ns:
+        keys = [b"bench/%d/%d" % (worker, i) for i in range(clients)]
+        await asyncio.gather(*(ns.put(k, value) for k in keys))  # keys exist; session open
+        latencies: list[float] = []
+        clock = time.perf_counter
+        while time.time() < start_at:
+            await asyncio.sleep(0.001)
+        stop_at = clock() + duration
+
+        async def one_client(key: bytes) -> None:
+            record = latencies.append
+            if op == "put":
+                call = ns.put
+                while clock() < stop_at:
+                    t = clock()
+                    await call(key, value)
+                    record(clock() - t)
+            elif op == "get":
+                call = ns.get
+                while clock() < stop_at:
+                    t = clock()
+                    await call(key)
+                    record(clock() - t)
+            else:
+                current, n = value, 0
+                while clock() < stop_at:
+                    n += 1
+                    new = b"%d" % n
+                    t = clock()
+                    result = await ns.cas(key, new, expect_value=current)
+                    record(clock() - t)
+                    if not result.succeeded:
+                        raise RuntimeError("a benchmark CAS failed: another writer?")
+                    current = new
+
+        started = clock()
+        await asyncio.gather(*(one_client(k) for k in keys))
+        elapsed = clock() - started
+        return len(latencies), latencies if elapsed else []
+
+
+def _worker(args: tuple) -> tuple[int, list[float]]:
+    return asyncio.run(_load(*args))
+
+
+def run_load(pool, ns_arg: str, op: str, clients: int, workers: int, duration: float,
+             value: bytes) -> dict:
+    """One load row: ``clients`` coroutines over ``workers`` processes for ``duration`` s."""
+    workers = min(workers, clients)
+    share = [clients // workers + (1 if w < clients % workers else 0) for w in range(workers)]
+    start_at = time.time() + 1.0
+    jobs = [(ns_arg, op, share[w], w, start_at, duration, value) for w in range(workers)]
+    results = pool.map(_worker, jobs)
+    count = sum(r[0] for r in results)
+    latencies = sorted(x for r in results for x in r[1])
+    return {
+        "op": op, "clients": clients, "ops_s": round(count / duration),
+        "p50_ms": round(_percentile(latencies, 0.50) * 1e3, 2),
+        "p99_ms": round(_percentile(latencies, 0.99) * 1e3, 2),
+    }
+
+
+async def _leader(ns: NameServiceClient, cluster: LocalCluster) -> int:
+    while True:
+        for node_id, address in cluster.addresses.items():
+            if not cluster.running(node_id):
+                continue
+            try:
+                status = await ns.status(address, timeout=0.5)
+            except Exception:
+                continue
+            if status["role"] == "leader":
+                return node_id
+        await asyncio.sleep(0.02)
+
+
+async def _whole(ns: NameServiceClient, cluster: LocalCluster) -> None:
+    """Wait until every node runs, knows the same leader and has applied its commit index."""
+    while True:
+        statuses = []
+        for address in cluster.addresses.values():
+            try:
+                statuses.append(await ns.status(address, timeout=0.5))
+            except Exception:
+                break
+        if len(statuses) == len(cluster.addresses):
+            leaders = {s["leader"] for s in statuses}
+            top = max(s["commit_index"] for s in statuses)
+            if len(leaders) == 1 and 0 not in leaders and all(
+                    s["applied_index"] >= top for s in statuses):
+                return
+        await asyncio.sleep(0.05)
+
+
+async def run_failover(cluster: LocalCluster, trials: int) -> list[float]:
+    """Failover times (ms): SIGKILL the leader → the next put acknowledged."""
+    times = []
+    async with NameServiceClient(cluster.ns_arg, timeout=10.0, attempt_timeout=0.5) as ns:
+        for trial in range(trials):
+            await _whole(ns, cluster)
+            await asyncio.sleep(0.3)  # let the followers' election timers settle
+            leader = await _leader(ns, cluster)
+            await ns.put(b"failover/warm", b"%d" % trial)  # the client now targets the leader
+            started = time.perf_counter()
+            os.kill(cluster.procs[leader].pid, signal.SIGKILL)
+            await ns.put(b"failover/probe", b"%d" % trial)
+            times.append((time.perf_counter() - started) * 1e3)
+            cluster.procs[leader].wait()
+            cluster.start(leader)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the JSON report only")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load row")
+    parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--clients", default="1,16,64", help="client counts per op")
+    parser.add_argument("--in-flight", type=int, default=1000, help="the in-flight put row")
+    parser.add_argument("--ops", default="put,get,cas")
+    parser.add_argument("--value-size", type=int, default=64)
+    parser.add_argument("--election-timeout", default="150-300", help="LO-HI ms (failover)")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--no-load", action="store_true")
+    parser.add_argument("--no-failover", action="store_true")
+    args = parser.parse_args()
+    value = b"v" * args.value_size
+    report: dict = {}
+    with tempfile.TemporaryDirectory(prefix="ns-bench-") as tmp:
+        if not args.no_load:
+            with LocalCluster(os.path.join(tmp, "load")) as cluster:
+                cluster.start()
+                rows = []
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(args.workers) as pool:
+                    for op in args.ops.split(","):
+                        for clients in (int(c) for c in args.clients.split(",")):
+                            rows.append(run_load(pool, cluster.ns_arg, op, clients,
+                                                 args.workers, args.duration, value))
+                            if not args.json:
+                                print(rows[-1], file=sys.stderr)
+                    if args.in_flight:
+                        rows.append(run_load(pool, cluster.ns_arg, "put", args.in_flight,
+                                             args.workers, args.duration, value))
+                        if not args.json:
+                            print(rows[-1], file=sys.stderr)
+                report["load"] = rows
+                cluster.stop()
+        if not args.no_failover and args.trials:
+            with LocalCluster(os.path.join(tmp, "failover"),
+                              election_timeout=args.election_timeout) as cluster:
+                cluster.start()
+                times = sorted(asyncio.run(run_failover(cluster, args.trials)))
+                lo, hi = (int(x) for x in args.election_timeout.split("-"))
+                report["failover"] = {
+                    "election_timeout_ms": [lo, hi], "trials": len(times),
+                    "p50_ms": round(_percentile(times, 0.5), 1),
+                    "p90_ms": round(_percentile(times, 0.9), 1),
+                    "max_ms": round(times[-1], 1),
+                }
+                cluster.stop()
+    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

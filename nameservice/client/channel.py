@@ -1,0 +1,353 @@
+"""The client's connection to a cluster: one DEALER per node, pipelined calls, retries.
+
+Theory of operation
+-------------------
+A ``Channel`` holds a DEALER (ZMQ_IMMEDIATE) per known node address and a socket monitor on
+each. Every call gets a request id and goes to the current *target* (the leader, as far as the
+channel knows). Calls made in the same event-loop turn are sent together in one frame per node.
+
+A call is retried — with the same request bytes, so a write keeps its session seq and is never
+applied twice — when:
+
+* the node answers NOT_LEADER with an address: at once, to that address (the new target);
+* the node answers NOT_LEADER without an address, UNAVAILABLE or BUSY: after ``RETRY_DELAY_S``,
+  to the next node (to the same node for BUSY);
+* the target's connection drops (the monitor reports it; a killed process is seen at once):
+  at once, every call sent to it, to the next connected node;
+* no answer came within ``attempt_timeout`` (a silent or partitioned node): to the next node.
+
+A call fails with ``Unavailable`` once its total ``timeout`` has passed. Bounded memory: at most
+``max_in_flight`` calls are pending; more wait for a free slot.
+"""
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from nameservice.errors import DecodeError, RequestRejected, Unavailable
+from nameservice.server import wire
+from nameservice.server.config import connect_endpoint, parse_address
+
+RETRY_DELAY_S = 0.01
+TIMER_S = 0.01
+_EVENT = struct.Struct("=HI")
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+
+
+class _Call:
+    __slots__ = ("item", "future", "deadline", "attempt_deadline", "address", "retry_at", "pinned")
+
+    def __init__(self, item: list, future: asyncio.Future, deadline: float, pinned: str | None):
+        self.item = item
+        self.future = future
+        self.deadline = deadline
+        self.attempt_deadline = 0.0
+        self.address: str | None = None  # where the last attempt went (None: not sent yet)
+        self.retry_at = 0.0
+        self.pinned = pinned  # a call for one node only (status): no redirects
+
+
+class _Link:
+    __slots__ = ("address", "sock", "raw", "monitor", "up", "tasks")
+
+    def __init__(self, address: str, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket):
+        self.address = address
+        self.sock = sock
+        self.raw = zmq.Socket.shadow(sock.underlying)
+        self.monitor = monitor
+        self.up = False
+        self.tasks: list[asyncio.Task] = []
+
+
+class Channel:
+    """Pipelined request/reply with the cluster; see the module docstring."""
+
+    def __init__(self, addresses: list[str], *, timeout: float = 5.0,
+                 attempt_timeout: float = 1.0, max_in_flight: int = 4096,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        if not addresses:
+            raise ValueError("a channel needs at least one node address")
+        for address in addresses:
+            parse_address(address)
+        self._addresses = list(addresses)
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self._ctx = ctx or zmq.asyncio.Context.instance()
+        self._links: dict[str, _Link] = {}
+        self._pending: dict[int, _Call] = {}
+        self._outbox: dict[str, list] = {}
+        self._flush_scheduled = False
+        self._rid = 0
+        self._target = addresses[0]
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._timer: asyncio.TimerHandle | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.redirects = 0
+        self.retries = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self, wait: float | None = None) -> None:
+        """Connect to every node; wait until one link is up (or ``wait`` seconds passed)."""
+        self._loop = asyncio.get_running_loop()
+        for address in self._addresses:
+            self._link(address)
+        self._timer = self._loop.call_later(TIMER_S, self._on_timer)
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.timeout if wait is None else wait)
+        except asyncio.TimeoutError:
+            pass  # calls will wait for a link, up to their own timeout
+
+    async def close(self) -> None:
+        """Fail pending calls, close every socket."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for call in list(self._pending.values()):
+            if not call.future.done():
+                call.future.set_exception(Unavailable("client closed"))
+        self._pending.clear()
+        for link in self._links.values():
+            for task in link.tasks:
+                task.cancel()
+            for task in link.tasks:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+            link.sock.disable_monitor()
+            link.monitor.close(0)
+            link.sock.close(0)
+        self._links.clear()
+
+    def _link(self, address: str) -> _Link:
+        link = self._links.get(address)
+        if link is not None:
+            return link
+        sock = self._ctx.socket(zmq.DEALER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 20),
+                           (zmq.RECONNECT_IVL_MAX, 500), (zmq.SNDHWM, 100_000),
+                           (zmq.RCVHWM, 100_000), (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME)):
+            sock.setsockopt(opt, value)
+        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        sock.connect(connect_endpoint(address))
+        link = _Link(address, sock, monitor)
+        self._links[address] = link
+        link.tasks.append(asyncio.ensure_future(self._receive(link)))
+        link.tasks.append(asyncio.ensure_future(self._watch(link)))
+        return link
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, op: int, args: list, *, address: str | None = None,
+                   timeout: float | None = None) -> Any:
+        """Send ``[rid, op, *args]`` and return the payload of the OK reply.
+
+        ``address`` pins the call to one node (no redirect, no retry elsewhere). Raises
+        ``Unavailable`` after the timeout and ``RequestRejected`` when the node refuses it.
+        """
+        if self._closed:
+            raise Unavailable("client closed")
+        async with self._slots:
+            self._rid += 1
+            rid = self._rid
+            future = self._loop.create_future()
+            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+            call = _Call([rid, op, *args], future, deadline, address)
+            if address is not None:
+                self._link(address)
+            self._pending[rid] = call
+            self._send(call, time.monotonic())
+            try:
+                return await future
+            finally:
+                self._pending.pop(rid, None)
+
+    def _send(self, call: _Call, now: float) -> None:
+        address = call.pinned or self._pick()
+        if address is None:
+            call.address = None
+            call.retry_at = now + RETRY_DELAY_S
+            return
+        call.address = address
+        call.attempt_deadline = now + self.attempt_timeout
+        out = self._outbox.get(address)
+        if out is None:
+            self._outbox[address] = [call.item]
+        else:
+            out.append(call.item)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _pick(self) -> str | None:
+        link = self._links.get(self._target)
+        if link is not None and link.up:
+            return self._target
+        for address, link in self._links.items():
+            if link.up:
+                self._target = address
+                return address
+        return None
+
+    def _rotate(self, away_from: str | None) -> None:
+        """Make the next connected node after ``away_from`` the target."""
+        addresses = list(self._links)
+        start = addresses.index(away_from) + 1 if away_from in self._links else 0
+        for i in range(len(addresses)):
+            candidate = addresses[(start + i) % len(addresses)]
+            if candidate != away_from and self._links[candidate].up:
+                self._target = candidate
+                return
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        for address, items in outbox.items():
+            self._send_frames(address, items)
+
+    def _send_frames(self, address: str, items: list) -> None:
+        data = wire.frame(wire.REQUEST, items)
+        if len(data) > wire.MAX_CLIENT_FRAME and len(items) > 1:
+            half = len(items) // 2
+            self._send_frames(address, items[:half])
+            self._send_frames(address, items[half:])
+            return
+        link = self._links.get(address)
+        try:
+            link.raw.send(data, zmq.NOBLOCK)
+        except (zmq.ZMQError, AttributeError):
+            # Not connected (ZMQ_IMMEDIATE) or queue full: resend elsewhere.
+            if link is not None:
+                link.up = False
+            self._resend_from(address)
+
+    def _resend_from(self, address: str) -> None:
+        """Resend at once every call whose last attempt went to ``address``."""
+        if self._target == address:
+            self._rotate(address)
+        now = time.monotonic()
+        for call in list(self._pending.values()):
+            if call.address == address and not call.future.done():
+                if call.pinned:
+                    call.address = None
+                    call.retry_at = now + RETRY_DELAY_S
+                else:
+                    self.retries += 1
+                    self._send(call, now)
+
+    # ------------------------------------------------------------------ replies
+
+    async def _receive(self, link: _Link) -> None:
+        raw = link.raw
+        while True:
+            await link.sock.poll(None, zmq.POLLIN)
+            try:
+                while True:
+                    data = raw.recv(zmq.NOBLOCK)
+                    self._on_frame(link.address, data)
+            except zmq.Again:
+                pass
+
+    def _on_frame(self, address: str, data: bytes) -> None:
+        try:
+            kind, body = wire.split_frame(data, wire.MAX_PEER_FRAME)
+            if kind != wire.REPLY:
+                raise DecodeError(f"a client does not accept frames of kind {kind}")
+        except DecodeError:
+            return  # not from a node we understand: ignore it
+        pending = self._pending
+        now = 0.0
+        for w in body:
+            try:
+                rid, status, payload = wire.reply_from_wire(w)
+            except DecodeError:
+                continue
+            call = pending.get(rid)
+            if call is None or call.future.done():
+                continue  # a late answer to an attempt we already retried
+            if status == wire.ST_OK:
+                call.future.set_result(payload)
+                continue
+            now = now or time.monotonic()
+            self._on_refusal(call, address, status, payload, now)
+
+    def _on_refusal(self, call: _Call, address: str, status: int, payload, now: float) -> None:
+        if status == wire.ST_BAD_REQUEST or call.pinned and status != wire.ST_BUSY:
+            call.future.set_exception(RequestRejected(str(payload), status))
+            return
+        self.retries += 1
+        if status == wire.ST_NOT_LEADER and isinstance(payload, str) and payload != address:
+            try:
+                self._link(payload)
+            except ValueError:
+                payload = None
+            else:
+                self.redirects += 1
+                self._target = payload
+                self._send(call, now)
+                return
+        if status != wire.ST_BUSY and self._target == address:
+            self._rotate(address)
+        call.address = None
+        call.retry_at = now + RETRY_DELAY_S
+
+    # ------------------------------------------------------------------ failures and time
+
+    async def _watch(self, link: _Link) -> None:
+        monitor = link.monitor
+        while True:
+            frames = await monitor.recv_multipart()
+            if len(frames) != 2 or len(frames[0]) != _EVENT.size:
+                continue
+            event, _ = _EVENT.unpack(frames[0])
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.up = True
+                self._connected.set()
+                self._retry_unsent(time.monotonic())
+            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED) and link.up:
+                link.up = False
+                self._resend_from(link.address)
+
+    def _retry_unsent(self, now: float) -> None:
+        for call in list(self._pending.values()):
+            if call.address is None and not call.future.done():
+                self._send(call, now)
+
+    def _on_timer(self) -> None:
+        if self._closed:
+            return
+        now = time.monotonic()
+        for call in list(self._pending.values()):
+            if call.future.done():
+                continue
+            if now >= call.deadline:
+                call.future.set_exception(Unavailable(
+                    f"no answer from the name service within {self.timeout:g} s "
+                    f"(nodes: {', '.join(self._links)})"))
+            elif call.address is None:
+                if now >= call.retry_at:
+                    self._send(call, now)
+            elif now >= call.attempt_deadline:
+                self.retries += 1
+                if not call.pinned and self._target == call.address:
+                    self._rotate(call.address)
+                self._send(call, now)
+        self._timer = self._loop.call_later(TIMER_S, self._on_timer)
+
+    @property
+    def target(self) -> str:
+        """The node calls go to now (the leader, as far as this channel knows)."""
+        return self._target
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every node address this channel knows (given, or learnt from redirects)."""
+        return list(self._links) or list(self._addresses)

@@ -1,0 +1,123 @@
+"""Settings of one name-service node, and the parsers for the addresses users type."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from nameservice.errors import ConfigError
+from nameservice.raft.types import Config
+
+DEFAULT_TICK_MS = 10
+DEFAULT_ELECTION_TIMEOUT_MS = (150, 300)
+DEFAULT_HEARTBEAT_MS = 50
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` → ``(host, port)``; ConfigError on anything else."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad address {text!r}: expected HOST:PORT with a port in 1..65535")
+    host = host.strip("[]")
+    if not host.replace(".", "").replace("-", "").replace(":", "").isalnum():
+        raise ConfigError(f"bad address {text!r}: {host!r} is not a host name or IP address")
+    return host, int(port)
+
+
+def parse_addresses(text: str) -> list[str]:
+    """``HOST:PORT,HOST:PORT,...`` → the list of addresses, each checked."""
+    out = [a.strip() for a in text.split(",") if a.strip()]
+    if not out:
+        raise ConfigError("no address given: expected HOST:PORT,...")
+    for a in out:
+        parse_address(a)
+    return out
+
+
+def parse_cluster(text: str) -> dict[int, str]:
+    """``ID=HOST:PORT,...`` → ``{id: "HOST:PORT"}``; ids are distinct positive integers."""
+    cluster: dict[int, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        node, sep, addr = part.partition("=")
+        if not sep or not node.strip().isdigit() or int(node) <= 0:
+            raise ConfigError(f"bad cluster member {part!r}: expected ID=HOST:PORT with ID > 0")
+        parse_address(addr)
+        if int(node) in cluster:
+            raise ConfigError(f"node id {int(node)} appears twice in the cluster list")
+        cluster[int(node)] = addr.strip()
+    if not cluster:
+        raise ConfigError("empty cluster list: expected ID=HOST:PORT,...")
+    if len(set(cluster.values())) != len(cluster):
+        raise ConfigError("two cluster members share an address")
+    return cluster
+
+
+def parse_timeout_range(text: str) -> tuple[int, int]:
+    """``LO-HI`` in milliseconds → ``(lo, hi)``; ConfigError unless 0 < lo <= hi."""
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise ConfigError(f"bad election timeout {text!r}: expected LO-HI in milliseconds")
+    lo_ms, hi_ms = int(lo), int(hi)
+    if not 0 < lo_ms <= hi_ms:
+        raise ConfigError(f"bad election timeout {text!r}: need 0 < LO <= HI")
+    return lo_ms, hi_ms
+
+
+def bind_endpoint(address: str) -> str:
+    """The ZeroMQ endpoint a node binds for ``HOST:PORT`` (a host name binds every interface)."""
+    host, port = parse_address(address)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = "*" if host != "localhost" else "127.0.0.1"
+    return f"tcp://{host}:{port}"
+
+
+def connect_endpoint(address: str) -> str:
+    """The ZeroMQ endpoint to connect to ``HOST:PORT``."""
+    host, port = parse_address(address)
+    return f"tcp://{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """Everything one node needs to run.
+
+    ``cluster`` maps every member's id to the ``HOST:PORT`` it listens on (peers and clients
+    share the port). Times are in milliseconds; the Raft core counts ticks of ``tick_ms``.
+    """
+
+    id: int
+    cluster: dict[int, str]
+    data_dir: str
+    election_timeout_ms: tuple[int, int] = DEFAULT_ELECTION_TIMEOUT_MS
+    heartbeat_ms: int = 0  # 0: a third of the minimum election timeout, at most 50 ms
+    tick_ms: int = 0  # 0: 10 ms, or less for election timeouts under 100 ms
+    snapshot_threshold: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.id not in self.cluster:
+            raise ConfigError(f"node id {self.id} is not in the cluster list "
+                              f"({', '.join(map(str, sorted(self.cluster)))})")
+
+    @property
+    def address(self) -> str:
+        """This node's ``HOST:PORT``."""
+        return self.cluster[self.id]
+
+    def tick(self) -> int:
+        """The tick length in milliseconds."""
+        if self.tick_ms:
+            return self.tick_ms
+        lo = self.election_timeout_ms[0]
+        return DEFAULT_TICK_MS if lo >= 100 else max(1, min(DEFAULT_TICK_MS, lo // 10))
+
+    def raft_config(self) -> Config:
+        """The Raft core's config: the millisecond settings converted to ticks."""
+        tick = self.tick()
+        lo, hi = (max(2, round(ms / tick)) for ms in self.election_timeout_ms)
+        heartbeat_ms = self.heartbeat_ms or min(DEFAULT_HEARTBEAT_MS, self.election_timeout_ms[0] // 3)
+        heartbeat = max(1, min(lo - 1, round(heartbeat_ms / tick)))
+        return Config(id=self.id, voters=tuple(sorted(self.cluster)), election_timeout_min=lo,
+                      election_timeout_max=max(lo, hi), heartbeat_interval=heartbeat)

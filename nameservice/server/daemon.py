@@ -1,0 +1,47 @@
+"""Running a node as a process: logging, signals, a one-line error for what users get wrong."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Callable
+
+import zmq
+
+from nameservice.errors import NameServiceError
+from nameservice.server.config import NodeSettings
+from nameservice.server.node import Node
+from nameservice.storage import StorageError
+
+
+async def _serve(settings: NodeSettings, announce: Callable[[str], None]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(settings)
+    await node.run(stop, on_listening=lambda address: announce(f"listening {address}"))
+
+
+def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None) -> int:
+    """Run one node until SIGTERM or SIGINT; return the process exit code.
+
+    Prints ``listening HOST:PORT`` once the port is bound. Errors an operator must act on
+    (address in use, a data directory that is locked or damaged) print one line on stderr and
+    give exit code 1.
+    """
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s node{settings.id} %(levelname)s %(message)s")
+    if announce is None:
+        def announce(line: str) -> None:
+            print(line, flush=True)
+    try:
+        asyncio.run(_serve(settings, announce))
+    except zmq.ZMQError as exc:
+        print(f"fabric ns: cannot listen on {settings.address}: {exc}", file=sys.stderr)
+        return 1
+    except (StorageError, NameServiceError, OSError) as exc:
+        print(f"fabric ns: node {settings.id}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,149 @@
+"""A cluster of name-service daemons on this machine, one process per node.
+
+Used by ``fabric ns local``, the benchmark and the real-process tests: it picks free ports,
+gives each node its own data directory, starts ``python -m nameservice.server`` processes,
+waits until each has bound its port, and can kill (SIGKILL), stop (SIGTERM) and restart nodes.
+``close()`` ends every process it started.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nameservice.errors import Unavailable
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that were free a moment ago."""
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+class LocalCluster:
+    """``nodes`` daemons on ``host`` with data under ``data_dir/node-ID``.
+
+    ``ports``: one per node (default: free ports picked now). ``election_timeout``: ``LO-HI``
+    in milliseconds. ``log_dir``: where each node's stderr goes (default: the data dir).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, *,
+                 host: str = "127.0.0.1", ports: list[int] | None = None,
+                 election_timeout: str = "150-300", extra_args: list[str] | None = None) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        ports = ports or free_ports(nodes, host)
+        if len(ports) != nodes:
+            raise ValueError(f"{nodes} nodes need {nodes} ports, got {len(ports)}")
+        self.data_dir = Path(data_dir)
+        self.ids = list(range(1, nodes + 1))
+        self.addresses = {i: f"{host}:{port}" for i, port in zip(self.ids, ports)}
+        self.election_timeout = election_timeout
+        self.extra_args = list(extra_args or [])
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    @property
+    def cluster_arg(self) -> str:
+        """The ``--cluster`` value: ``ID=HOST:PORT,...``."""
+        return ",".join(f"{i}={a}" for i, a in self.addresses.items())
+
+    @property
+    def ns_arg(self) -> str:
+        """The ``--ns`` / ``FABRIC_NS`` value: ``HOST:PORT,...``."""
+        return ",".join(self.addresses.values())
+
+    def node_dir(self, node_id: int) -> Path:
+        """The data directory of a node."""
+        return self.data_dir / f"node-{node_id}"
+
+    def start(self, node_id: int | None = None, timeout: float = 10.0) -> None:
+        """Start one node (or every node not running) and wait until each listens."""
+        ids = [node_id] if node_id is not None else [i for i in self.ids if not self.running(i)]
+        for i in ids:
+            self.node_dir(i).mkdir(parents=True, exist_ok=True)
+            log = open(self.node_dir(i).with_suffix(".log"), "ab")
+            cmd = [sys.executable, "-m", "nameservice.server", "--id", str(i), "--cluster",
+                   self.cluster_arg, "--data-dir", str(self.node_dir(i)),
+                   "--election-timeout", self.election_timeout, *self.extra_args]
+            try:
+                self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                                 stdin=subprocess.DEVNULL)
+            finally:
+                log.close()
+        for i in ids:
+            self._wait_listening(i, timeout)
+
+    def _wait_listening(self, node_id: int, timeout: float) -> None:
+        proc = self.procs[node_id]
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                raise Unavailable(f"node {node_id} did not start (exit code {proc.poll()}); "
+                                  f"see {self.node_dir(node_id).with_suffix('.log')}")
+            if select.select([proc.stdout], [], [], min(left, 0.1))[0]:
+                chunk = os.read(proc.stdout.fileno(), 1)
+                if not chunk:
+                    continue
+                line += chunk
+        if not line.startswith(b"listening"):
+            raise Unavailable(f"node {node_id} said {line!r} instead of listening")
+
+    def running(self, node_id: int) -> bool:
+        """Whether the node's process is alive."""
+        proc = self.procs.get(node_id)
+        return proc is not None and proc.poll() is None
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a node and, unless it is SIGSTOP/SIGCONT, wait for it to exit."""
+        proc = self.procs.get(node_id)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 10.0) -> dict[int, int]:
+        """SIGTERM every node, wait for them to exit (SIGKILL after ``timeout``); exit codes."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        codes = {}
+        for i, proc in self.procs.items():
+            try:
+                codes[i] = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[i] = proc.wait()
+        return codes
+
+    def close(self) -> None:
+        """Kill every process still running and release their pipes."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

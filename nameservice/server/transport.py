@@ -1,0 +1,88 @@
+"""The node's ZeroMQ sockets: one ROUTER that peers and clients send to, one DEALER per peer.
+
+Every node binds one ROUTER on its ``HOST:PORT``. Peers and clients connect DEALERs to it; a
+node's replies to a client go back through the ROUTER, its Raft messages to peer ``j`` through
+its own DEALER connected to ``j``'s ROUTER. Peer DEALERs set ZMQ_IMMEDIATE, so a message for a
+peer that is down is dropped at once (Raft resends what matters) instead of piling up for a
+process that may never return.
+
+Bounds: a peer DEALER queues at most ``PEER_HWM`` frames (beyond: dropped and counted); the
+ROUTER queues at most ``CLIENT_HWM`` frames per client (beyond: ZeroMQ drops replies to a client
+that does not read them; the client times out and retries); ZMQ_MAXMSGSIZE makes ZeroMQ cut a
+connection that sends a frame over ``wire.MAX_PEER_FRAME``. All sends are non-blocking.
+"""
+from __future__ import annotations
+
+import zmq
+import zmq.asyncio
+
+from nameservice.server import wire
+from nameservice.server.config import bind_endpoint, connect_endpoint
+
+PEER_HWM = 10_000
+CLIENT_HWM = 10_000
+RECV_HWM = 100_000
+
+
+class NodeTransport:
+    """The sockets of one node. Receiving is ``await readable()`` then ``drain()``."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, node_id: int, cluster: dict[int, str]) -> None:
+        self.router = ctx.socket(zmq.ROUTER)
+        self._router = zmq.Socket.shadow(self.router.underlying)
+        for opt, value in ((zmq.LINGER, 0), (zmq.RCVHWM, RECV_HWM), (zmq.SNDHWM, CLIENT_HWM),
+                           (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME)):
+            self.router.setsockopt(opt, value)
+        self.router.bind(bind_endpoint(cluster[node_id]))
+        self._peers: dict[int, zmq.Socket] = {}
+        self._peer_async: list[zmq.asyncio.Socket] = []
+        for peer, address in cluster.items():
+            if peer == node_id:
+                continue
+            sock = ctx.socket(zmq.DEALER)
+            for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, PEER_HWM), (zmq.IMMEDIATE, 1),
+                               (zmq.RECONNECT_IVL, 20), (zmq.RECONNECT_IVL_MAX, 200)):
+                sock.setsockopt(opt, value)
+            sock.connect(connect_endpoint(address))
+            self._peer_async.append(sock)
+            self._peers[peer] = zmq.Socket.shadow(sock.underlying)
+        self.peer_drops = 0
+        self.reply_drops = 0
+
+    async def readable(self) -> None:
+        """Wait until the ROUTER has something to receive."""
+        await self.router.poll(None, zmq.POLLIN)
+
+    def drain(self, limit: int) -> list[list[bytes]]:
+        """Receive up to ``limit`` waiting messages without blocking (each ``[identity, ...]``)."""
+        out = []
+        recv = self._router.recv_multipart
+        try:
+            while len(out) < limit:
+                out.append(recv(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+        return out
+
+    def send_peer(self, peer: int, data: bytes) -> None:
+        """Send one frame to ``peer``; dropped (and counted) if it is down or its queue full."""
+        sock = self._peers.get(peer)
+        if sock is None:
+            return
+        try:
+            sock.send(data, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.peer_drops += 1
+
+    def send_client(self, identity: bytes, data: bytes) -> None:
+        """Send one frame to the client (or peer) ``identity`` through the ROUTER."""
+        try:
+            self._router.send_multipart((identity, data), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.reply_drops += 1
+
+    def close(self) -> None:
+        """Close every socket at once (unsent frames are dropped)."""
+        for sock in self._peer_async:
+            sock.close(0)
+        self.router.close(0)

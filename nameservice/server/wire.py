@@ -1,0 +1,234 @@
+"""The name service's wire format: frame header, Raft peer messages, client requests and replies.
+
+Every ZeroMQ frame a node or client sends is::
+
+    byte 0     VERSION (1)
+    byte 1     kind: PEER (Raft messages between nodes), REQUEST (client → node),
+               REPLY (node → client)
+    bytes 2..  one msgpack array: a batch of messages / requests / replies
+
+Batching is the point: a node sends one frame per peer per loop iteration holding every Raft
+message for it, and one frame per client holding every reply; a client sends one frame per
+flush holding every request it has queued.
+
+Peer message: ``[tag, frm, to, term, field...]`` with ``tag`` the index of the type in
+``raft.messages.MESSAGE_TYPES`` and the fields in declaration order; an entry is
+``[term, index, data]``, a snapshot ``[index, term, [voter...], data]``.
+
+Client request: ``[rid, op, arg...]``; reply ``[rid, status, payload]`` (see the ``OP_*`` and
+``ST_*`` constants and docs/nameservice.md). ``rid`` is the client's own request number, echoed.
+
+Decoding never raises anything but ``DecodeError``: unknown version or kind, bad msgpack,
+wrong types, negative or oversized integers, wrong array lengths. Raft semantics (addressing,
+terms, entry order) are the core's to check (it counts and drops what is wrong).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from nameservice.errors import DecodeError
+from nameservice.raft import messages as m
+from nameservice.raft.types import Entry, Snapshot, SnapshotMeta
+
+VERSION = 1
+PEER, REQUEST, REPLY = 1, 2, 3
+_HEADERS = {kind: bytes([VERSION, kind]) for kind in (PEER, REQUEST, REPLY)}
+
+MAX_PEER_FRAME = 512 << 20
+"""Largest peer frame accepted (a snapshot travels in one message)."""
+MAX_CLIENT_FRAME = 8 << 20
+"""Largest client request or reply frame accepted."""
+MAX_BATCH = 65_536
+"""Most messages, requests or replies one frame may hold."""
+
+# Client operations.
+OP_WRITE, OP_GET, OP_RANGE, OP_STATUS = 1, 2, 3, 4
+# Reply statuses.
+ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
+
+_MAX_INT = (1 << 63) - 1
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+# ------------------------------------------------------------------------- frames
+
+
+def frame(kind: int, body: list) -> bytes:
+    """One frame of ``kind`` carrying the msgpack array ``body``."""
+    return _HEADERS[kind] + _pack(body)
+
+
+def split_frame(data: bytes, limit: int) -> tuple[int, list]:
+    """Check the header and size of a frame; return its kind and its decoded batch."""
+    n = len(data)
+    if n < 3:
+        raise DecodeError(f"frame of {n} bytes is too short")
+    if n > limit:
+        raise DecodeError(f"frame of {n} bytes is over the limit of {limit}")
+    if data[0] != VERSION:
+        raise DecodeError(f"unknown frame version {data[0]}")
+    kind = data[1]
+    if kind not in _HEADERS:
+        raise DecodeError(f"unknown frame kind {kind}")
+    try:
+        body = msgpack.unpackb(
+            memoryview(data)[2:], raw=False, strict_map_key=True, use_list=True,
+            max_bin_len=limit, max_str_len=1 << 20, max_array_len=max(MAX_BATCH, 1 << 20),
+            max_map_len=1 << 10,
+        )
+    except Exception as exc:  # msgpack raises many kinds on garbage; all mean the same here
+        raise DecodeError(f"not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if type(body) is not list or len(body) > MAX_BATCH:
+        raise DecodeError("a frame must hold an array of at most 65,536 items")
+    return kind, body
+
+
+def frame_kind(data: bytes) -> int:
+    """The kind byte of a frame (0 if too short); the frame is not otherwise checked."""
+    return data[1] if len(data) >= 2 and data[0] == VERSION else 0
+
+
+# ------------------------------------------------------------------------- peer messages
+
+_U, _B, _Y, _ENTRIES, _SNAP = range(5)
+_SPECS: dict[type, tuple[tuple[str, int], ...]] = {
+    m.VoteRequest: (("last_index", _U), ("last_term", _U), ("pre_vote", _B), ("transfer", _B)),
+    m.VoteResponse: (("granted", _B), ("pre_vote", _B)),
+    m.AppendRequest: (("prev_index", _U), ("prev_term", _U), ("entries", _ENTRIES),
+                      ("commit", _U)),
+    m.AppendResponse: (("index", _U), ("reject", _B), ("hint_index", _U), ("hint_term", _U)),
+    m.Heartbeat: (("commit", _U), ("ctx", _Y)),
+    m.HeartbeatResponse: (("ctx", _Y),),
+    m.SnapshotRequest: (("snapshot", _SNAP),),
+    m.TimeoutNow: (),
+    m.ReadIndexRequest: (("ctx", _Y),),
+    m.ReadIndexResponse: (("index", _U), ("ctx", _Y)),
+}
+_TAGS = {cls: tag for tag, cls in enumerate(m.MESSAGE_TYPES)}
+assert set(_SPECS) == set(m.MESSAGE_TYPES)
+
+
+def message_to_wire(msg: m.Message) -> list:
+    """The msgpack-ready array of one Raft message."""
+    t = type(msg)
+    out = [_TAGS[t], msg.frm, msg.to, msg.term]
+    for name, kind in _SPECS[t]:
+        value = getattr(msg, name)
+        if kind == _ENTRIES:
+            value = [[e.term, e.index, e.data] for e in value]
+        elif kind == _SNAP:
+            meta = value.meta
+            value = [meta.index, meta.term, list(meta.voters), value.data]
+        out.append(value)
+    return out
+
+
+def _uint(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= _MAX_INT:
+        raise DecodeError(f"expected a non-negative int, got {v!r:.40}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise DecodeError(f"expected a bool, got {type(v).__name__}")
+    return v
+
+
+def _bytes(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise DecodeError(f"expected bytes, got {type(v).__name__}")
+    return v
+
+
+def _entries(v: Any) -> tuple[Entry, ...]:
+    if type(v) is not list:
+        raise DecodeError("entries must be an array")
+    out = []
+    for e in v:
+        if type(e) is not list or len(e) != 3:
+            raise DecodeError("an entry is an array of 3")
+        term, index, data = e
+        out.append(Entry(_uint(term), _uint(index), _bytes(data)))
+    return tuple(out)
+
+
+def _snapshot(v: Any) -> Snapshot:
+    if type(v) is not list or len(v) != 4 or type(v[2]) is not list:
+        raise DecodeError("a snapshot is [index, term, [voter...], data]")
+    index, term, voters, data = v
+    return Snapshot(SnapshotMeta(_uint(index), _uint(term), tuple(_uint(x) for x in voters)),
+                    _bytes(data))
+
+
+_CHECK = {_U: _uint, _B: _bool, _Y: _bytes, _ENTRIES: _entries, _SNAP: _snapshot}
+_DECODERS = [
+    (cls, tuple(_CHECK[kind] for _, kind in _SPECS[cls])) for cls in m.MESSAGE_TYPES
+]
+
+
+def message_from_wire(w: Any) -> m.Message:
+    """Check and rebuild one Raft message from its array; ``DecodeError`` if malformed."""
+    if type(w) is not list or len(w) < 4:
+        raise DecodeError("a peer message is an array of at least 4")
+    tag = w[0]
+    if type(tag) is not int or not 0 <= tag < len(_DECODERS):
+        raise DecodeError(f"unknown peer message tag {tag!r:.20}")
+    cls, checks = _DECODERS[tag]
+    if len(w) != 4 + len(checks):
+        raise DecodeError(f"{cls.__name__}: expected {len(checks)} fields, got {len(w) - 4}")
+    args = [_uint(w[1]), _uint(w[2]), _uint(w[3])]
+    for check, value in zip(checks, w[4:]):
+        args.append(check(value))
+    return cls(*args)
+
+
+def encode_peer_frame(messages: list) -> bytes:
+    """One PEER frame holding ``messages`` (all for the same peer)."""
+    return frame(PEER, [message_to_wire(x) for x in messages])
+
+
+def decode_peer_batch(body: list) -> list:
+    """The Raft messages of a PEER frame's batch (from ``split_frame``)."""
+    return [message_from_wire(w) for w in body]
+
+
+# ------------------------------------------------------------------------- client side
+
+
+def check_request(w: Any) -> tuple[int, int]:
+    """Check the header of one client request; return ``(rid, op)``.
+
+    The arguments are checked by the node when it handles the op (``request_args``).
+    """
+    if type(w) is not list or len(w) < 2:
+        raise DecodeError("a request is an array [rid, op, ...]")
+    rid, op = w[0], w[1]
+    if type(rid) is not int or not 0 <= rid <= _MAX_INT:
+        raise DecodeError("a request id is a non-negative int")
+    if type(op) is not int or not OP_WRITE <= op <= OP_STATUS:
+        raise DecodeError(f"unknown op {op!r:.20}")
+    return rid, op
+
+
+def read_args(w: list) -> tuple[bytes, int, bool]:
+    """``(key_or_prefix, limit, consistent)`` of a GET ``[rid, 2, key, consistent]`` or a
+    RANGE ``[rid, 3, prefix, limit, consistent]``."""
+    if w[1] == OP_GET:
+        if len(w) != 4:
+            raise DecodeError("GET is [rid, 2, key, consistent]")
+        return _bytes(w[2]), 0, _bool(w[3])
+    if len(w) != 5:
+        raise DecodeError("RANGE is [rid, 3, prefix, limit, consistent]")
+    return _bytes(w[2]), _uint(w[3]), _bool(w[4])
+
+
+def reply_from_wire(w: Any) -> tuple[int, int, Any]:
+    """Check one reply ``[rid, status, payload]``; the payload is checked by the caller."""
+    if type(w) is not list or len(w) != 3:
+        raise DecodeError("a reply is an array [rid, status, payload]")
+    rid, status = w[0], w[1]
+    if type(rid) is not int or type(status) is not int or not ST_OK <= status <= ST_UNAVAILABLE:
+        raise DecodeError("a reply has an int request id and a known status")
+    return rid, status, w[2]
