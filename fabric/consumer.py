@@ -44,6 +44,7 @@ from fabric.timing import Timing
 log = logging.getLogger(__name__)
 
 ACK_FLUSH_ENTRIES = 64
+INLINE_MAX = 16  # batches this small are delivered as they arrive when the port is idle
 MAX_PRODUCERS = 10_000
 
 
@@ -51,7 +52,7 @@ class _BatchState:
     """A batch this port received: how much of it is handled, and where to acknowledge it."""
 
     __slots__ = ("producer_id", "first_seq", "count", "handled", "done", "via", "charged",
-                 "charged_gen", "redelivered", "port")
+                 "charged_epoch", "redelivered", "port")
 
     def __init__(self, producer_id: bytes, first_seq: int, count: int, skip: int,
                  via: Link, redelivered: bool, port: "InputPort") -> None:
@@ -62,7 +63,7 @@ class _BatchState:
         self.done: set[int] | None = None  # out-of-order manual acks beyond ``handled``
         self.via: Link | None = via
         self.charged = via  # the intermediary whose credit this batch used
-        self.charged_gen = via.gen
+        self.charged_epoch = via.epoch
         self.redelivered = redelivered
         self.port = port
 
@@ -171,10 +172,12 @@ class InputPort:
         self.stats = InputStats()
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler)
+        self._plain = auto_ack and not self._is_async  # the fast path
+        self._delivering = False
         hello = p.encode(p.Hello(p.ROLE_CONSUMER, self.consumer_id, prefetch, channel))
         self._links = LinkSet(ctx, b"C" + self.consumer_id, timing, hello,
                               on_frame=self._on_frame, on_down=self._on_link_down,
-                              on_up=self._on_link_up, reconnect_when_frozen=True)
+                              on_up=self._on_link_up)
         self._initial = list(endpoints)
         self._producers: OrderedDict[bytes, _ProducerWindow] = OrderedDict()
         self._queue: deque[tuple[_BatchState, list[Any]]] = deque()
@@ -243,6 +246,9 @@ class InputPort:
             kind = p.frame_type(frame)
             if kind == p.T_BATCH:
                 self._on_batch(link, frame)
+            elif kind == p.T_WHO:
+                p.decode(frame)
+                self._links.greet_again(link)
             elif kind != p.T_HEARTBEAT:
                 raise DecodeError(f"frame type {kind} is not sent to a consumer")
             elif len(frame) != 2:
@@ -282,11 +288,18 @@ class InputPort:
         if len(batches) > self.max_tracked:
             batches.popitem(last=False)
             self.stats.window_evictions += 1
-        if batch.skip < count:
+        if batch.skip >= count:
+            self._add_ack(state)
+        elif (self._plain and not self._queue and not self._delivering
+              and count - batch.skip <= INLINE_MAX):
+            # A small batch while idle (light load): deliver it right here, saving a task
+            # switch of latency. Large batches go through the delivery task, which yields
+            # between batches so heartbeats keep flowing.
+            self._deliver_plain(state, payloads)
+            self._flush_acks()
+        else:
             self._queue.append((state, payloads))
             self._wake.set()
-        else:
-            self._add_ack(state)
 
     def _window(self, pid: bytes) -> _ProducerWindow:
         producers = self._producers
@@ -303,9 +316,8 @@ class InputPort:
     async def _deliver_loop(self) -> None:
         queue = self._queue
         handler = self._handler
-        is_async = self._is_async
-        auto = self.auto_ack
         stats = self.stats
+        plain = self._plain
         while True:
             if not queue:
                 self._flush_acks()
@@ -313,49 +325,62 @@ class InputPort:
                 await self._wake.wait()
                 continue
             state, payloads = queue.popleft()
-            start = state.handled
-            if is_async or not auto:
-                for i in range(start, state.count):
-                    msg = Message(payloads[i], state, i)
-                    try:
-                        if is_async:
-                            await handler(msg)
-                        else:
-                            handler(msg)
-                    except Exception:  # a handler bug must not stop delivery
-                        stats.handler_errors += 1
-                        log.exception("handler failed on %r", msg)
-                    if auto and state.handled == i:
-                        state.handled = i + 1
+            if plain:
+                self._deliver_plain(state, payloads)
             else:
-                # The hot path: a plain function, acknowledged when it returns. Nothing else
-                # runs meanwhile (no await), so the batch is marked handled once, at the end.
-                i = start
-                count = state.count
-                while i < count:
-                    try:
-                        for i in range(i, count):
-                            handler(Message(payloads[i], state, i))
-                        i = count
-                    except Exception:  # a handler bug must not stop delivery
-                        stats.handler_errors += 1
-                        log.exception("handler failed on message %d of a batch", i)
-                        i += 1
-                state.handled = count
-            delivered = state.count - start
-            stats.messages_delivered += delivered
-            if state.redelivered:
-                stats.redelivered_messages += delivered
-            if auto:
-                self._credit_and_ack(state, delivered)
-            if self._ack_entries >= ACK_FLUSH_ENTRIES:
-                self._flush_acks()
+                start = state.handled
+                auto = self.auto_ack
+                self._delivering = True
+                try:
+                    for i in range(start, state.count):
+                        msg = Message(payloads[i], state, i)
+                        try:
+                            if self._is_async:
+                                await handler(msg)
+                            else:
+                                handler(msg)
+                        except Exception:  # a handler bug must not stop delivery
+                            stats.handler_errors += 1
+                            log.exception("handler failed on %r", msg)
+                        if auto and state.handled == i:
+                            state.handled = i + 1
+                finally:
+                    self._delivering = False
+                self._delivered(state, state.count - start)
             await asyncio.sleep(0)  # let acks, heartbeats and new batches through
+
+    def _deliver_plain(self, state: _BatchState, payloads: list[Any]) -> None:
+        """The hot path: a plain function, acknowledged when it returns. Nothing else runs
+        meanwhile (no await), so the batch is marked handled once, at the end."""
+        handler = self._handler
+        start = i = state.handled
+        count = state.count
+        while i < count:
+            try:
+                for i in range(i, count):
+                    handler(Message(payloads[i], state, i))
+                i = count
+            except Exception:  # a handler bug must not stop delivery
+                self.stats.handler_errors += 1
+                log.exception("handler failed on message %d of a batch", i)
+                i += 1
+        state.handled = count
+        self._delivered(state, count - start)
+
+    def _delivered(self, state: _BatchState, delivered: int) -> None:
+        stats = self.stats
+        stats.messages_delivered += delivered
+        if state.redelivered:
+            stats.redelivered_messages += delivered
+        if self.auto_ack:
+            self._credit_and_ack(state, delivered)
+        if self._ack_entries >= ACK_FLUSH_ENTRIES:
+            self._flush_acks()
 
     def _credit_and_ack(self, state: _BatchState, handled: int) -> None:
         charged = state.charged
         self._add_ack(state)
-        if charged.gen == state.charged_gen:
+        if charged.epoch == state.charged_epoch:
             charged.owed += handled
             if charged.owed >= self._credit_flush:
                 # Give credit back early: waiting for an empty queue would drain the pipeline.

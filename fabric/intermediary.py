@@ -13,9 +13,11 @@ consumer acknowledges it end to end):
   overflow it is refused with a NACK and the producer sends it elsewhere.
 
 Rules:
-- a HELLO from a peer starts it afresh: a producer's queued batches are dropped (it will resend
-  what it thinks was lost) and a consumer's in-flight batches are forgotten (it has claimed them
-  through the other intermediaries);
+- a HELLO on a new connection starts a peer afresh: a producer's queued batches are dropped (it
+  resends what it sent on the old connection) and a consumer's in-flight batches are redelivered
+  (what was in flight on the old connection may be lost; copies it did receive it drops);
+- a peer we do not know (declared dead, but it was only frozen) is asked to say HELLO again
+  (WHO); a HELLO with the AGAIN flag, on the same connection, keeps everything;
 - a peer silent for the heartbeat timeout is dead: a dead consumer's batches are redelivered and
   every producer is told (PEER_GONE); a dead producer's queued batches are still delivered, and
   its record is kept (bounded) so that it is welcome back if it was only frozen;
@@ -70,6 +72,7 @@ class IntermediaryStats:
     unknown_acks: int = 0
     unroutable: int = 0
     peers_expired: int = 0
+    who_sent: int = 0
     rebinds: int = 0
 
 
@@ -199,9 +202,14 @@ class Intermediary:
                 self._on_batch(rid, peer, frame)
             elif kind == p.T_ACK:
                 self._on_ack(rid, peer, frame)
+                if peer is None and rid[:1] == CONSUMER_PREFIX:
+                    self._ask_who(rid)
             elif kind == p.T_HEARTBEAT:
                 if len(frame) != 2:
                     raise DecodeError("HEARTBEAT with a body")
+                if peer is None and rid[:1] in (PRODUCER_PREFIX, CONSUMER_PREFIX):
+                    # A peer we declared dead (it was only frozen) or never met: re-introduce.
+                    self._ask_who(rid)
             elif kind == p.T_HELLO:
                 self._on_hello(rid, p.decode(frame))
             else:
@@ -217,17 +225,34 @@ class Intermediary:
             raise DecodeError(f"HELLO for channel {hello.channel!r}, this is {self.channel!r}")
         if rid != prefix + hello.peer_id:
             raise DecodeError("HELLO whose peer id does not match its routing id")
-        old = self._peers.pop(rid, None)
-        if old is not None and old.role == p.ROLE_PRODUCER:
-            self._drop_queued_from(rid)
-        self._peers[rid] = _Peer(hello.role, rid, self._now, credit=hello.credit)
+        old = self._peers.get(rid)
+        if old is not None and old.role == hello.role and hello.again:
+            # Re-introduction on the same connection (answer to WHO): nothing was lost on it.
+            old.credit = hello.credit
+            old.alive = True
+        else:
+            if old is not None and old.role == p.ROLE_PRODUCER:
+                # A new connection: the producer gave up on the old one and resends its batches.
+                self._drop_queued_from(rid)
+            elif old is not None:
+                # A new connection: what was in flight on the old one may be lost. The consumer
+                # drops copies of what it did receive; the rest reaches someone, flagged.
+                self._requeue_inflight(old)
+            self._peers[rid] = _Peer(hello.role, rid, self._now, credit=hello.credit)
         self._send(rid, p.heartbeat_frame())
         self._dispatch_queue()
 
     def _on_batch(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
         pid, seq, count = p.batch_header(frame)
+        if peer is None and rid == PRODUCER_PREFIX + pid:
+            # Its producer is unknown here (this process was rebound): refuse the batch so it
+            # is sent again, and ask the producer to introduce itself.
+            self.stats.nacked_batches += 1
+            self._send(rid, p.encode(p.Nack((seq,))))
+            self._ask_who(rid)
+            return
         if peer is None or peer.role != p.ROLE_PRODUCER or rid != PRODUCER_PREFIX + pid:
-            raise DecodeError("BATCH from a peer that is not that producer (no HELLO?)")
+            raise DecodeError("BATCH from a peer that is not that producer")
         self.stats.batches_in += 1
         if self._queue or not self._forward(rid, pid, seq, count, frame):
             if self._queue_bytes + len(frame) > self.max_queue_bytes:
@@ -282,6 +307,10 @@ class Intermediary:
         if credit and self._queue:
             self._dispatch_queue()
 
+    def _ask_who(self, rid: bytes) -> None:
+        self.stats.who_sent += 1
+        self._send(rid, p.encode(p.Who()))
+
     def _send(self, rid: bytes, frame: bytes) -> bool:
         sock = self._sock
         if sock is None:
@@ -302,14 +331,19 @@ class Intermediary:
         self._queue = kept
         self._queue_bytes = sum(len(item[2]) for item in kept)
 
-    def _consumer_gone(self, peer: _Peer) -> None:
-        """Redeliver a lost consumer's batches (flagged) and tell producers it is gone."""
-        self._peers.pop(peer.rid, None)
+    def _requeue_inflight(self, peer: _Peer) -> None:
+        """Put a consumer's unacknowledged batches back at the head of the queue, flagged."""
         for (pid, seq), (frame, count, acked) in peer.inflight.items():
             self.stats.redelivered_batches += 1
             frame = p.mark_redelivered(frame, acked)
             self._queue.appendleft((PRODUCER_PREFIX + pid, pid, frame, seq, count))
             self._queue_bytes += len(frame)
+        peer.inflight.clear()
+
+    def _consumer_gone(self, peer: _Peer) -> None:
+        """Redeliver a lost consumer's batches (flagged) and tell producers it is gone."""
+        self._peers.pop(peer.rid, None)
+        self._requeue_inflight(peer)
         gone = p.encode(p.PeerGone(peer.rid[1:]))
         for other in list(self._peers.values()):
             if other.role == p.ROLE_PRODUCER and other.alive:

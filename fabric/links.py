@@ -31,7 +31,7 @@ class Link:
     """One connection to one intermediary."""
 
     __slots__ = ("endpoint", "sock", "sync", "mon", "up", "connected", "load", "last_heard",
-                 "last_sent", "gen", "tasks", "owed")
+                 "last_sent", "gen", "epoch", "tasks", "owed")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -44,7 +44,8 @@ class Link:
         self.owed = 0  # owner-defined: credit to return (consumer)
         self.last_heard = 0.0
         self.last_sent = 0.0
-        self.gen = 0
+        self.gen = 0  # socket generation: events of older sockets are ignored
+        self.epoch = 0  # +1 per HELLO: credit granted under an older HELLO is not returned
         self.tasks: list[asyncio.Task] = []
 
     def send(self, frame: bytes) -> bool:
@@ -73,19 +74,18 @@ class LinkSet:
 
     def __init__(self, ctx: zmq.asyncio.Context | None, routing_id: bytes, timing: Timing,
                  hello: bytes, *, on_frame: Callable[[Link, bytes], None],
-                 on_down: Callable[[Link, float], None], on_up: Callable[[Link], None],
-                 reconnect_when_frozen: bool = False) -> None:
+                 on_down: Callable[[Link, float], None], on_up: Callable[[Link], None]) -> None:
         self._ctx = ctx or zmq.asyncio.Context.instance()
         self._rid = routing_id
         self._timing = timing
         self._hello = hello
+        self._hello_again = hello[:3] + bytes((hello[3] | p.HELLO_AGAIN,)) + hello[4:]
         self._on_frame = on_frame
         self._on_down = on_down
         self._on_up = on_up
         self._links: dict[str, Link] = {}
         self._beat = p.heartbeat_frame()
         self._last_tick = 0.0
-        self._reconnect_when_frozen = reconnect_when_frozen
 
     @property
     def endpoints(self) -> list[str]:
@@ -137,8 +137,8 @@ class LinkSet:
         """Send due heartbeats and declare silent links down.
 
         If this process itself was frozen (the tick came far too late), the silence is its own
-        doing: links get a fresh grace period, and with ``reconnect_when_frozen`` every link is
-        reopened (the intermediaries have probably declared this port dead meanwhile).
+        doing: links get a fresh grace period. (Intermediaries that declared this port dead
+        meanwhile answer its next heartbeat with WHO, and :meth:`greet_again` re-introduces it.)
         """
         timing = self._timing
         previous, self._last_tick = self._last_tick, now
@@ -147,8 +147,6 @@ class LinkSet:
             log.warning("this process was frozen for %.0f ms", gap * 1000)
             for link in list(self._links.values()):
                 link.last_heard = now
-                if self._reconnect_when_frozen and link.connected:
-                    self._lost(link, now)
             return
         for link in list(self._links.values()):
             if link.connected and not link.up:
@@ -165,6 +163,8 @@ class LinkSet:
     # -- internals ------------------------------------------------------------------------------
 
     def _open(self, link: Link) -> None:
+        if not self._last_tick:
+            self._last_tick = asyncio.get_running_loop().time()  # freezes count from here
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self._rid)
         sock.setsockopt(zmq.LINGER, 0)
@@ -223,10 +223,17 @@ class LinkSet:
             log.warning("intermediary %s disconnected: lost", link.endpoint)
             self._lost(link, now)
 
+    def greet_again(self, link: Link) -> None:
+        """Answer an intermediary's WHO: send HELLO again on the same connection."""
+        if link.up and link.send_now(self._hello_again):
+            link.epoch += 1
+            self._on_up(link)
+
     def _greet(self, link: Link, now: float) -> None:
         """Send HELLO; the link is up (usable for data) only once it went out."""
         if not link.send_now(self._hello):
             return  # retried on the next tick
+        link.epoch += 1
         link.up = True
         link.last_sent = now
         self._on_up(link)

@@ -267,6 +267,9 @@ class OutputPort:
                 self._on_nack(link, p.decode(frame))
             elif kind == p.T_PEER_GONE:
                 self._on_peer_gone(p.decode(frame))
+            elif kind == p.T_WHO:
+                p.decode(frame)
+                self._links.greet_again(link)
             else:
                 raise DecodeError(f"frame type {kind} is not sent to a producer")
         except DecodeError as exc:

@@ -5,7 +5,7 @@ Each frame starts with a version byte and a type byte; all integers are big-endi
 description, precise enough for another language, is in docs/protocol.md.
 
     type        direction                           layout after (version, type)
-    HELLO       producer/consumer -> intermediary   role u8, flags u8, peer_id 16s, credit u32,
+    HELLO       producer/consumer -> intermediary   role u8, flags u8 (AGAIN), peer_id 16s, credit u32,
                                                     channel (utf-8, rest of the frame)
     HEARTBEAT   both ways                           (nothing)
     BATCH       producer -> intermediary -> consumer flags u8, pad u8, producer_id 16s,
@@ -16,6 +16,7 @@ description, precise enough for another language, is in docs/protocol.md.
                                                     entries: (first_seq u64, handled u32)*
     NACK        intermediary -> producer            pad u16, first_seq u64 (one or more)
     PEER_GONE   intermediary -> producer            pad u16, consumer_id 16s
+    WHO         intermediary -> producer/consumer   (nothing): "say HELLO again"
 
 The intermediary reads only the fixed headers; a batch body (the payloads) is decoded by the
 consumer alone.
@@ -41,10 +42,13 @@ T_BATCH = 3
 T_ACK = 4
 T_NACK = 5
 T_PEER_GONE = 6
+T_WHO = 7
 
 ROLE_PRODUCER = 1
 ROLE_CONSUMER = 2
 
+HELLO_AGAIN = 0x01
+"""HELLO flag: sent on the same connection in answer to WHO (not a new connection)."""
 BATCH_REDELIVERED = 0x01
 """BATCH flag: the batch may already have been (partly) handled by a consumer that died."""
 ACK_HOLD = 0x01
@@ -59,6 +63,7 @@ _NACK = struct.Struct(">BBH")
 _SEQ = struct.Struct(">Q")
 _PEER_GONE = struct.Struct(">BBH16s")
 _HEARTBEAT_FRAME = bytes((VERSION, T_HEARTBEAT))
+_WHO_FRAME = bytes((VERSION, T_WHO))
 
 BATCH_HEADER_SIZE = _BATCH.size
 _SKIP_OFFSET = 32
@@ -80,6 +85,7 @@ class Hello:
     peer_id: bytes
     credit: int
     channel: str
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +141,13 @@ class PeerGone:
     consumer_id: bytes
 
 
-Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone]
+@dataclass(frozen=True, slots=True)
+class Who:
+    """An intermediary does not know the sender (it declared it dead, or restarted): the
+    sender must say HELLO again on the same connection."""
+
+
+Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone, Who]
 
 
 def _check_id(value: bytes, what: str) -> None:
@@ -147,6 +159,8 @@ def encode(msg: Frame) -> bytes:
     """Encode one message as one frame."""
     if isinstance(msg, Heartbeat):
         return _HEARTBEAT_FRAME
+    if isinstance(msg, Who):
+        return _WHO_FRAME
     if isinstance(msg, Batch):
         _check_id(msg.producer_id, "producer_id")
         flags = BATCH_REDELIVERED if msg.redelivered else 0
@@ -165,7 +179,8 @@ def encode(msg: Frame) -> bytes:
         channel = msg.channel.encode()
         if len(channel) > MAX_CHANNEL:
             raise ValueError(f"channel name longer than {MAX_CHANNEL} bytes")
-        return _HELLO.pack(VERSION, T_HELLO, msg.role, 0, msg.peer_id, msg.credit) + channel
+        flags = HELLO_AGAIN if msg.again else 0
+        return _HELLO.pack(VERSION, T_HELLO, msg.role, flags, msg.peer_id, msg.credit) + channel
     if isinstance(msg, Nack):
         return _NACK.pack(VERSION, T_NACK, 0) + b"".join(_SEQ.pack(s) for s in msg.first_seqs)
     if isinstance(msg, PeerGone):
@@ -251,19 +266,23 @@ def decode(frame: bytes) -> Frame:
                 raise DecodeError(f"HEARTBEAT of {size} bytes")
             return Heartbeat()
         if kind == T_HELLO:
-            _, _, role, _, peer_id, credit = _HELLO.unpack_from(frame)
+            _, _, role, flags, peer_id, credit = _HELLO.unpack_from(frame)
             if role not in (ROLE_PRODUCER, ROLE_CONSUMER):
                 raise DecodeError(f"HELLO with unknown role {role}")
             channel = bytes(frame[_HELLO.size:])
             if len(channel) > MAX_CHANNEL:
                 raise DecodeError("HELLO channel name too long")
-            return Hello(role, peer_id, credit, channel.decode())
+            return Hello(role, peer_id, credit, channel.decode(), bool(flags & HELLO_AGAIN))
         if kind == T_NACK:
             rest = size - _NACK.size
             if rest <= 0 or rest % _SEQ.size:
                 raise DecodeError(f"NACK of {size} bytes")
             view = memoryview(frame)[_NACK.size:]
             return Nack(tuple(s for (s,) in _SEQ.iter_unpack(view)))
+        if kind == T_WHO:
+            if size != 2:
+                raise DecodeError(f"WHO of {size} bytes")
+            return Who()
         if kind == T_PEER_GONE:
             if size != _PEER_GONE.size:
                 raise DecodeError(f"PEER_GONE of {size} bytes")

@@ -105,6 +105,14 @@ class Cluster:
 
     def finish(self, proc: subprocess.Popen, timeout: float) -> str:
         """Wait for ``proc`` to exit 0 by itself and return its stdout."""
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+            for i, q in enumerate(self.procs):
+                print("=== proc", i, q.args[:4], self.stderr_of(q)[-6000:])
+            raise
         out, _ = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, self.stderr_of(proc)[-3000:]
         return out.decode()

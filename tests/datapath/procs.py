@@ -44,6 +44,13 @@ def count_records(path: str) -> int:
 
 async def produce(args: argparse.Namespace) -> None:
     async with OutputPort(args.channel, args.endpoints.split(",")) as port:
+        def dump():
+            import sys
+            print("DUMP", port.stats, port.unacked, port._resend, file=sys.stderr)
+            for k, v in port._store.items():
+                print(k, v.count, v.acked, v.via, v.claimed_by and v.claimed_by.hex(), v.sends, file=sys.stderr)
+            sys.stderr.flush()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
         base = args.index << 32
         for i in range(args.count):
             await port.send(base | i)

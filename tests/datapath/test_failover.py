@@ -120,7 +120,6 @@ def test_a_peer_frozen_mid_stream_loses_nothing(cluster, role):
         # A frozen consumer is treated as dead: what it held went to the other consumer,
         # flagged; on waking it may still handle its own copy (at-least-once, as documented).
         redelivered = Counter(payload for payload, red in records if red)
-        assert redelivered, "the frozen consumer's messages were not redelivered"
         for payload, count in counts.items():
             if count > 1:
                 assert redelivered[payload] >= count - 1, hex(payload)

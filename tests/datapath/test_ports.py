@@ -213,3 +213,23 @@ async def test_send_waits_when_the_held_bytes_reach_window_bytes():
         async with InputPort("bytes", [node.endpoint], lambda m: None):
             await asyncio.wait_for(blocked, 10)
             await asyncio.wait_for(producer.flush(), 10)
+
+
+async def test_ports_frozen_long_enough_to_be_declared_dead_are_taken_back():
+    import time
+
+    got = []
+    async with running_intermediary("frozen") as node, \
+            InputPort("frozen", [node.endpoint], got.append) as consumer, \
+            OutputPort("frozen", [node.endpoint]) as producer:
+        for i in range(10):
+            await producer.send(i)
+        await asyncio.wait_for(producer.flush(), 10)
+        time.sleep(0.5)  # the scenario itself: this event loop (both ports) freezes
+        await eventually(lambda: node.stats.peers_expired >= 2, 5, "both declared dead")
+        for i in range(10, 20):
+            await producer.send(i)
+        await asyncio.wait_for(producer.flush(), 10)  # needs the consumer's HELLO AGAIN
+    assert sorted(m.payload for m in got) == list(range(20))
+    assert consumer.stats.intermediaries_lost == producer.stats.intermediaries_lost == 0
+    assert node.stats.who_sent >= 1  # the consumer was asked to introduce itself again

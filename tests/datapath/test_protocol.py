@@ -27,6 +27,8 @@ TABLE = [
      bytes([1, 4, 1, 0]) + PID + CID + struct.pack(">I", 10) + struct.pack(">QIQI", 7, 2, 9, 1)),
     (p.Nack((3, 4)), bytes([1, 5, 0, 0]) + struct.pack(">QQ", 3, 4)),
     (p.PeerGone(CID), bytes([1, 6, 0, 0]) + CID),
+    (p.Who(), bytes([1, 7])),
+    (p.Hello(p.ROLE_PRODUCER, PID, 0, "", again=True), bytes([1, 1, 1, 1]) + PID + bytes(4)),
 ]
 
 
