@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--value-size", type=int, default=64)
     parser.add_argument("--election-timeout", default="150-300", help="LO-HI ms (failover)")
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--node-args", default="", help="extra daemon arguments")
     parser.add_argument("--no-load", action="store_true")
     parser.add_argument("--no-failover", action="store_true")
     args = parser.parse_args()
@@ -168,7 +169,8 @@ def main() -> None:
     report: dict = {}
     with tempfile.TemporaryDirectory(prefix="ns-bench-") as tmp:
         if not args.no_load:
-            with LocalCluster(os.path.join(tmp, "load")) as cluster:
+            with LocalCluster(os.path.join(tmp, "load"),
+                              extra_args=args.node_args.split()) as cluster:
                 cluster.start()
                 rows = []
                 ctx = multiprocessing.get_context("spawn")
@@ -188,7 +190,8 @@ def main() -> None:
                 cluster.stop()
         if not args.no_failover and args.trials:
             with LocalCluster(os.path.join(tmp, "failover"),
-                              election_timeout=args.election_timeout) as cluster:
+                              election_timeout=args.election_timeout,
+                              extra_args=args.node_args.split()) as cluster:
                 cluster.start()
                 times = sorted(asyncio.run(run_failover(cluster, args.trials)))
                 lo, hi = (int(x) for x in args.election_timeout.split("-"))

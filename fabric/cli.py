@@ -4,12 +4,17 @@ from __future__ import annotations
 import click
 
 from fabric import __version__
+from fabric.cli_ns import kv_group, ns_group
 
 
 @click.group()
 @click.version_option(__version__, prog_name="fabric")
 def main() -> None:
     """fabric: a broker-less messaging fabric on ZeroMQ."""
+
+
+main.add_command(ns_group)
+main.add_command(kv_group)
 
 
 @main.command()

@@ -95,6 +95,7 @@ class NodeSettings:
     heartbeat_ms: int = 0  # 0: a third of the minimum election timeout, at most 50 ms
     tick_ms: int = 0  # 0: 10 ms, or less for election timeouts under 100 ms
     snapshot_threshold: int = 10_000
+    sync_in_thread: bool = True  # False: fsync on the loop thread (fewer thread hand-offs)
 
     def __post_init__(self) -> None:
         if self.id not in self.cluster:

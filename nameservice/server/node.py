@@ -109,6 +109,8 @@ class Node:
         self._read_seq = 0
         self._parked: deque[tuple[float, bytes, list]] = deque()
         self._out: dict[bytes, list] = {}
+        self._peer_out: dict[int, list] = {}
+        self._sync_in_thread = settings.sync_in_thread
         self._syncing = False
         self._last_leader = NONE
         self._was_leader = False
@@ -344,17 +346,43 @@ class Node:
                 self._apply(rd)
             if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
                 try:
+                    needs_sync = self._needs_sync(rd)
                     self.storage.save(rd)
                 except Exception as exc:  # a storage failure: the node must restart
                     self._die(exc)
                     return
-                self._syncing = True
+                if not needs_sync:
+                    self._finish(rd)
+                    continue
                 self.counters["syncs"] += 1
+                if not self._sync_in_thread:
+                    try:
+                        self.storage.sync()
+                    except Exception as exc:
+                        self._die(exc)
+                        return
+                    self._finish(rd)
+                    continue
+                self._syncing = True
+                self._flush_output()  # the early messages leave while the disk works
                 future = self._loop.run_in_executor(self._executor, self.storage.sync)
                 future.add_done_callback(lambda f, rd=rd: self._sync_done(f, rd))
                 break
             self._finish(rd)
-        self._flush_replies()
+        self._flush_output()
+
+    def _needs_sync(self, rd: Ready) -> bool:
+        """Whether the Ready's messages must wait for an fsync.
+
+        Only entries, snapshots, term and vote gate messages (acknowledgements, votes). A
+        Ready that only moves the commit index needs none: the commit index is not needed for
+        safety (a restarted node learns it again from the leader), so it is buffered and rides
+        with the next sync instead of costing an fsync of its own.
+        """
+        if rd.entries or rd.snapshot is not None:
+            return True
+        hs, saved = rd.hard_state, self.storage.hard_state
+        return hs is not None and (hs.term != saved.term or hs.vote != saved.vote)
 
     def _sync_done(self, future: asyncio.Future, rd: Ready) -> None:
         self._syncing = False
@@ -475,17 +503,14 @@ class Node:
     # ------------------------------------------------------------------ output
 
     def _send_messages(self, messages: list) -> None:
-        if not messages:
-            return
-        if len(messages) == 1:
-            msg = messages[0]
-            self.transport.send_peer(msg.to, wire.encode_peer_frame(messages))
-            return
-        by_peer: dict[int, list] = {}
+        """Queue Raft messages; ``_flush_output`` sends one frame per peer."""
+        out = self._peer_out
         for msg in messages:
-            by_peer.setdefault(msg.to, []).append(msg)
-        for peer, msgs in by_peer.items():
-            self.transport.send_peer(peer, wire.encode_peer_frame(msgs))
+            queue = out.get(msg.to)
+            if queue is None:
+                out[msg.to] = [msg]
+            else:
+                queue.append(msg)
 
     def _reply(self, identity: bytes, rid: int, status: int, payload) -> None:
         out = self._out.get(identity)
@@ -494,7 +519,12 @@ class Node:
         else:
             out.append([rid, status, payload])
 
-    def _flush_replies(self) -> None:
+    def _flush_output(self) -> None:
+        """Send the queued Raft messages (one frame per peer) and replies (one per client)."""
+        if self._peer_out:
+            peer_out, self._peer_out = self._peer_out, {}
+            for peer, msgs in peer_out.items():
+                self.transport.send_peer(peer, wire.encode_peer_frame(msgs))
         if not self._out:
             return
         out, self._out = self._out, {}
