@@ -18,6 +18,7 @@ Each process role is this same file run with ``--role``; every child is killed o
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import dataclasses
 import json
@@ -28,6 +29,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +67,7 @@ class Receiver:
         self.first = self.last = 0
         self.latencies: list[int] = []
         self.seen = bytearray(count)
+        self.arrivals = array.array("q", bytes(8 * count)) if mode == "gaps" else None
         self.dups = 0
         self.gaps: list[tuple[int, int]] = []  # (end ns, length ns) of pauses > 1 ms
 
@@ -93,6 +96,7 @@ class Receiver:
                 self.dups += 1
             else:
                 self.seen[i] = 1
+                self.arrivals[i] = t
         return self.unique() >= self.count
 
     def unique(self) -> int:
@@ -106,6 +110,10 @@ class Receiver:
             out["p99_us"] = lat[int(len(lat) * 0.99)] / 1000
         if self.mode == "gaps":
             out.update(gaps=self.gaps, dups=self.dups, lost=self.count - sum(self.seen))
+            # Arrival time of every message, for the recovery time (too long for one line).
+            with tempfile.NamedTemporaryFile(delete=False, suffix=".arrivals") as f:
+                f.write(self.arrivals.tobytes())
+                out["arrivals_file"] = f.name
         return out
 
 
@@ -292,8 +300,19 @@ def failover_trial(count: int) -> dict:
     kill = result["killed_at"]
     after = [length for end, length in result["gaps"] if end > kill]
     gap = max(after, default=0)
+    # Recovery: from the kill until every message numbered below the highest one delivered
+    # before the kill has been delivered (0 if none was missing): the settle time plus the
+    # resend of whatever the dead intermediary held.
+    arrivals = array.array("q")
+    with open(result["arrivals_file"], "rb") as f:
+        arrivals.frombytes(f.read())
+    os.unlink(result["arrivals_file"])
+    before = [i for i, t in enumerate(arrivals) if 0 < t < kill]
+    last_before = max(before, default=0)
+    recovery = max(0, max(arrivals[:last_before + 1]) - kill)
     # The pause that spans the kill is included: it ends after the kill.
-    return {"gap_ms": gap / 1e6, "lost": result["lost"], "dups": result["dups"]}
+    return {"gap_ms": gap / 1e6, "recovery_ms": recovery / 1e6, "lost": result["lost"],
+            "dups": result["dups"]}
 
 
 def main() -> None:
@@ -336,6 +355,9 @@ def main() -> None:
         "duplicates": sum(t["dups"] for t in trials),
         "peak_rss_mb": {k: round(v, 1) for k, v in fab["rss"].items()},
     }
+    recovery = [t["recovery_ms"] for t in trials]
+    print(f"failover recovery (kill -> all earlier messages delivered): p50 "
+          f"{statistics.median(recovery):.1f} ms, max {max(recovery):.1f} ms", file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     else:
