@@ -1,0 +1,77 @@
+"""Fixtures for the name-service tests: real daemons on 127.0.0.1, killed at teardown."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from nameservice.client import NameServiceClient
+from nameservice.server.local import LocalCluster
+
+
+async def wait_until(condition, timeout: float, what: str, interval: float = 0.02):
+    """Await ``condition()`` (sync or async) until truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def statuses(client: NameServiceClient, cluster: LocalCluster) -> dict[int, dict]:
+    """The status of every running node that answers, by node id."""
+    out = {}
+    for node_id, address in cluster.addresses.items():
+        if cluster.running(node_id):
+            try:
+                out[node_id] = await client.status(address, timeout=0.5)
+            except Exception:
+                pass
+    return out
+
+
+async def leader_of(client: NameServiceClient, cluster: LocalCluster, timeout: float = 10.0) -> int:
+    """The id of the node that says it leads (waiting for one)."""
+    async def find():
+        for node_id, s in (await statuses(client, cluster)).items():
+            if s["role"] == "leader":
+                return node_id
+        return None
+    return await wait_until(find, timeout, "a leader")
+
+
+async def caught_up(client: NameServiceClient, cluster: LocalCluster) -> bool:
+    """Every node runs, agrees on the leader and has applied the highest commit index."""
+    st = await statuses(client, cluster)
+    if len(st) != len(cluster.ids):
+        return False
+    top = max(s["commit_index"] for s in st.values())
+    leaders = {s["leader"] for s in st.values()}
+    return len(leaders) == 1 and 0 not in leaders and all(
+        s["applied_index"] >= top for s in st.values())
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """Start a cluster of daemons (``make_cluster(nodes=3, election_timeout=...)``)."""
+    clusters = []
+
+    def make(nodes: int = 3, election_timeout: str = "150-300", start: bool = True):
+        cluster = LocalCluster(tmp_path / f"cluster{len(clusters)}", nodes,
+                               election_timeout=election_timeout)
+        clusters.append(cluster)
+        if start:
+            cluster.start()
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.close()

@@ -1,0 +1,136 @@
+"""The ``fabric ns`` / ``fabric kv`` commands: output, exit codes, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nameservice.server.local import LocalCluster, free_ports
+
+pytestmark = pytest.mark.slow
+FABRIC = str(Path(sys.executable).with_name("fabric"))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = LocalCluster(tmp_path_factory.mktemp("cli"), 3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def fabric(*args: str, ns: str | None = None, timeout: float = 30):
+    env = {k: v for k, v in os.environ.items() if k != "FABRIC_NS"}
+    if ns is not None:
+        env["FABRIC_NS"] = ns
+    return subprocess.run([FABRIC, *args], capture_output=True, env=env, timeout=timeout)
+
+
+def one_line_error(proc, code: int) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+def test_put_get_range_del(cluster):
+    ns = cluster.ns_arg
+    assert fabric("kv", "put", "cli/a", "hello world", ns=ns).returncode == 0
+    got = fabric("kv", "get", "cli/a", ns=ns)
+    assert got.returncode == 0 and got.stdout == b"hello world\n"
+    assert fabric("kv", "get", "cli/a", "--stale", "--ns", ns).stdout == b"hello world\n"
+    listed = fabric("kv", "range", "cli/", "--json", ns=ns)
+    assert [r["value"] for r in json.loads(listed.stdout)] == ["hello world"]
+    assert fabric("kv", "del", "cli/a", ns=ns).returncode == 0
+
+
+def test_cas_exit_codes(cluster):
+    ns = cluster.ns_arg
+    assert fabric("kv", "cas", "cli/c", "--absent", "--new", "1", ns=ns).returncode == 0
+    assert fabric("kv", "cas", "cli/c", "--old", "1", "--new", "2", ns=ns).returncode == 0
+    failed = fabric("kv", "cas", "cli/c", "--old", "1", "--new", "3", ns=ns)
+    assert "compare failed" in one_line_error(failed, 3)
+    assert fabric("kv", "get", "cli/c", ns=ns).stdout == b"2\n"
+
+
+def test_unknown_key_exits_4(cluster):
+    assert "not found" in one_line_error(fabric("kv", "get", "cli/none", ns=cluster.ns_arg), 4)
+    assert "not found" in one_line_error(fabric("kv", "del", "cli/none", ns=cluster.ns_arg), 4)
+
+
+def test_status_lists_every_node(cluster):
+    proc = fabric("ns", "status", "--json", ns=cluster.ns_arg)
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    assert sorted(r["id"] for r in rows) == [1, 2, 3]
+    assert sum(r["role"] == "leader" for r in rows) == 1
+    for r in rows:
+        assert {"address", "term", "commit_index", "applied_index", "leader"} <= r.keys()
+    table = fabric("ns", "status", ns=cluster.ns_arg).stdout.decode().splitlines()
+    assert len(table) == 4 and "leader" in "".join(table)
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (("kv", "get", "k"), 2, "FABRIC_NS"),
+    (("kv", "get", "k", "--ns", "nohost"), 2, "bad address"),
+    (("kv", "get"), 2, "Missing argument"),
+    (("kv", "cas", "k", "--new", "x", "--ns", "127.0.0.1:1"), 2, "--old"),
+    (("kv", "get", "k", "--ns", "127.0.0.1:1", "--timeout", "0.3"), 1, "unavailable"),
+    (("ns", "status", "--ns", "127.0.0.1:1", "--timeout", "0.3"), 1, "no node reachable"),
+    (("ns", "start", "--id", "4", "--cluster", "1=127.0.0.1:5"), 2, "not in the cluster"),
+    (("ns", "start", "--id", "1", "--cluster", "1=127.0.0.1"), 2, "bad address"),
+    (("ns", "local", "--election-timeout", "300-100"), 2, "election timeout"),
+])
+def test_user_mistakes_are_one_line_and_an_exit_code(args, code, words):
+    assert words in one_line_error(fabric(*args), code)
+
+
+def test_ns_local_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
+    proc = subprocess.Popen([FABRIC, "ns", "local", "--nodes", "3", "--base-port", "0",
+                             "--data-dir", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline().decode().strip()
+        assert line.startswith("FABRIC_NS="), (line, proc.stderr.read1() if proc.poll() else "")
+        ns = line.split("=", 1)[1]
+        assert fabric("kv", "put", "k", "v", ns=ns).returncode == 0
+        assert fabric("kv", "get", "k", ns=ns).stdout == b"v\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        # Every node is gone: its port can be bound again.
+        assert "unavailable" in one_line_error(
+            fabric("kv", "get", "k", "--ns", ns, "--timeout", "0.3"), 1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_ns_start_runs_one_node_until_sigterm(tmp_path):
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([FABRIC, "ns", "start", "--id", "1", "--cluster",
+                             f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path / "d")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout.readline().startswith(b"listening")
+        ns = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while fabric("kv", "put", "solo", "1", ns=ns).returncode != 0:
+            assert time.monotonic() < deadline, "a one-node cluster never served"
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
