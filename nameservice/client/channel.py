@@ -33,8 +33,9 @@ from nameservice.errors import DecodeError, RequestRejected, Unavailable
 from nameservice.server import wire
 from nameservice.server.config import connect_endpoint, parse_address
 
-RETRY_DELAY_S = 0.01
-TIMER_S = 0.01
+RETRY_DELAY_S = 0.005
+TIMER_S = 0.005
+SCAN_EVERY = 10  # timer ticks between scans of every pending call for timeouts
 _EVENT = struct.Struct("=HI")
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
@@ -82,6 +83,8 @@ class Channel:
         self._pending: dict[int, _Call] = {}
         self._outbox: dict[str, list] = {}
         self._flush_scheduled = False
+        self._unsent: dict[int, _Call] = {}
+        self._ticks = 0
         self._rid = 0
         self._target = addresses[0]
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -169,12 +172,12 @@ class Channel:
                 return await future
             finally:
                 self._pending.pop(rid, None)
+                self._unsent.pop(rid, None)
 
     def _send(self, call: _Call, now: float) -> None:
         address = call.pinned or self._pick()
         if address is None:
-            call.address = None
-            call.retry_at = now + RETRY_DELAY_S
+            self._later(call, now)
             return
         call.address = address
         call.attempt_deadline = now + self.attempt_timeout
@@ -237,8 +240,7 @@ class Channel:
         for call in list(self._pending.values()):
             if call.address == address and not call.future.done():
                 if call.pinned:
-                    call.address = None
-                    call.retry_at = now + RETRY_DELAY_S
+                    self._later(call, now)
                 else:
                     self.retries += 1
                     self._send(call, now)
@@ -286,18 +288,21 @@ class Channel:
         self.retries += 1
         if status == wire.ST_NOT_LEADER and isinstance(payload, str) and payload != address:
             try:
-                self._link(payload)
+                link = self._link(payload)
             except ValueError:
-                payload = None
-            else:
+                link = None  # a hint we cannot use: treat it as "no leader known"
+            if link is not None and link.up:
                 self.redirects += 1
                 self._target = payload
                 self._send(call, now)
                 return
+            if link is not None:
+                # A new address (its handshake is under way), or a leader that went down and
+                # that this node has not given up on yet: retry in a moment, do not bounce.
+                self._target = payload
         if status != wire.ST_BUSY and self._target == address:
             self._rotate(address)
-        call.address = None
-        call.retry_at = now + RETRY_DELAY_S
+        self._later(call, now)
 
     # ------------------------------------------------------------------ failures and time
 
@@ -316,15 +321,34 @@ class Channel:
                 link.up = False
                 self._resend_from(link.address)
 
+    def _later(self, call: _Call, now: float) -> None:
+        """Retry ``call`` after ``RETRY_DELAY_S`` (or as soon as a link comes up)."""
+        call.address = None
+        call.retry_at = now + RETRY_DELAY_S
+        self._unsent[call.item[0]] = call
+
     def _retry_unsent(self, now: float) -> None:
-        for call in list(self._pending.values()):
-            if call.address is None and not call.future.done():
+        unsent, self._unsent = self._unsent, {}
+        for call in unsent.values():
+            if not call.future.done():
                 self._send(call, now)
 
     def _on_timer(self) -> None:
         if self._closed:
             return
         now = time.monotonic()
+        if self._unsent:
+            due = [c for c in self._unsent.values() if now >= c.retry_at or c.future.done()]
+            for call in due:
+                del self._unsent[call.item[0]]
+                if not call.future.done():
+                    self._send(call, now)
+        self._ticks += 1
+        if self._ticks % SCAN_EVERY == 0:
+            self._scan_timeouts(now)
+        self._timer = self._loop.call_later(TIMER_S, self._on_timer)
+
+    def _scan_timeouts(self, now: float) -> None:
         for call in list(self._pending.values()):
             if call.future.done():
                 continue
@@ -332,15 +356,11 @@ class Channel:
                 call.future.set_exception(Unavailable(
                     f"no answer from the name service within {self.timeout:g} s "
                     f"(nodes: {', '.join(self._links)})"))
-            elif call.address is None:
-                if now >= call.retry_at:
-                    self._send(call, now)
-            elif now >= call.attempt_deadline:
+            elif call.address is not None and now >= call.attempt_deadline:
                 self.retries += 1
                 if not call.pinned and self._target == call.address:
                     self._rotate(call.address)
                 self._send(call, now)
-        self._timer = self._loop.call_later(TIMER_S, self._on_timer)
 
     @property
     def target(self) -> str:

@@ -89,7 +89,7 @@ class Node:
         self.counters = {
             "bad_peer_frames": 0, "bad_client_frames": 0, "bad_requests": 0, "busy": 0,
             "writes": 0, "reads": 0, "entries_proposed": 0, "readies": 0, "syncs": 0,
-            "snapshots": 0,
+            "snapshots": 0, "snapshots_installed": 0,
         }
         self._tick_s = settings.tick() / 1000.0
         self._timeout_s = settings.election_timeout_ms[1] * 2 / 1000.0
@@ -404,6 +404,7 @@ class Node:
             except KvDecodeError as exc:  # the leader's own snapshot: nothing safe to do
                 self._die(exc)
                 return
+            self.counters["snapshots_installed"] += 1
             self._fail_all_proposed()
             self._apply(rd)
         self.core.advance(rd)
@@ -462,6 +463,11 @@ class Node:
         self._was_leader = is_leader
         if leader != self._last_leader:
             self._last_leader = leader
+            if not is_leader and self._read_groups:
+                # Reads forwarded to the old leader will not be answered: let clients retry.
+                for _, reads in self._read_groups.values():
+                    self._fail_reads(reads, wire.ST_NOT_LEADER, self._leader_address())
+                self._read_groups.clear()
             if leader != NONE and self._parked:
                 parked, self._parked = self._parked, deque()
                 for _, identity, w in parked:

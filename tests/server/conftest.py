@@ -62,9 +62,10 @@ def make_cluster(tmp_path):
     """Start a cluster of daemons (``make_cluster(nodes=3, election_timeout=...)``)."""
     clusters = []
 
-    def make(nodes: int = 3, election_timeout: str = "150-300", start: bool = True):
+    def make(nodes: int = 3, election_timeout: str = "150-300", start: bool = True,
+             extra_args: list[str] | None = None):
         cluster = LocalCluster(tmp_path / f"cluster{len(clusters)}", nodes,
-                               election_timeout=election_timeout)
+                               election_timeout=election_timeout, extra_args=extra_args)
         clusters.append(cluster)
         if start:
             cluster.start()

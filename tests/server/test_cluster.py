@@ -221,3 +221,28 @@ async def test_short_election_timeout_recovers_from_a_killed_leader(make_cluster
         st = await statuses(ns, cluster)
         assert {s["role"] for s in st.values()} >= {"leader"}
         assert leader not in st
+
+
+async def test_compacted_log_reaches_a_restarted_follower_as_a_snapshot(make_cluster):
+    cluster = make_cluster(extra_args=["--snapshot-threshold", "20"])
+    async with NameServiceClient(cluster.ns_arg, timeout=15) as ns:
+        leader = await leader_of(ns, cluster)
+        follower = next(i for i in cluster.ids if i != leader)
+        cluster.kill(follower)
+        for i in range(100):  # one entry each: the leader compacts several times
+            await ns.put(b"snap/%d" % i, b"%d" % i)
+        st = (await statuses(ns, cluster))[leader]
+        assert st["counters"]["snapshots"] >= 3
+        cluster.start(follower)
+        await wait_until(lambda: caught_up(ns, cluster), 15, "the follower to install a snapshot")
+        async with NameServiceClient([cluster.addresses[follower]]) as one:
+            kvs = await one.range(b"snap/", consistent=False)
+            assert (await one.status(cluster.addresses[follower]))["counters"][
+                "snapshots_installed"] == 1
+        assert len(kvs) == 100
+        # Restarting the leader itself recovers from its own snapshot and log.
+        cluster.kill(leader)
+        cluster.start(leader)
+        await wait_until(lambda: caught_up(ns, cluster), 15, "the old leader to recover")
+        async with NameServiceClient([cluster.addresses[leader]]) as one:
+            assert len(await one.range(b"snap/", consistent=False)) == 100
