@@ -10,7 +10,9 @@ Latency: one-way, producer send -> receiver handler, at 1,000 msgs/s for 2 s, fo
 timestamp is CLOCK_MONOTONIC, shared by all processes of the machine).
 Failover: T trials (default 10); in each, 200,000 messages stream through fabric and one
 intermediary is SIGKILLed after 30% have arrived; the gap is the longest pause between two
-deliveries after the kill. Lost and duplicate messages are summed over all trials.
+deliveries after the kill. Lost and duplicate messages are summed over all trials. On stderr:
+the recovery time (kill -> every earlier message delivered) and the same measures for T/3 trials
+with SIGSTOP (a silent hang) instead of SIGKILL.
 Peak RSS (VmHWM) of each fabric process is taken from the throughput run.
 
 Each process role is this same file run with ``--role``; every child is killed on exit.
@@ -274,7 +276,8 @@ def start_intermediaries(procs: Procs) -> tuple[list[subprocess.Popen], list[str
     return inters, endpoints
 
 
-def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False) -> dict:
+def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False,
+               how: int = signal.SIGKILL) -> dict:
     with Procs() as procs:
         inters, endpoints = start_intermediaries(procs)
         eps = ",".join(endpoints)
@@ -285,7 +288,7 @@ def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False) -> d
         if kill_at:
             line(consumer)  # the consumer reports when 30% of the stream has arrived
             killed_at = now_ns()
-            inters[0].send_signal(signal.SIGKILL)
+            inters[0].send_signal(how)
         result = line(consumer)
         result["killed_at"] = killed_at
         prod = line(producer)
@@ -294,9 +297,9 @@ def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False) -> d
         return result
 
 
-def failover_trial(count: int) -> dict:
+def failover_trial(count: int, how: int = signal.SIGKILL) -> dict:
     # A steady 200k msgs/s stream, so that the kill lands mid-stream.
-    result = run_fabric(count, "gaps", rate=200_000, kill_at=True)
+    result = run_fabric(count, "gaps", rate=200_000, kill_at=True, how=how)
     kill = result["killed_at"]
     after = [length for end, length in result["gaps"] if end > kill]
     gap = max(after, default=0)
@@ -356,8 +359,15 @@ def main() -> None:
         "peak_rss_mb": {k: round(v, 1) for k, v in fab["rss"].items()},
     }
     recovery = [t["recovery_ms"] for t in trials]
-    print(f"failover recovery (kill -> all earlier messages delivered): p50 "
+    print(f"SIGKILL: recovery (kill -> all earlier messages delivered) p50 "
           f"{statistics.median(recovery):.1f} ms, max {max(recovery):.1f} ms", file=sys.stderr)
+    hangs = [failover_trial(200_000, signal.SIGSTOP) for _ in range(max(1, args.trials // 3))]
+    print("SIGSTOP: gap p50 {:.1f} ms, max {:.1f} ms; recovery p50 {:.1f} ms, max {:.1f} ms; "
+          "lost {}, duplicates {}".format(
+              statistics.median(t["gap_ms"] for t in hangs), max(t["gap_ms"] for t in hangs),
+              statistics.median(t["recovery_ms"] for t in hangs),
+              max(t["recovery_ms"] for t in hangs),
+              sum(t["lost"] for t in hangs), sum(t["dups"] for t in hangs)), file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     else:

@@ -224,7 +224,11 @@ class InputPort:
         self._links.add(endpoint)
 
     def remove_endpoint(self, endpoint: str) -> None:
-        """Stop receiving from an intermediary (acknowledgements go through the others)."""
+        """Stop receiving from an intermediary; acknowledgements go through the others.
+
+        Meant for an intermediary that is gone. One still running declares this consumer dead
+        after the heartbeat timeout and redelivers, flagged, what it had in flight for it.
+        """
         link = self._links.remove(endpoint)
         if link is not None:
             self._reroute(link)
