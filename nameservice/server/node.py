@@ -335,6 +335,8 @@ class Node:
             ready = core.has_ready()  # on a leader this also queues the AppendRequests due
             self._send_messages(core.early_messages())
             self._check_leader()
+            if self._syncing and self._was_leader:
+                self._apply_committed_early()
             if self._syncing or not ready or self._fatal is not None:
                 break
             rd = core.ready()
@@ -413,9 +415,36 @@ class Node:
 
     def _apply(self, rd: Ready) -> None:
         """Apply the Ready's committed entries, answer their writers, serve released reads."""
+        self._apply_entries(rd.committed)
+        machine = self.machine
+        for rs in rd.read_states:
+            group = self._read_groups.pop(rs.ctx, None)
+            if group is not None:
+                self._reads_waiting.append((rs.index, group[1]))
+        waiting = self._reads_waiting
+        while waiting and waiting[0][0] <= machine.applied_index:
+            self._serve_reads(waiting.popleft()[1])
+
+    def _apply_committed_early(self) -> None:
+        """On the leader, apply entries committed since the last Ready without waiting for the
+        next one (which may only come after the fsync under way).
+
+        Safe because a leader never rewrites its log, and commits only entries it has
+        persisted: ``storage.entries`` holds exactly the committed ones. The next Ready lists
+        them again; they are skipped as already applied.
+        """
+        applied = self.machine.applied_index
+        commit = self.core.commit_index
+        if commit > applied:
+            self._apply_entries(self.storage.entries(applied + 1, commit + 1))
+            waiting = self._reads_waiting
+            while waiting and waiting[0][0] <= self.machine.applied_index:
+                self._serve_reads(waiting.popleft()[1])
+
+    def _apply_entries(self, entries: list) -> None:
         machine = self.machine
         proposed = self._proposed
-        for entry in rd.committed:
+        for entry in entries:
             index = entry.index
             if index <= machine.applied_index:
                 continue
@@ -431,13 +460,6 @@ class Node:
                 machine.apply_entry(index, entry.data)
                 if mine is not None:  # our entry was replaced by another leader's
                     self._fail_waiters(mine[2], wire.ST_NOT_LEADER, self._leader_address())
-        for rs in rd.read_states:
-            group = self._read_groups.pop(rs.ctx, None)
-            if group is not None:
-                self._reads_waiting.append((rs.index, group[1]))
-        waiting = self._reads_waiting
-        while waiting and waiting[0][0] <= machine.applied_index:
-            self._serve_reads(waiting.popleft()[1])
 
     def _take_snapshot(self) -> None:
         index = self.machine.applied_index
