@@ -28,6 +28,7 @@ import asyncio
 import inspect
 import logging
 import os
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from fabric.timing import Timing
 log = logging.getLogger(__name__)
 
 ACK_FLUSH_ENTRIES = 64
+YIELD_EVERY = 0.02  # seconds of handler work after which delivery yields to the event loop
 INLINE_MAX = 16  # batches this small are delivered as they arrive when the port is idle
 MAX_PRODUCERS = 10_000
 
@@ -322,16 +324,20 @@ class InputPort:
         handler = self._handler
         stats = self.stats
         plain = self._plain
+        clock = time.monotonic
         while True:
             if not queue:
                 self._flush_acks()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            state, payloads = queue.popleft()
+            state, payloads = queue[0]
+            budget_end = clock() + YIELD_EVERY
             if plain:
-                self._deliver_plain(state, payloads)
+                if self._deliver_plain(state, payloads, budget_end):
+                    queue.popleft()
             else:
+                queue.popleft()
                 start = state.handled
                 auto = self.auto_ack
                 self._delivering = True
@@ -348,28 +354,38 @@ class InputPort:
                             log.exception("handler failed on %r", msg)
                         if auto and state.handled == i:
                             state.handled = i + 1
+                        if clock() > budget_end:
+                            await asyncio.sleep(0)  # let heartbeats and acks through
+                            budget_end = clock() + YIELD_EVERY
                 finally:
                     self._delivering = False
                 self._delivered(state, state.count - start)
             await asyncio.sleep(0)  # let acks, heartbeats and new batches through
 
-    def _deliver_plain(self, state: _BatchState, payloads: list[Any]) -> None:
-        """The hot path: a plain function, acknowledged when it returns. Nothing else runs
-        meanwhile (no await), so the batch is marked handled once, at the end."""
+    def _deliver_plain(self, state: _BatchState, payloads: list[Any],
+                       budget_end: float = float("inf")) -> bool:
+        """The hot path: a plain function, acknowledged when it returns. Delivers until the
+        batch is done (True) or ``budget_end`` passes (False: the caller yields, then resumes).
+        Nothing else runs meanwhile (no await), so progress is recorded once, at the end."""
         handler = self._handler
         start = i = state.handled
         count = state.count
+        clock = time.monotonic
         while i < count:
+            stop = min(count, i + 16)
             try:
-                for i in range(i, count):
+                for i in range(i, stop):
                     handler(Message(payloads[i], state, i))
-                i = count
+                i = stop
             except Exception:  # a handler bug must not stop delivery
                 self.stats.handler_errors += 1
                 log.exception("handler failed on message %d of a batch", i)
                 i += 1
-        state.handled = count
-        self._delivered(state, count - start)
+            if i < count and clock() > budget_end:
+                break
+        state.handled = i
+        self._delivered(state, i - start)
+        return i >= count
 
     def _delivered(self, state: _BatchState, delivered: int) -> None:
         stats = self.stats

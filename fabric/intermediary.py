@@ -317,7 +317,7 @@ class Intermediary:
             return False
         try:
             sock.send(rid, zmq.SNDMORE | zmq.NOBLOCK)
-            sock.send(frame, zmq.NOBLOCK, copy=False)
+            sock.send(frame, zmq.NOBLOCK)  # copying beats zero-copy tracking, even at 256 KiB
         except zmq.ZMQError:  # EHOSTUNREACH: peer gone; EAGAIN: its pipe is full
             self.stats.unroutable += 1
             return False

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,8 @@ from fabric.links import Link, LinkSet
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
+
+YIELD_EVERY = 0.02  # seconds a caller sending without pause may hold the event loop
 
 
 class _Sent:
@@ -111,6 +114,7 @@ class OutputPort:
         self._resend: dict[int, float] = {}  # first_seq -> when to resend it
         self._flush_scheduled = False
         self._last_flush = 0.0
+        self._last_yield = 0.0
         self._space = asyncio.Event()
         self._space.set()
         self._drained = asyncio.Event()
@@ -191,6 +195,11 @@ class OutputPort:
             self._drained.clear()
         if len(parts) >= self.batch_max:
             self._flush()
+            # A caller that never waits would starve acks and heartbeats: yield now and then.
+            now = time.monotonic()
+            if now - self._last_yield > YIELD_EVERY:
+                self._last_yield = now
+                await asyncio.sleep(0)
         elif not self._flush_scheduled:
             loop = asyncio.get_running_loop()
             if loop.time() - self._last_flush > self.linger:

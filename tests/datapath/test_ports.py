@@ -233,3 +233,23 @@ async def test_ports_frozen_long_enough_to_be_declared_dead_are_taken_back():
     assert sorted(m.payload for m in got) == list(range(20))
     assert consumer.stats.intermediaries_lost == producer.stats.intermediaries_lost == 0
     assert node.stats.who_sent >= 1  # the consumer was asked to introduce itself again
+
+
+async def test_a_slow_handler_does_not_get_its_consumer_declared_dead():
+    import time
+
+    got = []
+
+    def slow(msg):
+        time.sleep(0.002)  # CPU-bound work: 200 messages of one batch take 0.4 s > timeout
+        got.append(msg.payload)
+
+    async with running_intermediary("slow") as node, \
+            InputPort("slow", [node.endpoint], slow) as consumer, \
+            OutputPort("slow", [node.endpoint]) as producer:
+        for i in range(200):
+            await producer.send(i)
+        await asyncio.wait_for(producer.flush(), 20)
+    assert sorted(got) == list(range(200))
+    assert node.stats.peers_expired == 0
+    assert consumer.stats.redelivered_messages == 0
