@@ -253,3 +253,24 @@ async def test_a_slow_handler_does_not_get_its_consumer_declared_dead():
     assert sorted(got) == list(range(200))
     assert node.stats.peers_expired == 0
     assert consumer.stats.redelivered_messages == 0
+
+
+async def test_claims_survive_an_intermediary_and_are_resent_when_the_claimer_dies():
+    held, got = [], []
+    async with running_intermediary("claims") as a, running_intermediary("claims") as b:
+        claimer = await InputPort("claims", [a.endpoint, b.endpoint], held.append,
+                                  auto_ack=False).start()
+        async with OutputPort("claims", [a.endpoint, b.endpoint]) as producer:
+            for i in range(20):
+                await producer.send(i)
+            await eventually(lambda: len(held) == 20, 10, "delivery to the claimer")
+            assert a.stats.batches_out >= 1  # the first batch went through a
+            a.stop()  # a dies: the claimer claims (ACK HOLD, through b) what came through it
+            await eventually(lambda: claimer.stats.intermediaries_lost == 1, 10, "a's loss")
+            await eventually(lambda: producer.stats.intermediaries_lost == 1, 10, "a's loss")
+            await claimer.close()  # then the claimer dies without acknowledging anything
+            async with InputPort("claims", [b.endpoint], got.append):
+                await asyncio.wait_for(producer.flush(), 10)
+            assert producer.stats.batches_resent >= 1  # resent on PEER_GONE, not on a's loss
+    assert sorted(m.payload for m in got) == list(range(20))
+    assert all(m.redelivered for m in got)
