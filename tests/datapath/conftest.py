@@ -108,10 +108,13 @@ class Cluster:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            # Diagnostics: what a stuck producer still holds, and every process's log.
             proc.send_signal(signal.SIGUSR1)
-            time.sleep(0.5)
-            for i, q in enumerate(self.procs):
-                print("=== proc", i, q.args[:4], self.stderr_of(q)[-6000:])
+            deadline = time.monotonic() + 5
+            while "held batches" not in self.stderr_of(proc) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for i, other in enumerate(self.procs):
+                print(f"=== process {i}: {other.args[:4]}\n{self.stderr_of(other)[-6000:]}")
             raise
         out, _ = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, self.stderr_of(proc)[-3000:]

@@ -7,7 +7,8 @@ A producer sends the integers ``K << 32 | i`` for i in [0, N), waits until all a
 acknowledged, prints ``stats {JSON}`` and exits 0. A consumer appends one 9-byte record per
 delivered message to FILE (u64 payload, u8 redelivered) with an unbuffered write *inside the
 handler*, so a record exists for every message a handler saw, even if the process is killed;
-on SIGTERM it prints ``stats {JSON}`` and exits 0.
+on SIGTERM it prints ``stats {JSON}`` and exits 0. On SIGUSR1 a producer lists the batches it
+still holds on stderr (diagnostics for a test that timed out).
 """
 from __future__ import annotations
 
@@ -42,15 +43,19 @@ def count_records(path: str) -> int:
         return 0
 
 
+def dump_held(port: OutputPort) -> None:
+    """Diagnostics for a test that timed out (SIGUSR1): every batch the producer still holds."""
+    lines = [f"held batches: {port.stats} unacked={port.unacked}"]
+    for seq, sent in port._store.items():  # noqa: SLF001 - test diagnostics only
+        claimed = sent.claimed_by.hex() if sent.claimed_by else None
+        lines.append(f"  seq={seq} count={sent.count} acked={sent.acked} via={sent.via} "
+                     f"claimed_by={claimed} sends={sent.sends}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 async def produce(args: argparse.Namespace) -> None:
     async with OutputPort(args.channel, args.endpoints.split(",")) as port:
-        def dump():
-            import sys
-            print("DUMP", port.stats, port.unacked, port._resend, file=sys.stderr)
-            for k, v in port._store.items():
-                print(k, v.count, v.acked, v.via, v.claimed_by and v.claimed_by.hex(), v.sends, file=sys.stderr)
-            sys.stderr.flush()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_held, port)
         base = args.index << 32
         for i in range(args.count):
             await port.send(base | i)
