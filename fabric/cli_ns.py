@@ -203,7 +203,7 @@ def ns_status(ns: str | None, as_json: bool, timeout: float) -> None:
     async def action(client) -> list[dict]:
         async def one(address: str) -> dict:
             try:
-                return await client.status(address, timeout=min(timeout, 1.0))
+                return await client.status(address, timeout=timeout)
             except Exception as exc:  # one row per node, whatever happened to it
                 return {"address": address, "role": "unreachable", "error": str(exc)}
 

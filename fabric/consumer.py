@@ -38,7 +38,7 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
-from fabric.errors import ConfigError, DecodeError, PortClosed
+from fabric.errors import ConfigError, DecodeError
 from fabric.links import Link, LinkSet
 from fabric.timing import Timing
 

@@ -9,14 +9,12 @@ The whole tree::
     ├── PortClosed              an operation on a port that was closed
     └── ConfigError             a bad argument (endpoint, window size, ...)
 
-Errors of ZeroMQ itself are translated in one place, :func:`map_zmq_errors`.
+A ZeroMQ error while setting up a socket becomes a :class:`ConfigError` where the ports open
+their sockets (``fabric.links``); the intermediary lets ``zmq.ZMQError`` from ``bind`` reach its
+caller (the command line turns it into one line and exit code 1). Errors of peers never raise:
+they are counted and dropped.
 """
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
-
-import zmq
 
 
 class FabricError(Exception):
@@ -41,12 +39,3 @@ class PortClosed(FabricError):
 
 class ConfigError(FabricError):
     """An argument is invalid (an endpoint, a window size, ...)."""
-
-
-@contextlib.contextmanager
-def map_zmq_errors(what: str) -> Iterator[None]:
-    """Translate a ``zmq.ZMQError`` raised inside the block into a :class:`ConfigError`."""
-    try:
-        yield
-    except zmq.ZMQError as exc:
-        raise ConfigError(f"{what}: {exc}") from exc

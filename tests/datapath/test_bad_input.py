@@ -4,8 +4,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import struct
 
 import zmq
 import zmq.asyncio

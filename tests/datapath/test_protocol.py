@@ -1,7 +1,6 @@
 """The wire codec: one table used both ways, and nothing but DecodeError out of garbage."""
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
