@@ -226,6 +226,7 @@ class Channel:
         link = self._links.get(address)
         try:
             link.raw.send(data, zmq.NOBLOCK)
+            self._kick(link)
         except (zmq.ZMQError, AttributeError):
             # Not connected (ZMQ_IMMEDIATE) or queue full: resend elsewhere.
             if link is not None:
@@ -248,15 +249,29 @@ class Channel:
     # ------------------------------------------------------------------ replies
 
     async def _receive(self, link: _Link) -> None:
-        raw = link.raw
         while True:
             await link.sock.poll(None, zmq.POLLIN)
-            try:
-                while True:
-                    data = raw.recv(zmq.NOBLOCK)
-                    self._on_frame(link.address, data)
-            except zmq.Again:
-                pass
+            self._drain(link)
+
+    def _drain(self, link: _Link) -> None:
+        """Handle every reply waiting on ``link``, without blocking."""
+        raw = link.raw
+        try:
+            while True:
+                self._on_frame(link.address, raw.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+        except zmq.ZMQError:
+            pass  # the socket was closed under us
+
+    def _kick(self, link: _Link) -> None:
+        """After a send: drain now if a reply is already waiting.
+
+        ZeroMQ's file descriptor is edge-triggered, and a send on the socket may consume the
+        edge a newly arrived reply raised: the poll in ``_receive`` would then miss it.
+        """
+        if link.raw.get(zmq.EVENTS) & zmq.POLLIN:
+            self._loop.call_soon(self._drain, link)
 
     def _on_frame(self, address: str, data: bytes) -> None:
         try:
@@ -354,8 +369,8 @@ class Channel:
                 continue
             if now >= call.deadline:
                 call.future.set_exception(Unavailable(
-                    f"no answer from the name service within {self.timeout:g} s "
-                    f"(nodes: {', '.join(self._links)})"))
+                    f"no answer from the name service in time "
+                    f"(nodes: {', '.join(call.pinned and [call.pinned] or self._links)})"))
             elif call.address is not None and now >= call.attempt_deadline:
                 self.retries += 1
                 if not call.pinned and self._target == call.address:

@@ -16,13 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--election-timeout", default="150-300")
     parser.add_argument("--snapshot-threshold", type=int, default=10_000)
-    parser.add_argument("--sync-inline", action="store_true")
+    parser.add_argument("--sync-mode", choices=("thread", "inline", "auto"), default="auto",
+                        help="where fsync runs (auto: the leader in a thread, followers inline)")
     args = parser.parse_args(argv)
     try:
         settings = NodeSettings(args.id, parse_cluster(args.cluster), args.data_dir,
                                 parse_timeout_range(args.election_timeout),
                                 snapshot_threshold=args.snapshot_threshold,
-                                sync_in_thread=not args.sync_inline)
+                                sync_mode=args.sync_mode)
     except ConfigError as exc:
         print(f"fabric ns: {exc}", file=sys.stderr)
         return 2

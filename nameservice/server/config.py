@@ -95,9 +95,13 @@ class NodeSettings:
     heartbeat_ms: int = 0  # 0: a third of the minimum election timeout, at most 50 ms
     tick_ms: int = 0  # 0: 10 ms, or less for election timeouts under 100 ms
     snapshot_threshold: int = 10_000
-    sync_in_thread: bool = True  # False: fsync on the loop thread (fewer thread hand-offs)
+    # Where fsync runs: "thread" (a worker thread, the loop keeps receiving), "inline" (on the
+    # loop thread: fewer thread hand-offs), "auto" (the leader in a thread, followers inline).
+    sync_mode: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.sync_mode not in ("thread", "inline", "auto"):
+            raise ConfigError(f"unknown sync mode {self.sync_mode!r}")
         if self.id not in self.cluster:
             raise ConfigError(f"node id {self.id} is not in the cluster list "
                               f"({', '.join(map(str, sorted(self.cluster)))})")

@@ -110,7 +110,8 @@ class Node:
         self._parked: deque[tuple[float, bytes, list]] = deque()
         self._out: dict[bytes, list] = {}
         self._peer_out: dict[int, list] = {}
-        self._sync_in_thread = settings.sync_in_thread
+        self._drain_scheduled = False
+        self._sync_mode = settings.sync_mode
         self._syncing = False
         self._last_leader = NONE
         self._was_leader = False
@@ -154,12 +155,17 @@ class Node:
         transport = self.transport
         while True:
             await transport.readable()
-            batch = transport.drain(MAX_DRAIN)
-            if batch:
-                self._handle_frames(batch)
-                self._after_input()
-            if len(batch) >= MAX_DRAIN:
-                await asyncio.sleep(0)  # let the sync and the timer callbacks run
+            while self._drain():
+                await asyncio.sleep(0)  # more is waiting: let the callbacks run, then go on
+
+    def _drain(self) -> bool:
+        """Handle what is waiting on the ROUTER; True if more may be waiting."""
+        self._drain_scheduled = False
+        batch = self.transport.drain(MAX_DRAIN)
+        if batch:
+            self._handle_frames(batch)
+            self._after_input()
+        return len(batch) >= MAX_DRAIN
 
     def _die(self, exc: BaseException) -> None:
         log.error("node %d stopping: %s", self.settings.id, exc)
@@ -357,7 +363,8 @@ class Node:
                     self._finish(rd)
                     continue
                 self.counters["syncs"] += 1
-                if not self._sync_in_thread:
+                if self._sync_mode == "inline" or (
+                        self._sync_mode == "auto" and core.role is not Role.LEADER):
                     try:
                         self.storage.sync()
                     except Exception as exc:
@@ -514,6 +521,9 @@ class Node:
             self.core.tick(due)
         self._expire(now)
         self._after_input()
+        if not self._drain_scheduled and self.transport.has_input():
+            self._drain_scheduled = True  # a safety net for a missed edge (see has_input)
+            self._loop.call_soon(self._drain)
         self._timer = self._loop.call_at(
             self._loop.time() + self._tick_s - (now - self._start) % self._tick_s, self._on_tick)
 
@@ -559,6 +569,9 @@ class Node:
         send = self.transport.send_client
         for identity, replies in out.items():
             send(identity, wire.frame(wire.REPLY, replies))
+        if not self._drain_scheduled and self.transport.has_input():
+            self._drain_scheduled = True  # see NodeTransport.has_input
+            self._loop.call_soon(self._drain)
 
     def _leader_address(self) -> str | None:
         leader = self.core.leader

@@ -64,6 +64,15 @@ class NodeTransport:
             pass
         return out
 
+    def has_input(self) -> bool:
+        """Whether a message is waiting on the ROUTER now.
+
+        ZeroMQ's file descriptor is edge-triggered: a send on the ROUTER may consume the edge
+        raised by a message that arrived meanwhile, so ``readable()`` could miss it. The node
+        checks this after sending and drains at once.
+        """
+        return bool(self._router.get(zmq.EVENTS) & zmq.POLLIN)
+
     def send_peer(self, peer: int, data: bytes) -> None:
         """Send one frame to ``peer``; dropped (and counted) if it is down or its queue full."""
         sock = self._peers.get(peer)

@@ -70,7 +70,7 @@ def test_status_lists_every_node(cluster):
     proc = fabric("ns", "status", "--json", ns=cluster.ns_arg)
     assert proc.returncode == 0
     rows = json.loads(proc.stdout)
-    assert sorted(r["id"] for r in rows) == [1, 2, 3]
+    assert sorted(r.get("id", 0) for r in rows) == [1, 2, 3], rows
     assert sum(r["role"] == "leader" for r in rows) == 1
     for r in rows:
         assert {"address", "term", "commit_index", "applied_index", "leader"} <= r.keys()
