@@ -132,6 +132,15 @@ async def _whole(ns: NameServiceClient, cluster: LocalCluster) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _terms(cluster: LocalCluster) -> int:
+    """The highest term any node reached (1 if the first leader kept its role throughout)."""
+    async with NameServiceClient(cluster.ns_arg) as ns:
+        terms = []
+        for address in cluster.addresses.values():
+            terms.append((await ns.status(address))["term"])
+        return max(terms)
+
+
 async def run_failover(cluster: LocalCluster, trials: int) -> list[float]:
     """Failover times (ms): SIGKILL the leader → the next put acknowledged."""
     times = []
@@ -187,6 +196,7 @@ def main() -> None:
                         if not args.json:
                             print(rows[-1], file=sys.stderr)
                 report["load"] = rows
+                report["leader_changes_under_load"] = asyncio.run(_terms(cluster)) - 1
                 cluster.stop()
         if not args.no_failover and args.trials:
             with LocalCluster(os.path.join(tmp, "failover"),
