@@ -514,6 +514,14 @@ class Node:
     # ------------------------------------------------------------------ time
 
     def _on_tick(self) -> None:
+        # Input first, then time: after a stall (a slow fsync on the loop thread, a busy
+        # host) the leader's heartbeats may be waiting in the socket; ticking first would
+        # start a needless election. Draining here is also the safety net for a missed edge
+        # of ZeroMQ's descriptor (see NodeTransport.has_input).
+        if self.transport.has_input():
+            for _ in range(4):  # bounded: time must advance even under a flood
+                if not self._drain():
+                    break
         now = time.monotonic()
         due = int((now - self._start) / self._tick_s) - self._ticks
         if due > 0:
@@ -521,9 +529,6 @@ class Node:
             self.core.tick(due)
         self._expire(now)
         self._after_input()
-        if not self._drain_scheduled and self.transport.has_input():
-            self._drain_scheduled = True  # a safety net for a missed edge (see has_input)
-            self._loop.call_soon(self._drain)
         self._timer = self._loop.call_at(
             self._loop.time() + self._tick_s - (now - self._start) % self._tick_s, self._on_tick)
 
