@@ -108,8 +108,6 @@ class Node:
         self._pending_reads = 0
         self._read_seq = 0
         self._parked: deque[tuple[float, bytes, list]] = deque()
-        self._out: dict[bytes, list] = {}
-        self._peer_out: dict[int, list] = {}
         self._drain_scheduled = False
         self._sync_mode = settings.sync_mode
         self._syncing = False
@@ -546,35 +544,14 @@ class Node:
     # ------------------------------------------------------------------ output
 
     def _send_messages(self, messages: list) -> None:
-        """Queue Raft messages; ``_flush_output`` sends one frame per peer."""
-        out = self._peer_out
-        for msg in messages:
-            queue = out.get(msg.to)
-            if queue is None:
-                out[msg.to] = [msg]
-            else:
-                queue.append(msg)
+        self.transport.queue_messages(messages)
 
     def _reply(self, identity: bytes, rid: int, status: int, payload) -> None:
-        out = self._out.get(identity)
-        if out is None:
-            self._out[identity] = [[rid, status, payload]]
-        else:
-            out.append([rid, status, payload])
+        self.transport.queue_reply(identity, rid, status, payload)
 
     def _flush_output(self) -> None:
-        """Send the queued Raft messages (one frame per peer) and replies (one per client)."""
-        if self._peer_out:
-            peer_out, self._peer_out = self._peer_out, {}
-            for peer, msgs in peer_out.items():
-                self.transport.send_peer(peer, wire.encode_peer_frame(msgs))
-        if not self._out:
-            return
-        out, self._out = self._out, {}
-        send = self.transport.send_client
-        for identity, replies in out.items():
-            send(identity, wire.frame(wire.REPLY, replies))
-        if not self._drain_scheduled and self.transport.has_input():
+        """Send what this step queued; drain at once if input arrived meanwhile."""
+        if self.transport.flush() and not self._drain_scheduled:
             self._drain_scheduled = True  # see NodeTransport.has_input
             self._loop.call_soon(self._drain)
 

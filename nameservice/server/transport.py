@@ -10,6 +10,9 @@ Bounds: a peer DEALER queues at most ``PEER_HWM`` frames (beyond: dropped and co
 ROUTER queues at most ``CLIENT_HWM`` frames per client (beyond: ZeroMQ drops replies to a client
 that does not read them; the client times out and retries); ZMQ_MAXMSGSIZE makes ZeroMQ cut a
 connection that sends a frame over ``wire.MAX_PEER_FRAME``. All sends are non-blocking.
+
+Output is batched: the node queues Raft messages and client replies during a step
+(``queue_messages``, ``queue_reply``) and ``flush`` sends one frame per peer and per client.
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ class NodeTransport:
             self._peers[peer] = zmq.Socket.shadow(sock.underlying)
         self.peer_drops = 0
         self.reply_drops = 0
+        self._peer_out: dict[int, list] = {}
+        self._reply_out: dict[bytes, list] = {}
 
     async def readable(self) -> None:
         """Wait until the ROUTER has something to receive."""
@@ -89,6 +94,39 @@ class NodeTransport:
             self._router.send_multipart((identity, data), zmq.NOBLOCK)
         except zmq.ZMQError:
             self.reply_drops += 1
+
+    def queue_messages(self, messages: list) -> None:
+        """Queue Raft messages; ``flush`` sends one frame per peer."""
+        out = self._peer_out
+        for msg in messages:
+            queue = out.get(msg.to)
+            if queue is None:
+                out[msg.to] = [msg]
+            else:
+                queue.append(msg)
+
+    def queue_reply(self, identity: bytes, rid: int, status: int, payload: object) -> None:
+        """Queue a reply to a client; ``flush`` sends one frame per client."""
+        out = self._reply_out.get(identity)
+        if out is None:
+            self._reply_out[identity] = [[rid, status, payload]]
+        else:
+            out.append([rid, status, payload])
+
+    def flush(self) -> bool:
+        """Send everything queued. Returns ``has_input()`` after sending replies (the ROUTER
+        may then hold a message whose edge the sends consumed), else False."""
+        if self._peer_out:
+            peer_out, self._peer_out = self._peer_out, {}
+            for peer, msgs in peer_out.items():
+                self.send_peer(peer, wire.encode_peer_frame(msgs))
+        if not self._reply_out:
+            return False
+        out, self._reply_out = self._reply_out, {}
+        send = self.send_client
+        for identity, replies in out.items():
+            send(identity, wire.frame(wire.REPLY, replies))
+        return self.has_input()
 
     def close(self) -> None:
         """Close every socket at once (unsent frames are dropped)."""
