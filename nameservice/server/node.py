@@ -111,6 +111,7 @@ class Node:
         self._drain_scheduled = False
         self._sync_mode = settings.sync_mode
         self._syncing = False
+        self._compacting = False
         self._last_leader = NONE
         self._was_leader = False
         self._fatal: BaseException | None = None
@@ -339,7 +340,7 @@ class Node:
             ready = core.has_ready()  # on a leader this also queues the AppendRequests due
             self._send_messages(core.early_messages())
             self._check_leader()
-            if self._syncing and self._was_leader:
+            if self._syncing and self._was_leader and not self._compacting:
                 self._apply_committed_early()
             if self._syncing or not ready or self._fatal is not None:
                 break
@@ -467,16 +468,30 @@ class Node:
                     self._fail_waiters(mine[2], wire.ST_NOT_LEADER, self._leader_address())
 
     def _take_snapshot(self) -> None:
+        """Snapshot the state machine here; write it and compact the log in the worker thread.
+
+        The write takes several fsyncs; on the loop thread a slow disk would stall heartbeats
+        and cost the leadership. Until it is done no Ready is started (``_syncing``) and no
+        entry is read from the storage, which is being compacted.
+        """
         index = self.machine.applied_index
         meta = SnapshotMeta(index, self.core.log.term(index), self.core.voters)
         snapshot = Snapshot(meta, self.machine.snapshot())
-        try:
-            self.storage.compact(snapshot)
-        except Exception as exc:
+        self._syncing = self._compacting = True
+        future = self._loop.run_in_executor(self._executor, self.storage.compact, snapshot)
+        future.add_done_callback(lambda f: self._compacted(f, snapshot))
+
+    def _compacted(self, future: asyncio.Future, snapshot: Snapshot) -> None:
+        self._syncing = self._compacting = False
+        if self._fatal is not None or self._stop.is_set():
+            return
+        exc = future.exception()
+        if exc is not None:
             self._die(exc)
             return
         self.core.compact(snapshot)
         self.counters["snapshots"] += 1
+        self._after_input()
 
     def _check_leader(self) -> None:
         core = self.core
@@ -489,6 +504,8 @@ class Node:
             self._read_groups.clear()
         self._was_leader = is_leader
         if leader != self._last_leader:
+            log.info("term %d: leader is now %s (was %s)", core.term, leader or "unknown",
+                     self._last_leader or "unknown")
             self._last_leader = leader
             if not is_leader and self._read_groups:
                 # Reads forwarded to the old leader will not be answered: let clients retry.
