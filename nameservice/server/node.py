@@ -362,6 +362,7 @@ class Node:
                     self._finish(rd)
                     continue
                 self.counters["syncs"] += 1
+                self._flush_output()  # early messages and replies leave before the fsync
                 if self._sync_mode == "inline" or (
                         self._sync_mode == "auto" and core.role is not Role.LEADER):
                     try:
@@ -372,7 +373,6 @@ class Node:
                     self._finish(rd)
                     continue
                 self._syncing = True
-                self._flush_output()  # the early messages leave while the disk works
                 future = self._loop.run_in_executor(self._executor, self.storage.sync)
                 future.add_done_callback(lambda f, rd=rd: self._sync_done(f, rd))
                 break
