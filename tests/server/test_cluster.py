@@ -246,3 +246,17 @@ async def test_compacted_log_reaches_a_restarted_follower_as_a_snapshot(make_clu
         await wait_until(lambda: caught_up(ns, cluster), 15, "the old leader to recover")
         async with NameServiceClient([cluster.addresses[leader]]) as one:
             assert len(await one.range(b"snap/", consistent=False)) == 100
+
+
+async def test_a_retried_write_gets_the_original_result_and_is_applied_once(make_cluster):
+    cluster = make_cluster()
+    async with NameServiceClient(cluster.ns_arg, timeout=10) as ns:
+        channel = ns.channel
+        opened = await channel.call(wire.OP_WRITE, [[9]])  # OpenSession
+        client_id = opened[1]
+        cas = [16, client_id, 1, 0, [4, b"once", b"v1", 2, None, 0]]  # create if absent
+        first = await channel.call(wire.OP_WRITE, [cas])
+        again = await channel.call(wire.OP_WRITE, [cas])  # a retry: same session and seq
+        assert first == again and first[1] is True  # the original success, not a failed CAS
+        kv = await ns.get("once")
+        assert kv.value == b"v1" and kv.version == 1
