@@ -365,11 +365,16 @@ class Node:
                 self._flush_output()  # early messages and replies leave before the fsync
                 if self._sync_mode == "inline" or (
                         self._sync_mode == "auto" and core.role is not Role.LEADER):
+                    started = time.monotonic()
                     try:
                         self.storage.sync()
                     except Exception as exc:
                         self._die(exc)
                         return
+                    # The logical clock stands still while the loop is blocked in its own
+                    # fsync: a stalled disk must not make this node time out the leader whose
+                    # heartbeats are waiting in its socket. (A slower clock is always safe.)
+                    self._start += time.monotonic() - started
                     self._finish(rd)
                     continue
                 self._syncing = True
