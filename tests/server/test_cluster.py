@@ -260,3 +260,21 @@ async def test_a_retried_write_gets_the_original_result_and_is_applied_once(make
         assert first == again and first[1] is True  # the original success, not a failed CAS
         kv = await ns.get("once")
         assert kv.value == b"v1" and kv.version == 1
+
+
+async def test_a_frozen_leader_is_replaced_and_steps_down_when_it_wakes(make_cluster):
+    cluster = make_cluster()
+    async with NameServiceClient(cluster.ns_arg, timeout=15, attempt_timeout=0.5) as ns:
+        work = Workload(ns, writers=2, cassers=2)
+        await _progressed(work, 100)
+        leader = await leader_of(ns, cluster)
+        cluster.kill(leader, signal.SIGSTOP)  # no connection drops: only timeouts tell
+        try:
+            await _progressed(work, 100)
+            assert await leader_of(ns, cluster) != leader
+        finally:
+            cluster.kill(leader, signal.SIGCONT)
+        await _progressed(work, 100)
+        await work.stop()
+        await wait_until(lambda: caught_up(ns, cluster), 15, "the woken node to rejoin")
+        await work.verify(ns)
