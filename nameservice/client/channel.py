@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections import deque
 from typing import Any
 
 import zmq
@@ -87,7 +88,9 @@ class Channel:
         self._ticks = 0
         self._rid = 0
         self._target = addresses[0]
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._slot_waiters: deque[asyncio.Future] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._connected = asyncio.Event()
         self._closed = False
@@ -158,21 +161,46 @@ class Channel:
         """
         if self._closed:
             raise Unavailable("client closed")
-        async with self._slots:
-            self._rid += 1
-            rid = self._rid
-            future = self._loop.create_future()
-            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-            call = _Call([rid, op, *args], future, deadline, address)
-            if address is not None:
-                self._link(address)
-            self._pending[rid] = call
-            self._send(call, time.monotonic())
-            try:
-                return await future
-            finally:
-                self._pending.pop(rid, None)
+        if self._in_flight >= self._max_in_flight:
+            await self._wait_for_slot()
+        self._in_flight += 1
+        self._rid += 1
+        rid = self._rid
+        future = self._loop.create_future()
+        now = time.monotonic()
+        call = _Call([rid, op, *args], future,
+                     now + (self.timeout if timeout is None else timeout), address)
+        if address is not None:
+            self._link(address)
+        self._pending[rid] = call
+        self._send(call, now)
+        try:
+            return await future
+        finally:
+            del self._pending[rid]
+            if self._unsent:
                 self._unsent.pop(rid, None)
+            self._in_flight -= 1
+            if self._slot_waiters:
+                self._release_slot()
+
+    async def _wait_for_slot(self) -> None:
+        """Wait until fewer than ``max_in_flight`` calls are pending (first come, first served)."""
+        while self._in_flight >= self._max_in_flight:
+            waiter = self._loop.create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+
+    def _release_slot(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _send(self, call: _Call, now: float) -> None:
         address = call.pinned or self._pick()
@@ -283,15 +311,16 @@ class Channel:
         pending = self._pending
         now = 0.0
         for w in body:
-            try:
-                rid, status, payload = wire.reply_from_wire(w)
-            except DecodeError:
-                continue
-            call = pending.get(rid)
+            if type(w) is not list or len(w) != 3:
+                continue  # not a reply: ignore it
+            rid, status, payload = w
+            call = pending.get(rid) if type(rid) is int else None
             if call is None or call.future.done():
                 continue  # a late answer to an attempt we already retried
             if status == wire.ST_OK:
                 call.future.set_result(payload)
+                continue
+            if type(status) is not int:
                 continue
             now = now or time.monotonic()
             self._on_refusal(call, address, status, payload, now)
