@@ -66,8 +66,11 @@ MAX_PENDING_READS = 200_000
 """Consistent reads waiting for their read index; beyond, answered BUSY."""
 MAX_PARKED = 20_000
 """Requests held while no leader is known; beyond, answered UNAVAILABLE."""
+MAX_TIMER_S = 0.05
+"""Longest sleep of the tick timer (request deadlines are checked at least this often)."""
 
 _KV_PREFIX = bytes([KV_VERSION])
+_TIMER_SLACK_S = 0.0002  # wake just after a tick boundary, never just before it
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _CLIENT_COMMANDS = (Request, OpenSession, CloseSession)
 
@@ -92,6 +95,9 @@ class Node:
             "snapshots": 0, "snapshots_installed": 0,
         }
         self._tick_s = settings.tick() / 1000.0
+        self._max_timer_ticks = max(1, round(MAX_TIMER_S / self._tick_s))
+        self._timer = None
+        self._timer_at = 0.0
         self._timeout_s = settings.election_timeout_ms[1] * 2 / 1000.0
         # Writes collected this iteration: wire arrays, decoded items, (identity, rid) waiters.
         self._wires: list = []
@@ -133,6 +139,7 @@ class Node:
         self._start = time.monotonic()
         self._ticks = 0
         self._timer = self._loop.call_later(self._tick_s, self._on_tick)
+        self._timer_at = self._start + self._tick_s
         receiver = asyncio.create_task(self._receive_loop())
         try:
             await stop.wait()
@@ -153,14 +160,17 @@ class Node:
     async def _receive_loop(self) -> None:
         transport = self.transport
         while True:
-            await transport.readable()
-            while self._drain():
+            first = await transport.receive()
+            while self._drain(first):
+                first = None
                 await asyncio.sleep(0)  # more is waiting: let the callbacks run, then go on
 
-    def _drain(self) -> bool:
+    def _drain(self, first: list | None = None) -> bool:
         """Handle what is waiting on the ROUTER; True if more may be waiting."""
         self._drain_scheduled = False
         batch = self.transport.drain(MAX_DRAIN)
+        if first is not None:
+            batch.insert(0, first)
         if batch:
             self._handle_frames(batch)
             self._after_input()
@@ -383,6 +393,14 @@ class Node:
                 break
             self._finish(rd)
         self._flush_output()
+        if self._timer is not None:
+            due = self._start + (self._ticks + self.core.ticks_until_due()) * self._tick_s
+            if due < self._timer_at - 1e-6:
+                self._timer.cancel()
+                self._timer_at = due
+                self._timer = self._loop.call_at(
+                    self._loop.time() + max(0.0, due - time.monotonic()) + _TIMER_SLACK_S,
+                    self._on_tick)
 
     def _needs_sync(self, rd: Ready) -> bool:
         """Whether the Ready's messages must wait for an fsync.
@@ -549,8 +567,16 @@ class Node:
             self.core.tick(due)
         self._expire(now)
         self._after_input()
+        self._schedule_tick(now)
+
+    def _schedule_tick(self, now: float) -> None:
+        """Wake at the next tick that does something (the core says when), at least every
+        ``MAX_TIMER_S`` for the request deadlines; ``_after_input`` brings it forward."""
+        ticks = min(self.core.ticks_until_due(), self._max_timer_ticks)
+        at = self._start + (self._ticks + ticks) * self._tick_s
+        self._timer_at = at
         self._timer = self._loop.call_at(
-            self._loop.time() + self._tick_s - (now - self._start) % self._tick_s, self._on_tick)
+            self._loop.time() + max(0.0, at - now) + _TIMER_SLACK_S, self._on_tick)
 
     def _expire(self, now: float) -> None:
         parked = self._parked

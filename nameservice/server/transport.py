@@ -54,9 +54,9 @@ class NodeTransport:
         self._peer_out: dict[int, list] = {}
         self._reply_out: dict[bytes, list] = {}
 
-    async def readable(self) -> None:
-        """Wait until the ROUTER has something to receive."""
-        await self.router.poll(None, zmq.POLLIN)
+    async def receive(self) -> list[bytes]:
+        """Wait for the next message on the ROUTER (``[identity, ...]``)."""
+        return await self.router.recv_multipart()
 
     def drain(self, limit: int) -> list[list[bytes]]:
         """Receive up to ``limit`` waiting messages without blocking (each ``[identity, ...]``)."""
@@ -73,7 +73,7 @@ class NodeTransport:
         """Whether a message is waiting on the ROUTER now.
 
         ZeroMQ's file descriptor is edge-triggered: a send on the ROUTER may consume the edge
-        raised by a message that arrived meanwhile, so ``readable()`` could miss it. The node
+        raised by a message that arrived meanwhile, so ``receive()`` could miss it. The node
         checks this after sending and drains at once.
         """
         return bool(self._router.get(zmq.EVENTS) & zmq.POLLIN)
