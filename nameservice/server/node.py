@@ -478,7 +478,9 @@ class Node:
             if index <= machine.applied_index:
                 continue
             mine = proposed.pop(index, None) if proposed else None
-            if mine is not None and mine[0] is entry.data:
+            # Our proposal is still the entry at its index (the same bytes: an entry another
+            # leader wrote there with the same bytes holds the same requests, same answers).
+            if mine is not None and (mine[0] is entry.data or mine[0] == entry.data):
                 applied = machine.apply(index, mine[1])
                 waiters = mine[2]
                 self._pending_writes -= len(waiters)
