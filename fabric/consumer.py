@@ -100,6 +100,11 @@ class Message:
         """True if another consumer may already have handled this message."""
         return self._state.redelivered
 
+    @property
+    def intermediary(self) -> str:
+        """The endpoint of the intermediary this message came through."""
+        return self._state.charged.endpoint
+
     def ack(self) -> None:
         """Acknowledge this message (with ``auto_ack=False``; harmless otherwise)."""
         self._state.port._manual_ack(self._state, self._index)

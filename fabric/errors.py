@@ -7,7 +7,8 @@ The whole tree::
     │   └── DecodeError         a frame that does not decode (bad version, type, size, shape)
     ├── MessageTooLarge         a payload that cannot fit in one batch frame
     ├── PortClosed              an operation on a port that was closed
-    └── ConfigError             a bad argument (endpoint, window size, ...)
+    ├── ConfigError             a bad argument (endpoint, window size, ...)
+    └── NameNotFound            no process or channel of that name is registered
 
 A ZeroMQ error while setting up a socket becomes a :class:`ConfigError` where the ports open
 their sockets (``fabric.links``); the intermediary lets ``zmq.ZMQError`` from ``bind`` reach its
@@ -39,3 +40,7 @@ class PortClosed(FabricError):
 
 class ConfigError(FabricError):
     """An argument is invalid (an endpoint, a window size, ...)."""
+
+
+class NameNotFound(FabricError):
+    """No process or channel of the name asked for is registered in the name service."""
