@@ -1,0 +1,285 @@
+"""The butterfly failover scenario, with real processes on this machine.
+
+    3 name-service nodes, 2 intermediaries (a, b), 2 producers, 2 consumers on channel
+    "butterfly"; while the producers send, in turn:
+    (a) SIGKILL intermediary a
+    (b) start a again on a different port (the moved object): every port follows it
+    (c) drain intermediary b
+    (d) SIGKILL the name-service leader: the data path keeps flowing while it elects
+    (e) once every message is delivered, drain every process
+
+Each step waits for the previous one's effect (with a deadline) and for the delivered count
+to reach its share of the messages, so the events are spread over the run. The result is
+computed by :mod:`fabric.butterfly.report` from the consumers' record files.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fabric
+from fabric.butterfly import report
+from fabric.butterfly.fleet import Fleet, Proc
+from fabric.butterfly.progress import Progress
+
+CHANNEL = "butterfly"
+EXAMPLES = Path(fabric.__file__).resolve().parent.parent / "examples" / "butterfly"
+# The delivered share of the messages at which each event happens.
+TRIGGERS = {"a": 0.15, "b": 0.30, "c": 0.45, "d": 0.60}
+START_TIMEOUT = 30.0
+STEP_TIMEOUT = 30.0
+
+
+class ScenarioError(Exception):
+    """The scenario could not be run to the end (a process did not start or stop in time)."""
+
+
+@dataclass
+class Options:
+    """What to run: ``messages`` in total over two producers, each sending ``rate`` msgs/s
+    (0: ``messages`` spread over about ``duration`` seconds)."""
+
+    messages: int = 100_000
+    rate: float = 0.0
+    duration: float = 10.0
+    drain_timeout: float = 10.0
+    work_dir: Path | None = None
+
+    def producer_rate(self) -> float:
+        return self.rate or max(100.0, self.messages / 2 / self.duration)
+
+
+@dataclass
+class Outcome:
+    """What happened: the result (``report.FIELDS``), the events, the per-intermediary timeline,
+    the drain outcome of every process, and where the logs are."""
+
+    result: dict[str, Any]
+    events: list[tuple[float, str]] = field(default_factory=list)
+    timeline: dict[str, list[int]] = field(default_factory=dict)
+    intermediaries: dict[str, str] = field(default_factory=dict)  # endpoint -> name
+    exits: dict[str, int] = field(default_factory=dict)
+    start: float = 0.0
+    work_dir: str = ""
+
+
+class Scenario:
+    """Runs the scenario once; :meth:`run` returns an :class:`Outcome`."""
+
+    def __init__(self, options: Options, progress: Progress) -> None:
+        self.options = options
+        self.progress = progress
+        self.events: list[tuple[float, str]] = []
+        self.intermediaries: dict[str, str] = {}
+        self.exits: dict[str, int] = {}
+        self.start = time.time()
+        self._timeline: dict[str, list[int]] = {}
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _event(self, text: str) -> float:
+        at = time.time()
+        self.events.append((at, text))
+        self.progress.event(text)
+        return at
+
+    def _fabric(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "fabric", *args]
+
+    def _delivered(self) -> int:
+        total = 0
+        for name in ("consumer-1", "consumer-2"):
+            counts = self.fleet.procs[name].latest_json("progress")
+            total += counts["unique"] if counts else 0
+        return total
+
+    def _wait(self, condition, timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            self.progress.update(self._delivered())
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"timed out after {timeout:.0f} s waiting for {what}")
+            for proc in self.fleet.procs.values():
+                if proc.name in self._must_live and not proc.alive():
+                    raise ScenarioError(f"{proc.name} exited with code {proc.popen.poll()}; "
+                                        f"{proc.log_tail()}")
+            time.sleep(0.02)
+
+    def _wait_delivered(self, share: float) -> None:
+        want = int(self.options.messages * share)
+        self._wait(lambda: self._delivered() >= want, STEP_TIMEOUT + self.options.duration,
+                   f"{want} messages delivered")
+
+    # -- processes --------------------------------------------------------------------------
+
+    def _intermediary(self, name: str) -> tuple[Proc, str, float]:
+        proc = self.fleet.start(name, self._fabric(
+            "intermediary", "--channel", CHANNEL, "--listen", "127.0.0.1:0", "--name", name,
+            "--ns", self.ns))
+        self._must_live.add(name)
+        _, line = proc.wait_line("registered", START_TIMEOUT)
+        info = json.loads(line.partition(" ")[2])
+        self.intermediaries[info["endpoint"]] = name
+        return proc, info["endpoint"], info["at"]
+
+    def _component(self, name: str, module: str, **params: Any) -> Proc:
+        argv = self._fabric("component", "run", f"{EXAMPLES / module}:main", "--name", name,
+                            "--ns", self.ns, "--drain-timeout", str(self.options.drain_timeout))
+        for key, value in params.items():
+            argv += ["--param", f"{key}={value}"]
+        self._must_live.add(name)
+        return self.fleet.start(name, argv)
+
+    def _stop(self, name: str, *, how: int = signal.SIGTERM, timeout: float | None = None) -> float:
+        """SIGTERM (drain) ``name`` and wait for its exit; the milliseconds it took."""
+        proc = self.fleet.procs[name]
+        self._must_live.discard(name)
+        began = time.monotonic()
+        proc.signal(how)
+        code = proc.wait(timeout or self.options.drain_timeout + 10)
+        self.exits[name] = code
+        if code != 0:
+            raise ScenarioError(f"{name} exited with code {code} when drained; {proc.log_tail()}")
+        return (time.monotonic() - began) * 1000
+
+    # -- the scenario -----------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        """Run every step; processes are gone when it returns (or raises)."""
+        from nameservice.server.local import LocalCluster
+
+        work = self.options.work_dir or Path(tempfile.mkdtemp(prefix="fabric-butterfly-"))
+        work.mkdir(parents=True, exist_ok=True)
+        self._must_live: set[str] = set()
+        env = {k: v for k, v in os.environ.items() if k != "FABRIC_NS"}
+        with LocalCluster(work / "ns", 3) as cluster, \
+                Fleet(str(EXAMPLES.parent.parent), work, env) as fleet:
+            self.fleet = fleet
+            cluster.start(timeout=START_TIMEOUT)
+            self.ns = cluster.ns_arg
+            self._event(f"name service: 3 nodes at {self.ns}")
+            result = self._steps(cluster, work)
+        return Outcome(result=result, events=self.events, intermediaries=self.intermediaries,
+                       exits=self.exits, start=self.start, work_dir=str(work),
+                       timeline=self._timeline)
+
+    def _steps(self, cluster: Any, work: Path) -> dict[str, Any]:
+        opts = self.options
+        _, endpoint_a, _ = self._intermediary("intermediary-a")
+        _, endpoint_b, _ = self._intermediary("intermediary-b")
+        self._event(f"intermediaries: a at {endpoint_a}, b at {endpoint_b}")
+        for i in (1, 2):
+            self._component(f"consumer-{i}", "component2.py", out=work / f"consumer-{i}.bin")
+        for i in (1, 2):
+            self.fleet.procs[f"consumer-{i}"].wait_line("ready", START_TIMEOUT)
+        per_producer = opts.messages // 2
+        rate = opts.producer_rate()
+        for i in (1, 2):
+            self._component(f"producer-{i}", "component1.py", index=i,
+                            messages=per_producer if i == 1 else opts.messages - per_producer,
+                            rate=rate)
+        self._event(f"2 consumers, 2 producers: {opts.messages:,} messages at "
+                    f"{2 * rate:,.0f} msgs/s")
+
+        self._wait_delivered(TRIGGERS["a"])
+        kill_at = self._event("(a) SIGKILL intermediary a")
+        self._must_live.discard("intermediary-a")
+        self.fleet.procs["intermediary-a"].kill()
+
+        self._wait_delivered(TRIGGERS["b"])
+        self.fleet.procs["intermediary-a (killed)"] = self.fleet.procs.pop("intermediary-a")
+        _, endpoint_a2, registered_at = self._intermediary("intermediary-a")
+        self._event(f"(b) intermediary a again, moved to {endpoint_a2}")
+        followed = self._wait(lambda: self._adopted(endpoint_a2), STEP_TIMEOUT,
+                              f"every port to use {endpoint_a2}")
+        reresolve_ms = max(0.0, (max(followed) - registered_at) * 1000)
+        self._event(f"    every producer and consumer uses it {reresolve_ms:.0f} ms after "
+                    "its registration")
+
+        self._wait_delivered(TRIGGERS["c"])
+        self._event("(c) drain intermediary b")
+        drain_ms = self._stop("intermediary-b")
+        self._event(f"    b drained and exited 0 in {drain_ms:.0f} ms")
+
+        self._wait_delivered(TRIGGERS["d"])
+        leader = self._leader(cluster)
+        before = self._delivered()
+        self._event(f"(d) SIGKILL the name-service leader (node {leader})")
+        cluster.kill(leader)
+        self._wait(lambda: self._delivered() > before, STEP_TIMEOUT,
+                   "delivery to go on without the old leader")
+        new_leader = self._wait(lambda: self._leader(cluster, quiet=True), STEP_TIMEOUT,
+                                "a new name-service leader")
+        self._event(f"    delivery went on; node {new_leader} leads now")
+
+        self._wait(lambda: self._delivered() >= opts.messages,
+                   STEP_TIMEOUT + opts.duration * 2, "every message to be delivered")
+        self._event("(e) every message delivered: drain every process")
+        for name in ("producer-1", "producer-2", "consumer-1", "consumer-2", "intermediary-a"):
+            ms = self._stop(name)
+            self._event(f"    {name} drained in {ms:.0f} ms")
+        codes = cluster.stop()
+        self._event(f"    name-service nodes stopped: exit codes {codes}")
+        return self._result(work, kill_at, reresolve_ms, drain_ms)
+
+    def _adopted(self, endpoint: str) -> list[float] | None:
+        """When each port added ``endpoint``; None until all four have."""
+        times = []
+        for name in ("producer-1", "producer-2", "consumer-1", "consumer-2"):
+            added = [line["at"] for _, line in self.fleet.procs[name].json_lines("endpoints")
+                     if endpoint in line["added"]]
+            if not added:
+                return None
+            times.append(added[-1])
+        return times
+
+    def _leader(self, cluster: Any, quiet: bool = False) -> int | None:
+        from nameservice.client import NameServiceClient
+
+        async def ask() -> int | None:
+            alive = [a for i, a in cluster.addresses.items() if cluster.running(i)]
+            async with NameServiceClient(alive, timeout=2.0) as client:
+                for address in alive:
+                    try:
+                        status = await client.status(address, timeout=0.5)
+                    except Exception:
+                        continue
+                    if status.get("role") == "leader":
+                        return int(status["id"])
+            return None
+
+        leader = asyncio.run(ask())
+        if leader is None and not quiet:
+            raise ScenarioError("no name-service leader found")
+        return leader
+
+    def _result(self, work: Path, kill_at: float, reresolve_ms: float,
+                drain_ms: float) -> dict[str, Any]:
+        sent = {}
+        for i in (1, 2):
+            info = self.fleet.procs[f"producer-{i}"].latest_json("sent")
+            if info is None:
+                raise ScenarioError(f"producer-{i} did not say how much it sent")
+            sent[info["index"]] = info["count"]
+        deliveries: list[report.Delivery] = []
+        for i in (1, 2):
+            received = self.fleet.procs[f"consumer-{i}"].latest_json("received")
+            if received is None:
+                raise ScenarioError(f"consumer-{i} did not report what it received")
+            vias = {int(k): v for k, v in received["vias"].items()}
+            deliveries += report.read_deliveries((work / f"consumer-{i}.bin").read_bytes(), vias)
+        self._timeline = report.timeline(deliveries, self.start)
+        return report.summarize(sent, deliveries, kill_at=kill_at, reresolve_ms=reresolve_ms,
+                                drain_ms=drain_ms)
+

@@ -1,0 +1,81 @@
+"""``fabric component run MODULE:FUNC``: run a component function as a fabric process.
+
+Exit codes: 0 the function returned (or was stopped) and every port drained; 1 it failed, or
+something could not be flushed within the drain timeout, or the name service is unreachable;
+2 usage error (a bad MODULE:FUNC, a bad --param).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _addresses, _fail, _ns_option
+
+
+@click.group("component")
+def component_group() -> None:
+    """Run fabric components."""
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"expected --param KEY=VALUE, got {pair!r}", EXIT_USAGE)
+        params[key] = value
+    return params
+
+
+@component_group.command("run")
+@click.argument("target", metavar="MODULE:FUNC")
+@click.option("--name", default=None, help="Name of this process (default: FUNC-PID).")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter for the function (ctx.params); repeatable.")
+@click.option("--drain-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds the drain may take before giving up and saying what is left.")
+@_ns_option
+def component_run(target: str, name: str | None, params: tuple[str, ...], drain_timeout: float,
+                  ns: str | None) -> None:
+    """Run the async function FUNC of MODULE (a module or a path/to/file.py) as a component.
+
+    It gets a context with ports by channel name; on SIGTERM it stops, drains its ports and
+    exits 0.
+    """
+    import os
+
+    from fabric.component import load_target, run_component
+    from fabric.errors import ConfigError
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    values = _params(params)
+    try:
+        func = load_target(target)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    addresses = _addresses(ns)
+    name = name or f"{target.rpartition(':')[2]}-{os.getpid()}"
+
+    async def main() -> int:
+        from nameservice.client import NameServiceClient
+        from nameservice.names import Names
+
+        async with NameServiceClient(addresses) as client:
+            return await run_component(func, name, Names(client), params=values,
+                                       drain_timeout=drain_timeout)
+
+    from nameservice.errors import NameServiceError
+
+    try:
+        code = asyncio.run(main())
+    except NameServiceError as exc:
+        _fail(f"name service: {exc}", EXIT_FAILED)
+    except asyncio.TimeoutError:
+        _fail("no answer from the name service in time", EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_FAILED)
+    sys.exit(code)

@@ -1,0 +1,210 @@
+"""The component runtime: run an ordinary ``async`` function as a fabric process.
+
+    async def main(ctx):                              # examples/butterfly/component1.py
+        out = await ctx.output("orders")
+        while not ctx.stopping.is_set():
+            await out.send({"order": 1})
+
+    $ fabric component run examples/butterfly/component1.py:main --name producer-1
+
+The runtime imports the function, gives it a :class:`ComponentContext` (its name, its
+parameters, ports by channel *name* and a ``stopping`` event), and keeps every port it opened
+connected to the intermediaries currently registered for its channel (:mod:`fabric.resolver`).
+On SIGTERM or SIGINT it sets ``stopping``, waits for the function to return, then drains:
+every output port waits until what it sent is acknowledged, every input port hands what it
+received to its handler and acknowledges it; then it deregisters and exits 0. What it could
+not flush within the drain timeout is reported and the exit code is 1.
+
+Lines on stdout (for scripts and the butterfly demo): ``endpoints {JSON}`` after each change of
+a port's intermediaries, ``drained {JSON}`` at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fabric.consumer import Handler, InputPort
+from fabric.errors import ConfigError
+from fabric.producer import OutputPort
+from fabric.registry import watch_channel
+from fabric.resolver import Change, Resolver
+
+log = logging.getLogger(__name__)
+
+ComponentFunction = Callable[["ComponentContext"], Awaitable[Any]]
+
+
+def load_target(spec: str) -> ComponentFunction:
+    """``MODULE:FUNC`` or ``path/to/file.py:FUNC`` -> the function; :class:`ConfigError` if it
+    cannot be found or is not an ``async`` function. The current directory is importable."""
+    module_name, sep, func_name = spec.rpartition(":")
+    if not sep or not module_name or not func_name:
+        raise ConfigError(f"expected MODULE:FUNC, got {spec!r}")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ConfigError(f"no such file: {module_name}")
+            unique = f"_fabric_component_{path.stem}"
+            loader = importlib.util.spec_from_file_location(unique, path)
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[unique] = module
+            loader.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise ConfigError(f"{module_name} has no {func_name}")
+    if not inspect.iscoroutinefunction(func):
+        raise ConfigError(f"{spec} is not an async function")
+    return func
+
+
+class ComponentContext:
+    """What a component function gets: its name, parameters, ports and a stopping event.
+
+    ``params``: the ``--param KEY=VALUE`` pairs given on the command line (strings).
+    ``stopping``: set when the process was asked to stop (SIGTERM, drain); the function should
+    stop producing and return. Ports opened here are drained and closed by the runtime.
+    """
+
+    def __init__(self, name: str, names: Any, params: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.params = dict(params or {})
+        self.stopping = asyncio.Event()
+        self._names = names
+        self.outputs: list[OutputPort] = []
+        self.inputs: list[InputPort] = []
+        self.resolvers: list[Resolver] = []
+        self.drain_timeout = 10.0
+        self._drained: asyncio.Future | None = None
+
+    async def output(self, channel: str, *, wait: float = 10.0, **options: Any) -> OutputPort:
+        """An :class:`OutputPort` on ``channel``, connected to its registered intermediaries
+        (waits up to ``wait`` seconds for the name service's first answer)."""
+        port = OutputPort(channel, **options)
+        await port.start()
+        self.outputs.append(port)
+        await self._follow(port, channel, wait)
+        return port
+
+    async def input(self, channel: str, handler: Handler, *, wait: float = 10.0,
+                    **options: Any) -> InputPort:
+        """An :class:`InputPort` on ``channel`` calling ``handler`` for each message."""
+        port = InputPort(channel, handler=handler, **options)
+        await port.start()
+        self.inputs.append(port)
+        await self._follow(port, channel, wait)
+        return port
+
+    async def _follow(self, port: Any, channel: str, wait: float) -> None:
+        def announce(change: Change) -> None:
+            line = {"channel": channel, "added": change.added, "removed": change.removed,
+                    "endpoints": sorted(port.endpoints), "at": change.at}
+            print("endpoints " + json.dumps(line), flush=True)
+
+        resolver = Resolver(port, watch_channel(self._names, channel), on_change=announce)
+        self.resolvers.append(resolver.start())
+        await resolver.first(wait)
+
+    async def drain(self) -> dict[str, Any]:
+        """Drain and close every port now (the runtime does it after the function returns;
+        a function calls it to act after its last message is handled). Returns the outcome
+        (``ok``, and what was ``left`` if not); later calls return the same outcome."""
+        if self._drained is None:
+            self._drained = asyncio.ensure_future(drain_ports(self, self.drain_timeout))
+        return await asyncio.shield(self._drained)
+
+    def status(self) -> dict[str, Any]:
+        """Counters of every port (for the control socket and ``fabric status``)."""
+        return {
+            "outputs": [{"channel": p.channel, "endpoints": p.endpoints, "unacked": p.unacked,
+                         **_counters(p.stats)} for p in self.outputs],
+            "inputs": [{"channel": p.channel, "endpoints": p.endpoints, "pending": p.pending,
+                        **_counters(p.stats)} for p in self.inputs],
+        }
+
+
+def _counters(stats: Any) -> dict[str, int]:
+    return {k: getattr(stats, k) for k in getattr(stats, "__dataclass_fields__", {})}
+
+
+async def drain_ports(ctx: ComponentContext, timeout: float) -> dict[str, Any]:
+    """Drain every port of ``ctx`` within ``timeout`` seconds; the outcome as a dict with
+    ``ok`` and, when not ok, what was left and where it went."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    left: list[dict[str, Any]] = []
+    for resolver in ctx.resolvers:
+        await resolver.close()
+    for port in ctx.outputs:
+        try:
+            await port.flush(max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            left.append({"channel": port.channel, "unacked": port.unacked,
+                         "endpoints": port.endpoints})
+    for port in ctx.inputs:
+        while port.pending and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        if port.pending:
+            left.append({"channel": port.channel, "pending_batches": port.pending,
+                         "endpoints": port.endpoints})
+    for port in [*ctx.outputs, *ctx.inputs]:
+        await port.close()
+    return {"ok": not left, "left": left}
+
+
+async def run_component(func: ComponentFunction, name: str, names: Any, *,
+                        params: dict[str, str] | None = None,
+                        drain_timeout: float = 10.0) -> int:
+    """Run ``func`` as the component ``name`` until it returns or a signal asks it to stop,
+    then drain its ports. Returns the process exit code (0 drained, 1 not)."""
+    ctx = ComponentContext(name, names, params)
+    ctx.drain_timeout = drain_timeout
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, ctx.stopping.set)
+    task = asyncio.ensure_future(func(ctx))
+    stop_wait = asyncio.ensure_future(ctx.stopping.wait())
+    code = 0
+    try:
+        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        started = time.monotonic()
+        if not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), drain_timeout)
+            except asyncio.TimeoutError:
+                log.error("%s did not return within %.1f s of being asked to stop",
+                          name, drain_timeout)
+                task.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("%s failed: %s", name, exc, exc_info=exc)
+            code = 1
+        outcome = dict(await ctx.drain())
+        outcome["ms"] = round((time.monotonic() - started) * 1000)
+        if not outcome["ok"]:
+            code = 1
+            for item in outcome["left"]:
+                log.error("not flushed: %s", item)
+        print("drained " + json.dumps({**outcome, "status": ctx.status()}), flush=True)
+    finally:
+        stop_wait.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return code
