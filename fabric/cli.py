@@ -6,10 +6,10 @@ import click
 from fabric import __version__
 from fabric.cli_butterfly import butterfly
 from fabric.cli_component import component_group
-from fabric.cli_ns import kv_group, ns_group
+from fabric.cli_ns import _OneLineErrors, kv_group, ns_group
 
 
-@click.group()
+@click.group(cls=_OneLineErrors)
 @click.version_option(__version__, prog_name="fabric")
 def main() -> None:
     """fabric: a broker-less messaging fabric on ZeroMQ."""

@@ -12,10 +12,10 @@ import sys
 
 import click
 
-from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _addresses, _fail, _ns_option
+from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _addresses, _fail, _ns_option, _OneLineErrors
 
 
-@click.group("component")
+@click.group("component", cls=_OneLineErrors)
 def component_group() -> None:
     """Run fabric components."""
 
