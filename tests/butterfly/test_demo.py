@@ -11,6 +11,7 @@ from fabric.butterfly.report import FIELDS
 from tests.butterfly.conftest import ROOT
 
 pytestmark = pytest.mark.slow
+pytest.importorskip("nameservice.names")
 
 
 def test_the_butterfly_scenario_loses_and_duplicates_nothing(tmp_path):
