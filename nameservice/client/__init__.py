@@ -8,5 +8,6 @@
 from .api import NameServiceClient
 from .channel import Channel
 from .sync import SyncNameServiceClient
+from .watch import Watch, WatchEvent
 
-__all__ = ["Channel", "NameServiceClient", "SyncNameServiceClient"]
+__all__ = ["Channel", "NameServiceClient", "SyncNameServiceClient", "Watch", "WatchEvent"]

@@ -21,6 +21,7 @@ from nameservice.server import wire
 from nameservice.server.config import parse_addresses
 
 from .channel import Channel
+from .watch import MAX_QUEUED, Watch, WatchSet
 
 _OPEN_SESSION = [9]
 _UNKNOWN_OUTCOME = (RejectCode.SESSION_EXPIRED, RejectCode.SEQ_TOO_OLD)
@@ -76,6 +77,7 @@ class NameServiceClient:
                                 attempt_timeout=attempt_timeout, max_in_flight=max_in_flight)
         self._session: _Session | None = None
         self._opening: asyncio.Future | None = None
+        self._watches: WatchSet | None = None
 
     async def __aenter__(self) -> NameServiceClient:
         await self.connect()
@@ -89,7 +91,9 @@ class NameServiceClient:
         await self._channel.open(wait)
 
     async def close(self) -> None:
-        """Close the sockets; pending operations fail with ``Unavailable``."""
+        """Close the sockets and every watch; pending operations fail with ``Unavailable``."""
+        if self._watches is not None:
+            await self._watches.close()
         await self._channel.close()
 
     @property
@@ -191,6 +195,36 @@ class NameServiceClient:
             return [kv_from_wire(kv) for kv in kvs]
         except (KvDecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"bad reply from the name service: {exc}") from None
+
+    async def range_revision(self, prefix: bytes | str = b"", *, limit: int = 0,
+                             consistent: bool = True) -> tuple[list[KeyValue], int]:
+        """Like ``range``, with the store revision the key-values were read at: a watch from
+        that revision + 1 continues exactly where the range left off."""
+        payload = await self._channel.call(wire.OP_RANGE, [_key(prefix), limit, consistent])
+        try:
+            kvs, revision = payload
+            if type(revision) is not int:
+                raise TypeError("the revision must be an int")
+            return [kv_from_wire(kv) for kv in kvs], revision
+        except (KvDecodeError, ValueError, TypeError) as exc:
+            raise DecodeError(f"bad reply from the name service: {exc}") from None
+
+    # ------------------------------------------------------------------ watches
+
+    def watch(self, key_or_prefix: bytes | str, *, prefix: bool = True,
+              start_revision: int | None = None, max_queued: int = MAX_QUEUED) -> Watch:
+        """Watch the changes of every key under a prefix (or of one key, ``prefix=False``).
+
+        Events come from ``start_revision`` on (None: from when a node starts serving the
+        watch; ``await watch.started()`` waits for that). The watch is served by any node and
+        resumes on another from its last revision when that node fails, none missed or
+        repeated (``client/watch.py``). ``await watch.close()`` ends it.
+        """
+        if start_revision is not None and start_revision < 0:
+            raise ValueError("start_revision must not be negative")
+        if self._watches is None:
+            self._watches = WatchSet(self._channel)
+        return self._watches.watch(_key(key_or_prefix), prefix, start_revision, max_queued)
 
     async def status(self, address: str, *, timeout: float = 1.0) -> dict:
         """The status of the node at ``address`` (asked directly, never redirected)."""

@@ -50,6 +50,7 @@ from nameservice.raft.types import NONE, Ready, Role, Snapshot, SnapshotMeta
 from nameservice.server import wire
 from nameservice.server.config import NodeSettings
 from nameservice.server.transport import NodeTransport
+from nameservice.server.watches import WatchHub
 from nameservice.storage import DiskStorage
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Node:
         self.machine = KvStateMachine()
         if snapshot.meta.index:
             self.machine.restore(snapshot.data)
+        self.watches = WatchHub(self.machine)
         self.core = RaftCore(settings.raft_config(), random.Random(), hard_state,
                              snapshot if snapshot.meta.index else None, entries)
         self._transport_factory = transport_factory
@@ -133,6 +135,7 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ns-fsync")
         self.transport = self._transport_factory(ctx, self.settings.id, self.settings.cluster)
+        self.watches.attach(self.transport)
         self._stop = stop
         if on_listening is not None:
             on_listening(self.settings.address)
@@ -228,6 +231,8 @@ class Node:
             self._handle_write(identity, rid, w, size)
         elif op == wire.OP_STATUS:
             self._reply(identity, rid, wire.ST_OK, self.status())
+        elif op >= wire.OP_WATCH:
+            self._reply(identity, rid, *self.watches.handle(identity, w))
         else:
             try:
                 key, limit, consistent = wire.read_args(w)
@@ -436,6 +441,7 @@ class Node:
                 self._die(exc)
                 return
             self.counters["snapshots_installed"] += 1
+            self.watches.on_restore()
             self._fail_all_proposed()
             self._apply(rd)
         self.core.advance(rd)
@@ -488,9 +494,10 @@ class Node:
                 for (identity, rid), result in zip(waiters, applied.results):
                     reply(identity, rid, wire.ST_OK, result_to_wire(result))
             else:
-                machine.apply_entry(index, entry.data)
+                applied = machine.apply_entry(index, entry.data)
                 if mine is not None:  # our entry was replaced by another leader's
                     self._fail_waiters(mine[2], wire.ST_NOT_LEADER, self._leader_address())
+            self.watches.on_events(applied.events)
 
     def _take_snapshot(self) -> None:
         """Snapshot the state machine here; write it and compact the log in the worker thread.
@@ -568,6 +575,7 @@ class Node:
             self._ticks += due
             self.core.tick(due)
         self._expire(now)
+        self.watches.tick(now)
         self._after_input()
         self._schedule_tick(now)
 
@@ -601,6 +609,7 @@ class Node:
 
     def _flush_output(self) -> None:
         """Send what this step queued; drain at once if input arrived meanwhile."""
+        self.watches.flush()
         if self.transport.flush() and not self._drain_scheduled:
             self._drain_scheduled = True  # see NodeTransport.has_input
             self._loop.call_soon(self._drain)
@@ -617,10 +626,12 @@ class Node:
             counters["peer_send_drops"] = self.transport.peer_drops
             counters["reply_drops"] = self.transport.reply_drops
         counters.update(core.counters)
+        counters.update(self.watches.counters)
         return {
             "id": self.settings.id, "address": self.settings.address, "role": core.role.value,
             "term": core.term, "leader": core.leader, "leader_address": self._leader_address(),
             "commit_index": core.commit_index, "applied_index": self.machine.applied_index,
             "last_index": core.last_index, "revision": self.machine.revision,
-            "keys": self.machine.stats()["keys"], "counters": counters,
+            "keys": self.machine.stats()["keys"], "watches": len(self.watches),
+            "counters": counters,
         }
