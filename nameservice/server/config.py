@@ -98,10 +98,13 @@ class NodeSettings:
     # Where fsync runs: "thread" (a worker thread, the loop keeps receiving), "inline" (on the
     # loop thread: fewer thread hand-offs), "auto" (the leader in a thread, followers inline).
     sync_mode: str = "auto"
+    history_events: int = 10_000  # events kept for watches resuming (local, per node)
 
     def __post_init__(self) -> None:
         if self.sync_mode not in ("thread", "inline", "auto"):
             raise ConfigError(f"unknown sync mode {self.sync_mode!r}")
+        if self.history_events < 0:
+            raise ConfigError("history_events must not be negative")
         if self.id not in self.cluster:
             raise ConfigError(f"node id {self.id} is not in the cluster list "
                               f"({', '.join(map(str, sorted(self.cluster)))})")

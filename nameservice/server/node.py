@@ -42,7 +42,7 @@ from nameservice.errors import DecodeError
 from nameservice.kv import Batch, CloseSession, KvStateMachine, OpenSession, Request
 from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv import FORMAT_VERSION as KV_VERSION
-from nameservice.kv import LeaseExpire
+from nameservice.kv import KvConfig, LeaseExpire
 from nameservice.kv.codec import kv_to_wire, proposal_from_wire, result_to_wire
 from nameservice.raft.core import RaftCore
 from nameservice.raft.errors import NotLeader, ProposalDropped
@@ -83,7 +83,7 @@ class Node:
         self.settings = settings
         self.storage = DiskStorage(settings.data_dir, snapshot_threshold=settings.snapshot_threshold)
         hard_state, snapshot, entries = self.storage.initial_state()
-        self.machine = KvStateMachine()
+        self.machine = KvStateMachine(KvConfig(history_events=settings.history_events))
         if snapshot.meta.index:
             self.machine.restore(snapshot.data)
         self.watches = WatchHub(self.machine)
