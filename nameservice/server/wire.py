@@ -45,6 +45,12 @@ MAX_BATCH = 65_536
 
 # Client operations.
 OP_WRITE, OP_GET, OP_RANGE, OP_STATUS = 1, 2, 3, 4
+OP_KEEPALIVE = 8
+"""``[rid, 8, lease_id]``: renew a lease on the leader; OK payload: its TTL in ms, 0 if gone."""
+OP_STALE_WRITE = 9
+"""``[rid, 9, key, value|nil]``: a quorum-less write (nil deletes), kept by the node asked;
+OK payload: whether the key existed in that node's stale view before the write."""
+_OPS = frozenset((OP_WRITE, OP_GET, OP_RANGE, OP_STATUS, OP_KEEPALIVE, OP_STALE_WRITE))
 # Reply statuses.
 ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
 
@@ -207,9 +213,28 @@ def check_request(w: Any) -> tuple[int, int]:
     rid, op = w[0], w[1]
     if type(rid) is not int or not 0 <= rid <= _MAX_INT:
         raise DecodeError("a request id is a non-negative int")
-    if type(op) is not int or not OP_WRITE <= op <= OP_STATUS:
+    if type(op) is not int or op not in _OPS:
         raise DecodeError(f"unknown op {op!r:.20}")
     return rid, op
+
+
+def keepalive_args(w: list) -> int:
+    """The lease id of a KEEPALIVE ``[rid, 8, lease_id]``."""
+    if len(w) != 3:
+        raise DecodeError("KEEPALIVE is [rid, 8, lease_id]")
+    lease_id = _uint(w[2])
+    if lease_id == 0:
+        raise DecodeError("a lease id is a positive int")
+    return lease_id
+
+
+def stale_write_args(w: list) -> tuple[bytes, bytes | None]:
+    """``(key, value)`` of a STALE_WRITE ``[rid, 9, key, value|nil]`` (value None deletes).
+
+    Sizes are checked where the write is recorded (the key-value command's own checks)."""
+    if len(w) != 4:
+        raise DecodeError("STALE_WRITE is [rid, 9, key, value|nil]")
+    return _bytes(w[2]), None if w[3] is None else _bytes(w[3])
 
 
 def read_args(w: list) -> tuple[bytes, int, bool]:
