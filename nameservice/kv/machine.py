@@ -126,6 +126,11 @@ class KvStateMachine:
         """Whether lease ``lease_id`` exists."""
         return lease_id in self._space.leases
 
+    def lease_ttl_ms(self, lease_id: int) -> int | None:
+        """The TTL of lease ``lease_id`` in ms; None if it does not exist."""
+        lease = self._space.leases.get(lease_id)
+        return None if lease is None else lease.ttl_ms
+
     def lease_keys(self, lease_id: int) -> list[bytes] | None:
         """The keys attached to a lease, sorted; None if the lease does not exist."""
         lease = self._space.leases.get(lease_id)

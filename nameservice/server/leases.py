@@ -44,7 +44,6 @@ class LeaseClock:
         self.retry_s = retry_s
         self.active = False
         """True while this node leads (between ``start`` and ``stop``)."""
-        self._ttl_s: dict[int, float] = {}
         self._deadline: dict[int, float] = {}
         self._expiring: set[int] = set()
         self._heap: list[tuple[float, int]] = []
@@ -62,7 +61,6 @@ class LeaseClock:
     def stop(self) -> None:
         """Forget every deadline (this node no longer leads)."""
         self.active = False
-        self._ttl_s.clear()
         self._deadline.clear()
         self._expiring.clear()
         self._heap.clear()
@@ -73,13 +71,13 @@ class LeaseClock:
             self._expiring.discard(lease_id)
             self._set(lease_id, ttl_ms / 1000.0, now)
 
-    def keepalive(self, lease_id: int, now: float) -> int:
-        """Renew a lease; return its TTL in ms, or 0 if it is unknown or already expiring."""
-        ttl_s = self._ttl_s.get(lease_id)
-        if ttl_s is None or lease_id in self._expiring:
+    def keepalive(self, lease_id: int, ttl_ms: int, now: float) -> int:
+        """Renew an existing lease of ``ttl_ms`` (the caller checked that it exists); return
+        its TTL in ms, or 0 if it is already expiring (or this node does not lead)."""
+        if not self.active or lease_id in self._expiring:
             return 0
-        self._set(lease_id, ttl_s, now)
-        return round(ttl_s * 1000)
+        self._set(lease_id, ttl_ms / 1000.0, now)
+        return ttl_ms
 
     def knows(self, lease_id: int) -> bool:
         """Whether the lease has a deadline here."""
@@ -87,7 +85,6 @@ class LeaseClock:
 
     def forget(self, lease_id: int) -> None:
         """Drop a lease (revoked or expired)."""
-        self._ttl_s.pop(lease_id, None)
         self._deadline.pop(lease_id, None)
         self._expiring.discard(lease_id)
 
@@ -127,7 +124,6 @@ class LeaseClock:
         return entries
 
     def _set(self, lease_id: int, ttl_s: float, now: float) -> None:
-        self._ttl_s[lease_id] = ttl_s
         self._push(lease_id, now + ttl_s)
 
     def _push(self, lease_id: int, at: float) -> None:

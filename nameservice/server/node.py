@@ -306,11 +306,12 @@ class Node:
             self.counters["bad_requests"] += 1
             self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
             return
-        ttl_ms = self.leases.keepalive(lease_id, time.monotonic())
-        if not ttl_ms and self.machine.applied_index < self._term_start:
+        ttl_ms = self.machine.lease_ttl_ms(lease_id)
+        if ttl_ms is None and self.machine.applied_index < self._term_start:
             self._busy(identity, rid)  # a new leader still applying its predecessors' log
             return
-        self._reply(identity, rid, wire.ST_OK, ttl_ms)
+        reply = self.leases.keepalive(lease_id, ttl_ms, time.monotonic()) if ttl_ms else 0
+        self._reply(identity, rid, wire.ST_OK, reply)
 
     def _stale_write(self, identity: bytes, rid: int, w: list) -> None:
         """Accept a quorum-less write; answered once it is on disk (server/stale.py)."""
