@@ -11,6 +11,7 @@ The whole tree::
     ├── OutcomeUnknown          a write was not applied now, and whether an earlier attempt of
     │                           it was applied cannot be told (its client session expired)
     ├── RequestRejected         the cluster refused the request (bad key, missing lease, ...)
+    │   └── LeaseNotFound       the lease named does not exist (expired or revoked)
     ├── KeyNotFound             a key that was asked for does not exist
     └── Compacted               a watch asked for revisions no node keeps any more: reload
                                 with a range and watch from its revision
@@ -56,6 +57,15 @@ class RequestRejected(NameServiceError):
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
+
+
+class LeaseNotFound(RequestRejected):
+    """The lease named does not exist: it expired (no keepalive for a whole TTL) or was
+    revoked."""
+
+    def __init__(self, lease_id: int, code: int = 1) -> None:
+        super().__init__(f"lease {lease_id} not found (expired or revoked)", code)
+        self.lease_id = lease_id
 
 
 class KeyNotFound(NameServiceError):

@@ -51,9 +51,15 @@ MAX_BATCH = 65_536
 
 # Client operations.
 OP_WRITE, OP_GET, OP_RANGE, OP_STATUS = 1, 2, 3, 4
+OP_KEEPALIVE = 8
+"""``[rid, 8, lease_id]``: renew a lease on the leader; OK payload: its TTL in ms, 0 if gone."""
+OP_STALE_WRITE = 9
+"""``[rid, 9, key, value|nil]``: a quorum-less write (nil deletes), kept by the node asked;
+OK payload: whether the key existed in that node's stale view before the write."""
 # Watch operations (served by every node, followers too).
 OP_WATCH, OP_WATCH_CANCEL = 10, 11
-_OPS = frozenset((OP_WRITE, OP_GET, OP_RANGE, OP_STATUS, OP_WATCH, OP_WATCH_CANCEL))
+_OPS = frozenset((OP_WRITE, OP_GET, OP_RANGE, OP_STATUS, OP_KEEPALIVE, OP_STALE_WRITE,
+                  OP_WATCH, OP_WATCH_CANCEL))
 # Reply statuses.
 ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
 # Watch push kinds and the reasons a node drops a watch.
@@ -222,6 +228,25 @@ def check_request(w: Any) -> tuple[int, int]:
     if type(op) is not int or op not in _OPS:
         raise DecodeError(f"unknown op {op!r:.20}")
     return rid, op
+
+
+def keepalive_args(w: list) -> int:
+    """The lease id of a KEEPALIVE ``[rid, 8, lease_id]``."""
+    if len(w) != 3:
+        raise DecodeError("KEEPALIVE is [rid, 8, lease_id]")
+    lease_id = _uint(w[2])
+    if lease_id == 0:
+        raise DecodeError("a lease id is a positive int")
+    return lease_id
+
+
+def stale_write_args(w: list) -> tuple[bytes, bytes | None]:
+    """``(key, value)`` of a STALE_WRITE ``[rid, 9, key, value|nil]`` (value None deletes).
+
+    Sizes are checked where the write is recorded (the key-value command's own checks)."""
+    if len(w) != 4:
+        raise DecodeError("STALE_WRITE is [rid, 9, key, value|nil]")
+    return _bytes(w[2]), None if w[3] is None else _bytes(w[3])
 
 
 def read_args(w: list) -> tuple[bytes, int, bool]:
