@@ -105,6 +105,10 @@ class Watch:
         """The revision of the last event handed to the user (0 before any)."""
         return self._delivered
 
+    def queued(self) -> int:
+        """Events received and not yet read (reading them does not wait)."""
+        return len(self._queue)
+
     async def started(self) -> int:
         """Wait until a node serves the watch; the revision after which its events come."""
         await self._started.wait()
@@ -194,13 +198,17 @@ class Watch:
         channel = owner.channel
         deadline = time.monotonic() + channel.timeout if first else None
         delay = RETRY_MIN_S
-        compacted: dict[str, int] = {}
+        compacted: dict[str, int] = {}  # nodes whose history does not reach back far enough
+        failed: dict[str, int] = {}  # nodes that did not serve the watch this round
         last_error: Exception | None = None
         while True:
-            address = owner.pick(self._avoid, compacted)
+            address = owner.pick(self._avoid, {**compacted, **failed})
             if address is None and compacted:
+                # Every reachable node was asked: none can replay from covered + 1.
                 raise Compacted((self._covered or 0) + 1, max(compacted.values()))
-            if address is not None:
+            if address is None:
+                failed.clear()  # a new round over every node, after the pause below
+            else:
                 wid = owner.register(self, address)
                 from_rev = 0 if self._covered is None else self._covered + 1
                 try:
@@ -212,6 +220,8 @@ class Watch:
                     last_error = exc
                     owner.forget(self, cancel=True)
                     self._avoid = address
+                    failed[address] = 0
+                    continue
                 else:
                     if oldest:
                         owner.forget(self, cancel=False)
