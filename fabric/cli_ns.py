@@ -314,3 +314,43 @@ def kv_range(prefix: str, as_json: bool, limit: int, stale: bool, ns: str | None
         return
     for kv in kvs:
         _write_bytes(kv.key + b" " + kv.value)
+
+
+@kv_group.command("watch")
+@click.argument("prefix", default="")
+@click.option("--from-rev", "from_rev", type=click.IntRange(1), default=None,
+              help="Start with the changes from this revision on (default: from now).")
+@_ns_option
+@_timeout_option
+def kv_watch(prefix: str, from_rev: int | None, ns: str | None, timeout: float) -> None:
+    """Print every change under PREFIX as it happens, until interrupted (Ctrl-C exits 0):
+    ``REVISION put KEY VALUE`` or ``REVISION delete KEY`` per line."""
+
+    async def action(client) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        watch = client.watch(prefix, start_revision=from_rev)
+
+        async def show() -> None:
+            async for event in watch:
+                line = b"%d %s %s" % (event.revision, event.kind.encode(), event.kv.key)
+                if event.kind == "put":
+                    line += b" " + event.kv.value
+                _write_bytes(line)
+
+        printer = asyncio.ensure_future(show())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({printer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            printer.cancel()
+            await watch.close()
+        if printer.done() and not printer.cancelled() and printer.exception() is not None:
+            exc = printer.exception()
+            if not isinstance(exc, BrokenPipeError):
+                raise exc
+
+    _run(ns, timeout, action)

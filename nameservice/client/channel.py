@@ -18,6 +18,9 @@ applied twice — when:
 
 A call fails with ``Unavailable`` once its total ``timeout`` has passed. Bounded memory: at most
 ``max_in_flight`` calls are pending; more wait for a free slot.
+
+Watch pushes (EVENT frames) are not calls: they go to ``push_handler``, and link changes to
+``link_listeners`` (the client's watches use both, see ``client/watch.py``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import asyncio
 import struct
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
@@ -97,6 +100,10 @@ class Channel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.redirects = 0
         self.retries = 0
+        self.push_handler: Callable[[str, list], None] | None = None
+        """Called with ``(address, items)`` for every EVENT frame a node sends."""
+        self.link_listeners: list[Callable[[str, bool], None]] = []
+        """Called with ``(address, up)`` when a node's connection comes up or goes down."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,7 +184,7 @@ class Channel:
         try:
             return await future
         finally:
-            del self._pending[rid]
+            self._pending.pop(rid, None)  # close() may have cleared it
             if self._unsent:
                 self._unsent.pop(rid, None)
             self._in_flight -= 1
@@ -305,6 +312,9 @@ class Channel:
         try:
             kind, body = wire.split_frame(data, wire.MAX_PEER_FRAME)
             if kind != wire.REPLY:
+                if kind == wire.EVENT and self.push_handler is not None:
+                    self.push_handler(address, body)
+                    return
                 raise DecodeError(f"a client does not accept frames of kind {kind}")
         except DecodeError:
             return  # not from a node we understand: ignore it
@@ -361,9 +371,16 @@ class Channel:
                 link.up = True
                 self._connected.set()
                 self._retry_unsent(time.monotonic())
-            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED) and link.up:
-                link.up = False
-                self._resend_from(link.address)
+                self._tell_listeners(link.address, True)
+            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                if link.up:
+                    link.up = False
+                    self._resend_from(link.address)
+                self._tell_listeners(link.address, False)
+
+    def _tell_listeners(self, address: str, up: bool) -> None:
+        for listener in self.link_listeners:
+            listener(address, up)
 
     def _later(self, call: _Call, now: float) -> None:
         """Retry ``call`` after ``RETRY_DELAY_S`` (or as soon as a link comes up)."""
@@ -410,6 +427,10 @@ class Channel:
     def target(self) -> str:
         """The node calls go to now (the leader, as far as this channel knows)."""
         return self._target
+
+    def connected(self) -> list[str]:
+        """The node addresses whose connection is up now."""
+        return [address for address, link in self._links.items() if link.up]
 
     @property
     def addresses(self) -> list[str]:

@@ -1,0 +1,274 @@
+"""The watch hub of one node: which clients watch which keys, and the pushes they are owed.
+
+Theory of operation
+-------------------
+Every node serves watches, followers too, from the events its own state machine applies.
+A watch is ``(client identity, watch id)`` with a key or a prefix and ``sent_through``: the
+revision up to which the client has been sent every matching event. Each push covers the
+revisions ``sent_through + 1 .. to``; the next one starts where it ended. So a client sees any
+lost push (dropped by a full queue, a node change) as a gap and resumes from its last revision.
+
+* **Create** (``WATCH``): from now (``from_revision`` 0), or replaying ``events_since(from)``
+  first. If the history no longer reaches back, the reply says so (``oldest`` > 0) and no
+  watch is made: the client tries another node, or resyncs. A node that has not yet applied
+  ``from - 1`` (it lags) starts the watch there and pushes the events as it catches up.
+* **Events**: ``on_events`` files every applied event under the watches it matches (exact keys
+  by dictionary, prefixes by one ``startswith`` per distinct prefix); ``flush`` turns them into
+  one push per watch per loop step, queued on the transport, which sends one EVENT frame per
+  client.
+* **Progress**: a watch that got no push for ``PROGRESS_S`` gets an empty one (``tick``). It
+  tells the client this node is alive and how far it has applied; a client that hears nothing
+  for a few intervals resumes elsewhere.
+* **Failure**: a push that cannot be sent because the client's queue is full (it does not read)
+  cancels the watches it was for with OVERFLOW; the cancel is resent until it goes through. A
+  client that disconnected loses all its watches. A snapshot installed over the state machine
+  cancels every watch with RESTORED (the events in between were never applied here).
+
+Bounds: ``MAX_WATCHES`` per node and ``MAX_WATCHES_PER_CLIENT`` per client connection; beyond,
+WATCH is refused (BAD_REQUEST) and the client tries another node. A push holds at most
+``MAX_EVENTS_PER_PUSH`` events (a long replay is cut into several).
+"""
+from __future__ import annotations
+
+import time
+
+from nameservice.errors import DecodeError
+from nameservice.kv import Compacted, Event, KvStateMachine
+from nameservice.kv.codec import kv_to_wire
+from nameservice.server import wire
+
+MAX_WATCHES = 100_000
+"""Watches one node serves at most."""
+MAX_WATCHES_PER_CLIENT = 10_000
+"""Watches one client connection may hold on a node."""
+MAX_EVENTS_PER_PUSH = 1000
+"""Events per push; a longer replay is sent as several pushes."""
+PROGRESS_S = 0.2
+"""A watch idle this long gets an empty push (a heartbeat with the node's revision)."""
+
+
+class _Watch:
+    __slots__ = ("identity", "wid", "key", "prefix", "sent_through", "pending", "last_push")
+
+    def __init__(self, identity: bytes, wid: int, key: bytes, prefix: bool, sent_through: int,
+                 now: float) -> None:
+        self.identity = identity
+        self.wid = wid
+        self.key = key
+        self.prefix = prefix
+        self.sent_through = sent_through
+        self.pending: list | None = None  # wire events owed, filed since the last flush
+        self.last_push = now
+
+
+class WatchHub:
+    """The watches of one node over ``machine``; pushes go out through ``transport``."""
+
+    def __init__(self, machine: KvStateMachine) -> None:
+        self.machine = machine
+        self.transport = None
+        self._watches: dict[tuple[bytes, int], _Watch] = {}
+        self._by_client: dict[bytes, dict[int, _Watch]] = {}
+        self._by_key: dict[bytes, list[_Watch]] = {}
+        self._by_prefix: dict[bytes, list[_Watch]] = {}
+        self._dirty: list[_Watch] = []
+        self._cancels: dict[bytes, dict[int, list]] = {}  # cancels not yet sent, per client
+        self._next_progress = 0.0
+        self.counters = {"watches_created": 0, "watches_cancelled": 0, "watch_events": 0,
+                         "watch_overflows": 0, "watch_clients_gone": 0, "watch_refused": 0}
+
+    def attach(self, transport) -> None:
+        """Send pushes through ``transport`` (a ``NodeTransport``) from now on."""
+        self.transport = transport
+        transport.on_push_failed = self._push_failed
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    # ------------------------------------------------------------------ requests
+
+    def handle(self, identity: bytes, w: list) -> tuple[int, object]:
+        """Serve a WATCH or WATCH_CANCEL request; return ``(status, payload)`` for the reply."""
+        try:
+            if w[1] == wire.OP_WATCH_CANCEL:
+                return wire.ST_OK, self._cancel(identity, wire.watch_cancel_args(w))
+            wid, key, prefix, from_rev = wire.watch_args(w)
+        except DecodeError as exc:
+            return wire.ST_BAD_REQUEST, str(exc)
+        return self._create(identity, wid, key, prefix, from_rev)
+
+    def _create(self, identity: bytes, wid: int, key: bytes, prefix: bool,
+                from_rev: int) -> tuple[int, object]:
+        machine = self.machine
+        revision = machine.revision
+        client = self._by_client.get(identity)
+        if (identity, wid) in self._watches:
+            return wire.ST_BAD_REQUEST, f"watch {wid} exists already"
+        if len(self._watches) >= MAX_WATCHES or (
+                client is not None and len(client) >= MAX_WATCHES_PER_CLIENT):
+            self.counters["watch_refused"] += 1
+            return wire.ST_BAD_REQUEST, "too many watches on this node"
+        backlog: list[Event] = []
+        if from_rev:
+            try:
+                backlog = machine.events_since(from_rev, key)
+            except Compacted as exc:
+                return wire.ST_OK, [revision, exc.oldest]
+            if not prefix:
+                backlog = [e for e in backlog if e.kv.key == key]
+        start = from_rev - 1 if from_rev else revision
+        watch = _Watch(identity, wid, key, prefix, start, time.monotonic())
+        self._watches[identity, wid] = watch
+        if client is None:
+            client = self._by_client[identity] = {}
+        client[wid] = watch
+        index = self._by_prefix if prefix else self._by_key
+        group = index.get(key)
+        if group is None:
+            index[key] = [watch]
+        else:
+            group.append(watch)
+        self.counters["watches_created"] += 1
+        if backlog:
+            watch.pending = [_event_to_wire(e) for e in backlog]
+            self._dirty.append(watch)
+        return wire.ST_OK, [revision, 0]
+
+    def _cancel(self, identity: bytes, wid: int) -> bool:
+        watch = self._watches.get((identity, wid))
+        if watch is None:
+            return False
+        self._remove(watch)
+        return True
+
+    def _remove(self, watch: _Watch) -> None:
+        del self._watches[watch.identity, watch.wid]
+        client = self._by_client[watch.identity]
+        del client[watch.wid]
+        if not client:
+            del self._by_client[watch.identity]
+        index = self._by_prefix if watch.prefix else self._by_key
+        group = index[watch.key]
+        group.remove(watch)
+        if not group:
+            del index[watch.key]
+        watch.pending = None
+        self.counters["watches_cancelled"] += 1
+
+    # ------------------------------------------------------------------ events
+
+    def on_events(self, events) -> None:
+        """File applied events (in revision order) under the watches they match."""
+        if not self._watches or not events:
+            return
+        by_key, by_prefix, dirty = self._by_key, self._by_prefix, self._dirty
+        for event in events:
+            key = event.kv.key
+            wire_event = None
+            matched = by_key.get(key)
+            groups = [matched] if matched else []
+            for prefix, group in by_prefix.items():
+                if key.startswith(prefix):
+                    groups.append(group)
+            if not groups:
+                continue
+            revision = event.kv.mod_revision
+            wire_event = _event_to_wire(event)
+            for group in groups:
+                for watch in group:
+                    if revision <= watch.sent_through:
+                        continue  # a lagging node replays what this watch has already had
+                    if watch.pending is None:
+                        watch.pending = [wire_event]
+                        dirty.append(watch)
+                    else:
+                        watch.pending.append(wire_event)
+
+    def flush(self) -> None:
+        """Queue one push per watch with events filed since the last flush."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, []
+        revision = self.machine.revision
+        queue = self.transport.queue_push
+        now = time.monotonic()
+        for watch in dirty:
+            events = watch.pending
+            if events is None:
+                continue  # cancelled meanwhile
+            watch.pending = None
+            self.counters["watch_events"] += len(events)
+            start = watch.sent_through + 1
+            for first in range(0, len(events), MAX_EVENTS_PER_PUSH):
+                chunk = events[first:first + MAX_EVENTS_PER_PUSH]
+                to = revision if first + MAX_EVENTS_PER_PUSH >= len(events) else chunk[-1][1][3]
+                to = max(to, watch.sent_through)
+                queue(watch.identity, [watch.wid, wire.PUSH_EVENTS, start, to, chunk])
+                start = to + 1
+            watch.sent_through = start - 1
+            watch.last_push = now
+
+    def tick(self, now: float) -> None:
+        """Send progress pushes to idle watches and retry unsent cancels (at most every
+        ``PROGRESS_S / 2``)."""
+        if now < self._next_progress:
+            return
+        self._next_progress = now + PROGRESS_S / 2
+        queue = self.transport.queue_push
+        if self._cancels:
+            cancels, self._cancels = self._cancels, {}
+            for identity, items in cancels.items():
+                for item in items.values():
+                    queue(identity, item)
+        if not self._watches:
+            return
+        revision = self.machine.revision
+        idle = now - PROGRESS_S
+        for watch in self._watches.values():
+            if watch.last_push <= idle and watch.pending is None:
+                to = max(revision, watch.sent_through)
+                queue(watch.identity, [watch.wid, wire.PUSH_EVENTS, watch.sent_through + 1, to, []])
+                watch.sent_through = to
+                watch.last_push = now
+
+    def on_restore(self) -> None:
+        """A snapshot replaced the state: the events it covers were never applied here, so
+        every watch is cancelled (RESTORED) and resumes from its own revision, here or
+        elsewhere."""
+        for watch in list(self._watches.values()):
+            self._cancel_with(watch, wire.CANCEL_RESTORED,
+                              "the node installed a snapshot; resume", 0)
+
+    def _cancel_with(self, watch: _Watch, reason: int, message: str, oldest: int) -> None:
+        self._remove(watch)
+        self.transport.queue_push(watch.identity,
+                                  [watch.wid, wire.PUSH_CANCEL, reason, message, oldest])
+
+    # ------------------------------------------------------------------ send failures
+
+    def _push_failed(self, identity: bytes, items: list, gone: bool) -> None:
+        if gone:
+            client = self._by_client.get(identity)
+            if client is not None:
+                self.counters["watch_clients_gone"] += 1
+                for watch in list(client.values()):
+                    self._remove(watch)
+            self._cancels.pop(identity, None)
+            return
+        # The client's queue is full: the watches these pushes were for have a gap now.
+        self.counters["watch_overflows"] += 1
+        unsent = self._cancels.setdefault(identity, {})
+        for item in items:
+            wid = item[0]
+            watch = self._watches.get((identity, wid))
+            if watch is not None:
+                self._remove(watch)
+            if item[1] == wire.PUSH_CANCEL or watch is not None:
+                unsent[wid] = [wid, wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW,
+                               "the client did not read its events in time; resume", 0]
+        if not unsent:
+            del self._cancels[identity]
+
+
+def _event_to_wire(event: Event) -> list:
+    return [int(event.type), kv_to_wire(event.kv)]
