@@ -110,8 +110,8 @@ class Scenario:
                 return value
             if time.monotonic() > deadline:
                 raise ScenarioError(f"timed out after {timeout:.0f} s waiting for {what}")
-            for proc in self.fleet.procs.values():
-                if proc.name in self._must_live and not proc.alive():
+            for name, proc in self.fleet.procs.items():
+                if name in self._must_live and not proc.alive():
                     raise ScenarioError(f"{proc.name} exited with code {proc.popen.poll()}; "
                                         f"{proc.log_tail()}")
             time.sleep(0.02)
@@ -198,9 +198,13 @@ class Scenario:
         self.fleet.procs["intermediary-a"].kill()
 
         self._wait_delivered(TRIGGERS["b"])
-        self.fleet.procs["intermediary-a (killed)"] = self.fleet.procs.pop("intermediary-a")
+        self.intermediaries[endpoint_a] = "intermediary-a (killed)"
+        self._event("(b) start intermediary a again, on another port")
+        killed = self.fleet.procs.pop("intermediary-a")
+        killed.name = "intermediary-a-killed"
+        self.fleet.procs[killed.name] = killed
         _, endpoint_a2, registered_at = self._intermediary("intermediary-a")
-        self._event(f"(b) intermediary a again, moved to {endpoint_a2}")
+        self._event(f"    a registered at {endpoint_a2}")
         followed = self._wait(lambda: self._adopted(endpoint_a2), STEP_TIMEOUT,
                               f"every port to use {endpoint_a2}")
         reresolve_ms = max(0.0, (max(followed) - registered_at) * 1000)
@@ -229,8 +233,11 @@ class Scenario:
         for name in ("producer-1", "producer-2", "consumer-1", "consumer-2", "intermediary-a"):
             ms = self._stop(name)
             self._event(f"    {name} drained in {ms:.0f} ms")
-        codes = cluster.stop()
-        self._event(f"    name-service nodes stopped: exit codes {codes}")
+        codes = {i: code for i, code in cluster.stop().items() if i != leader}
+        self._event(f"    name-service nodes {sorted(codes)} stopped: exit codes "
+                    f"{sorted(codes.values())}")
+        if any(codes.values()):
+            raise ScenarioError(f"name-service nodes exited with {codes}")
         return self._result(work, kill_at, reresolve_ms, drain_ms)
 
     def _adopted(self, endpoint: str) -> list[float] | None:

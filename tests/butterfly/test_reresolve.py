@@ -10,7 +10,6 @@ from fabric.butterfly.report import read_deliveries
 from tests.butterfly.conftest import wait_for
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("nameservice.names")
 
 
 def _endpoints_lines(proc) -> list[dict]:
