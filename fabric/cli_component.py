@@ -12,12 +12,27 @@ import sys
 
 import click
 
-from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _addresses, _fail, _ns_option, _OneLineErrors
+from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _fail, _ns_option, _OneLineErrors
 
 
 @click.group("component", cls=_OneLineErrors)
 def component_group() -> None:
     """Run fabric components."""
+
+
+def ns_addresses(ns: str | None) -> list[str]:
+    """The name-service nodes: ``--ns``, else ``FABRIC_NS``, else found by zeroconf; a bad list
+    exits 2, nothing found exits 1 (one line each)."""
+    from nameservice.client.addresses import cluster_addresses
+    from nameservice.errors import ConfigError, Unavailable
+
+    try:
+        return cluster_addresses(ns)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except Unavailable as exc:
+        _fail(str(exc), EXIT_FAILED)
+    raise AssertionError("unreachable")
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -57,7 +72,7 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
         func = load_target(target)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
-    addresses = _addresses(ns)
+    addresses = ns_addresses(ns)
     name = name or f"{target.rpartition(':')[2]}-{os.getpid()}"
 
     async def main() -> int:

@@ -16,7 +16,8 @@ received to its handler and acknowledges it; then it deregisters and exits 0. Wh
 not flush within the drain timeout is reported and the exit code is 1.
 
 Lines on stdout (for scripts and the butterfly demo): ``endpoints {JSON}`` after each change of
-a port's intermediaries, ``drained {JSON}`` at the end.
+a port's intermediaries, ``connected {JSON}`` once the connections to added ones are up,
+``drained {JSON}`` at the end.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from fabric.resolver import Change, Resolver
 
 log = logging.getLogger(__name__)
 
+CONNECT_WAIT_S = 10.0
+CONNECT_POLL_S = 0.001
 ComponentFunction = Callable[["ComponentContext"], Awaitable[Any]]
 
 
@@ -92,6 +95,7 @@ class ComponentContext:
         self.inputs: list[InputPort] = []
         self.resolvers: list[Resolver] = []
         self.drain_timeout = 10.0
+        self._tasks: set[asyncio.Task] = set()
         self._drained: asyncio.Future | None = None
 
     async def output(self, channel: str, *, wait: float = 10.0, **options: Any) -> OutputPort:
@@ -117,6 +121,10 @@ class ComponentContext:
             line = {"channel": channel, "added": change.added, "removed": change.removed,
                     "endpoints": sorted(port.endpoints), "at": change.at}
             print("endpoints " + json.dumps(line), flush=True)
+            if change.added:
+                task = asyncio.ensure_future(_announce_connected(port, channel, change.added))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
         resolver = Resolver(port, watch_channel(self._names, channel), on_change=announce)
         self.resolvers.append(resolver.start())
@@ -140,6 +148,20 @@ class ComponentContext:
         }
 
 
+async def _announce_connected(port: Any, channel: str, endpoints: tuple[str, ...],
+                              timeout: float = CONNECT_WAIT_S) -> None:
+    """Print ``connected {JSON}`` once the port's connections to ``endpoints`` are up (the
+    moment a re-resolved intermediary is really in use), or give up after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not set(endpoints) <= set(port.connected):
+        if loop.time() > deadline:
+            return
+        await asyncio.sleep(CONNECT_POLL_S)
+    line = {"channel": channel, "endpoints": list(endpoints), "at": time.time()}
+    print("connected " + json.dumps(line), flush=True)
+
+
 def _counters(stats: Any) -> dict[str, int]:
     return {k: getattr(stats, k) for k in getattr(stats, "__dataclass_fields__", {})}
 
@@ -152,6 +174,8 @@ async def drain_ports(ctx: ComponentContext, timeout: float) -> dict[str, Any]:
     left: list[dict[str, Any]] = []
     for resolver in ctx.resolvers:
         await resolver.close()
+    for task in list(ctx._tasks):  # noqa: SLF001 - the context's own announcements
+        task.cancel()
     for port in ctx.outputs:
         try:
             await port.flush(max(0.0, deadline - loop.time()))

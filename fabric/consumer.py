@@ -246,6 +246,11 @@ class InputPort:
         return self._links.endpoints
 
     @property
+    def connected(self) -> list[str]:
+        """The intermediaries whose connection is up (handshake done, HELLO sent)."""
+        return [link.endpoint for link in self._links.up()]
+
+    @property
     def pending(self) -> int:
         """Batches received and not yet handed to the handler."""
         return len(self._queue)

@@ -241,11 +241,11 @@ class Scenario:
         return self._result(work, kill_at, reresolve_ms, drain_ms)
 
     def _adopted(self, endpoint: str) -> list[float] | None:
-        """When each port added ``endpoint``; None until all four have."""
+        """When each port's connection to ``endpoint`` was up; None until all four were."""
         times = []
         for name in ("producer-1", "producer-2", "consumer-1", "consumer-2"):
-            added = [line["at"] for _, line in self.fleet.procs[name].json_lines("endpoints")
-                     if endpoint in line["added"]]
+            added = [line["at"] for _, line in self.fleet.procs[name].json_lines("connected")
+                     if endpoint in line["endpoints"]]
             if not added:
                 return None
             times.append(added[-1])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -19,13 +20,16 @@ COMPONENT = "examples/butterfly/component1.py"
     (["component", "run", f"{COMPONENT}:CHANNEL", "--ns", "127.0.0.1:1"], 2, "not an async"),
     (["component", "run", f"{COMPONENT}:main", "-p", "novalue", "--ns", "127.0.0.1:1"], 2,
      "KEY=VALUE"),
-    (["component", "run", f"{COMPONENT}:main"], 2, "no name service"),
+    (["component", "run", f"{COMPONENT}:main"], 1, "no name service"),
+    (["component", "run", f"{COMPONENT}:main", "--ns", "nohost"], 2, "nohost"),
     (["butterfly", "--messages", "5"], 2, "--messages"),
     (["intermediary", "--channel", "x", "--listen", "nonsense"], 2, "HOST:PORT"),
     (["intermediary", "--channel", "x", "--ns", "not an address"], 2, ""),
 ])
 def test_user_mistakes_are_one_line_and_an_exit_code(args, code, words):
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ROOT}
+    # A cluster name nobody advertises: discovery must find nothing.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ROOT,
+           "FABRIC_NS_CLUSTER": f"none-{uuid.uuid4().hex}"}
     proc = subprocess.run([FABRIC, *args], capture_output=True, timeout=60, cwd=ROOT, env=env)
     err = proc.stderr.decode()
     assert proc.returncode == code, err

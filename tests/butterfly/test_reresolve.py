@@ -28,7 +28,9 @@ def test_running_ports_follow_an_intermediary_restarted_on_another_port(deployme
     assert new != old
     for proc in (producer, consumer):
         wait_for(lambda p=proc: any(new in ln["added"] for ln in _endpoints_lines(p)), 10,
-                 f"{proc.name} to connect to {new}")
+                 f"{proc.name} to add {new}")
+        wait_for(lambda p=proc: any(new in ln["endpoints"] for _, ln in p.json_lines("connected")),
+                 10, f"{proc.name}'s connection to {new} to be up")
     # The killed one's lease expires and the ports let go of it.
     for proc in (producer, consumer):
         wait_for(lambda p=proc: any(old in ln["removed"] for ln in _endpoints_lines(p)), 10,
