@@ -10,12 +10,15 @@
 The runtime imports the function, gives it a :class:`ComponentContext` (its name, its
 parameters, ports by channel *name* and a ``stopping`` event), and keeps every port it opened
 connected to the intermediaries currently registered for its channel (:mod:`fabric.resolver`).
-On SIGTERM or SIGINT it sets ``stopping``, waits for the function to return, then drains:
-every output port waits until what it sent is acknowledged, every input port hands what it
-received to its handler and acknowledges it; then it deregisters and exits 0. What it could
-not flush within the drain timeout is reported and the exit code is 1.
+It serves a control socket (``status``, ``drain``; :mod:`fabric.control`) registered as
+``process/<name>``. On SIGTERM, SIGINT or ``fabric drain NAME`` it deregisters, sets
+``stopping``, waits for the function to return, then drains every port (outputs: until what
+they sent is acknowledged; inputs: no new batches, everything received handled and
+acknowledged) and exits 0. What it could not flush within the drain timeout is reported and
+the exit code is 1. A function that returns by itself is drained the same way.
 
-Lines on stdout (for scripts and the butterfly demo): ``endpoints {JSON}`` after each change of
+Lines on stdout (for scripts and the butterfly demo): ``control ENDPOINT`` at start,
+``endpoints {JSON}`` after each change of
 a port's intermediaries, ``connected {JSON}`` once the connections to added ones are up,
 ``drained {JSON}`` at the end.
 """
@@ -133,7 +136,7 @@ class ComponentContext:
     async def drain(self) -> dict[str, Any]:
         """Drain and close every port now (the runtime does it after the function returns;
         a function calls it to act after its last message is handled). Returns the outcome
-        (``ok``, and what was ``left`` if not); later calls return the same outcome."""
+        (``complete``, and what was ``left`` if not); later calls return the same outcome."""
         if self._drained is None:
             self._drained = asyncio.ensure_future(drain_ports(self, self.drain_timeout))
         return await asyncio.shield(self._drained)
@@ -167,68 +170,123 @@ def _counters(stats: Any) -> dict[str, int]:
 
 
 async def drain_ports(ctx: ComponentContext, timeout: float) -> dict[str, Any]:
-    """Drain every port of ``ctx`` within ``timeout`` seconds; the outcome as a dict with
-    ``ok`` and, when not ok, what was left and where it went."""
+    """Drain every port of ``ctx`` within ``timeout`` seconds (outputs first: their messages
+    are acknowledged while this process's inputs still run). The outcome: ``complete``, the
+    ports' reports, and what was ``left`` if the time ran out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    left: list[dict[str, Any]] = []
     for resolver in ctx.resolvers:
         await resolver.close()
     for task in list(ctx._tasks):  # noqa: SLF001 - the context's own announcements
         task.cancel()
-    for port in ctx.outputs:
-        try:
-            await port.flush(max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
-            left.append({"channel": port.channel, "unacked": port.unacked,
-                         "endpoints": port.endpoints})
-    for port in ctx.inputs:
-        while port.pending and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        if port.pending:
-            left.append({"channel": port.channel, "pending_batches": port.pending,
-                         "endpoints": port.endpoints})
+    reports = []
     for port in [*ctx.outputs, *ctx.inputs]:
-        await port.close()
-    return {"ok": not left, "left": left}
+        report = await port.drain(max(0.001, deadline - loop.time()))
+        reports.append({"channel": port.channel, **report.to_dict()})
+    left = [item for r in reports for item in r["left"]]
+    return {"complete": all(r["complete"] for r in reports),
+            "left_messages": sum(r["left_messages"] for r in reports), "left": left,
+            "ports": reports}
+
+
+class ComponentProcess:
+    """One component function run as a process: its control socket, its registration as
+    ``process/<name>``, and the drain (on SIGTERM, a control request, or when it returns)."""
+
+    def __init__(self, func: ComponentFunction, name: str, names: Any, *,
+                 params: dict[str, str] | None = None, drain_timeout: float = 10.0,
+                 control: str = "tcp://127.0.0.1:0") -> None:
+        self.ctx = ComponentContext(name, names, params)
+        self.ctx.drain_timeout = drain_timeout
+        self.func = func
+        self.name = name
+        self.names = names
+        self.drain_timeout = drain_timeout
+        self.control_endpoint = control
+        self._task: asyncio.Task | None = None
+        self._registration: Any = None
+        self._drain_asked = asyncio.Event()
+        self.failed = False
+
+    def status(self) -> dict[str, Any]:
+        """The control socket's ``status``: kind, name, channels, endpoints, in-flight counts
+        and counters of every port."""
+        ports = self.ctx.status()
+        channels = sorted({p["channel"] for p in ports["outputs"] + ports["inputs"]})
+        endpoints = sorted({e for p in ports["outputs"] + ports["inputs"] for e in p["endpoints"]})
+        return {"kind": "component", "name": self.name, "channel": ",".join(channels),
+                "endpoints": endpoints, "draining": self.ctx.stopping.is_set(),
+                "in_flight": {"unacked": sum(p["unacked"] for p in ports["outputs"]),
+                              "pending": sum(p["pending"] for p in ports["inputs"])},
+                **ports}
+
+    async def _drain(self, timeout: float | None) -> dict[str, Any]:
+        """Deregister, stop the function, drain the ports; the drain report as a dict."""
+        self._drain_asked.set()
+        timeout = self.drain_timeout if timeout is None else timeout
+        started = time.monotonic()
+        if self._registration is not None:
+            try:
+                await self._registration.close()
+            except Exception as exc:  # the lease expires by itself
+                log.warning("could not deregister %s: %s", self.name, exc)
+        self.ctx.stopping.set()
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except asyncio.TimeoutError:
+                log.error("%s did not return within %.1f s of being asked to stop",
+                          self.name, timeout)
+                task.cancel()
+            except Exception:
+                pass  # reported below
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            exc = task.exception()
+            log.error("%s failed: %s", self.name, exc, exc_info=exc)
+            self.failed = True
+        self.ctx.drain_timeout = max(0.001, timeout - (time.monotonic() - started))
+        outcome = dict(await self.ctx.drain())
+        elapsed = time.monotonic() - started
+        return {"kind": "component", "name": self.name, **outcome,
+                "elapsed_ms": round(elapsed * 1000, 1)}
+
+    async def run(self) -> int:
+        """Run until the function returns or a drain is asked for, then drain; the exit code:
+        0 drained, 1 the function failed or something could not be flushed."""
+        from fabric.control import ControlServer
+        from fabric.registry import process_name
+
+        server = ControlServer(self.status, self._drain, self.control_endpoint).start()
+        print(f"control {server.endpoint}", flush=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.drain_task)
+        try:
+            self._registration = await self.names.register(
+                process_name(self.name), server.endpoint, {"kind": "component"})
+            self._task = asyncio.ensure_future(self.func(self.ctx))
+            asked = asyncio.ensure_future(self._drain_asked.wait())
+            await asyncio.wait({self._task, asked}, return_when=asyncio.FIRST_COMPLETED)
+            asked.cancel()
+            report = await server.drain_task()  # the one asked for, or started now
+            # Let the answer to a waiting ``fabric drain`` leave before the socket closes.
+            await asyncio.sleep(0.05)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            server.close()
+        if not report["complete"]:
+            for item in report["left"]:
+                log.error("not flushed: %s", item)
+        print("drained " + json.dumps({**report, "status": self.status()}), flush=True)
+        return 1 if self.failed or not report["complete"] else 0
 
 
 async def run_component(func: ComponentFunction, name: str, names: Any, *,
                         params: dict[str, str] | None = None,
                         drain_timeout: float = 10.0) -> int:
-    """Run ``func`` as the component ``name`` until it returns or a signal asks it to stop,
-    then drain its ports. Returns the process exit code (0 drained, 1 not)."""
-    ctx = ComponentContext(name, names, params)
-    ctx.drain_timeout = drain_timeout
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, ctx.stopping.set)
-    task = asyncio.ensure_future(func(ctx))
-    stop_wait = asyncio.ensure_future(ctx.stopping.wait())
-    code = 0
-    try:
-        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        started = time.monotonic()
-        if not task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(task), drain_timeout)
-            except asyncio.TimeoutError:
-                log.error("%s did not return within %.1f s of being asked to stop",
-                          name, drain_timeout)
-                task.cancel()
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("%s failed: %s", name, exc, exc_info=exc)
-            code = 1
-        outcome = dict(await ctx.drain())
-        outcome["ms"] = round((time.monotonic() - started) * 1000)
-        if not outcome["ok"]:
-            code = 1
-            for item in outcome["left"]:
-                log.error("not flushed: %s", item)
-        print("drained " + json.dumps({**outcome, "status": ctx.status()}), flush=True)
-    finally:
-        stop_wait.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    return code
+    """Run ``func`` as the component ``name`` until it returns or is asked to stop (SIGTERM,
+    SIGINT, ``fabric drain``), then drain; the process exit code (0 drained, 1 not)."""
+    return await ComponentProcess(func, name, names, params=params,
+                                  drain_timeout=drain_timeout).run()

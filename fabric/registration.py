@@ -49,11 +49,15 @@ class RegistrationThread:
         self._ready.wait(5)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Deregister every entry and end the thread (at most ``timeout`` seconds)."""
+    def deregister(self) -> None:
+        """Start deregistering every entry, without waiting (safe from any thread)."""
         if self._loop is not None and self._stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop already ended
                 self._loop.call_soon_threadsafe(self._stop.set)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deregister every entry and end the thread (at most ``timeout`` seconds)."""
+        self.deregister()
         self._thread.join(timeout)
 
     def _run(self) -> None:
