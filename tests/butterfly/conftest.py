@@ -64,7 +64,9 @@ class Deployment:
 
     @staticmethod
     def progress(proc: Proc) -> dict:
-        return proc.latest_json("progress") or {"unique": 0, "delivered": 0, "duplicates": 0}
+        """A consumer's counts: final once it reported them, else its latest progress."""
+        return (proc.latest_json("received") or proc.latest_json("progress")
+                or {"unique": 0, "delivered": 0, "duplicates": 0})
 
 
 @pytest.fixture
