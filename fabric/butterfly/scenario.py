@@ -98,7 +98,8 @@ class Scenario:
     def _delivered(self) -> int:
         total = 0
         for name in ("consumer-1", "consumer-2"):
-            counts = self.fleet.procs[name].latest_json("progress")
+            proc = self.fleet.procs[name]
+            counts = proc.latest_json("received") or proc.latest_json("progress")
             total += counts["unique"] if counts else 0
         return total
 
