@@ -87,9 +87,10 @@ def intermediary(channel: str, listen: str, control: str, drain_timeout: float,
         from fabric.registration import RegistrationThread
         from fabric.registry import channel_name, process_name
 
-        def registered(at: float) -> None:
+        def registered(began: float, at: float) -> None:
             click.echo("registered " + json.dumps(
-                {"name": name, "channel": channel, "endpoint": bound["data"], "at": at}))
+                {"name": name, "channel": channel, "endpoint": bound["data"], "began": began,
+                 "at": at}))
 
         registration = RegistrationThread(addresses, [
             (channel_name(channel), bound["data"], {"name": name}),

@@ -79,7 +79,7 @@ def _print_report(result: dict, work_dir: str, plot_path: str | None) -> None:
                "these twice)")
     click.echo(f"  failover     {result['failover_ms']:>12} ms (longest delivery pause after "
                "the kill)")
-    click.echo(f"  re-resolve   {result['reresolve_ms']:>12} ms (registration -> in use by "
+    click.echo(f"  re-resolve   {result['reresolve_ms']:>12} ms (registering -> in use by "
                "every port)")
     click.echo(f"  drain        {result['drain_ms']:>12} ms (intermediary b)")
     click.echo(f"  throughput   {result['throughput_msgs_s']:>12,} msgs/s")

@@ -26,13 +26,13 @@ RETRY_S = 0.5
 class RegistrationThread:
     """Registers ``entries`` (``(name, endpoint, meta)``) while running.
 
-    ``on_registered(at)`` is called (in the thread) with ``time.time()`` each time every entry
-    is registered. :meth:`stop` deregisters and waits for the thread.
+    ``on_registered(began, done)`` is called (in the thread) each time every entry is
+    registered, with the ``time.time()`` when registering began and when it was confirmed. :meth:`stop` deregisters and waits for the thread.
     """
 
     def __init__(self, addresses: list[str], entries: list[tuple[str, str, dict]], *,
                  ttl: float = DEFAULT_TTL,
-                 on_registered: Callable[[float], None] | None = None) -> None:
+                 on_registered: Callable[[float, float], None] | None = None) -> None:
         self._addresses = addresses
         self._entries = entries
         self._ttl = ttl
@@ -83,11 +83,12 @@ class RegistrationThread:
     async def _hold(self, names: Any) -> None:
         regs = []
         try:
+            began = time.time()
             for name, endpoint, meta in self._entries:
                 regs.append(await names.register(name, endpoint, meta, ttl=self._ttl))
             self.registered.set()
             if self._on_registered is not None:
-                self._on_registered(time.time())
+                self._on_registered(began, time.time())
             waits = [asyncio.ensure_future(self._stop.wait())]
             waits += [asyncio.ensure_future(reg.lost.wait()) for reg in regs]
             try:

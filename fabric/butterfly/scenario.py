@@ -133,7 +133,7 @@ class Scenario:
         _, line = proc.wait_line("registered", START_TIMEOUT)
         info = json.loads(line.partition(" ")[2])
         self.intermediaries[info["endpoint"]] = name
-        return proc, info["endpoint"], info["at"]
+        return proc, info["endpoint"], info["began"]
 
     def _component(self, name: str, module: str, **params: Any) -> Proc:
         argv = self._fabric("component", "run", f"{EXAMPLES / module}:main", "--name", name,
@@ -233,8 +233,8 @@ class Scenario:
         followed = self._wait(lambda: self._adopted(endpoint_a2), STEP_TIMEOUT,
                               f"every port to use {endpoint_a2}")
         reresolve_ms = max(0.0, (max(followed) - registered_at) * 1000)
-        self._event(f"    every producer and consumer uses it {reresolve_ms:.0f} ms after "
-                    "its registration")
+        self._event(f"    every producer and consumer uses it {reresolve_ms:.1f} ms after "
+                    "it began registering")
 
         self._wait_delivered(TRIGGERS["c"])
         self._event("(c) drain intermediary b: fabric drain intermediary-b")
