@@ -18,11 +18,11 @@ Peer message: ``[tag, frm, to, term, field...]`` with ``tag`` the index of the t
 Client request: ``[rid, op, arg...]``; reply ``[rid, status, payload]`` (see the ``OP_*`` and
 ``ST_*`` constants and docs/nameservice.md). ``rid`` is the client's own request number, echoed.
 
-Watch push (in EVENT frames, unasked): ``[watch_id, 0, from_rev, to_rev, [[type, kv]...]]``
-carries every event matching the watch with a revision in ``from_rev..to_rev`` (none: a
-progress heartbeat); ``[watch_id, 1, reason, message, oldest]`` says the node dropped the
-watch (``CANCEL_*``). Each push of a watch starts where the previous one ended, so a client
-sees any lost push as a gap in the revisions.
+Watch push (in EVENT frames, unasked): ``[[watch_id...], 0, from_rev, to_rev, [[type, kv]...]]``
+carries, for each watch listed, every event matching it with a revision in
+``from_rev..to_rev`` (none: a progress heartbeat); ``[[watch_id...], 1, reason, message,
+oldest]`` says the node dropped those watches (``CANCEL_*``). Each push of a watch starts where
+the previous one ended, so a client sees any lost push as a gap in the revisions.
 
 Decoding never raises anything but ``DecodeError``: unknown version or kind, bad msgpack,
 wrong types, negative or oversized integers, wrong array lengths. Raft semantics (addressing,
