@@ -1,12 +1,17 @@
 """Quorum-less writes with real daemons: a minority node accepts, keeps and later replicates."""
 from __future__ import annotations
 
+import asyncio
 import signal
 
 import pytest
+import zmq
+import zmq.asyncio
 
 from nameservice.client import NameServiceClient
-from tests.server.conftest import caught_up, wait_until
+from nameservice.kv import MAX_KEY_BYTES
+from nameservice.server import wire
+from tests.server.conftest import caught_up, leader_of, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +111,35 @@ async def _conflicts(address: str) -> bool:
         return (await stale_status(address))["conflicts"] == 1
     except Exception:
         return False
+
+
+async def test_bad_quorum_less_writes_and_keepalives_are_refused_and_the_node_serves_on(
+        make_cluster):
+    cluster = make_cluster()
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        async with NameServiceClient(cluster.ns_arg) as ns:
+            leader = cluster.addresses[await leader_of(ns, cluster)]
+            sock.connect(f"tcp://{leader}")
+            bad = [
+                [1, wire.OP_STALE_WRITE, b"", b"v"],                         # empty key
+                [2, wire.OP_STALE_WRITE, b"k" * (MAX_KEY_BYTES + 1), b"v"],  # key too long
+                [3, wire.OP_STALE_WRITE, b"k", 17],                          # value not bytes
+                [4, wire.OP_KEEPALIVE, 0],                                   # no such lease id
+                [5, wire.OP_KEEPALIVE, "one"],
+            ]
+            await sock.send(wire.frame(wire.REQUEST, bad))
+            statuses = {}
+            while len(statuses) < len(bad):
+                _, body = wire.split_frame(await asyncio.wait_for(sock.recv(), 5),
+                                           wire.MAX_CLIENT_FRAME)
+                statuses.update({rid: status for rid, status, _ in body})
+            assert statuses == {rid: wire.ST_BAD_REQUEST for rid in range(1, 6)}
+            assert (await ns.status(leader))["stale"]["pending"] == 0
+            await ns.put("still", "serving")
+            assert (await ns.get("still")).value == b"serving"
+        assert all(cluster.running(i) for i in cluster.ids)
+    finally:
+        sock.close(0)
+        ctx.term()
