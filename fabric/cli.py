@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from fabric import __version__
-from fabric.cli_ns import kv_group, ns_group
+from fabric.cli_ns import kv_group, lease_group, ns_group
 
 
 @click.group()
@@ -15,6 +15,7 @@ def main() -> None:
 
 main.add_command(ns_group)
 main.add_command(kv_group)
+main.add_command(lease_group)
 
 
 @main.command()
