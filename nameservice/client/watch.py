@@ -13,7 +13,8 @@ It resumes — asks a node for the events from ``covered + 1`` under a new watch
 pushes of the old one are ignored — when:
 
 * a push starts after ``covered + 1`` (a gap: a push was lost), or does not decode;
-* the node cancels the watch (its queue to us overflowed, it installed a snapshot);
+* the node cancels the watch (its queue to us overflowed, it installed a snapshot, it has
+  known no leader for a while: then on another node);
 * the connection to the node drops (the socket monitor sees a killed process at once): on
   another node;
 * no push came for ``STALL_S`` (nodes send a progress push to idle watches every 0.2 s: a
@@ -276,9 +277,10 @@ class Watch:
             self._wake()
 
     def _on_cancel(self, reason: object) -> None:
-        # Overflow: our queue at the node filled up; restored: the node replaced its state.
-        # Either way the events from covered + 1 are still wanted: resume (anywhere).
-        self._resume()
+        # Overflow: our queue at the node filled up; restored: the node replaced its state;
+        # no leader: the node is cut off. Either way the events from covered + 1 are still
+        # wanted: resume (elsewhere if the node is cut off).
+        self._resume(self.address if reason == wire.CANCEL_NO_LEADER else None)
 
 
 def _decode_events(frm: object, to: object, events: object) -> list[WatchEvent]:

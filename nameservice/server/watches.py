@@ -21,6 +21,10 @@ lost push (dropped by a full queue, a node change) as a gap and resumes from its
 * **Progress**: a watch that got no push for ``PROGRESS_S`` gets an empty one (``tick``). It
   tells the client this node is alive and how far it has applied; a client that hears nothing
   for a few intervals resumes elsewhere.
+* **Cut off**: a node that has known no leader for ``leaderless_s`` (it is cut off from a
+  majority, or there is none) cancels its watches with NO_LEADER and refuses new ones
+  (UNAVAILABLE): its state no longer moves, so its watchers are better served by a node that
+  still follows a leader — they resume there, or wait for one, from their own revision.
 * **Failure**: a push that cannot be sent because the client's queue is full (it does not read)
   cancels the watches it was for with OVERFLOW; the cancel is resent until it goes through. A
   client that disconnected loses all its watches. A snapshot installed over the state machine
@@ -66,8 +70,11 @@ class _Watch:
 class WatchHub:
     """The watches of one node over ``machine``; pushes go out through ``transport``."""
 
-    def __init__(self, machine: KvStateMachine) -> None:
+    def __init__(self, machine: KvStateMachine, leaderless_s: float = 1.2) -> None:
         self.machine = machine
+        self.leaderless_s = leaderless_s
+        self._leaderless_since: float | None = None
+        self._cut_off = False
         self.transport = None
         self._watches: dict[tuple[bytes, int], _Watch] = {}
         self._by_client: dict[bytes, dict[int, _Watch]] = {}
@@ -104,6 +111,8 @@ class WatchHub:
         machine = self.machine
         revision = machine.revision
         client = self._by_client.get(identity)
+        if self._cut_off:
+            return wire.ST_UNAVAILABLE, "this node has known no leader for a while"
         if (identity, wid) in self._watches:
             return wire.ST_BAD_REQUEST, f"watch {wid} exists already"
         if len(self._watches) >= MAX_WATCHES or (
@@ -221,9 +230,18 @@ class WatchHub:
                 watch.sent_through = start - 1
                 watch.last_push = now
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, has_leader: bool = True) -> None:
         """Send progress pushes to idle watches and retry unsent cancels (at most every
-        ``PROGRESS_S / 2``)."""
+        ``PROGRESS_S / 2``); cancel every watch once the node has been leaderless too long."""
+        if has_leader:
+            self._leaderless_since, self._cut_off = None, False
+        elif self._leaderless_since is None:
+            self._leaderless_since = now
+        elif not self._cut_off and now - self._leaderless_since >= self.leaderless_s:
+            self._cut_off = True
+            for watch in list(self._watches.values()):
+                self._cancel_with(watch, wire.CANCEL_NO_LEADER,
+                                  "this node has known no leader for a while; resume elsewhere", 0)
         if now < self._next_progress:
             return
         self._next_progress = now + PROGRESS_S / 2

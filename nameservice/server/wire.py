@@ -64,7 +64,7 @@ _OPS = frozenset((OP_WRITE, OP_GET, OP_RANGE, OP_STATUS, OP_KEEPALIVE, OP_STALE_
 ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
 # Watch push kinds and the reasons a node drops a watch.
 PUSH_EVENTS, PUSH_CANCEL = 0, 1
-CANCEL_COMPACTED, CANCEL_OVERFLOW, CANCEL_RESTORED = 1, 2, 3
+CANCEL_COMPACTED, CANCEL_OVERFLOW, CANCEL_RESTORED, CANCEL_NO_LEADER = 1, 2, 3, 4
 
 _MAX_INT = (1 << 63) - 1
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack

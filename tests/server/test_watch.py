@@ -154,6 +154,33 @@ async def test_a_frozen_node_is_left_after_its_progress_pushes_stop(make_cluster
             await c.close()
 
 
+async def test_a_node_that_loses_its_leader_sends_its_watchers_away_and_nothing_is_lost(
+        make_cluster):
+    cluster = make_cluster()
+    async with NameServiceClient(cluster.ns_arg) as client:
+        await all_connected(client)
+        watch = Collector(client.watch("w/"))
+        await watch.watch.started()
+        first = (await client.put("w/a", "1")).revision
+        await wait_until(lambda: watch.revisions() == [first], 5, "the first event")
+        alone = node_of(cluster, watch.watch)
+        others = [i for i in cluster.ids if i != alone]
+        for i in others:
+            cluster.kill(i, signal.SIGSTOP)  # the watched node is left without a majority
+        try:
+            async def dropped():
+                status = await client.status(cluster.addresses[alone], timeout=0.5)
+                return status["watches"] == 0 and status["counters"]["watches_cancelled"] >= 1
+            await wait_until(dropped, 10, "the leaderless node to drop its watch")
+        finally:
+            for i in others:
+                cluster.kill(i, signal.SIGCONT)
+        revs = [first] + [(await client.put(f"w/{i}", "v")).revision for i in range(5)]
+        await wait_until(lambda: watch.revisions() == revs, 10, "every event after the heal")
+        assert watch.watch.resumes >= 1
+        await watch.close()
+
+
 async def test_a_watcher_that_reads_slowly_pauses_and_resumes_without_loss(make_cluster):
     cluster = make_cluster()
     async with NameServiceClient(cluster.ns_arg) as client:

@@ -223,3 +223,20 @@ def test_one_event_matching_a_key_and_a_prefix_watch_of_one_client_goes_to_both(
     apply(hub, machine, Put(b"a", b"v"))
     hub.flush()
     assert sorted(wid for _, item in transport.take() for wid in item[0]) == [1, 2]
+
+
+def test_a_node_leaderless_for_too_long_cancels_its_watches_and_refuses_new_ones():
+    hub, machine, transport = make_hub()
+    hub.leaderless_s = 1.0
+    watch(hub, A, 1, b"a/")
+    now = time.monotonic()
+    hub.tick(now, has_leader=False)
+    hub.tick(now + 0.5, has_leader=False)  # an election's worth: nothing happens
+    assert len(hub) == 1
+    hub.tick(now + 1.0, has_leader=False)
+    assert len(hub) == 0
+    cancels = [item for _, item in transport.take() if item[1] == wire.PUSH_CANCEL]
+    assert [c[:3] for c in cancels] == [[[1], wire.PUSH_CANCEL, wire.CANCEL_NO_LEADER]]
+    assert watch(hub, A, 2, b"a/")[0] == wire.ST_UNAVAILABLE
+    hub.tick(now + 1.1, has_leader=True)
+    assert watch(hub, A, 2, b"a/")[0] == wire.ST_OK
