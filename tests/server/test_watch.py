@@ -209,6 +209,10 @@ async def test_a_watch_older_than_every_nodes_history_fails_with_compacted(make_
                 pass
         assert info.value.revision == 3 and info.value.oldest > 3
         await watch.close()
+    cli = subprocess.run([FABRIC, "kv", "watch", "c/", "--from-rev", "3", "--ns", cluster.ns_arg],
+                         capture_output=True, timeout=30)
+    assert cli.returncode == 1 and b"compacted" in cli.stderr and cli.stdout == b""
+    assert len(cli.stderr.splitlines()) == 1
 
 
 def read_line(proc: subprocess.Popen, timeout: float) -> str:
