@@ -438,6 +438,9 @@ class WatchSet:
                 watch._resume(avoid=address)
 
     def _check(self) -> None:
+        if not self._watches:
+            self._timer = None  # the next watch starts it again
+            return
         now = time.monotonic()
         stalled = now - STALL_S
         for watch in list(self._by_wid.values()):
