@@ -90,7 +90,9 @@ class Watch:
         self._error: BaseException | None = None
         self._closed = False
         self.wid = 0
+        """The id the serving node knows this watch by (0 while none serves it)."""
         self.address: str | None = None
+        """The node serving the watch now (or last)."""
         self._avoid: str | None = None
         self._last_push = 0.0
         self._trouble = asyncio.Event()
