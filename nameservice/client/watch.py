@@ -327,6 +327,8 @@ class WatchSet:
         self._ignored: set[tuple[str, int]] = set()
         self._background: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self.bad_pushes = 0
+        """Pushes dropped because they did not decode (their watches resumed elsewhere)."""
 
     def watch(self, key: bytes, prefix: bool, start_revision: int | None,
               max_queued: int = MAX_QUEUED) -> Watch:
@@ -413,12 +415,14 @@ class WatchSet:
         by_wid = self._by_wid
         for item in items:
             if type(item) is not list or len(item) != 5 or type(item[0]) is not list:
+                self.bad_pushes += 1
                 continue  # not a push we understand
             kind, events = item[1], []
             if kind == wire.PUSH_EVENTS:
                 try:  # decoded once for every watch the push is for
                     events = _decode_events(item[2], item[3], item[4])
                 except DecodeError:
+                    self.bad_pushes += 1
                     kind = -1  # garbage from this node: its watches go elsewhere
             for wid in item[0]:
                 watch = by_wid.get(wid) if type(wid) is int else None

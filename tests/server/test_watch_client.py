@@ -163,6 +163,7 @@ async def test_a_push_that_does_not_decode_sends_the_watch_to_another_node(setup
     channel.push_handler(address, ["junk", [1], [[wid], 7]])  # ignored without harm
     await until(lambda: len(channel.watches) == 2, "the resume")
     assert channel.watches[1][0] != address and channel.watches[1][2] == 1
+    assert watches.bad_pushes == 5  # two that do not decode, three that are not pushes
 
 
 async def test_a_full_queue_pauses_the_watch_and_resumes_after_the_user_reads(setup):
