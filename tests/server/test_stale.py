@@ -85,6 +85,9 @@ async def test_a_conflicting_stale_write_is_reported_and_changes_nothing(make_cl
     try:
         for node in others:
             cluster.kill(node, signal.SIGSTOP)
+        # Wait until the node has given up on every leader: then nothing of its write can
+        # sit in a stopped peer's socket buffer, to be delivered when that peer wakes.
+        await wait_until(lambda: _knows_no_leader(address), 10.0, "the node to lose its leader")
         async with NameServiceClient(address, timeout=3.0) as one:
             await one.put("conf/k", "mine", consistent=False)
         # Now the node that took it is cut off, and the majority moves the key on.
@@ -104,6 +107,11 @@ async def test_a_conflicting_stale_write_is_reported_and_changes_nothing(make_cl
     assert await value_at(cluster.ns_arg, "conf/k", consistent=True) == b"theirs"
     await wait_until(lambda: _equals(value_at(address, "conf/k"), b"theirs"), 10.0,
                      "the node that took the stale write to read the majority's value")
+
+
+async def _knows_no_leader(address: str) -> bool:
+    async with NameServiceClient(address, timeout=1.0) as one:
+        return (await one.status(address))["leader"] == 0
 
 
 async def _conflicts(address: str) -> bool:
