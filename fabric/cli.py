@@ -6,7 +6,7 @@ import click
 from fabric import __version__
 from fabric.cli_butterfly import butterfly
 from fabric.cli_component import component_group
-from fabric.cli_ns import _OneLineErrors, kv_group, ns_group
+from fabric.cli_ns import _OneLineErrors, kv_group, lease_group, ns_group
 from fabric.cli_ops import drain, status
 from fabric.drain import DEFAULT_TIMEOUT as DEFAULT_DRAIN_TIMEOUT
 
@@ -22,6 +22,7 @@ def main() -> None:
 
 main.add_command(ns_group)
 main.add_command(kv_group)
+main.add_command(lease_group)
 main.add_command(component_group)
 main.add_command(butterfly)
 main.add_command(drain)

@@ -1,8 +1,9 @@
 """The names registry: which endpoints serve a name now, kept alive by leases.
 
     names = Names(client)
-    async with await names.register("channel/orders", "tcp://10.0.0.5:9000", ttl=2.0) as reg:
+    async with names.register("channel/orders", "tcp://10.0.0.5:9000", ttl=2.0) as reg:
         ...                                       # the entry lives while this process does
+    reg = await names.register("channel/orders", "tcp://10.0.0.5:9000")   # or keep it open
     endpoints = await names.resolve("channel/orders")
     async for endpoints in names.watch_name("channel/orders"):
         ...                                       # the full current set, after each change
@@ -124,16 +125,42 @@ class Registration:
         await self.close()
 
 
+class _Registering:
+    """A registration under way: awaitable, or an async context manager."""
+
+    def __init__(self, coro) -> None:
+        self._coro = coro
+        self._registration: Registration | None = None
+
+    def __await__(self):
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Registration:
+        self._registration = await self._coro
+        return self._registration
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._registration.close()
+
+
 class Names:
     """The registry API over a connected ``NameServiceClient``."""
 
     def __init__(self, client: NameServiceClient) -> None:
         self.client = client
 
-    async def register(self, name: str, endpoint: str, meta: dict | None = None,
-                       ttl: float = 2.0) -> Registration:
+    def register(self, name: str, endpoint: str, meta: dict | None = None,
+                 ttl: float = 2.0) -> _Registering:
         """Register ``endpoint`` under ``name`` until the registration is closed or this
-        process dies (then it vanishes within ``ttl`` + 1 s)."""
+        process dies (then it vanishes within ``ttl`` + 1 s).
+
+        ``await`` it for the ``Registration``, or use it as ``async with ... as reg:`` to
+        deregister on leaving the block.
+        """
+        return _Registering(self._register(name, endpoint, meta, ttl))
+
+    async def _register(self, name: str, endpoint: str, meta: dict | None,
+                        ttl: float) -> Registration:
         prefix = _prefix(name)
         if not isinstance(endpoint, str) or not endpoint:
             raise ValueError("an endpoint is a non-empty string")

@@ -41,7 +41,11 @@ def cluster_addresses(option: str | None = None, *, cluster: str | None = None,
     from nameservice.discovery import DEFAULT_CLUSTER, discover
 
     name = cluster or os.environ.get(CLUSTER_ENV, "").strip() or DEFAULT_CLUSTER
-    found = discover(cluster=name, timeout=timeout)
+    try:
+        found = discover(cluster=name, timeout=timeout)
+    except Exception as exc:  # zeroconf and the OS raise many kinds (no multicast, ...)
+        raise Unavailable(f"no name service given (--ns or {NS_ENV}) and zeroconf browsing "
+                          f"failed: {exc}") from exc
     if not found:
         raise Unavailable(f"no name service given (--ns or {NS_ENV}) and none of cluster "
                           f"{name!r} found by zeroconf within {timeout:g} s")

@@ -13,7 +13,8 @@ It resumes — asks a node for the events from ``covered + 1`` under a new watch
 pushes of the old one are ignored — when:
 
 * a push starts after ``covered + 1`` (a gap: a push was lost), or does not decode;
-* the node cancels the watch (its queue to us overflowed, it installed a snapshot);
+* the node cancels the watch (its queue to us overflowed, it installed a snapshot, it has
+  known no leader for a while: then on another node);
 * the connection to the node drops (the socket monitor sees a killed process at once): on
   another node;
 * no push came for ``STALL_S`` (nodes send a progress push to idle watches every 0.2 s: a
@@ -89,7 +90,9 @@ class Watch:
         self._error: BaseException | None = None
         self._closed = False
         self.wid = 0
+        """The id the serving node knows this watch by (0 while none serves it)."""
         self.address: str | None = None
+        """The node serving the watch now (or last)."""
         self._avoid: str | None = None
         self._last_push = 0.0
         self._trouble = asyncio.Event()
@@ -246,52 +249,61 @@ class Watch:
 
     # ------------------------------------------------------------------ pushes
 
-    def _on_events(self, frm: object, to: object, events: object, now: float) -> None:
-        if type(frm) is not int or type(to) is not int or type(events) is not list:
-            self._resume(self.address)  # a node that sends garbage: go elsewhere
-            return
+    def _on_events(self, frm: int, to: int, events: list[WatchEvent], now: float) -> None:
+        """A push: ``events`` (decoded, checked to lie in ``frm..to``, in order)."""
         self._last_push = now
         covered = self._covered
         if covered is None:
             covered = frm - 1
         if frm > covered + 1:
             self._covered = covered
-            self._resume()
+            self._resume()  # a gap: a push was lost
             return
         queue = self._queue
         queued = len(queue)
-        try:
-            for w in events:
-                kind, kv = w
-                if type(kind) is not int or not 0 <= kind < len(_KINDS):
-                    raise DecodeError(f"unknown event type {kind!r:.20}")
-                kv = kv_from_wire(kv)
-                revision = kv.mod_revision
-                if revision <= covered:
-                    continue  # overlap with what we have (a replay from before the gap)
-                if revision > to:
-                    raise DecodeError("an event beyond its push's revisions")
-                if len(queue) >= self._max:
-                    self._covered = revision - 1
-                    self._paused = True
-                    self._unpause.clear()
-                    self._resume()
-                    return
-                queue.append(WatchEvent(_KINDS[kind], kv, revision))
-                covered = revision
-        except (KvDecodeError, DecodeError, ValueError, TypeError, IndexError):
-            self._covered = covered
-            self._resume(self.address)
-            return
-        finally:
-            if len(queue) > queued:
-                self._wake()
-        self._covered = max(covered, to)
+        for event in events:
+            revision = event.revision
+            if revision <= covered:
+                continue  # overlap with what we have (a replay from before the gap)
+            if len(queue) >= self._max:
+                self._covered = revision - 1
+                self._paused = True
+                self._unpause.clear()
+                self._resume()
+                break
+            queue.append(event)
+            covered = revision
+        else:
+            self._covered = max(covered, to)
+        if len(queue) > queued:
+            self._wake()
 
     def _on_cancel(self, reason: object) -> None:
-        # Overflow: our queue at the node filled up; restored: the node replaced its state.
-        # Either way the events from covered + 1 are still wanted: resume (anywhere).
-        self._resume()
+        # Overflow: our queue at the node filled up; restored: the node replaced its state;
+        # no leader: the node is cut off. Either way the events from covered + 1 are still
+        # wanted: resume (elsewhere if the node is cut off).
+        self._resume(self.address if reason == wire.CANCEL_NO_LEADER else None)
+
+
+def _decode_events(frm: object, to: object, events: object) -> list[WatchEvent]:
+    """The events of a push, checked: ints for the range, events in it, in order."""
+    if type(frm) is not int or type(to) is not int or type(events) is not list or frm < 1:
+        raise DecodeError("a push is [[watch_id...], 0, from_rev, to_rev, [event...]]")
+    out = []
+    last = frm - 1
+    try:
+        for kind, kv in events:
+            if type(kind) is not int or not 0 <= kind < len(_KINDS):
+                raise DecodeError(f"unknown event type {kind!r:.20}")
+            kv = kv_from_wire(kv)
+            revision = kv.mod_revision
+            if not last < revision <= to:
+                raise DecodeError("an event out of order or beyond its push's revisions")
+            out.append(WatchEvent(_KINDS[kind], kv, revision))
+            last = revision
+    except (KvDecodeError, ValueError, TypeError) as exc:
+        raise DecodeError(f"bad event in a push: {exc}") from None
+    return out
 
 
 def _watch_reply(payload: object) -> tuple[int, int]:
@@ -315,6 +327,8 @@ class WatchSet:
         self._ignored: set[tuple[str, int]] = set()
         self._background: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self.bad_pushes = 0
+        """Pushes dropped because they did not decode (their watches resumed elsewhere)."""
 
     def watch(self, key: bytes, prefix: bool, start_revision: int | None,
               max_queued: int = MAX_QUEUED) -> Watch:
@@ -400,16 +414,27 @@ class WatchSet:
         now = time.monotonic()
         by_wid = self._by_wid
         for item in items:
-            if type(item) is not list or len(item) != 5 or type(item[0]) is not int:
+            if type(item) is not list or len(item) != 5 or type(item[0]) is not list:
+                self.bad_pushes += 1
                 continue  # not a push we understand
-            watch = by_wid.get(item[0])
-            if watch is None or watch.address != address:
-                self._cancel_on_node(address, item[0])  # a watch we dropped: tell its node
-                continue
-            if item[1] == wire.PUSH_EVENTS:
-                watch._on_events(item[2], item[3], item[4], now)
-            elif item[1] == wire.PUSH_CANCEL:
-                watch._on_cancel(item[2])
+            kind, events = item[1], []
+            if kind == wire.PUSH_EVENTS:
+                try:  # decoded once for every watch the push is for
+                    events = _decode_events(item[2], item[3], item[4])
+                except DecodeError:
+                    self.bad_pushes += 1
+                    kind = -1  # garbage from this node: its watches go elsewhere
+            for wid in item[0]:
+                watch = by_wid.get(wid) if type(wid) is int else None
+                if watch is None or watch.address != address:
+                    if type(wid) is int:
+                        self._cancel_on_node(address, wid)  # one we dropped: tell its node
+                elif kind == wire.PUSH_EVENTS:
+                    watch._on_events(item[2], item[3], events, now)
+                elif kind == wire.PUSH_CANCEL:
+                    watch._on_cancel(item[2])
+                else:
+                    watch._resume(avoid=address)
 
     def _on_link(self, address: str, up: bool) -> None:
         if up:
@@ -419,6 +444,9 @@ class WatchSet:
                 watch._resume(avoid=address)
 
     def _check(self) -> None:
+        if not self._watches:
+            self._timer = None  # the next watch starts it again
+            return
         now = time.monotonic()
         stalled = now - STALL_S
         for watch in list(self._by_wid.values()):

@@ -89,7 +89,8 @@ class Node:
                                                history_events=settings.history_events))
         if snapshot.meta.index:
             self.machine.restore(snapshot.data)
-        self.watches = WatchHub(self.machine)
+        # Watches leave a node that has known no leader for a few election timeouts.
+        self.watches = WatchHub(self.machine, 4 * settings.election_timeout_ms[1] / 1000.0)
         self.core = RaftCore(settings.raft_config(), random.Random(), hard_state,
                              snapshot if snapshot.meta.index else None, entries)
         self.leases = LeaseClock()  # deadlines, while this node leads
@@ -649,7 +650,7 @@ class Node:
             self._ticks += due
             self.core.tick(due)
         self._expire(now)
-        self.watches.tick(now)
+        self.watches.tick(now, self.core.leader != NONE)
         if self.leases.active:
             self._expire_leases(now)
         self._after_input()

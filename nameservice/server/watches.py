@@ -14,11 +14,17 @@ lost push (dropped by a full queue, a node change) as a gap and resumes from its
   ``from - 1`` (it lags) starts the watch there and pushes the events as it catches up.
 * **Events**: ``on_events`` files every applied event under the watches it matches (exact keys
   by dictionary, prefixes by one ``startswith`` per distinct prefix); ``flush`` turns them into
-  one push per watch per loop step, queued on the transport, which sends one EVENT frame per
-  client.
+  pushes once per loop step, queued on the transport, which sends one EVENT frame per client.
+  Watches of one client that are owed the same events from the same revision share one push
+  (its first field lists their ids): a process with a thousand watchers of one prefix costs
+  one encoded event per step, not a thousand.
 * **Progress**: a watch that got no push for ``PROGRESS_S`` gets an empty one (``tick``). It
   tells the client this node is alive and how far it has applied; a client that hears nothing
   for a few intervals resumes elsewhere.
+* **Cut off**: a node that has known no leader for ``leaderless_s`` (it is cut off from a
+  majority, or there is none) cancels its watches with NO_LEADER and refuses new ones
+  (UNAVAILABLE): its state no longer moves, so its watchers are better served by a node that
+  still follows a leader — they resume there, or wait for one, from their own revision.
 * **Failure**: a push that cannot be sent because the client's queue is full (it does not read)
   cancels the watches it was for with OVERFLOW; the cancel is resent until it goes through. A
   client that disconnected loses all its watches. A snapshot installed over the state machine
@@ -64,8 +70,11 @@ class _Watch:
 class WatchHub:
     """The watches of one node over ``machine``; pushes go out through ``transport``."""
 
-    def __init__(self, machine: KvStateMachine) -> None:
+    def __init__(self, machine: KvStateMachine, leaderless_s: float = 1.2) -> None:
         self.machine = machine
+        self.leaderless_s = leaderless_s
+        self._leaderless_since: float | None = None
+        self._cut_off = False
         self.transport = None
         self._watches: dict[tuple[bytes, int], _Watch] = {}
         self._by_client: dict[bytes, dict[int, _Watch]] = {}
@@ -102,6 +111,8 @@ class WatchHub:
         machine = self.machine
         revision = machine.revision
         client = self._by_client.get(identity)
+        if self._cut_off:
+            return wire.ST_UNAVAILABLE, "this node has known no leader for a while"
         if (identity, wid) in self._watches:
             return wire.ST_BAD_REQUEST, f"watch {wid} exists already"
         if len(self._watches) >= MAX_WATCHES or (
@@ -185,32 +196,52 @@ class WatchHub:
                         watch.pending.append(wire_event)
 
     def flush(self) -> None:
-        """Queue one push per watch with events filed since the last flush."""
+        """Queue the pushes of the events filed since the last flush."""
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, []
-        revision = self.machine.revision
-        queue = self.transport.queue_push
-        now = time.monotonic()
+        # Watches of one client owed the same events from the same revision share a push.
+        groups: dict[tuple, tuple[list, list[_Watch]]] = {}
         for watch in dirty:
             events = watch.pending
             if events is None:
                 continue  # cancelled meanwhile
             watch.pending = None
-            self.counters["watch_events"] += len(events)
-            start = watch.sent_through + 1
+            key = (watch.identity, watch.sent_through, tuple(map(id, events)))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = (events, [watch])
+            else:
+                group[1].append(watch)
+        revision = self.machine.revision
+        queue = self.transport.queue_push
+        now = time.monotonic()
+        for (identity, sent_through, _), (events, watches) in groups.items():
+            self.counters["watch_events"] += len(events) * len(watches)
+            wids = [watch.wid for watch in watches]
+            start = sent_through + 1
             for first in range(0, len(events), MAX_EVENTS_PER_PUSH):
                 chunk = events[first:first + MAX_EVENTS_PER_PUSH]
                 to = revision if first + MAX_EVENTS_PER_PUSH >= len(events) else chunk[-1][1][3]
-                to = max(to, watch.sent_through)
-                queue(watch.identity, [watch.wid, wire.PUSH_EVENTS, start, to, chunk])
+                to = max(to, sent_through)
+                queue(identity, [wids, wire.PUSH_EVENTS, start, to, chunk])
                 start = to + 1
-            watch.sent_through = start - 1
-            watch.last_push = now
+            for watch in watches:
+                watch.sent_through = start - 1
+                watch.last_push = now
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, has_leader: bool = True) -> None:
         """Send progress pushes to idle watches and retry unsent cancels (at most every
-        ``PROGRESS_S / 2``)."""
+        ``PROGRESS_S / 2``); cancel every watch once the node has been leaderless too long."""
+        if has_leader:
+            self._leaderless_since, self._cut_off = None, False
+        elif self._leaderless_since is None:
+            self._leaderless_since = now
+        elif not self._cut_off and now - self._leaderless_since >= self.leaderless_s:
+            self._cut_off = True
+            for watch in list(self._watches.values()):
+                self._cancel_with(watch, wire.CANCEL_NO_LEADER,
+                                  "this node has known no leader for a while; resume elsewhere", 0)
         if now < self._next_progress:
             return
         self._next_progress = now + PROGRESS_S / 2
@@ -224,10 +255,19 @@ class WatchHub:
             return
         revision = self.machine.revision
         idle = now - PROGRESS_S
+        groups: dict[tuple[bytes, int], list[_Watch]] = {}
         for watch in self._watches.values():
             if watch.last_push <= idle and watch.pending is None:
-                to = max(revision, watch.sent_through)
-                queue(watch.identity, [watch.wid, wire.PUSH_EVENTS, watch.sent_through + 1, to, []])
+                key = (watch.identity, watch.sent_through)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [watch]
+                else:
+                    group.append(watch)
+        for (identity, sent_through), watches in groups.items():
+            to = max(revision, sent_through)
+            queue(identity, [[w.wid for w in watches], wire.PUSH_EVENTS, sent_through + 1, to, []])
+            for watch in watches:
                 watch.sent_through = to
                 watch.last_push = now
 
@@ -242,7 +282,7 @@ class WatchHub:
     def _cancel_with(self, watch: _Watch, reason: int, message: str, oldest: int) -> None:
         self._remove(watch)
         self.transport.queue_push(watch.identity,
-                                  [watch.wid, wire.PUSH_CANCEL, reason, message, oldest])
+                                  [[watch.wid], wire.PUSH_CANCEL, reason, message, oldest])
 
     # ------------------------------------------------------------------ send failures
 
@@ -259,13 +299,13 @@ class WatchHub:
         self.counters["watch_overflows"] += 1
         unsent = self._cancels.setdefault(identity, {})
         for item in items:
-            wid = item[0]
-            watch = self._watches.get((identity, wid))
-            if watch is not None:
-                self._remove(watch)
-            if item[1] == wire.PUSH_CANCEL or watch is not None:
-                unsent[wid] = [wid, wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW,
-                               "the client did not read its events in time; resume", 0]
+            for wid in item[0]:
+                watch = self._watches.get((identity, wid))
+                if watch is not None:
+                    self._remove(watch)
+                if item[1] == wire.PUSH_CANCEL or watch is not None:
+                    unsent[wid] = [[wid], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW,
+                                   "the client did not read its events in time; resume", 0]
         if not unsent:
             del self._cancels[identity]
 

@@ -18,11 +18,11 @@ Peer message: ``[tag, frm, to, term, field...]`` with ``tag`` the index of the t
 Client request: ``[rid, op, arg...]``; reply ``[rid, status, payload]`` (see the ``OP_*`` and
 ``ST_*`` constants and docs/nameservice.md). ``rid`` is the client's own request number, echoed.
 
-Watch push (in EVENT frames, unasked): ``[watch_id, 0, from_rev, to_rev, [[type, kv]...]]``
-carries every event matching the watch with a revision in ``from_rev..to_rev`` (none: a
-progress heartbeat); ``[watch_id, 1, reason, message, oldest]`` says the node dropped the
-watch (``CANCEL_*``). Each push of a watch starts where the previous one ended, so a client
-sees any lost push as a gap in the revisions.
+Watch push (in EVENT frames, unasked): ``[[watch_id...], 0, from_rev, to_rev, [[type, kv]...]]``
+carries, for each watch listed, every event matching it with a revision in
+``from_rev..to_rev`` (none: a progress heartbeat); ``[[watch_id...], 1, reason, message,
+oldest]`` says the node dropped those watches (``CANCEL_*``). Each push of a watch starts where
+the previous one ended, so a client sees any lost push as a gap in the revisions.
 
 Decoding never raises anything but ``DecodeError``: unknown version or kind, bad msgpack,
 wrong types, negative or oversized integers, wrong array lengths. Raft semantics (addressing,
@@ -64,7 +64,7 @@ _OPS = frozenset((OP_WRITE, OP_GET, OP_RANGE, OP_STATUS, OP_KEEPALIVE, OP_STALE_
 ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
 # Watch push kinds and the reasons a node drops a watch.
 PUSH_EVENTS, PUSH_CANCEL = 0, 1
-CANCEL_COMPACTED, CANCEL_OVERFLOW, CANCEL_RESTORED = 1, 2, 3
+CANCEL_COMPACTED, CANCEL_OVERFLOW, CANCEL_RESTORED, CANCEL_NO_LEADER = 1, 2, 3, 4
 
 _MAX_INT = (1 << 63) - 1
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack

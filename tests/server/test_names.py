@@ -88,7 +88,7 @@ async def test_register_resolve_and_watch_name_follow_the_registrations(make_clu
         first = await names.register("channel/a", "tcp://10.0.0.1:1", {"kind": "x"}, ttl=1.0)
         await names.register("channel/a/sub", "tcp://not-a", ttl=1.0)  # another name
         await client.put("names/channel/a/garbage", b"\xc1")  # not an entry: skipped
-        async with await names.register("channel/a", "tcp://10.0.0.2:2", ttl=1.0) as second:
+        async with names.register("channel/a", "tcp://10.0.0.2:2", ttl=1.0) as second:
             resolved = await names.resolve("channel/a")
             assert sorted(e.endpoint for e in resolved) == ["tcp://10.0.0.1:1", "tcp://10.0.0.2:2"]
             assert Endpoint("channel/a", "tcp://10.0.0.1:1", {"kind": "x"}, first.key) in resolved

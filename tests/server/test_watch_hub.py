@@ -58,12 +58,12 @@ def test_pushes_cover_consecutive_revision_ranges_with_only_matching_events():
     hub.flush()
     [(identity, item)] = transport.take()
     assert identity == A
-    assert item[:4] == [1, wire.PUSH_EVENTS, 2, 4] and keys_of(item) == [b"svc/a", b"svc/b"]
+    assert item[:4] == [[1], wire.PUSH_EVENTS, 2, 4] and keys_of(item) == [b"svc/a", b"svc/b"]
     apply(hub, machine, Put(b"x", b"-"))  # revision 5: nothing for the watch
     apply(hub, machine, Delete(b"svc/a"))  # revision 6
     hub.flush()
     [(_, item)] = transport.take()
-    assert item[:4] == [1, wire.PUSH_EVENTS, 5, 6] and item[4][0][0] == 1  # a DELETE
+    assert item[:4] == [[1], wire.PUSH_EVENTS, 5, 6] and item[4][0][0] == 1  # a DELETE
 
 
 def test_a_key_watch_ignores_other_keys_under_it():
@@ -82,7 +82,7 @@ def test_a_watch_from_a_revision_replays_the_history_then_continues():
     assert watch(hub, A, 7, b"a/", from_rev=3) == (wire.ST_OK, [5, 0])
     hub.flush()
     [(_, item)] = transport.take()
-    assert item[:4] == [7, wire.PUSH_EVENTS, 3, 5] and keys_of(item) == [b"a/2", b"a/3", b"a/4"]
+    assert item[:4] == [[7], wire.PUSH_EVENTS, 3, 5] and keys_of(item) == [b"a/2", b"a/3", b"a/4"]
     apply(hub, machine, Put(b"a/9", b"v"))
     hub.flush()
     assert transport.take()[0][1][2:4] == [6, 6]
@@ -129,7 +129,7 @@ def test_idle_watches_get_progress_pushes_that_keep_the_ranges_consecutive():
     assert transport.take() == []
     hub.tick(time.monotonic() + PROGRESS_S)
     [(_, item)] = transport.take()
-    assert item == [1, wire.PUSH_EVENTS, 1, 2, []]
+    assert item == [[1], wire.PUSH_EVENTS, 1, 2, []]
     apply(hub, machine, Put(b"a/x", b"v"))
     hub.flush()
     assert transport.take()[0][1][2:4] == [3, 3]
@@ -146,10 +146,10 @@ def test_a_client_whose_queue_is_full_gets_its_watches_cancelled_until_the_cance
     failed = [item for identity, item in pushes if identity == A]
     transport.on_push_failed(A, failed, False)  # A's queue is full
     assert len(hub) == 2  # A's watch 1 is gone, its watch 2 and B's remain
-    transport.on_push_failed(A, [[1, wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW, "", 0]], False)
+    transport.on_push_failed(A, [[[1], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW, "", 0]], False)
     hub.tick(time.monotonic() + PROGRESS_S)
     cancels = [item for identity, item in transport.take() if item[1] == wire.PUSH_CANCEL]
-    assert cancels == [[1, wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW,
+    assert cancels == [[[1], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW,
                         "the client did not read its events in time; resume", 0]]
     hub.tick(time.monotonic() + 2 * PROGRESS_S)
     assert all(item[1] == wire.PUSH_EVENTS for _, item in transport.take())  # sent: not again
@@ -169,7 +169,7 @@ def test_installing_a_snapshot_cancels_every_watch():
     watch(hub, A, 1, b"a/")
     watch(hub, B, 5, b"")
     hub.on_restore()
-    cancels = sorted((identity, item[0], item[2]) for identity, item in transport.take())
+    cancels = sorted((identity, item[0][0], item[2]) for identity, item in transport.take())
     assert cancels == [(A, 1, wire.CANCEL_RESTORED), (B, 5, wire.CANCEL_RESTORED)]
     assert len(hub) == 0
 
@@ -199,6 +199,22 @@ def test_watches_per_client_are_bounded(monkeypatch):
     assert watch(hub, B, 3, b"a")[0] == wire.ST_OK
 
 
+def test_watches_of_one_client_owed_the_same_events_share_one_push():
+    hub, machine, transport = make_hub()
+    for wid in (1, 2, 3):
+        watch(hub, A, wid, b"a/")
+    watch(hub, A, 4, b"a/", from_rev=1)  # replayed from 1: its own push
+    watch(hub, B, 1, b"a/")
+    apply(hub, machine, Put(b"a/1", b"v"))
+    hub.flush()
+    pushes = sorted((identity, item[0], item[2:4]) for identity, item in transport.take())
+    assert pushes == [(A, [1, 2, 3, 4], [1, 1]), (B, [1], [1, 1])]  # 4 had caught up
+    apply(hub, machine, Put(b"a/2", b"v"))
+    hub.flush()
+    assert sorted((identity, item[0]) for identity, item in transport.take()) == [
+        (A, [1, 2, 3, 4]), (B, [1])]
+
+
 @pytest.mark.parametrize("prefix", [b"", b"a"])
 def test_one_event_matching_a_key_and_a_prefix_watch_of_one_client_goes_to_both(prefix):
     hub, machine, transport = make_hub()
@@ -206,4 +222,21 @@ def test_one_event_matching_a_key_and_a_prefix_watch_of_one_client_goes_to_both(
     watch(hub, A, 2, b"a", prefix=False)
     apply(hub, machine, Put(b"a", b"v"))
     hub.flush()
-    assert sorted(item[0] for _, item in transport.take()) == [1, 2]
+    assert sorted(wid for _, item in transport.take() for wid in item[0]) == [1, 2]
+
+
+def test_a_node_leaderless_for_too_long_cancels_its_watches_and_refuses_new_ones():
+    hub, machine, transport = make_hub()
+    hub.leaderless_s = 1.0
+    watch(hub, A, 1, b"a/")
+    now = time.monotonic()
+    hub.tick(now, has_leader=False)
+    hub.tick(now + 0.5, has_leader=False)  # an election's worth: nothing happens
+    assert len(hub) == 1
+    hub.tick(now + 1.0, has_leader=False)
+    assert len(hub) == 0
+    cancels = [item for _, item in transport.take() if item[1] == wire.PUSH_CANCEL]
+    assert [c[:3] for c in cancels] == [[[1], wire.PUSH_CANCEL, wire.CANCEL_NO_LEADER]]
+    assert watch(hub, A, 2, b"a/")[0] == wire.ST_UNAVAILABLE
+    hub.tick(now + 1.1, has_leader=True)
+    assert watch(hub, A, 2, b"a/")[0] == wire.ST_OK
