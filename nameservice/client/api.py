@@ -170,9 +170,14 @@ class NameServiceClient:
             raise DecodeError(f"bad reply to a lease grant: {result}")
         return result.id
 
-    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> float:
-        """Renew a lease on the leader; its TTL in seconds. ``LeaseNotFound`` if it is gone."""
-        payload = await self._channel.call(wire.OP_KEEPALIVE, [lease_id], timeout=timeout)
+    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None,
+                              attempt_timeout: float | None = None) -> float:
+        """Renew a lease on the leader; its TTL in seconds. ``LeaseNotFound`` if it is gone.
+
+        ``timeout`` / ``attempt_timeout`` override the client's for this call (a keeper of a
+        short lease must give up on a silent leader sooner than other calls do)."""
+        payload = await self._channel.call(wire.OP_KEEPALIVE, [lease_id], timeout=timeout,
+                                           attempt_timeout=attempt_timeout)
         if type(payload) is not int or payload < 0:
             raise DecodeError("bad reply to a keepalive")
         if payload == 0:
