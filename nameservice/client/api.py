@@ -67,9 +67,9 @@ class NameServiceClient:
 
     ``addresses``: some or all nodes' ``HOST:PORT`` (a list or a comma-separated string); the
     client learns the leader from redirects. None: ``$FABRIC_NS``, else the nodes zeroconf
-    finds (looked up in ``connect``; see ``nameservice.client.addresses``). ``timeout``: how long one operation may take,
-    retries included, before ``Unavailable``. ``attempt_timeout``: how long to wait for one
-    node before trying the next.
+    finds (looked up in ``connect``; see ``nameservice.client.addresses``). ``timeout``: how
+    long one operation may take, retries included, before ``Unavailable``.
+    ``attempt_timeout``: how long to wait for one node before trying the next.
     """
 
     def __init__(self, addresses: list[str] | str | None, *, timeout: float = 5.0,
