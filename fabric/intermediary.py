@@ -181,7 +181,7 @@ class Intermediary:
                     self._last_tick = self._last_beat = now
                     continue
                 if ready:
-                    self._drain(sock)
+                    self._read(sock)
                 if self._drain_request is not None and not self._draining:
                     self._start_drain(now, self._drain_request)
                 if now - self._last_tick >= timing.tick:
@@ -250,6 +250,9 @@ class Intermediary:
 
     def _check_drain(self, now: float) -> None:
         """Finish the drain when nothing is left, or give up at its deadline."""
+        if self._queue and not any(peer.role == p.ROLE_CONSUMER and not peer.leaving
+                                   for peer in self._peers.values()):
+            self._refuse_queue()
         done = not self._queue and not any(
             peer.inflight if peer.role == p.ROLE_CONSUMER else peer.drain_pending and peer.alive
             for peer in self._peers.values())
@@ -264,27 +267,46 @@ class Intermediary:
                 self.control.reply(identity, report.to_dict())
         self._drain_waiters = []
 
+    def _refuse_queue(self) -> None:
+        """Draining with no consumer left to take the queue: hand it back to the producers
+        (NACK), who send it through the other intermediaries. None of it reached a consumer
+        through us, except batches requeued from a dead consumer (their producer resends its
+        own copy, unflagged: at-least-once, as after the loss of an intermediary)."""
+        seqs: dict[bytes, list[int]] = {}
+        for rid, _, _, seq, _ in self._queue:
+            seqs.setdefault(rid, []).append(seq)
+        self._queue.clear()
+        self._queue_bytes = 0
+        for rid, first_seqs in seqs.items():
+            self.stats.nacked_batches += len(first_seqs)
+            for start in range(0, len(first_seqs), 100_000):
+                self._send(rid, p.encode(p.Nack(tuple(first_seqs[start:start + 100_000]))))
+        log.info("no consumer left: %d queued batches handed back to their producers",
+                 sum(len(v) for v in seqs.values()))
+
     def _leftovers(self) -> tuple[Leftover, ...]:
-        groups: dict[tuple[bytes, str], list[int]] = {}
+        resend = "the producer resends them through the other intermediaries"
+        claim = ("the consumer claims them through another intermediary and acknowledges them "
+                 "when handled; unclaimed ones the producer resends")
+        groups: dict[tuple[bytes, str, str], list[int]] = {}
         for _, pid, _, _, count in self._queue:
-            group = groups.setdefault((pid, "queued for a consumer"), [0, 0])
+            group = groups.setdefault((pid, "queued for a consumer", resend), [0, 0])
             group[0] += count
             group[1] += 1
         for peer in self._peers.values():
             for (pid, _), (_, count, acked) in peer.inflight.items():
-                where = f"unacknowledged at consumer {peer.rid[1:].hex()}"
-                group = groups.setdefault((pid, where), [0, 0])
+                where = f"unacknowledged at consumer {peer.rid[1:].hex()[:12]}"
+                group = groups.setdefault((pid, where, claim), [0, 0])
                 group[0] += count - acked
                 group[1] += 1
         silent = [peer.rid[1:].hex()[:12] for peer in self._peers.values()
                   if peer.role == p.ROLE_PRODUCER and peer.alive and peer.drain_pending]
         if silent:
             log.warning("producers that did not answer DRAIN: %s", ", ".join(silent))
-        return tuple(Leftover(n, b, pid.hex(), f"{where} in intermediary {self.endpoint}",
-                              "the producer resends them through the other intermediaries")
-                     for (pid, where), (n, b) in groups.items())
+        return tuple(Leftover(n, b, pid.hex(), f"{where} in intermediary {self.endpoint}", fate)
+                     for (pid, where, fate), (n, b) in groups.items())
 
-    def _drain(self, sock: zmq.Socket) -> None:
+    def _read(self, sock: zmq.Socket) -> None:
         for _ in range(10_000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
