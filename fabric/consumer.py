@@ -286,6 +286,7 @@ class InputPort:
                     and now_up <= set(asked)
                     and all(lk.gen == asked[lk][0] for lk in now_up)):
                 complete = True
+                break
         left = () if complete else self._leftovers()
         report = DrainReport("consumer", self.consumer_id.hex(), complete, watch.elapsed(), left)
         report.log(log)

@@ -114,6 +114,7 @@ def test_draining_a_producer_under_load_delivers_every_accepted_message_once(clu
         out = exits(cluster, proc)
         [report] = drained_from(out)
         assert report["complete"] and report["kind"] == "producer", report
+        assert report["elapsed_ms"] < 2000, report
         sent[index] = sent_from(out)
         assert stats_from(out)["messages_acked"] == sent[index]
     wait_for(lambda: total_records(outs) >= sum(sent.values()), 60, "every sent message")
@@ -127,11 +128,12 @@ def test_draining_a_consumer_under_load_hands_nothing_back_to_redelivery(cluster
     wait_for(lambda: total_records(outs) >= TOTAL // 5, 60, "a fifth of the messages")
     leaving, _ = consumers[0]
     leaving.send_signal(signal.SIGTERM)
+    at_drain = total_records(outs)
     out = exits(cluster, leaving)
     [report] = drained_from(out)
     assert report["complete"] and report["kind"] == "consumer", report
+    assert report["elapsed_ms"] < 2000, report
     left_at = total_records(outs[:1])
-    at_drain = total_records(outs)
 
     for proc in producers:
         cluster.finish(proc, timeout=120)
