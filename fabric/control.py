@@ -222,13 +222,14 @@ class ControlServer:
         self._sock.close(linger=linger)
 
 
-async def control_request(endpoint: str, command: str, timeout: float = 10.0,
-                          **fields: Any) -> dict:
+async def control_request(endpoint: str, command: str, timeout: float = 10.0, *,
+                          drain_timeout: float | None = None) -> dict:
     """Send ``command`` to the control socket at ``endpoint`` and return its result dict.
 
     Raises :class:`ControlError` if no answer comes within ``timeout`` seconds or the process
-    answers with an error. ``fields`` are added to the request (e.g. ``timeout`` for a drain).
+    answers with an error. ``drain_timeout`` bounds a ``drain`` (default: the process's own).
     """
+    fields = {} if drain_timeout is None else {"timeout": drain_timeout}
     if "://" not in endpoint:
         endpoint = "tcp://" + endpoint
     ctx = zmq.asyncio.Context.instance()

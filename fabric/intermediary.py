@@ -250,9 +250,6 @@ class Intermediary:
 
     def _check_drain(self, now: float) -> None:
         """Finish the drain when nothing is left, or give up at its deadline."""
-        if self._queue and not any(peer.role == p.ROLE_CONSUMER and not peer.leaving
-                                   for peer in self._peers.values()):
-            self._refuse_queue()
         done = not self._queue and not any(
             peer.inflight if peer.role == p.ROLE_CONSUMER else peer.drain_pending and peer.alive
             for peer in self._peers.values())
@@ -267,9 +264,20 @@ class Intermediary:
                 self.control.reply(identity, report.to_dict())
         self._drain_waiters = []
 
+    def _consumers_left(self) -> bool:
+        """False when the queue can never be delivered here: every consumer is leaving, or
+        none is connected while this intermediary drains."""
+        leaving = False
+        for peer in self._peers.values():
+            if peer.role == p.ROLE_CONSUMER:
+                if not peer.leaving:
+                    return True
+                leaving = True
+        return not (leaving or self._draining)
+
     def _refuse_queue(self) -> None:
-        """Draining with no consumer left to take the queue: hand it back to the producers
-        (NACK), who send it through the other intermediaries. None of it reached a consumer
+        """No consumer left to take the queue: hand it back to the producers (NACK), who send
+        it through the other intermediaries. None of it reached a consumer
         through us, except batches requeued from a dead consumer (their producer resends its
         own copy, unflagged: at-least-once, as after the loss of an intermediary)."""
         seqs: dict[bytes, list[int]] = {}
@@ -529,6 +537,8 @@ class Intermediary:
     def _tick(self, now: float) -> None:
         timing = self.timing
         self._last_tick = now
+        if self._queue and not self._consumers_left():
+            self._refuse_queue()
         if self._draining and self.drain_report is None:
             self._check_drain(now)
         if now - self._last_beat >= timing.heartbeat:
