@@ -106,9 +106,12 @@ async def consume(args: argparse.Namespace) -> int:
         await asyncio.sleep(args.delay)
         write(fd, pack(msg.payload, msg.redelivered))
 
+    def stuck_handler(msg) -> None:
+        pass  # never acknowledges, records nothing: a consumer stuck on every message
+
     port = await InputPort(args.channel, args.endpoints.split(","),
-                           slow_handler if args.delay else handler,
-                           prefetch=args.prefetch).start()
+                           stuck_handler if args.stuck else slow_handler if args.delay else handler,
+                           prefetch=args.prefetch, auto_ack=not args.stuck).start()
     reports = await run_ports_until_signalled(
         [port], name="consumer", drain_timeout=args.drain_timeout,
         announce_control=lambda endpoint: print(f"ready {endpoint}", flush=True))
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drain-timeout", type=float, default=5.0)
     parser.add_argument("--delay", type=float, default=0.0, help="consumer: seconds per message")
     parser.add_argument("--prefetch", type=int, default=8192)
+    parser.add_argument("--stuck", action="store_true", help="consumer: never acknowledge")
     args = parser.parse_args(argv)
     return asyncio.run(produce(args) if args.role == "producer" else consume(args))
 
