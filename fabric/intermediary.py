@@ -388,9 +388,12 @@ class Intermediary:
             raise DecodeError("HELLO whose peer id does not match its routing id")
         old = self._peers.get(rid)
         if old is not None and old.role == hello.role and hello.again:
-            # Re-introduction on the same connection (answer to WHO): nothing was lost on it.
+            # Re-introduction on the same connection (answer to WHO, or a consumer that takes
+            # back its DRAIN): nothing was lost on it.
             old.credit = hello.credit
             old.alive = True
+            old.leaving = False
+            old.drains_owed = 0
         else:
             if old is not None and old.role == p.ROLE_PRODUCER:
                 # A new connection: the producer gave up on the old one and resends its batches.

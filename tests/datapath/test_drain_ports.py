@@ -165,3 +165,19 @@ async def test_the_control_server_answers_status_drain_and_bad_requests():
 async def test_a_control_request_to_nobody_fails_in_time():
     with pytest.raises(ControlError, match="no answer"):
         await control_request("127.0.0.1:1", "status", 0.2)
+
+
+async def test_an_intermediary_removed_and_added_back_is_used_again():
+    async with running_intermediary("revive") as node:
+        seen = Recorder()
+        async with InputPort("revive", [node.endpoint], seen) as consumer, \
+                OutputPort("revive", [node.endpoint]) as producer:
+            await eventually(lambda: node.status()["consumers"] == 1, 10, "the consumer")
+            for port in (consumer, producer):
+                port.remove_endpoint(node.endpoint)
+                port.add_endpoint(node.endpoint)
+            for i in range(1_000):
+                await producer.send(i)
+            await producer.flush(timeout=10)
+        assert set(seen.counts) == set(range(1_000)) and max(seen.counts.values()) == 1
+        assert seen.flagged == 0
