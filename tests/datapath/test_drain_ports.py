@@ -143,19 +143,24 @@ def test_control_requests_are_checked():
 
 
 async def test_the_control_server_answers_status_drain_and_bad_requests():
-    calls = []
+    calls, release = [], asyncio.Event()
 
     async def drain(timeout):
         calls.append(timeout)
-        await asyncio.sleep(0.05)
+        await release.wait()
         return {"complete": True}
 
     server = ControlServer(lambda: {"kind": "test"}, drain).start()
     try:
         assert await control_request(server.endpoint, "status", 5) == {"kind": "test"}
-        both = await asyncio.gather(control_request(server.endpoint, "drain", 5, drain_timeout=3),
-                                    control_request(server.endpoint, "drain", 5))
-        assert both == [{"complete": True}] * 2 and calls == [3.0], "one drain, both answered"
+        first = asyncio.ensure_future(control_request(server.endpoint, "drain", 5,
+                                                      drain_timeout=3))
+        await eventually(lambda: calls, 5, "the drain to start")
+        second = asyncio.ensure_future(control_request(server.endpoint, "drain", 5))
+        assert await control_request(server.endpoint, "status", 5) == {"kind": "test"}
+        release.set()
+        assert await first == await second == {"complete": True}
+        assert calls == [3.0], "one drain, both answered"
         with pytest.raises(ControlError, match="unknown command"):
             await control_request(server.endpoint, "reboot", 5)
     finally:
