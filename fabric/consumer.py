@@ -265,6 +265,7 @@ class InputPort:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._draining = True
+        self._ask_drain()  # at once: route nothing more here
         complete = False
         while not self._closed and loop.time() < deadline:
             if not self._quiet():
@@ -275,11 +276,7 @@ class InputPort:
             # A barrier: each intermediary answers DRAIN once everything it sent us is
             # acknowledged; frames keep their order on a connection.
             mark = self.stats.batches_received + self.stats.duplicate_batches
-            asked = {}
-            for link in self._links.all() + self._links.retiring():
-                if link.up and link.send_now(p.drain_frame()):
-                    link.drains_asked += 1
-                    asked[link] = (link.gen, link.drains_asked)
+            asked = self._ask_drain()
             while loop.time() < deadline and not all(
                     link.gen != gen or link.drains_answered >= n
                     for link, (gen, n) in asked.items()):
@@ -297,6 +294,15 @@ class InputPort:
         report.log(log)
         await self.close()
         return report
+
+    def _ask_drain(self) -> dict[Link, tuple[int, int]]:
+        """Send DRAIN on every live link: ``{link: (socket generation, answers awaited)}``."""
+        asked = {}
+        for link in self._links.all() + self._links.retiring():
+            if link.up and link.send_now(p.drain_frame()):
+                link.drains_asked += 1
+                asked[link] = (link.gen, link.drains_asked)
+        return asked
 
     def _quiet(self) -> bool:
         """Nothing received waits for the handler, and no acknowledgement waits to be sent."""

@@ -149,6 +149,7 @@ class ControlServer:
         self.endpoint = _bind(self._sock, endpoint)
         self.bad_requests = 0
         self._drain_task: asyncio.Task | None = None
+        self.drain_requested = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._pending: set[asyncio.Task] = set()
 
@@ -161,7 +162,13 @@ class ControlServer:
         """The drain, started once (by a request or by the process itself, e.g. on SIGTERM)."""
         if self._drain_task is None:
             self._drain_task = asyncio.ensure_future(self._drain(timeout))
+            self.drain_requested.set()
         return self._drain_task
+
+    async def answered(self, timeout: float = 1.0) -> None:
+        """Wait (at most ``timeout`` s) until every drain request got its answer."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout)
 
     async def _serve(self) -> None:
         while True:
@@ -206,22 +213,23 @@ class ControlServer:
         except zmq.ZMQError:
             pass
 
-    def close(self) -> None:
-        """Stop answering and close the socket."""
+    def close(self, linger: int = 500) -> None:
+        """Stop answering and close the socket (``linger`` ms for answers still leaving)."""
         if self._task is not None:
             self._task.cancel()
         for task in self._pending:
             task.cancel()
-        self._sock.close(linger=0)
+        self._sock.close(linger=linger)
 
 
-async def control_request(endpoint: str, command: str, timeout: float = 10.0,
-                          **fields: Any) -> dict:
+async def control_request(endpoint: str, command: str, timeout: float = 10.0, *,
+                          drain_timeout: float | None = None) -> dict:
     """Send ``command`` to the control socket at ``endpoint`` and return its result dict.
 
     Raises :class:`ControlError` if no answer comes within ``timeout`` seconds or the process
-    answers with an error. ``fields`` are added to the request (e.g. ``timeout`` for a drain).
+    answers with an error. ``drain_timeout`` bounds a ``drain`` (default: the process's own).
     """
+    fields = {} if drain_timeout is None else {"timeout": drain_timeout}
     if "://" not in endpoint:
         endpoint = "tcp://" + endpoint
     ctx = zmq.asyncio.Context.instance()

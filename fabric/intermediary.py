@@ -183,7 +183,7 @@ class Intermediary:
                     self._last_tick = self._last_beat = now
                     continue
                 if ready:
-                    self._drain(sock)
+                    self._read(sock)
                 if self._drain_request is not None and not self._draining:
                     self._start_drain(now, self._drain_request)
                 if now - self._last_tick >= timing.tick:
@@ -268,27 +268,57 @@ class Intermediary:
                 self.control.reply(identity, report.to_dict())
         self._drain_waiters = []
 
+    def _consumers_left(self) -> bool:
+        """False when the queue can never be delivered here: every consumer is leaving, or
+        none is connected while this intermediary drains."""
+        leaving = False
+        for peer in self._peers.values():
+            if peer.role == p.ROLE_CONSUMER:
+                if not peer.leaving:
+                    return True
+                leaving = True
+        return not (leaving or self._draining)
+
+    def _refuse_queue(self) -> None:
+        """No consumer left to take the queue: hand it back to the producers (NACK), who send
+        it through the other intermediaries. None of it reached a consumer
+        through us, except batches requeued from a dead consumer (their producer resends its
+        own copy, unflagged: at-least-once, as after the loss of an intermediary)."""
+        seqs: dict[bytes, list[int]] = {}
+        for rid, _, _, seq, _ in self._queue:
+            seqs.setdefault(rid, []).append(seq)
+        self._queue.clear()
+        self._queue_bytes = 0
+        for rid, first_seqs in seqs.items():
+            self.stats.nacked_batches += len(first_seqs)
+            for start in range(0, len(first_seqs), 100_000):
+                self._send(rid, p.encode(p.Nack(tuple(first_seqs[start:start + 100_000]))))
+        log.info("no consumer left: %d queued batches handed back to their producers",
+                 sum(len(v) for v in seqs.values()))
+
     def _leftovers(self) -> tuple[Leftover, ...]:
-        groups: dict[tuple[bytes, str], list[int]] = {}
+        resend = "the producer resends them through the other intermediaries"
+        claim = ("the consumer claims them through another intermediary and acknowledges them "
+                 "when handled; unclaimed ones the producer resends")
+        groups: dict[tuple[bytes, str, str], list[int]] = {}
         for _, pid, _, _, count in self._queue:
-            group = groups.setdefault((pid, "queued for a consumer"), [0, 0])
+            group = groups.setdefault((pid, "queued for a consumer", resend), [0, 0])
             group[0] += count
             group[1] += 1
         for peer in self._peers.values():
             for (pid, _), (_, count, acked) in peer.inflight.items():
-                where = f"unacknowledged at consumer {peer.rid[1:].hex()}"
-                group = groups.setdefault((pid, where), [0, 0])
+                where = f"unacknowledged at consumer {peer.rid[1:].hex()[:12]}"
+                group = groups.setdefault((pid, where, claim), [0, 0])
                 group[0] += count - acked
                 group[1] += 1
         silent = [peer.rid[1:].hex()[:12] for peer in self._peers.values()
                   if peer.role == p.ROLE_PRODUCER and peer.alive and peer.drain_pending]
         if silent:
             log.warning("producers that did not answer DRAIN: %s", ", ".join(silent))
-        return tuple(Leftover(n, b, pid.hex(), f"{where} in intermediary {self.endpoint}",
-                              "the producer resends them through the other intermediaries")
-                     for (pid, where), (n, b) in groups.items())
+        return tuple(Leftover(n, b, pid.hex(), f"{where} in intermediary {self.endpoint}", fate)
+                     for (pid, where, fate), (n, b) in groups.items())
 
-    def _drain(self, sock: zmq.Socket) -> None:
+    def _read(self, sock: zmq.Socket) -> None:
         for _ in range(10_000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -362,9 +392,12 @@ class Intermediary:
             raise DecodeError("HELLO whose peer id does not match its routing id")
         old = self._peers.get(rid)
         if old is not None and old.role == hello.role and hello.again:
-            # Re-introduction on the same connection (answer to WHO): nothing was lost on it.
+            # Re-introduction on the same connection (answer to WHO, or a consumer that takes
+            # back its DRAIN): nothing was lost on it.
             old.credit = hello.credit
             old.alive = True
+            old.leaving = False
+            old.drains_owed = 0
         else:
             if old is not None and old.role == p.ROLE_PRODUCER:
                 # A new connection: the producer gave up on the old one and resends its batches.
@@ -511,6 +544,8 @@ class Intermediary:
     def _tick(self, now: float) -> None:
         timing = self.timing
         self._last_tick = now
+        if self._queue and not self._consumers_left():
+            self._refuse_queue()
         if self._draining and self.drain_report is None:
             self._check_drain(now)
         if now - self._last_beat >= timing.heartbeat:

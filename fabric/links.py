@@ -129,9 +129,9 @@ class LinkSet:
             link = self._retiring.pop(endpoint, None)
             if link is not None:  # added back while retiring: keep the connection
                 link.retiring = link.draining = False
+                link.drains_asked = link.drains_answered = 0
                 self._links[endpoint] = link
-                if link.sock is None:
-                    self._open(link)
+                self.greet_again(link)  # cancels a DRAIN this port sent on it
                 return link
             link = self._links[endpoint] = Link(endpoint)
             self._open(link)
