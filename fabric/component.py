@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.consumer import Handler, InputPort
-from fabric.errors import ConfigError
+from fabric.errors import ConfigError, FabricError
 from fabric.producer import OutputPort
 from fabric.registry import watch_channel
 from fabric.resolver import Change, Resolver
@@ -129,9 +129,14 @@ class ComponentContext:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-        resolver = Resolver(port, watch_channel(self._names, channel), on_change=announce)
+        resolver = Resolver(port, lambda: watch_channel(self._names, channel),
+                            on_change=announce)
         self.resolvers.append(resolver.start())
-        await resolver.first(wait)
+        try:
+            await resolver.first(wait)
+        except asyncio.TimeoutError:
+            raise FabricError(f"no answer from the name service about channel {channel!r} "
+                              f"within {wait:g} s") from None
 
     async def drain(self) -> dict[str, Any]:
         """Drain and close every port now (the runtime does it after the function returns;

@@ -22,6 +22,8 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+RETRY_S = 0.5
+
 
 class EndpointSet(Protocol):
     """What a resolver drives: the endpoint set of a port."""
@@ -62,15 +64,20 @@ class Change:
     at: float
 
 
+Updates = AsyncIterable[Iterable[str]]
+
+
 class Resolver:
     """Applies a stream of endpoint lists to ``port`` until closed.
 
-    ``on_change(change)`` is called after each change that added or removed something (for
-    logs, status and the re-resolve measurement). :meth:`first` waits for the first list, so a
-    port can start with its intermediaries known.
+    ``updates`` is the stream, or a function making a fresh one: then a stream that fails
+    (the whole name service unreachable) is made again after ``RETRY_S`` and followed on; the
+    port keeps its endpoints meanwhile. ``on_change(change)`` is called after each change that
+    added or removed something (for logs, status and the re-resolve measurement).
+    :meth:`first` waits for the first list, so a port can start with its intermediaries known.
     """
 
-    def __init__(self, port: EndpointSet, updates: AsyncIterable[Iterable[str]], *,
+    def __init__(self, port: EndpointSet, updates: Updates | Callable[[], Updates], *,
                  on_change: Callable[[Change], None] | None = None) -> None:
         self.port = port
         self._updates = updates
@@ -85,7 +92,8 @@ class Resolver:
         return self
 
     async def first(self, timeout: float | None = None) -> None:
-        """Wait until the first list was applied (or the stream ended)."""
+        """Wait until the first list was applied; ``asyncio.TimeoutError`` after
+        ``timeout`` seconds."""
         await asyncio.wait_for(self._first.wait(), timeout)
 
     def apply(self, wanted: Iterable[str]) -> Change | None:
@@ -105,11 +113,22 @@ class Resolver:
         return change
 
     async def _run(self) -> None:
-        try:
-            async for wanted in self._updates:
-                self.apply(wanted)
-                self._first.set()
-        finally:
+        if not callable(self._updates):
+            await self._follow(self._updates)
+            return
+        while True:
+            try:
+                await self._follow(self._updates())
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("endpoint updates failed (%s); retrying in %.1f s", exc, RETRY_S)
+                await asyncio.sleep(RETRY_S)
+
+    async def _follow(self, updates: Updates) -> None:
+        async for wanted in updates:
+            self.apply(wanted)
             self._first.set()
 
     async def close(self) -> None:

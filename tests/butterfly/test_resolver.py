@@ -102,3 +102,30 @@ async def test_first_returns_once_the_first_list_is_applied(endpoints):
     await resolver.first(5)
     assert port.endpoints == endpoints
     await resolver.close()
+
+
+async def test_a_failed_stream_is_made_again_and_followed(monkeypatch):
+    monkeypatch.setattr("fabric.resolver.RETRY_S", 0.01)
+    made = []
+
+    async def stream():
+        made.append(1)
+        if len(made) == 1:
+            raise OSError("name service unreachable")
+        yield ["tcp://127.0.0.1:7"]
+        await asyncio.Event().wait()
+
+    class Port:
+        endpoints: list[str] = []
+
+        def add_endpoint(self, e):
+            self.endpoints = [*self.endpoints, e]
+
+        def remove_endpoint(self, e):
+            self.endpoints = [x for x in self.endpoints if x != e]
+
+    port = Port()
+    resolver = Resolver(port, stream).start()
+    await resolver.first(5)
+    assert port.endpoints == ["tcp://127.0.0.1:7"] and len(made) == 2
+    await resolver.close()
