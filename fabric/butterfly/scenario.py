@@ -125,13 +125,20 @@ class Scenario:
 
     # -- processes --------------------------------------------------------------------------
 
-    def _intermediary(self, name: str) -> tuple[Proc, str, float]:
-        proc = self.fleet.start(name, self._fabric(
-            "intermediary", "--channel", CHANNEL, "--listen", "127.0.0.1:0", "--name", name,
-            "--ns", self.ns))
+    def _intermediary(self, name: str, avoid: str = "") -> tuple[Proc, str, float]:
+        """Start an intermediary on a free port (never the one of ``avoid``: the kernel may
+        hand out a port again); wait until it is registered. Its process, data endpoint and
+        when it began registering."""
+        while True:
+            proc = self.fleet.start(name, self._fabric(
+                "intermediary", "--channel", CHANNEL, "--listen", "127.0.0.1:0", "--name",
+                name, "--ns", self.ns))
+            _, line = proc.wait_line("registered", START_TIMEOUT)
+            info = json.loads(line.partition(" ")[2])
+            if info["endpoint"] != avoid:
+                break
+            proc.kill()
         self._must_live.add(name)
-        _, line = proc.wait_line("registered", START_TIMEOUT)
-        info = json.loads(line.partition(" ")[2])
         self.intermediaries[info["endpoint"]] = name
         return proc, info["endpoint"], info["began"]
 
@@ -228,7 +235,7 @@ class Scenario:
         killed = self.fleet.procs.pop("intermediary-a")
         killed.name = "intermediary-a-killed"
         self.fleet.procs[killed.name] = killed
-        _, endpoint_a2, registered_at = self._intermediary("intermediary-a")
+        _, endpoint_a2, registered_at = self._intermediary("intermediary-a", avoid=endpoint_a)
         self._event(f"    a registered at {endpoint_a2}")
         followed = self._wait(lambda: self._adopted(endpoint_a2), STEP_TIMEOUT,
                               f"every port to use {endpoint_a2}")
