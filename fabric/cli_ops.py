@@ -41,8 +41,6 @@ def _run(ns: str | None, action) -> Any:
         _fail(f"name service: {exc}", EXIT_FAILED)
     except (FabricError, OSError, asyncio.TimeoutError) as exc:
         _fail(str(exc) or type(exc).__name__, EXIT_FAILED)
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_FAILED)
 
 
 @click.command("drain")
@@ -131,14 +129,29 @@ def _rates(a: dict, b: dict, seconds: float) -> dict[str, float]:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", is_flag=True, help="Redraw the table every second until Ctrl-C.")
 @_ns_option
-def status(as_json: bool, ns: str | None) -> None:
+def status(as_json: bool, watch: bool, ns: str | None) -> None:
     """Show channels with their intermediaries, and every registered process with its kind,
     endpoints, in-flight counts and message rates."""
-    result = _run(ns, collect_status)
     if as_json:
-        click.echo(json.dumps(result, default=str))
+        click.echo(json.dumps(_run(ns, collect_status), default=str))
         return
+    if not watch:
+        _print_table(_run(ns, collect_status))
+        return
+    try:
+        while True:
+            result = _run(ns, collect_status)
+            click.clear()
+            click.echo(time.strftime("%H:%M:%S") + "  (Ctrl-C to stop)\n")
+            _print_table(result)
+            time.sleep(max(0.0, 1.0 - RATE_SAMPLE_S))
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_table(result: dict) -> None:
     click.echo("CHANNEL              INTERMEDIARIES")
     for channel, endpoints in result["channels"].items():
         click.echo(f"{channel:<20} {', '.join(endpoints) or '-'}")
