@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -87,6 +88,13 @@ def test_status_lists_channels_and_processes_with_their_counts(deployment):
     assert table.returncode == 0
     text = table.stdout.decode()
     assert "int-s" in text and "prod-s" in text and endpoint in text
+
+    live = d.fleet.start("status-watch", [sys.executable, "-m", "fabric", "status", "--watch",
+                                          "--ns", d.ns])
+    wait_for(lambda: sum("prod-s" in line for _, line in live.lines) >= 2, 30,
+             "two redraws of the live table")
+    live.signal(signal.SIGINT)
+    assert live.wait(10) == 0
 
 
 def test_drain_of_an_unknown_name_exits_4(deployment):
