@@ -220,6 +220,7 @@ class Intermediary:
             "kind": "intermediary", "name": self.name, "channel": self.channel,
             "endpoints": [self.endpoint], "draining": self._draining,
             "producers": sum(pr.alive for pr in producers), "consumers": len(consumers),
+            "consumers_leaving": sum(c.leaving for c in consumers),
             "in_flight": {"queued_messages": sum(item[4] for item in self._queue),
                           "queued_bytes": self._queue_bytes,
                           "at_consumers": sum(e[1] - e[2] for c in consumers

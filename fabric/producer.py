@@ -216,7 +216,8 @@ class OutputPort:
             group[0] += sent.count - sent.acked
             group[1] += 1
         if self._parts:
-            groups.setdefault("not sent (no intermediary could take it)", [0, 0])[0] += len(self._parts)
+            unsent = groups.setdefault("not sent (no intermediary could take it)", [0, 0])
+            unsent[0] += len(self._parts)
         pid = self.producer_id.hex()
         return tuple(Leftover(n, b, pid, where, "unacknowledged when the producer closed: "
                               "delivered or not, nobody resends them")

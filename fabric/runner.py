@@ -28,7 +28,8 @@ def ports_status(name: str, ports: Sequence[Port], draining: bool) -> dict:
     endpoints = sorted({e for item in each for e in item["endpoints"]})
     channels = sorted({item["channel"] for item in each})
     return {
-        "kind": "component", "name": name, "channel": channels[0] if len(channels) == 1 else channels,
+        "kind": "component", "name": name,
+        "channel": channels[0] if len(channels) == 1 else channels,
         "endpoints": endpoints, "draining": draining,
         "in_flight": {"unacked": sum(i.get("unacked", 0) for i in each),
                       "pending_batches": sum(i.get("pending_batches", 0) for i in each)},
@@ -71,8 +72,6 @@ async def run_ports_until_signalled(
     server = ControlServer(lambda: ports_status(name, ports, server.drain_requested.is_set()),
                            drain, control)
     server.start()
-    if announce_control is not None:
-        announce_control(server.endpoint)
     signalled: list[int] = []
 
     def on_signal(sig: int) -> None:
@@ -91,6 +90,8 @@ async def run_ports_until_signalled(
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    if announce_control is not None:  # after the signal handlers: SIGTERM now drains
+        announce_control(server.endpoint)
     waits = [asyncio.ensure_future(server.drain_requested.wait())]
     if stop is not None:
         waits.append(asyncio.ensure_future(stop.wait()))

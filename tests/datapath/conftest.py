@@ -86,7 +86,8 @@ class Cluster:
         proc.control = control.split()[1]
         return proc, line.split()[1]
 
-    def consumer(self, endpoints: list[str], name: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    def consumer(self, endpoints: list[str], name: str,
+                 *extra: str) -> tuple[subprocess.Popen, str]:
         out = str(self.tmp / f"{name}.bin")
         proc = self._spawn([sys.executable, "-m", "tests.datapath.procs", "consumer",
                             "--channel", self.channel, "--endpoints", ",".join(endpoints),
@@ -96,7 +97,8 @@ class Cluster:
         proc.control = line.split()[1]
         return proc, out
 
-    def producer(self, endpoints: list[str], index: int, count: int, *extra: str) -> subprocess.Popen:
+    def producer(self, endpoints: list[str], index: int, count: int,
+                 *extra: str) -> subprocess.Popen:
         return self._spawn([sys.executable, "-m", "tests.datapath.procs", "producer",
                             "--channel", self.channel, "--endpoints", ",".join(endpoints),
                             "--index", str(index), "--count", str(count), *extra])

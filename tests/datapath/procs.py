@@ -3,7 +3,8 @@
     python -m tests.datapath.procs producer --channel C --endpoints E1,E2 --index K --count N
     python -m tests.datapath.procs consumer --channel C --endpoints E1,E2 --out FILE
 
-A producer sends the integers ``K << 32 | i`` for i in [0, N) (N = 0: until SIGTERM), waits
+A producer prints ``ready CONTROL_ENDPOINT`` once it handles SIGTERM, sends the integers
+``K << 32 | i`` for i in [0, N) (N = 0: until SIGTERM; at most ``--rate`` per second), waits
 until all are acknowledged, prints ``sent M`` (how many sends were accepted), ``drained {JSON}``
 and ``stats {JSON}`` and exits 0 (3 if its drain timed out). A consumer prints ``ready
 CONTROL_ENDPOINT`` once started, and appends one 9-byte record per delivered message to FILE
@@ -75,20 +76,25 @@ async def produce(args: argparse.Namespace) -> int:
     async def send_all() -> None:
         nonlocal sent
         base = args.index << 32
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         try:
             while not args.count or sent < args.count:
                 await port.send(base | sent)
                 sent += 1
-                if args.rate:
-                    await asyncio.sleep(1 / args.rate)
+                if args.rate and sent % 100 == 0:
+                    delay = start + sent / args.rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
             await port.flush()
         except PortClosed:
             pass  # draining: SIGTERM came first
         finished.set()
 
     sender = asyncio.ensure_future(send_all())
-    reports = await run_ports_until_signalled([port], name=f"producer{args.index}",
-                                              drain_timeout=args.drain_timeout, stop=finished)
+    reports = await run_ports_until_signalled(
+        [port], name=f"producer{args.index}", drain_timeout=args.drain_timeout, stop=finished,
+        announce_control=lambda endpoint: print(f"ready {endpoint}", flush=True))
     await sender
     print(f"sent {sent}", flush=True)
     return finish(port, reports)

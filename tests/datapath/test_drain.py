@@ -16,11 +16,12 @@ from collections import Counter
 import pytest
 
 from fabric.control import control_request
-from tests.datapath.conftest import stats_from, total_records, wait_for
+from tests.datapath.conftest import read_line, stats_from, total_records, wait_for
 from tests.datapath.procs import read_records
 
 PER_PRODUCER = 50_000
 TOTAL = 2 * PER_PRODUCER
+RATE = 25_000  # messages/s per producer: the stream lasts about 2 s
 
 pytestmark = pytest.mark.slow
 
@@ -58,10 +59,15 @@ def check_exactly_once(outs: list[str], want: set[int]) -> None:
 
 
 def start(cluster, *, producer_count: int = PER_PRODUCER):
+    """2 intermediaries, 2 consumers and 2 producers sending RATE msgs/s each (so that a drain
+    lands mid-stream however fast the machine is)."""
     inter = [cluster.intermediary() for _ in range(2)]
     endpoints = [ep for _, ep in inter]
     consumers = [cluster.consumer(endpoints, f"consumer{n}") for n in range(2)]
-    producers = [cluster.producer(endpoints, k, producer_count) for k in range(2)]
+    producers = [cluster.producer(endpoints, k, producer_count, "--rate", str(RATE))
+                 for k in range(2)]
+    for proc in producers:
+        assert read_line(proc, 20, "producer").startswith("ready tcp://")
     return inter, consumers, producers
 
 

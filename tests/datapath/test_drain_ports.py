@@ -13,6 +13,10 @@ from fabric.timing import Timing
 from tests.datapath.helpers import eventually, running_intermediary
 
 N = 30_000
+# Generous liveness: the intermediaries are threads of this process, and a loaded machine can
+# stall the whole process long enough to look like a freeze. Nothing here tests failure
+# detection.
+TIMING = Timing(heartbeat=0.1, misses=10)
 
 
 class Recorder:
@@ -34,12 +38,13 @@ class Recorder:
 @pytest.mark.parametrize("who", ["producer", "every port"])
 async def test_removing_a_live_intermediary_under_load_redelivers_and_duplicates_nothing(who):
     channel = f"remove-{who}"
-    async with running_intermediary(channel) as first, running_intermediary(channel) as second:
+    async with running_intermediary(channel, timing=TIMING) as first, \
+            running_intermediary(channel, timing=TIMING) as second:
         endpoints = [first.endpoint, second.endpoint]
         seen = Recorder()
-        async with InputPort(channel, endpoints, seen) as c1, \
-                InputPort(channel, endpoints, seen) as c2, \
-                OutputPort(channel, endpoints) as producer:
+        async with InputPort(channel, endpoints, seen, timing=TIMING) as c1, \
+                InputPort(channel, endpoints, seen, timing=TIMING) as c2, \
+                OutputPort(channel, endpoints, timing=TIMING) as producer:
             await eventually(lambda: first.status()["consumers"] == 2
                              and second.status()["consumers"] == 2, 10, "consumers to join")
             for i in range(N):
@@ -66,10 +71,10 @@ async def test_removing_a_live_intermediary_under_load_redelivers_and_duplicates
 
 
 async def test_a_draining_producer_refuses_sends_and_returns_once_all_is_acknowledged():
-    async with running_intermediary("drain-p") as node:
+    async with running_intermediary("drain-p", timing=TIMING) as node:
         seen = Recorder()
-        async with InputPort("drain-p", [node.endpoint], seen):
-            producer = await OutputPort("drain-p", [node.endpoint]).start()
+        async with InputPort("drain-p", [node.endpoint], seen, timing=TIMING):
+            producer = await OutputPort("drain-p", [node.endpoint], timing=TIMING).start()
             for i in range(5_000):
                 await producer.send(i)
             report = await producer.drain(timeout=10)
@@ -80,7 +85,8 @@ async def test_a_draining_producer_refuses_sends_and_returns_once_all_is_acknowl
 
 
 async def test_a_producer_drain_that_times_out_says_what_it_could_not_flush():
-    producer = await OutputPort("drain-nowhere", ["127.0.0.1:1"]).start()  # nobody listens
+    # Nobody listens on port 1.
+    producer = await OutputPort("drain-nowhere", ["127.0.0.1:1"], timing=TIMING).start()
     for i in range(10):
         await producer.send(i)
     report = await producer.drain(timeout=0.2)
@@ -90,10 +96,11 @@ async def test_a_producer_drain_that_times_out_says_what_it_could_not_flush():
 
 
 async def test_a_consumer_drain_with_unacknowledged_messages_times_out_and_says_where_they_are():
-    async with running_intermediary("drain-c") as node:
+    async with running_intermediary("drain-c", timing=TIMING) as node:
         got = []
-        consumer = await InputPort("drain-c", [node.endpoint], got.append, auto_ack=False).start()
-        async with OutputPort("drain-c", [node.endpoint]) as producer:
+        consumer = await InputPort("drain-c", [node.endpoint], got.append, auto_ack=False,
+                                   timing=TIMING).start()
+        async with OutputPort("drain-c", [node.endpoint], timing=TIMING) as producer:
             for i in range(100):
                 await producer.send(i)
             await eventually(lambda: len(got) == 100, 10, "delivery")
@@ -102,32 +109,39 @@ async def test_a_consumer_drain_with_unacknowledged_messages_times_out_and_says_
             assert node.endpoint in report.left[0].where
             # The intermediary redelivers what the consumer left, flagged, to the next one.
             again = Recorder()
-            async with InputPort("drain-c", [node.endpoint], again):
+            async with InputPort("drain-c", [node.endpoint], again, timing=TIMING):
                 await producer.flush(timeout=10)
             assert set(again.counts) == set(range(100)), node.stats
             assert again.flagged == 100, (node.stats, producer.stats)
 
 
 async def test_a_consumer_drain_hands_what_it_holds_to_its_handler_first():
-    async with running_intermediary("drain-h") as node:
-        handled = []
+    async with running_intermediary("drain-h", timing=TIMING) as node:
+        handled, gate = [], asyncio.Event()
 
-        async def slow(msg) -> None:
-            await asyncio.sleep(0.001)
+        async def gated(msg) -> None:
+            if handled:
+                await gate.wait()  # holds everything after the first message until the drain
             handled.append(msg.payload)
 
-        consumer = await InputPort("drain-h", [node.endpoint], slow, prefetch=500).start()
-        async with OutputPort("drain-h", [node.endpoint]) as producer:
+        consumer = await InputPort("drain-h", [node.endpoint], gated, prefetch=500,
+                                   timing=TIMING).start()
+        async with OutputPort("drain-h", [node.endpoint], timing=TIMING) as producer:
             for i in range(2_000):
                 await producer.send(i)
-            await eventually(lambda: len(handled) >= 100, 10, "delivery to begin")
-            report = await consumer.drain(timeout=10)
+            await eventually(lambda: handled and node.status()["in_flight"]["at_consumers"],
+                             10, "a batch waiting at the consumer")
+            drain = asyncio.ensure_future(consumer.drain(timeout=10))
+            await eventually(lambda: node.status()["consumers_leaving"] == 1, 5,
+                             "the intermediary to hear the consumer is leaving")
+            gate.set()
+            report = await drain
             assert report.complete
             assert node.status()["in_flight"]["at_consumers"] == 0
             assert len(handled) == len(set(handled)) and len(handled) < 2_000
             done = len(handled)
             other = Recorder()
-            async with InputPort("drain-h", [node.endpoint], other):
+            async with InputPort("drain-h", [node.endpoint], other, timing=TIMING):
                 await producer.flush(timeout=10)
             assert len(handled) == done, "the drained consumer kept handling"
             assert set(other.counts) | set(handled) == set(range(2_000))
@@ -173,10 +187,10 @@ async def test_a_control_request_to_nobody_fails_in_time():
 
 
 async def test_an_intermediary_removed_and_added_back_is_used_again():
-    async with running_intermediary("revive") as node:
+    async with running_intermediary("revive", timing=TIMING) as node:
         seen = Recorder()
-        async with InputPort("revive", [node.endpoint], seen) as consumer, \
-                OutputPort("revive", [node.endpoint]) as producer:
+        async with InputPort("revive", [node.endpoint], seen, timing=TIMING) as consumer, \
+                OutputPort("revive", [node.endpoint], timing=TIMING) as producer:
             await eventually(lambda: node.status()["consumers"] == 1, 10, "the consumer")
             for port in (consumer, producer):
                 port.remove_endpoint(node.endpoint)
