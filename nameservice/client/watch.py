@@ -406,7 +406,8 @@ class WatchSet:
         try:
             await self.channel.call(wire.OP_WATCH_CANCEL, [wid], address=address, timeout=0.5)
         except NameServiceError:
-            pass  # best effort
+            # Not through: the node's next push for it (0.2 s at most) asks again.
+            self._ignored.discard((address, wid))
 
     # ------------------------------------------------------------------ input
 
