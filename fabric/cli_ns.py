@@ -422,15 +422,23 @@ def lease_grant(ttl: float, ns: str | None, timeout: float) -> None:
 @_ns_option
 @_timeout_option
 def lease_keepalive(lease_id: int, once: bool, ns: str | None, timeout: float) -> None:
-    """Renew LEASE_ID every third of its TTL until Ctrl-C (exit 4 once it is gone)."""
+    """Renew LEASE_ID every third of its TTL until Ctrl-C or SIGTERM (then exit 0; exit 4
+    once the lease is gone)."""
 
     async def action(client):
-        while True:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
             ttl = await client.lease_keepalive(lease_id)
             click.echo(f"lease {lease_id} renewed, ttl {ttl:g}")
             if once:
                 return
-            await asyncio.sleep(ttl / 3)
+            try:
+                await asyncio.wait_for(stop.wait(), ttl / 3)
+            except asyncio.TimeoutError:
+                pass
 
     _run(ns, timeout, action)
 

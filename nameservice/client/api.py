@@ -68,9 +68,9 @@ class NameServiceClient:
 
     ``addresses``: some or all nodes' ``HOST:PORT`` (a list or a comma-separated string); the
     client learns the leader from redirects. None: ``$FABRIC_NS``, else the nodes zeroconf
-    finds (looked up in ``connect``; see ``nameservice.client.addresses``). ``timeout``: how long one operation may take,
-    retries included, before ``Unavailable``. ``attempt_timeout``: how long to wait for one
-    node before trying the next.
+    finds (looked up in ``connect``; see ``nameservice.client.addresses``). ``timeout``: how
+    long one operation may take, retries included, before ``Unavailable``.
+    ``attempt_timeout``: how long to wait for one node before trying the next.
     """
 
     def __init__(self, addresses: list[str] | str | None, *, timeout: float = 5.0,
@@ -174,9 +174,14 @@ class NameServiceClient:
             raise DecodeError(f"bad reply to a lease grant: {result}")
         return result.id
 
-    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> float:
-        """Renew a lease on the leader; its TTL in seconds. ``LeaseNotFound`` if it is gone."""
-        payload = await self._channel.call(wire.OP_KEEPALIVE, [lease_id], timeout=timeout)
+    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None,
+                              attempt_timeout: float | None = None) -> float:
+        """Renew a lease on the leader; its TTL in seconds. ``LeaseNotFound`` if it is gone.
+
+        ``timeout`` / ``attempt_timeout`` override the client's for this call (a keeper of a
+        short lease must give up on a silent leader sooner than other calls do)."""
+        payload = await self._channel.call(wire.OP_KEEPALIVE, [lease_id], timeout=timeout,
+                                           attempt_timeout=attempt_timeout)
         if type(payload) is not int or payload < 0:
             raise DecodeError("bad reply to a keepalive")
         if payload == 0:

@@ -45,10 +45,13 @@ _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.E
 
 
 class _Call:
-    __slots__ = ("item", "future", "deadline", "attempt_deadline", "address", "retry_at", "pinned")
+    __slots__ = ("item", "future", "deadline", "attempt_deadline", "address", "retry_at", "pinned",
+                 "attempt_s")
 
-    def __init__(self, item: list, future: asyncio.Future, deadline: float, pinned: str | None):
+    def __init__(self, item: list, future: asyncio.Future, deadline: float, pinned: str | None,
+                 attempt_s: float):
         self.item = item
+        self.attempt_s = attempt_s  # how long one node may stay silent before the next is tried
         self.future = future
         self.deadline = deadline
         self.attempt_deadline = 0.0
@@ -160,10 +163,11 @@ class Channel:
     # ------------------------------------------------------------------ calls
 
     async def call(self, op: int, args: list, *, address: str | None = None,
-                   timeout: float | None = None) -> Any:
+                   timeout: float | None = None, attempt_timeout: float | None = None) -> Any:
         """Send ``[rid, op, *args]`` and return the payload of the OK reply.
 
-        ``address`` pins the call to one node (no redirect, no retry elsewhere). Raises
+        ``address`` pins the call to one node (no redirect, no retry elsewhere).
+        ``timeout`` and ``attempt_timeout`` override the channel's for this call. Raises
         ``Unavailable`` after the timeout and ``RequestRejected`` when the node refuses it.
         """
         if self._closed:
@@ -176,7 +180,8 @@ class Channel:
         future = self._loop.create_future()
         now = time.monotonic()
         call = _Call([rid, op, *args], future,
-                     now + (self.timeout if timeout is None else timeout), address)
+                     now + (self.timeout if timeout is None else timeout), address,
+                     self.attempt_timeout if attempt_timeout is None else attempt_timeout)
         if address is not None:
             self._link(address)
         self._pending[rid] = call
@@ -215,7 +220,7 @@ class Channel:
             self._later(call, now)
             return
         call.address = address
-        call.attempt_deadline = now + self.attempt_timeout
+        call.attempt_deadline = now + call.attempt_s
         out = self._outbox.get(address)
         if out is None:
             self._outbox[address] = [call.item]

@@ -5,7 +5,9 @@
         await lease.lost.wait()           # set only if the cluster says the lease is gone
 
 Renewal: a keepalive every ``ttl / 3``; a keepalive that fails (no leader, a timeout) is
-retried at once, through whichever node leads now, until one answers. ``lost`` is set when the
+retried at once, through whichever node leads now, until one answers. A node silent for
+``ttl / 6`` (at least 0.1 s) is given up for the next one, so a frozen leader does not hold the
+renewals until the lease runs out on its successor. ``lost`` is set when the
 cluster answers that the lease does not exist (it expired: no keepalive reached a leader for a
 whole TTL, or someone revoked it); the keeper then stops. A keeper cut off from the cluster
 does not guess: it keeps trying, and learns the truth from the first answer.
@@ -76,7 +78,9 @@ class LeaseKeeper:
             while True:
                 started = loop.time()
                 try:
-                    ttl = await self._client.lease_keepalive(self.id, timeout=interval)
+                    ttl = await self._client.lease_keepalive(
+                        self.id, timeout=max(1.0, 3 * interval),
+                        attempt_timeout=max(0.1, interval / 2))
                 except LeaseNotFound:
                     self.lost.set()
                     return

@@ -13,7 +13,7 @@ keeps one deadline per lease in its own memory:
   through the log; from then on keepalives of that lease are refused (it is on its way out),
   and it is offered again after ``retry_s`` in case that proposal was lost.
 
-Pure: the caller reads the clock and passes ``now`` (seconds, monotonic). Revoked or expired
+No clock, sockets or disk: the caller passes ``now`` (seconds, monotonic). Revoked or expired
 leases are forgotten lazily: ``due`` asks the caller whether a lease still exists before
 handing it out. Memory: one deadline per lease plus at most a few heap entries per keepalive
 within one TTL (stale heap entries are dropped as they come due, and the heap is rebuilt

@@ -174,6 +174,16 @@ def test_lease_grant_keepalive_revoke(cluster):
     lease_id = granted.stdout.decode().strip()
     renewed = fabric("lease", "keepalive", lease_id, "--once", ns=ns)
     assert renewed.returncode == 0 and b"ttl 30" in renewed.stdout
+    env = dict(os.environ, FABRIC_NS=ns)
+    with subprocess.Popen([FABRIC, "lease", "keepalive", lease_id], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as keeper:
+        try:
+            assert keeper.stdout.readline().startswith(b"lease " + lease_id.encode())
+            keeper.send_signal(signal.SIGINT)
+            assert keeper.wait(timeout=10) == 0
+        finally:
+            if keeper.poll() is None:
+                keeper.kill()
     assert fabric("lease", "revoke", lease_id, ns=ns).returncode == 0
     assert "not found" in one_line_error(fabric("lease", "revoke", lease_id, ns=ns), 4)
     assert "not found" in one_line_error(fabric("lease", "keepalive", lease_id, ns=ns), 4)

@@ -31,7 +31,8 @@ def test_a_due_lease_is_refused_keepalives_and_offered_again_while_it_exists():
     clock = LeaseClock(retry_s=1.0)
     clock.start({4: 1000}, now=0.0)
     assert clock.due(1.0, always) == [4]
-    assert clock.keepalive(4, 1000, now=1.1) == 0  # on its way out: the client must learn it is lost
+    # On its way out: the client must learn that it is lost.
+    assert clock.keepalive(4, 1000, now=1.1) == 0
     assert clock.due(1.9, always) == []
     assert clock.due(2.0, always) == [4]  # the expiry proposal was lost: propose again
     assert clock.due(3.0, lambda lease_id: False) == []  # expired meanwhile: forgotten

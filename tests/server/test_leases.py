@@ -112,6 +112,28 @@ async def test_a_kept_alive_lease_survives_a_sigkill_of_the_leader(make_cluster)
         assert await ns.get("svc/kept") is None
 
 
+async def test_a_leader_frozen_past_the_ttl_expires_nothing_when_it_wakes(make_cluster):
+    cluster = make_cluster(extra_args=SHORT_LEASES)
+    async with NameServiceClient(cluster.ns_arg) as ns:
+        async with ns.keep_alive(1.0) as lease:
+            await ns.put("svc/frozen", "here", lease=lease.id)
+            old = await leader_of(ns, cluster)
+            cluster.kill(old, signal.SIGSTOP)
+            try:
+                before = lease.renewals
+                # The old leader's deadline for the lease passes while it sleeps.
+                await wait_until(lambda: lease.renewals >= before + 6, 15.0,
+                                 "keepalives through a new leader")
+            finally:
+                cluster.kill(old, signal.SIGCONT)
+            before = lease.renewals
+            await wait_until(lambda: lease.renewals >= before + 6, 15.0,
+                             "keepalives after the old leader woke")
+            assert not lease.lost.is_set()
+            kv = await ns.get("svc/frozen")
+            assert kv is not None and kv.lease == lease.id
+
+
 async def test_revoke_deletes_every_key_of_the_lease(make_cluster):
     cluster = make_cluster(extra_args=SHORT_LEASES)
     async with NameServiceClient(cluster.ns_arg) as ns:
