@@ -82,8 +82,9 @@ class WatchHub:
         self.transport = None
         self._watches: dict[tuple[bytes, int], _Watch] = {}
         self._by_client: dict[bytes, dict[int, _Watch]] = {}
-        self._by_key: dict[bytes, list[_Watch]] = {}
-        self._by_prefix: dict[bytes, list[_Watch]] = {}
+        # key or prefix -> the watches on it (dicts: removing one is O(1), order is kept)
+        self._by_key: dict[bytes, dict[tuple[bytes, int], _Watch]] = {}
+        self._by_prefix: dict[bytes, dict[tuple[bytes, int], _Watch]] = {}
         self._dirty: list[_Watch] = []
         self._cancels: dict[bytes, dict[int, list]] = {}  # cancels not yet sent, per client
         self._next_progress = 0.0
@@ -142,9 +143,8 @@ class WatchHub:
         index = self._by_prefix if prefix else self._by_key
         group = index.get(key)
         if group is None:
-            index[key] = [watch]
-        else:
-            group.append(watch)
+            group = index[key] = {}
+        group[identity, wid] = watch
         self.counters["watches_created"] += 1
         if backlog:
             watch.pending = [_event_to_wire(e) for e in backlog]
@@ -167,7 +167,7 @@ class WatchHub:
             self._last_push.pop(watch.identity, None)
         index = self._by_prefix if watch.prefix else self._by_key
         group = index[watch.key]
-        group.remove(watch)
+        del group[watch.identity, watch.wid]
         if not group:
             del index[watch.key]
         watch.pending = None
@@ -193,7 +193,7 @@ class WatchHub:
             revision = event.kv.mod_revision
             wire_event = _event_to_wire(event)
             for group in groups:
-                for watch in group:
+                for watch in group.values():
                     if revision <= watch.sent_through:
                         continue  # a lagging node replays what this watch has already had
                     if watch.pending is None:
