@@ -17,8 +17,8 @@ pushes of the old one are ignored — when:
   known no leader for a while: then on another node);
 * the connection to the node drops (the socket monitor sees a killed process at once): on
   another node;
-* no push came for ``STALL_S`` (nodes send a progress push to idle watches every 0.2 s: a
-  frozen or cut-off node is left after a second): on another node;
+* nothing came from the node for ``STALL_S`` (a node sends a heartbeat to a quiet connection
+  every 0.2 s: a frozen node is left after a second): on another node;
 * the user's queue (``max_queued`` events) is full: the watch stops taking events and resumes
   once the user has read half of them.
 
@@ -327,6 +327,7 @@ class WatchSet:
         self._ignored: set[tuple[str, int]] = set()
         self._background: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._heard: dict[str, float] = {}  # when each node last sent a push
         self.bad_pushes = 0
         """Pushes dropped because they did not decode (their watches resumed elsewhere)."""
 
@@ -406,17 +407,21 @@ class WatchSet:
         try:
             await self.channel.call(wire.OP_WATCH_CANCEL, [wid], address=address, timeout=0.5)
         except NameServiceError:
-            pass  # best effort
+            # Not through: the node's next push for it (0.2 s at most) asks again.
+            self._ignored.discard((address, wid))
 
     # ------------------------------------------------------------------ input
 
     def _on_push(self, address: str, items: list) -> None:
         now = time.monotonic()
+        self._heard[address] = now
         by_wid = self._by_wid
         for item in items:
             if type(item) is not list or len(item) != 5 or type(item[0]) is not list:
                 self.bad_pushes += 1
                 continue  # not a push we understand
+            if not item[0]:
+                continue  # a heartbeat: the node is alive
             kind, events = item[1], []
             if kind == wire.PUSH_EVENTS:
                 try:  # decoded once for every watch the push is for
@@ -449,7 +454,9 @@ class WatchSet:
             return
         now = time.monotonic()
         stalled = now - STALL_S
+        heard = self._heard
         for watch in list(self._by_wid.values()):
-            if watch._started.is_set() and watch._last_push < stalled:
+            if (watch._started.is_set() and watch._last_push < stalled
+                    and heard.get(watch.address, 0.0) < stalled):
                 watch._resume(avoid=watch.address)
         self._timer = asyncio.get_running_loop().call_later(CHECK_S, self._check)

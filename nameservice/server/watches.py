@@ -18,9 +18,12 @@ lost push (dropped by a full queue, a node change) as a gap and resumes from its
   Watches of one client that are owed the same events from the same revision share one push
   (its first field lists their ids): a process with a thousand watchers of one prefix costs
   one encoded event per step, not a thousand.
-* **Progress**: a watch that got no push for ``PROGRESS_S`` gets an empty one (``tick``). It
-  tells the client this node is alive and how far it has applied; a client that hears nothing
-  for a few intervals resumes elsewhere.
+* **Progress**: a client connection that got no push for ``PROGRESS_S`` gets a heartbeat (a
+  push for no watch): the node is alive; a client that hears nothing from a node for a few
+  intervals resumes its watches elsewhere. Every ``ADVANCE_S`` each watch behind the node's
+  revision gets an empty push up to it, so an idle watch's revision keeps up with the history
+  and a resume does not fall off its end. (Per connection, not per watch, because a node may
+  serve many thousands of mostly idle watches.)
 * **Cut off**: a node that has known no leader for ``leaderless_s`` (it is cut off from a
   majority, or there is none) cancels its watches with NO_LEADER and refuses new ones
   (UNAVAILABLE): its state no longer moves, so its watchers are better served by a node that
@@ -50,21 +53,22 @@ MAX_WATCHES_PER_CLIENT = 10_000
 MAX_EVENTS_PER_PUSH = 1000
 """Events per push; a longer replay is sent as several pushes."""
 PROGRESS_S = 0.2
-"""A watch idle this long gets an empty push (a heartbeat with the node's revision)."""
+"""A client connection that got no push for this long gets a heartbeat."""
+ADVANCE_S = 1.0
+"""How often watches behind the node's revision get an empty push up to it."""
 
 
 class _Watch:
-    __slots__ = ("identity", "wid", "key", "prefix", "sent_through", "pending", "last_push")
+    __slots__ = ("identity", "wid", "key", "prefix", "sent_through", "pending")
 
-    def __init__(self, identity: bytes, wid: int, key: bytes, prefix: bool, sent_through: int,
-                 now: float) -> None:
+    def __init__(self, identity: bytes, wid: int, key: bytes, prefix: bool,
+                 sent_through: int) -> None:
         self.identity = identity
         self.wid = wid
         self.key = key
         self.prefix = prefix
         self.sent_through = sent_through
         self.pending: list | None = None  # wire events owed, filed since the last flush
-        self.last_push = now
 
 
 class WatchHub:
@@ -78,11 +82,14 @@ class WatchHub:
         self.transport = None
         self._watches: dict[tuple[bytes, int], _Watch] = {}
         self._by_client: dict[bytes, dict[int, _Watch]] = {}
-        self._by_key: dict[bytes, list[_Watch]] = {}
-        self._by_prefix: dict[bytes, list[_Watch]] = {}
+        # key or prefix -> the watches on it (dicts: removing one is O(1), order is kept)
+        self._by_key: dict[bytes, dict[tuple[bytes, int], _Watch]] = {}
+        self._by_prefix: dict[bytes, dict[tuple[bytes, int], _Watch]] = {}
         self._dirty: list[_Watch] = []
         self._cancels: dict[bytes, dict[int, list]] = {}  # cancels not yet sent, per client
         self._next_progress = 0.0
+        self._next_advance = 0.0
+        self._last_push: dict[bytes, float] = {}  # per client connection
         self.counters = {"watches_created": 0, "watches_cancelled": 0, "watch_events": 0,
                          "watch_overflows": 0, "watch_clients_gone": 0, "watch_refused": 0}
 
@@ -128,7 +135,7 @@ class WatchHub:
             if not prefix:
                 backlog = [e for e in backlog if e.kv.key == key]
         start = from_rev - 1 if from_rev else revision
-        watch = _Watch(identity, wid, key, prefix, start, time.monotonic())
+        watch = _Watch(identity, wid, key, prefix, start)
         self._watches[identity, wid] = watch
         if client is None:
             client = self._by_client[identity] = {}
@@ -136,9 +143,8 @@ class WatchHub:
         index = self._by_prefix if prefix else self._by_key
         group = index.get(key)
         if group is None:
-            index[key] = [watch]
-        else:
-            group.append(watch)
+            group = index[key] = {}
+        group[identity, wid] = watch
         self.counters["watches_created"] += 1
         if backlog:
             watch.pending = [_event_to_wire(e) for e in backlog]
@@ -158,9 +164,10 @@ class WatchHub:
         del client[watch.wid]
         if not client:
             del self._by_client[watch.identity]
+            self._last_push.pop(watch.identity, None)
         index = self._by_prefix if watch.prefix else self._by_key
         group = index[watch.key]
-        group.remove(watch)
+        del group[watch.identity, watch.wid]
         if not group:
             del index[watch.key]
         watch.pending = None
@@ -186,7 +193,7 @@ class WatchHub:
             revision = event.kv.mod_revision
             wire_event = _event_to_wire(event)
             for group in groups:
-                for watch in group:
+                for watch in group.values():
                     if revision <= watch.sent_through:
                         continue  # a lagging node replays what this watch has already had
                     if watch.pending is None:
@@ -228,11 +235,12 @@ class WatchHub:
                 start = to + 1
             for watch in watches:
                 watch.sent_through = start - 1
-                watch.last_push = now
+            self._last_push[identity] = now
 
     def tick(self, now: float, has_leader: bool = True) -> None:
-        """Send progress pushes to idle watches and retry unsent cancels (at most every
-        ``PROGRESS_S / 2``); cancel every watch once the node has been leaderless too long."""
+        """Send heartbeats and progress (see module doc) and retry unsent cancels, at most
+        every ``PROGRESS_S / 2``; cancel every watch once the node has been leaderless too
+        long."""
         if has_leader:
             self._leaderless_since, self._cut_off = None, False
         elif self._leaderless_since is None:
@@ -253,23 +261,35 @@ class WatchHub:
                     queue(identity, item)
         if not self._watches:
             return
-        revision = self.machine.revision
+        if now >= self._next_advance:
+            self._next_advance = now + ADVANCE_S
+            self._advance(now)
         idle = now - PROGRESS_S
+        last_push = self._last_push
+        for identity in self._by_client:
+            if last_push.get(identity, 0.0) <= idle:
+                queue(identity, [[], wire.PUSH_EVENTS, 0, 0, []])
+                last_push[identity] = now
+
+    def _advance(self, now: float) -> None:
+        """An empty push up to the node's revision for every watch behind it."""
+        revision = self.machine.revision
         groups: dict[tuple[bytes, int], list[_Watch]] = {}
         for watch in self._watches.values():
-            if watch.last_push <= idle and watch.pending is None:
+            if watch.sent_through < revision and watch.pending is None:
                 key = (watch.identity, watch.sent_through)
                 group = groups.get(key)
                 if group is None:
                     groups[key] = [watch]
                 else:
                     group.append(watch)
+        queue = self.transport.queue_push
         for (identity, sent_through), watches in groups.items():
-            to = max(revision, sent_through)
-            queue(identity, [[w.wid for w in watches], wire.PUSH_EVENTS, sent_through + 1, to, []])
+            queue(identity, [[w.wid for w in watches], wire.PUSH_EVENTS, sent_through + 1,
+                             revision, []])
             for watch in watches:
-                watch.sent_through = to
-                watch.last_push = now
+                watch.sent_through = revision
+            self._last_push[identity] = now
 
     def on_restore(self) -> None:
         """A snapshot replaced the state: the events it covers were never applied here, so

@@ -20,7 +20,8 @@ Client request: ``[rid, op, arg...]``; reply ``[rid, status, payload]`` (see the
 
 Watch push (in EVENT frames, unasked): ``[[watch_id...], 0, from_rev, to_rev, [[type, kv]...]]``
 carries, for each watch listed, every event matching it with a revision in
-``from_rev..to_rev`` (none: a progress heartbeat); ``[[watch_id...], 1, reason, message,
+``from_rev..to_rev`` (none: progress; no watch ids at all: a heartbeat of the node);
+``[[watch_id...], 1, reason, message,
 oldest]`` says the node dropped those watches (``CANCEL_*``). Each push of a watch starts where
 the previous one ended, so a client sees any lost push as a gap in the revisions.
 

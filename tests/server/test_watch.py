@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nameservice.client import NameServiceClient, Watch
+from nameservice.client import NameServiceClient, SyncNameServiceClient, Watch
 from nameservice.errors import Compacted
 from tests.server.conftest import leader_of, wait_until
 
@@ -213,6 +213,16 @@ async def test_a_watch_older_than_every_nodes_history_fails_with_compacted(make_
                          capture_output=True, timeout=30)
     assert cli.returncode == 1 and b"compacted" in cli.stderr and cli.stdout == b""
     assert len(cli.stderr.splitlines()) == 1
+
+
+def test_the_blocking_client_watches_too(make_cluster):
+    cluster = make_cluster()
+    with SyncNameServiceClient(cluster.ns_arg) as client:
+        with client.watch("s/") as watch:
+            watch.started()
+            revs = [client.put(f"s/{i}", "v").revision for i in range(3)]
+            got = [event.revision for _, event in zip(range(3), watch)]
+            assert got == revs
 
 
 def read_line(proc: subprocess.Popen, timeout: float) -> str:

@@ -142,6 +142,19 @@ async def test_progress_pushes_keep_a_watch_on_its_node_and_advance_its_revision
     assert channel.watches[1][2] == 8  # resumes after what progress covered
 
 
+async def test_heartbeats_of_a_node_keep_its_quiet_watches_there(setup, monkeypatch):
+    monkeypatch.setattr(watch_module, "STALL_S", 0.15)
+    channel, watches = setup
+    watch = watches.watch(b"k/", True, 1)
+    await watch.started()
+    address = channel.watches[0][0]
+    for _ in range(8):
+        channel.push_handler(address, [[[], wire.PUSH_EVENTS, 0, 0, []]])
+        await asyncio.sleep(0.05)
+    assert len(channel.watches) == 1 and watches.bad_pushes == 0
+    await until(lambda: len(channel.watches) == 2, "the resume once the heartbeats stop")
+
+
 async def test_a_cancel_from_the_node_resumes(setup):
     channel, watches = setup
     watch = watches.watch(b"k/", True, 1)

@@ -8,7 +8,7 @@ import pytest
 from nameservice.kv import Batch, Delete, KvConfig, KvStateMachine, Put
 from nameservice.server import wire
 from nameservice.server import watches as watches_module
-from nameservice.server.watches import PROGRESS_S, WatchHub
+from nameservice.server.watches import ADVANCE_S, PROGRESS_S, WatchHub
 
 A, B = b"client-a", b"client-b"
 
@@ -121,18 +121,38 @@ def test_a_lagging_node_starts_the_watch_where_the_client_is_and_catches_up():
     assert item[2:4] == [4, 4] and len(item[4]) == 1
 
 
-def test_idle_watches_get_progress_pushes_that_keep_the_ranges_consecutive():
+def test_quiet_connections_get_heartbeats_and_idle_watches_progress_up_to_the_revision():
     hub, machine, transport = make_hub()
     watch(hub, A, 1, b"a/")
+    watch(hub, A, 2, b"a/")
     apply(hub, machine, Put(b"b", b"-"), Put(b"b", b"-"))
     hub.flush()
     assert transport.take() == []
-    hub.tick(time.monotonic() + PROGRESS_S)
-    [(_, item)] = transport.take()
-    assert item == [[1], wire.PUSH_EVENTS, 1, 2, []]
+    now = time.monotonic()
+    hub.tick(now)  # the first tick advances idle watches (a push: no heartbeat needed)
+    assert transport.take() == [(A, [[1, 2], wire.PUSH_EVENTS, 1, 2, []])]
+    apply(hub, machine, Put(b"b", b"-"))
+    hub.tick(now + PROGRESS_S)  # a heartbeat only: the next advance is due after ADVANCE_S
+    assert transport.take() == [(A, [[], wire.PUSH_EVENTS, 0, 0, []])]
+    hub.tick(now + ADVANCE_S)
+    assert [item for _, item in transport.take() if item[0]] == [
+        [[1, 2], wire.PUSH_EVENTS, 3, 3, []]]
     apply(hub, machine, Put(b"a/x", b"v"))
     hub.flush()
-    assert transport.take()[0][1][2:4] == [3, 3]
+    assert transport.take()[0][1][2:4] == [4, 4]
+
+
+def test_a_connection_that_just_got_a_push_gets_no_heartbeat():
+    hub, machine, transport = make_hub()
+    watch(hub, A, 1, b"a/")
+    watch(hub, B, 1, b"a/")
+    hub.tick(time.monotonic())
+    transport.take()
+    apply(hub, machine, Put(b"a/x", b"v"))
+    hub.flush()
+    transport.take()
+    hub.tick(time.monotonic() + PROGRESS_S / 2)
+    assert transport.take() == []
 
 
 def test_a_client_whose_queue_is_full_gets_its_watches_cancelled_until_the_cancel_gets_through():
