@@ -124,7 +124,8 @@ def _rates(a: dict, b: dict, seconds: float) -> dict[str, float]:
     before, after = _numbers(a), _numbers(b)
     return {key: round((after[key] - before[key]) / seconds, 1)
             for key in after
-            if key in before and "messages" in key and after[key] > before[key]}
+            if key in before and "messages" in key and after[key] > before[key]
+            and not key.startswith("in_flight.")}
 
 
 @click.command("status")
@@ -171,5 +172,5 @@ def _print_table(result: dict) -> None:
 def _in_flight(st: dict) -> str:
     numbers = _numbers(st)
     total = sum(v for k, v in numbers.items()
-                if k.rsplit(".", 1)[-1] in ("in_flight", "unacked", "pending", "queued"))
+                if k.startswith("in_flight."))
     return f"{total:,.0f}"

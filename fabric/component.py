@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from fabric import runner
 from fabric.consumer import Handler, InputPort
 from fabric.errors import ConfigError, FabricError
 from fabric.producer import OutputPort
@@ -146,14 +147,10 @@ class ComponentContext:
             self._drained = asyncio.ensure_future(drain_ports(self, self.drain_timeout))
         return await asyncio.shield(self._drained)
 
-    def status(self) -> dict[str, Any]:
-        """Counters of every port (for the control socket and ``fabric status``)."""
-        return {
-            "outputs": [{"channel": p.channel, "endpoints": p.endpoints, "unacked": p.unacked,
-                         **_counters(p.stats)} for p in self.outputs],
-            "inputs": [{"channel": p.channel, "endpoints": p.endpoints, "pending": p.pending,
-                        **_counters(p.stats)} for p in self.inputs],
-        }
+    @property
+    def ports(self) -> list[OutputPort | InputPort]:
+        """Every port opened through this context, outputs first."""
+        return [*self.outputs, *self.inputs]
 
 
 async def _announce_connected(port: Any, channel: str, endpoints: tuple[str, ...],
@@ -170,28 +167,18 @@ async def _announce_connected(port: Any, channel: str, endpoints: tuple[str, ...
     print("connected " + json.dumps(line), flush=True)
 
 
-def _counters(stats: Any) -> dict[str, int]:
-    return {k: getattr(stats, k) for k in getattr(stats, "__dataclass_fields__", {})}
-
-
 async def drain_ports(ctx: ComponentContext, timeout: float) -> dict[str, Any]:
-    """Drain every port of ``ctx`` within ``timeout`` seconds (outputs first: their messages
-    are acknowledged while this process's inputs still run). The outcome: ``complete``, the
-    ports' reports, and what was ``left`` if the time ran out."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    """Stop following the name service, then drain every port of ``ctx`` within ``timeout``
+    seconds (:func:`fabric.runner.drain_ports`: outputs first, then inputs). The outcome:
+    ``complete``, what was ``left`` if the time ran out, and each port's report."""
     for resolver in ctx.resolvers:
         await resolver.close()
     for task in list(ctx._tasks):  # noqa: SLF001 - the context's own announcements
         task.cancel()
-    reports = []
-    for port in [*ctx.outputs, *ctx.inputs]:
-        report = await port.drain(max(0.001, deadline - loop.time()))
-        reports.append({"channel": port.channel, **report.to_dict()})
-    left = [item for r in reports for item in r["left"]]
+    reports = [r.to_dict() for r in await runner.drain_ports(ctx.ports, timeout)]
     return {"complete": all(r["complete"] for r in reports),
-            "left_messages": sum(r["left_messages"] for r in reports), "left": left,
-            "ports": reports}
+            "left_messages": sum(r["left_messages"] for r in reports),
+            "left": [item for r in reports for item in r["left"]], "reports": reports}
 
 
 class ComponentProcess:
@@ -214,16 +201,9 @@ class ComponentProcess:
         self.failed = False
 
     def status(self) -> dict[str, Any]:
-        """The control socket's ``status``: kind, name, channels, endpoints, in-flight counts
-        and counters of every port."""
-        ports = self.ctx.status()
-        channels = sorted({p["channel"] for p in ports["outputs"] + ports["inputs"]})
-        endpoints = sorted({e for p in ports["outputs"] + ports["inputs"] for e in p["endpoints"]})
-        return {"kind": "component", "name": self.name, "channel": ",".join(channels),
-                "endpoints": endpoints, "draining": self.ctx.stopping.is_set(),
-                "in_flight": {"unacked": sum(p["unacked"] for p in ports["outputs"]),
-                              "pending": sum(p["pending"] for p in ports["inputs"])},
-                **ports}
+        """The control socket's ``status``: kind, name, channel, endpoints, in-flight counts
+        and every port's counters."""
+        return runner.ports_status(self.name, self.ctx.ports, self.ctx.stopping.is_set())
 
     async def _drain(self, timeout: float | None) -> dict[str, Any]:
         """Deregister, stop the function, drain the ports; the drain report as a dict."""
@@ -275,8 +255,7 @@ class ComponentProcess:
             await asyncio.wait({self._task, asked}, return_when=asyncio.FIRST_COMPLETED)
             asked.cancel()
             report = await server.drain_task()  # the one asked for, or started now
-            # Let the answer to a waiting ``fabric drain`` leave before the socket closes.
-            await asyncio.sleep(0.05)
+            await server.answered()  # a waiting ``fabric drain`` gets its answer first
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -80,8 +80,9 @@ def test_status_lists_channels_and_processes_with_their_counts(deployment):
     rows = {row["name"]: row for row in status["processes"]}
     assert rows["int-s"]["kind"] == "intermediary"
     assert rows["int-s"]["status"]["channel"] == d.channel
-    assert rows["prod-s"]["status"]["outputs"][0]["messages_sent"] > 0
-    assert rows["cons-s"]["status"]["inputs"][0]["messages_delivered"] > 0
+    assert rows["prod-s"]["status"]["ports"][0]["counters"]["messages_sent"] > 0
+    assert rows["cons-s"]["status"]["ports"][0]["counters"]["messages_delivered"] > 0
+    assert "unacked" in rows["prod-s"]["status"]["in_flight"]
     assert rows["prod-s"]["rates"], rows["prod-s"]  # it is sending: some rate is above 0
 
     table = fabric(d, "status")
