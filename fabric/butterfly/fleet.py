@@ -2,7 +2,8 @@
 
 Each process's stdout is read line by line by a thread and kept with the wall-clock time it
 arrived (at most ``MAX_LINES`` per process; older lines are forgotten, the latest line of each
-kind is kept apart, so a long run stays bounded). Its stderr goes to a log file. ``Fleet.close``
+kind is kept apart, so a long run stays bounded in memory) and copied to ``NAME.out``; its
+stderr goes to ``NAME.log``. ``Fleet.close``
 kills whatever is still running, so nothing outlives the demo, even when it fails.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Proc:
                  log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
+        self.out_path = log_dir / f"{name}.out"
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
                                           stdin=subprocess.DEVNULL, env=env, cwd=cwd)
@@ -37,13 +39,15 @@ class Proc:
         self._reader.start()
 
     def _read(self) -> None:
-        for raw in self.popen.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            at = time.time()
-            with self._cond:
-                self.lines.append((at, line))
-                self.latest[line.partition(" ")[0]] = (at, line)
-                self._cond.notify_all()
+        with open(self.out_path, "ab") as out:
+            for raw in self.popen.stdout:
+                out.write(raw)
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                at = time.time()
+                with self._cond:
+                    self.lines.append((at, line))
+                    self.latest[line.partition(" ")[0]] = (at, line)
+                    self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
 
