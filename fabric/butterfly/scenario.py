@@ -266,12 +266,23 @@ class Scenario:
         for name in ("producer-1", "producer-2", "consumer-1", "consumer-2", "intermediary-a"):
             ms = self._stop(name)
             self._event(f"    {name} drained in {ms:.0f} ms")
-        codes = {i: code for i, code in cluster.stop().items() if i != leader}
-        self._event(f"    name-service nodes {sorted(codes)} stopped: exit codes "
-                    f"{sorted(codes.values())}")
-        if any(codes.values()):
-            raise ScenarioError(f"name-service nodes exited with {codes}")
+        self._stop_name_service(cluster)
         return self._result(work, kill_at, reresolve_ms, drain_ms)
+
+    def _stop_name_service(self, cluster: Any) -> None:
+        """SIGTERM the running nodes one at a time, the leader first (it hands its leadership
+        over before it exits); each must exit 0."""
+        running = [i for i in cluster.ids if cluster.running(i)]
+        leader = self._leader(cluster, quiet=True)
+        for node in sorted(running, key=lambda i: i != leader):
+            began = time.monotonic()
+            cluster.kill(node, signal.SIGTERM)
+            code = cluster.procs[node].returncode
+            self._event(f"    name-service node {node}{' (leader)' if node == leader else ''} "
+                        f"stopped in {(time.monotonic() - began) * 1000:.0f} ms, exit code {code}")
+            if code != 0:
+                raise ScenarioError(f"name-service node {node} exited with code {code}; see "
+                                    f"{cluster.node_dir(node).with_suffix('.log')}")
 
     def _adopted(self, endpoint: str) -> list[float] | None:
         """When each port's connection to ``endpoint`` was up; None until all four were."""
