@@ -62,12 +62,12 @@ def butterfly(as_json: bool, messages: int, duration: float, rate: float,
     if as_json:
         click.echo(json.dumps(result))
     else:
-        _print_report(result, outcome.work_dir, plot_path)
+        _print_report(result, outcome.work_dir, plot_path, outcome.stalls)
     if result["lost"] or result["duplicates"]:
         sys.exit(EXIT_FAILED)
 
 
-def _print_report(result: dict, work_dir: str, plot_path: str | None) -> None:
+def _print_report(result: dict, work_dir: str, plot_path: str | None, stalls: int) -> None:
     ok = not result["lost"] and not result["duplicates"]
     click.echo("")
     click.echo("butterfly report")
@@ -86,5 +86,9 @@ def _print_report(result: dict, work_dir: str, plot_path: str | None) -> None:
     click.echo(f"  logs         {work_dir}")
     if plot_path:
         click.echo(f"  plot         {plot_path}")
+    if stalls:
+        click.echo(f"  note         processes logged {stalls} times that the host froze them "
+                   "(see the logs); a whole-host stall longer than the heartbeat timeout can "
+                   "make a message arrive twice")
     click.echo("  " + ("OK: nothing lost, nothing duplicated" if ok
                       else "FAILED: messages were lost or duplicated"))

@@ -70,6 +70,7 @@ class Outcome:
     exits: dict[str, int] = field(default_factory=dict)
     start: float = 0.0
     work_dir: str = ""
+    stalls: int = 0  # times a process saw itself frozen (the host stalled it)
 
 
 class Scenario:
@@ -204,7 +205,7 @@ class Scenario:
             result = self._steps(cluster, work)
         return Outcome(result=result, events=self.events, intermediaries=self.intermediaries,
                        exits=self.exits, start=self.start, work_dir=str(work),
-                       timeline=self._timeline)
+                       timeline=self._timeline, stalls=count_stalls(work))
 
     def _steps(self, cluster: Any, work: Path) -> dict[str, Any]:
         opts = self.options
@@ -334,3 +335,13 @@ class Scenario:
         return report.summarize(sent, deliveries, kill_at=kill_at, reresolve_ms=reresolve_ms,
                                 drain_ms=drain_ms)
 
+
+
+def count_stalls(work: Path) -> int:
+    """How many times the processes of a run logged that they had been frozen (their own
+    timers fired far too late: the host stalled them, e.g. under heavy load)."""
+    total = 0
+    for log in work.glob("*.log"):
+        with open(log, errors="replace") as f:
+            total += sum("frozen" in line for line in f)
+    return total
