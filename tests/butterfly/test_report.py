@@ -45,3 +45,12 @@ def test_timeline_bins_per_intermediary():
     ds = [Delivery(1, 10.05, "a", False), Delivery(2, 10.25, "b", False),
           Delivery(3, 10.26, "b", False)]
     assert timeline(ds, 10.0, 0.1) == {"a": [1, 0, 0], "b": [0, 0, 2]}
+
+
+def test_stalls_are_counted_from_every_process_log(tmp_path):
+    from fabric.butterfly.scenario import count_stalls
+
+    (tmp_path / "a.log").write_text("x WARNING this process was frozen for 500 ms\nother\n")
+    (tmp_path / "b.log").write_text("y WARNING intermediary butterfly was frozen; rebinding\n")
+    (tmp_path / "c.out").write_text("frozen\n")  # stdout copies are not logs
+    assert count_stalls(tmp_path) == 2
