@@ -13,7 +13,7 @@ order: ``missed`` counts revisions a watcher never got, ``repeated`` the ones it
 
 Usage:
     python benchmarks/ns_watch.py [--json] [--watchers 1,100,1000] [--events 200]
-        [--interval 0.01] [--per-process 250]
+        [--interval 0.01] [--per-process 250] [--node-args "--sync-mode thread"]
 """
 from __future__ import annotations
 
@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between puts")
     parser.add_argument("--per-process", type=int, default=250,
                         help="watchers per worker process")
+    parser.add_argument("--node-args", default="", help="extra daemon arguments")
     parser.add_argument("--worker", nargs=2, metavar=("NS", "WATCHERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -178,7 +179,7 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="ns-watch-bench-") as data_dir, \
-            LocalCluster(data_dir, 3) as cluster:
+            LocalCluster(data_dir, 3, extra_args=args.node_args.split()) as cluster:
         cluster.start()
         for watchers in (int(x) for x in args.watchers.split(",")):
             row = run_row(cluster, watchers, args.events, args.interval, args.per_process)

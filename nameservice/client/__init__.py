@@ -7,6 +7,8 @@
         async with ns.keep_alive(2.0) as lease:            # a lease renewed in the background
             await ns.put("names/svc/a", "tcp://10.0.0.5:9000", lease=lease.id)
         await ns.put("conf/x", "1", consistent=False)      # accepted even without a quorum
+        async for event in ns.watch("svc/"):               # every change, in revision order
+            print(event.revision, event.kind, event.kv.key)
 
 ``NameServiceClient(None)`` finds the cluster itself: ``$FABRIC_NS``, else zeroconf browsing
 (``nameservice.client.addresses``).

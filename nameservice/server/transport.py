@@ -154,15 +154,18 @@ class NodeTransport:
         out, self._push_out = self._push_out, {}
         send = self._router.send_multipart
         for identity, items in out.items():
+            frames = []
             for start in range(0, len(items), PUSHES_PER_FRAME):
-                chunk = items[start:start + PUSHES_PER_FRAME]
+                _event_frames(items[start:start + PUSHES_PER_FRAME], frames)
+            for n, (chunk, data) in enumerate(frames):
                 try:
-                    send((identity, wire.frame(wire.EVENT, chunk)), zmq.NOBLOCK)
+                    send((identity, data), zmq.NOBLOCK)
                 except zmq.ZMQError as exc:
+                    gone = exc.errno == zmq.EHOSTUNREACH
                     if self.on_push_failed is not None:
-                        gone = exc.errno == zmq.EHOSTUNREACH
-                        self.on_push_failed(identity, items[start:] if gone else chunk, gone)
-                    if exc.errno == zmq.EHOSTUNREACH:
+                        failed = [i for c, _ in frames[n:] for i in c] if gone else chunk
+                        self.on_push_failed(identity, failed, gone)
+                    if gone:
                         break
 
     def close(self) -> None:
@@ -170,3 +173,16 @@ class NodeTransport:
         for sock in self._peer_async:
             sock.close(0)
         self.router.close(0)
+
+
+def _event_frames(items: list, out: list) -> None:
+    """Append ``(items, EVENT frame)`` pairs to ``out``, halving what exceeds
+    ``wire.MAX_CLIENT_FRAME`` (a single push may, up to the client's limit)."""
+    data = wire.frame(wire.EVENT, items)
+    if len(data) > wire.MAX_CLIENT_FRAME and len(items) > 1:
+        half = len(items) // 2
+        _event_frames(items[:half], out)
+        _event_frames(items[half:], out)
+    else:
+        out.append((items, data))
+

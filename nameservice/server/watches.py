@@ -35,7 +35,8 @@ lost push (dropped by a full queue, a node change) as a gap and resumes from its
 
 Bounds: ``MAX_WATCHES`` per node and ``MAX_WATCHES_PER_CLIENT`` per client connection; beyond,
 WATCH is refused (BAD_REQUEST) and the client tries another node. A push holds at most
-``MAX_EVENTS_PER_PUSH`` events (a long replay is cut into several).
+``MAX_EVENTS_PER_PUSH`` events and about ``MAX_PUSH_BYTES`` (a long replay is cut into
+several).
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ MAX_WATCHES_PER_CLIENT = 10_000
 """Watches one client connection may hold on a node."""
 MAX_EVENTS_PER_PUSH = 1000
 """Events per push; a longer replay is sent as several pushes."""
+MAX_PUSH_BYTES = 4 << 20
+"""Approximate key and value bytes per push (one event may exceed it alone)."""
 PROGRESS_S = 0.2
 """A client connection that got no push for this long gets a heartbeat."""
 ADVANCE_S = 1.0
@@ -227,9 +230,9 @@ class WatchHub:
             self.counters["watch_events"] += len(events) * len(watches)
             wids = [watch.wid for watch in watches]
             start = sent_through + 1
-            for first in range(0, len(events), MAX_EVENTS_PER_PUSH):
-                chunk = events[first:first + MAX_EVENTS_PER_PUSH]
-                to = revision if first + MAX_EVENTS_PER_PUSH >= len(events) else chunk[-1][1][3]
+            chunks = _chunks(events)
+            for n, chunk in enumerate(chunks, 1):
+                to = revision if n == len(chunks) else chunk[-1][1][3]
                 to = max(to, sent_through)
                 queue(identity, [wids, wire.PUSH_EVENTS, start, to, chunk])
                 start = to + 1
@@ -328,6 +331,24 @@ class WatchHub:
                                    "the client did not read its events in time; resume", 0]
         if not unsent:
             del self._cancels[identity]
+
+
+def _chunks(events: list) -> list[list]:
+    """``events`` cut into pushes of at most ``MAX_EVENTS_PER_PUSH`` events and about
+    ``MAX_PUSH_BYTES`` of keys and values."""
+    if len(events) == 1:
+        return [events]  # the usual case
+    out, chunk, size = [], [], 0
+    for event in events:
+        kv = event[1]
+        grows = len(kv[0]) + len(kv[1])
+        if chunk and (len(chunk) >= MAX_EVENTS_PER_PUSH or size + grows > MAX_PUSH_BYTES):
+            out.append(chunk)
+            chunk, size = [], 0
+        chunk.append(event)
+        size += grows
+    out.append(chunk)
+    return out
 
 
 def _event_to_wire(event: Event) -> list:

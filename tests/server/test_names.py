@@ -127,6 +127,7 @@ async def test_re_registering_on_another_endpoint_is_seen_by_watch_name(make_clu
     cluster = make_cluster(extra_args=SHORT_LEASES)
     async with NameServiceClient(cluster.ns_arg) as client:
         watcher = NameWatcher(Names(client), "channel/orders")
+        await wait_until(lambda: watcher.latest() == [], 5, "the first, empty list")
         old = await owners(cluster.ns_arg, "channel/orders", "tcp://127.0.0.1:6001")
         await wait_until(lambda: watcher.latest() == ["tcp://127.0.0.1:6001"], 5, "the first")
         old.send_signal(signal.SIGKILL)

@@ -260,3 +260,57 @@ def test_a_node_leaderless_for_too_long_cancels_its_watches_and_refuses_new_ones
     assert watch(hub, A, 2, b"a/")[0] == wire.ST_UNAVAILABLE
     hub.tick(now + 1.1, has_leader=True)
     assert watch(hub, A, 2, b"a/")[0] == wire.ST_OK
+
+
+def test_a_replay_of_large_values_is_cut_by_bytes(monkeypatch):
+    monkeypatch.setattr(watches_module, "MAX_PUSH_BYTES", 10_000)
+    hub, machine, transport = make_hub()
+    for i in range(6):
+        apply(hub, machine, Put(b"a/%d" % i, b"x" * 4000))
+    watch(hub, A, 1, b"a/", from_rev=1)
+    hub.flush()
+    assert [item[2:4] for _, item in transport.take()] == [[1, 2], [3, 4], [5, 6]]
+
+
+def test_the_transport_splits_large_push_batches_into_frames_under_the_limit():
+    import zmq
+    import zmq.asyncio
+
+    from nameservice.server.local import free_ports
+    from nameservice.server.transport import NodeTransport
+
+    ctx = zmq.asyncio.Context()
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    transport = NodeTransport(ctx, 1, {1: address})
+    client_ctx = zmq.Context()
+    client = client_ctx.socket(zmq.DEALER)
+    try:
+        client.connect(f"tcp://{address}")
+        client.send(b"hello")
+        deadline = time.monotonic() + 5
+        received = []
+        while not received:
+            assert time.monotonic() < deadline, "the hello did not arrive"
+            received = transport.drain(1)
+            time.sleep(0.01)
+        identity = received[0][0]
+        big = [[0, [b"a/%d" % i, b"x" * (1 << 20), i, i, 1, 0]] for i in range(1, 4)]
+        items = [[[wid], wire.PUSH_EVENTS, 1, 3, big] for wid in range(1, 5)]  # ~12 MiB
+        for item in items:
+            transport.queue_push(identity, item)
+        transport.flush()
+        got, sizes = [], []
+        while len(got) < len(items):
+            assert client.poll(5000), "the pushes did not arrive"
+            data = client.recv()
+            sizes.append(len(data))
+            kind, body = wire.split_frame(data, wire.MAX_PEER_FRAME)
+            assert kind == wire.EVENT
+            got += body
+        assert [item[0] for item in got] == [[1], [2], [3], [4]]
+        assert len(sizes) > 1 and max(sizes) <= wire.MAX_CLIENT_FRAME
+    finally:
+        client.close(0)
+        client_ctx.term()
+        transport.close()
+        ctx.term()
