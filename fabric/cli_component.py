@@ -52,9 +52,11 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
               help="A parameter for the function (ctx.params); repeatable.")
 @click.option("--drain-timeout", type=float, default=10.0, show_default=True,
               help="Seconds the drain may take before giving up and saying what is left.")
+@click.option("--control", default="127.0.0.1:0", show_default=True,
+              help="HOST:PORT of the control socket (status, drain).")
 @_ns_option
 def component_run(target: str, name: str | None, params: tuple[str, ...], drain_timeout: float,
-                  ns: str | None) -> None:
+                  control: str, ns: str | None) -> None:
     """Run the async function FUNC of MODULE (a module or a path/to/file.py) as a component.
 
     It gets a context with ports by channel name; on SIGTERM it stops, drains its ports and
@@ -67,7 +69,13 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from fabric.intermediary import parse_listen
+
     values = _params(params)
+    try:
+        control_endpoint = parse_listen(control)
+    except ValueError as exc:
+        _fail(f"--control: {exc}", EXIT_USAGE)
     try:
         func = load_target(target)
     except ConfigError as exc:
@@ -81,7 +89,9 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
 
         async with NameServiceClient(addresses) as client:
             return await run_component(func, name, Names(client), params=values,
-                                       drain_timeout=drain_timeout)
+                                       drain_timeout=drain_timeout, control=control_endpoint)
+
+    import zmq
 
     from nameservice.errors import NameServiceError
 
@@ -91,6 +101,8 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
         _fail(f"name service: {exc}", EXIT_FAILED)
     except asyncio.TimeoutError:
         _fail("no answer from the name service in time", EXIT_FAILED)
+    except zmq.ZMQError as exc:
+        _fail(f"cannot listen on {control}: {exc}", EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_FAILED)
     sys.exit(code)

@@ -268,9 +268,10 @@ class ComponentProcess:
 
 
 async def run_component(func: ComponentFunction, name: str, names: Any, *,
-                        params: dict[str, str] | None = None,
-                        drain_timeout: float = 10.0) -> int:
+                        params: dict[str, str] | None = None, drain_timeout: float = 10.0,
+                        control: str = "tcp://127.0.0.1:0") -> int:
     """Run ``func`` as the component ``name`` until it returns or is asked to stop (SIGTERM,
-    SIGINT, ``fabric drain``), then drain; the process exit code (0 drained, 1 not)."""
+    SIGINT, ``fabric drain``), then drain; the process exit code (0 drained, 1 not).
+    ``control``: where the control socket binds."""
     return await ComponentProcess(func, name, names, params=params,
-                                  drain_timeout=drain_timeout).run()
+                                  drain_timeout=drain_timeout, control=control).run()

@@ -21,6 +21,8 @@ COMPONENT = "examples/butterfly/component1.py"
     (["component", "run", f"{COMPONENT}:main", "-p", "novalue", "--ns", "127.0.0.1:1"], 2,
      "KEY=VALUE"),
     (["component", "run", f"{COMPONENT}:main"], 1, "no name service"),
+    (["component", "run", f"{COMPONENT}:main", "--control", "x", "--ns", "127.0.0.1:1"], 2,
+     "--control"),
     (["component", "run", f"{COMPONENT}:main", "--ns", "nohost"], 2, "nohost"),
     (["butterfly", "--messages", "5"], 2, "--messages"),
     (["intermediary", "--channel", "x", "--listen", "nonsense"], 2, "HOST:PORT"),
