@@ -2,7 +2,6 @@
 running producers and consumers, with no restart of either."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
