@@ -30,7 +30,10 @@ main.add_command(kv_group)
 @click.option("--drain-timeout", default=DEFAULT_DRAIN_TIMEOUT, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Seconds a drain may take before giving up and reporting what is left.")
-def intermediary(channel: str, listen: str, control: str, drain_timeout: float) -> None:
+@click.option("--name", default="", help="Process name shown by status (default: "
+              "intermediary-PID).")
+def intermediary(channel: str, listen: str, control: str, drain_timeout: float,
+                 name: str) -> None:
     """Run an intermediary of CHANNEL until SIGTERM, then drain it.
 
     Prints ``listening ENDPOINT`` once bound, then ``control ENDPOINT``. SIGTERM (or a drain
@@ -42,6 +45,7 @@ def intermediary(channel: str, listen: str, control: str, drain_timeout: float) 
     import dataclasses
     import json
     import logging
+    import os
 
     import zmq
 
@@ -56,6 +60,7 @@ def intermediary(channel: str, listen: str, control: str, drain_timeout: float) 
     try:
         report = run_until_signalled(
             channel, endpoint, control=control_endpoint, drain_timeout=drain_timeout,
+            name=name or f"intermediary-{os.getpid()}",
             announce=lambda bound: click.echo(f"listening {bound}"),
             announce_control=lambda bound: click.echo(f"control {bound}"),
             report=lambda stats: click.echo("stats " + json.dumps(dataclasses.asdict(stats))))
