@@ -132,6 +132,7 @@ class Node:
         self._last_leader = NONE
         self._was_leader = False
         self._fatal: BaseException | None = None
+        self._shut_down = False  # set once serving ends (after the hand-over of a stop)
         self._bad_logged = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -156,7 +157,10 @@ class Node:
         replayer = asyncio.create_task(self._replayer.run())
         try:
             await stop.wait()
+            if self._fatal is None:
+                await self._hand_over()  # serves on meanwhile: stop is set, not _shut_down
         finally:
+            self._shut_down = True
             receiver.cancel()
             replayer.cancel()
             self._timer.cancel()
@@ -171,6 +175,33 @@ class Node:
                 self.storage.close()
         if self._fatal is not None:
             raise self._fatal
+
+    async def _hand_over(self) -> None:
+        """A leader that is stopping hands its leadership to the most caught-up voter first,
+        so that writes move to the new leader at once instead of after an election timeout.
+        Waits (at most two election timeouts) until another node leads; then the node stops
+        either way."""
+        core = self.core
+        me = self.settings.id
+        if core.role is not Role.LEADER or not core.peers:
+            return
+        deadline = time.monotonic() + self._timeout_s
+        tried: set[int] = set()
+        while time.monotonic() < deadline:
+            if core.role is not Role.LEADER:
+                if core.leader not in (NONE, me):
+                    log.info("leadership handed to node %d", core.leader)
+                    return
+            elif core.transferee == NONE:  # not started yet, or the last attempt was abandoned
+                candidates = [p for p in core.peers if p not in tried] or list(core.peers)
+                target = max(candidates, key=lambda peer: core.progress[peer].match)
+                tried.add(target)
+                log.info("stopping: handing leadership to node %d", target)
+                core.transfer_leadership(target)
+                self._after_input()
+            await asyncio.sleep(self._tick_s)
+        log.warning("stopping without handing leadership over (no node took it in %.1f s)",
+                    self._timeout_s)
 
     async def _receive_loop(self) -> None:
         transport = self.transport
@@ -480,7 +511,7 @@ class Node:
 
     def _sync_done(self, future: asyncio.Future, rd: Ready) -> None:
         self._syncing = False
-        if self._fatal is not None or self._stop.is_set():
+        if self._fatal is not None or self._shut_down:
             return
         exc = future.exception()
         if exc is not None:
@@ -583,7 +614,7 @@ class Node:
 
     def _compacted(self, future: asyncio.Future, snapshot: Snapshot) -> None:
         self._syncing = self._compacting = False
-        if self._fatal is not None or self._stop.is_set():
+        if self._fatal is not None or self._shut_down:
             return
         exc = future.exception()
         if exc is not None:
