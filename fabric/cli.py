@@ -39,7 +39,8 @@ main.add_command(status)
               type=click.FloatRange(min=0, min_open=True),
               help="Seconds a drain may take before giving up and reporting what is left.")
 @click.option("--name", default=None,
-              help="Name of this process in the name service [default: intermediary-PID].")
+              help="Name of this process in the name service and in its status "
+                   "[default: intermediary-PID].")
 @click.option("--ns", "ns", envvar="FABRIC_NS", metavar="HOST:PORT,...",
               help="Name-service nodes to register with (default: $FABRIC_NS; without "
                    "either, the intermediary runs unregistered).")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 HWM = 100_000
 RECV_BURST = 1000
+MAX_LEFTOVERS = HWM  # frames read from a connection that just closed (its receive pipe)
 
 
 class Link:
@@ -276,12 +277,29 @@ class LinkSet:
 
     def _lost(self, link: Link, now: float) -> None:
         silence = now - link.last_heard
+        self._read_leftovers(link)
         self._shut(link)
         if self._links.get(link.endpoint) is link:
             self._open(link)
         elif self._retiring.get(link.endpoint) is link:
             del self._retiring[link.endpoint]  # retiring: lost is as good as done
         self._on_down(link, silence)
+
+    def _read_leftovers(self, link: Link) -> None:
+        """Handle the frames that arrived before the connection closed and were not read yet.
+
+        The monitor may report a closed connection before the receive loop has read what came
+        just before it (the acknowledgements a draining intermediary forwarded last): closing
+        the socket would throw them away, and their batches would be resent needlessly."""
+        sync = link.sync
+        if sync is None:
+            return
+        for _ in range(MAX_LEFTOVERS):
+            try:
+                frame = sync.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return
+            self._on_frame(link, frame)
 
     async def _recv_loop(self, link: Link, sock: zmq.asyncio.Socket) -> None:
         loop = asyncio.get_running_loop()

@@ -132,6 +132,7 @@ class Node:
         self._last_leader = NONE
         self._was_leader = False
         self._fatal: BaseException | None = None
+        self._shut_down = False  # set once serving ends (after the hand-over of a stop)
         self._bad_logged = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -157,8 +158,9 @@ class Node:
         try:
             await stop.wait()
             if self._fatal is None:
-                await self._hand_over()
+                await self._hand_over()  # serves on meanwhile: stop is set, not _shut_down
         finally:
+            self._shut_down = True
             receiver.cancel()
             replayer.cancel()
             self._timer.cancel()
@@ -509,7 +511,7 @@ class Node:
 
     def _sync_done(self, future: asyncio.Future, rd: Ready) -> None:
         self._syncing = False
-        if self._fatal is not None or self._stop.is_set():
+        if self._fatal is not None or self._shut_down:
             return
         exc = future.exception()
         if exc is not None:
@@ -612,7 +614,7 @@ class Node:
 
     def _compacted(self, future: asyncio.Future, snapshot: Snapshot) -> None:
         self._syncing = self._compacting = False
-        if self._fatal is not None or self._stop.is_set():
+        if self._fatal is not None or self._shut_down:
             return
         exc = future.exception()
         if exc is not None:

@@ -27,15 +27,19 @@ async def test_a_leader_stopped_by_sigterm_hands_over_and_writes_never_wait_for_
                 i += 1
 
         writer = asyncio.create_task(write())
-        await wait_until(lambda: len(done) >= 100, 30, "writes to flow")
-        proc = cluster.procs[old]
-        proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        assert await asyncio.to_thread(proc.wait, 20) == 0
-        count_then = len(done)
-        await wait_until(lambda: len(done) >= count_then + 100, 30, "writes after the hand-over")
-        stop.set()
-        await writer
+        try:
+            await wait_until(lambda: len(done) >= 100, 30, "writes to flow")
+            proc = cluster.procs[old]
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            assert await asyncio.to_thread(proc.wait, 20) == 0, "the leader did not exit 0"
+            count_then = len(done)
+            await wait_until(lambda: len(done) >= count_then + 100, 30,
+                             "writes after the hand-over")
+            stop.set()
+            await writer
+        finally:
+            writer.cancel()
 
         new = await leader_of(ns, cluster, timeout=5)
         assert new != old
