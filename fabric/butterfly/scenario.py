@@ -251,7 +251,8 @@ class Scenario:
                     "for the whole command)")
 
         self._wait_delivered(TRIGGERS["d"])
-        leader = self._leader(cluster)
+        leader = self._wait(lambda: self._leader(cluster, quiet=True), STEP_TIMEOUT,
+                            "a name-service leader")
         before = self._delivered()
         self._event(f"(d) SIGKILL the name-service leader (node {leader})")
         cluster.kill(leader)
@@ -304,7 +305,7 @@ class Scenario:
             async with NameServiceClient(alive, timeout=2.0) as client:
                 for address in alive:
                     try:
-                        status = await client.status(address, timeout=0.5)
+                        status = await client.status(address, timeout=1.0)
                     except Exception:
                         continue
                     if status.get("role") == "leader":
