@@ -10,7 +10,7 @@ from fabric.cli_ns import _OneLineErrors, kv_group, lease_group, ns_group
 from fabric.cli_ops import drain, status
 from fabric.drain import DEFAULT_TIMEOUT as DEFAULT_DRAIN_TIMEOUT
 
-EXIT_DRAIN_INCOMPLETE = 3
+EXIT_DRAIN_INCOMPLETE = 1
 """Exit code of a process whose drain timed out (it reported what it could not flush)."""
 
 
@@ -53,7 +53,7 @@ def intermediary(channel: str, listen: str, control: str, drain_timeout: float,
     ``process/NAME``, and prints ``registered {JSON}``. SIGTERM (or ``fabric drain NAME``)
     drains it: it deregisters, its producers send it nothing new, it delivers what it holds and
     waits for the acks, then prints ``drained {JSON report}`` and ``stats {JSON counters}`` and
-    exits 0; if the drain timed out it says what it left and exits 3. A second SIGTERM stops it
+    exits 0; if the drain timed out it says what it left and exits 1. A second SIGTERM stops it
     at once.
     """
     import dataclasses
