@@ -556,7 +556,8 @@ class Intermediary:
                 if peer.alive:
                     self._send(peer.rid, beat)
         for peer in list(self._peers.values()):
-            if peer.alive and timing.is_silent(peer.last_heard, now):
+            if peer.alive and timing.is_silent(peer.last_heard, now,
+                                               consumer=peer.role == p.ROLE_CONSUMER):
                 self.stats.peers_expired += 1
                 log.warning("%s %s silent for %.0f ms: declared dead",
                             "consumer" if peer.role == p.ROLE_CONSUMER else "producer",
