@@ -18,9 +18,8 @@ class Timing:
     what they hold and drop duplicates before anything is resent), but a consumer wrongly
     declared dead — a process the host froze for half a second, which loaded virtual machines
     do — may already have handled what is then redelivered to another consumer, so the handler
-    runs twice. A consumer that really dies closes its connections and is seen at once; only a
-    silent hang waits for ``consumer_timeout``, and meanwhile the other consumers take all new
-    work (the hung one has no credit left).
+    runs twice. The price: what a dead or hung consumer held waits ``consumer_timeout`` before it
+    is redelivered; meanwhile the other consumers take all new work (it has no credit left).
     """
 
     heartbeat: float = 0.1
