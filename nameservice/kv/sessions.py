@@ -38,7 +38,9 @@ class ClientSession:
     def __init__(self, client_id: int, floor: int = 0) -> None:
         self.client_id = client_id
         self.floor = floor
-        self.results: dict[int, Result] = {}
+        # An OrderedDict, not a dict: results leave from the front, and finding a plain dict's
+        # first item scans every slot deleted before it (quadratic with a large window).
+        self.results: OrderedDict[int, Result] = OrderedDict()
 
 
 class SessionTable:
@@ -98,7 +100,7 @@ class SessionTable:
             first = next(iter(results))
             if first > ack:
                 break
-            del results[first]
+            results.popitem(last=False)
             self.cached_results -= 1
 
     def record(self, session: ClientSession, seq: int, result: Result) -> None:
@@ -109,8 +111,7 @@ class SessionTable:
         results[seq] = result
         self.cached_results += 1
         if len(results) > self.window:
-            oldest = next(iter(results))
-            del results[oldest]
+            oldest, _ = results.popitem(last=False)
             self.cached_results -= 1
             if oldest > session.floor:
                 session.floor = oldest
