@@ -100,11 +100,21 @@ def _raw_socket(role: int, endpoint: str, credit: int = 0):
     return sock, peer_id
 
 
+def _answer_who(sock, frame: bytes, role: int, peer_id: bytes, credit: int = 0) -> None:
+    """An intermediary that rebinds (it was starved of CPU long enough to think it was
+    frozen) forgets its peers and asks them to say HELLO again."""
+    from fabric import protocol as p
+    if p.frame_type(frame) == p.T_WHO:
+        sock.send(p.encode(p.Hello(role, peer_id, credit, "bench")))
+
+
 def role_raw_producer(args) -> None:
     from fabric import protocol as p
     sock, pid = _raw_socket(p.ROLE_PRODUCER, args.endpoints)
     time.sleep(0.05)  # the intermediary wants a frame every 300 ms: a batch each ms does
     for i in _paced(args.count):
+        while sock.poll(0):
+            _answer_who(sock, sock.recv(), p.ROLE_PRODUCER, pid)
         body = p.encode_payloads([fb.payload(i, True)])
         sock.send(p.batch_frame(pid, i, 1, i, body))
     time.sleep(0.2)
@@ -123,6 +133,7 @@ def role_raw_consumer(args) -> None:
             continue
         frame = sock.recv()
         if p.frame_type(frame) != p.T_BATCH:
+            _answer_who(sock, frame, p.ROLE_CONSUMER, cid, credit=8192)
             continue
         batch = p.decode(frame)
         done = any(rx.on(x) for x in p.decode_payloads(batch.body, batch.count))
