@@ -3,8 +3,9 @@
 __version__ = "0.1.0"
 
 from fabric.consumer import InputPort, Message
-from fabric.errors import (ConfigError, DecodeError, FabricError, MessageTooLarge, PortClosed,
-                           ProtocolError)
+from fabric.drain import DrainReport, Leftover
+from fabric.errors import (ConfigError, ControlError, DecodeError, FabricError, MessageTooLarge,
+                           PortClosed, ProtocolError)
 from fabric.intermediary import Intermediary
 from fabric.producer import OutputPort
 from fabric.sync import SyncInputPort, SyncOutputPort
@@ -12,10 +13,13 @@ from fabric.timing import Timing
 
 __all__ = [
     "ConfigError",
+    "ControlError",
     "DecodeError",
+    "DrainReport",
     "FabricError",
     "InputPort",
     "Intermediary",
+    "Leftover",
     "Message",
     "MessageTooLarge",
     "OutputPort",

@@ -21,7 +21,8 @@ EXIT_FAILED, EXIT_USAGE, EXIT_CAS_FAILED, EXIT_NOT_FOUND = 1, 2, 3, 4
 
 _ns_option = click.option(
     "--ns", "ns", envvar="FABRIC_NS", metavar="HOST:PORT,...",
-    help="Name-service nodes (default: $FABRIC_NS).")
+    help="Name-service nodes (default: $FABRIC_NS, else the nodes of cluster "
+         "$FABRIC_NS_CLUSTER, or 'default', found with zeroconf).")
 _timeout_option = click.option(
     "--timeout", type=float, default=5.0, show_default=True,
     help="Seconds before giving up (retries included).")
@@ -32,12 +33,13 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _addresses(ns: str | None) -> list[str]:
+def _addresses(ns: str | None) -> list[str] | None:
+    """The ``--ns`` addresses, checked; None when not given (the client browses for them)."""
     from nameservice.errors import ConfigError
     from nameservice.server.config import parse_addresses
 
     if not ns:
-        _fail("no name service given: use --ns HOST:PORT,... or set FABRIC_NS", EXIT_USAGE)
+        return None
     try:
         return parse_addresses(ns)
     except ConfigError as exc:
@@ -48,8 +50,8 @@ def _addresses(ns: str | None) -> list[str]:
 def _run(ns: str | None, timeout: float, action: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run ``action(client)`` against the cluster; map every failure to one line + exit code."""
     from nameservice.client import NameServiceClient
-    from nameservice.errors import (KeyNotFound, NameServiceError, OutcomeUnknown,
-                                    RequestRejected, Unavailable)
+    from nameservice.errors import (KeyNotFound, LeaseNotFound, NameServiceError,
+                                    OutcomeUnknown, RequestRejected, Unavailable)
     from nameservice.server import wire
 
     addresses = _addresses(ns)
@@ -61,7 +63,7 @@ def _run(ns: str | None, timeout: float, action: Callable[[Any], Awaitable[Any]]
 
     try:
         return asyncio.run(main())
-    except KeyNotFound as exc:
+    except (KeyNotFound, LeaseNotFound) as exc:
         _fail(str(exc), EXIT_NOT_FOUND)
     except Unavailable as exc:
         _fail(f"name service unavailable: {exc}", EXIT_FAILED)
@@ -115,18 +117,27 @@ def ns_group() -> None:
                    "[default: $XDG_DATA_HOME/fabric/ns/node-ID].")
 @click.option("--election-timeout", default="150-300", show_default=True, metavar="LO-HI",
               help="Election timeout range in milliseconds.")
-def ns_start(node_id: int, cluster: str, data_dir: str | None, election_timeout: str) -> None:
+@click.option("--min-lease-ttl", type=float, default=1.0, show_default=True, metavar="S",
+              help="Shortest lease TTL granted, at least 0.5 (the same on every node).")
+@click.option("--cluster-name", default="default", show_default=True,
+              help="The cluster name advertised with zeroconf.")
+@click.option("--no-advertise", is_flag=True, help="Do not advertise this node with zeroconf.")
+def ns_start(node_id: int, cluster: str, data_dir: str | None, election_timeout: str,
+             min_lease_ttl: float, cluster_name: str, no_advertise: bool) -> None:
     """Run one name-service node until SIGTERM or Ctrl-C."""
     from nameservice.errors import ConfigError
     from nameservice.server import serve
-    from nameservice.server.config import NodeSettings, parse_cluster, parse_timeout_range
+    from nameservice.server.config import (NodeSettings, parse_cluster, parse_min_lease_ttl,
+                                           parse_timeout_range)
 
     if data_dir is None:
         base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
         data_dir = os.path.join(base, "fabric", "ns", f"node-{node_id}")
     try:
         settings = NodeSettings(node_id, parse_cluster(cluster), data_dir,
-                                parse_timeout_range(election_timeout))
+                                parse_timeout_range(election_timeout),
+                                min_lease_ttl_ms=parse_min_lease_ttl(min_lease_ttl),
+                                cluster_name=cluster_name, advertise=not no_advertise)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
     sys.exit(serve(settings))
@@ -141,8 +152,11 @@ def ns_start(node_id: int, cluster: str, data_dir: str | None, election_timeout:
               help="Keep the nodes' data here (kept at exit) [default: a temporary directory, "
                    "deleted at exit].")
 @click.option("--election-timeout", default="150-300", show_default=True, metavar="LO-HI")
+@click.option("--cluster-name", default="default", show_default=True,
+              help="The cluster name advertised with zeroconf.")
+@click.option("--no-advertise", is_flag=True, help="Do not advertise the nodes with zeroconf.")
 def ns_local(nodes: int, base_port: int, host: str, data_dir: str | None,
-             election_timeout: str) -> None:
+             election_timeout: str, cluster_name: str, no_advertise: bool) -> None:
     """Run a local cluster of NODES name-service processes until Ctrl-C or SIGTERM.
 
     Prints ``FABRIC_NS=HOST:PORT,...`` once every node listens.
@@ -166,7 +180,8 @@ def ns_local(nodes: int, base_port: int, host: str, data_dir: str | None,
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     cluster = LocalCluster(data_dir or temp.name, nodes, host=host, ports=ports,
-                           election_timeout=election_timeout)
+                           election_timeout=election_timeout,
+                           cluster_name=None if no_advertise else cluster_name)
     code = 0
     try:
         try:
@@ -198,9 +213,11 @@ def ns_local(nodes: int, base_port: int, host: str, data_dir: str | None,
 @_timeout_option
 def ns_status(ns: str | None, as_json: bool, timeout: float) -> None:
     """Show every node: id, address, role, term, commit index, applied index, leader."""
-    addresses = _addresses(ns)
+    _addresses(ns)
 
     async def action(client) -> list[dict]:
+        addresses[:] = client.channel.addresses
+
         async def one(address: str) -> dict:
             try:
                 return await client.status(address, timeout=timeout)
@@ -209,6 +226,7 @@ def ns_status(ns: str | None, as_json: bool, timeout: float) -> None:
 
         return list(await asyncio.gather(*(one(a) for a in addresses)))
 
+    addresses: list[str] = []
     rows = _run(ns, timeout, action)
     if as_json:
         click.echo(json.dumps(rows))
@@ -237,12 +255,34 @@ def kv_group() -> None:
 @kv_group.command("put")
 @click.argument("key")
 @click.argument("value")
+@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Delete KEY after S seconds: it is attached to a new lease that nobody "
+                   "renews (the cluster raises S to its minimum TTL).")
+@click.option("--stale", is_flag=True,
+              help="A quorum-less write: accepted by the node asked even without a quorum, "
+                   "replicated when a leader is reachable (dropped if KEY changed meanwhile).")
 @_ns_option
 @_timeout_option
-def kv_put(key: str, value: str, ns: str | None, timeout: float) -> None:
+def kv_put(key: str, value: str, ttl: float | None, stale: bool, ns: str | None,
+           timeout: float) -> None:
     """Set KEY to VALUE."""
-    result = _run(ns, timeout, lambda c: c.put(key, value))
-    click.echo(f"revision {result.revision}", err=True)
+    if ttl is not None and stale:
+        raise click.UsageError("--ttl and --stale do not go together (a quorum-less write "
+                               "cannot attach a lease)")
+
+    async def action(client):
+        if stale:
+            return await client.put(key, value, consistent=False)
+        lease = await client.lease_grant(ttl) if ttl is not None else 0
+        if lease:
+            click.echo(f"lease {lease}", err=True)
+        return await client.put(key, value, lease=lease)
+
+    result = _run(ns, timeout, action)
+    if stale:
+        click.echo("accepted (not yet replicated)", err=True)
+    else:
+        click.echo(f"revision {result.revision}", err=True)
 
 
 @kv_group.command("get")
@@ -265,11 +305,14 @@ def kv_get(key: str, stale: bool, ns: str | None, timeout: float) -> None:
 
 @kv_group.command("del")
 @click.argument("key")
+@click.option("--stale", is_flag=True,
+              help="A quorum-less delete (see kv put --stale); exit 4 if the node asked did "
+                   "not have KEY.")
 @_ns_option
 @_timeout_option
-def kv_del(key: str, ns: str | None, timeout: float) -> None:
+def kv_del(key: str, stale: bool, ns: str | None, timeout: float) -> None:
     """Delete KEY (exit 4 if it did not exist)."""
-    result = _run(ns, timeout, lambda c: c.delete(key))
+    result = _run(ns, timeout, lambda c: c.delete(key, consistent=not stale))
     if not result.deleted:
         _fail(f"key not found: {key}", EXIT_NOT_FOUND)
 
@@ -314,3 +357,97 @@ def kv_range(prefix: str, as_json: bool, limit: int, stale: bool, ns: str | None
         return
     for kv in kvs:
         _write_bytes(kv.key + b" " + kv.value)
+
+
+@kv_group.command("watch")
+@click.argument("prefix", default="")
+@click.option("--from-rev", "from_rev", type=click.IntRange(1), default=None,
+              help="Start with the changes from this revision on (default: from now).")
+@_ns_option
+@_timeout_option
+def kv_watch(prefix: str, from_rev: int | None, ns: str | None, timeout: float) -> None:
+    """Print every change under PREFIX as it happens, until interrupted (Ctrl-C exits 0):
+    ``REVISION put KEY VALUE`` or ``REVISION delete KEY`` per line."""
+
+    async def action(client) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        watch = client.watch(prefix, start_revision=from_rev)
+
+        async def show() -> None:
+            async for event in watch:
+                line = b"%d %s %s" % (event.revision, event.kind.encode(), event.kv.key)
+                if event.kind == "put":
+                    line += b" " + event.kv.value
+                _write_bytes(line)
+
+        printer = asyncio.ensure_future(show())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({printer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            printer.cancel()
+            await watch.close()
+        if printer.done() and not printer.cancelled() and printer.exception() is not None:
+            exc = printer.exception()
+            if not isinstance(exc, BrokenPipeError):
+                raise exc
+
+    _run(ns, timeout, action)
+
+
+# ---------------------------------------------------------------------------- fabric lease
+
+
+@click.group("lease", cls=_OneLineErrors)
+def lease_group() -> None:
+    """Grant, renew and revoke leases (keys attached to a lease die with it)."""
+
+
+@lease_group.command("grant")
+@click.argument("ttl", type=click.FloatRange(min=0, min_open=True))
+@_ns_option
+@_timeout_option
+def lease_grant(ttl: float, ns: str | None, timeout: float) -> None:
+    """Grant a lease of TTL seconds; print its id (use it with nobody renewing: it expires)."""
+    click.echo(_run(ns, timeout, lambda c: c.lease_grant(ttl)))
+
+
+@lease_group.command("keepalive")
+@click.argument("lease_id", type=click.IntRange(min=1))
+@click.option("--once", is_flag=True, help="Renew once and exit (default: until Ctrl-C).")
+@_ns_option
+@_timeout_option
+def lease_keepalive(lease_id: int, once: bool, ns: str | None, timeout: float) -> None:
+    """Renew LEASE_ID every third of its TTL until Ctrl-C or SIGTERM (then exit 0; exit 4
+    once the lease is gone)."""
+
+    async def action(client):
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            ttl = await client.lease_keepalive(lease_id)
+            click.echo(f"lease {lease_id} renewed, ttl {ttl:g}")
+            if once:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), ttl / 3)
+            except asyncio.TimeoutError:
+                pass
+
+    _run(ns, timeout, action)
+
+
+@lease_group.command("revoke")
+@click.argument("lease_id", type=click.IntRange(min=1))
+@_ns_option
+@_timeout_option
+def lease_revoke(lease_id: int, ns: str | None, timeout: float) -> None:
+    """Revoke LEASE_ID, deleting its keys (exit 4 if it did not exist)."""
+    if not _run(ns, timeout, lambda c: c.lease_revoke(lease_id)):
+        _fail(f"lease {lease_id} not found", EXIT_NOT_FOUND)

@@ -17,6 +17,13 @@ When an intermediary is lost, the port sends through a survivor, for every batch
 through it, an ACK with the HOLD flag: what is handled is acknowledged and the rest is claimed,
 so the producer does not resend it (which could hand it to another consumer, a duplicate).
 
+Draining: ``drain()`` sends DRAIN to every intermediary (route nothing more here), handles and
+acknowledges everything already received, and closes once each intermediary has answered DRAIN
+(it answers only when all it sent this consumer is acknowledged, and frames on one connection
+arrive in order, so the answer also proves the last acknowledgements arrived). A second round
+of DRAIN confirms that nothing arrived meanwhile. ``remove_endpoint`` on a live intermediary
+does the same for that one link.
+
 Memory: at most ``prefetch`` (plus one batch) messages per intermediary wait in the port.
 A handler must not block the event loop longer than the heartbeat timeout (use ``async def``
 handlers, or run blocking work in an executor): a silent consumer is declared dead.
@@ -25,6 +32,7 @@ Exceptions raised by a handler are logged and counted; the message counts as han
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -38,6 +46,7 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch
 from fabric.errors import ConfigError, DecodeError
 from fabric.links import Link, LinkSet
 from fabric.timing import Timing
@@ -189,6 +198,7 @@ class InputPort:
         self._ack_entries = 0
         self._holds: dict[bytes, dict[int, int]] = {}  # rerouted, waiting for a live link
         self._closed = False
+        self._draining = False
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -226,14 +236,96 @@ class InputPort:
         self._links.add(endpoint)
 
     def remove_endpoint(self, endpoint: str) -> None:
-        """Stop receiving from an intermediary; acknowledgements go through the others.
+        """Stop receiving from an intermediary.
 
-        Meant for an intermediary that is gone. One still running declares this consumer dead
-        after the heartbeat timeout and redelivers, flagged, what it had in flight for it.
+        A live one is told (DRAIN) to route nothing more here; the connection stays open until
+        everything received through it is handled and acknowledged (it answers DRAIN then), so
+        nothing is redelivered. If it is not up, or is lost meanwhile, what came through it is
+        claimed through the others (ACK with HOLD), as after any loss.
         """
-        link = self._links.remove(endpoint)
-        if link is not None:
+        link = self._links.retire(endpoint)
+        if link is None:
+            return
+        if link.up and link.send_now(p.drain_frame()):
+            link.drains_asked += 1
+        else:
+            self._links.drop(link)
             self._reroute(link)
+
+    async def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
+        """Leave the channel cleanly: no new batches, everything received handled and
+        acknowledged, then close. Returns a report; if ``timeout`` passes first, it lists what
+        was not handled, and the intermediaries redeliver that to other consumers (flagged)."""
+        watch = Stopwatch()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._draining = True
+        self._ask_drain()  # at once: route nothing more here
+        complete = False
+        while not self._closed and loop.time() < deadline:
+            if not self._quiet():
+                if not self._queue and not self._delivering:
+                    self._flush_acks()
+                await asyncio.sleep(self.timing.tick)
+                continue
+            # A barrier: each intermediary answers DRAIN once everything it sent us is
+            # acknowledged; frames keep their order on a connection.
+            mark = self.stats.batches_received + self.stats.duplicate_batches
+            asked = self._ask_drain()
+            while loop.time() < deadline and not all(
+                    link.gen != gen or link.drains_answered >= n
+                    for link, (gen, n) in asked.items()):
+                await asyncio.sleep(self.timing.tick)
+            if loop.time() >= deadline:
+                break
+            now_up = {lk for lk in self._links.all() + self._links.retiring() if lk.up}
+            if (self._quiet() and mark == self.stats.batches_received + self.stats.duplicate_batches
+                    and now_up <= set(asked)
+                    and all(lk.gen == asked[lk][0] for lk in now_up)):
+                complete = True
+                break
+        left = () if complete else self._leftovers()
+        report = DrainReport("consumer", self.consumer_id.hex(), complete, watch.elapsed(), left)
+        report.log(log)
+        await self.close()
+        return report
+
+    def _ask_drain(self) -> dict[Link, tuple[int, int]]:
+        """Send DRAIN on every live link: ``{link: (socket generation, answers awaited)}``."""
+        asked = {}
+        for link in self._links.all() + self._links.retiring():
+            if link.up and link.send_now(p.drain_frame()):
+                link.drains_asked += 1
+                asked[link] = (link.gen, link.drains_asked)
+        return asked
+
+    def _quiet(self) -> bool:
+        """Nothing received waits for the handler, and no acknowledgement waits to be sent."""
+        return not (self._queue or self._delivering or self._holds or self._acks)
+
+    def _leftovers(self) -> tuple[Leftover, ...]:
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        for pid, window in self._producers.items():
+            for state in window.batches.values():
+                if state.handled >= state.count:
+                    continue
+                if state.via is not None:
+                    where = f"unhandled, received through intermediary {state.via.endpoint}"
+                    fate = "that intermediary redelivers them to another consumer, flagged"
+                else:
+                    where = "unhandled and claimed after an intermediary was lost"
+                    fate = "the producer resends them, flagged, once told this consumer is gone"
+                group = groups.setdefault((pid.hex(), where, fate), [0, 0])
+                group[0] += state.count - state.handled
+                group[1] += 1
+        return tuple(Leftover(n, b, pid, where, fate)
+                     for (pid, where, fate), (n, b) in groups.items())
+
+    def status(self) -> dict:
+        """A JSON-able summary for the control socket."""
+        return {"kind": "consumer", "id": self.consumer_id.hex(), "channel": self.channel,
+                "endpoints": self.endpoints, "pending_batches": len(self._queue),
+                "draining": self._draining, "counters": dataclasses.asdict(self.stats)}
 
     @property
     def endpoints(self) -> list[str]:
@@ -255,6 +347,9 @@ class InputPort:
             elif kind == p.T_WHO:
                 p.decode(frame)
                 self._links.greet_again(link)
+            elif kind == p.T_DRAIN:
+                p.decode(frame)
+                self._on_drain_answer(link)
             elif kind != p.T_HEARTBEAT:
                 raise DecodeError(f"frame type {kind} is not sent to a consumer")
             elif len(frame) != 2:
@@ -464,6 +559,19 @@ class InputPort:
                 credit, link.owed = link.owed, 0
                 if not link.send(p.encode(p.Ack(bytes(p.ID_SIZE), cid, credit, ()))):
                     link.owed += credit
+
+    def _on_drain_answer(self, link: Link) -> None:
+        """The intermediary answered our DRAIN: all it sent us is acknowledged."""
+        if link.drains_answered >= link.drains_asked:
+            raise DecodeError("DRAIN that answers nothing")
+        link.drains_answered += 1
+        if link.retiring and link.drains_answered >= link.drains_asked:
+            # Removed and done: acknowledgements of later copies go through the others.
+            for window in self._producers.values():
+                for state in window.batches.values():
+                    if state.via is link:
+                        state.via = None
+            self._links.drop(link)
 
     # -- failover -----------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ The whole tree::
     ├── ProtocolError           a peer broke the wire protocol
     │   └── DecodeError         a frame that does not decode (bad version, type, size, shape)
     ├── MessageTooLarge         a payload that cannot fit in one batch frame
-    ├── PortClosed              an operation on a port that was closed
+    ├── PortClosed              an operation on a port that was closed (or is draining)
+    ├── ControlError            a control request that failed (no answer, bad request)
     └── ConfigError             a bad argument (endpoint, window size, ...)
 
 A ZeroMQ error while setting up a socket becomes a :class:`ConfigError` where the ports open
@@ -39,3 +40,7 @@ class PortClosed(FabricError):
 
 class ConfigError(FabricError):
     """An argument is invalid (an endpoint, a window size, ...)."""
+
+
+class ControlError(FabricError):
+    """A control request failed: no answer in time, a malformed request, or an error answer."""

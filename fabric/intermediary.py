@@ -21,12 +21,20 @@ Rules:
 - a peer silent for the heartbeat timeout is dead: a dead consumer's batches are redelivered and
   every producer is told (PEER_GONE); a dead producer's queued batches are still delivered, and
   its record is kept (bounded) so that it is welcome back if it was only frozen;
+- draining (SIGTERM, :meth:`request_drain`, or a ``drain`` control request): it tells every
+  producer (DRAIN); each answers DRAIN and sends it nothing more; it keeps forwarding what it
+  holds and routing the acks; once every producer answered, its queue is empty and every batch
+  at a consumer is acknowledged, it stops. At the drain timeout it stops anyway and reports what
+  it held (its producers resend that through the others, as after any loss);
+- a consumer that sends DRAIN is leaving: no new batch goes to it, and once everything sent to
+  it is acknowledged it gets DRAIN back (each DRAIN is answered once, in order);
 - if this process itself was frozen long enough for its peers to give up on it (SIGSTOP, a
   stalled host; see ``Timing.frozen``) it rebinds its socket, so that every peer sees it as a
   new process and no stale batch is delivered.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import time
@@ -36,6 +44,8 @@ from dataclasses import dataclass, field
 import zmq
 
 from fabric import protocol as p
+from fabric.control import ControlSocket
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
 from fabric.errors import DecodeError
 from fabric.timing import Timing
 
@@ -46,6 +56,7 @@ CONSUMER_PREFIX = b"C"
 HWM = 100_000
 MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they come back
 REBIND_PATIENCE = 5.0  # seconds to wait for our old port to be released
+DRAIN_LINGER_MS = 1000  # after a drain, time given to the last acks to leave the socket
 
 
 @dataclass(slots=True)
@@ -56,6 +67,9 @@ class _Peer:
     credit: int = 0
     alive: bool = True
     inflight: dict[tuple[bytes, int], list] = field(default_factory=dict)
+    drain_pending: bool = False  # producer: told we drain, has not answered yet
+    leaving: bool = False  # consumer: sent DRAIN, gets no new batches
+    drains_owed: int = 0  # consumer: DRAIN answers due once its in-flight batches are acked
 
 
 @dataclass(slots=True)
@@ -74,6 +88,7 @@ class IntermediaryStats:
     peers_expired: int = 0
     who_sent: int = 0
     rebinds: int = 0
+    control_requests: int = 0
 
 
 class Intermediary:
@@ -87,7 +102,8 @@ class Intermediary:
 
     def __init__(self, channel: str, endpoint: str, *, timing: Timing = Timing(),
                  max_queue_bytes: int = 256 * 1024 * 1024,
-                 ctx: zmq.Context | None = None) -> None:
+                 ctx: zmq.Context | None = None, control: ControlSocket | None = None,
+                 name: str = "", drain_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.channel = channel
         self._want = endpoint
         self.timing = timing
@@ -101,6 +117,14 @@ class Intermediary:
         self._sock: zmq.Socket | None = None
         self._stopped = False
         self._last_tick = self._last_beat = self._now = 0.0
+        self.control = control
+        self.name = name
+        self.drain_timeout = drain_timeout
+        self._drain_request: float | None = None  # set from a signal handler or thread
+        self._draining = False
+        self._drain_started = self._drain_deadline = 0.0
+        self._drain_waiters: list[bytes] = []  # control clients waiting for the report
+        self.drain_report: DrainReport | None = None
 
     # -- socket lifecycle -------------------------------------------------------------------
 
@@ -132,10 +156,23 @@ class Intermediary:
         poll_ms = max(1, round(timing.tick * 1000))
         clock = time.monotonic
         self._last_tick = self._last_beat = self._now = clock()
+        control = self.control
+        linger = 0
+        poller, polled = zmq.Poller(), None
         try:
             while not self._stopped:
                 sock = self._sock
-                ready = sock.poll(poll_ms)
+                if control is None:
+                    ready = sock.poll(poll_ms)
+                else:
+                    if polled is not sock:  # first time, or the socket was rebound
+                        poller, polled = zmq.Poller(), sock
+                        poller.register(sock, zmq.POLLIN)
+                        poller.register(control.socket, zmq.POLLIN)
+                    events = dict(poller.poll(poll_ms))
+                    ready = sock in events
+                    if control.socket in events:
+                        self._on_control(control)
                 now = self._now = clock()
                 if timing.frozen(now - self._last_tick):
                     # Frozen (SIGSTOP, stalled host): every peer has given up on us and what
@@ -144,19 +181,141 @@ class Intermediary:
                     self._last_tick = self._last_beat = now
                     continue
                 if ready:
-                    self._drain(sock)
+                    self._read(sock)
+                if self._drain_request is not None and not self._draining:
+                    self._start_drain(now, self._drain_request)
                 if now - self._last_tick >= timing.tick:
                     self._tick(now)
+                if self.drain_report is not None:
+                    linger = DRAIN_LINGER_MS  # let the last acks leave
+                    break
         finally:
             if self._sock is not None:
-                self._sock.close(linger=0)
+                self._sock.close(linger=linger)
                 self._sock = None
 
     def stop(self) -> None:
-        """Make :meth:`serve` return (safe from another thread or a signal handler)."""
+        """Make :meth:`serve` return at once (safe from another thread or a signal handler)."""
         self._stopped = True
 
-    def _drain(self, sock: zmq.Socket) -> None:
+    def request_drain(self, timeout: float | None = None) -> None:
+        """Drain (within ``timeout`` s, default :attr:`drain_timeout`), then make :meth:`serve`
+        return (safe from another thread or a signal handler). The outcome is
+        :attr:`drain_report`."""
+        if self._drain_request is None:
+            self._drain_request = self.drain_timeout if timeout is None else timeout
+
+    @property
+    def draining(self) -> bool:
+        """True from the start of a drain."""
+        return self._draining
+
+    def status(self) -> dict:
+        """A JSON-able summary (the control socket's ``status``)."""
+        producers = [pr for pr in self._peers.values() if pr.role == p.ROLE_PRODUCER]
+        consumers = [pr for pr in self._peers.values() if pr.role == p.ROLE_CONSUMER]
+        return {
+            "kind": "intermediary", "name": self.name, "channel": self.channel,
+            "endpoints": [self.endpoint], "draining": self._draining,
+            "producers": sum(pr.alive for pr in producers), "consumers": len(consumers),
+            "consumers_leaving": sum(c.leaving for c in consumers),
+            "in_flight": {"queued_messages": sum(item[4] for item in self._queue),
+                          "queued_bytes": self._queue_bytes,
+                          "at_consumers": sum(e[1] - e[2] for c in consumers
+                                              for e in c.inflight.values())},
+            "counters": dataclasses.asdict(self.stats),
+        }
+
+    # -- control and drain --------------------------------------------------------------------
+
+    def _on_control(self, control: ControlSocket) -> None:
+        for identity, request in control.receive():
+            self.stats.control_requests += 1
+            if request.command == "status":
+                control.reply(identity, self.status())
+            else:
+                self._drain_waiters.append(identity)
+                self.request_drain(request.timeout)
+
+    def _start_drain(self, now: float, timeout: float) -> None:
+        self._draining = True
+        self._drain_started = now
+        self._drain_deadline = now + timeout
+        log.info("intermediary %s draining (at most %.1f s)", self.endpoint, timeout)
+        for peer in self._peers.values():
+            if peer.role == p.ROLE_PRODUCER and peer.alive:
+                self._tell_draining(peer)
+
+    def _tell_draining(self, peer: _Peer) -> None:
+        peer.drain_pending = self._send(peer.rid, p.drain_frame())
+
+    def _check_drain(self, now: float) -> None:
+        """Finish the drain when nothing is left, or give up at its deadline."""
+        done = not self._queue and not any(
+            peer.inflight if peer.role == p.ROLE_CONSUMER else peer.drain_pending and peer.alive
+            for peer in self._peers.values())
+        if not done and now < self._drain_deadline:
+            return
+        report = DrainReport("intermediary", self.endpoint, done, now - self._drain_started,
+                             () if done else self._leftovers())
+        report.log(log)
+        self.drain_report = report
+        if self.control is not None:
+            for identity in self._drain_waiters:
+                self.control.reply(identity, report.to_dict())
+        self._drain_waiters = []
+
+    def _consumers_left(self) -> bool:
+        """False when the queue can never be delivered here: every consumer is leaving, or
+        none is connected while this intermediary drains."""
+        leaving = False
+        for peer in self._peers.values():
+            if peer.role == p.ROLE_CONSUMER:
+                if not peer.leaving:
+                    return True
+                leaving = True
+        return not (leaving or self._draining)
+
+    def _refuse_queue(self) -> None:
+        """No consumer left to take the queue: hand it back to the producers (NACK), who send
+        it through the other intermediaries. None of it reached a consumer
+        through us, except batches requeued from a dead consumer (their producer resends its
+        own copy, unflagged: at-least-once, as after the loss of an intermediary)."""
+        seqs: dict[bytes, list[int]] = {}
+        for rid, _, _, seq, _ in self._queue:
+            seqs.setdefault(rid, []).append(seq)
+        self._queue.clear()
+        self._queue_bytes = 0
+        for rid, first_seqs in seqs.items():
+            self.stats.nacked_batches += len(first_seqs)
+            for start in range(0, len(first_seqs), 100_000):
+                self._send(rid, p.encode(p.Nack(tuple(first_seqs[start:start + 100_000]))))
+        log.info("no consumer left: %d queued batches handed back to their producers",
+                 sum(len(v) for v in seqs.values()))
+
+    def _leftovers(self) -> tuple[Leftover, ...]:
+        resend = "the producer resends them through the other intermediaries"
+        claim = ("the consumer claims them through another intermediary and acknowledges them "
+                 "when handled; unclaimed ones the producer resends")
+        groups: dict[tuple[bytes, str, str], list[int]] = {}
+        for _, pid, _, _, count in self._queue:
+            group = groups.setdefault((pid, "queued for a consumer", resend), [0, 0])
+            group[0] += count
+            group[1] += 1
+        for peer in self._peers.values():
+            for (pid, _), (_, count, acked) in peer.inflight.items():
+                where = f"unacknowledged at consumer {peer.rid[1:].hex()[:12]}"
+                group = groups.setdefault((pid, where, claim), [0, 0])
+                group[0] += count - acked
+                group[1] += 1
+        silent = [peer.rid[1:].hex()[:12] for peer in self._peers.values()
+                  if peer.role == p.ROLE_PRODUCER and peer.alive and peer.drain_pending]
+        if silent:
+            log.warning("producers that did not answer DRAIN: %s", ", ".join(silent))
+        return tuple(Leftover(n, b, pid.hex(), f"{where} in intermediary {self.endpoint}", fate)
+                     for (pid, where, fate), (n, b) in groups.items())
+
+    def _read(self, sock: zmq.Socket) -> None:
         for _ in range(10_000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -212,6 +371,9 @@ class Intermediary:
                     self._ask_who(rid)
             elif kind == p.T_HELLO:
                 self._on_hello(rid, p.decode(frame))
+            elif kind == p.T_DRAIN:
+                p.decode(frame)
+                self._on_drain_frame(rid, peer)
             else:
                 raise DecodeError(f"frame type {kind} is not sent to an intermediary")
         except DecodeError as exc:
@@ -227,9 +389,12 @@ class Intermediary:
             raise DecodeError("HELLO whose peer id does not match its routing id")
         old = self._peers.get(rid)
         if old is not None and old.role == hello.role and hello.again:
-            # Re-introduction on the same connection (answer to WHO): nothing was lost on it.
+            # Re-introduction on the same connection (answer to WHO, or a consumer that takes
+            # back its DRAIN): nothing was lost on it.
             old.credit = hello.credit
             old.alive = True
+            old.leaving = False
+            old.drains_owed = 0
         else:
             if old is not None and old.role == p.ROLE_PRODUCER:
                 # A new connection: the producer gave up on the old one and resends its batches.
@@ -240,7 +405,28 @@ class Intermediary:
                 self._requeue_inflight(old)
             self._peers[rid] = _Peer(hello.role, rid, self._now, credit=hello.credit)
         self._send(rid, p.heartbeat_frame())
+        if self._draining and hello.role == p.ROLE_PRODUCER:
+            self._tell_draining(self._peers[rid])
         self._dispatch_queue()
+
+    def _on_drain_frame(self, rid: bytes, peer: _Peer | None) -> None:
+        if peer is None:
+            if rid[:1] == CONSUMER_PREFIX:
+                self._send(rid, p.drain_frame())  # nothing of ours is in flight to it
+            return
+        if peer.role == p.ROLE_PRODUCER:
+            peer.drain_pending = False  # its answer: nothing more follows from it
+            return
+        peer.leaving = True
+        peer.drains_owed += 1
+        self._answer_leaving(peer)
+
+    def _answer_leaving(self, peer: _Peer) -> None:
+        """Answer a leaving consumer's DRAINs once everything sent to it is acknowledged."""
+        if peer.drains_owed and not peer.inflight:
+            for _ in range(peer.drains_owed):
+                self._send(peer.rid, p.drain_frame())
+            peer.drains_owed = 0
 
     def _on_batch(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
         pid, seq, count = p.batch_header(frame)
@@ -267,7 +453,7 @@ class Intermediary:
         while True:
             best = None
             for peer in self._peers.values():
-                if peer.role == p.ROLE_CONSUMER and peer.credit > 0 and (
+                if peer.role == p.ROLE_CONSUMER and peer.credit > 0 and not peer.leaving and (
                         best is None or peer.credit > best.credit):
                     best = peer
             if best is None:
@@ -301,6 +487,8 @@ class Intermediary:
                     del inflight[(pid, seq)]
                 elif handled > entry[2]:
                     entry[2] = handled
+            if peer.drains_owed:
+                self._answer_leaving(peer)
         if n:
             if self._send(PRODUCER_PREFIX + pid, frame):
                 self.stats.acks_forwarded += 1
@@ -353,6 +541,10 @@ class Intermediary:
     def _tick(self, now: float) -> None:
         timing = self.timing
         self._last_tick = now
+        if self._queue and not self._consumers_left():
+            self._refuse_queue()
+        if self._draining and self.drain_report is None:
+            self._check_drain(now)
         if now - self._last_beat >= timing.heartbeat:
             self._last_beat = now
             beat = p.heartbeat_frame()
@@ -388,18 +580,41 @@ def parse_listen(listen: str) -> str:
     return f"tcp://{host}:{int(port)}"
 
 
-def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None) -> None:
-    """Run an intermediary in this process until SIGTERM or SIGINT.
+def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None,
+                        control: str | None = None, announce_control=None,
+                        drain_timeout: float = DEFAULT_TIMEOUT,
+                        name: str = "") -> DrainReport | None:
+    """Run an intermediary in this process until SIGTERM or SIGINT, then drain it.
 
-    ``announce`` gets the bound endpoint once bound; ``report`` gets the final
-    :class:`IntermediaryStats` on a clean exit. Raises ``zmq.ZMQError`` if the endpoint cannot
-    be bound."""
+    ``announce`` gets the bound endpoint once bound; with ``control`` (an endpoint) a control
+    socket is served too and ``announce_control`` gets its endpoint. SIGTERM, SIGINT or a
+    ``drain`` control request start the drain (at most ``drain_timeout`` seconds); a second
+    signal stops at once. ``report`` gets the final :class:`IntermediaryStats`. Returns the drain
+    report (None if stopped at once). Raises ``zmq.ZMQError`` if an endpoint cannot be bound."""
     import signal
 
-    node = Intermediary(channel, endpoint)
+    ctx = zmq.Context()  # terminated at the end: the last acks leave before the process exits
+    node = Intermediary(channel, endpoint, ctx=ctx, name=name, drain_timeout=drain_timeout)
     announce(node.bind())
+    if control is not None:
+        node.control = ControlSocket(control, ctx)
+        if announce_control is not None:
+            announce_control(node.control.endpoint)
+
+    def on_signal(*_):
+        if node.draining:
+            node.stop()
+        else:
+            node.request_drain()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: node.stop())
-    node.serve()
+        signal.signal(sig, on_signal)
+    try:
+        node.serve()
+    finally:
+        if node.control is not None:
+            node.control.close(linger=DRAIN_LINGER_MS)
+        ctx.term()
     if report is not None:
         report(node.stats)
+    return node.drain_report

@@ -26,13 +26,15 @@ log = logging.getLogger(__name__)
 
 HWM = 100_000
 RECV_BURST = 1000  # frames handled per wake-up before other callbacks get a turn
+MAX_LEFTOVERS = HWM  # frames read from a connection that just closed (its receive pipe)
 
 
 class Link:
     """One connection to one intermediary."""
 
     __slots__ = ("endpoint", "sock", "sync", "reader", "mon", "up", "connected", "load",
-                 "last_heard", "last_sent", "gen", "epoch", "tasks", "owed")
+                 "last_heard", "last_sent", "gen", "epoch", "tasks", "owed", "draining",
+                 "retiring", "drains_asked", "drains_answered")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -49,6 +51,10 @@ class Link:
         self.gen = 0  # socket generation: events of older sockets are ignored
         self.epoch = 0  # +1 per HELLO: credit granted under an older HELLO is not returned
         self.tasks: list[asyncio.Task] = []
+        self.draining = False  # send no new batches on this link
+        self.retiring = False  # removed by the owner: close once what is in flight completes
+        self.drains_asked = 0  # DRAIN frames sent (consumer leaving this intermediary)
+        self.drains_answered = 0  # DRAIN frames received back
 
     def send(self, frame: bytes) -> bool:
         """Send one frame without waiting; False if the link is down or its pipe is full."""
@@ -86,6 +92,7 @@ class LinkSet:
         self._on_down = on_down
         self._on_up = on_up
         self._links: dict[str, Link] = {}
+        self._retiring: dict[str, Link] = {}
         self._beat = p.heartbeat_frame()
         self._last_tick = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first _open
@@ -96,16 +103,22 @@ class LinkSet:
         return list(self._links)
 
     def all(self) -> list[Link]:
-        """Every link, up or not."""
+        """Every link, up or not (retiring ones excluded)."""
         return list(self._links.values())
+
+    def retiring(self) -> list[Link]:
+        """Links removed by the owner and still open until their traffic completes."""
+        return list(self._retiring.values())
 
     def up(self) -> list[Link]:
         """Links that are up."""
         return [link for link in self._links.values() if link.up]
 
     def by_load(self, avoid: Link | None = None) -> list[Link]:
-        """Live links, least loaded first; ``avoid`` goes last."""
-        links = sorted((lk for lk in self._links.values() if lk.up), key=_load)
+        """Live links that take new batches (not draining), least loaded first; ``avoid`` goes
+        last."""
+        links = sorted((lk for lk in self._links.values() if lk.up and not lk.draining),
+                       key=_load)
         if avoid is not None and avoid in links and len(links) > 1:
             links.remove(avoid)
             links.append(avoid)
@@ -117,24 +130,45 @@ class LinkSet:
             endpoint = "tcp://" + endpoint
         link = self._links.get(endpoint)
         if link is None:
+            link = self._retiring.pop(endpoint, None)
+            if link is not None:  # added back while retiring: keep the connection
+                link.retiring = link.draining = False
+                link.drains_asked = link.drains_answered = 0
+                self._links[endpoint] = link
+                self.greet_again(link)  # cancels a DRAIN this port sent on it
+                return link
             link = self._links[endpoint] = Link(endpoint)
             self._open(link)
         return link
 
     def remove(self, endpoint: str) -> Link | None:
         """Disconnect from an intermediary; returns its link (now closed) if it was known."""
-        if "://" not in endpoint:
-            endpoint = "tcp://" + endpoint
-        link = self._links.pop(endpoint, None)
+        link = self._links.pop(_tcp(endpoint), None)
         if link is not None:
             self._shut(link)
         return link
 
+    def retire(self, endpoint: str) -> Link | None:
+        """Stop using an intermediary but keep the connection open (draining, not reopened
+        when lost) until the owner calls :meth:`drop`; returns the link if it was known."""
+        link = self._links.pop(_tcp(endpoint), None)
+        if link is not None:
+            link.retiring = link.draining = True
+            self._retiring[link.endpoint] = link
+        return link
+
+    def drop(self, link: Link) -> None:
+        """Close a retiring link."""
+        if self._retiring.get(link.endpoint) is link:
+            del self._retiring[link.endpoint]
+        self._shut(link)
+
     def close(self) -> None:
         """Close every link."""
-        for link in self._links.values():
+        for link in [*self._links.values(), *self._retiring.values()]:
             self._shut(link)
         self._links.clear()
+        self._retiring.clear()
 
     def tick(self, now: float) -> None:
         """Send due heartbeats and declare silent links down.
@@ -148,10 +182,10 @@ class LinkSet:
         gap = now - previous
         if previous and timing.frozen(gap):
             log.warning("this process was frozen for %.0f ms", gap * 1000)
-            for link in list(self._links.values()):
+            for link in [*self._links.values(), *self._retiring.values()]:
                 link.last_heard = now
             return
-        for link in list(self._links.values()):
+        for link in [*self._links.values(), *self._retiring.values()]:
             if link.connected and not link.up:
                 self._greet(link, now)
             if not link.up:
@@ -234,6 +268,7 @@ class LinkSet:
         """Answer an intermediary's WHO: send HELLO again on the same connection."""
         if link.up and link.send_now(self._hello_again):
             link.epoch += 1
+            link.draining = link.retiring  # the intermediary forgot us, and any drain of its
             self._on_up(link)
 
     def _greet(self, link: Link, now: float) -> None:
@@ -243,18 +278,43 @@ class LinkSet:
         link.epoch += 1
         link.up = True
         link.last_sent = now
+        link.draining = link.retiring  # a new connection: a drain seen on the old one is over
+        link.drains_asked = link.drains_answered = 0
         self._on_up(link)
 
     def _lost(self, link: Link, now: float) -> None:
         silence = now - link.last_heard
+        self._read_leftovers(link)
         self._shut(link)
-        if link.endpoint in self._links:
+        if self._links.get(link.endpoint) is link:
             self._open(link)
+        elif self._retiring.get(link.endpoint) is link:
+            del self._retiring[link.endpoint]  # retiring: lost is as good as done
         self._on_down(link, silence)
 
     def _on_link_frame(self, link: Link, frame: bytes) -> None:
         link.last_heard = self._loop.time()
         self._on_frame(link, frame)
+
+    def _read_leftovers(self, link: Link) -> None:
+        """Handle the frames that arrived before the connection closed and were not read yet.
+
+        The monitor may report a closed connection before the reader has received what came
+        just before it (the acknowledgements a draining intermediary forwarded last): closing
+        the socket would throw them away, and their batches would be resent needlessly."""
+        sync = link.sync
+        if sync is None:
+            return
+        for _ in range(MAX_LEFTOVERS):
+            try:
+                frame = sync.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return
+            self._on_frame(link, frame)
+
+
+def _tcp(endpoint: str) -> str:
+    return endpoint if "://" in endpoint else "tcp://" + endpoint
 
 
 def _load(link: Link) -> int:

@@ -20,12 +20,18 @@ others after a short settle time (see ``Timing.settle``) that lets consumers rer
 acknowledgements first; batches a consumer claims (ACK with the HOLD flag) are not resent
 unless that consumer is reported gone, in which case they are resent flagged redelivered.
 
+Draining: an intermediary that drains sends DRAIN; the port answers DRAIN, sends it no new
+batches, and waits for the acknowledgements of what it holds (nothing is resent by timeout).
+``remove_endpoint`` on a live intermediary works the same way from this side. ``drain()`` stops
+the port itself: no new sends, everything acknowledged (or the timeout), then closed.
+
 Ordering: messages of one batch arrive in order at one consumer; batches are spread over the
 intermediaries (least unacknowledged first) and consumers, so there is no order between batches.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -38,6 +44,7 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
+from fabric.drain import DrainReport, Leftover, Stopwatch
 from fabric.errors import ConfigError, DecodeError, MessageTooLarge, PortClosed
 from fabric.links import Link, LinkSet
 from fabric.timing import Timing
@@ -123,6 +130,7 @@ class OutputPort:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closed = False
+        self._draining = False
         self._ticker: asyncio.Task | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -159,10 +167,70 @@ class OutputPort:
         self._links.add(endpoint)
 
     def remove_endpoint(self, endpoint: str) -> None:
-        """Stop using an intermediary; its unacknowledged batches are resent through others."""
-        link = self._links.remove(endpoint)
-        if link is not None:
+        """Stop using an intermediary.
+
+        A live one gets no new batches, and the connection stays open until what went through
+        it is acknowledged (no resend, so no duplicate); if it is lost meanwhile, or was not up,
+        its unacknowledged batches are resent through the others as after any loss.
+        """
+        link = self._links.retire(endpoint)
+        if link is None:
+            return
+        if not link.up:
+            self._links.drop(link)
             self._orphan(link, self.timing.timeout)
+        else:
+            self._drop_retired()
+
+    async def drain(self, timeout: float = 5.0) -> DrainReport:
+        """Stop taking sends, wait until every message is acknowledged, then close.
+
+        From now on :meth:`send` raises :class:`PortClosed`. Returns a report; if ``timeout``
+        passes first, the report lists what was not acknowledged and where it was, and the
+        port is closed anyway (those messages may or may not have been delivered).
+        """
+        watch = Stopwatch()
+        self._draining = True
+        self._space.set()  # senders waiting for space get PortClosed
+        self._flush()
+        complete = True
+        if not self._closed:
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                complete = False
+        left = () if complete else self._leftovers()
+        report = DrainReport("producer", self.producer_id.hex(), complete, watch.elapsed(), left)
+        report.log(log)
+        await self.close()
+        return report
+
+    def _leftovers(self) -> tuple[Leftover, ...]:
+        """What this port still holds, grouped by where it is."""
+        groups: dict[str, list[int]] = {}
+        for sent in self._store.values():
+            if sent.via is not None:
+                where = f"in flight through intermediary {sent.via.endpoint}"
+            elif sent.claimed_by is not None:
+                where = f"held by consumer {sent.claimed_by.hex()}"
+            else:
+                where = "not sent (no intermediary could take it)"
+            group = groups.setdefault(where, [0, 0])
+            group[0] += sent.count - sent.acked
+            group[1] += 1
+        if self._parts:
+            unsent = groups.setdefault("not sent (no intermediary could take it)", [0, 0])
+            unsent[0] += len(self._parts)
+        pid = self.producer_id.hex()
+        return tuple(Leftover(n, b, pid, where, "unacknowledged when the producer closed: "
+                              "delivered or not, nobody resends them")
+                     for where, (n, b) in groups.items())
+
+    def status(self) -> dict:
+        """A JSON-able summary for the control socket."""
+        return {"kind": "producer", "id": self.producer_id.hex(), "channel": self.channel,
+                "endpoints": self.endpoints, "unacked": self._unacked,
+                "draining": self._draining, "counters": dataclasses.asdict(self.stats)}
 
     @property
     def endpoints(self) -> list[str]:
@@ -178,7 +246,8 @@ class OutputPort:
 
     async def send(self, payload: Any) -> None:
         """Queue one message; waits while the window of unacknowledged messages is full."""
-        if self._unacked >= self.window or self._held_bytes >= self.window_bytes or self._closed:
+        if (self._unacked >= self.window or self._held_bytes >= self.window_bytes
+                or self._closed or self._draining):
             await self._wait_for_space()
         kind = type(payload)
         if kind is bytes or kind is str and payload.isascii():
@@ -216,6 +285,8 @@ class OutputPort:
         while True:
             if self._closed:
                 raise PortClosed("send on a closed port")
+            if self._draining:
+                raise PortClosed("send on a draining port: it takes no new messages")
             if self._unacked < self.window and self._held_bytes < self.window_bytes:
                 return
             self._space.clear()
@@ -290,6 +361,9 @@ class OutputPort:
             elif kind == p.T_WHO:
                 p.decode(frame)
                 self._links.greet_again(link)
+            elif kind == p.T_DRAIN:
+                p.decode(frame)
+                self._on_drain(link)
             else:
                 raise DecodeError(f"frame type {kind} is not sent to a producer")
         except DecodeError as exc:
@@ -356,6 +430,19 @@ class OutputPort:
                 sent.frame = p.mark_redelivered(sent.frame, sent.acked)
                 self._dispatch(sent)
 
+    def _on_drain(self, link: Link) -> None:
+        """The intermediary drains: send it nothing new; it delivers what it holds."""
+        if not link.draining:
+            log.info("intermediary %s is draining: no new batches go through it", link.endpoint)
+        link.draining = True
+        link.send_now(p.drain_frame())  # answer: nothing more follows from this producer
+
+    def _drop_retired(self) -> None:
+        """Close retiring links once nothing sent through them waits for an acknowledgement."""
+        for link in self._links.retiring():
+            if link.load <= 0 and not any(s.via is link for s in self._store.values()):
+                self._links.drop(link)
+
     # -- failover -----------------------------------------------------------------------------
 
     def _on_link_up(self, link: Link) -> None:
@@ -393,3 +480,5 @@ class OutputPort:
             now = loop.time()
             self._links.tick(now)
             self._retry_now(now)
+            if self._links.retiring():
+                self._drop_retired()

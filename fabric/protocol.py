@@ -17,6 +17,7 @@ description, precise enough for another language, is in docs/protocol.md.
     NACK        intermediary -> producer            pad u16, first_seq u64 (one or more)
     PEER_GONE   intermediary -> producer            pad u16, consumer_id 16s
     WHO         intermediary -> producer/consumer   (nothing): "say HELLO again"
+    DRAIN       both ways                           (nothing): "no new batches on this link"
 
 The intermediary reads only the fixed headers; a batch body (the payloads) is decoded by the
 consumer alone.
@@ -43,6 +44,7 @@ T_ACK = 4
 T_NACK = 5
 T_PEER_GONE = 6
 T_WHO = 7
+T_DRAIN = 8
 
 ROLE_PRODUCER = 1
 ROLE_CONSUMER = 2
@@ -64,6 +66,7 @@ _SEQ = struct.Struct(">Q")
 _PEER_GONE = struct.Struct(">BBH16s")
 _HEARTBEAT_FRAME = bytes((VERSION, T_HEARTBEAT))
 _WHO_FRAME = bytes((VERSION, T_WHO))
+_DRAIN_FRAME = bytes((VERSION, T_DRAIN))
 
 BATCH_HEADER_SIZE = _BATCH.size
 _SKIP_OFFSET = 32
@@ -147,7 +150,18 @@ class Who:
     sender must say HELLO again on the same connection."""
 
 
-Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone, Who]
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """No new batches on this connection (meaning by direction, see docs/protocol.md).
+
+    intermediary -> producer: "I am draining: send me nothing new; what I hold is delivered and
+    acknowledged"; producer -> intermediary: the answer, "nothing more follows from me";
+    consumer -> intermediary: "I am leaving: route nothing more to me"; intermediary ->
+    consumer: the answer, sent once all it sent that consumer is acknowledged.
+    """
+
+
+Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone, Who, Drain]
 
 
 def _check_id(value: bytes, what: str) -> None:
@@ -161,6 +175,8 @@ def encode(msg: Frame) -> bytes:
         return _HEARTBEAT_FRAME
     if isinstance(msg, Who):
         return _WHO_FRAME
+    if isinstance(msg, Drain):
+        return _DRAIN_FRAME
     if isinstance(msg, Batch):
         _check_id(msg.producer_id, "producer_id")
         flags = BATCH_REDELIVERED if msg.redelivered else 0
@@ -283,6 +299,10 @@ def decode(frame: bytes) -> Frame:
             if size != 2:
                 raise DecodeError(f"WHO of {size} bytes")
             return Who()
+        if kind == T_DRAIN:
+            if size != 2:
+                raise DecodeError(f"DRAIN of {size} bytes")
+            return Drain()
         if kind == T_PEER_GONE:
             if size != _PEER_GONE.size:
                 raise DecodeError(f"PEER_GONE of {size} bytes")
@@ -311,3 +331,8 @@ def decode_payloads(body: bytes, count: int) -> list[Any]:
 def heartbeat_frame() -> bytes:
     """The (constant) HEARTBEAT frame."""
     return _HEARTBEAT_FRAME
+
+
+def drain_frame() -> bytes:
+    """The (constant) DRAIN frame."""
+    return _DRAIN_FRAME

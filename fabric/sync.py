@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fabric.consumer import Handler, InputPort
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.producer import OutputPort
 
 T = TypeVar("T")
@@ -59,6 +60,13 @@ class SyncOutputPort:
         """Block until every message sent so far is acknowledged."""
         self._thread.run(self.port.flush(timeout))
 
+    def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
+        """Refuse new sends, wait until everything is acknowledged (at most ``timeout`` s),
+        close; the report says what could not be flushed."""
+        report = self._thread.run(self.port.drain(timeout))
+        self._thread.stop()
+        return report
+
     def close(self) -> None:
         """Close the port (unacknowledged messages are abandoned: flush first)."""
         self._thread.run(self.port.close())
@@ -86,6 +94,13 @@ class SyncInputPort:
             return await InputPort(channel, endpoints, handler, **options).start()
 
         self.port = self._thread.run(make())
+
+    def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
+        """Take no new batches, handle and acknowledge what was received (at most ``timeout``
+        s), close; the report says what could not be flushed."""
+        report = self._thread.run(self.port.drain(timeout))
+        self._thread.stop()
+        return report
 
     def close(self) -> None:
         """Send pending acknowledgements and close the port."""

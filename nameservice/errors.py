@@ -11,7 +11,10 @@ The whole tree::
     ├── OutcomeUnknown          a write was not applied now, and whether an earlier attempt of
     │                           it was applied cannot be told (its client session expired)
     ├── RequestRejected         the cluster refused the request (bad key, missing lease, ...)
-    └── KeyNotFound             a key that was asked for does not exist
+    │   └── LeaseNotFound       the lease named does not exist (expired or revoked)
+    ├── KeyNotFound             a key that was asked for does not exist
+    └── Compacted               a watch asked for revisions no node keeps any more: reload
+                                with a range and watch from its revision
 
 The Raft core (``nameservice.raft.errors``), the storage (``nameservice.storage.errors``) and
 the key-value machine (``nameservice.kv.errors``) keep their own trees for their own callers;
@@ -56,9 +59,32 @@ class RequestRejected(NameServiceError):
         self.code = code
 
 
+class LeaseNotFound(RequestRejected):
+    """The lease named does not exist: it expired (no keepalive for a whole TTL) or was
+    revoked."""
+
+    def __init__(self, lease_id: int, code: int = 1) -> None:
+        super().__init__(f"lease {lease_id} not found (expired or revoked)", code)
+        self.lease_id = lease_id
+
+
 class KeyNotFound(NameServiceError):
     """The key asked for does not exist."""
 
     def __init__(self, key: bytes) -> None:
         super().__init__(f"key not found: {key.decode('utf-8', 'replace')}")
         self.key = key
+
+
+class Compacted(NameServiceError):
+    """A watch cannot resume: no node's event history reaches back to the revision it needs.
+
+    ``oldest`` is the oldest revision the last node asked still had. Reload the state with a
+    range and watch again from the range's revision + 1 (``nameservice.names`` does this).
+    """
+
+    def __init__(self, revision: int, oldest: int) -> None:
+        super().__init__(f"events from revision {revision} are compacted (oldest kept: "
+                         f"{oldest}); reload with a range and watch from its revision")
+        self.revision = revision
+        self.oldest = oldest

@@ -11,16 +11,20 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from nameservice.errors import (DecodeError, OutcomeUnknown, RequestRejected,
+from nameservice.errors import (DecodeError, LeaseNotFound, OutcomeUnknown, RequestRejected,
                                 Unavailable)
-from nameservice.kv import (CasResult, DeleteResult, KeyValue, PutResult, RejectCode,
-                            Rejected, Result, SessionOpened)
+from nameservice.kv import (CasResult, DeleteResult, KeyValue, LeaseGrantResult,
+                            LeaseRevokeResult, PutResult, RejectCode, Rejected, Result,
+                            SessionOpened)
 from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv.codec import kv_from_wire, result_from_wire
 from nameservice.server import wire
 from nameservice.server.config import parse_addresses
 
+from .addresses import cluster_addresses
 from .channel import Channel
+from .leases import LeaseKeeper
+from .watch import MAX_QUEUED, Watch, WatchSet
 
 _OPEN_SESSION = [9]
 _UNKNOWN_OUTCOME = (RejectCode.SESSION_EXPIRED, RejectCode.SEQ_TOO_OLD)
@@ -63,19 +67,24 @@ class NameServiceClient:
     """Talks to a name-service cluster. Use as ``async with NameServiceClient(addrs) as ns:``.
 
     ``addresses``: some or all nodes' ``HOST:PORT`` (a list or a comma-separated string); the
-    client learns the leader from redirects. ``timeout``: how long one operation may take,
-    retries included, before ``Unavailable``. ``attempt_timeout``: how long to wait for one
-    node before trying the next.
+    client learns the leader from redirects. None: ``$FABRIC_NS``, else the nodes zeroconf
+    finds (looked up in ``connect``; see ``nameservice.client.addresses``). ``timeout``: how
+    long one operation may take, retries included, before ``Unavailable``.
+    ``attempt_timeout``: how long to wait for one node before trying the next.
     """
 
-    def __init__(self, addresses: list[str] | str, *, timeout: float = 5.0,
+    def __init__(self, addresses: list[str] | str | None, *, timeout: float = 5.0,
                  attempt_timeout: float = 1.0, max_in_flight: int = 2048) -> None:
         if isinstance(addresses, str):
             addresses = parse_addresses(addresses)
-        self._channel = Channel(list(addresses), timeout=timeout,
-                                attempt_timeout=attempt_timeout, max_in_flight=max_in_flight)
+        self._options = dict(timeout=timeout, attempt_timeout=attempt_timeout,
+                             max_in_flight=max_in_flight)
+        self._channel: Channel | None = None
+        if addresses is not None:
+            self._channel = Channel(list(addresses), **self._options)
         self._session: _Session | None = None
         self._opening: asyncio.Future | None = None
+        self._watches: WatchSet | None = None
 
     async def __aenter__(self) -> NameServiceClient:
         await self.connect()
@@ -85,28 +94,111 @@ class NameServiceClient:
         await self.close()
 
     async def connect(self, wait: float | None = None) -> None:
-        """Open the sockets; wait until some node is connected (at most ``wait`` seconds)."""
+        """Open the sockets; wait until some node is connected (at most ``wait`` seconds).
+
+        A client made without addresses looks them up first (``Unavailable`` if none found).
+        """
+        if self._channel is None:
+            addresses = await asyncio.to_thread(cluster_addresses, None)
+            self._channel = Channel(addresses, **self._options)
         await self._channel.open(wait)
 
     async def close(self) -> None:
-        """Close the sockets; pending operations fail with ``Unavailable``."""
-        await self._channel.close()
+        """Close the sockets and every watch; pending operations fail with ``Unavailable``."""
+        if self._watches is not None:
+            await self._watches.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     @property
     def channel(self) -> Channel:
-        """The underlying channel (leader target, retry counters)."""
+        """The underlying channel (leader target, retry counters); made by ``connect`` for a
+        client created without addresses."""
         return self._channel
 
     # ------------------------------------------------------------------ writes
 
     async def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0,
-                  prev_kv: bool = False) -> PutResult:
-        """Set ``key`` to ``value``; the result carries the new revision."""
+                  prev_kv: bool = False, consistent: bool = True) -> PutResult:
+        """Set ``key`` to ``value``; the result carries the new revision.
+
+        ``lease``: attach the key to this lease (``LeaseNotFound`` if it does not exist).
+        ``consistent=False``: a quorum-less write, accepted and kept on disk by the node asked
+        even when the cluster has no quorum, and replicated once a leader is reachable; the
+        result's revision is 0 (not yet in the log). If the key changed meanwhile through the
+        log, the write is dropped as a conflict (docs/kv.md, "Quorum-less writes"). It cannot
+        attach a lease or return the previous value.
+        """
+        if not consistent:
+            if lease or prev_kv:
+                raise ValueError("a quorum-less put cannot attach a lease or return prev_kv")
+            await self._stale_write(_key(key), _key(value))
+            return PutResult(0)
         return await self._write([1, _key(key), _key(value), lease, prev_kv])
 
-    async def delete(self, key: bytes | str) -> DeleteResult:
-        """Delete ``key``; ``result.deleted`` is 0 when it did not exist."""
+    async def delete(self, key: bytes | str, *, consistent: bool = True) -> DeleteResult:
+        """Delete ``key``; ``result.deleted`` is 0 when it did not exist.
+
+        ``consistent=False``: a quorum-less delete (see ``put``); ``deleted`` then says whether
+        the key existed as the node asked saw it, and the revision is 0.
+        """
+        if not consistent:
+            existed = await self._stale_write(_key(key), None)
+            return DeleteResult(0, int(existed))
         return await self._write([2, _key(key)])
+
+    async def _stale_write(self, key: bytes, value: bytes | None) -> bool:
+        payload = await self._channel.call(wire.OP_STALE_WRITE, [key, value])
+        if type(payload) is not bool:
+            raise DecodeError("bad reply to a quorum-less write")
+        return payload
+
+    async def stale_write(self, key: bytes, value: bytes | None,
+                          base_mod_revision: int) -> CasResult:
+        """Propose a node's pending quorum-less write through the log (what nodes replay;
+        applied only if the key's mod_revision is still ``base_mod_revision``)."""
+        return await self._write([5, key, value, base_mod_revision])
+
+    # ------------------------------------------------------------------ leases
+
+    async def lease_grant(self, ttl: float) -> int:
+        """Grant a lease of ``ttl`` seconds (raised to the cluster's minimum); its id.
+
+        Keys attached to it are deleted when it expires: when no keepalive reached the leader
+        for a whole TTL. ``keep_alive`` does the renewing for you.
+        """
+        if not ttl > 0:
+            raise ValueError(f"a lease TTL must be positive, got {ttl!r}")
+        result = await self._write([6, 0, max(1, round(ttl * 1000))])
+        if type(result) is not LeaseGrantResult:
+            raise DecodeError(f"bad reply to a lease grant: {result}")
+        return result.id
+
+    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None,
+                              attempt_timeout: float | None = None) -> float:
+        """Renew a lease on the leader; its TTL in seconds. ``LeaseNotFound`` if it is gone.
+
+        ``timeout`` / ``attempt_timeout`` override the client's for this call (a keeper of a
+        short lease must give up on a silent leader sooner than other calls do)."""
+        payload = await self._channel.call(wire.OP_KEEPALIVE, [lease_id], timeout=timeout,
+                                           attempt_timeout=attempt_timeout)
+        if type(payload) is not int or payload < 0:
+            raise DecodeError("bad reply to a keepalive")
+        if payload == 0:
+            raise LeaseNotFound(lease_id)
+        return payload / 1000.0
+
+    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> bool:
+        """Revoke a lease, deleting its keys; False if it did not exist."""
+        result = await self._write([7, lease_id], timeout)
+        if type(result) is not LeaseRevokeResult:
+            raise DecodeError(f"bad reply to a lease revoke: {result}")
+        return result.found
+
+    def keep_alive(self, ttl: float) -> LeaseKeeper:
+        """A lease of ``ttl`` seconds renewed in the background: ``async with`` grants it,
+        renews it every ttl/3 and revokes it on exit; ``.id``, ``.lost`` (see LeaseKeeper)."""
+        return LeaseKeeper(self, ttl)
 
     async def delete_prefix(self, prefix: bytes | str) -> DeleteResult:
         """Delete every key under ``prefix``."""
@@ -129,12 +221,12 @@ class NameServiceClient:
         new = None if value is None else _key(value)
         return await self._write([4, _key(key), new, kind, expect, lease])
 
-    async def _write(self, command: list) -> Any:
+    async def _write(self, command: list, timeout: float | None = None) -> Any:
         session = self._session or await self._open_session()
         seq, ack = session.next()
         try:
             payload = await self._channel.call(
-                wire.OP_WRITE, [[16, session.client_id, seq, ack, command]])
+                wire.OP_WRITE, [[16, session.client_id, seq, ack, command]], timeout=timeout)
         finally:
             session.done(seq)
         result = self._result(payload)
@@ -143,6 +235,9 @@ class NameServiceClient:
                 if self._session is session:
                     self._session = None  # the next write opens a new session
                 raise OutcomeUnknown(f"write outcome unknown: {result.message}")
+            if result.code == RejectCode.LEASE_NOT_FOUND:
+                raise LeaseNotFound(command[3] if command[0] == 1 else command[-1],
+                                    int(result.code))
             raise RequestRejected(f"{result.code.name}: {result.message}", int(result.code))
         return result
 
@@ -191,6 +286,36 @@ class NameServiceClient:
             return [kv_from_wire(kv) for kv in kvs]
         except (KvDecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"bad reply from the name service: {exc}") from None
+
+    async def range_revision(self, prefix: bytes | str = b"", *, limit: int = 0,
+                             consistent: bool = True) -> tuple[list[KeyValue], int]:
+        """Like ``range``, with the store revision the key-values were read at: a watch from
+        that revision + 1 continues exactly where the range left off."""
+        payload = await self._channel.call(wire.OP_RANGE, [_key(prefix), limit, consistent])
+        try:
+            kvs, revision = payload
+            if type(revision) is not int:
+                raise TypeError("the revision must be an int")
+            return [kv_from_wire(kv) for kv in kvs], revision
+        except (KvDecodeError, ValueError, TypeError) as exc:
+            raise DecodeError(f"bad reply from the name service: {exc}") from None
+
+    # ------------------------------------------------------------------ watches
+
+    def watch(self, key_or_prefix: bytes | str, *, prefix: bool = True,
+              start_revision: int | None = None, max_queued: int = MAX_QUEUED) -> Watch:
+        """Watch the changes of every key under a prefix (or of one key, ``prefix=False``).
+
+        Events come from ``start_revision`` on (None: from when a node starts serving the
+        watch; ``await watch.started()`` waits for that). The watch is served by any node and
+        resumes on another from its last revision when that node fails, none missed or
+        repeated (``client/watch.py``). ``await watch.close()`` ends it.
+        """
+        if start_revision is not None and start_revision < 0:
+            raise ValueError("start_revision must not be negative")
+        if self._watches is None:
+            self._watches = WatchSet(self._channel)
+        return self._watches.watch(_key(key_or_prefix), prefix, start_revision, max_queued)
 
     async def status(self, address: str, *, timeout: float = 1.0) -> dict:
         """The status of the node at ``address`` (asked directly, never redirected)."""

@@ -18,6 +18,9 @@ applied twice — when:
 
 A call fails with ``Unavailable`` once its total ``timeout`` has passed. Bounded memory: at most
 ``max_in_flight`` calls are pending; more wait for a free slot.
+
+Watch pushes (EVENT frames) are not calls: they go to ``push_handler``, and link changes to
+``link_listeners`` (the client's watches use both, see ``client/watch.py``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import asyncio
 import struct
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
@@ -42,10 +45,13 @@ _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.E
 
 
 class _Call:
-    __slots__ = ("item", "future", "deadline", "attempt_deadline", "address", "retry_at", "pinned")
+    __slots__ = ("item", "future", "deadline", "attempt_deadline", "address", "retry_at", "pinned",
+                 "attempt_s")
 
-    def __init__(self, item: list, future: asyncio.Future, deadline: float, pinned: str | None):
+    def __init__(self, item: list, future: asyncio.Future, deadline: float, pinned: str | None,
+                 attempt_s: float):
         self.item = item
+        self.attempt_s = attempt_s  # how long one node may stay silent before the next is tried
         self.future = future
         self.deadline = deadline
         self.attempt_deadline = 0.0
@@ -97,6 +103,10 @@ class Channel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.redirects = 0
         self.retries = 0
+        self.push_handler: Callable[[str, list], None] | None = None
+        """Called with ``(address, items)`` for every EVENT frame a node sends."""
+        self.link_listeners: list[Callable[[str, bool], None]] = []
+        """Called with ``(address, up)`` when a node's connection comes up or goes down."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,10 +163,11 @@ class Channel:
     # ------------------------------------------------------------------ calls
 
     async def call(self, op: int, args: list, *, address: str | None = None,
-                   timeout: float | None = None) -> Any:
+                   timeout: float | None = None, attempt_timeout: float | None = None) -> Any:
         """Send ``[rid, op, *args]`` and return the payload of the OK reply.
 
-        ``address`` pins the call to one node (no redirect, no retry elsewhere). Raises
+        ``address`` pins the call to one node (no redirect, no retry elsewhere).
+        ``timeout`` and ``attempt_timeout`` override the channel's for this call. Raises
         ``Unavailable`` after the timeout and ``RequestRejected`` when the node refuses it.
         """
         if self._closed:
@@ -169,7 +180,8 @@ class Channel:
         future = self._loop.create_future()
         now = time.monotonic()
         call = _Call([rid, op, *args], future,
-                     now + (self.timeout if timeout is None else timeout), address)
+                     now + (self.timeout if timeout is None else timeout), address,
+                     self.attempt_timeout if attempt_timeout is None else attempt_timeout)
         if address is not None:
             self._link(address)
         self._pending[rid] = call
@@ -177,7 +189,7 @@ class Channel:
         try:
             return await future
         finally:
-            del self._pending[rid]
+            self._pending.pop(rid, None)  # close() may have cleared it
             if self._unsent:
                 self._unsent.pop(rid, None)
             self._in_flight -= 1
@@ -208,7 +220,7 @@ class Channel:
             self._later(call, now)
             return
         call.address = address
-        call.attempt_deadline = now + self.attempt_timeout
+        call.attempt_deadline = now + call.attempt_s
         out = self._outbox.get(address)
         if out is None:
             self._outbox[address] = [call.item]
@@ -305,6 +317,9 @@ class Channel:
         try:
             kind, body = wire.split_frame(data, wire.MAX_PEER_FRAME)
             if kind != wire.REPLY:
+                if kind == wire.EVENT and self.push_handler is not None:
+                    self.push_handler(address, body)
+                    return
                 raise DecodeError(f"a client does not accept frames of kind {kind}")
         except DecodeError:
             return  # not from a node we understand: ignore it
@@ -361,9 +376,16 @@ class Channel:
                 link.up = True
                 self._connected.set()
                 self._retry_unsent(time.monotonic())
-            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED) and link.up:
-                link.up = False
-                self._resend_from(link.address)
+                self._tell_listeners(link.address, True)
+            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                if link.up:
+                    link.up = False
+                    self._resend_from(link.address)
+                self._tell_listeners(link.address, False)
+
+    def _tell_listeners(self, address: str, up: bool) -> None:
+        for listener in self.link_listeners:
+            listener(address, up)
 
     def _later(self, call: _Call, now: float) -> None:
         """Retry ``call`` after ``RETRY_DELAY_S`` (or as soon as a link comes up)."""
@@ -410,6 +432,10 @@ class Channel:
     def target(self) -> str:
         """The node calls go to now (the leader, as far as this channel knows)."""
         return self._target
+
+    def connected(self) -> list[str]:
+        """The node addresses whose connection is up now."""
+        return [address for address, link in self._links.items() if link.up]
 
     @property
     def addresses(self) -> list[str]:

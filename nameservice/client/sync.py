@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from .api import NameServiceClient
+from .watch import Watch, WatchEvent
 
 
 class SyncNameServiceClient:
@@ -45,6 +46,12 @@ class SyncNameServiceClient:
         call.__doc__ = method.__doc__
         return call
 
+    def watch(self, key_or_prefix: bytes | str, **options: Any) -> SyncWatch:
+        """``NameServiceClient.watch`` for blocking code: iterate it with ``for``."""
+        async def make() -> Watch:
+            return self._client.watch(key_or_prefix, **options)
+        return SyncWatch(self, self._run(make()))
+
     def close(self) -> None:
         """Close the client and stop its thread."""
         if self._thread.is_alive():
@@ -59,6 +66,38 @@ class SyncNameServiceClient:
         self._loop.close()
 
     def __enter__(self) -> SyncNameServiceClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SyncWatch:
+    """A ``Watch`` for blocking code: ``for event in watch:`` (each step waits for the next
+    event), ``watch.close()``. Runs on its client's loop thread."""
+
+    def __init__(self, client: SyncNameServiceClient, watch: Watch) -> None:
+        self._client = client
+        self.watch = watch
+
+    def __iter__(self) -> SyncWatch:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        try:
+            return self._client._run(self.watch.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def started(self) -> int:
+        """Wait until a node serves the watch; the revision after which its events come."""
+        return self._client._run(self.watch.started())
+
+    def close(self) -> None:
+        """Stop watching."""
+        self._client._run(self.watch.close())
+
+    def __enter__(self) -> SyncWatch:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

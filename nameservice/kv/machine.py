@@ -122,6 +122,15 @@ class KvStateMachine:
         """Every lease: id → TTL in ms (the leader builds its expiry deadlines from this)."""
         return {lease.id: lease.ttl_ms for lease in self._space.leases.values()}
 
+    def has_lease(self, lease_id: int) -> bool:
+        """Whether lease ``lease_id`` exists."""
+        return lease_id in self._space.leases
+
+    def lease_ttl_ms(self, lease_id: int) -> int | None:
+        """The TTL of lease ``lease_id`` in ms; None if it does not exist."""
+        lease = self._space.leases.get(lease_id)
+        return None if lease is None else lease.ttl_ms
+
     def lease_keys(self, lease_id: int) -> list[bytes] | None:
         """The keys attached to a lease, sorted; None if the lease does not exist."""
         lease = self._space.leases.get(lease_id)

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from nameservice.errors import ConfigError
-from nameservice.server.config import NodeSettings, parse_cluster, parse_timeout_range
+from nameservice.server.config import (NodeSettings, parse_cluster, parse_min_lease_ttl,
+                                       parse_timeout_range)
 from nameservice.server.daemon import serve
 
 
@@ -18,12 +19,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-threshold", type=int, default=10_000)
     parser.add_argument("--sync-mode", choices=("thread", "inline", "auto"), default="auto",
                         help="where fsync runs (auto: the leader in a thread, followers inline)")
+    parser.add_argument("--history-events", type=int, default=10_000,
+                        help="events kept for watches resuming from an older revision")
+    parser.add_argument("--min-lease-ttl", type=float, default=1.0, metavar="SECONDS",
+                        help="shortest lease TTL granted (at least 0.5; same on every node)")
+    parser.add_argument("--cluster-name", default="default",
+                        help="the cluster name advertised with zeroconf")
+    parser.add_argument("--no-advertise", action="store_true",
+                        help="do not advertise this node with zeroconf")
     args = parser.parse_args(argv)
     try:
         settings = NodeSettings(args.id, parse_cluster(args.cluster), args.data_dir,
                                 parse_timeout_range(args.election_timeout),
                                 snapshot_threshold=args.snapshot_threshold,
-                                sync_mode=args.sync_mode)
+                                sync_mode=args.sync_mode,
+                                min_lease_ttl_ms=parse_min_lease_ttl(args.min_lease_ttl),
+                                cluster_name=args.cluster_name,
+                                advertise=not args.no_advertise,
+                                history_events=args.history_events)
     except ConfigError as exc:
         print(f"fabric ns: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,19 @@ from nameservice.raft.types import Config
 DEFAULT_TICK_MS = 10
 DEFAULT_ELECTION_TIMEOUT_MS = (150, 300)
 DEFAULT_HEARTBEAT_MS = 50
+MIN_LEASE_TTL_MS = 1000
+"""The shortest lease TTL a cluster grants by default (a shorter one asked for is raised)."""
+LOWEST_MIN_LEASE_TTL_MS = 500
+"""The lowest value ``--min-lease-ttl`` accepts (for tests)."""
+
+
+def parse_min_lease_ttl(seconds: float) -> int:
+    """``--min-lease-ttl`` seconds → milliseconds; ConfigError below 0.5 s."""
+    ms = round(seconds * 1000)
+    if not ms >= LOWEST_MIN_LEASE_TTL_MS:
+        raise ConfigError(f"--min-lease-ttl {seconds:g}: the lowest allowed is "
+                          f"{LOWEST_MIN_LEASE_TTL_MS / 1000:g} s")
+    return ms
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -98,10 +111,25 @@ class NodeSettings:
     # Where fsync runs: "thread" (a worker thread, the loop keeps receiving), "inline" (on the
     # loop thread: fewer thread hand-offs), "auto" (the leader in a thread, followers inline).
     sync_mode: str = "auto"
+    # Leases shorter than this are raised to it; every node of a cluster must agree.
+    min_lease_ttl_ms: int = MIN_LEASE_TTL_MS
+    # The cluster name advertised with zeroconf, and whether to advertise at all.
+    cluster_name: str = "default"
+    advertise: bool = True
+    history_events: int = 10_000  # events kept for watches resuming (local, per node)
 
     def __post_init__(self) -> None:
         if self.sync_mode not in ("thread", "inline", "auto"):
             raise ConfigError(f"unknown sync mode {self.sync_mode!r}")
+        if self.history_events < 0:
+            raise ConfigError("history_events must not be negative")
+        if self.min_lease_ttl_ms < LOWEST_MIN_LEASE_TTL_MS:
+            raise ConfigError(f"the minimum lease TTL must be at least "
+                              f"{LOWEST_MIN_LEASE_TTL_MS} ms, got {self.min_lease_ttl_ms}")
+        if not self.cluster_name or len(self.cluster_name) > 40 or not all(
+                c.isalnum() or c in "-_." for c in self.cluster_name):
+            raise ConfigError(f"bad cluster name {self.cluster_name!r}: use 1 to 40 letters, "
+                              f"digits, '-', '_' or '.'")
         if self.id not in self.cluster:
             raise ConfigError(f"node id {self.id} is not in the cluster list "
                               f"({', '.join(map(str, sorted(self.cluster)))})")

@@ -11,9 +11,11 @@ from typing import Callable
 import zmq
 
 from nameservice.errors import NameServiceError
-from nameservice.server.config import NodeSettings
+from nameservice.server.config import NodeSettings, parse_address
 from nameservice.server.node import Node
 from nameservice.storage import StorageError
+
+log = logging.getLogger(__name__)
 
 
 async def _serve(settings: NodeSettings, announce: Callable[[str], None]) -> None:
@@ -28,7 +30,44 @@ async def _serve(settings: NodeSettings, announce: Callable[[str], None]) -> Non
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    await node.run(stop, on_listening=lambda address: announce(f"listening {address}"))
+    advertising = None
+
+    def listening(address: str) -> None:
+        nonlocal advertising
+        announce(f"listening {address}")
+        if settings.advertise:
+            advertising = asyncio.ensure_future(_advertise(settings, stop))
+
+    try:
+        await node.run(stop, on_listening=listening)
+    finally:
+        if advertising is not None:
+            await advertising
+
+
+async def _advertise(settings: NodeSettings, stop: asyncio.Event) -> None:
+    """Advertise the node with zeroconf until ``stop``; a failure is logged, never fatal.
+
+    Zeroconf's own calls block (probing takes about a second), so they run in a thread: the
+    node serves meanwhile.
+    """
+    from nameservice.discovery import Advertiser
+
+    host, port = parse_address(settings.address)
+    advertiser = Advertiser(settings.id, host, port, settings.cluster_name)
+    try:
+        await asyncio.to_thread(advertiser.start)
+        log.info("advertised with zeroconf as cluster %r", settings.cluster_name)
+    except Exception as exc:  # zeroconf and the OS raise many kinds; discovery is optional
+        log.warning("could not advertise with zeroconf: %s", exc)
+        return
+    try:
+        await stop.wait()
+    finally:
+        try:
+            await asyncio.to_thread(advertiser.close)
+        except Exception as exc:
+            log.warning("zeroconf goodbye failed: %s", exc)
 
 
 def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None) -> int:

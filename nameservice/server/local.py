@@ -38,12 +38,14 @@ class LocalCluster:
     """``nodes`` daemons on ``host`` with data under ``data_dir/node-ID``.
 
     ``ports``: one per node (default: free ports picked now). ``election_timeout``: ``LO-HI``
-    in milliseconds. ``log_dir``: where each node's stderr goes (default: the data dir).
+    in milliseconds. ``cluster_name``: advertise the nodes with zeroconf under this name
+    (default: do not advertise, so test clusters stay out of each other's way).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, *,
                  host: str = "127.0.0.1", ports: list[int] | None = None,
-                 election_timeout: str = "150-300", extra_args: list[str] | None = None) -> None:
+                 election_timeout: str = "150-300", extra_args: list[str] | None = None,
+                 cluster_name: str | None = None) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         ports = ports or free_ports(nodes, host)
@@ -54,6 +56,8 @@ class LocalCluster:
         self.addresses = {i: f"{host}:{port}" for i, port in zip(self.ids, ports)}
         self.election_timeout = election_timeout
         self.extra_args = list(extra_args or [])
+        self.cluster_name = cluster_name
+        self.extra_args += ["--cluster-name", cluster_name] if cluster_name else ["--no-advertise"]
         self.procs: dict[int, subprocess.Popen] = {}
 
     @property

@@ -39,17 +39,20 @@ from concurrent.futures import ThreadPoolExecutor
 import msgpack
 
 from nameservice.errors import DecodeError
-from nameservice.kv import Batch, CloseSession, KvStateMachine, OpenSession, Request
+from nameservice.kv import (Batch, CloseSession, KvConfig, KvStateMachine, LeaseExpire,
+                            LeaseGrantResult, OpenSession, Request, StaleBacklogFull)
 from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv import FORMAT_VERSION as KV_VERSION
-from nameservice.kv import LeaseExpire
 from nameservice.kv.codec import kv_to_wire, proposal_from_wire, result_to_wire
 from nameservice.raft.core import RaftCore
 from nameservice.raft.errors import NotLeader, ProposalDropped
 from nameservice.raft.types import NONE, Ready, Role, Snapshot, SnapshotMeta
 from nameservice.server import wire
 from nameservice.server.config import NodeSettings
+from nameservice.server.leases import LeaseClock
+from nameservice.server.stale import StaleReplayer, StaleWrites
 from nameservice.server.transport import NodeTransport
+from nameservice.server.watches import WatchHub
 from nameservice.storage import DiskStorage
 
 log = logging.getLogger(__name__)
@@ -82,11 +85,19 @@ class Node:
         self.settings = settings
         self.storage = DiskStorage(settings.data_dir, snapshot_threshold=settings.snapshot_threshold)
         hard_state, snapshot, entries = self.storage.initial_state()
-        self.machine = KvStateMachine()
+        self.machine = KvStateMachine(KvConfig(min_lease_ttl_ms=settings.min_lease_ttl_ms,
+                                               history_events=settings.history_events))
         if snapshot.meta.index:
             self.machine.restore(snapshot.data)
+        # Watches leave a node that has known no leader for a few election timeouts.
+        self.watches = WatchHub(self.machine, 4 * settings.election_timeout_ms[1] / 1000.0)
         self.core = RaftCore(settings.raft_config(), random.Random(), hard_state,
                              snapshot if snapshot.meta.index else None, entries)
+        self.leases = LeaseClock()  # deadlines, while this node leads
+        self._term_start = 0  # index of this leader's first entry
+        self.stale = StaleWrites(settings.data_dir)
+        self._replayer = StaleReplayer(self.stale, list(settings.cluster.values()),
+                                       lambda: self.core.leader != NONE)
         self._transport_factory = transport_factory
         self.transport: NodeTransport | None = None
         self.counters = {
@@ -121,6 +132,7 @@ class Node:
         self._last_leader = NONE
         self._was_leader = False
         self._fatal: BaseException | None = None
+        self._shut_down = False  # set once serving ends (after the hand-over of a stop)
         self._bad_logged = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,6 +145,7 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ns-fsync")
         self.transport = self._transport_factory(ctx, self.settings.id, self.settings.cluster)
+        self.watches.attach(self.transport)
         self._stop = stop
         if on_listening is not None:
             on_listening(self.settings.address)
@@ -141,21 +154,54 @@ class Node:
         self._timer = self._loop.call_later(self._tick_s, self._on_tick)
         self._timer_at = self._start + self._tick_s
         receiver = asyncio.create_task(self._receive_loop())
+        replayer = asyncio.create_task(self._replayer.run())
         try:
             await stop.wait()
+            if self._fatal is None:
+                await self._hand_over()  # serves on meanwhile: stop is set, not _shut_down
         finally:
+            self._shut_down = True
             receiver.cancel()
+            replayer.cancel()
             self._timer.cancel()
-            try:
-                await receiver
-            except asyncio.CancelledError:
-                pass
+            for task in (receiver, replayer):
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
             self._executor.shutdown(wait=True)
             self.transport.close()
             if self._fatal is None:
                 self.storage.close()
         if self._fatal is not None:
             raise self._fatal
+
+    async def _hand_over(self) -> None:
+        """A leader that is stopping hands its leadership to the most caught-up voter first,
+        so that writes move to the new leader at once instead of after an election timeout.
+        Waits (at most two election timeouts) until another node leads; then the node stops
+        either way."""
+        core = self.core
+        me = self.settings.id
+        if core.role is not Role.LEADER or not core.peers:
+            return
+        deadline = time.monotonic() + self._timeout_s
+        tried: set[int] = set()
+        while time.monotonic() < deadline:
+            if core.role is not Role.LEADER:
+                if core.leader not in (NONE, me):
+                    log.info("leadership handed to node %d", core.leader)
+                    return
+            elif core.transferee == NONE:  # not started yet, or the last attempt was abandoned
+                candidates = [p for p in core.peers if p not in tried] or list(core.peers)
+                target = max(candidates, key=lambda peer: core.progress[peer].match)
+                tried.add(target)
+                log.info("stopping: handing leadership to node %d", target)
+                core.transfer_leadership(target)
+                self._after_input()
+            await asyncio.sleep(self._tick_s)
+        log.warning("stopping without handing leadership over (no node took it in %.1f s)",
+                    self._timeout_s)
 
     async def _receive_loop(self) -> None:
         transport = self.transport
@@ -228,6 +274,12 @@ class Node:
             self._handle_write(identity, rid, w, size)
         elif op == wire.OP_STATUS:
             self._reply(identity, rid, wire.ST_OK, self.status())
+        elif op == wire.OP_KEEPALIVE:
+            self._keepalive(identity, rid, w)
+        elif op == wire.OP_STALE_WRITE:
+            self._stale_write(identity, rid, w)
+        elif op >= wire.OP_WATCH:
+            self._reply(identity, rid, *self.watches.handle(identity, w))
         else:
             try:
                 key, limit, consistent = wire.read_args(w)
@@ -237,7 +289,7 @@ class Node:
                 return
             self.counters["reads"] += 1
             if not consistent:
-                self._reply(identity, rid, wire.ST_OK, self._read_payload(op, key, limit))
+                self._reply(identity, rid, wire.ST_OK, self._stale_read_payload(op, key, limit))
             elif self.core.role is not Role.LEADER and self.core.leader == NONE:
                 self._park(identity, w)
             elif self._pending_reads >= MAX_PENDING_READS:
@@ -276,6 +328,40 @@ class Node:
         self._batch_bytes += size
         if len(self._wires) >= MAX_ITEMS_PER_ENTRY or self._batch_bytes >= MAX_ENTRY_BYTES:
             self._propose()
+
+    def _keepalive(self, identity: bytes, rid: int, w: list) -> None:
+        """Renew a lease from the leader's memory (no log entry); see server/leases.py."""
+        core = self.core
+        if core.role is not Role.LEADER:
+            if core.leader == NONE:
+                self._park(identity, w)
+            else:
+                self._reply(identity, rid, wire.ST_NOT_LEADER, self._leader_address())
+            return
+        try:
+            lease_id = wire.keepalive_args(w)
+        except DecodeError as exc:
+            self.counters["bad_requests"] += 1
+            self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
+            return
+        ttl_ms = self.machine.lease_ttl_ms(lease_id)
+        if ttl_ms is None and self.machine.applied_index < self._term_start:
+            self._busy(identity, rid)  # a new leader still applying its predecessors' log
+            return
+        reply = self.leases.keepalive(lease_id, ttl_ms, time.monotonic()) if ttl_ms else 0
+        self._reply(identity, rid, wire.ST_OK, reply)
+
+    def _stale_write(self, identity: bytes, rid: int, w: list) -> None:
+        """Accept a quorum-less write; answered once it is on disk (server/stale.py)."""
+        try:
+            key, value = wire.stale_write_args(w)
+            self.stale.accept(identity, rid, key, value, self.machine.get(key))
+        except StaleBacklogFull as exc:
+            self.stale.refused += 1
+            self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
+        except (DecodeError, TypeError, ValueError) as exc:
+            self.counters["bad_requests"] += 1
+            self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
 
     def _park(self, identity: bytes, w: list) -> None:
         if len(self._parked) >= MAX_PARKED:
@@ -330,6 +416,12 @@ class Node:
         for identity, rid, op, key, limit in reads:
             self._reply(identity, rid, wire.ST_OK, payload(op, key, limit))
 
+    def _stale_read_payload(self, op: int, key: bytes, limit: int) -> list:
+        """A stale read: the applied state with this node's quorum-less writes laid over."""
+        if not len(self.stale.overlay):
+            return self._read_payload(op, key, limit)
+        return self.stale.read_payload(self.machine, op == wire.OP_GET, key, limit)
+
     def _read_payload(self, op: int, key: bytes, limit: int) -> list:
         machine = self.machine
         if op == wire.OP_GET:
@@ -342,6 +434,8 @@ class Node:
     def _after_input(self) -> None:
         """Turn collected input into proposals and reads; send; start the next write."""
         core = self.core
+        if self.stale.has_waiting:
+            self.stale.flush(self._reply)
         if self._wires:
             self._propose()
         if self._reads:
@@ -417,7 +511,7 @@ class Node:
 
     def _sync_done(self, future: asyncio.Future, rd: Ready) -> None:
         self._syncing = False
-        if self._fatal is not None or self._stop.is_set():
+        if self._fatal is not None or self._shut_down:
             return
         exc = future.exception()
         if exc is not None:
@@ -436,6 +530,7 @@ class Node:
                 self._die(exc)
                 return
             self.counters["snapshots_installed"] += 1
+            self.watches.on_restore()
             self._fail_all_proposed()
             self._apply(rd)
         self.core.advance(rd)
@@ -482,15 +577,26 @@ class Node:
             # leader wrote there with the same bytes holds the same requests, same answers).
             if mine is not None and (mine[0] is entry.data or mine[0] == entry.data):
                 applied = machine.apply(index, mine[1])
+                if self.leases.active:
+                    self._note_grants(applied.results)
                 waiters = mine[2]
                 self._pending_writes -= len(waiters)
                 reply = self._reply
                 for (identity, rid), result in zip(waiters, applied.results):
                     reply(identity, rid, wire.ST_OK, result_to_wire(result))
             else:
-                machine.apply_entry(index, entry.data)
+                applied = machine.apply_entry(index, entry.data)
+                if self.leases.active:
+                    self._note_grants(applied.results)
                 if mine is not None:  # our entry was replaced by another leader's
                     self._fail_waiters(mine[2], wire.ST_NOT_LEADER, self._leader_address())
+            self.watches.on_events(applied.events)
+
+    def _note_grants(self, results) -> None:
+        now = time.monotonic()
+        for result in results:
+            if type(result) is LeaseGrantResult:
+                self.leases.granted(result.id, result.ttl_ms, now)
 
     def _take_snapshot(self) -> None:
         """Snapshot the state machine here; write it and compact the log in the worker thread.
@@ -508,7 +614,7 @@ class Node:
 
     def _compacted(self, future: asyncio.Future, snapshot: Snapshot) -> None:
         self._syncing = self._compacting = False
-        if self._fatal is not None or self._stop.is_set():
+        if self._fatal is not None or self._shut_down:
             return
         exc = future.exception()
         if exc is not None:
@@ -522,7 +628,12 @@ class Node:
         core = self.core
         leader = core.leader
         is_leader = core.role is Role.LEADER
+        if is_leader and not self._was_leader:
+            # Every lease starts afresh with its whole TTL: no keepalive is lost to the change.
+            self._term_start = core.last_index
+            self.leases.start(self.machine.leases(), time.monotonic())
         if self._was_leader and not is_leader:
+            self.leases.stop()
             self._fail_all_proposed()
             for _, reads in self._read_groups.values():
                 self._fail_reads(reads, wire.ST_NOT_LEADER, self._leader_address())
@@ -537,6 +648,8 @@ class Node:
                 for _, reads in self._read_groups.values():
                     self._fail_reads(reads, wire.ST_NOT_LEADER, self._leader_address())
                 self._read_groups.clear()
+            if leader != NONE:
+                self._replayer.leader_seen.set()
             if leader != NONE and self._parked:
                 parked, self._parked = self._parked, deque()
                 for _, identity, w in parked:
@@ -568,6 +681,9 @@ class Node:
             self._ticks += due
             self.core.tick(due)
         self._expire(now)
+        self.watches.tick(now, self.core.leader != NONE)
+        if self.leases.active:
+            self._expire_leases(now)
         self._after_input()
         self._schedule_tick(now)
 
@@ -579,6 +695,14 @@ class Node:
         self._timer_at = at
         self._timer = self._loop.call_at(
             self._loop.time() + max(0.0, at - now) + _TIMER_SLACK_S, self._on_tick)
+
+    def _expire_leases(self, now: float) -> None:
+        """Propose ``LeaseExpire`` for every lease whose deadline passed (server/leases.py)."""
+        for entry in self.leases.expiry_entries(now, self.machine.has_lease):
+            try:
+                self.core.propose(entry)
+            except (NotLeader, ProposalDropped):
+                return  # offered again after the clock's retry interval
 
     def _expire(self, now: float) -> None:
         parked = self._parked
@@ -601,6 +725,7 @@ class Node:
 
     def _flush_output(self) -> None:
         """Send what this step queued; drain at once if input arrived meanwhile."""
+        self.watches.flush()
         if self.transport.flush() and not self._drain_scheduled:
             self._drain_scheduled = True  # see NodeTransport.has_input
             self._loop.call_soon(self._drain)
@@ -617,10 +742,12 @@ class Node:
             counters["peer_send_drops"] = self.transport.peer_drops
             counters["reply_drops"] = self.transport.reply_drops
         counters.update(core.counters)
+        counters.update(self.watches.counters)
         return {
             "id": self.settings.id, "address": self.settings.address, "role": core.role.value,
             "term": core.term, "leader": core.leader, "leader_address": self._leader_address(),
             "commit_index": core.commit_index, "applied_index": self.machine.applied_index,
             "last_index": core.last_index, "revision": self.machine.revision,
-            "keys": self.machine.stats()["keys"], "counters": counters,
+            "keys": self.machine.stats()["keys"], "leases": self.machine.stats()["leases"],
+            "watches": len(self.watches), "counters": counters, "stale": self.stale.status(),
         }

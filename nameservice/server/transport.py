@@ -9,12 +9,18 @@ process that may never return.
 Bounds: a peer DEALER queues at most ``PEER_HWM`` frames (beyond: dropped and counted); the
 ROUTER queues at most ``CLIENT_HWM`` frames per client (beyond: ZeroMQ drops replies to a client
 that does not read them; the client times out and retries); ZMQ_MAXMSGSIZE makes ZeroMQ cut a
-connection that sends a frame over ``wire.MAX_PEER_FRAME``. All sends are non-blocking.
+connection that sends a frame over ``wire.MAX_PEER_FRAME``. All sends are non-blocking. The
+ROUTER is ZMQ_ROUTER_MANDATORY, so a frame for a client whose queue is full, or that is gone,
+fails visibly: a failed watch push is reported to ``on_push_failed`` (the watch hub cancels
+the watches or forgets the client), a failed reply is counted.
 
 Output is batched: the node queues Raft messages and client replies during a step
-(``queue_messages``, ``queue_reply``) and ``flush`` sends one frame per peer and per client.
+(``queue_messages``, ``queue_reply``, ``queue_push``) and ``flush`` sends one frame per peer
+and per client (replies first, then watch pushes).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import zmq
 import zmq.asyncio
@@ -25,6 +31,7 @@ from nameservice.server.config import bind_endpoint, connect_endpoint
 PEER_HWM = 10_000
 CLIENT_HWM = 10_000
 RECV_HWM = 100_000
+PUSHES_PER_FRAME = 4096
 
 
 class NodeTransport:
@@ -34,7 +41,7 @@ class NodeTransport:
         self.router = ctx.socket(zmq.ROUTER)
         self._router = zmq.Socket.shadow(self.router.underlying)
         for opt, value in ((zmq.LINGER, 0), (zmq.RCVHWM, RECV_HWM), (zmq.SNDHWM, CLIENT_HWM),
-                           (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME)):
+                           (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME), (zmq.ROUTER_MANDATORY, 1)):
             self.router.setsockopt(opt, value)
         self.router.bind(bind_endpoint(cluster[node_id]))
         self._peers: dict[int, zmq.Socket] = {}
@@ -53,6 +60,10 @@ class NodeTransport:
         self.reply_drops = 0
         self._peer_out: dict[int, list] = {}
         self._reply_out: dict[bytes, list] = {}
+        self._push_out: dict[bytes, list] = {}
+        self.on_push_failed: Callable[[bytes, list, bool], None] | None = None
+        """Called with ``(identity, items, gone)`` for pushes that could not be sent; ``gone``:
+        the client is not connected (else its queue is full)."""
 
     async def receive(self) -> list[bytes]:
         """Wait for the next message on the ROUTER (``[identity, ...]``)."""
@@ -113,23 +124,65 @@ class NodeTransport:
         else:
             out.append([rid, status, payload])
 
+    def queue_push(self, identity: bytes, item: list) -> None:
+        """Queue a watch push for a client; ``flush`` sends them in EVENT frames."""
+        out = self._push_out.get(identity)
+        if out is None:
+            self._push_out[identity] = [item]
+        else:
+            out.append(item)
+
     def flush(self) -> bool:
-        """Send everything queued. Returns ``has_input()`` after sending replies (the ROUTER
-        may then hold a message whose edge the sends consumed), else False."""
+        """Send everything queued. Returns ``has_input()`` after sending to clients (the
+        ROUTER may then hold a message whose edge the sends consumed), else False."""
         if self._peer_out:
             peer_out, self._peer_out = self._peer_out, {}
             for peer, msgs in peer_out.items():
                 self.send_peer(peer, wire.encode_peer_frame(msgs))
-        if not self._reply_out:
+        if not self._reply_out and not self._push_out:
             return False
-        out, self._reply_out = self._reply_out, {}
-        send = self.send_client
-        for identity, replies in out.items():
-            send(identity, wire.frame(wire.REPLY, replies))
+        if self._reply_out:
+            out, self._reply_out = self._reply_out, {}
+            send = self.send_client
+            for identity, replies in out.items():
+                send(identity, wire.frame(wire.REPLY, replies))
+        if self._push_out:
+            self._send_pushes()
         return self.has_input()
+
+    def _send_pushes(self) -> None:
+        out, self._push_out = self._push_out, {}
+        send = self._router.send_multipart
+        for identity, items in out.items():
+            frames = []
+            for start in range(0, len(items), PUSHES_PER_FRAME):
+                _event_frames(items[start:start + PUSHES_PER_FRAME], frames)
+            for n, (chunk, data) in enumerate(frames):
+                try:
+                    send((identity, data), zmq.NOBLOCK)
+                except zmq.ZMQError as exc:
+                    gone = exc.errno == zmq.EHOSTUNREACH
+                    if self.on_push_failed is not None:
+                        failed = [i for c, _ in frames[n:] for i in c] if gone else chunk
+                        self.on_push_failed(identity, failed, gone)
+                    if gone:
+                        break
 
     def close(self) -> None:
         """Close every socket at once (unsent frames are dropped)."""
         for sock in self._peer_async:
             sock.close(0)
         self.router.close(0)
+
+
+def _event_frames(items: list, out: list) -> None:
+    """Append ``(items, EVENT frame)`` pairs to ``out``, halving what exceeds
+    ``wire.MAX_CLIENT_FRAME`` (a single push may, up to the client's limit)."""
+    data = wire.frame(wire.EVENT, items)
+    if len(data) > wire.MAX_CLIENT_FRAME and len(items) > 1:
+        half = len(items) // 2
+        _event_frames(items[:half], out)
+        _event_frames(items[half:], out)
+    else:
+        out.append((items, data))
+

@@ -4,7 +4,7 @@ Every ZeroMQ frame a node or client sends is::
 
     byte 0     VERSION (1)
     byte 1     kind: PEER (Raft messages between nodes), REQUEST (client → node),
-               REPLY (node → client)
+               REPLY (node → client), EVENT (node → client: watch pushes)
     bytes 2..  one msgpack array: a batch of messages / requests / replies
 
 Batching is the point: a node sends one frame per peer per loop iteration holding every Raft
@@ -17,6 +17,13 @@ Peer message: ``[tag, frm, to, term, field...]`` with ``tag`` the index of the t
 
 Client request: ``[rid, op, arg...]``; reply ``[rid, status, payload]`` (see the ``OP_*`` and
 ``ST_*`` constants and docs/nameservice.md). ``rid`` is the client's own request number, echoed.
+
+Watch push (in EVENT frames, unasked): ``[[watch_id...], 0, from_rev, to_rev, [[type, kv]...]]``
+carries, for each watch listed, every event matching it with a revision in
+``from_rev..to_rev`` (none: progress; no watch ids at all: a heartbeat of the node);
+``[[watch_id...], 1, reason, message,
+oldest]`` says the node dropped those watches (``CANCEL_*``). Each push of a watch starts where
+the previous one ended, so a client sees any lost push as a gap in the revisions.
 
 Decoding never raises anything but ``DecodeError``: unknown version or kind, bad msgpack,
 wrong types, negative or oversized integers, wrong array lengths. Raft semantics (addressing,
@@ -33,8 +40,8 @@ from nameservice.raft import messages as m
 from nameservice.raft.types import Entry, Snapshot, SnapshotMeta
 
 VERSION = 1
-PEER, REQUEST, REPLY = 1, 2, 3
-_HEADERS = {kind: bytes([VERSION, kind]) for kind in (PEER, REQUEST, REPLY)}
+PEER, REQUEST, REPLY, EVENT = 1, 2, 3, 4
+_HEADERS = {kind: bytes([VERSION, kind]) for kind in (PEER, REQUEST, REPLY, EVENT)}
 
 MAX_PEER_FRAME = 512 << 20
 """Largest peer frame accepted (a snapshot travels in one message)."""
@@ -45,8 +52,20 @@ MAX_BATCH = 65_536
 
 # Client operations.
 OP_WRITE, OP_GET, OP_RANGE, OP_STATUS = 1, 2, 3, 4
+OP_KEEPALIVE = 8
+"""``[rid, 8, lease_id]``: renew a lease on the leader; OK payload: its TTL in ms, 0 if gone."""
+OP_STALE_WRITE = 9
+"""``[rid, 9, key, value|nil]``: a quorum-less write (nil deletes), kept by the node asked;
+OK payload: whether the key existed in that node's stale view before the write."""
+# Watch operations (served by every node, followers too).
+OP_WATCH, OP_WATCH_CANCEL = 10, 11
+_OPS = frozenset((OP_WRITE, OP_GET, OP_RANGE, OP_STATUS, OP_KEEPALIVE, OP_STALE_WRITE,
+                  OP_WATCH, OP_WATCH_CANCEL))
 # Reply statuses.
 ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
+# Watch push kinds and the reasons a node drops a watch.
+PUSH_EVENTS, PUSH_CANCEL = 0, 1
+CANCEL_COMPACTED, CANCEL_OVERFLOW, CANCEL_RESTORED, CANCEL_NO_LEADER = 1, 2, 3, 4
 
 _MAX_INT = (1 << 63) - 1
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
@@ -207,9 +226,28 @@ def check_request(w: Any) -> tuple[int, int]:
     rid, op = w[0], w[1]
     if type(rid) is not int or not 0 <= rid <= _MAX_INT:
         raise DecodeError("a request id is a non-negative int")
-    if type(op) is not int or not OP_WRITE <= op <= OP_STATUS:
+    if type(op) is not int or op not in _OPS:
         raise DecodeError(f"unknown op {op!r:.20}")
     return rid, op
+
+
+def keepalive_args(w: list) -> int:
+    """The lease id of a KEEPALIVE ``[rid, 8, lease_id]``."""
+    if len(w) != 3:
+        raise DecodeError("KEEPALIVE is [rid, 8, lease_id]")
+    lease_id = _uint(w[2])
+    if lease_id == 0:
+        raise DecodeError("a lease id is a positive int")
+    return lease_id
+
+
+def stale_write_args(w: list) -> tuple[bytes, bytes | None]:
+    """``(key, value)`` of a STALE_WRITE ``[rid, 9, key, value|nil]`` (value None deletes).
+
+    Sizes are checked where the write is recorded (the key-value command's own checks)."""
+    if len(w) != 4:
+        raise DecodeError("STALE_WRITE is [rid, 9, key, value|nil]")
+    return _bytes(w[2]), None if w[3] is None else _bytes(w[3])
 
 
 def read_args(w: list) -> tuple[bytes, int, bool]:
@@ -232,3 +270,18 @@ def reply_from_wire(w: Any) -> tuple[int, int, Any]:
     if type(rid) is not int or type(status) is not int or not ST_OK <= status <= ST_UNAVAILABLE:
         raise DecodeError("a reply has an int request id and a known status")
     return rid, status, w[2]
+
+
+def watch_args(w: list) -> tuple[int, bytes, bool, int]:
+    """``(watch_id, key, prefix, from_revision)`` of a WATCH
+    ``[rid, 10, watch_id, key, prefix, from_revision]`` (from_revision 0: from now)."""
+    if len(w) != 6:
+        raise DecodeError("WATCH is [rid, 10, watch_id, key, prefix, from_revision]")
+    return _uint(w[2]), _bytes(w[3]), _bool(w[4]), _uint(w[5])
+
+
+def watch_cancel_args(w: list) -> int:
+    """The watch id of a WATCH_CANCEL ``[rid, 11, watch_id]``."""
+    if len(w) != 3:
+        raise DecodeError("WATCH_CANCEL is [rid, 11, watch_id]")
+    return _uint(w[2])

@@ -76,25 +76,32 @@ class Cluster:
         proc.err_file.seek(0)
         return proc.err_file.read().decode(errors="replace")
 
-    def intermediary(self) -> tuple[subprocess.Popen, str]:
+    def intermediary(self, *extra: str) -> tuple[subprocess.Popen, str]:
         proc = self._spawn([FABRIC, "intermediary", "--channel", self.channel,
-                            "--listen", "127.0.0.1:0"])
+                            "--listen", "127.0.0.1:0", *extra])
         line = read_line(proc, 20, "intermediary")
         assert line.startswith("listening tcp://"), line
+        control = read_line(proc, 20, "intermediary")
+        assert control.startswith("control tcp://"), control
+        proc.control = control.split()[1]
         return proc, line.split()[1]
 
-    def consumer(self, endpoints: list[str], name: str) -> tuple[subprocess.Popen, str]:
+    def consumer(self, endpoints: list[str], name: str,
+                 *extra: str) -> tuple[subprocess.Popen, str]:
         out = str(self.tmp / f"{name}.bin")
         proc = self._spawn([sys.executable, "-m", "tests.datapath.procs", "consumer",
                             "--channel", self.channel, "--endpoints", ",".join(endpoints),
-                            "--out", out])
-        assert read_line(proc, 20, name) == "ready"
+                            "--out", out, *extra])
+        line = read_line(proc, 20, name)
+        assert line.startswith("ready tcp://"), line
+        proc.control = line.split()[1]
         return proc, out
 
-    def producer(self, endpoints: list[str], index: int, count: int) -> subprocess.Popen:
+    def producer(self, endpoints: list[str], index: int, count: int,
+                 *extra: str) -> subprocess.Popen:
         return self._spawn([sys.executable, "-m", "tests.datapath.procs", "producer",
                             "--channel", self.channel, "--endpoints", ",".join(endpoints),
-                            "--index", str(index), "--count", str(count)])
+                            "--index", str(index), "--count", str(count), *extra])
 
     def stop(self, proc: subprocess.Popen, timeout: float = 20) -> str:
         """SIGTERM ``proc``, wait for a clean exit and return its stdout."""

@@ -3,12 +3,16 @@
     python -m tests.datapath.procs producer --channel C --endpoints E1,E2 --index K --count N
     python -m tests.datapath.procs consumer --channel C --endpoints E1,E2 --out FILE
 
-A producer sends the integers ``K << 32 | i`` for i in [0, N), waits until all are
-acknowledged, prints ``stats {JSON}`` and exits 0. A consumer appends one 9-byte record per
-delivered message to FILE (u64 payload, u8 redelivered) with an unbuffered write *inside the
-handler*, so a record exists for every message a handler saw, even if the process is killed;
-on SIGTERM it prints ``stats {JSON}`` and exits 0. On SIGUSR1 a producer lists the batches it
-still holds on stderr (diagnostics for a test that timed out).
+A producer prints ``ready CONTROL_ENDPOINT`` once it handles SIGTERM, sends the integers
+``K << 32 | i`` for i in [0, N) (N = 0: until SIGTERM; at most ``--rate`` per second), waits
+until all are acknowledged, prints ``sent M`` (how many sends were accepted), ``drained {JSON}``
+and ``stats {JSON}`` and exits 0 (3 if its drain timed out). A consumer prints ``ready
+CONTROL_ENDPOINT`` once started, and appends one 9-byte record per delivered message to FILE
+(u64 payload, u8 redelivered) with an unbuffered write *inside the handler*, so a record exists
+for every message a handler saw, even if the process is killed. Both serve a control socket and
+drain on SIGTERM (``fabric.runner``); the consumer then prints ``drained {JSON}`` and
+``stats {JSON}`` and exits 0 (3 if its drain timed out). On SIGUSR1 a producer lists the
+batches it still holds on stderr (diagnostics for a test that timed out).
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ import struct
 import sys
 
 from fabric.consumer import InputPort
+from fabric.errors import PortClosed
 from fabric.producer import OutputPort
+from fabric.runner import run_ports_until_signalled
 
 RECORD = struct.Struct("<QB")
 
@@ -53,17 +59,48 @@ def dump_held(port: OutputPort) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-async def produce(args: argparse.Namespace) -> None:
-    async with OutputPort(args.channel, args.endpoints.split(",")) as port:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_held, port)
+def finish(port, reports) -> int:
+    """Print the drain reports and the counters; the exit code."""
+    for report in reports:
+        print("drained " + json.dumps(report.to_dict()), flush=True)
+    print("stats " + json.dumps(dataclasses.asdict(port.stats)), flush=True)
+    return 0 if all(r.complete for r in reports) else 3
+
+
+async def produce(args: argparse.Namespace) -> int:
+    port = await OutputPort(args.channel, args.endpoints.split(",")).start()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_held, port)
+    finished = asyncio.Event()
+    sent = 0
+
+    async def send_all() -> None:
+        nonlocal sent
         base = args.index << 32
-        for i in range(args.count):
-            await port.send(base | i)
-        await port.flush()
-        print("stats " + json.dumps(dataclasses.asdict(port.stats)), flush=True)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            while not args.count or sent < args.count:
+                await port.send(base | sent)
+                sent += 1
+                if args.rate and sent % 100 == 0:
+                    delay = start + sent / args.rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            await port.flush()
+        except PortClosed:
+            pass  # draining: SIGTERM came first
+        finished.set()
+
+    sender = asyncio.ensure_future(send_all())
+    reports = await run_ports_until_signalled(
+        [port], name=f"producer{args.index}", drain_timeout=args.drain_timeout, stop=finished,
+        announce_control=lambda endpoint: print(f"ready {endpoint}", flush=True))
+    await sender
+    print(f"sent {sent}", flush=True)
+    return finish(port, reports)
 
 
-async def consume(args: argparse.Namespace) -> None:
+async def consume(args: argparse.Namespace) -> int:
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     pack = RECORD.pack
     write = os.write
@@ -71,14 +108,21 @@ async def consume(args: argparse.Namespace) -> None:
     def handler(msg) -> None:
         write(fd, pack(msg.payload, msg.redelivered))
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with InputPort(args.channel, args.endpoints.split(","), handler) as port:
-        print("ready", flush=True)
-        await stop.wait()
-        print("stats " + json.dumps(dataclasses.asdict(port.stats)), flush=True)
+    async def slow_handler(msg) -> None:
+        await asyncio.sleep(args.delay)
+        write(fd, pack(msg.payload, msg.redelivered))
+
+    def stuck_handler(msg) -> None:
+        pass  # never acknowledges, records nothing: a consumer stuck on every message
+
+    port = await InputPort(args.channel, args.endpoints.split(","),
+                           stuck_handler if args.stuck else slow_handler if args.delay else handler,
+                           prefetch=args.prefetch, auto_ack=not args.stuck).start()
+    reports = await run_ports_until_signalled(
+        [port], name="consumer", drain_timeout=args.drain_timeout,
+        announce_control=lambda endpoint: print(f"ready {endpoint}", flush=True))
     os.close(fd)
+    return finish(port, reports)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,8 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--out")
+    parser.add_argument("--rate", type=float, default=0.0, help="messages/s (0: flat out)")
+    parser.add_argument("--drain-timeout", type=float, default=5.0)
+    parser.add_argument("--delay", type=float, default=0.0, help="consumer: seconds per message")
+    parser.add_argument("--prefetch", type=int, default=8192)
+    parser.add_argument("--stuck", action="store_true", help="consumer: never acknowledge")
     args = parser.parse_args(argv)
-    asyncio.run(produce(args) if args.role == "producer" else consume(args))
+    return asyncio.run(produce(args) if args.role == "producer" else consume(args))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""`fabric intermediary`: errors are one line on stderr and a non-zero exit."""
+"""`fabric intermediary`: errors are one line on stderr and a non-zero exit; SIGTERM drains."""
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 
 from click.testing import CliRunner
 
 from fabric.cli import main
+from fabric.control import control_request
 
 
 def test_a_malformed_listen_address_is_a_usage_error():
@@ -28,3 +31,12 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1():
     lines = result.output.strip().splitlines()
     assert lines == [f"fabric intermediary: cannot listen on 127.0.0.1:{port}: "
                      f"Address already in use (addr='tcp://127.0.0.1:{port}')"]
+
+
+def test_the_intermediary_drains_on_sigterm_and_reports_it(cluster):
+    proc, _ = cluster.intermediary("--name", "relay-7")
+    status = asyncio.run(control_request(proc.control, "status", 10))
+    assert status["name"] == "relay-7" and status["draining"] is False
+    out = cluster.stop(proc)
+    report = json.loads(next(ln for ln in out.splitlines() if ln.startswith("drained "))[8:])
+    assert report["complete"] and report["kind"] == "intermediary"

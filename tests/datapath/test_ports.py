@@ -164,6 +164,12 @@ def test_the_blocking_ports_move_messages_too():
                 producer.send(i)
             producer.flush(10)
         assert sorted(got) == list(range(100))
+        consumer = SyncInputPort("sync", ready, handler)
+        producer = SyncOutputPort("sync", ready)
+        for i in range(100, 200):
+            producer.send(i)
+        assert producer.drain(10).complete and consumer.drain(10).complete
+        assert sorted(got) == list(range(200))
     finally:
         stop.set()
         thread.join(10)

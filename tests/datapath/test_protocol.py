@@ -27,6 +27,7 @@ TABLE = [
     (p.Nack((3, 4)), bytes([1, 5, 0, 0]) + struct.pack(">QQ", 3, 4)),
     (p.PeerGone(CID), bytes([1, 6, 0, 0]) + CID),
     (p.Who(), bytes([1, 7])),
+    (p.Drain(), bytes([1, 8])),
     (p.Hello(p.ROLE_PRODUCER, PID, 0, "", again=True), bytes([1, 1, 1, 1]) + PID + bytes(4)),
 ]
 
@@ -55,6 +56,7 @@ def test_marking_a_batch_redelivered_sets_the_flag_and_the_skip():
     (bytes([2, 2]), "version"),
     (bytes([1, 77]), "unknown frame type"),
     (bytes([1, 2, 0]), "HEARTBEAT"),
+    (bytes([1, 8, 0]), "DRAIN"),
     (bytes([1, 3]) + b"\0" * 10, "shorter than its header"),
     (p.batch_frame(PID, 0, 0, 0, b""), "count 0"),
     (bytes([1, 4]) + b"\0" * 41, "partial entry"),

@@ -63,9 +63,10 @@ def make_cluster(tmp_path):
     clusters = []
 
     def make(nodes: int = 3, election_timeout: str = "150-300", start: bool = True,
-             extra_args: list[str] | None = None):
+             extra_args: list[str] | None = None, cluster_name: str | None = None):
         cluster = LocalCluster(tmp_path / f"cluster{len(clusters)}", nodes,
-                               election_timeout=election_timeout, extra_args=extra_args)
+                               election_timeout=election_timeout, extra_args=extra_args,
+                               cluster_name=cluster_name)
         clusters.append(cluster)
         if start:
             cluster.start()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from nameservice.server.local import LocalCluster, free_ports
 
 pytestmark = pytest.mark.slow
 FABRIC = str(Path(sys.executable).with_name("fabric"))
+NOBODY = f"nobody-{uuid.uuid4().hex[:8]}"  # a cluster name no daemon advertises
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,12 @@ def cluster(tmp_path_factory):
         cluster.close()
 
 
-def fabric(*args: str, ns: str | None = None, timeout: float = 30):
+def fabric(*args: str, ns: str | None = None, timeout: float = 30,
+           cluster_name: str = NOBODY):
+    """Run ``fabric ARGS`` with FABRIC_NS set to ``ns`` (or unset: it browses for
+    ``cluster_name``)."""
     env = {k: v for k, v in os.environ.items() if k != "FABRIC_NS"}
+    env["FABRIC_NS_CLUSTER"] = cluster_name
     if ns is not None:
         env["FABRIC_NS"] = ns
     return subprocess.run([FABRIC, *args], capture_output=True, env=env, timeout=timeout)
@@ -79,7 +85,12 @@ def test_status_lists_every_node(cluster):
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (("kv", "get", "k"), 2, "FABRIC_NS"),
+    (("kv", "get", "k"), 1, "FABRIC_NS"),  # nothing given, and no cluster found by browsing
+    (("kv", "put", "k", "v", "--ttl", "1", "--stale", "--ns", "127.0.0.1:1"), 2, "--ttl"),
+    (("kv", "put", "k", "v", "--ttl", "0", "--ns", "127.0.0.1:1"), 2, "--ttl"),
+    (("lease", "revoke", "0", "--ns", "127.0.0.1:1"), 2, "LEASE_ID"),
+    (("ns", "start", "--id", "1", "--cluster", "1=127.0.0.1:5", "--min-lease-ttl", "0.1"), 2,
+     "lowest allowed"),
     (("kv", "get", "k", "--ns", "nohost"), 2, "bad address"),
     (("kv", "get"), 2, "Missing argument"),
     (("kv", "cas", "k", "--new", "x", "--ns", "127.0.0.1:1"), 2, "--old"),
@@ -95,7 +106,7 @@ def test_user_mistakes_are_one_line_and_an_exit_code(args, code, words):
 
 def test_ns_local_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
     proc = subprocess.Popen([FABRIC, "ns", "local", "--nodes", "3", "--base-port", "0",
-                             "--data-dir", str(tmp_path)], stdout=subprocess.PIPE,
+                             "--data-dir", str(tmp_path), "--no-advertise"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         line = proc.stdout.readline().decode().strip()
@@ -119,7 +130,8 @@ def test_ns_local_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
 def test_ns_start_runs_one_node_until_sigterm(tmp_path):
     port = free_ports(1)[0]
     proc = subprocess.Popen([FABRIC, "ns", "start", "--id", "1", "--cluster",
-                             f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path / "d")],
+                             f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"),
+                             "--no-advertise"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout.readline().startswith(b"listening")
@@ -134,3 +146,44 @@ def test_ns_start_runs_one_node_until_sigterm(tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def test_put_with_a_ttl_is_deleted_when_its_lease_runs_out(cluster):
+    ns = cluster.ns_arg
+    put = fabric("kv", "put", "cli/ttl", "brief", "--ttl", "1", ns=ns)
+    assert put.returncode == 0 and b"lease " in put.stderr
+    assert fabric("kv", "get", "cli/ttl", ns=ns).stdout == b"brief\n"
+    deadline = time.monotonic() + 10
+    while fabric("kv", "get", "cli/ttl", ns=ns).returncode != 4:
+        assert time.monotonic() < deadline, "the key outlived its lease"
+
+
+def test_stale_put_get_del(cluster):
+    one = cluster.addresses[1]
+    assert fabric("kv", "put", "cli/s", "quorumless", "--stale", ns=one).returncode == 0
+    assert fabric("kv", "get", "cli/s", "--stale", ns=one).stdout == b"quorumless\n"
+    assert fabric("kv", "del", "cli/s", "--stale", ns=one).returncode == 0
+    assert fabric("kv", "get", "cli/s", "--stale", ns=one).returncode == 4
+    assert "not found" in one_line_error(fabric("kv", "del", "cli/s", "--stale", ns=one), 4)
+
+
+def test_lease_grant_keepalive_revoke(cluster):
+    ns = cluster.ns_arg
+    granted = fabric("lease", "grant", "30", ns=ns)
+    assert granted.returncode == 0
+    lease_id = granted.stdout.decode().strip()
+    renewed = fabric("lease", "keepalive", lease_id, "--once", ns=ns)
+    assert renewed.returncode == 0 and b"ttl 30" in renewed.stdout
+    env = dict(os.environ, FABRIC_NS=ns)
+    with subprocess.Popen([FABRIC, "lease", "keepalive", lease_id], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as keeper:
+        try:
+            assert keeper.stdout.readline().startswith(b"lease " + lease_id.encode())
+            keeper.send_signal(signal.SIGINT)
+            assert keeper.wait(timeout=10) == 0
+        finally:
+            if keeper.poll() is None:
+                keeper.kill()
+    assert fabric("lease", "revoke", lease_id, ns=ns).returncode == 0
+    assert "not found" in one_line_error(fabric("lease", "revoke", lease_id, ns=ns), 4)
+    assert "not found" in one_line_error(fabric("lease", "keepalive", lease_id, ns=ns), 4)

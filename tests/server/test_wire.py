@@ -96,3 +96,34 @@ def test_request_header_and_read_args():
         wire.check_request([7, 99])
     with pytest.raises(DecodeError):
         wire.read_args([7, wire.OP_GET, "k", True])
+
+
+def test_keepalive_and_stale_write_args():
+    assert wire.check_request([1, wire.OP_KEEPALIVE, 3]) == (1, wire.OP_KEEPALIVE)
+    assert wire.keepalive_args([1, wire.OP_KEEPALIVE, 3]) == 3
+    assert wire.stale_write_args([1, wire.OP_STALE_WRITE, b"k", b"v"]) == (b"k", b"v")
+    assert wire.stale_write_args([1, wire.OP_STALE_WRITE, b"k", None]) == (b"k", None)
+    for w in ([1, 8], [1, 8, 0], [1, 8, -1], [1, 8, "3"], [1, 8, 3, 4]):
+        with pytest.raises(DecodeError):
+            wire.keepalive_args(w)
+    for w in ([1, 9, b"k"], [1, 9, "k", b"v"], [1, 9, b"k", 5], [1, 9, b"k", b"v", 1]):
+        with pytest.raises(DecodeError):
+            wire.stale_write_args(w)
+    for op in (5, 6, 7, 12):  # unassigned (10 and 11 are the watch ops)
+        with pytest.raises(DecodeError):
+            wire.check_request([1, op])
+
+
+def test_watch_args():
+    assert wire.check_request([1, wire.OP_WATCH]) == (1, wire.OP_WATCH)
+    assert wire.watch_args([1, 10, 7, b"k/", True, 0]) == (7, b"k/", True, 0)
+    assert wire.watch_cancel_args([1, 11, 7]) == 7
+    for w in ([1, 10, 7, b"k", True], [1, 10, -1, b"k", True, 0], [1, 10, 7, "k", True, 0],
+              [1, 10, 7, b"k", 1, 0], [1, 10, 7, b"k", True, -5]):
+        with pytest.raises(DecodeError):
+            wire.watch_args(w)
+    for w in ([1, 11], [1, 11, "7"], [1, 11, 7, 8]):
+        with pytest.raises(DecodeError):
+            wire.watch_cancel_args(w)
+    kind, body = wire.split_frame(wire.frame(wire.EVENT, [[[1], 0, 1, 2, []]]), 1 << 20)
+    assert (kind, body) == (wire.EVENT, [[[1], 0, 1, 2, []]])

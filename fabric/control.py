@@ -1,0 +1,257 @@
+"""The control socket every fabric process serves, and the call that talks to it.
+
+A process binds one ROUTER socket (``tcp://127.0.0.1:0`` unless told otherwise). A client
+connects a DEALER and sends one frame, a JSON object ``{"command": NAME, ...}``; the process
+answers one frame, ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "..."}``.
+
+Commands:
+
+- ``status``: a JSON-able dict: ``kind``, ``name``, ``channel``, ``endpoints``, in-flight counts
+  and counters.
+- ``drain`` (optional ``"timeout"`` in seconds): starts the drain of the process; the answer comes
+  when it finished, or at its timeout, with the drain report (what could not be flushed).
+
+Pieces: :func:`parse_request` and :func:`encode_reply` are pure; :class:`ControlSocket` is the
+blocking socket the intermediary polls in its own loop; :class:`ControlServer` serves the same
+protocol on asyncio for processes built on ports; :func:`control_request` is the client.
+A malformed request gets an error answer (or, if it cannot be answered, is counted and dropped);
+a process never fails because of one.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from fabric.errors import ControlError
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("status", "drain")
+MAX_REQUEST = 64 * 1024
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:0"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One control request: ``command`` and its optional drain ``timeout`` (seconds)."""
+
+    command: str
+    timeout: float | None = None
+
+
+def parse_request(frame: bytes) -> Request:
+    """Decode one request frame; raise :class:`ControlError` with a reason if it is malformed."""
+    if len(frame) > MAX_REQUEST:
+        raise ControlError(f"request of {len(frame)} bytes is too large")
+    try:
+        body = json.loads(frame)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ControlError(f"request is not JSON: {exc}") from None
+    if not isinstance(body, dict) or body.get("command") not in COMMANDS:
+        raise ControlError(f"unknown command; expected one of {', '.join(COMMANDS)}")
+    timeout = body.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ControlError("timeout must be a positive number of seconds")
+    return Request(body["command"], None if timeout is None else float(timeout))
+
+
+def encode_request(command: str, **fields: Any) -> bytes:
+    """A request frame."""
+    return json.dumps({"command": command, **fields}).encode()
+
+
+def encode_reply(result: dict | None = None, error: str | None = None) -> bytes:
+    """A reply frame: the result, or an error message."""
+    if error is not None:
+        return json.dumps({"ok": False, "error": error}).encode()
+    return json.dumps({"ok": True, "result": result}, default=str).encode()
+
+
+def _bind(sock: zmq.Socket, endpoint: str) -> str:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST)
+    sock.setsockopt(zmq.RCVHWM, 1000)
+    sock.setsockopt(zmq.SNDHWM, 1000)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError:
+        sock.close(linger=0)
+        raise
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+class ControlSocket:
+    """The blocking control socket, for a process with its own poll loop (the intermediary).
+
+    Poll :attr:`socket` for input, then call :meth:`receive` for the well-formed requests;
+    answer each with :meth:`reply`. Malformed ones are answered with an error here.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, ctx: zmq.Context | None = None) -> None:
+        self.socket = (ctx or zmq.Context.instance()).socket(zmq.ROUTER)
+        self.endpoint = _bind(self.socket, endpoint)
+        self.bad_requests = 0
+
+    def receive(self, limit: int = 100) -> list[tuple[bytes, Request]]:
+        """Requests waiting now: ``(identity, request)`` pairs."""
+        out = []
+        for _ in range(limit):
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 2:
+                self.bad_requests += 1
+                continue
+            try:
+                out.append((frames[0], parse_request(frames[1])))
+            except ControlError as exc:
+                self.bad_requests += 1
+                self.reply(frames[0], error=str(exc))
+        return out
+
+    def reply(self, identity: bytes, result: dict | None = None, error: str | None = None) -> None:
+        """Answer one request (a client that went away is ignored)."""
+        try:
+            self.socket.send_multipart([identity, encode_reply(result, error)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def close(self, linger: int = 0) -> None:
+        """Close the socket; ``linger`` ms to let the last answers leave."""
+        self.socket.close(linger=linger)
+
+
+StatusFn = Callable[[], dict]
+DrainFn = Callable[[float | None], Awaitable[dict]]
+
+
+class ControlServer:
+    """The control socket on asyncio, for processes built on ports.
+
+    ``status()`` returns the status dict; ``drain(timeout)`` drains the process and returns the
+    report as a dict (every concurrent ``drain`` request gets the same answer).
+    """
+
+    def __init__(self, status: StatusFn, drain: DrainFn, endpoint: str = DEFAULT_ENDPOINT,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        self._status = status
+        self._drain = drain
+        self._sock = (ctx or zmq.asyncio.Context.instance()).socket(zmq.ROUTER)
+        self.endpoint = _bind(self._sock, endpoint)
+        self.bad_requests = 0
+        self._drain_task: asyncio.Task | None = None
+        self.drain_requested = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._pending: set[asyncio.Task] = set()
+
+    def start(self) -> "ControlServer":
+        """Start answering (in a task of the running loop)."""
+        self._task = asyncio.ensure_future(self._serve())
+        return self
+
+    def drain_task(self, timeout: float | None = None) -> asyncio.Task:
+        """The drain, started once (by a request or by the process itself, e.g. on SIGTERM)."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self._drain(timeout))
+            self.drain_requested.set()
+        return self._drain_task
+
+    async def answered(self, timeout: float = 1.0) -> None:
+        """Wait (at most ``timeout`` s) until every drain request got its answer."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout)
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                frames = await self._sock.recv_multipart()
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            if len(frames) != 2:
+                self.bad_requests += 1
+                continue
+            identity, frame = frames
+            try:
+                request = parse_request(frame)
+            except ControlError as exc:
+                self.bad_requests += 1
+                await self._reply(identity, error=str(exc))
+                continue
+            if request.command == "status":
+                try:
+                    await self._reply(identity, self._status())
+                except Exception as exc:  # a status bug must not kill the control socket
+                    log.exception("status failed")
+                    await self._reply(identity, error=f"status failed: {exc}")
+            else:
+                task = asyncio.ensure_future(self._answer_drain(identity, request.timeout))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def _answer_drain(self, identity: bytes, timeout: float | None) -> None:
+        try:
+            report = await asyncio.shield(self.drain_task(timeout))
+        except Exception as exc:
+            log.exception("drain failed")
+            await self._reply(identity, error=f"drain failed: {exc}")
+            return
+        await self._reply(identity, report)
+
+    async def _reply(self, identity: bytes, result: dict | None = None,
+                     error: str | None = None) -> None:
+        try:
+            await self._sock.send_multipart([identity, encode_reply(result, error)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def close(self, linger: int = 500) -> None:
+        """Stop answering and close the socket (``linger`` ms for answers still leaving)."""
+        if self._task is not None:
+            self._task.cancel()
+        for task in self._pending:
+            task.cancel()
+        self._sock.close(linger=linger)
+
+
+async def control_request(endpoint: str, command: str, timeout: float = 10.0, *,
+                          drain_timeout: float | None = None) -> dict:
+    """Send ``command`` to the control socket at ``endpoint`` and return its result dict.
+
+    Raises :class:`ControlError` if no answer comes within ``timeout`` seconds or the process
+    answers with an error. ``drain_timeout`` bounds a ``drain`` (default: the process's own).
+    """
+    fields = {} if drain_timeout is None else {"timeout": drain_timeout}
+    if "://" not in endpoint:
+        endpoint = "tcp://" + endpoint
+    ctx = zmq.asyncio.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise ControlError(f"cannot connect to {endpoint}: {exc}") from None
+        await sock.send(encode_request(command, **fields))
+        try:
+            frame = await asyncio.wait_for(sock.recv(), timeout)
+        except asyncio.TimeoutError:
+            raise ControlError(f"no answer from {endpoint} within {timeout:g} s") from None
+    finally:
+        sock.close(linger=0)
+    try:
+        reply = json.loads(frame)
+        ok = reply["ok"]
+    except (ValueError, KeyError, TypeError):
+        raise ControlError(f"malformed answer from {endpoint}") from None
+    if not ok:
+        raise ControlError(f"{endpoint}: {reply.get('error', 'error')}")
+    return reply["result"]

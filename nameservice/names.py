@@ -1,0 +1,235 @@
+"""The names registry: which endpoints serve a name now, kept alive by leases.
+
+    names = Names(client)
+    async with names.register("channel/orders", "tcp://10.0.0.5:9000", ttl=2.0) as reg:
+        ...                                       # the entry lives while this process does
+    reg = await names.register("channel/orders", "tcp://10.0.0.5:9000")   # or keep it open
+    endpoints = await names.resolve("channel/orders")
+    async for endpoints in names.watch_name("channel/orders"):
+        ...                                       # the full current set, after each change
+
+Layout in the key-value store: one key per registered instance,
+``names/<name>/<instance>`` → msgpack ``{"endpoint": str, "meta": dict}``. The instance is a
+random id made at registration, so many processes may register the same name. Each key is
+attached to its registration's lease: if the process dies its keepalives stop and the cluster
+deletes the key after the TTL (within TTL + 1 s of the death).
+
+A name is a non-empty string without empty ``/``-separated parts; instances never contain
+``/``, so ``names/a/`` lists the instances of ``a`` and not those of ``a/b``.
+
+``watch_name`` is the zguide "Clone" pattern: a consistent range gives the entries and the
+revision they were read at; a watch from that revision + 1 keeps them current. If the watch
+cannot resume (``Compacted``), it reloads with a new range and goes on.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import msgpack
+
+from nameservice.client import NameServiceClient
+from nameservice.client.leases import LeaseKeeper
+from nameservice.errors import Compacted
+from nameservice.kv import KeyValue
+
+__all__ = ["Endpoint", "Names", "Registration", "NAMES_PREFIX"]
+
+NAMES_PREFIX = "names/"
+"""Where the registry lives in the key-value store."""
+MAX_META_BYTES = 16 << 10
+"""Largest encoded meta dict accepted by ``register``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One registered instance of a name: where it listens, and what it says about itself."""
+
+    name: str
+    endpoint: str
+    meta: dict = field(hash=False, compare=True)
+    key: bytes = b""
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or any(not part for part in name.split("/")):
+        raise ValueError(f"bad name {name!r}: a non-empty string without empty '/' parts")
+    return name
+
+
+def _prefix(name: str) -> bytes:
+    return f"{NAMES_PREFIX}{_check_name(name)}/".encode()
+
+
+def _endpoint(name: str, prefix: bytes, kv: KeyValue) -> Endpoint | None:
+    """The entry stored in ``kv``; None if the key is not a direct instance of ``name`` or its
+    value is not a registry entry (written by someone else: skipped, never fatal)."""
+    instance = kv.key[len(prefix):]
+    if not kv.key.startswith(prefix) or not instance or b"/" in instance:
+        return None
+    try:
+        entry = msgpack.unpackb(kv.value, raw=False)
+    except Exception:  # msgpack raises many kinds on garbage
+        return None
+    if (not isinstance(entry, dict) or not isinstance(entry.get("endpoint"), str)
+            or not isinstance(entry.get("meta", {}), dict)):
+        return None
+    return Endpoint(name, entry["endpoint"], entry.get("meta", {}), kv.key)
+
+
+def _sorted(entries: dict[bytes, Endpoint]) -> list[Endpoint]:
+    return [entries[key] for key in sorted(entries)]
+
+
+class Registration:
+    """One registered instance of a name, alive while its lease is renewed.
+
+    ``lost`` is set if the cluster let the lease expire (the entry is gone: register again).
+    ``await close()`` (or leaving ``async with``) deletes the entry at once.
+    """
+
+    def __init__(self, names: Names, endpoint: Endpoint, keeper: LeaseKeeper) -> None:
+        self.endpoint = endpoint
+        self._names = names
+        self._keeper = keeper
+        self._closed = False
+
+    @property
+    def key(self) -> bytes:
+        """The key of this instance."""
+        return self.endpoint.key
+
+    @property
+    def lease(self) -> int:
+        """The lease id that keeps the entry alive."""
+        return self._keeper.id
+
+    @property
+    def lost(self) -> asyncio.Event:
+        """Set when the cluster said the lease (and so the entry) is gone."""
+        return self._keeper.lost
+
+    async def close(self) -> None:
+        """Deregister now: revoking the lease deletes the entry with it."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._keeper.close(revoke=True)
+
+    async def __aenter__(self) -> Registration:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _Registering:
+    """A registration under way: awaitable, or an async context manager."""
+
+    def __init__(self, coro) -> None:
+        self._coro = coro
+        self._registration: Registration | None = None
+
+    def __await__(self):
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Registration:
+        self._registration = await self._coro
+        return self._registration
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._registration.close()
+
+
+class Names:
+    """The registry API over a connected ``NameServiceClient``."""
+
+    def __init__(self, client: NameServiceClient) -> None:
+        self.client = client
+
+    def register(self, name: str, endpoint: str, meta: dict | None = None,
+                 ttl: float = 2.0) -> _Registering:
+        """Register ``endpoint`` under ``name`` until the registration is closed or this
+        process dies (then it vanishes within ``ttl`` + 1 s).
+
+        ``await`` it for the ``Registration``, or use it as ``async with ... as reg:`` to
+        deregister on leaving the block.
+        """
+        return _Registering(self._register(name, endpoint, meta, ttl))
+
+    async def _register(self, name: str, endpoint: str, meta: dict | None,
+                        ttl: float) -> Registration:
+        prefix = _prefix(name)
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ValueError("an endpoint is a non-empty string")
+        value = msgpack.packb({"endpoint": endpoint, "meta": dict(meta or {})}, use_bin_type=True)
+        if len(value) > MAX_META_BYTES:
+            raise ValueError(f"the entry is {len(value)} bytes; at most {MAX_META_BYTES}")
+        key = prefix + secrets.token_hex(8).encode()
+        keeper = await self.client.keep_alive(ttl).start()
+        try:
+            await self.client.put(key, value, lease=keeper.id)
+        except BaseException:
+            await keeper.close(revoke=True)
+            raise
+        return Registration(self, Endpoint(name, endpoint, dict(meta or {}), key), keeper)
+
+    async def resolve(self, name: str) -> list[Endpoint]:
+        """The endpoints registered under ``name`` now (a consistent read), sorted by key."""
+        entries, _ = await self._load(name, _prefix(name))
+        return _sorted(entries)
+
+    async def _load(self, name: str, prefix: bytes) -> tuple[dict[bytes, Endpoint], int]:
+        kvs, revision = await self.client.range_revision(prefix)
+        entries = {}
+        for kv in kvs:
+            entry = _endpoint(name, prefix, kv)
+            if entry is not None:
+                entries[kv.key] = entry
+        return entries, revision
+
+    async def watch_name(self, name: str) -> AsyncIterator[list[Endpoint]]:
+        """The full current endpoint list of ``name``: at once, then after each change.
+
+        Bursts of changes that arrive together give one list. Runs until the caller stops
+        iterating (``aclose()``, or leaving ``async for``); raises ``Unavailable`` if no node
+        can be reached to start with.
+        """
+        prefix = _prefix(name)
+        entries, revision = await self._load(name, prefix)
+        yield _sorted(entries)
+        while True:
+            watch = self.client.watch(prefix, start_revision=revision + 1)
+            try:
+                async for event in watch:
+                    changed = self._apply(name, prefix, entries, event)
+                    # Take what else is queued already, and show one list for the burst.
+                    while watch.queued():
+                        changed |= self._apply(name, prefix, entries, await watch.__anext__())
+                    if changed:
+                        yield _sorted(entries)
+                return
+            except Compacted:
+                # The history no longer reaches back: reload, and yield if that changed.
+                fresh, revision = await self._load(name, prefix)
+                if fresh != entries:
+                    entries = fresh
+                    yield _sorted(entries)
+            finally:
+                await watch.close()
+
+    @staticmethod
+    def _apply(name: str, prefix: bytes, entries: dict[bytes, Endpoint], event) -> bool:
+        key = event.kv.key
+        if event.kind == "delete":
+            return entries.pop(key, None) is not None
+        entry = _endpoint(name, prefix, event.kv)
+        if entry is None:
+            return entries.pop(key, None) is not None
+        if entries.get(key) == entry:
+            return False
+        entries[key] = entry
+        return True
+
