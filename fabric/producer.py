@@ -238,6 +238,11 @@ class OutputPort:
         return self._links.endpoints
 
     @property
+    def connected(self) -> list[str]:
+        """The intermediaries whose connection is up (handshake done, HELLO sent)."""
+        return [link.endpoint for link in self._links.up()]
+
+    @property
     def unacked(self) -> int:
         """Messages sent (or batched) and not yet acknowledged."""
         return self._unacked
