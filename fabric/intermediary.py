@@ -48,6 +48,7 @@ from fabric import protocol as p
 from fabric.control import ControlSocket
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
 from fabric.errors import DecodeError
+from fabric.stall import OffCpuClock
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ HWM = 100_000
 MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they come back
 REBIND_PATIENCE = 5.0  # seconds to wait for our old port to be released
 DRAIN_LINGER_MS = 1000  # after a drain, time given to the last acks to leave the socket
+READ_CHECK_EVERY = 256  # frames handled between looks at the clock while reading a backlog
 
 
 @dataclass(slots=True)
@@ -118,6 +120,9 @@ class Intermediary:
         self._sock: zmq.Socket | None = None
         self._stopped = False
         self._last_tick = self._last_beat = self._now = 0.0
+        self._off_clock: OffCpuClock | None = None  # made by serve(), on its own thread
+        self._off_tick = 0.0  # the off-CPU clock at the last tick
+        self._behind_since: float | None = None  # when the last read left frames unread
         self.control = control
         self.name = name
         self.drain_timeout = drain_timeout
@@ -158,6 +163,8 @@ class Intermediary:
         poll_ms = max(1, round(timing.tick * 1000))
         clock = time.monotonic
         self._last_tick = self._last_beat = self._now = clock()
+        off_clock = self._off_clock = OffCpuClock()
+        self._off_tick = off_clock.now()
         control = self.control
         linger = 0
         poller, polled = zmq.Poller(), None
@@ -176,14 +183,19 @@ class Intermediary:
                     if control.socket in events:
                         self._on_control(control)
                 now = self._now = clock()
-                if timing.frozen(now - self._last_tick):
+                if (timing.frozen(now - self._last_tick)
+                        and timing.frozen(off_clock.now() - self._off_tick)):
                     # Frozen (SIGSTOP, stalled host): every peer has given up on us and what
                     # sits in our pipes is stale. Start afresh before reading any of it.
+                    # (A late tick alone is no proof: on a loaded machine this thread may
+                    # have been waiting for a CPU, or busy, while its peers still heard it.)
                     self._rebind()
                     self._last_tick = self._last_beat = now
+                    self._off_tick = off_clock.now()
+                    self._behind_since = None
                     continue
                 if ready:
-                    self._read(sock)
+                    self._read(sock, now)
                 if self._drain_request is not None and not self._draining:
                     self._start_drain(now, self._drain_request)
                 if now - self._last_tick >= timing.tick:
@@ -195,6 +207,7 @@ class Intermediary:
             if self._sock is not None:
                 self._sock.close(linger=linger)
                 self._sock = None
+            off_clock.close()
 
     def stop(self) -> None:
         """Make :meth:`serve` return at once (safe from another thread or a signal handler)."""
@@ -319,13 +332,22 @@ class Intermediary:
         return tuple(Leftover(n, b, pid.hex(), f"{where} in intermediary {self.endpoint}", fate)
                      for (pid, where, fate), (n, b) in groups.items())
 
-    def _read(self, sock: zmq.Socket) -> None:
-        for _ in range(10_000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._on_frames(frames)
+    def _read(self, sock: zmq.Socket, now: float) -> None:
+        """Handle what is waiting, for at most one tick: timers must keep running."""
+        end = now + self.timing.tick
+        clock = time.monotonic
+        while True:
+            for _ in range(READ_CHECK_EVERY):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    self._behind_since = None
+                    return
+                self._on_frames(frames)
+            if clock() > end:
+                break
+        if self._behind_since is None:
+            self._behind_since = now
 
     def _rebind(self) -> None:
         """Close and rebind the socket: every peer sees a new process and starts afresh."""
@@ -545,6 +567,8 @@ class Intermediary:
     def _tick(self, now: float) -> None:
         timing = self.timing
         self._last_tick = now
+        if self._off_clock is not None:
+            self._off_tick = self._off_clock.now()
         if self._queue and not self._consumers_left():
             self._refuse_queue()
         if self._draining and self.drain_report is None:
@@ -555,6 +579,8 @@ class Intermediary:
             for peer in list(self._peers.values()):
                 if peer.alive:
                     self._send(peer.rid, beat)
+        if self._behind_since is not None and now - self._behind_since < timing.timeout:
+            return  # frames wait unread: the heartbeat of a peer may be among them
         for peer in list(self._peers.values()):
             if peer.alive and timing.is_silent(peer.last_heard, now,
                                                consumer=peer.role == p.ROLE_CONSUMER):
