@@ -20,7 +20,6 @@ from fabric import monitor
 from fabric import protocol as p
 from fabric.errors import ConfigError
 from fabric.reader import Reader
-from fabric.stall import OffCpuClock
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -96,8 +95,6 @@ class LinkSet:
         self._retiring: dict[str, Link] = {}
         self._beat = p.heartbeat_frame()
         self._last_tick = 0.0
-        self._off_clock: OffCpuClock | None = None
-        self._off_tick = 0.0  # the off-CPU clock at the last tick
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first _open
 
     @property
@@ -172,28 +169,18 @@ class LinkSet:
             self._shut(link)
         self._links.clear()
         self._retiring.clear()
-        if self._off_clock is not None:
-            self._off_clock.close()
 
     def tick(self, now: float) -> None:
         """Send due heartbeats and declare silent links down.
 
-        If this process itself was frozen (the tick came far too late, and this thread was
-        neither running nor waiting for a CPU meanwhile: see :mod:`fabric.stall`), the silence
-        is its own doing: links get a fresh grace period. (Intermediaries that declared this
-        port dead meanwhile answer its next heartbeat with WHO, and :meth:`greet_again`
-        re-introduces it.) If the tick came late only because the loop was busy or waited for a
-        CPU, frames may wait unread in the sockets: no link is judged on this tick (the receive
-        loops run first), and none gets a grace period either.
+        If this process itself was frozen (the tick came far too late), the silence is its own
+        doing: links get a fresh grace period. (Intermediaries that declared this port dead
+        meanwhile answer its next heartbeat with WHO, and :meth:`greet_again` re-introduces it.)
         """
         timing = self._timing
         previous, self._last_tick = self._last_tick, now
         gap = now - previous
-        off_previous = self._off_tick
-        if self._off_clock is not None:
-            self._off_tick = self._off_clock.now()
-        late = bool(previous) and timing.frozen(gap)
-        if late and timing.frozen(self._off_tick - off_previous):
+        if previous and timing.frozen(gap):
             log.warning("this process was frozen for %.0f ms", gap * 1000)
             for link in [*self._links.values(), *self._retiring.values()]:
                 link.last_heard = now
@@ -203,7 +190,7 @@ class LinkSet:
                 self._greet(link, now)
             if not link.up:
                 continue
-            if not late and timing.is_silent(link.last_heard, now):
+            if timing.is_silent(link.last_heard, now):
                 log.warning("intermediary %s silent for %.0f ms: lost", link.endpoint,
                             (now - link.last_heard) * 1000)
                 self._lost(link, now)
@@ -216,8 +203,6 @@ class LinkSet:
         self._loop = asyncio.get_running_loop()
         if not self._last_tick:
             self._last_tick = self._loop.time()  # freezes count from here
-            self._off_clock = OffCpuClock()  # here: on the thread that runs the loop
-            self._off_tick = self._off_clock.now()
         # A plain socket (received through a Reader); its monitor is an asyncio socket.
         sock = zmq.Socket(self._ctx, zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self._rid)

@@ -45,7 +45,7 @@ def test_a_sleeping_thread_is_off_cpu():
 def test_a_stopped_process_is_off_cpu_for_as_long_as_it_was_stopped():
     # The child spins (never sleeps), so only the stop can take it off the CPU.
     code = ("import sys, time\nfrom fabric.stall import OffCpuClock\nc = OffCpuClock()\n"
-            "print('ready', flush=True)\nstart, off = time.monotonic(), c.now()\n"
+            "start, off = time.monotonic(), c.now()\nprint('ready', flush=True)\n"
             "while time.monotonic() - start < 1.5: pass\n"
             "print(round(c.now() - off, 3), flush=True)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
