@@ -16,8 +16,8 @@ batch (``batch_bytes``), whatever the number of messages sent.
 
 Failover: an intermediary is declared lost when its connection closes (socket monitor) or when
 it stays silent for the heartbeat timeout. Its unacknowledged batches are resent through the
-others after a settle time (see ``Timing.settle``: as long as a live consumer may stay silent)
-that lets consumers reroute their acknowledgements first; batches a consumer claims (ACK with the HOLD flag) are not resent
+others after a short settle time (see ``Timing.settle``) that lets consumers reroute their
+acknowledgements first; batches a consumer claims (ACK with the HOLD flag) are not resent
 unless that consumer is reported gone, in which case they are resent flagged redelivered.
 
 Draining: an intermediary that drains sends DRAIN; the port answers DRAIN, sends it no new

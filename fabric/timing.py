@@ -55,15 +55,11 @@ class Timing:
 
         Consumers use that time to reroute their acknowledgements (and claims on batches they are
         still handling) through the survivors; whatever is still unacknowledged afterwards is
-        resent. A copy resent too early can reach a consumer other than the one still handling
-        the batch: a duplicate. So the wait is not a guess at how fast consumers are, but their
-        liveness bound: a consumer whose event loop did not run for ``consumer_timeout`` (so it
-        could not claim) is declared dead by the intermediaries anyway, and what it held is
-        resent flagged redelivered. ``silence`` is how long the intermediary had been quiet when
-        it was declared dead: after a long silence (a hang, not a death seen by every peer at
-        once) the other peers may notice up to a heartbeat interval later, which is added.
+        resent. ``silence`` is how long the intermediary had been quiet when it was declared dead:
+        a short silence means its process died and every peer saw the connection close at once,
+        so one heartbeat interval is plenty; a long silence means it hung, and the other peers may
+        notice up to a heartbeat interval later than this one, so wait a full timeout.
         """
-        wait = max(self.timeout, self.consumer_timeout)
         if silence < 2 * self.heartbeat:
-            return wait
-        return wait + self.heartbeat
+            return self.heartbeat
+        return self.timeout
