@@ -127,9 +127,12 @@ def discover(
 ) -> list[Endpoint]:
     """Browse for name-service nodes (of ``cluster``, or any) and return those found.
 
-    Returns as soon as nothing new has appeared for ``settle`` seconds after the first find,
-    or after ``timeout`` seconds; an empty list means none answered.
+    Returns as soon as nothing new has appeared for ``settle`` seconds after the first find
+    (of ``cluster``, judged by its service name), or after ``timeout`` seconds; an empty list
+    means none answered.
     """
+    # Other clusters' nodes answering first must not end the wait for this one's.
+    wanted = f"fabric-ns-{cluster}-" if cluster is not None else ""
     zc = _zeroconf(interfaces if interfaces is not None else interfaces_from_env())
     collector = _Collector()
     browser = ServiceBrowser(zc, SERVICE_TYPE, collector)
@@ -137,10 +140,11 @@ def discover(
     try:
         while time.monotonic() < deadline:
             wait = deadline - time.monotonic()
-            if collector.names:
+            found_any = any(name.startswith(wanted) for name in collector.names)
+            if found_any:
                 wait = min(wait, settle)
             collector.changed.clear()
-            if not collector.changed.wait(max(0.0, wait)) and collector.names:
+            if not collector.changed.wait(max(0.0, wait)) and found_any:
                 break
         found: list[Endpoint] = []
         for name in dict.fromkeys(collector.names):

@@ -67,7 +67,8 @@ def test_losing_an_intermediary_mid_stream_loses_and_duplicates_nothing(cluster,
     assert any(s["intermediaries_lost"] >= 1 for s in stats), "no producer saw the failure"
     assert not any(red for _, red in records), "nothing should be flagged redelivered"
     if how == "SIGSTOP+SIGCONT":
-        assert stats_from(cluster.stop(victim))["rebinds"] == 1, "it did not notice its freeze"
+        # At least once: a loaded host may stall it past the same bar again (another rebind).
+        assert stats_from(cluster.stop(victim))["rebinds"] >= 1, "it did not notice its freeze"
 
 
 def test_a_killed_consumer_s_messages_go_to_the_other_consumer_flagged(cluster):

@@ -1,9 +1,11 @@
 """Zeroconf discovery on loopback, with real advertising processes."""
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -63,6 +65,18 @@ def test_discovery_keeps_clusters_apart(advertisers):
     advertisers(1, 17201, DISC_B)
     advertisers(1, 17301, DISC_C)
     assert [e.address for e in discover(cluster=DISC_C, timeout=5.0)] == ["127.0.0.1:17301"]
+
+
+def test_another_cluster_answering_first_does_not_end_the_search(advertisers):
+    other, late = unique("other"), unique("late")
+    advertisers(1, 17501, other)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        search = pool.submit(discover, cluster=late, timeout=10.0)
+        # The scenario: the wanted node answers well after the settle time (0.3 s) that
+        # follows the other cluster's answer, as on a loaded host.
+        time.sleep(1.0)
+        advertisers(1, 17601, late)
+        assert [e.address for e in search.result(timeout=30)] == ["127.0.0.1:17601"]
 
 
 def test_a_closed_advertiser_is_no_longer_found():
