@@ -14,8 +14,8 @@ class Timing:
     after ``consumer_timeout`` (at least that). ``tick`` is how often each process checks its
     timers.
 
-    Why consumers get longer: a wrong verdict on an intermediary costs nothing (consumers claim
-    what they hold and drop duplicates before anything is resent), but a consumer wrongly
+    Why consumers get longer: a wrong verdict on an intermediary is normally harmless
+    (consumers claim what they hold before anything is resent), but a consumer wrongly
     declared dead — a process the host froze for half a second, which loaded virtual machines
     do — may already have handled what is then redelivered to another consumer, so the handler
     runs twice. The price: what a dead or hung consumer held waits ``consumer_timeout`` before it
