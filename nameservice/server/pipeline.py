@@ -37,7 +37,7 @@ class ReadyPipeline:
             ready = core.has_ready()  # on a leader this also queues the AppendRequests due
             self._send_messages(core.early_messages())
             self._check_leader()
-            if self._syncing and self._was_leader and not self._compacting:
+            if self._syncing:
                 self._apply_committed_early()
             if self._syncing or not ready or self._fatal is not None:
                 break
@@ -133,30 +133,29 @@ class ReadyPipeline:
     def _apply(self, rd: Ready) -> None:
         """Apply the Ready's committed entries, answer their writers, serve released reads."""
         self._apply_entries(rd.committed)
-        machine = self.machine
         for rs in rd.read_states:
             group = self._read_groups.pop(rs.ctx, None)
             if group is not None:
                 self._reads_waiting.append((rs.index, group[1]))
-        waiting = self._reads_waiting
-        while waiting and waiting[0][0] <= machine.applied_index:
-            self._serve_reads(waiting.popleft()[1])
+        self._release_reads()
 
     def _apply_committed_early(self) -> None:
-        """On the leader, apply entries committed since the last Ready without waiting for the
-        next one (which may only come after the fsync under way).
+        """Apply entries committed since the last Ready without waiting for the next one (which
+        may only come after the fsync or compaction under way) — on a leader and on a follower.
 
-        Safe because a leader never rewrites its log, and commits only entries it has
-        persisted: ``storage.entries`` holds exactly the committed ones. The next Ready lists
-        them again; they are skipped as already applied.
+        Safe because a committed entry is on a quorum's disks and never changes: the core's
+        in-memory log holds it whether or not this node's own write of it is done. The next
+        Ready lists them again; they are skipped as already applied. A snapshot being installed
+        (the log starts past the applied index) is left to its Ready.
         """
+        log = self.core.log
         applied = self.machine.applied_index
-        commit = self.core.commit_index
-        if commit > applied:
-            self._apply_entries(self.storage.entries(applied + 1, commit + 1))
-            waiting = self._reads_waiting
-            while waiting and waiting[0][0] <= self.machine.applied_index:
-                self._serve_reads(waiting.popleft()[1])
+        commit = log.committed
+        first = log.first_index
+        if commit <= applied or applied + 1 < first:
+            return
+        self._apply_entries(log.entries[applied + 1 - first:commit + 1 - first])
+        self._release_reads()
 
     def _apply_entries(self, entries: list) -> None:
         machine = self.machine

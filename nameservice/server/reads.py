@@ -50,3 +50,10 @@ class ReadService:
             kv = machine.get(key)
             return [None if kv is None else kv_to_wire(kv), machine.revision]
         return [[kv_to_wire(kv) for kv in machine.range(key, limit)], machine.revision]
+
+    def _release_reads(self) -> None:
+        """Serve the read groups whose read index the state machine has applied."""
+        waiting = self._reads_waiting
+        applied = self.machine.applied_index
+        while waiting and waiting[0][0] <= applied:
+            self._serve_reads(waiting.popleft()[1])
