@@ -2,16 +2,18 @@
 
 __version__ = "0.1.0"
 
+from fabric.component import ComponentContext
 from fabric.consumer import InputPort, Message
 from fabric.drain import DrainReport, Leftover
 from fabric.errors import (ConfigError, ControlError, DecodeError, FabricError, MessageTooLarge,
-                           PortClosed, ProtocolError)
+                           NameNotFound, PortClosed, ProtocolError)
 from fabric.intermediary import Intermediary
 from fabric.producer import OutputPort
 from fabric.sync import SyncInputPort, SyncOutputPort
 from fabric.timing import Timing
 
 __all__ = [
+    "ComponentContext",
     "ConfigError",
     "ControlError",
     "DecodeError",
@@ -22,6 +24,7 @@ __all__ = [
     "Leftover",
     "Message",
     "MessageTooLarge",
+    "NameNotFound",
     "OutputPort",
     "PortClosed",
     "ProtocolError",

@@ -109,6 +109,11 @@ class Message:
         """True if another consumer may already have handled this message."""
         return self._state.redelivered
 
+    @property
+    def intermediary(self) -> str:
+        """The endpoint of the intermediary this message came through."""
+        return self._state.charged.endpoint
+
     def ack(self) -> None:
         """Acknowledge this message (with ``auto_ack=False``; harmless otherwise)."""
         self._state.port._manual_ack(self._state, self._index)
@@ -331,6 +336,11 @@ class InputPort:
     def endpoints(self) -> list[str]:
         """The intermediaries in use."""
         return self._links.endpoints
+
+    @property
+    def connected(self) -> list[str]:
+        """The intermediaries whose connection is up (handshake done, HELLO sent)."""
+        return [link.endpoint for link in self._links.up()]
 
     @property
     def pending(self) -> int:

@@ -8,7 +8,8 @@ The whole tree::
     ├── MessageTooLarge         a payload that cannot fit in one batch frame
     ├── PortClosed              an operation on a port that was closed (or is draining)
     ├── ControlError            a control request that failed (no answer, bad request)
-    └── ConfigError             a bad argument (endpoint, window size, ...)
+    ├── ConfigError             a bad argument (endpoint, window size, ...)
+    └── NameNotFound            no process or channel of that name is registered
 
 A ZeroMQ error while setting up a socket becomes a :class:`ConfigError` where the ports open
 their sockets (``fabric.links``); the intermediary lets ``zmq.ZMQError`` from ``bind`` reach its
@@ -44,3 +45,7 @@ class ConfigError(FabricError):
 
 class ControlError(FabricError):
     """A control request failed: no answer in time, a malformed request, or an error answer."""
+
+
+class NameNotFound(FabricError):
+    """No process or channel of the name asked for is registered in the name service."""

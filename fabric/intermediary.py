@@ -39,6 +39,7 @@ import errno
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -125,6 +126,7 @@ class Intermediary:
         self._drain_started = self._drain_deadline = 0.0
         self._drain_waiters: list[bytes] = []  # control clients waiting for the report
         self.drain_report: DrainReport | None = None
+        self.on_drain: Callable[[], None] | None = None  # called when a drain starts
 
     # -- socket lifecycle -------------------------------------------------------------------
 
@@ -239,6 +241,8 @@ class Intermediary:
 
     def _start_drain(self, now: float, timeout: float) -> None:
         self._draining = True
+        if self.on_drain is not None:
+            self.on_drain()  # e.g. deregister, so that no port adds this intermediary again
         self._drain_started = now
         self._drain_deadline = now + timeout
         log.info("intermediary %s draining (at most %.1f s)", self.endpoint, timeout)
@@ -552,7 +556,8 @@ class Intermediary:
                 if peer.alive:
                     self._send(peer.rid, beat)
         for peer in list(self._peers.values()):
-            if peer.alive and timing.is_silent(peer.last_heard, now):
+            if peer.alive and timing.is_silent(peer.last_heard, now,
+                                               consumer=peer.role == p.ROLE_CONSUMER):
                 self.stats.peers_expired += 1
                 log.warning("%s %s silent for %.0f ms: declared dead",
                             "consumer" if peer.role == p.ROLE_CONSUMER else "producer",
@@ -583,18 +588,20 @@ def parse_listen(listen: str) -> str:
 def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None,
                         control: str | None = None, announce_control=None,
                         drain_timeout: float = DEFAULT_TIMEOUT,
-                        name: str = "") -> DrainReport | None:
+                        name: str = "", on_drain=None) -> DrainReport | None:
     """Run an intermediary in this process until SIGTERM or SIGINT, then drain it.
 
     ``announce`` gets the bound endpoint once bound; with ``control`` (an endpoint) a control
     socket is served too and ``announce_control`` gets its endpoint. SIGTERM, SIGINT or a
     ``drain`` control request start the drain (at most ``drain_timeout`` seconds); a second
     signal stops at once. ``report`` gets the final :class:`IntermediaryStats`. Returns the drain
-    report (None if stopped at once). Raises ``zmq.ZMQError`` if an endpoint cannot be bound."""
+    report (None if stopped at once). ``on_drain()`` is called (in the serving thread) when the
+    drain starts. Raises ``zmq.ZMQError`` if an endpoint cannot be bound."""
     import signal
 
     ctx = zmq.Context()  # terminated at the end: the last acks leave before the process exits
     node = Intermediary(channel, endpoint, ctx=ctx, name=name, drain_timeout=drain_timeout)
+    node.on_drain = on_drain
     announce(node.bind())
     if control is not None:
         node.control = ControlSocket(control, ctx)

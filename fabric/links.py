@@ -19,26 +19,28 @@ import zmq.asyncio
 from fabric import monitor
 from fabric import protocol as p
 from fabric.errors import ConfigError
+from fabric.reader import Reader
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
 
 HWM = 100_000
-RECV_BURST = 1000
+RECV_BURST = 1000  # frames handled per wake-up before other callbacks get a turn
 MAX_LEFTOVERS = HWM  # frames read from a connection that just closed (its receive pipe)
 
 
 class Link:
     """One connection to one intermediary."""
 
-    __slots__ = ("endpoint", "sock", "sync", "mon", "up", "connected", "load", "last_heard",
-                 "last_sent", "gen", "epoch", "tasks", "owed", "draining", "retiring",
-                 "drains_asked", "drains_answered")
+    __slots__ = ("endpoint", "sock", "sync", "reader", "mon", "up", "connected", "load",
+                 "last_heard", "last_sent", "gen", "epoch", "tasks", "owed", "draining",
+                 "retiring", "drains_asked", "drains_answered")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-        self.sock: zmq.asyncio.Socket | None = None
-        self.sync: zmq.Socket | None = None
+        self.sock: zmq.Socket | None = None
+        self.sync: zmq.Socket | None = None  # the same socket (older spelling)
+        self.reader: Reader | None = None
         self.mon: zmq.asyncio.Socket | None = None
         self.up = False  # connected and HELLO sent: data may flow
         self.connected = False  # handshake done, HELLO maybe not yet sent
@@ -63,12 +65,12 @@ class Link:
     def send_now(self, frame: bytes) -> bool:
         """Send even before HELLO went out; False if the frame could not be queued."""
         try:
-            self.sync.send(frame, zmq.NOBLOCK)  # copying beats zero-copy tracking, even at 256 KiB
+            self.sock.send(frame, zmq.NOBLOCK)  # copying beats zero-copy tracking, even at 256 KiB
         except zmq.ZMQError:
             return False
-        # A send can consume the edge of the socket's file descriptor while a receive is
-        # pending; reading EVENTS through the asyncio socket makes pyzmq re-arm that receive.
-        self.sock.get(zmq.EVENTS)
+        # A send can consume the signal of a frame that arrived meanwhile (edge-triggered
+        # descriptor): the reader checks and, if one waits, receives it on the next loop turn.
+        self.reader.check()
         return True
 
     def __repr__(self) -> str:
@@ -93,6 +95,7 @@ class LinkSet:
         self._retiring: dict[str, Link] = {}
         self._beat = p.heartbeat_frame()
         self._last_tick = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first _open
 
     @property
     def endpoints(self) -> list[str]:
@@ -197,9 +200,11 @@ class LinkSet:
     # -- internals ------------------------------------------------------------------------------
 
     def _open(self, link: Link) -> None:
+        self._loop = asyncio.get_running_loop()
         if not self._last_tick:
-            self._last_tick = asyncio.get_running_loop().time()  # freezes count from here
-        sock = self._ctx.socket(zmq.DEALER)
+            self._last_tick = self._loop.time()  # freezes count from here
+        # A plain socket (received through a Reader); its monitor is an asyncio socket.
+        sock = zmq.Socket(self._ctx, zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self._rid)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -215,13 +220,13 @@ class LinkSet:
             sock.close(linger=0)
             del self._links[link.endpoint]
             raise ConfigError(f"cannot connect to {link.endpoint!r}: {exc}") from exc
-        link.sock = sock
+        link.sock = link.sync = sock
         link.mon = mon
-        link.sync = zmq.Socket.shadow(sock.underlying)
         link.gen += 1
         gen = link.gen
+        link.reader = Reader(sock, lambda frame: self._on_link_frame(link, frame),
+                             burst=RECV_BURST)
         link.tasks = [
-            asyncio.ensure_future(self._recv_loop(link, sock)),
             asyncio.ensure_future(monitor.watch(mon, lambda change: self._on_change(link, gen, change))),
         ]
 
@@ -233,6 +238,8 @@ class LinkSet:
             if task is not current:
                 task.cancel()
         link.tasks = []
+        if link.reader is not None:
+            link.reader.close()  # before the socket: its descriptor number may be reused
         if link.sock is not None:
             try:
                 link.sock.disable_monitor()
@@ -285,10 +292,14 @@ class LinkSet:
             del self._retiring[link.endpoint]  # retiring: lost is as good as done
         self._on_down(link, silence)
 
+    def _on_link_frame(self, link: Link, frame: bytes) -> None:
+        link.last_heard = self._loop.time()
+        self._on_frame(link, frame)
+
     def _read_leftovers(self, link: Link) -> None:
         """Handle the frames that arrived before the connection closed and were not read yet.
 
-        The monitor may report a closed connection before the receive loop has read what came
+        The monitor may report a closed connection before the reader has received what came
         just before it (the acknowledgements a draining intermediary forwarded last): closing
         the socket would throw them away, and their batches would be resent needlessly."""
         sync = link.sync
@@ -300,24 +311,6 @@ class LinkSet:
             except zmq.ZMQError:
                 return
             self._on_frame(link, frame)
-
-    async def _recv_loop(self, link: Link, sock: zmq.asyncio.Socket) -> None:
-        loop = asyncio.get_running_loop()
-        sync = zmq.Socket.shadow(sock.underlying)
-        on_frame = self._on_frame
-        try:
-            while True:
-                frame = await sock.recv()
-                link.last_heard = loop.time()
-                on_frame(link, frame)
-                for _ in range(RECV_BURST):
-                    try:
-                        frame = sync.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    on_frame(link, frame)
-        except (zmq.ZMQError, asyncio.CancelledError):
-            return
 
 
 def _tcp(endpoint: str) -> str:

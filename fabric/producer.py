@@ -2,9 +2,11 @@
 
 A port connects one DEALER socket to every intermediary of its channel. ``send`` appends a
 payload to the current batch, which goes out as ONE frame when it is full (``batch_max``
-messages or ``batch_bytes``) or at the next turn of the event loop. A message sent when no batch
-went out for ``linger`` seconds goes out at once, alone: an idle producer adds no delay, a busy
-one fills large batches.
+messages or ``batch_bytes``) or at the next turn of the event loop. A message goes out at once,
+alone, when no batch went out for ``linger`` seconds (idle), or when it is the first batch of
+this turn of the loop and less than one full batch is unacknowledged (light load): such a
+producer adds no delay, while a busy one (or one sending many messages in one turn) fills large
+batches.
 
 Every batch stays in the port until consumers acknowledge all of its messages. The number of
 unacknowledged messages is limited by ``window`` and their payload bytes by ``window_bytes``:
@@ -120,6 +122,7 @@ class OutputPort:
         self._order: deque[int] = deque()  # first_seq of held batches, in send order
         self._resend: dict[int, float] = {}  # first_seq -> when to resend it
         self._flush_scheduled = False
+        self._flushed_this_turn = False  # a batch went out in this turn of the event loop
         self._last_flush = 0.0
         self._last_yield = 0.0
         self._space = asyncio.Event()
@@ -235,6 +238,11 @@ class OutputPort:
         return self._links.endpoints
 
     @property
+    def connected(self) -> list[str]:
+        """The intermediaries whose connection is up (handshake done, HELLO sent)."""
+        return [link.endpoint for link in self._links.up()]
+
+    @property
     def unacked(self) -> int:
         """Messages sent (or batched) and not yet acknowledged."""
         return self._unacked
@@ -271,8 +279,9 @@ class OutputPort:
                 await asyncio.sleep(0)
         elif not self._flush_scheduled:
             loop = asyncio.get_running_loop()
-            if loop.time() - self._last_flush > self.linger:
-                self._flush()  # idle: no batch to wait for, send at once
+            if (loop.time() - self._last_flush > self.linger
+                    or not self._flushed_this_turn and self._unacked - len(parts) < self.batch_max):
+                self._flush()  # idle or lightly loaded: nothing worth waiting for, send at once
             else:
                 self._flush_scheduled = True  # busy: gather what this turn of the loop sends
                 loop.call_soon(self._flush)
@@ -298,7 +307,11 @@ class OutputPort:
         parts = self._parts
         if not parts or self._closed:
             return
-        self._last_flush = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last_flush = loop.time()
+        if not self._flushed_this_turn:
+            self._flushed_this_turn = True
+            loop.call_soon(self._turn_over)
         count = len(parts)
         size = self._part_bytes
         self._parts = []
@@ -312,6 +325,9 @@ class OutputPort:
         self._order.append(seq)
         self.stats.messages_sent += count
         self._dispatch(sent)
+
+    def _turn_over(self) -> None:
+        self._flushed_this_turn = False
 
     def _acked_below(self) -> int:
         order, store = self._order, self._store

@@ -12,6 +12,7 @@ from fabric.consumer import InputPort
 from fabric.errors import MessageTooLarge, PortClosed
 from fabric.producer import OutputPort
 from fabric.sync import SyncInputPort, SyncOutputPort
+from fabric.timing import Timing
 from tests.datapath.helpers import eventually, running_intermediary
 
 
@@ -231,7 +232,9 @@ async def test_ports_frozen_long_enough_to_be_declared_dead_are_taken_back():
         for i in range(10):
             await producer.send(i)
         await asyncio.wait_for(producer.flush(), 10)
-        time.sleep(0.5)  # the scenario itself: this event loop (both ports) freezes
+        # The scenario itself: this event loop (both ports) freezes for longer than a
+        # consumer may stay silent.
+        time.sleep(Timing().consumer_timeout + 0.3)
         await eventually(lambda: node.stats.peers_expired >= 2, 5, "both declared dead")
         for i in range(10, 20):
             await producer.send(i)

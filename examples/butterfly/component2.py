@@ -1,0 +1,59 @@
+"""Butterfly component 2: a consumer counting unique ids, duplicates and redeliveries.
+
+Parameters: ``out`` (a file: one record per delivered message — id u64, arrival time f64
+(``time.time()``), intermediary number u16, redelivered u8 — written on every progress tick and
+fsynced at the end). Prints ``progress {JSON}`` every 100 ms and ``received {JSON}`` when done,
+with the intermediary numbers' endpoints (``vias``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+import time
+
+CHANNEL = "butterfly"
+RECORD = struct.Struct("<QdHB")
+PROGRESS_EVERY = 0.1
+
+
+async def main(ctx) -> None:
+    path = ctx.params["out"]
+    seen: set[int] = set()
+    counts = {"delivered": 0, "unique": 0, "duplicates": 0, "redelivered": 0}
+    vias: dict[str, int] = {}
+    records = bytearray()
+    pack = RECORD.pack
+    now = time.time
+
+    def handle(msg) -> None:
+        ident = msg.payload
+        counts["delivered"] += 1
+        if ident in seen:
+            counts["duplicates"] += 1
+        else:
+            seen.add(ident)
+            counts["unique"] += 1
+        if msg.redelivered:
+            counts["redelivered"] += 1
+        via = vias.setdefault(msg.intermediary, len(vias))
+        records.extend(pack(ident, now(), via, msg.redelivered))
+
+    with open(path, "wb") as f:
+        await ctx.input(ctx.params.get("channel", CHANNEL), handle)
+        print("ready", flush=True)
+        while not ctx.stopping.is_set():
+            try:
+                await asyncio.wait_for(ctx.stopping.wait(), PROGRESS_EVERY)
+            except asyncio.TimeoutError:
+                pass
+            f.write(records)
+            records.clear()
+            print("progress " + json.dumps(counts), flush=True)
+        await ctx.drain()  # hand everything received to ``handle`` and acknowledge it
+        f.write(records)
+        f.flush()
+        os.fsync(f.fileno())
+    print("received " + json.dumps({**counts, "vias": {v: k for k, v in vias.items()}}),
+          flush=True)

@@ -1,0 +1,4 @@
+"""``python -m fabric``: the ``fabric`` command."""
+from fabric.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The butterfly demo: the whole fabric failing over, moving and draining, in one command."""

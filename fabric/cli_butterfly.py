@@ -1,0 +1,94 @@
+"""``fabric butterfly``: run the failover demo and print its report (or ``--json``).
+
+Exit codes: 0 the scenario ran and nothing was lost or duplicated; 1 something was lost or
+duplicated, or the scenario could not be run (the reason is one line on stderr).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _fail
+
+
+@click.command("butterfly")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as one JSON object on stdout (progress goes to stderr).")
+@click.option("--messages", type=click.IntRange(min=100), default=100_000, show_default=True,
+              help="Messages to send in total (over two producers).")
+@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Seconds the producers take to send them (sets the rate).")
+@click.option("--rate", type=click.FloatRange(min=0), default=0.0,
+              help="Messages per second per producer (overrides --duration).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw delivered messages per intermediary over time to this PNG.")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the logs and record files here [default: a new temporary directory].")
+def butterfly(as_json: bool, messages: int, duration: float, rate: float,
+              plot_path: str | None, work_dir: str | None) -> None:
+    """Run the butterfly failover demo: 3 name-service nodes, 2 intermediaries, 2 producers,
+    2 consumers; kill an intermediary, move it, drain the other, kill the name-service leader,
+    drain everything; then report what was sent, delivered, lost and duplicated."""
+    from fabric.butterfly.progress import Progress
+    from fabric.butterfly.scenario import EXAMPLES, Options, Scenario, ScenarioError
+
+    if not EXAMPLES.is_dir():
+        _fail(f"the butterfly components are not at {EXAMPLES} (run from a clone)", EXIT_USAGE)
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _fail("--plot needs matplotlib: pip install 'fabric[plot]'", EXIT_USAGE)
+    options = Options(messages=messages, rate=rate, duration=duration,
+                      work_dir=Path(work_dir) if work_dir else None)
+    progress = Progress(messages, sys.stderr)
+    try:
+        outcome = Scenario(options, progress).run()
+    except (ScenarioError, TimeoutError) as exc:
+        progress.close()
+        _fail(f"butterfly: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        progress.close()
+        _fail("butterfly: interrupted", EXIT_FAILED)
+    progress.close()
+    result = outcome.result
+    if plot_path:
+        from fabric.butterfly.plot import draw
+
+        draw(outcome, plot_path)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        _print_report(result, outcome.work_dir, plot_path, outcome.stalls)
+    if result["lost"] or result["duplicates"]:
+        sys.exit(EXIT_FAILED)
+
+
+def _print_report(result: dict, work_dir: str, plot_path: str | None, stalls: int) -> None:
+    ok = not result["lost"] and not result["duplicates"]
+    click.echo("")
+    click.echo("butterfly report")
+    click.echo(f"  sent         {result['sent']:>12,}")
+    click.echo(f"  delivered    {result['delivered']:>12,}")
+    click.echo(f"  lost         {result['lost']:>12,}")
+    click.echo(f"  duplicates   {result['duplicates']:>12,}")
+    click.echo(f"  redelivered  {result['redelivered']:>12,}   (flagged; consumers may see "
+               "these twice)")
+    click.echo(f"  failover     {result['failover_ms']:>12} ms (longest delivery pause after "
+               "the kill)")
+    click.echo(f"  re-resolve   {result['reresolve_ms']:>12} ms (registering -> in use by "
+               "every port)")
+    click.echo(f"  drain        {result['drain_ms']:>12} ms (intermediary b)")
+    click.echo(f"  throughput   {result['throughput_msgs_s']:>12,} msgs/s")
+    click.echo(f"  logs         {work_dir}")
+    if plot_path:
+        click.echo(f"  plot         {plot_path}")
+    if stalls:
+        click.echo(f"  note         processes logged {stalls} times that the host froze them "
+                   "(see the logs); a whole-host stall longer than the heartbeat timeout can "
+                   "make a message arrive twice")
+    click.echo("  " + ("OK: nothing lost, nothing duplicated" if ok
+                      else "FAILED: messages were lost or duplicated"))

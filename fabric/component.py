@@ -1,0 +1,277 @@
+"""The component runtime: run an ordinary ``async`` function as a fabric process.
+
+    async def main(ctx):                              # examples/butterfly/component1.py
+        out = await ctx.output("orders")
+        while not ctx.stopping.is_set():
+            await out.send({"order": 1})
+
+    $ fabric component run examples/butterfly/component1.py:main --name producer-1
+
+The runtime imports the function, gives it a :class:`ComponentContext` (its name, its
+parameters, ports by channel *name* and a ``stopping`` event), and keeps every port it opened
+connected to the intermediaries currently registered for its channel (:mod:`fabric.resolver`).
+It serves a control socket (``status``, ``drain``; :mod:`fabric.control`) registered as
+``process/<name>``. On SIGTERM, SIGINT or ``fabric drain NAME`` it deregisters, sets
+``stopping``, waits for the function to return, then drains every port (outputs: until what
+they sent is acknowledged; inputs: no new batches, everything received handled and
+acknowledged) and exits 0. What it could not flush within the drain timeout is reported and
+the exit code is 1. A function that returns by itself is drained the same way.
+
+Lines on stdout (for scripts and the butterfly demo): ``control ENDPOINT`` at start,
+``endpoints {JSON}`` after each change of
+a port's intermediaries, ``connected {JSON}`` once the connections to added ones are up,
+``drained {JSON}`` at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fabric import runner
+from fabric.consumer import Handler, InputPort
+from fabric.errors import ConfigError, FabricError
+from fabric.producer import OutputPort
+from fabric.registry import watch_channel
+from fabric.resolver import Change, Resolver
+
+log = logging.getLogger(__name__)
+
+CONNECT_WAIT_S = 10.0
+CONNECT_POLL_S = 0.001
+ComponentFunction = Callable[["ComponentContext"], Awaitable[Any]]
+
+
+def load_target(spec: str) -> ComponentFunction:
+    """``MODULE:FUNC`` or ``path/to/file.py:FUNC`` -> the function; :class:`ConfigError` if it
+    cannot be found or is not an ``async`` function. The current directory is importable."""
+    module_name, sep, func_name = spec.rpartition(":")
+    if not sep or not module_name or not func_name:
+        raise ConfigError(f"expected MODULE:FUNC, got {spec!r}")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ConfigError(f"no such file: {module_name}")
+            unique = f"_fabric_component_{path.stem}"
+            loader = importlib.util.spec_from_file_location(unique, path)
+            module = importlib.util.module_from_spec(loader)
+            sys.modules[unique] = module
+            loader.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise ConfigError(f"{module_name} has no {func_name}")
+    if not inspect.iscoroutinefunction(func):
+        raise ConfigError(f"{spec} is not an async function")
+    return func
+
+
+class ComponentContext:
+    """What a component function gets: its name, parameters, ports and a stopping event.
+
+    ``params``: the ``--param KEY=VALUE`` pairs given on the command line (strings).
+    ``stopping``: set when the process was asked to stop (SIGTERM, drain); the function should
+    stop producing and return. Ports opened here are drained and closed by the runtime.
+    """
+
+    def __init__(self, name: str, names: Any, params: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.params = dict(params or {})
+        self.stopping = asyncio.Event()
+        self._names = names
+        self.outputs: list[OutputPort] = []
+        self.inputs: list[InputPort] = []
+        self.resolvers: list[Resolver] = []
+        self.drain_timeout = 10.0
+        self._tasks: set[asyncio.Task] = set()
+        self._drained: asyncio.Future | None = None
+
+    async def output(self, channel: str, *, wait: float = 10.0, **options: Any) -> OutputPort:
+        """An :class:`OutputPort` on ``channel``, connected to its registered intermediaries
+        (waits up to ``wait`` seconds for the name service's first answer)."""
+        port = OutputPort(channel, **options)
+        await port.start()
+        self.outputs.append(port)
+        await self._follow(port, channel, wait)
+        return port
+
+    async def input(self, channel: str, handler: Handler, *, wait: float = 10.0,
+                    **options: Any) -> InputPort:
+        """An :class:`InputPort` on ``channel`` calling ``handler`` for each message."""
+        port = InputPort(channel, handler=handler, **options)
+        await port.start()
+        self.inputs.append(port)
+        await self._follow(port, channel, wait)
+        return port
+
+    async def _follow(self, port: Any, channel: str, wait: float) -> None:
+        def announce(change: Change) -> None:
+            line = {"channel": channel, "added": change.added, "removed": change.removed,
+                    "endpoints": sorted(port.endpoints), "at": change.at}
+            print("endpoints " + json.dumps(line), flush=True)
+            if change.added:
+                task = asyncio.ensure_future(_announce_connected(port, channel, change.added))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        resolver = Resolver(port, lambda: watch_channel(self._names, channel),
+                            on_change=announce)
+        self.resolvers.append(resolver.start())
+        try:
+            await resolver.first(wait)
+        except asyncio.TimeoutError:
+            raise FabricError(f"no answer from the name service about channel {channel!r} "
+                              f"within {wait:g} s") from None
+
+    async def drain(self) -> dict[str, Any]:
+        """Drain and close every port now (the runtime does it after the function returns;
+        a function calls it to act after its last message is handled). Returns the outcome
+        (``complete``, and what was ``left`` if not); later calls return the same outcome."""
+        if self._drained is None:
+            self._drained = asyncio.ensure_future(drain_ports(self, self.drain_timeout))
+        return await asyncio.shield(self._drained)
+
+    @property
+    def ports(self) -> list[OutputPort | InputPort]:
+        """Every port opened through this context, outputs first."""
+        return [*self.outputs, *self.inputs]
+
+
+async def _announce_connected(port: Any, channel: str, endpoints: tuple[str, ...],
+                              timeout: float = CONNECT_WAIT_S) -> None:
+    """Print ``connected {JSON}`` once the port's connections to ``endpoints`` are up (the
+    moment a re-resolved intermediary is really in use), or give up after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not set(endpoints) <= set(port.connected):
+        if loop.time() > deadline:
+            return
+        await asyncio.sleep(CONNECT_POLL_S)
+    line = {"channel": channel, "endpoints": list(endpoints), "at": time.time()}
+    print("connected " + json.dumps(line), flush=True)
+
+
+async def drain_ports(ctx: ComponentContext, timeout: float) -> dict[str, Any]:
+    """Stop following the name service, then drain every port of ``ctx`` within ``timeout``
+    seconds (:func:`fabric.runner.drain_ports`: outputs first, then inputs). The outcome:
+    ``complete``, what was ``left`` if the time ran out, and each port's report."""
+    for resolver in ctx.resolvers:
+        await resolver.close()
+    for task in list(ctx._tasks):  # noqa: SLF001 - the context's own announcements
+        task.cancel()
+    reports = [r.to_dict() for r in await runner.drain_ports(ctx.ports, timeout)]
+    return {"complete": all(r["complete"] for r in reports),
+            "left_messages": sum(r["left_messages"] for r in reports),
+            "left": [item for r in reports for item in r["left"]], "reports": reports}
+
+
+class ComponentProcess:
+    """One component function run as a process: its control socket, its registration as
+    ``process/<name>``, and the drain (on SIGTERM, a control request, or when it returns)."""
+
+    def __init__(self, func: ComponentFunction, name: str, names: Any, *,
+                 params: dict[str, str] | None = None, drain_timeout: float = 10.0,
+                 control: str = "tcp://127.0.0.1:0") -> None:
+        self.ctx = ComponentContext(name, names, params)
+        self.ctx.drain_timeout = drain_timeout
+        self.func = func
+        self.name = name
+        self.names = names
+        self.drain_timeout = drain_timeout
+        self.control_endpoint = control
+        self._task: asyncio.Task | None = None
+        self._registration: Any = None
+        self._drain_asked = asyncio.Event()
+        self.failed = False
+
+    def status(self) -> dict[str, Any]:
+        """The control socket's ``status``: kind, name, channel, endpoints, in-flight counts
+        and every port's counters."""
+        return runner.ports_status(self.name, self.ctx.ports, self.ctx.stopping.is_set())
+
+    async def _drain(self, timeout: float | None) -> dict[str, Any]:
+        """Deregister, stop the function, drain the ports; the drain report as a dict."""
+        self._drain_asked.set()
+        timeout = self.drain_timeout if timeout is None else timeout
+        started = time.monotonic()
+        if self._registration is not None:
+            try:
+                await self._registration.close()
+            except Exception as exc:  # the lease expires by itself
+                log.warning("could not deregister %s: %s", self.name, exc)
+        self.ctx.stopping.set()
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except asyncio.TimeoutError:
+                log.error("%s did not return within %.1f s of being asked to stop",
+                          self.name, timeout)
+                task.cancel()
+            except Exception:
+                pass  # reported below
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            exc = task.exception()
+            log.error("%s failed: %s", self.name, exc, exc_info=exc)
+            self.failed = True
+        self.ctx.drain_timeout = max(0.001, timeout - (time.monotonic() - started))
+        outcome = dict(await self.ctx.drain())
+        elapsed = time.monotonic() - started
+        return {"kind": "component", "name": self.name, **outcome,
+                "elapsed_ms": round(elapsed * 1000, 1)}
+
+    async def run(self) -> int:
+        """Run until the function returns or a drain is asked for, then drain; the exit code:
+        0 drained, 1 the function failed or something could not be flushed."""
+        from fabric.control import ControlServer
+        from fabric.registry import process_name
+
+        server = ControlServer(self.status, self._drain, self.control_endpoint).start()
+        print(f"control {server.endpoint}", flush=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.drain_task)
+        try:
+            self._registration = await self.names.register(
+                process_name(self.name), server.endpoint, {"kind": "component"})
+            self._task = asyncio.ensure_future(self.func(self.ctx))
+            asked = asyncio.ensure_future(self._drain_asked.wait())
+            await asyncio.wait({self._task, asked}, return_when=asyncio.FIRST_COMPLETED)
+            asked.cancel()
+            report = await server.drain_task()  # the one asked for, or started now
+            await server.answered()  # a waiting ``fabric drain`` gets its answer first
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            server.close()
+        if not report["complete"]:
+            for item in report["left"]:
+                log.error("not flushed: %s", item)
+        print("drained " + json.dumps({**report, "status": self.status()}), flush=True)
+        return 1 if self.failed or not report["complete"] else 0
+
+
+async def run_component(func: ComponentFunction, name: str, names: Any, *,
+                        params: dict[str, str] | None = None, drain_timeout: float = 10.0,
+                        control: str = "tcp://127.0.0.1:0") -> int:
+    """Run ``func`` as the component ``name`` until it returns or is asked to stop (SIGTERM,
+    SIGINT, ``fabric drain``), then drain; the process exit code (0 drained, 1 not).
+    ``control``: where the control socket binds."""
+    return await ComponentProcess(func, name, names, params=params,
+                                  drain_timeout=drain_timeout, control=control).run()

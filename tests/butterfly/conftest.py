@@ -1,0 +1,76 @@
+"""Fixtures for real-process tests of components: a name service and fabric processes on
+127.0.0.1, all killed at teardown whatever happened."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fabric.butterfly.fleet import Fleet, Proc
+from nameservice.server.local import LocalCluster
+
+ROOT = str(Path(__file__).resolve().parents[2])
+EXAMPLES = Path(ROOT) / "examples" / "butterfly"
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.01):
+    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Deployment:
+    """A name service plus fabric processes started through the ``fabric`` command."""
+
+    def __init__(self, tmp: Path, cluster: LocalCluster, fleet: Fleet) -> None:
+        self.tmp = tmp
+        self.cluster = cluster
+        self.fleet = fleet
+        self.ns = cluster.ns_arg
+        self.channel = f"test-{os.getpid()}-{time.monotonic_ns()}"
+
+    def fabric(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "fabric", *args]
+
+    def intermediary(self, name: str) -> tuple[Proc, str]:
+        """Start an intermediary and wait until it is registered; (process, endpoint)."""
+        proc = self.fleet.start(name, self.fabric(
+            "intermediary", "--channel", self.channel, "--name", name, "--ns", self.ns))
+        _, line = proc.wait_line("registered", 30)
+        return proc, json.loads(line.partition(" ")[2])["endpoint"]
+
+    def component(self, name: str, module: str, **params) -> Proc:
+        argv = self.fabric("component", "run", f"{EXAMPLES / module}:main", "--name", name,
+                           "--ns", self.ns, "--param", f"channel={self.channel}")
+        for key, value in params.items():
+            argv += ["--param", f"{key}={value}"]
+        return self.fleet.start(name, argv)
+
+    def consumer(self, name: str) -> tuple[Proc, Path]:
+        out = self.tmp / f"{name}.bin"
+        proc = self.component(name, "component2.py", out=out)
+        proc.wait_line("ready", 30)
+        return proc, out
+
+    @staticmethod
+    def progress(proc: Proc) -> dict:
+        """A consumer's counts: final once it reported them, else its latest progress."""
+        return (proc.latest_json("received") or proc.latest_json("progress")
+                or {"unique": 0, "delivered": 0, "duplicates": 0})
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    with LocalCluster(tmp_path / "ns", 1) as cluster, Fleet(ROOT, tmp_path) as fleet:
+        cluster.start()
+        yield Deployment(tmp_path, cluster, fleet)

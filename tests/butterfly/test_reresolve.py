@@ -1,0 +1,52 @@
+"""Live re-resolve with real processes: an intermediary restarted on another port is used by
+running producers and consumers, with no restart of either."""
+from __future__ import annotations
+
+
+import pytest
+
+from fabric.butterfly.report import read_deliveries
+from tests.butterfly.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _endpoints_lines(proc) -> list[dict]:
+    return [line for _, line in proc.json_lines("endpoints")]
+
+
+def test_running_ports_follow_an_intermediary_restarted_on_another_port(deployment):
+    d = deployment
+    first, old = d.intermediary("mover")
+    consumer, out = d.consumer("consumer")
+    producer = d.component("producer", "component1.py", index=1, rate=2000)
+    wait_for(lambda: d.progress(consumer)["unique"] > 500, 30, "delivery through the first")
+
+    first.kill()
+    _, new = d.intermediary("mover-again")
+    assert new != old
+    for proc in (producer, consumer):
+        wait_for(lambda p=proc: any(new in ln["added"] for ln in _endpoints_lines(p)), 10,
+                 f"{proc.name} to add {new}")
+        wait_for(lambda p=proc: any(new in ln["endpoints"] for _, ln in p.json_lines("connected")),
+                 10, f"{proc.name}'s connection to {new} to be up")
+    # The killed one's lease expires and the ports let go of it.
+    for proc in (producer, consumer):
+        wait_for(lambda p=proc: any(old in ln["removed"] for ln in _endpoints_lines(p)), 10,
+                 f"{proc.name} to let go of {old}")
+    delivered = d.progress(consumer)["unique"]
+    wait_for(lambda: d.progress(consumer)["unique"] > delivered + 1000, 30,
+             "delivery through the moved intermediary")
+
+    producer.signal(15)
+    assert producer.wait(30) == 0
+    consumer.signal(15)
+    assert consumer.wait(30) == 0
+    sent = producer.latest_json("sent")["count"]
+    received = consumer.latest_json("received")
+    vias = {int(k): v for k, v in received["vias"].items()}
+    deliveries = read_deliveries(out.read_bytes(), vias)
+    ids = {x.ident & ((1 << 40) - 1) for x in deliveries}
+    assert ids == set(range(sent))
+    assert len(deliveries) == sent  # nothing twice
+    assert {x.via for x in deliveries} == {old, new}
