@@ -53,6 +53,10 @@ from nameservice.raft.validate import is_valid
 _EARLY = frozenset(
     {msg.AppendRequest, msg.Heartbeat, msg.SnapshotRequest, msg.TimeoutNow, msg.VoteRequest}
 )
+# Acknowledgements that promise nothing about this node's disk: they may leave at once, so a
+# follower busy writing still confirms its leader (quorum check, ReadIndex). Only once their term
+# is durable, though: a term is never announced before it is on disk.
+_EARLY_ACKS = frozenset({msg.HeartbeatResponse, msg.ReadIndexResponse})
 
 FOLLOWER = Role.FOLLOWER
 PRE_CANDIDATE = Role.PRE_CANDIDATE
@@ -569,7 +573,8 @@ class RaftCore(LeaderMixin):
     # ------------------------------------------------------------------ plumbing
 
     def _send(self, m: msg.Message) -> None:
-        if type(m) in _EARLY:
+        t = type(m)
+        if t in _EARLY or (t in _EARLY_ACKS and m.term == self._persisted_hard_state.term):
             self._early.append(m)
         else:
             self._msgs.append(m)

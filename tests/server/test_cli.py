@@ -161,7 +161,7 @@ def test_ns_start_runs_one_node_until_sigterm(tmp_path):
 
 def test_put_with_a_ttl_is_deleted_when_its_lease_runs_out(cluster):
     ns = cluster.ns_arg
-    put = fabric("kv", "put", "cli/ttl", "brief", "--ttl", "1", ns=ns)
+    put = fabric("kv", "put", "cli/ttl", "brief", "--ttl", "3", ns=ns)
     assert put.returncode == 0 and b"lease " in put.stderr
     revision = int(put.stderr.split(b"revision ")[1].split()[0])
     # Replaying the key's history from the put: how long a later command takes to start

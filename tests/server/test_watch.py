@@ -14,7 +14,7 @@ import pytest
 
 from nameservice.client import NameServiceClient, SyncNameServiceClient, Watch
 from nameservice.errors import Compacted
-from tests.server.conftest import leader_of, wait_until
+from tests.server.conftest import caught_up, leader_of, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -203,6 +203,8 @@ async def test_a_watch_older_than_every_nodes_history_fails_with_compacted(make_
     async with NameServiceClient(cluster.ns_arg) as client:
         for i in range(20):
             await client.put(f"c/{i}", "v")
+        # A follower still behind revision 3 would rightly serve the watch from its future.
+        await wait_until(lambda: caught_up(client, cluster), 10, "every node to apply the puts")
         watch = client.watch("c/", start_revision=3)
         with pytest.raises(Compacted) as info:
             async for _ in watch:

@@ -1,0 +1,24 @@
+"""The status report of a node: what ``fabric ns status`` shows."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def status_report(node: Any) -> dict:
+    """Role, term, leader, indexes, state-machine sizes and every counter of ``node``."""
+    core = node.core
+    counters = dict(node.counters)
+    if node.transport is not None:
+        counters["peer_send_drops"] = node.transport.peer_drops
+        counters["reply_drops"] = node.transport.reply_drops
+    counters.update(core.counters)
+    counters.update(node.watches.counters)
+    stats = node.machine.stats()
+    return {
+        "id": node.settings.id, "address": node.settings.address, "role": core.role.value,
+        "term": core.term, "leader": core.leader, "leader_address": node._leader_address(),
+        "commit_index": core.commit_index, "applied_index": node.machine.applied_index,
+        "last_index": core.last_index, "revision": node.machine.revision,
+        "keys": stats["keys"], "leases": stats["leases"],
+        "watches": len(node.watches), "counters": counters, "stale": node.stale.status(),
+    }
