@@ -110,13 +110,19 @@ class RequestIntake:
                 self._reads.append((identity, rid, op, key, limit))
                 self._pending_reads += 1
 
-    def _handle_write(self, identity: bytes, rid: int, w: list, size: int) -> None:
+    def _leading_or_redirect(self, identity: bytes, rid: int, w: list) -> bool:
+        """True on the leader; elsewhere park the request (no leader known) or redirect it."""
         core = self.core
-        if core.role is not Role.LEADER:
-            if core.leader == NONE:
-                self._park(identity, w)
-            else:
-                self._reply(identity, rid, wire.ST_NOT_LEADER, self._leader_address())
+        if core.role is Role.LEADER:
+            return True
+        if core.leader == NONE:
+            self._park(identity, w)
+        else:
+            self._reply(identity, rid, wire.ST_NOT_LEADER, self._leader_address())
+        return False
+
+    def _handle_write(self, identity: bytes, rid: int, w: list, size: int) -> None:
+        if not self._leading_or_redirect(identity, rid, w):
             return
         try:
             if len(w) != 3:
@@ -143,12 +149,7 @@ class RequestIntake:
 
     def _keepalive(self, identity: bytes, rid: int, w: list) -> None:
         """Renew a lease from the leader's memory (no log entry); see server/leases.py."""
-        core = self.core
-        if core.role is not Role.LEADER:
-            if core.leader == NONE:
-                self._park(identity, w)
-            else:
-                self._reply(identity, rid, wire.ST_NOT_LEADER, self._leader_address())
+        if not self._leading_or_redirect(identity, rid, w):
             return
         try:
             lease_id = wire.keepalive_args(w)

@@ -12,21 +12,10 @@ import pytest
 
 from fabric.butterfly.fleet import Fleet, Proc
 from nameservice.server.local import LocalCluster
+from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests here)
 
 ROOT = str(Path(__file__).resolve().parents[2])
 EXAMPLES = Path(ROOT) / "examples" / "butterfly"
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.01):
-    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Deployment:

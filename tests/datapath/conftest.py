@@ -13,21 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.datapath.procs import count_records
+from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests here)
 
 FABRIC = str(Path(sys.executable).with_name("fabric"))
 ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.005):
-    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def read_line(proc: subprocess.Popen, timeout: float, what: str) -> str:
