@@ -22,11 +22,12 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _procs import Procs, line
 
 ROOT = Path(__file__).resolve().parents[1]
 FABRIC = str(Path(sys.executable).with_name("fabric"))
@@ -86,44 +87,8 @@ async def _consumer(args) -> None:
               "gap_ms": max(gaps, default=0) * 1000})
 
 
-class Procs:
-    """Children of one trial; all killed on exit."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, argv: list[str]) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env=env, text=True)
-        self.procs.append(proc)
-        return proc
-
-    def role(self, role: str, **opts) -> subprocess.Popen:
-        argv = [sys.executable, __file__, "--role", role]
-        for key, value in opts.items():
-            argv += [f"--{key}", str(value)]
-        return self.spawn(argv)
-
-    def __enter__(self) -> "Procs":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-
-def line(proc: subprocess.Popen) -> dict:
-    text = proc.stdout.readline()
-    if not text:
-        raise RuntimeError(f"child exited early with code {proc.wait()}")
-    return json.loads(text) if text.startswith("{") else {"line": text.strip()}
-
-
 def trial(count: int, rate: int, mark_file: str) -> dict:
-    with Procs() as procs:
+    with Procs(__file__) as procs:
         inters, endpoints = [], []
         for _ in range(2):
             proc = procs.spawn([FABRIC, "intermediary", "--channel", "drainbench"])

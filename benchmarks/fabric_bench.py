@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _procs import Procs, line
+
 ROOT = Path(__file__).resolve().parents[1]
 FABRIC = str(Path(sys.executable).with_name("fabric"))
 PAYLOAD = 100
@@ -212,42 +214,6 @@ async def _fabric_consumer(args) -> None:
 
 # -- orchestration --------------------------------------------------------------------------
 
-class Procs:
-    """Children of one measurement; all killed on exit."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, argv: list[str]) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env=env, text=True)
-        self.procs.append(proc)
-        return proc
-
-    def role(self, role: str, **opts) -> subprocess.Popen:
-        argv = [sys.executable, __file__, "--role", role]
-        for key, value in opts.items():
-            argv += [f"--{key}", str(value)]
-        return self.spawn(argv)
-
-    def __enter__(self) -> "Procs":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-
-def line(proc: subprocess.Popen) -> dict:
-    text = proc.stdout.readline()
-    if not text:
-        raise RuntimeError(f"child exited early with code {proc.wait()}")
-    return json.loads(text) if text.startswith("{") else {"line": text.strip()}
-
-
 def vm_hwm_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for text in f:
@@ -257,7 +223,7 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 def run_plain(count: int, mode: str, rate: int = 0) -> dict:
-    with Procs() as procs:
+    with Procs(__file__) as procs:
         proxies = [line(procs.role("proxy")) for _ in range(2)]
         pull = procs.role("plain-pull", endpoints=",".join(p["back"] for p in proxies),
                           count=count, mode=mode)
@@ -279,7 +245,7 @@ def start_intermediaries(procs: Procs) -> tuple[list[subprocess.Popen], list[str
 
 def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False,
                how: int = signal.SIGKILL) -> dict:
-    with Procs() as procs:
+    with Procs(__file__) as procs:
         inters, endpoints = start_intermediaries(procs)
         eps = ",".join(endpoints)
         consumer = procs.role("fabric-consumer", endpoints=eps, count=count, mode=mode)
