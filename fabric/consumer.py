@@ -16,6 +16,10 @@ are remembered (the oldest are forgotten first, counted in ``stats.window_evicti
 When an intermediary is lost, the port sends through a survivor, for every batch that came
 through it, an ACK with the HOLD flag: what is handled is acknowledged and the rest is claimed,
 so the producer does not resend it (which could hand it to another consumer, a duplicate).
+A producer that lost an intermediary also asks (CLAIM, through each survivor) before it resends
+anything: the port answers once it has itself seen that intermediary go (or a heartbeat timeout
+later), with its claims for that producer's batches that came through it, then CLAIMED, all on
+the connection the question came from, so the answer cannot overtake the claims.
 
 Draining: ``drain()`` sends DRAIN to every intermediary (route nothing more here), handles and
 acknowledges everything already received, and closes once each intermediary has answered DRAIN
@@ -48,7 +52,7 @@ import zmq.asyncio
 from fabric import protocol as p
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch
 from fabric.errors import ConfigError, DecodeError
-from fabric.links import Link, LinkSet
+from fabric.links import Link, LinkSet, tcp_endpoint
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -57,13 +61,15 @@ ACK_FLUSH_ENTRIES = 64
 YIELD_EVERY = 0.02  # seconds of handler work after which delivery yields to the event loop
 INLINE_MAX = 16  # batches this small are delivered as they arrive when the port is idle
 MAX_PRODUCERS = 10_000
+MAX_PENDING_CLAIMS = 10_000  # CLAIMs waiting for our own verdict on their intermediary
+HOLD_ENTRIES = 4096  # entries per ACK frame of claims
 
 
 class _BatchState:
     """A batch this port received: how much of it is handled, and where to acknowledge it."""
 
     __slots__ = ("producer_id", "first_seq", "count", "handled", "done", "via", "charged",
-                 "charged_epoch", "redelivered", "port")
+                 "charged_epoch", "redelivered", "port", "through")
 
     def __init__(self, producer_id: bytes, first_seq: int, count: int, skip: int,
                  via: Link, redelivered: bool, port: "InputPort") -> None:
@@ -77,6 +83,7 @@ class _BatchState:
         self.charged_epoch = via.epoch
         self.redelivered = redelivered
         self.port = port
+        self.through = via.endpoint  # the intermediary of the last copy received (kept on loss)
 
 
 class Message:
@@ -149,6 +156,18 @@ class _ProducerWindow:
 
 
 @dataclass(slots=True)
+class _PendingClaim:
+    """A CLAIM received through ``via``, waiting for our own verdict on ``lost``."""
+
+    claim: p.Claim
+    via: Link
+    via_gen: int
+    lost: Link | None
+    lost_gen: int
+    deadline: float
+
+
+@dataclass(slots=True)
 class InputStats:
     """Counters of an input port."""
 
@@ -202,6 +221,7 @@ class InputPort:
         self._acks: dict[tuple[Link | None, bytes], dict[int, int]] = {}
         self._ack_entries = 0
         self._holds: dict[bytes, dict[int, int]] = {}  # rerouted, waiting for a live link
+        self._claims: list[_PendingClaim] = []  # CLAIMs not answered yet
         self._closed = False
         self._draining = False
         self._tasks: list[asyncio.Task] = []
@@ -360,6 +380,8 @@ class InputPort:
             elif kind == p.T_DRAIN:
                 p.decode(frame)
                 self._on_drain_answer(link)
+            elif kind == p.T_CLAIM:
+                self._on_claim(link, frame)
             elif kind != p.T_HEARTBEAT:
                 raise DecodeError(f"frame type {kind} is not sent to a consumer")
             elif len(frame) != 2:
@@ -381,6 +403,7 @@ class InputPort:
             self.stats.duplicate_batches += 1
             link.owed += count
             known.via = link
+            known.through = link.endpoint
             if known.handled:
                 self._add_ack(known)
             return
@@ -592,6 +615,7 @@ class InputPort:
     def _on_link_down(self, link: Link, silence: float) -> None:
         self.stats.intermediaries_lost += 1
         self._reroute(link)
+        self._answer_claims()
 
     def _reroute(self, link: Link) -> None:
         """Claim, through the survivors, every batch that came through a lost intermediary."""
@@ -618,11 +642,59 @@ class InputPort:
                 if not any(lk.send(frame) for lk in live):
                     self._holds.setdefault(pid, {}).update(items[start:start + 4096])
 
+    def _on_claim(self, link: Link, frame: bytes) -> None:
+        """A producer lost an intermediary and asks what we hold of what came through it."""
+        claim = p.decode(frame)
+        assert isinstance(claim, p.Claim)
+        lost = self._links.find(claim.lost)
+        deadline = asyncio.get_running_loop().time() + self.timing.timeout
+        pending = _PendingClaim(claim, link, link.gen, lost, lost.gen if lost else 0, deadline)
+        if len(self._claims) >= MAX_PENDING_CLAIMS:
+            pending.deadline = 0.0  # no room to wait: answer with what we know now
+        self._claims.append(pending)
+        self._answer_claims()
+
+    def _answer_claims(self) -> None:
+        """Answer each CLAIM whose intermediary we have seen go ourselves (so every batch that
+        came through it has been read), or whose wait is over (it may still be up for us)."""
+        if not self._claims:
+            return
+        now = asyncio.get_running_loop().time()
+        waiting = []
+        for pending in self._claims:
+            via, lost = pending.via, pending.lost
+            if via.gen != pending.via_gen or not via.up:
+                continue  # the question's connection is gone: that intermediary stops waiting
+            # Settled: gone, or back on a new connection (the question came through it).
+            settled = (lost is None or lost is via or lost.gen != pending.lost_gen
+                       or not lost.up)
+            if not (settled or now >= pending.deadline) or not self._answer(pending):
+                waiting.append(pending)
+        self._claims = waiting
+
+    def _answer(self, pending: "_PendingClaim") -> bool:
+        """Claims (ACK with HOLD) for the producer's batches that came through the lost
+        intermediary, then CLAIMED, on the question's connection; False if it could not send."""
+        claim, via = pending.claim, pending.via
+        window = self._producers.get(claim.producer_id)
+        lost = tcp_endpoint(claim.lost)
+        entries = [] if window is None else [
+            (state.first_seq, state.handled) for state in window.batches.values()
+            if state.through == lost]
+        cid = self.consumer_id
+        for start in range(0, len(entries), HOLD_ENTRIES):
+            frame = p.encode(p.Ack(claim.producer_id, cid, 0,
+                                   tuple(entries[start:start + HOLD_ENTRIES]), hold=True))
+            if not via.send(frame):
+                return False
+        return via.send(p.encode(p.Claimed(claim.round, claim.producer_id)))
+
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.timing.tick)
             self._links.tick(loop.time())
             self._send_holds()
+            self._answer_claims()
             if not self._queue:
                 self._flush_acks()

@@ -28,6 +28,9 @@ Rules:
   it held (its producers resend that through the others, as after any loss);
 - a consumer that sends DRAIN is leaving: no new batch goes to it, and once everything sent to
   it is acknowledged it gets DRAIN back (each DRAIN is answered once, in order);
+- a producer that lost another intermediary sends CLAIM: it is forwarded to every consumer,
+  and once each has answered CLAIMED (after its claims, on the same connection) or was declared
+  gone, the producer gets one CLAIMED back, flagged UNANSWERED if a consumer never answered;
 - if this process itself was frozen long enough for its peers to give up on it (SIGSTOP, a
   stalled host; see ``Timing.frozen``) it rebinds its socket, so that every peer sees it as a
   new process and no stale batch is delivered.
@@ -60,6 +63,7 @@ MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they com
 REBIND_PATIENCE = 5.0  # seconds to wait for our old port to be released
 DRAIN_LINGER_MS = 1000  # after a drain, time given to the last acks to leave the socket
 READ_CHECK_EVERY = 256  # frames handled between looks at the clock while reading a backlog
+MAX_ROUNDS = 10_000  # claim rounds waiting for consumers; beyond, a CLAIM is answered at once
 
 
 @dataclass(slots=True)
@@ -73,6 +77,14 @@ class _Peer:
     drain_pending: bool = False  # producer: told we drain, has not answered yet
     leaving: bool = False  # consumer: sent DRAIN, gets no new batches
     drains_owed: int = 0  # consumer: DRAIN answers due once its in-flight batches are acked
+
+
+@dataclass(slots=True)
+class _Round:
+    """A producer's claim round: the consumers that have not answered yet."""
+
+    waiting: set[bytes]
+    unanswered: bool = False  # a consumer left the round without answering
 
 
 @dataclass(slots=True)
@@ -90,6 +102,8 @@ class IntermediaryStats:
     unroutable: int = 0
     peers_expired: int = 0
     who_sent: int = 0
+    claim_rounds: int = 0
+    unknown_claims: int = 0  # CLAIMED for a round that is not open, or from a consumer not asked
     rebinds: int = 0
     control_requests: int = 0
 
@@ -117,6 +131,7 @@ class Intermediary:
         self._peers: dict[bytes, _Peer] = {}
         self._queue: deque[tuple[bytes, bytes, bytes, int, int]] = deque()
         self._queue_bytes = 0
+        self._rounds: dict[tuple[bytes, int], _Round] = {}  # (producer id, round) -> round
         self._sock: zmq.Socket | None = None
         self._stopped = False
         self._last_tick = self._last_beat = self._now = 0.0
@@ -234,6 +249,7 @@ class Intermediary:
             "endpoints": [self.endpoint], "draining": self._draining,
             "producers": sum(pr.alive for pr in producers), "consumers": len(consumers),
             "consumers_leaving": sum(c.leaving for c in consumers),
+            "claim_rounds_open": len(self._rounds),
             "in_flight": {"queued_messages": sum(item[4] for item in self._queue),
                           "queued_bytes": self._queue_bytes,
                           "at_consumers": sum(e[1] - e[2] for c in consumers
@@ -359,6 +375,7 @@ class Intermediary:
         self._peers.clear()
         self._queue.clear()
         self._queue_bytes = 0
+        self._rounds.clear()
         # libzmq releases the old listening port asynchronously: retry for a while.
         deadline = time.monotonic() + REBIND_PATIENCE
         while True:
@@ -400,6 +417,10 @@ class Intermediary:
             elif kind == p.T_DRAIN:
                 p.decode(frame)
                 self._on_drain_frame(rid, peer)
+            elif kind == p.T_CLAIM:
+                self._on_claim(rid, peer, frame)
+            elif kind == p.T_CLAIMED:
+                self._on_claimed(rid, frame)
             else:
                 raise DecodeError(f"frame type {kind} is not sent to an intermediary")
         except DecodeError as exc:
@@ -429,6 +450,7 @@ class Intermediary:
                 # A new connection: what was in flight on the old one may be lost. The consumer
                 # drops copies of what it did receive; the rest reaches someone, flagged.
                 self._requeue_inflight(old)
+                self._leave_rounds(rid)  # a CLAIM sent on the old connection may be lost too
             self._peers[rid] = _Peer(hello.role, rid, self._now, credit=hello.credit)
         self._send(rid, p.heartbeat_frame())
         if self._draining and hello.role == p.ROLE_PRODUCER:
@@ -505,10 +527,12 @@ class Intermediary:
         if peer is not None and peer.role == p.ROLE_CONSUMER:
             peer.credit += credit
             inflight = peer.inflight
+            hold = frame[2] & p.ACK_HOLD  # claims of batches that came through another one
             for seq, handled in p.ack_entries(frame):
                 entry = inflight.get((pid, seq))
                 if entry is None:
-                    self.stats.unknown_acks += 1
+                    if not hold:
+                        self.stats.unknown_acks += 1
                 elif handled >= entry[1]:
                     del inflight[(pid, seq)]
                 elif handled > entry[2]:
@@ -520,6 +544,55 @@ class Intermediary:
                 self.stats.acks_forwarded += 1
         if credit and self._queue:
             self._dispatch_queue()
+
+    # -- claim rounds -------------------------------------------------------------------------
+
+    def _on_claim(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
+        """Forward a producer's CLAIM to every consumer; answer once all have answered."""
+        claim = p.decode(frame)
+        assert isinstance(claim, p.Claim)
+        if rid != PRODUCER_PREFIX + claim.producer_id:
+            raise DecodeError("CLAIM from a peer that is not that producer")
+        if peer is None:
+            self._ask_who(rid)  # the round is served all the same: it needs no producer record
+        self.stats.claim_rounds += 1
+        key = (claim.producer_id, claim.round)
+        if key not in self._rounds and len(self._rounds) >= MAX_ROUNDS:
+            self._send(rid, p.encode(p.Claimed(claim.round, claim.producer_id, unanswered=True)))
+            return
+        consumers = [peer.rid for peer in self._peers.values() if peer.role == p.ROLE_CONSUMER]
+        waiting = {cid for cid in consumers if self._send(cid, frame)}
+        rnd = self._rounds.setdefault(key, _Round(set()))
+        rnd.waiting |= waiting
+        rnd.unanswered |= len(waiting) < len(consumers)
+        if not rnd.waiting:
+            self._finish_round(key, rnd)
+
+    def _on_claimed(self, rid: bytes, frame: bytes) -> None:
+        claimed = p.decode(frame)
+        assert isinstance(claimed, p.Claimed)
+        key = (claimed.producer_id, claimed.round)
+        rnd = self._rounds.get(key)
+        if rnd is None or rid not in rnd.waiting:
+            self.stats.unknown_claims += 1
+            return
+        rnd.waiting.discard(rid)
+        if not rnd.waiting:
+            self._finish_round(key, rnd)
+
+    def _leave_rounds(self, consumer_rid: bytes) -> None:
+        """A consumer will not answer (declared gone, or reconnected): stop waiting for it."""
+        for key, rnd in list(self._rounds.items()):
+            if consumer_rid in rnd.waiting:
+                rnd.waiting.discard(consumer_rid)
+                rnd.unanswered = True
+                if not rnd.waiting:
+                    self._finish_round(key, rnd)
+
+    def _finish_round(self, key: tuple[bytes, int], rnd: _Round) -> None:
+        del self._rounds[key]
+        pid, number = key
+        self._send(PRODUCER_PREFIX + pid, p.encode(p.Claimed(number, pid, rnd.unanswered)))
 
     def _ask_who(self, rid: bytes) -> None:
         self.stats.who_sent += 1
@@ -562,6 +635,7 @@ class Intermediary:
         for other in list(self._peers.values()):
             if other.role == p.ROLE_PRODUCER and other.alive:
                 self._send(other.rid, gone)
+        self._leave_rounds(peer.rid)  # after PEER_GONE: the producer learns that first
         self._dispatch_queue()
 
     def _tick(self, now: float) -> None:

@@ -114,6 +114,11 @@ class LinkSet:
         """Links that are up."""
         return [link for link in self._links.values() if link.up]
 
+    def find(self, endpoint: str) -> Link | None:
+        """The link (in use or retiring) to ``endpoint``, if any."""
+        endpoint = tcp_endpoint(endpoint)
+        return self._links.get(endpoint) or self._retiring.get(endpoint)
+
     def by_load(self, avoid: Link | None = None) -> list[Link]:
         """Live links that take new batches (not draining), least loaded first; ``avoid`` goes
         last."""
@@ -126,8 +131,7 @@ class LinkSet:
 
     def add(self, endpoint: str) -> Link:
         """Connect to one more intermediary (no-op if already connected)."""
-        if not endpoint.startswith("tcp://") and "://" not in endpoint:
-            endpoint = "tcp://" + endpoint
+        endpoint = tcp_endpoint(endpoint)
         link = self._links.get(endpoint)
         if link is None:
             link = self._retiring.pop(endpoint, None)
@@ -143,7 +147,7 @@ class LinkSet:
 
     def remove(self, endpoint: str) -> Link | None:
         """Disconnect from an intermediary; returns its link (now closed) if it was known."""
-        link = self._links.pop(_tcp(endpoint), None)
+        link = self._links.pop(tcp_endpoint(endpoint), None)
         if link is not None:
             self._shut(link)
         return link
@@ -151,7 +155,7 @@ class LinkSet:
     def retire(self, endpoint: str) -> Link | None:
         """Stop using an intermediary but keep the connection open (draining, not reopened
         when lost) until the owner calls :meth:`drop`; returns the link if it was known."""
-        link = self._links.pop(_tcp(endpoint), None)
+        link = self._links.pop(tcp_endpoint(endpoint), None)
         if link is not None:
             link.retiring = link.draining = True
             self._retiring[link.endpoint] = link
@@ -313,7 +317,8 @@ class LinkSet:
             self._on_frame(link, frame)
 
 
-def _tcp(endpoint: str) -> str:
+def tcp_endpoint(endpoint: str) -> str:
+    """``HOST:PORT`` -> ``tcp://HOST:PORT`` (endpoints with a scheme are kept as they are)."""
     return endpoint if "://" in endpoint else "tcp://" + endpoint
 
 

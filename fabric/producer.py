@@ -16,9 +16,11 @@ batch (``batch_bytes``), whatever the number of messages sent.
 
 Failover: an intermediary is declared lost when its connection closes (socket monitor) or when
 it stays silent for the heartbeat timeout. Its unacknowledged batches are resent through the
-others after a short settle time (see ``Timing.settle``) that lets consumers reroute their
-acknowledgements first; batches a consumer claims (ACK with the HOLD flag) are not resent
-unless that consumer is reported gone, in which case they are resent flagged redelivered.
+others once a *claim round* is over: the port sends CLAIM through every live intermediary, each
+forwards it to all its consumers, and each consumer first claims (ACK with the HOLD flag) what it
+received through the lost one, then answers; the intermediary answers once every consumer has.
+Claimed batches are not resent unless their consumer is reported gone (then they are resent
+flagged redelivered); the rest are resent, flagged if a consumer was gone before answering.
 
 Draining: an intermediary that drains sends DRAIN; the port answers DRAIN, sends it no new
 batches, and waits for the acknowledgements of what it holds (nothing is resent by timeout).
@@ -54,6 +56,21 @@ log = logging.getLogger(__name__)
 YIELD_EVERY = 0.02  # seconds a caller sending without pause may hold the event loop
 
 
+class _Round:
+    """A claim round after the loss of ``lost``: resend ``orphans`` once it is over."""
+
+    __slots__ = ("number", "lost", "orphans", "asked", "answers", "unanswered", "deadline")
+
+    def __init__(self, number: int, lost: str, orphans: list[int], deadline: float) -> None:
+        self.number = number
+        self.lost = lost
+        self.orphans = orphans
+        self.asked: dict[Link, int] = {}  # intermediary asked -> its socket generation then
+        self.answers = 0
+        self.unanswered = False
+        self.deadline = deadline
+
+
 class _Sent:
     """One batch held until acknowledged."""
 
@@ -81,6 +98,8 @@ class OutputStats:
     stale_acks: int = 0
     bad_frames: int = 0
     intermediaries_lost: int = 0
+    claim_rounds: int = 0
+    claim_rounds_timed_out: int = 0  # resent without every intermediary's answer
 
 
 class OutputPort:
@@ -121,6 +140,8 @@ class OutputPort:
         self._store: dict[int, _Sent] = {}
         self._order: deque[int] = deque()  # first_seq of held batches, in send order
         self._resend: dict[int, float] = {}  # first_seq -> when to resend it
+        self._rounds: dict[int, _Round] = {}  # open claim rounds by number
+        self._next_round = 0
         self._flush_scheduled = False
         self._flushed_this_turn = False  # a batch went out in this turn of the event loop
         self._last_flush = 0.0
@@ -178,7 +199,7 @@ class OutputPort:
             return
         if not link.up:
             self._links.drop(link)
-            self._orphan(link, self.timing.timeout)
+            self._orphan(link)
         else:
             self._drop_retired()
 
@@ -213,6 +234,8 @@ class OutputPort:
                 where = f"in flight through intermediary {sent.via.endpoint}"
             elif sent.claimed_by is not None:
                 where = f"held by consumer {sent.claimed_by.hex()}"
+            elif any(sent.first_seq in rnd.orphans for rnd in self._rounds.values()):
+                where = "waiting for consumers' claims after an intermediary was lost"
             else:
                 where = "not sent (no intermediary could take it)"
             group = groups.setdefault(where, [0, 0])
@@ -369,6 +392,8 @@ class OutputPort:
             elif kind == p.T_DRAIN:
                 p.decode(frame)
                 self._on_drain(link)
+            elif kind == p.T_CLAIMED:
+                self._on_claimed(link, p.decode(frame))
             else:
                 raise DecodeError(f"frame type {kind} is not sent to a producer")
         except DecodeError as exc:
@@ -451,20 +476,75 @@ class OutputPort:
     # -- failover -----------------------------------------------------------------------------
 
     def _on_link_up(self, link: Link) -> None:
+        for rnd in list(self._rounds.values()):
+            if rnd.asked.get(link) != link.gen:
+                self._ask(rnd, link)
         self._retry_now()
 
     def _on_link_down(self, link: Link, silence: float) -> None:
         self.stats.intermediaries_lost += 1
-        self._orphan(link, silence)
+        for rnd in list(self._rounds.values()):
+            if rnd.asked.pop(link, None) is not None:
+                self._check_round(rnd)
+        self._orphan(link)
 
-    def _orphan(self, link: Link, silence: float) -> None:
-        """Schedule the resend of every batch held by a lost intermediary."""
-        due = asyncio.get_running_loop().time() + self.timing.settle(silence)
+    def _orphan(self, link: Link) -> None:
+        """Start a claim round for every batch held by a lost intermediary."""
+        orphans = []
         for sent in self._store.values():
             if sent.via is link:
                 sent.via = None
-                self._resend[sent.first_seq] = due
+                orphans.append(sent.first_seq)
         link.load = 0
+        if not orphans:
+            return
+        loop = asyncio.get_running_loop()
+        # Long enough for an intermediary to declare a silent consumer gone and answer.
+        deadline = loop.time() + self.timing.consumer_timeout + 2 * self.timing.timeout
+        rnd = _Round(self._next_round, link.endpoint, orphans, deadline)
+        self._next_round = (self._next_round + 1) & p.U32
+        self._rounds[rnd.number] = rnd
+        self.stats.claim_rounds += 1
+        for other in self._links.all() + self._links.retiring():
+            if other.up and other is not link:
+                self._ask(rnd, other)
+
+    def _ask(self, rnd: _Round, link: Link) -> None:
+        claim = p.encode(p.Claim(rnd.number, self.producer_id, rnd.lost))
+        if link.send(claim):
+            rnd.asked[link] = link.gen
+
+    def _on_claimed(self, link: Link, claimed: p.Frame) -> None:
+        assert isinstance(claimed, p.Claimed)
+        rnd = self._rounds.get(claimed.round)
+        if (claimed.producer_id != self.producer_id or rnd is None
+                or rnd.asked.get(link) != link.gen):
+            self.stats.stale_acks += 1
+            return
+        del rnd.asked[link]
+        rnd.answers += 1
+        rnd.unanswered |= claimed.unanswered
+        self._check_round(rnd)
+
+    def _check_round(self, rnd: _Round, now: float | None = None) -> None:
+        """Resend the round's unclaimed batches once every intermediary asked has answered
+        (at least one did; with none up, it waits for one), or at its deadline."""
+        timed_out = now is not None and now >= rnd.deadline
+        if not timed_out and (rnd.asked or not rnd.answers):
+            return
+        del self._rounds[rnd.number]
+        if timed_out:
+            self.stats.claim_rounds_timed_out += 1
+            log.warning("claim round after losing %s timed out: resending its batches flagged",
+                        rnd.lost)
+        flag = timed_out or rnd.unanswered  # a consumer may have handled some of them
+        for seq in rnd.orphans:
+            sent = self._store.get(seq)
+            if sent is None or sent.via is not None or sent.claimed_by is not None:
+                continue
+            if flag:
+                sent.frame = p.mark_redelivered(sent.frame, sent.acked)
+            self._dispatch(sent)
 
     def _retry_now(self, now: float | None = None) -> None:
         if not self._resend:
@@ -485,5 +565,7 @@ class OutputPort:
             now = loop.time()
             self._links.tick(now)
             self._retry_now(now)
+            for rnd in list(self._rounds.values()):
+                self._check_round(rnd, now)
             if self._links.retiring():
                 self._drop_retired()

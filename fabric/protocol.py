@@ -18,6 +18,10 @@ description, precise enough for another language, is in docs/protocol.md.
     PEER_GONE   intermediary -> producer            pad u16, consumer_id 16s
     WHO         intermediary -> producer/consumer   (nothing): "say HELLO again"
     DRAIN       both ways                           (nothing): "no new batches on this link"
+    CLAIM       producer -> intermediary -> consumer flags u8, pad u8, round u32, producer_id 16s,
+                                                    lost intermediary's endpoint (utf-8, rest)
+    CLAIMED     consumer -> intermediary -> producer flags u8 (UNANSWERED), pad u8, round u32,
+                                                    producer_id 16s
 
 The intermediary reads only the fixed headers; a batch body (the payloads) is decoded by the
 consumer alone.
@@ -45,6 +49,8 @@ T_NACK = 5
 T_PEER_GONE = 6
 T_WHO = 7
 T_DRAIN = 8
+T_CLAIM = 9
+T_CLAIMED = 10
 
 ROLE_PRODUCER = 1
 ROLE_CONSUMER = 2
@@ -56,6 +62,10 @@ BATCH_REDELIVERED = 0x01
 ACK_HOLD = 0x01
 """ACK flag: sent after an intermediary was lost; batches not fully handled are held by the
 sending consumer, which will acknowledge them later, so the producer must not resend them."""
+CLAIMED_UNANSWERED = 0x01
+"""CLAIMED flag (intermediary -> producer): a consumer was declared gone, or reconnected, before
+it answered; it may have handled some of the lost intermediary's batches."""
+MAX_ENDPOINT = 255
 
 _HELLO = struct.Struct(">BBBB16sI")
 _BATCH = struct.Struct(">BBBB16sQIIQ")
@@ -64,6 +74,7 @@ _ACK_ENTRY = struct.Struct(">QI")
 _NACK = struct.Struct(">BBH")
 _SEQ = struct.Struct(">Q")
 _PEER_GONE = struct.Struct(">BBH16s")
+_CLAIM = struct.Struct(">BBBBI16s")
 _HEARTBEAT_FRAME = bytes((VERSION, T_HEARTBEAT))
 _WHO_FRAME = bytes((VERSION, T_WHO))
 _DRAIN_FRAME = bytes((VERSION, T_DRAIN))
@@ -161,7 +172,29 @@ class Drain:
     """
 
 
-Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone, Who, Drain]
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A producer lost intermediary ``lost`` (its endpoint): every consumer must claim, through
+    the intermediary that forwards this, what it received of the producer's batches through
+    ``lost`` (ACK with HOLD), then answer CLAIMED. The producer resends the rest only then."""
+
+    round: int
+    producer_id: bytes
+    lost: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The answer to a CLAIM: from a consumer, "my claims went before this"; from the
+    intermediary to the producer, "every consumer here answered" (``unanswered``: one was
+    declared gone, or reconnected, first)."""
+
+    round: int
+    producer_id: bytes
+    unanswered: bool = False
+
+
+Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone, Who, Drain, Claim, Claimed]
 
 
 def _check_id(value: bytes, what: str) -> None:
@@ -202,6 +235,16 @@ def encode(msg: Frame) -> bytes:
     if isinstance(msg, PeerGone):
         _check_id(msg.consumer_id, "consumer_id")
         return _PEER_GONE.pack(VERSION, T_PEER_GONE, 0, msg.consumer_id)
+    if isinstance(msg, Claim):
+        _check_id(msg.producer_id, "producer_id")
+        lost = msg.lost.encode()
+        if len(lost) > MAX_ENDPOINT:
+            raise ValueError(f"endpoint longer than {MAX_ENDPOINT} bytes")
+        return _CLAIM.pack(VERSION, T_CLAIM, 0, 0, msg.round, msg.producer_id) + lost
+    if isinstance(msg, Claimed):
+        _check_id(msg.producer_id, "producer_id")
+        flags = CLAIMED_UNANSWERED if msg.unanswered else 0
+        return _CLAIM.pack(VERSION, T_CLAIMED, flags, 0, msg.round, msg.producer_id)
     raise TypeError(f"not a fabric message: {msg!r}")
 
 
@@ -307,6 +350,16 @@ def decode(frame: bytes) -> Frame:
             if size != _PEER_GONE.size:
                 raise DecodeError(f"PEER_GONE of {size} bytes")
             return PeerGone(_PEER_GONE.unpack(frame)[3])
+        if kind == T_CLAIM:
+            if not _CLAIM.size < size <= _CLAIM.size + MAX_ENDPOINT:
+                raise DecodeError(f"CLAIM of {size} bytes")
+            _, _, _, _, number, pid = _CLAIM.unpack_from(frame)
+            return Claim(number, pid, bytes(frame[_CLAIM.size:]).decode())
+        if kind == T_CLAIMED:
+            if size != _CLAIM.size:
+                raise DecodeError(f"CLAIMED of {size} bytes")
+            _, _, flags, _, number, pid = _CLAIM.unpack(frame)
+            return Claimed(number, pid, bool(flags & CLAIMED_UNANSWERED))
     except (struct.error, UnicodeDecodeError) as exc:
         raise DecodeError(f"malformed frame of type {kind}: {exc}") from exc
     raise DecodeError(f"unknown frame type {kind}")
@@ -326,6 +379,14 @@ def decode_payloads(body: bytes, count: int) -> list[Any]:
     if not isinstance(payloads, list) or len(payloads) != count:
         raise DecodeError(f"batch body is not an array of {count} payloads")
     return payloads
+
+
+def claim_producer(frame: bytes) -> bytes:
+    """The producer id of a CLAIM or CLAIMED frame whose type was already checked (what an
+    intermediary reads to route it)."""
+    if len(frame) < _CLAIM.size:
+        raise DecodeError(f"frame of type {frame[1]} shorter than {_CLAIM.size} bytes")
+    return bytes(frame[8:24])
 
 
 def heartbeat_frame() -> bytes:

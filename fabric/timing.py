@@ -49,17 +49,3 @@ class Timing:
         heartbeat interval before the freeze (the last heartbeat it received), so the bar is
         one interval below the timeout."""
         return gap > max(self.heartbeat, self.timeout - self.heartbeat)
-
-    def settle(self, silence: float) -> float:
-        """How long a producer waits, after losing an intermediary, before resending through others.
-
-        Consumers use that time to reroute their acknowledgements (and claims on batches they are
-        still handling) through the survivors; whatever is still unacknowledged afterwards is
-        resent. ``silence`` is how long the intermediary had been quiet when it was declared dead:
-        a short silence means its process died and every peer saw the connection close at once,
-        so one heartbeat interval is plenty; a long silence means it hung, and the other peers may
-        notice up to a heartbeat interval later than this one, so wait a full timeout.
-        """
-        if silence < 2 * self.heartbeat:
-            return self.heartbeat
-        return self.timeout

@@ -5,11 +5,13 @@ message must reach a handler, and none twice unless flagged redelivered (consume
 """
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections import Counter
 
 import pytest
 
+from fabric.control import control_request
 from tests.datapath.conftest import stats_from, total_records, wait_for
 from tests.datapath.procs import read_records
 
@@ -69,6 +71,38 @@ def test_losing_an_intermediary_mid_stream_loses_and_duplicates_nothing(cluster,
     if how == "SIGSTOP+SIGCONT":
         # At least once: a loaded host may stall it past the same bar again (another rebind).
         assert stats_from(cluster.stop(victim))["rebinds"] >= 1, "it did not notice its freeze"
+
+
+def test_nothing_is_resent_before_a_slow_consumer_has_claimed_what_it_holds(cluster):
+    # The consumer is frozen when the intermediary dies: it cannot claim what it received
+    # through it. The survivor holds the producers' claim rounds open until it answers (it is
+    # not declared dead for 2 s); resending before would hand its batches to the other consumer.
+    inter, consumers, producers = start(cluster)
+    outs = [out for _, out in consumers]
+    wait_for(lambda: total_records(outs) >= TOTAL // 5, 60, "a fifth of the messages")
+    slow, _ = consumers[0]
+    slow.send_signal(signal.SIGSTOP)
+    (victim, _), (survivor, _) = inter
+    victim.kill()
+
+    def rounds_open() -> int:
+        status = asyncio.run(control_request(survivor.control, "status", timeout=10))
+        return status["claim_rounds_open"]
+
+    wait_for(lambda: rounds_open() >= 1, 30, "a claim round waiting for the frozen consumer")
+    slow.send_signal(signal.SIGCONT)
+    stats = finish_producers(cluster, producers)
+    wait_for(lambda: total_records(outs) >= TOTAL, 60, "every message to be handled")
+    for proc, _ in consumers:
+        cluster.stop(proc)
+
+    records, counts = delivered(outs)
+    assert set(counts) == EXPECTED, f"{len(EXPECTED - set(counts))} messages lost"
+    twice = {m: c for m, c in counts.items() if c > 1}
+    assert not twice, f"{len(twice)} messages handled more than once"
+    assert not any(red for _, red in records), "nothing should be flagged redelivered"
+    assert sum(s["claim_rounds"] for s in stats) >= 1
+    assert not any(s["claim_rounds_timed_out"] for s in stats)
 
 
 def test_a_killed_consumer_s_messages_go_to_the_other_consumer_flagged(cluster):
