@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 
 from fabric.component import ComponentContext
-from fabric.consumer import InputPort, Message
+from fabric.consumer import InputPort
+from fabric.received import Message
 from fabric.drain import DrainReport, Leftover
 from fabric.errors import (ConfigError, ControlError, DecodeError, FabricError, MessageTooLarge,
                            NameNotFound, PortClosed, ProtocolError)

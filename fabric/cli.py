@@ -64,7 +64,8 @@ def intermediary(channel: str, listen: str, control: str, drain_timeout: float,
     import zmq
 
     from fabric.cli_component import ns_addresses
-    from fabric.intermediary import parse_listen, run_until_signalled
+    from fabric.endpoints import parse_listen
+    from fabric.intermediary_process import run_until_signalled
 
     try:
         endpoint = parse_listen(listen)

@@ -69,7 +69,7 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from fabric.intermediary import parse_listen
+    from fabric.endpoints import parse_listen
 
     values = _params(params)
     try:

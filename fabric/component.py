@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from fabric import runner
-from fabric.consumer import Handler, InputPort
+from fabric.consumer import InputPort
+from fabric.received import Handler
 from fabric.errors import ConfigError, FabricError
 from fabric.producer import OutputPort
 from fabric.registry import watch_channel

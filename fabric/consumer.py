@@ -7,7 +7,7 @@ returns (``auto_ack``); with ``auto_ack=False`` the handler calls ``message.ack(
 Acknowledgements are cumulative per batch ("the first N messages of batch S are handled"), are
 grouped per producer into one ACK frame, and carry the credit given back to the intermediary.
 
-Duplicates: the port remembers, per producer, the batches it received (``_ProducerWindow``);
+Duplicates: the port remembers, per producer, the batches it received (``ProducerWindow``);
 a copy of a known batch is dropped, and the messages of it that were already handled are
 acknowledged again. A producer tells in each batch below which sequence number everything is
 acknowledged, and the port forgets those batches; at most ``max_tracked`` batches per producer
@@ -42,9 +42,8 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -52,7 +51,9 @@ import zmq.asyncio
 from fabric import protocol as p
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch
 from fabric.errors import ConfigError, DecodeError
-from fabric.links import Link, LinkSet, tcp_endpoint
+from fabric.endpoints import tcp_endpoint
+from fabric.links import Link, LinkSet
+from fabric.received import Handler, Message, ProducerWindow, ReceivedBatch
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -63,96 +64,6 @@ INLINE_MAX = 16  # batches this small are delivered as they arrive when the port
 MAX_PRODUCERS = 10_000
 MAX_PENDING_CLAIMS = 10_000  # CLAIMs waiting for our own verdict on their intermediary
 HOLD_ENTRIES = 4096  # entries per ACK frame of claims
-
-
-class _BatchState:
-    """A batch this port received: how much of it is handled, and where to acknowledge it."""
-
-    __slots__ = ("producer_id", "first_seq", "count", "handled", "done", "via", "charged",
-                 "charged_epoch", "redelivered", "port", "through")
-
-    def __init__(self, producer_id: bytes, first_seq: int, count: int, skip: int,
-                 via: Link, redelivered: bool, port: "InputPort") -> None:
-        self.producer_id = producer_id
-        self.first_seq = first_seq
-        self.count = count
-        self.handled = skip  # messages [0, handled) are handled
-        self.done: set[int] | None = None  # out-of-order manual acks beyond ``handled``
-        self.via: Link | None = via
-        self.charged = via  # the intermediary whose credit this batch used
-        self.charged_epoch = via.epoch
-        self.redelivered = redelivered
-        self.port = port
-        self.through = via.endpoint  # the intermediary of the last copy received (kept on loss)
-
-
-class Message:
-    """One delivered message.
-
-    ``payload`` is what the producer sent; ``producer_id`` and ``seq`` identify the message
-    uniquely; ``redelivered`` is True when a consumer that received it before may have died while
-    handling it (it may have been handled already).
-    """
-
-    __slots__ = ("payload", "_state", "_index")
-
-    def __init__(self, payload: Any, state: _BatchState, index: int) -> None:
-        self.payload = payload
-        self._state = state
-        self._index = index
-
-    @property
-    def producer_id(self) -> bytes:
-        """The 16-byte id of the producer that sent this message."""
-        return self._state.producer_id
-
-    @property
-    def seq(self) -> int:
-        """This message's sequence number among its producer's messages (from 0)."""
-        return self._state.first_seq + self._index
-
-    @property
-    def redelivered(self) -> bool:
-        """True if another consumer may already have handled this message."""
-        return self._state.redelivered
-
-    @property
-    def intermediary(self) -> str:
-        """The endpoint of the intermediary this message came through."""
-        return self._state.charged.endpoint
-
-    def ack(self) -> None:
-        """Acknowledge this message (with ``auto_ack=False``; harmless otherwise)."""
-        self._state.port._manual_ack(self._state, self._index)
-
-    def __repr__(self) -> str:
-        return (f"Message(seq={self.seq}, producer={self.producer_id.hex()[:8]}, "
-                f"redelivered={self.redelivered}, payload={self.payload!r:.40})")
-
-
-Handler = Callable[[Message], Union[Awaitable[None], None]]
-
-
-class _ProducerWindow:
-    """Batches received from one producer, remembered to recognise copies (bounded)."""
-
-    __slots__ = ("batches", "acked_below")
-
-    def __init__(self) -> None:
-        self.batches: OrderedDict[int, _BatchState] = OrderedDict()
-        self.acked_below = 0
-
-    def prune(self, acked_below: int) -> None:
-        """Forget batches the producer has fully acknowledged (they cannot come again)."""
-        if acked_below <= self.acked_below:
-            return
-        self.acked_below = acked_below
-        batches = self.batches
-        while batches:
-            seq, state = next(iter(batches.items()))
-            if seq + state.count > acked_below:
-                return
-            batches.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -214,8 +125,8 @@ class InputPort:
                               on_frame=self._on_frame, on_down=self._on_link_down,
                               on_up=self._on_link_up)
         self._initial = list(endpoints)
-        self._producers: OrderedDict[bytes, _ProducerWindow] = OrderedDict()
-        self._queue: deque[tuple[_BatchState, list[Any]]] = deque()
+        self._producers: OrderedDict[bytes, ProducerWindow] = OrderedDict()
+        self._queue: deque[tuple[ReceivedBatch, list[Any]]] = deque()
         self._wake = asyncio.Event()
         # (link or None, producer_id) -> {first_seq: handled}; None = any live intermediary
         self._acks: dict[tuple[Link | None, bytes], dict[int, int]] = {}
@@ -415,7 +326,8 @@ class InputPort:
             self._add_ack_entry(link, pid, seq, count)
             raise
         self.stats.batches_received += 1
-        state = _BatchState(pid, seq, count, batch.skip, link, batch.redelivered, self)
+        state = ReceivedBatch(pid, seq, count, batch.skip, link, batch.redelivered,
+                              self._manual_ack)
         link.owed += batch.skip
         batches = window.batches
         batches[seq] = state
@@ -435,11 +347,11 @@ class InputPort:
             self._queue.append((state, payloads))
             self._wake.set()
 
-    def _window(self, pid: bytes) -> _ProducerWindow:
+    def _window(self, pid: bytes) -> ProducerWindow:
         producers = self._producers
         window = producers.get(pid)
         if window is None:
-            window = producers[pid] = _ProducerWindow()
+            window = producers[pid] = ProducerWindow()
             if len(producers) > MAX_PRODUCERS:
                 producers.popitem(last=False)
                 self.stats.window_evictions += 1
@@ -490,7 +402,7 @@ class InputPort:
                 self._delivered(state, state.count - start)
             await asyncio.sleep(0)  # let acks, heartbeats and new batches through
 
-    def _deliver_plain(self, state: _BatchState, payloads: list[Any],
+    def _deliver_plain(self, state: ReceivedBatch, payloads: list[Any],
                        budget_end: float = float("inf")) -> bool:
         """The hot path: a plain function, acknowledged when it returns. Delivers until the
         batch is done (True) or ``budget_end`` passes (False: the caller yields, then resumes).
@@ -515,7 +427,7 @@ class InputPort:
         self._delivered(state, i - start)
         return i >= count
 
-    def _delivered(self, state: _BatchState, delivered: int) -> None:
+    def _delivered(self, state: ReceivedBatch, delivered: int) -> None:
         stats = self.stats
         stats.messages_delivered += delivered
         if state.redelivered:
@@ -525,7 +437,7 @@ class InputPort:
         if self._ack_entries >= ACK_FLUSH_ENTRIES:
             self._flush_acks()
 
-    def _credit_and_ack(self, state: _BatchState, handled: int) -> None:
+    def _credit_and_ack(self, state: ReceivedBatch, handled: int) -> None:
         charged = state.charged
         self._add_ack(state)
         if charged.epoch == state.charged_epoch:
@@ -534,7 +446,7 @@ class InputPort:
                 # Give credit back early: waiting for an empty queue would drain the pipeline.
                 self._flush_acks()
 
-    def _manual_ack(self, state: _BatchState, index: int) -> None:
+    def _manual_ack(self, state: ReceivedBatch, index: int) -> None:
         if self._closed or index < state.handled:
             return
         before = state.handled
@@ -556,7 +468,7 @@ class InputPort:
 
     # -- acknowledging ------------------------------------------------------------------------
 
-    def _add_ack(self, state: _BatchState) -> None:
+    def _add_ack(self, state: ReceivedBatch) -> None:
         self._add_ack_entry(state.via, state.producer_id, state.first_seq, state.handled)
 
     def _add_ack_entry(self, link: Link | None, pid: bytes, seq: int, handled: int) -> None:

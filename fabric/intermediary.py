@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from fabric import protocol as p
+from fabric.claims import Answer, ClaimRounds
 from fabric.control import ControlSocket
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
 from fabric.errors import DecodeError
@@ -63,7 +64,6 @@ MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they com
 REBIND_PATIENCE = 5.0  # seconds to wait for our old port to be released
 DRAIN_LINGER_MS = 1000  # after a drain, time given to the last acks to leave the socket
 READ_CHECK_EVERY = 256  # frames handled between looks at the clock while reading a backlog
-MAX_ROUNDS = 10_000  # claim rounds waiting for consumers; beyond, a CLAIM is answered at once
 
 
 @dataclass(slots=True)
@@ -77,14 +77,6 @@ class _Peer:
     drain_pending: bool = False  # producer: told we drain, has not answered yet
     leaving: bool = False  # consumer: sent DRAIN, gets no new batches
     drains_owed: int = 0  # consumer: DRAIN answers due once its in-flight batches are acked
-
-
-@dataclass(slots=True)
-class _Round:
-    """A producer's claim round: the consumers that have not answered yet."""
-
-    waiting: set[bytes]
-    unanswered: bool = False  # a consumer left the round without answering
 
 
 @dataclass(slots=True)
@@ -131,7 +123,7 @@ class Intermediary:
         self._peers: dict[bytes, _Peer] = {}
         self._queue: deque[tuple[bytes, bytes, bytes, int, int]] = deque()
         self._queue_bytes = 0
-        self._rounds: dict[tuple[bytes, int], _Round] = {}  # (producer id, round) -> round
+        self._rounds = ClaimRounds()
         self._sock: zmq.Socket | None = None
         self._stopped = False
         self._last_tick = self._last_beat = self._now = 0.0
@@ -556,43 +548,31 @@ class Intermediary:
         if peer is None:
             self._ask_who(rid)  # the round is served all the same: it needs no producer record
         self.stats.claim_rounds += 1
-        key = (claim.producer_id, claim.round)
-        if key not in self._rounds and len(self._rounds) >= MAX_ROUNDS:
-            self._send(rid, p.encode(p.Claimed(claim.round, claim.producer_id, unanswered=True)))
+        if self._rounds.full(claim.producer_id, claim.round):
+            self._answer_round(Answer(claim.producer_id, claim.round, unanswered=True))
             return
         consumers = [peer.rid for peer in self._peers.values() if peer.role == p.ROLE_CONSUMER]
-        waiting = {cid for cid in consumers if self._send(cid, frame)}
-        rnd = self._rounds.setdefault(key, _Round(set()))
-        rnd.waiting |= waiting
-        rnd.unanswered |= len(waiting) < len(consumers)
-        if not rnd.waiting:
-            self._finish_round(key, rnd)
+        asked = {cid for cid in consumers if self._send(cid, frame)}
+        self._answer_round(self._rounds.open(claim.producer_id, claim.round, asked,
+                                             missed=len(asked) < len(consumers)))
 
     def _on_claimed(self, rid: bytes, frame: bytes) -> None:
         claimed = p.decode(frame)
         assert isinstance(claimed, p.Claimed)
-        key = (claimed.producer_id, claimed.round)
-        rnd = self._rounds.get(key)
-        if rnd is None or rid not in rnd.waiting:
+        try:
+            self._answer_round(self._rounds.answered(claimed.producer_id, claimed.round, rid))
+        except KeyError:
             self.stats.unknown_claims += 1
-            return
-        rnd.waiting.discard(rid)
-        if not rnd.waiting:
-            self._finish_round(key, rnd)
 
     def _leave_rounds(self, consumer_rid: bytes) -> None:
         """A consumer will not answer (declared gone, or reconnected): stop waiting for it."""
-        for key, rnd in list(self._rounds.items()):
-            if consumer_rid in rnd.waiting:
-                rnd.waiting.discard(consumer_rid)
-                rnd.unanswered = True
-                if not rnd.waiting:
-                    self._finish_round(key, rnd)
+        for answer in self._rounds.leave(consumer_rid):
+            self._answer_round(answer)
 
-    def _finish_round(self, key: tuple[bytes, int], rnd: _Round) -> None:
-        del self._rounds[key]
-        pid, number = key
-        self._send(PRODUCER_PREFIX + pid, p.encode(p.Claimed(number, pid, rnd.unanswered)))
+    def _answer_round(self, answer: Answer | None) -> None:
+        if answer is not None:
+            self._send(PRODUCER_PREFIX + answer.producer_id,
+                       p.encode(p.Claimed(answer.round, answer.producer_id, answer.unanswered)))
 
     def _ask_who(self, rid: bytes) -> None:
         self.stats.who_sent += 1
@@ -674,54 +654,3 @@ class Intermediary:
         dead = [rid for rid, pr in self._peers.items() if not pr.alive]
         for rid in dead[:max(0, len(dead) - MAX_DEAD_PRODUCERS)]:
             del self._peers[rid]
-
-
-def parse_listen(listen: str) -> str:
-    """``HOST:PORT`` (or a ``tcp://`` endpoint) -> a ``tcp://`` endpoint; ValueError if malformed."""
-    address = listen[len("tcp://"):] if listen.startswith("tcp://") else listen
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT, got {listen!r}")
-    return f"tcp://{host}:{int(port)}"
-
-
-def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None,
-                        control: str | None = None, announce_control=None,
-                        drain_timeout: float = DEFAULT_TIMEOUT,
-                        name: str = "", on_drain=None) -> DrainReport | None:
-    """Run an intermediary in this process until SIGTERM or SIGINT, then drain it.
-
-    ``announce`` gets the bound endpoint once bound; with ``control`` (an endpoint) a control
-    socket is served too and ``announce_control`` gets its endpoint. SIGTERM, SIGINT or a
-    ``drain`` control request start the drain (at most ``drain_timeout`` seconds); a second
-    signal stops at once. ``report`` gets the final :class:`IntermediaryStats`. Returns the drain
-    report (None if stopped at once). ``on_drain()`` is called (in the serving thread) when the
-    drain starts. Raises ``zmq.ZMQError`` if an endpoint cannot be bound."""
-    import signal
-
-    ctx = zmq.Context()  # terminated at the end: the last acks leave before the process exits
-    node = Intermediary(channel, endpoint, ctx=ctx, name=name, drain_timeout=drain_timeout)
-    node.on_drain = on_drain
-    announce(node.bind())
-    if control is not None:
-        node.control = ControlSocket(control, ctx)
-        if announce_control is not None:
-            announce_control(node.control.endpoint)
-
-    def on_signal(*_):
-        if node.draining:
-            node.stop()
-        else:
-            node.request_drain()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    try:
-        node.serve()
-    finally:
-        if node.control is not None:
-            node.control.close(linger=DRAIN_LINGER_MS)
-        ctx.term()
-    if report is not None:
-        report(node.stats)
-    return node.drain_report

@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from fabric import monitor
 from fabric import protocol as p
+from fabric.endpoints import tcp_endpoint
 from fabric.errors import ConfigError
 from fabric.reader import Reader
 from fabric.timing import Timing
@@ -315,11 +316,6 @@ class LinkSet:
             except zmq.ZMQError:
                 return
             self._on_frame(link, frame)
-
-
-def tcp_endpoint(endpoint: str) -> str:
-    """``HOST:PORT`` -> ``tcp://HOST:PORT`` (endpoints with a scheme are kept as they are)."""
-    return endpoint if "://" in endpoint else "tcp://" + endpoint
 
 
 def _load(link: Link) -> int:

@@ -15,7 +15,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from fabric.consumer import Handler, InputPort
+from fabric.consumer import InputPort
+from fabric.received import Handler
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.producer import OutputPort
 

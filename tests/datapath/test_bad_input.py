@@ -37,6 +37,8 @@ def garbage_frames(channel: str) -> list[list[bytes]]:
         [p.encode(p.Ack(PID, CID, 1, ((0, 1),)))[:-3]],  # partial ack entry
         [bytes([p.VERSION, p.T_BATCH]) + b"\0" * (p.MAX_FRAME + 10)],  # oversized
         [b"a", b"b"],  # two frames where one is expected
+        [p.encode(p.Claim(1, PID, "tcp://127.0.0.1:1"))],  # a CLAIM from a consumer's id
+        [p.encode(p.Claimed(1, PID))[:-1]],  # truncated
     ]
     frames += [[bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))] for _ in range(30)]
     return frames
@@ -55,6 +57,8 @@ async def test_an_intermediary_process_counts_and_drops_garbage_and_keeps_workin
     # An ACK for a batch nobody sent, from a registered consumer: counted as unknown.
     await raw.send(p.encode(p.Hello(p.ROLE_CONSUMER, CID, 0, cluster.channel)))
     await raw.send(p.encode(p.Ack(PID, CID, 0, ((12345, 1),))))
+    # An answer to a claim round nobody opened: counted as unknown.
+    await raw.send(p.encode(p.Claimed(5, PID)))
 
     got = []
     async with InputPort(cluster.channel, [endpoint], got.append) as consumer, \
@@ -71,6 +75,7 @@ async def test_an_intermediary_process_counts_and_drops_garbage_and_keeps_workin
     # valid frame (none with this seed) and the oversized one, which is counted too.
     assert stats["bad_frames"] == len(frames)
     assert stats["unknown_acks"] == 1
+    assert stats["unknown_claims"] == 1
     assert stats["unroutable"] >= 1  # that ACK's producer is not connected
 
 
@@ -95,6 +100,8 @@ def port_garbage(producer_id: bytes) -> list[bytes]:
         bad_body,
         p.batch_frame(producer_id, 0, 2, 0, p.encode_payloads([1])),  # count mismatch
         bytes([p.VERSION, p.T_ACK]) + b"\0" * 3,
+        bytes([p.VERSION, p.T_CLAIM]) + b"\0" * 5,
+        p.encode(p.Claimed(1, producer_id)),  # sent to producers, never to ports' other side
     ]
 
 
@@ -116,6 +123,15 @@ async def test_a_consumer_counts_and_drops_garbage_from_an_intermediary():
                 await producer.send(i)
             await asyncio.wait_for(producer.flush(), 10)
             await eventually(lambda: consumer.stats.bad_frames == len(frames), 10, "garbage counted")
+            # A CLAIM about an intermediary it never heard of is answered at once, where it
+            # came from, with nothing claimed.
+            pid = os.urandom(16)
+            await fake.send_multipart([rid, p.encode(p.Claim(9, pid, "tcp://127.0.0.1:1"))])
+            while True:
+                _, frame = await asyncio.wait_for(fake.recv_multipart(), 10)
+                if p.frame_type(frame) == p.T_CLAIMED:  # (heartbeats and acks before it)
+                    break
+            assert p.decode(frame) == p.Claimed(9, pid)
     finally:
         fake.close()
     assert sorted(m.payload for m in got) == list(range(500))
@@ -136,12 +152,13 @@ async def test_a_producer_counts_garbage_and_resends_what_a_dead_intermediary_sw
             p.encode(p.Ack(pid, CID, 0, ((999_999, 1),))),  # ack for an unknown batch
             p.encode(p.Ack(os.urandom(16), CID, 0, ((0, 1),))),  # ack for another producer
             p.encode(p.Nack((424242,))),  # nack for an unknown batch
+            p.encode(p.Claimed(77, pid)),  # the answer to a round it never opened
         ]
         for frame in frames:
             await fake.send_multipart([rid, frame])
         await eventually(lambda: producer.stats.bad_frames + producer.stats.stale_acks
                          == len(frames), 10, f"garbage counted {producer.stats}")
-        assert producer.stats.stale_acks == 2
+        assert producer.stats.stale_acks == 3
         # Whatever the fake swallows is resent through the real intermediary once it dies.
         for i in range(2000):
             await producer.send(i)

@@ -105,6 +105,33 @@ def test_nothing_is_resent_before_a_slow_consumer_has_claimed_what_it_holds(clus
     assert not any(s["claim_rounds_timed_out"] for s in stats)
 
 
+def test_a_consumer_that_dies_before_answering_a_claim_round_gets_its_share_redelivered(cluster):
+    # As above, but the frozen consumer is killed instead of woken: the survivor declares it
+    # dead (2 s of silence), and the producers resend what it may have handled, flagged.
+    inter, consumers, producers = start(cluster)
+    outs = [out for _, out in consumers]
+    wait_for(lambda: total_records(outs) >= TOTAL // 5, 60, "a fifth of the messages")
+    doomed, _ = consumers[0]
+    doomed.send_signal(signal.SIGSTOP)
+    (victim, _), (survivor, _) = inter
+    victim.kill()
+    wait_for(lambda: asyncio.run(control_request(survivor.control, "status", timeout=10))
+             ["claim_rounds_open"] >= 1, 30, "a claim round waiting for the frozen consumer")
+    before = {payload for payload, _ in read_records(outs[0])}
+    doomed.kill()
+
+    finish_producers(cluster, producers)
+    wait_for(lambda: len(set(delivered(outs)[1])) >= TOTAL, 60, "every message to be handled")
+    cluster.stop(consumers[1][0])
+    records, counts = delivered(outs)
+    assert set(counts) == EXPECTED, f"{len(EXPECTED - set(counts))} messages lost"
+    redelivered = Counter(payload for payload, red in records if red)
+    for payload, count in counts.items():
+        if count > 1:
+            assert payload in before and redelivered[payload] >= count - 1, hex(payload)
+    assert redelivered, "what the dead consumer held through the lost intermediary is flagged"
+
+
 def test_a_killed_consumer_s_messages_go_to_the_other_consumer_flagged(cluster):
     inter, consumers, producers = start(cluster)
     outs = [out for _, out in consumers]

@@ -1,0 +1,50 @@
+"""Run an intermediary as a process of its own: signals, control socket, drain on SIGTERM."""
+from __future__ import annotations
+
+import zmq
+
+from fabric.control import ControlSocket
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport
+from fabric.intermediary import DRAIN_LINGER_MS, Intermediary
+
+
+def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None,
+                        control: str | None = None, announce_control=None,
+                        drain_timeout: float = DEFAULT_TIMEOUT,
+                        name: str = "", on_drain=None) -> DrainReport | None:
+    """Run an intermediary in this process until SIGTERM or SIGINT, then drain it.
+
+    ``announce`` gets the bound endpoint once bound; with ``control`` (an endpoint) a control
+    socket is served too and ``announce_control`` gets its endpoint. SIGTERM, SIGINT or a
+    ``drain`` control request start the drain (at most ``drain_timeout`` seconds); a second
+    signal stops at once. ``report`` gets the final :class:`IntermediaryStats`. Returns the drain
+    report (None if stopped at once). ``on_drain()`` is called (in the serving thread) when the
+    drain starts. Raises ``zmq.ZMQError`` if an endpoint cannot be bound."""
+    import signal
+
+    ctx = zmq.Context()  # terminated at the end: the last acks leave before the process exits
+    node = Intermediary(channel, endpoint, ctx=ctx, name=name, drain_timeout=drain_timeout)
+    node.on_drain = on_drain
+    announce(node.bind())
+    if control is not None:
+        node.control = ControlSocket(control, ctx)
+        if announce_control is not None:
+            announce_control(node.control.endpoint)
+
+    def on_signal(*_):
+        if node.draining:
+            node.stop()
+        else:
+            node.request_drain()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        node.serve()
+    finally:
+        if node.control is not None:
+            node.control.close(linger=DRAIN_LINGER_MS)
+        ctx.term()
+    if report is not None:
+        report(node.stats)
+    return node.drain_report
