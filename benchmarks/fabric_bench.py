@@ -271,7 +271,7 @@ def failover_trial(count: int, how: int = signal.SIGKILL) -> dict:
     after = [length for end, length in result["gaps"] if end > kill]
     gap = max(after, default=0)
     # Recovery: from the kill until every message numbered below the highest one delivered
-    # before the kill has been delivered (0 if none was missing): the settle time plus the
+    # before the kill has been delivered (0 if none was missing): the claim round plus the
     # resend of whatever the dead intermediary held.
     arrivals = array.array("q")
     with open(result["arrivals_file"], "rb") as f:
