@@ -13,6 +13,8 @@ import os
 import struct
 import time
 
+from fabric.butterfly.unique import UniqueIds
+
 CHANNEL = "butterfly"
 RECORD = struct.Struct("<QdHB")
 PROGRESS_EVERY = 0.1
@@ -20,7 +22,7 @@ PROGRESS_EVERY = 0.1
 
 async def main(ctx) -> None:
     path = ctx.params["out"]
-    seen: set[int] = set()
+    seen = UniqueIds()  # memory bounded by the producers' windows, not by the run
     counts = {"delivered": 0, "unique": 0, "duplicates": 0, "redelivered": 0}
     vias: dict[str, int] = {}
     records = bytearray()
@@ -30,11 +32,10 @@ async def main(ctx) -> None:
     def handle(msg) -> None:
         ident = msg.payload
         counts["delivered"] += 1
-        if ident in seen:
-            counts["duplicates"] += 1
-        else:
-            seen.add(ident)
+        if seen.add(ident):
             counts["unique"] += 1
+        else:
+            counts["duplicates"] += 1
         if msg.redelivered:
             counts["redelivered"] += 1
         via = vias.setdefault(msg.intermediary, len(vias))
