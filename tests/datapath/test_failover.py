@@ -40,6 +40,22 @@ def finish_producers(cluster, producers):
     return [stats_from(cluster.finish(p, timeout=120)) for p in producers]
 
 
+def finish_exactly_once(cluster, consumers, producers, outs):
+    """Let the producers finish, stop the consumers, and check every message was handled once
+    and none flagged redelivered; the producers' counters and the records."""
+    stats = finish_producers(cluster, producers)
+    wait_for(lambda: total_records(outs) >= TOTAL, 60, "every message to be handled")
+    for proc, _ in consumers:
+        cluster.stop(proc)
+    records, counts = delivered(outs)
+    assert set(counts) == EXPECTED, f"{len(EXPECTED - set(counts))} messages lost"
+    twice = {m: c for m, c in counts.items() if c > 1}
+    assert not twice, f"{len(twice)} messages handled more than once"
+    assert len(records) == TOTAL
+    assert not any(red for _, red in records), "nothing should be flagged redelivered"
+    return stats
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP", "SIGSTOP+SIGCONT"])
 def test_losing_an_intermediary_mid_stream_loses_and_duplicates_nothing(cluster, how):
     inter, consumers, producers = start(cluster)
@@ -54,82 +70,62 @@ def test_losing_an_intermediary_mid_stream_loses_and_duplicates_nothing(cluster,
                  "a producer to declare the frozen intermediary lost")
         victim.send_signal(signal.SIGCONT)
 
-    stats = finish_producers(cluster, producers)
-    wait_for(lambda: total_records(outs) >= TOTAL, 60, "every message to be handled")
-    for proc, _ in consumers:
-        cluster.stop(proc)
-
-    records, counts = delivered(outs)
-    assert set(counts) == EXPECTED, f"{len(EXPECTED - set(counts))} messages lost"
-    twice = {m: c for m, c in counts.items() if c > 1}
-    assert not twice, f"{len(twice)} messages handled more than once"
-    assert len(records) == TOTAL
+    stats = finish_exactly_once(cluster, consumers, producers, outs)
     assert at_failure < TOTAL, "the failure did not happen mid-stream"
     # A producer with nothing inside the victim may finish before noticing; not both.
     assert any(s["intermediaries_lost"] >= 1 for s in stats), "no producer saw the failure"
-    assert not any(red for _, red in records), "nothing should be flagged redelivered"
     if how == "SIGSTOP+SIGCONT":
         # At least once: a loaded host may stall it past the same bar again (another rebind).
         assert stats_from(cluster.stop(victim))["rebinds"] >= 1, "it did not notice its freeze"
 
 
-def test_nothing_is_resent_before_a_slow_consumer_has_claimed_what_it_holds(cluster):
-    # The consumer is frozen when the intermediary dies: it cannot claim what it received
-    # through it. The survivor holds the producers' claim rounds open until it answers (it is
-    # not declared dead for 2 s); resending before would hand its batches to the other consumer.
+def claim_round_waiting_for_a_frozen_consumer(cluster):
+    """Freeze consumer 0, kill intermediary 0, and wait until the survivor holds a claim round
+    open for the frozen consumer (it is not declared dead for 2 s)."""
     inter, consumers, producers = start(cluster)
     outs = [out for _, out in consumers]
     wait_for(lambda: total_records(outs) >= TOTAL // 5, 60, "a fifth of the messages")
-    slow, _ = consumers[0]
-    slow.send_signal(signal.SIGSTOP)
+    frozen, _ = consumers[0]
+    frozen.send_signal(signal.SIGSTOP)
     (victim, _), (survivor, _) = inter
     victim.kill()
+    wait_for(lambda: asyncio.run(control_request(survivor.control, "status", timeout=10))
+             ["claim_rounds_open"] >= 1, 30, "a claim round waiting for the frozen consumer")
+    return consumers, producers, outs
 
-    def rounds_open() -> int:
-        status = asyncio.run(control_request(survivor.control, "status", timeout=10))
-        return status["claim_rounds_open"]
 
-    wait_for(lambda: rounds_open() >= 1, 30, "a claim round waiting for the frozen consumer")
-    slow.send_signal(signal.SIGCONT)
-    stats = finish_producers(cluster, producers)
-    wait_for(lambda: total_records(outs) >= TOTAL, 60, "every message to be handled")
-    for proc, _ in consumers:
-        cluster.stop(proc)
+def assert_flagged_if_twice(records, counts, before):
+    """A message handled twice was handled by the dead consumer, then redelivered flagged."""
+    redelivered = Counter(payload for payload, red in records if red)
+    for payload, count in counts.items():
+        if count > 1:
+            assert payload in before and redelivered[payload] >= count - 1, hex(payload)
+    return redelivered
 
-    records, counts = delivered(outs)
-    assert set(counts) == EXPECTED, f"{len(EXPECTED - set(counts))} messages lost"
-    twice = {m: c for m, c in counts.items() if c > 1}
-    assert not twice, f"{len(twice)} messages handled more than once"
-    assert not any(red for _, red in records), "nothing should be flagged redelivered"
+
+def test_nothing_is_resent_before_a_slow_consumer_has_claimed_what_it_holds(cluster):
+    # The consumer cannot claim what it received through the dead intermediary while frozen;
+    # resending before it answers would hand its batches to the other consumer.
+    consumers, producers, outs = claim_round_waiting_for_a_frozen_consumer(cluster)
+    consumers[0][0].send_signal(signal.SIGCONT)
+    stats = finish_exactly_once(cluster, consumers, producers, outs)
     assert sum(s["claim_rounds"] for s in stats) >= 1
     assert not any(s["claim_rounds_timed_out"] for s in stats)
 
 
 def test_a_consumer_that_dies_before_answering_a_claim_round_gets_its_share_redelivered(cluster):
-    # As above, but the frozen consumer is killed instead of woken: the survivor declares it
-    # dead (2 s of silence), and the producers resend what it may have handled, flagged.
-    inter, consumers, producers = start(cluster)
-    outs = [out for _, out in consumers]
-    wait_for(lambda: total_records(outs) >= TOTAL // 5, 60, "a fifth of the messages")
-    doomed, _ = consumers[0]
-    doomed.send_signal(signal.SIGSTOP)
-    (victim, _), (survivor, _) = inter
-    victim.kill()
-    wait_for(lambda: asyncio.run(control_request(survivor.control, "status", timeout=10))
-             ["claim_rounds_open"] >= 1, 30, "a claim round waiting for the frozen consumer")
+    # The frozen consumer is killed instead of woken: the survivor declares it dead (2 s of
+    # silence), and the producers resend what it may have handled, flagged.
+    consumers, producers, outs = claim_round_waiting_for_a_frozen_consumer(cluster)
     before = {payload for payload, _ in read_records(outs[0])}
-    doomed.kill()
+    consumers[0][0].kill()
 
     finish_producers(cluster, producers)
     wait_for(lambda: len(set(delivered(outs)[1])) >= TOTAL, 60, "every message to be handled")
     cluster.stop(consumers[1][0])
     records, counts = delivered(outs)
     assert set(counts) == EXPECTED, f"{len(EXPECTED - set(counts))} messages lost"
-    redelivered = Counter(payload for payload, red in records if red)
-    for payload, count in counts.items():
-        if count > 1:
-            assert payload in before and redelivered[payload] >= count - 1, hex(payload)
-    assert redelivered, "what the dead consumer held through the lost intermediary is flagged"
+    assert assert_flagged_if_twice(records, counts, before), "nothing was flagged redelivered"
 
 
 def test_a_killed_consumer_s_messages_go_to_the_other_consumer_flagged(cluster):
@@ -147,11 +143,7 @@ def test_a_killed_consumer_s_messages_go_to_the_other_consumer_flagged(cluster):
 
     records, counts = delivered(outs)
     assert set(counts) == EXPECTED, f"{len(EXPECTED - set(counts))} messages lost"
-    # A message handled twice was handled once by the killed consumer, then redelivered flagged.
-    redelivered = Counter(payload for payload, red in records if red)
-    for payload, count in counts.items():
-        if count > 1:
-            assert payload in before and redelivered[payload] >= count - 1, hex(payload)
+    assert_flagged_if_twice(records, counts, before)
     assert survivor_stats["redelivered_messages"] > 0, "the killed consumer held nothing?"
     for proc, _ in inter:
         stats = stats_from(cluster.stop(proc))
