@@ -90,6 +90,8 @@ class InputStats:
     bad_frames: int = 0
     window_evictions: int = 0
     intermediaries_lost: int = 0
+    claims_answered: int = 0
+    claims_unknown: int = 0  # CLAIMs about an endpoint this port does not use (named otherwise?)
 
 
 class InputPort:
@@ -559,6 +561,10 @@ class InputPort:
         claim = p.decode(frame)
         assert isinstance(claim, p.Claim)
         lost = self._links.find(claim.lost)
+        if lost is None:
+            # Nothing came through it here, unless the producers name it differently (they must
+            # use the same endpoint string): counted, so that an operator can tell.
+            self.stats.claims_unknown += 1
         deadline = asyncio.get_running_loop().time() + self.timing.timeout
         pending = _PendingClaim(claim, link, link.gen, lost, lost.gen if lost else 0, deadline)
         if len(self._claims) >= MAX_PENDING_CLAIMS:
@@ -599,7 +605,10 @@ class InputPort:
                                    tuple(entries[start:start + HOLD_ENTRIES]), hold=True))
             if not via.send(frame):
                 return False
-        return via.send(p.encode(p.Claimed(claim.round, claim.producer_id)))
+        if not via.send(p.encode(p.Claimed(claim.round, claim.producer_id))):
+            return False
+        self.stats.claims_answered += 1
+        return True
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()

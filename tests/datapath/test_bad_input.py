@@ -132,6 +132,7 @@ async def test_a_consumer_counts_and_drops_garbage_from_an_intermediary():
                 if p.frame_type(frame) == p.T_CLAIMED:  # (heartbeats and acks before it)
                     break
             assert p.decode(frame) == p.Claimed(9, pid)
+            assert consumer.stats.claims_unknown == 1 and consumer.stats.claims_answered == 1
     finally:
         fake.close()
     assert sorted(m.payload for m in got) == list(range(500))
