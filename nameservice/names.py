@@ -12,7 +12,9 @@ Layout in the key-value store: one key per registered instance,
 ``names/<name>/<instance>`` → msgpack ``{"endpoint": str, "meta": dict}``. The instance is a
 random id made at registration, so many processes may register the same name. Each key is
 attached to its registration's lease: if the process dies its keepalives stop and the cluster
-deletes the key after the TTL (within TTL + 1 s of the death).
+deletes the key after the TTL (within TTL + 1 s of the death). A live process whose lease
+expired anyway (frozen or cut off past the TTL) puts its key back by itself once it hears so
+(``Registration``).
 
 A name is a non-empty string without empty ``/``-separated parts; instances never contain
 ``/``, so ``names/a/`` lists the instances of ``a`` and not those of ``a/b``.

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 0.5
 """Pause between two attempts to register the node's name."""
-DEREGISTER_S = 1.0
-"""Longest wait for the deregistration that starts a drain."""
+DEREGISTER_S = DEFAULT_TTL
+"""Longest wait for the deregistration that starts a drain (longer than the lease lives is
+pointless: the entry goes with the lease anyway)."""
 
 
 def control_endpoints(settings: NodeSettings) -> tuple[str, str]:

@@ -15,6 +15,7 @@ import pytest
 from fabric.control import control_request
 from nameservice.client import NameServiceClient
 from nameservice.names import Names
+from nameservice.server.local import free_ports
 from tests.server.conftest import leader_of, wait_until
 
 pytestmark = pytest.mark.slow
@@ -48,6 +49,10 @@ def next_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 
 async def registered(names: Names, name: str) -> list:
     return await names.resolve(f"process/{name}")
+
+
+async def _absent(names: Names, name: str) -> bool:
+    return await registered(names, name) == []
 
 
 async def test_the_leader_drained_by_name_hands_over_exits_0_and_writes_go_on(make_cluster):
@@ -115,6 +120,10 @@ async def test_fabric_status_lists_the_nodes_with_their_role(make_cluster):
         assert row["kind"] == "nameservice" and row["address"] == cluster.addresses[i]
         assert row["status"]["id"] == i and row["status"]["leader"] == leader
     assert rows[f"ns-{leader}"]["status"]["role"] == "leader"
+    table = await fabric("status", ns=cluster.ns_arg)
+    assert table.returncode == 0, table.stderr.decode()
+    line = next(ln for ln in table.stdout.decode().splitlines() if ln.startswith(f"ns-{leader} "))
+    assert line.split()[1] == "nameservice" and "leader, term " in line, line
 
 
 async def test_a_node_without_quorum_serves_its_control_socket_and_registers_later(
@@ -138,9 +147,7 @@ async def test_a_node_without_quorum_serves_its_control_socket_and_registers_lat
     assert (await control_request(endpoint, "status", 5))["registered"] is True
 
 
-async def test_name_and_control_address_can_be_chosen(make_cluster, tmp_path):
-    from nameservice.server.local import free_ports
-
+async def test_name_and_control_address_can_be_chosen(make_cluster):
     cluster = make_cluster(nodes=1)
     [port] = free_ports(1)
     cluster.procs[1].terminate()
@@ -152,7 +159,7 @@ async def test_name_and_control_address_can_be_chosen(make_cluster, tmp_path):
         [entry] = await wait_until(lambda: registered(Names(ns), "registry-a"), 20,
                                    "the chosen name")
         assert entry.endpoint == f"tcp://127.0.0.1:{port}"
-        assert await registered(Names(ns), "ns-1") == []
+        await wait_until(lambda: _absent(Names(ns), "ns-1"), 10, "the old name to be gone")
     drained = await fabric("drain", "registry-a", ns=cluster.ns_arg)
     assert drained.returncode == 0, drained.stderr.decode()
     assert await asyncio.to_thread(cluster.procs[1].wait, 20) == 0
