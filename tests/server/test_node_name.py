@@ -1,4 +1,4 @@
-"""Name-service nodes as fabric processes: ``process/ns-ID``, ``fabric drain``, ``fabric status``."""
+"""Name-service nodes as fabric processes: `process/ns-ID`, `fabric drain`, `fabric status`."""
 from __future__ import annotations
 
 import asyncio
