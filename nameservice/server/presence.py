@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 import zmq
+import zmq.asyncio
 
 from fabric.control import ControlServer
 from fabric.registry import DEFAULT_TTL, process_name
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 0.5
 """Pause between two attempts to register the node's name."""
+LINGER_MS = 1000
+"""How long the control socket may take, at exit, to send the answers it holds."""
 DEREGISTER_S = DEFAULT_TTL
 """Longest wait for the deregistration that starts a drain (longer than the lease lives is
 pointless: the entry goes with the lease anyway)."""
@@ -79,13 +82,16 @@ class NodePresence:
         self._registration: Any = None
         self._client: Any = None
         self.endpoint = ""
+        # A context of its own, terminated at close: that is what makes the answer to a drain
+        # leave before the process exits (an unterminated context drops what it still holds).
+        self._ctx = zmq.asyncio.Context()
 
     def start(self) -> str:
         """Bind the control socket; the endpoint registered for it. ``OSError`` if it cannot
         be bound."""
         bind, advertised = control_endpoints(self.settings)
         try:
-            self._server = ControlServer(self.status, self._drain, bind).start()
+            self._server = ControlServer(self.status, self._drain, bind, ctx=self._ctx).start()
         except zmq.ZMQError as exc:
             raise OSError(f"cannot bind the control socket on {bind}: {exc}") from None
         port = self._server.endpoint.rpartition(":")[2]
@@ -157,7 +163,7 @@ class NodePresence:
         if self._server is not None:
             if self._server.drain_requested.is_set():
                 await self._server.answered(timeout=2.0)
-            self._server.close()
+            self._server.close(linger=LINGER_MS)
         if self._registering is not None:
             self._registering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -167,3 +173,4 @@ class NodePresence:
                 await asyncio.wait_for(self._registration.close(), DEREGISTER_S)
         if self._client is not None:
             await self._client.close()
+        await asyncio.to_thread(self._ctx.term)  # at most LINGER_MS: the answers are out
