@@ -1,5 +1,6 @@
 """Live re-resolve with real processes: an intermediary restarted on another port is used by
-running producers and consumers, with no restart of either."""
+running producers and consumers, with no restart of either; one frozen past its lease is
+registered again when it resumes."""
 from __future__ import annotations
 
 import signal
