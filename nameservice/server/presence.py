@@ -108,6 +108,7 @@ class NodePresence:
         self._registering = asyncio.ensure_future(self._register())
 
     async def _register(self) -> None:
+        # Imported here: the client imports nameservice.server (its address parsers).
         from nameservice.client import NameServiceClient
         from nameservice.names import Names
 
@@ -155,7 +156,7 @@ class NodePresence:
                 await asyncio.wait_for(registration.close(), DEREGISTER_S)
             except Exception as exc:  # it expires with its lease
                 log.warning("could not deregister %s (%s); its lease expires", self.name,
-                            exc or type(exc).__name__)
+                            str(exc) or type(exc).__name__)
 
     async def close(self) -> None:
         """The node stopped: answer a waiting drain, then close the socket and the client."""
