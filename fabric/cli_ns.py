@@ -122,9 +122,15 @@ def ns_group() -> None:
 @click.option("--cluster-name", default="default", show_default=True,
               help="The cluster name advertised with zeroconf.")
 @click.option("--no-advertise", is_flag=True, help="Do not advertise this node with zeroconf.")
+@click.option("--name", default="", metavar="NAME",
+              help="The node's process name, for fabric drain / fabric status [default: ns-ID].")
+@click.option("--control", default="", metavar="HOST:PORT",
+              help="Where the control socket binds, port 0 for any [default: the node's host, "
+                   "any port].")
 def ns_start(node_id: int, cluster: str, data_dir: str | None, election_timeout: str,
-             min_lease_ttl: float, cluster_name: str, no_advertise: bool) -> None:
-    """Run one name-service node until SIGTERM or Ctrl-C."""
+             min_lease_ttl: float, cluster_name: str, no_advertise: bool, name: str,
+             control: str) -> None:
+    """Run one name-service node until SIGTERM, Ctrl-C or ``fabric drain NAME``."""
     from nameservice.errors import ConfigError
     from nameservice.server import serve
     from nameservice.server.config import (NodeSettings, parse_cluster, parse_min_lease_ttl,
@@ -137,7 +143,8 @@ def ns_start(node_id: int, cluster: str, data_dir: str | None, election_timeout:
         settings = NodeSettings(node_id, parse_cluster(cluster), data_dir,
                                 parse_timeout_range(election_timeout),
                                 min_lease_ttl_ms=parse_min_lease_ttl(min_lease_ttl),
-                                cluster_name=cluster_name, advertise=not no_advertise)
+                                cluster_name=cluster_name, advertise=not no_advertise,
+                                name=name, control=control)
     except ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
     sys.exit(serve(settings))

@@ -165,6 +165,8 @@ def _print_table(result: dict) -> None:
                        f"{row.get('channel', '') or '':<12} {'-':>9}  unreachable: {st['error']}")
             continue
         rates = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:,.0f}" for k, v in row["rates"].items())
+        if row.get("kind") == "nameservice":  # a name-service node: no messages, a role
+            rates = f"{st.get('role', '?')}, term {st.get('term', '?')}"
         click.echo(f"{row['name']:<24} {row.get('kind', '?'):<13} "
                    f"{row.get('channel', '') or '':<12} {_in_flight(st):>9}  {rates or '-'}")
 

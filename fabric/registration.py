@@ -2,9 +2,10 @@
 
 The intermediary's forwarding loop is a blocking poll, not asyncio; its registrations live in a
 thread of their own running an event loop with a name-service client. The thread registers each
-``(name, endpoint, meta)`` with a lease, keeps the lease alive, registers again if the lease
-is ever lost (the name service was unreachable for longer than the TTL), and deregisters at
-once when stopped.
+``(name, endpoint, meta)`` with a lease, retrying until the name service takes it, and
+deregisters at once when stopped. Keeping the leases alive, and registering again if one is
+ever lost (the name service was unreachable for longer than the TTL), is each
+``nameservice.names.Registration``'s own job.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from fabric.registry import DEFAULT_TTL
 
@@ -26,8 +26,9 @@ RETRY_S = 0.5
 class RegistrationThread:
     """Registers ``entries`` (``(name, endpoint, meta)``) while running.
 
-    ``on_registered(began, done)`` is called (in the thread) each time every entry is
-    registered, with the ``time.time()`` when registering began and when it was confirmed. :meth:`stop` deregisters and waits for the thread.
+    ``on_registered(began, done)`` is called (in the thread) once every entry is registered,
+    with the ``time.time()`` when registering began and when it was confirmed; :attr:`registered`
+    is set then. :meth:`stop` deregisters and waits for the thread.
     """
 
     def __init__(self, addresses: list[str], entries: list[tuple[str, str, dict]], *,
@@ -71,35 +72,30 @@ class RegistrationThread:
         self._stop = asyncio.Event()
         self._ready.set()
         async with NameServiceClient(self._addresses) as client:
-            names = Names(client)
-            while not self._stop.is_set():
-                try:
-                    await self._hold(names)
-                except Exception as exc:  # unreachable name service: keep trying
-                    log.warning("registration failed (%s); retrying", exc)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), RETRY_S)
-
-    async def _hold(self, names: Any) -> None:
-        regs = []
-        try:
-            began = time.time()
-            for name, endpoint, meta in self._entries:
-                regs.append(await names.register(name, endpoint, meta, ttl=self._ttl))
-            self.registered.set()
-            if self._on_registered is not None:
-                self._on_registered(began, time.time())
-            waits = [asyncio.ensure_future(self._stop.wait())]
-            waits += [asyncio.ensure_future(reg.lost.wait()) for reg in regs]
+            regs: list = []
+            registering = asyncio.ensure_future(self._register_all(Names(client), regs))
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                await self._stop.wait()
             finally:
-                for w in waits:
-                    w.cancel()
-            if not self._stop.is_set():
-                log.warning("registration lease lost; registering again")
-        finally:
-            self.registered.clear()
-            for reg in regs:
-                with contextlib.suppress(Exception):
-                    await reg.close()
+                registering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registering
+                self.registered.clear()
+                for reg in regs:
+                    with contextlib.suppress(Exception):
+                        await reg.close()
+
+    async def _register_all(self, names, regs: list) -> None:
+        """Register every entry into ``regs``, each retried until the name service takes it."""
+        began = time.time()
+        for name, endpoint, meta in self._entries:
+            while True:
+                try:
+                    regs.append(await names.register(name, endpoint, meta, ttl=self._ttl))
+                    break
+                except Exception as exc:  # unreachable name service: keep trying
+                    log.warning("registering %s failed (%s); retrying", name, exc)
+                    await asyncio.sleep(RETRY_S)
+        self.registered.set()
+        if self._on_registered is not None:
+            self._on_registered(began, time.time())

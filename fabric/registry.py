@@ -5,11 +5,13 @@ Two kinds of names (each a ``nameservice.names`` name, so each may have several 
 * ``channel/<C>``: one instance per intermediary of channel C; its endpoint is the
   intermediary's data endpoint (``tcp://HOST:PORT``). Ports watch this name.
 * ``process/<NAME>``: one instance per running fabric process called NAME; its endpoint is the
-  process's control socket, its meta ``{"kind": "intermediary"|"component", "channel": ...}``.
+  process's control socket, its meta ``{"kind": "intermediary"|"component", "channel": ...}``
+  (name-service nodes register too, as ``ns-<ID>`` with ``{"kind": "nameservice", ...}``).
   ``fabric drain NAME`` and ``fabric status`` find processes here.
 
 Every registration holds a lease: a process that dies disappears from its names when the lease
-expires (two seconds by default); one that exits cleanly deregisters at once.
+expires (two seconds by default); one that exits cleanly deregisters at once; one whose lease
+expired while it lives (frozen, cut off) registers again as soon as it hears so.
 """
 from __future__ import annotations
 

@@ -12,7 +12,9 @@ Layout in the key-value store: one key per registered instance,
 ``names/<name>/<instance>`` → msgpack ``{"endpoint": str, "meta": dict}``. The instance is a
 random id made at registration, so many processes may register the same name. Each key is
 attached to its registration's lease: if the process dies its keepalives stop and the cluster
-deletes the key after the TTL (within TTL + 1 s of the death).
+deletes the key after the TTL (within TTL + 1 s of the death). A live process whose lease
+expired anyway (frozen or cut off past the TTL) puts its key back by itself once it hears so
+(``Registration``).
 
 A name is a non-empty string without empty ``/``-separated parts; instances never contain
 ``/``, so ``names/a/`` lists the instances of ``a`` and not those of ``a/b``.
@@ -24,6 +26,7 @@ cannot resume (``Compacted``), it reloads with a new range and goes on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -32,15 +35,19 @@ import msgpack
 
 from nameservice.client import NameServiceClient
 from nameservice.client.leases import LeaseKeeper
-from nameservice.errors import Compacted
+from nameservice.errors import Compacted, NameServiceError
 from nameservice.kv import KeyValue
 
 __all__ = ["Endpoint", "Names", "Registration", "NAMES_PREFIX"]
+
+log = logging.getLogger(__name__)
 
 NAMES_PREFIX = "names/"
 """Where the registry lives in the key-value store."""
 MAX_META_BYTES = 16 << 10
 """Largest encoded meta dict accepted by ``register``."""
+RETRY_S = 0.5
+"""Pause between two attempts to put back a registration whose lease was lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,38 +91,67 @@ def _sorted(entries: dict[bytes, Endpoint]) -> list[Endpoint]:
 
 
 class Registration:
-    """One registered instance of a name, alive while its lease is renewed.
+    """One registered instance of a name, kept alive by a lease renewed in the background.
 
-    ``lost`` is set if the cluster let the lease expire (the entry is gone: register again).
-    ``await close()`` (or leaving ``async with``) deletes the entry at once.
+    If the cluster lets the lease expire (no keepalive reached a leader for a whole TTL: the
+    process was frozen or cut off), the entry is gone; the registration then puts it back by
+    itself, under the same key with a new lease, retrying every ``RETRY_S`` until it succeeds
+    (``reregister=False`` turns that off: the registration then stays lost).
+
+    ``lost`` is set while the entry is gone and cleared once it is registered again;
+    ``losses`` counts the leases lost. ``await close()`` (or leaving ``async with``) deletes
+    the entry at once and stops re-registering.
     """
 
-    def __init__(self, names: Names, endpoint: Endpoint, keeper: LeaseKeeper) -> None:
+    def __init__(self, names: Names, endpoint: Endpoint, value: bytes, ttl: float,
+                 keeper: LeaseKeeper, reregister: bool = True) -> None:
         self.endpoint = endpoint
         self._names = names
+        self._value = value
+        self._ttl = ttl
         self._keeper = keeper
+        self._reregister = reregister
         self._closed = False
+        self.lost = asyncio.Event()
+        """Set while the entry is gone (its lease expired), cleared once registered again."""
+        self.losses = 0
+        """How many times the cluster let this registration's lease expire."""
+        self._task = asyncio.ensure_future(self._watch_lease())
 
     @property
     def key(self) -> bytes:
-        """The key of this instance."""
+        """The key of this instance (the same across re-registrations)."""
         return self.endpoint.key
 
     @property
     def lease(self) -> int:
-        """The lease id that keeps the entry alive."""
+        """The id of the lease that keeps the entry alive now."""
         return self._keeper.id
 
-    @property
-    def lost(self) -> asyncio.Event:
-        """Set when the cluster said the lease (and so the entry) is gone."""
-        return self._keeper.lost
+    async def _watch_lease(self) -> None:
+        while True:
+            await self._keeper.lost.wait()
+            self.losses += 1
+            self.lost.set()
+            if not self._reregister:
+                return
+            log.warning("the lease of %s expired; registering it again", self.key.decode())
+            await self._keeper.close(revoke=False)  # its renewals ended with the loss
+            self._keeper = await self._names._put_entry(self.key, self._value, self._ttl,
+                                                         retry=True)
+            log.info("%s registered again", self.key.decode())
+            self.lost.clear()
 
     async def close(self) -> None:
         """Deregister now: revoking the lease deletes the entry with it."""
         if self._closed:
             return
         self._closed = True
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
         await self._keeper.close(revoke=True)
 
     async def __aenter__(self) -> Registration:
@@ -150,17 +186,18 @@ class Names:
         self.client = client
 
     def register(self, name: str, endpoint: str, meta: dict | None = None,
-                 ttl: float = 2.0) -> _Registering:
+                 ttl: float = 2.0, *, reregister: bool = True) -> _Registering:
         """Register ``endpoint`` under ``name`` until the registration is closed or this
         process dies (then it vanishes within ``ttl`` + 1 s).
 
         ``await`` it for the ``Registration``, or use it as ``async with ... as reg:`` to
-        deregister on leaving the block.
+        deregister on leaving the block. The registration puts itself back if its lease is
+        ever lost, unless ``reregister`` is False (see :class:`Registration`).
         """
-        return _Registering(self._register(name, endpoint, meta, ttl))
+        return _Registering(self._register(name, endpoint, meta, ttl, reregister))
 
     async def _register(self, name: str, endpoint: str, meta: dict | None,
-                        ttl: float) -> Registration:
+                        ttl: float, reregister: bool) -> Registration:
         prefix = _prefix(name)
         if not isinstance(endpoint, str) or not endpoint:
             raise ValueError("an endpoint is a non-empty string")
@@ -168,13 +205,27 @@ class Names:
         if len(value) > MAX_META_BYTES:
             raise ValueError(f"the entry is {len(value)} bytes; at most {MAX_META_BYTES}")
         key = prefix + secrets.token_hex(8).encode()
-        keeper = await self.client.keep_alive(ttl).start()
-        try:
-            await self.client.put(key, value, lease=keeper.id)
-        except BaseException:
-            await keeper.close(revoke=True)
-            raise
-        return Registration(self, Endpoint(name, endpoint, dict(meta or {}), key), keeper)
+        keeper = await self._put_entry(key, value, ttl)
+        return Registration(self, Endpoint(name, endpoint, dict(meta or {}), key), value, ttl,
+                            keeper, reregister)
+
+    async def _put_entry(self, key: bytes, value: bytes, ttl: float,
+                         retry: bool = False) -> LeaseKeeper:
+        """Grant a lease kept alive and put ``key`` attached to it; with ``retry``, keep trying
+        every ``RETRY_S`` through failures of the name service instead of raising them."""
+        while True:
+            keeper = self.client.keep_alive(ttl)
+            try:
+                await keeper.start()
+                await self.client.put(key, value, lease=keeper.id)
+                return keeper
+            except BaseException as exc:
+                # A lease granted but not used would only expire: revoke it now if we can.
+                await keeper.close(revoke=True)
+                if not retry or not isinstance(exc, NameServiceError):
+                    raise
+                log.info("registering %s failed (%s); retrying", key.decode(), exc)
+            await asyncio.sleep(RETRY_S)
 
     async def resolve(self, name: str) -> list[Endpoint]:
         """The endpoints registered under ``name`` now (a consistent read), sorted by key."""

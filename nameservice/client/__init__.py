@@ -17,8 +17,8 @@ from .addresses import cluster_addresses
 from .api import NameServiceClient
 from .channel import Channel
 from .leases import LeaseKeeper
-from .sync import SyncNameServiceClient
+from .sync import SyncLeaseKeeper, SyncNameServiceClient
 from .watch import Watch, WatchEvent
 
-__all__ = ["Channel", "LeaseKeeper", "NameServiceClient", "SyncNameServiceClient", "Watch",
-           "WatchEvent", "cluster_addresses"]
+__all__ = ["Channel", "LeaseKeeper", "NameServiceClient", "SyncLeaseKeeper",
+           "SyncNameServiceClient", "Watch", "WatchEvent", "cluster_addresses"]

@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cluster name advertised with zeroconf")
     parser.add_argument("--no-advertise", action="store_true",
                         help="do not advertise this node with zeroconf")
+    parser.add_argument("--name", default="",
+                        help="the node's process name, registered as process/NAME "
+                             "(default: ns-ID)")
+    parser.add_argument("--control", default="", metavar="HOST:PORT",
+                        help="where the control socket binds; port 0 for any "
+                             "(default: the node's host, any port)")
     args = parser.parse_args(argv)
     try:
         settings = NodeSettings(args.id, parse_cluster(args.cluster), args.data_dir,
@@ -36,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                                 min_lease_ttl_ms=parse_min_lease_ttl(args.min_lease_ttl),
                                 cluster_name=args.cluster_name,
                                 advertise=not args.no_advertise,
-                                history_events=args.history_events)
+                                history_events=args.history_events,
+                                name=args.name, control=args.control)
     except ConfigError as exc:
         print(f"fabric ns: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,14 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_control(text: str) -> tuple[str, int]:
+    """``--control HOST:PORT`` → ``(host, port)``; port 0 picks any free port."""
+    host, sep, port = text.strip().rpartition(":")
+    if sep and port == "0":
+        return parse_address(f"{host}:1")[0], 0
+    return parse_address(text)
+
+
 def parse_addresses(text: str) -> list[str]:
     """``HOST:PORT,HOST:PORT,...`` → the list of addresses, each checked."""
     out = [a.strip() for a in text.split(",") if a.strip()]
@@ -117,6 +125,10 @@ class NodeSettings:
     cluster_name: str = "default"
     advertise: bool = True
     history_events: int = 10_000  # events kept for watches resuming (local, per node)
+    # The node's fabric process name (registered as process/NAME; "" = ns-ID) and where its
+    # control socket binds (HOST:PORT, port 0 for any; "" = the node's host, any port).
+    name: str = ""
+    control: str = ""
 
     def __post_init__(self) -> None:
         if self.sync_mode not in ("thread", "inline", "auto"):
@@ -130,9 +142,19 @@ class NodeSettings:
                 c.isalnum() or c in "-_." for c in self.cluster_name):
             raise ConfigError(f"bad cluster name {self.cluster_name!r}: use 1 to 40 letters, "
                               f"digits, '-', '_' or '.'")
+        if self.name and (any(c.isspace() for c in self.name)
+                          or any(not part for part in self.name.split("/"))):
+            raise ConfigError(f"bad name {self.name!r}: no spaces, no empty '/' parts")
+        if self.control:
+            parse_control(self.control)
         if self.id not in self.cluster:
             raise ConfigError(f"node id {self.id} is not in the cluster list "
                               f"({', '.join(map(str, sorted(self.cluster)))})")
+
+    @property
+    def process_name(self) -> str:
+        """The name the node registers as ``process/NAME``: ``name``, or ``ns-ID``."""
+        return self.name or f"ns-{self.id}"
 
     @property
     def address(self) -> str:

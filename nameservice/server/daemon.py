@@ -13,6 +13,7 @@ import zmq
 from nameservice.errors import NameServiceError
 from nameservice.server.config import NodeSettings, parse_address
 from nameservice.server.node import Node
+from nameservice.server.presence import NodePresence
 from nameservice.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,12 @@ log = logging.getLogger(__name__)
 async def _serve(settings: NodeSettings, announce: Callable[[str], None]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     node = Node(settings)
+    # SIGTERM, SIGINT and ``fabric drain NAME`` all start the same clean stop.
+    presence = NodePresence(node, stop)
+    presence.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, presence.drain_task)
     # The state recovered at start (keys, sessions, the log) is long-lived: keep the cyclic
     # garbage collector from rescanning it, and let it run less often under load (requests
     # make many short-lived containers but almost no cycles).
@@ -35,12 +39,15 @@ async def _serve(settings: NodeSettings, announce: Callable[[str], None]) -> Non
     def listening(address: str) -> None:
         nonlocal advertising
         announce(f"listening {address}")
+        announce(f"control {presence.endpoint}")
+        presence.register()
         if settings.advertise:
             advertising = asyncio.ensure_future(_advertise(settings, stop))
 
     try:
         await node.run(stop, on_listening=listening)
     finally:
+        await presence.close()
         if advertising is not None:
             await advertising
 
@@ -71,11 +78,12 @@ async def _advertise(settings: NodeSettings, stop: asyncio.Event) -> None:
 
 
 def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None) -> int:
-    """Run one node until SIGTERM or SIGINT; return the process exit code.
+    """Run one node until SIGTERM, SIGINT or ``fabric drain NAME``; the process exit code.
 
-    Prints ``listening HOST:PORT`` once the port is bound. Errors an operator must act on
-    (address in use, a data directory that is locked or damaged) print one line on stderr and
-    give exit code 1.
+    Prints ``listening HOST:PORT`` once the port is bound, then ``control ENDPOINT`` (the
+    control socket, registered as ``process/NAME``; see ``presence.py``). Errors an operator
+    must act on (address in use, a data directory that is locked or damaged) print one line on
+    stderr and give exit code 1.
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s node{settings.id} %(levelname)s %(message)s")

@@ -37,8 +37,9 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 class LocalCluster:
     """``nodes`` daemons on ``host`` with data under ``data_dir/node-ID``.
 
-    ``ports``: one per node (default: free ports picked now). ``election_timeout``: ``LO-HI``
-    in milliseconds. ``cluster_name``: advertise the nodes with zeroconf under this name
+    ``ports``: one per node (default: free ports picked now); each node's control socket gets a
+    free port picked now too (``controls``; ``extra_args`` may override it).
+    ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with zeroconf under this name
     (default: do not advertise, so test clusters stay out of each other's way).
     """
 
@@ -48,12 +49,16 @@ class LocalCluster:
                  cluster_name: str | None = None) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
-        ports = ports or free_ports(nodes, host)
+        # The control sockets' ports are picked with the nodes' own: a node binding "any port"
+        # could otherwise take the port picked for a node not started yet.
+        picked = free_ports(2 * nodes if not ports else nodes, host)
+        ports = ports or picked[nodes:]
         if len(ports) != nodes:
             raise ValueError(f"{nodes} nodes need {nodes} ports, got {len(ports)}")
         self.data_dir = Path(data_dir)
         self.ids = list(range(1, nodes + 1))
         self.addresses = {i: f"{host}:{port}" for i, port in zip(self.ids, ports)}
+        self.controls = {i: f"{host}:{port}" for i, port in zip(self.ids, picked[:nodes])}
         self.election_timeout = election_timeout
         self.extra_args = list(extra_args or [])
         self.cluster_name = cluster_name
@@ -82,7 +87,8 @@ class LocalCluster:
             log = open(self.node_dir(i).with_suffix(".log"), "ab")
             cmd = [sys.executable, "-m", "nameservice.server", "--id", str(i), "--cluster",
                    self.cluster_arg, "--data-dir", str(self.node_dir(i)),
-                   "--election-timeout", self.election_timeout, *self.extra_args]
+                   "--election-timeout", self.election_timeout, "--control", self.controls[i],
+                   *self.extra_args]
             try:
                 self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
                                                  stdin=subprocess.DEVNULL)

@@ -1,11 +1,14 @@
 """Live re-resolve with real processes: an intermediary restarted on another port is used by
-running producers and consumers, with no restart of either."""
+running producers and consumers, with no restart of either; one frozen past its lease is
+registered again when it resumes."""
 from __future__ import annotations
 
+import signal
 
 import pytest
 
 from fabric.butterfly.report import read_deliveries
+from nameservice.client import SyncNameServiceClient
 from tests.butterfly.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -50,3 +53,25 @@ def test_running_ports_follow_an_intermediary_restarted_on_another_port(deployme
     assert ids == set(range(sent))
     assert len(deliveries) == sent  # nothing twice
     assert {x.via for x in deliveries} == {old, new}
+
+
+def test_an_intermediary_frozen_past_its_lease_registers_again_when_it_resumes(deployment):
+    d = deployment
+    proc, endpoint = d.intermediary("sleeper")
+    with SyncNameServiceClient(d.ns) as ns:
+        def entries() -> list[bytes]:
+            return sorted(kv.key for kv in ns.range("names/")
+                          if kv.key.startswith((f"names/channel/{d.channel}/".encode(),
+                                                b"names/process/sleeper/")))
+
+        wait_for(lambda: len(entries()) == 2, 10, "the channel and process entries")
+        keys = entries()
+        proc.signal(signal.SIGSTOP)  # no keepalives: the cluster expires the lease (TTL 2 s)
+        try:
+            wait_for(lambda: entries() == [], 15, "the frozen intermediary's entries to expire")
+        finally:
+            proc.signal(signal.SIGCONT)
+        wait_for(lambda: entries() == keys, 15, "both entries back, under the same keys")
+        [channel] = [kv for kv in ns.range(f"names/channel/{d.channel}/")]
+        assert endpoint.encode() in channel.value
+    assert proc.alive()

@@ -92,13 +92,16 @@ async def _progressed(work: Workload, by: int):
 async def test_put_get_cas_range_delete(make_cluster):
     cluster = make_cluster()
     async with NameServiceClient(cluster.ns_arg, timeout=10) as ns:
-        put = await ns.put("svc/a", "tcp://1")
+        await ns.put("svc/a", "tcp://1")
         assert (await ns.get("svc/a")).value == b"tcp://1"
         assert (await ns.cas("svc/a", "tcp://2", expect_value="tcp://1")).succeeded
         failed = await ns.cas("svc/a", "tcp://3", expect_value="tcp://1")
         assert not failed.succeeded and failed.kv.value == b"tcp://2"
-        assert (await ns.cas("svc/b", "x", expect_absent=True)).succeeded
-        assert (await ns.cas("svc/b", "y", expect_mod_revision=put.revision + 2)).succeeded
+        created = await ns.cas("svc/b", "x", expect_absent=True)
+        assert created.succeeded
+        # (The nodes register their own names meanwhile: revisions are read, not counted.)
+        assert not (await ns.cas("svc/b", "z", expect_mod_revision=created.revision - 1)).succeeded
+        assert (await ns.cas("svc/b", "y", expect_mod_revision=created.revision)).succeeded
         assert [kv.key for kv in await ns.range("svc/")] == [b"svc/a", b"svc/b"]
         assert (await ns.delete("svc/a")).deleted == 1
         assert await ns.get("svc/a") is None

@@ -169,3 +169,32 @@ async def test_the_default_minimum_ttl_is_one_second(make_cluster):
     async with NameServiceClient(cluster.ns_arg) as ns:
         lease_id = await ns.lease_grant(0.5)
         assert await ns.lease_keepalive(lease_id) == 1.0
+
+
+def test_the_sync_client_keeps_a_lease_alive_and_reports_it_lost(make_cluster):
+    from nameservice.client import SyncNameServiceClient
+    from tests.waiting import wait_for
+
+    cluster = make_cluster(extra_args=SHORT_LEASES)
+    with SyncNameServiceClient(cluster.ns_arg) as ns:
+        with ns.keep_alive(0.5) as lease:
+            ns.put("sync/kept", "here", lease=lease.id)
+            # Renewed on the client's thread while this one does other things: it outlives
+            # many TTLs.
+            wait_for(lambda: lease.renewals >= 9, 15, "nine renewals (three TTLs)")
+            kv = ns.get("sync/kept")
+            assert kv is not None and kv.lease == lease.id
+            assert not lease.lost.is_set()
+        # Leaving the block revokes the lease, and its key with it.
+        assert ns.get("sync/kept") is None
+        assert not lease.lost.is_set()
+
+        with ns.keep_alive(0.5) as lease:
+            ns.lease_revoke(lease.id)  # someone else revokes it
+            assert lease.lost.wait(5), "the keeper did not learn its lease is gone"
+
+        # Closing the client stops the renewals of a lease still kept: it expires.
+        kept = ns.keep_alive(0.5).start()
+        ns.put("sync/orphan", "x", lease=kept.id)
+    with SyncNameServiceClient(cluster.ns_arg) as ns:
+        wait_for(lambda: ns.get("sync/orphan") is None, 5, "the unrenewed lease to expire")

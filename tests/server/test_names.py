@@ -32,6 +32,30 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+WATCHED_OWNER = """
+import asyncio, sys
+from nameservice.client import NameServiceClient
+from nameservice.names import Names
+
+async def main(ns, name, endpoint, ttl, reregister):
+    async with NameServiceClient(ns) as client:
+        reg = await Names(client).register(name, endpoint, ttl=float(ttl),
+                                           reregister=reregister == "yes")
+        print("registered", reg.key.decode(), reg.lease, flush=True)
+        while True:  # report each loss, and each return
+            await reg.lost.wait()
+            print("lost", reg.losses, flush=True)
+            if reregister != "yes":  # three retry periods later: still lost?
+                await asyncio.sleep(1.5)
+                print("still", reg.lost.is_set(), flush=True)
+            while reg.lost.is_set():
+                await asyncio.sleep(0.01)
+            print("back", reg.losses, reg.lease, flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
 class NameWatcher:
     """Reads ``watch_name`` in the background; every list it yields, with its arrival time."""
 
@@ -163,4 +187,77 @@ async def test_watch_name_reloads_when_the_history_no_longer_reaches_back(make_c
             cluster.kill(frozen, signal.SIGCONT)
         await reg_a.close()
         await reg_b.close()
+        await watcher.close()
+
+
+async def start_watched_owner(cluster, name: str, endpoint: str, reregister: str):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WATCHED_OWNER, cluster.ns_arg, name, endpoint, "0.5", reregister,
+        stdout=asyncio.subprocess.PIPE)
+    line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().split()
+    assert line[0] == "registered", line
+    return proc, line[1].encode(), int(line[2])
+
+
+async def frozen_past_the_ttl(proc, watcher: NameWatcher) -> None:
+    """SIGSTOP ``proc`` until its entry is gone (the cluster expired its lease), then SIGCONT."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        await wait_until(lambda: watcher.latest() == [], 10, "the lease to expire")
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+async def test_a_registration_whose_lease_expired_registers_itself_again(make_cluster):
+    cluster = make_cluster(extra_args=SHORT_LEASES)
+    async with NameServiceClient(cluster.ns_arg) as client:
+        names = Names(client)
+        watcher = NameWatcher(names, "svc/frozen")
+        proc, key, lease = await start_watched_owner(cluster, "svc/frozen", "tcp://h:1", "yes")
+        try:
+            await wait_until(lambda: watcher.latest() == ["tcp://h:1"], 5, "the registration")
+            await frozen_past_the_ttl(proc, watcher)
+            # Resumed, the owner learns its lease is gone and puts the entry back.
+            await wait_until(lambda: watcher.latest() == ["tcp://h:1"], 10,
+                             "the entry to come back")
+            lines = [(await asyncio.wait_for(proc.stdout.readline(), 10)).decode().split()
+                     for _ in range(2)]
+            assert lines[0][:2] == ["lost", "1"] and lines[1][:2] == ["back", "1"], lines
+            assert int(lines[1][2]) != lease  # a new lease...
+            [entry] = await names.resolve("svc/frozen")
+            assert entry.key == key  # ...under the same key
+            assert (await client.get(key)).lease == int(lines[1][2])
+            # And it is kept alive: it outlives several TTLs of the new lease.
+            revision = (await client.get(key)).mod_revision
+            await wait_until(lambda: watcher.lists[-1][0] + 2.0 < time.monotonic(), 5,
+                             "two seconds (four TTLs) without a change")
+            assert watcher.latest() == ["tcp://h:1"]
+            assert (await client.get(key)).mod_revision == revision
+        finally:
+            proc.kill()
+            await proc.wait()
+        await watcher.close()
+
+
+async def test_with_reregister_off_a_lost_registration_stays_lost(make_cluster):
+    cluster = make_cluster(extra_args=SHORT_LEASES)
+    async with NameServiceClient(cluster.ns_arg) as client:
+        names = Names(client)
+        watcher = NameWatcher(names, "svc/once")
+        proc, key, _ = await start_watched_owner(cluster, "svc/once", "tcp://h:2", "no")
+        try:
+            await wait_until(lambda: watcher.latest() == ["tcp://h:2"], 5, "the registration")
+            await frozen_past_the_ttl(proc, watcher)
+            line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().split()
+            assert line[:2] == ["lost", "1"], line
+            before = await client.put("svc/marker", "x")
+            line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().split()
+            assert line == ["still", "True"], line
+            # 1.5 s later the owner did not put its entry back: nothing changed meanwhile.
+            assert await client.get(key) is None
+            assert watcher.latest() == []
+            assert (await client.put("svc/marker", "y")).revision == before.revision + 1
+        finally:
+            proc.kill()
+            await proc.wait()
         await watcher.close()
