@@ -89,13 +89,17 @@ def watch_failover(outs, since: float, timeout: float) -> tuple[float, float]:
         time.sleep(0.005)
 
 
-def check_exactly_once(outs, expected: set[int]) -> None:
+def check_exactly_once(outs, expected: set[int], *, flagged_ok: bool = False) -> int:
+    """Every expected message handled once; how many were flagged redelivered (none unless
+    ``flagged_ok``)."""
     records, counts = delivered(outs)
     assert set(counts) == expected, f"{len(expected - set(counts))} messages lost"
     twice = {m: c for m, c in counts.items() if c > 1}
     assert not twice, f"{len(twice)} messages handled more than once"
     assert len(records) == len(expected)
-    assert not any(red for _, red in records), "nothing should be flagged redelivered"
+    flagged = sum(red for _, red in records)
+    assert flagged_ok or not flagged, f"{flagged} messages flagged redelivered"
+    return flagged
 
 
 def test_a_partitioned_intermediary_loses_nothing_and_is_used_again_once_healed(island, cluster):
@@ -163,9 +167,12 @@ def test_a_partition_that_heals_mid_stream_loses_and_duplicates_nothing(island, 
     wait_for(lambda: total_records(outs) >= TOTAL, 60, "every message to be handled")
     for proc, _ in consumers:
         cluster.stop(proc)
-    check_exactly_once(outs, EXPECTED)
+    # A batch the healed intermediary forwarded to a consumer's old connection before that
+    # consumer came back is lost in it: requeued when the consumer says HELLO again, it arrives
+    # flagged (the intermediary cannot know it was never handled). Flagged, but once.
+    flagged = check_exactly_once(outs, EXPECTED, flagged_ok=True)
     assert all(s["intermediaries_lost"] >= 1 for s in stats)
     counters = stats_from(cluster.stop(cut))
-    print(f"partition healed mid-stream: {at_heal} handled at the heal; "
+    print(f"partition healed mid-stream: {at_heal} handled at the heal, {flagged} flagged; "
           f"the healed intermediary took {counters['batches_in'] - first['counters']['batches_in']} "
-          "batches after its consumers were back")
+          f"batches after its consumers were back and redelivered {counters['redelivered_batches']}")
