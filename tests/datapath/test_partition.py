@@ -173,6 +173,7 @@ def test_a_partition_that_heals_mid_stream_loses_and_duplicates_nothing(island, 
     flagged = check_exactly_once(outs, EXPECTED, flagged_ok=True)
     assert all(s["intermediaries_lost"] >= 1 for s in stats)
     counters = stats_from(cluster.stop(cut))
+    assert counters["batches_in"] > first["counters"]["batches_in"], "not used again"
     print(f"partition healed mid-stream: {at_heal} handled at the heal, {flagged} flagged; "
           f"the healed intermediary took {counters['batches_in'] - first['counters']['batches_in']} "
           f"batches after its consumers were back and redelivered {counters['redelivered_batches']}")
