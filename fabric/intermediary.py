@@ -19,8 +19,12 @@ Rules:
 - a peer we do not know (declared dead, but it was only frozen) is asked to say HELLO again
   (WHO); a HELLO with the AGAIN flag, on the same connection, keeps everything;
 - a peer silent for the heartbeat timeout is dead: a dead consumer's batches are redelivered and
-  every producer is told (PEER_GONE); a dead producer's queued batches are still delivered, and
-  its record is kept (bounded) so that it is welcome back if it was only frozen;
+  every producer is told (PEER_GONE); a dead producer's record is kept (bounded) so that it is
+  welcome back if it was only frozen, and its batches here are *parked*, not delivered. Its
+  frames are treated as a stranger's (WHO; a BATCH is refused) until it says HELLO: with AGAIN
+  (it was frozen) its batches are queued again; on a new connection they are dropped, as it
+  resent them elsewhere. (After a partition, its abandoned connection still delivers what it
+  had sent into it: delivering that, or what was parked, would duplicate what it resent.)
 - draining (SIGTERM, :meth:`request_drain`, or a ``drain`` control request): it tells every
   producer (DRAIN); each answers DRAIN and sends it nothing more; it keeps forwarding what it
   holds and routing the acks; once every producer answered, its queue is empty and every batch
@@ -77,6 +81,7 @@ class _Peer:
     drain_pending: bool = False  # producer: told we drain, has not answered yet
     leaving: bool = False  # consumer: sent DRAIN, gets no new batches
     drains_owed: int = 0  # consumer: DRAIN answers due once its in-flight batches are acked
+    parked: list[tuple] = field(default_factory=list)  # dead producer: its queue items
 
 
 @dataclass(slots=True)
@@ -122,7 +127,7 @@ class Intermediary:
         self.endpoint = ""
         self._peers: dict[bytes, _Peer] = {}
         self._queue: deque[tuple[bytes, bytes, bytes, int, int]] = deque()
-        self._queue_bytes = 0
+        self._queue_bytes = 0  # the queue's and the parked batches'
         self._rounds = ClaimRounds()
         self._sock: zmq.Socket | None = None
         self._stopped = False
@@ -244,6 +249,8 @@ class Intermediary:
             "claim_rounds_open": len(self._rounds),
             "in_flight": {"queued_messages": sum(item[4] for item in self._queue),
                           "queued_bytes": self._queue_bytes,
+                          "parked_messages": sum(item[4] for pr in producers
+                                                 for item in pr.parked),
                           "at_consumers": sum(e[1] - e[2] for c in consumers
                                               for e in c.inflight.values())},
             "counters": dataclasses.asdict(self.stats),
@@ -309,8 +316,8 @@ class Intermediary:
         seqs: dict[bytes, list[int]] = {}
         for rid, _, _, seq, _ in self._queue:
             seqs.setdefault(rid, []).append(seq)
+        self._queue_bytes -= sum(len(item[2]) for item in self._queue)  # parked ones stay
         self._queue.clear()
-        self._queue_bytes = 0
         for rid, first_seqs in seqs.items():
             self.stats.nacked_batches += len(first_seqs)
             for start in range(0, len(first_seqs), 100_000):
@@ -391,7 +398,8 @@ class Intermediary:
             peer = self._peers.get(rid)
             if peer is not None:
                 peer.last_heard = self._now
-                peer.alive = True
+                if not peer.alive:  # a producer declared dead: a stranger until its HELLO
+                    peer = None
             if kind == p.T_BATCH:
                 self._on_batch(rid, peer, frame)
             elif kind == p.T_ACK:
@@ -431,13 +439,24 @@ class Intermediary:
             # Re-introduction on the same connection (answer to WHO, or a consumer that takes
             # back its DRAIN): nothing was lost on it.
             old.credit = hello.credit
-            old.alive = True
+            if not old.alive:  # it was frozen, and still wants what it sent us
+                old.alive = True
+                self._queue.extendleft(reversed(old.parked))
+                old.parked = []
             old.leaving = False
             old.drains_owed = 0
         else:
             if old is not None and old.role == p.ROLE_PRODUCER:
                 # A new connection: the producer gave up on the old one and resends its batches.
                 self._drop_queued_from(rid)
+                self.stats.dropped_stale_batches += len(old.parked)
+                self._queue_bytes -= sum(len(item[2]) for item in old.parked)
+                # Those at consumers too: they claim what they hold, and the producer resends
+                # the rest; requeued here later (the consumer gone), a copy would be a duplicate.
+                for peer in self._peers.values():
+                    if peer.inflight:
+                        for key in [key for key in peer.inflight if key[0] == hello.peer_id]:
+                            del peer.inflight[key]
             elif old is not None:
                 # A new connection: what was in flight on the old one may be lost. The consumer
                 # drops copies of what it did receive; the rest reaches someone, flagged.
@@ -595,15 +614,20 @@ class Intermediary:
     def _drop_queued_from(self, producer_rid: bytes) -> None:
         kept = deque(item for item in self._queue if item[0] != producer_rid)
         self.stats.dropped_stale_batches += len(self._queue) - len(kept)
+        self._queue_bytes -= sum(len(item[2]) for item in self._queue if item[0] == producer_rid)
         self._queue = kept
-        self._queue_bytes = sum(len(item[2]) for item in kept)
 
     def _requeue_inflight(self, peer: _Peer) -> None:
         """Put a consumer's unacknowledged batches back at the head of the queue, flagged."""
         for (pid, seq), (frame, count, acked) in peer.inflight.items():
             self.stats.redelivered_batches += 1
             frame = p.mark_redelivered(frame, acked)
-            self._queue.appendleft((PRODUCER_PREFIX + pid, pid, frame, seq, count))
+            item = (PRODUCER_PREFIX + pid, pid, frame, seq, count)
+            producer = self._peers.get(item[0])
+            if producer is not None and not producer.alive:
+                producer.parked.append(item)  # its producer will not want it back after a cut
+            else:
+                self._queue.appendleft(item)
             self._queue_bytes += len(frame)
         peer.inflight.clear()
 
@@ -648,9 +672,14 @@ class Intermediary:
                     self._producer_gone(peer)
 
     def _producer_gone(self, peer: _Peer) -> None:
-        """A silent producer keeps its record (bounded), so that if it was only frozen its next
-        frames are accepted again; its queued batches are still delivered."""
+        """A silent producer keeps its record (bounded), so that it is welcome back with HELLO
+        AGAIN if it was only frozen; its queued batches are parked until then."""
         peer.alive = False
+        peer.parked = [item for item in self._queue if item[0] == peer.rid]
+        if peer.parked:
+            self._queue = deque(item for item in self._queue if item[0] != peer.rid)
         dead = [rid for rid, pr in self._peers.items() if not pr.alive]
         for rid in dead[:max(0, len(dead) - MAX_DEAD_PRODUCERS)]:
-            del self._peers[rid]
+            gone = self._peers.pop(rid)
+            self.stats.dropped_stale_batches += len(gone.parked)
+            self._queue_bytes -= sum(len(item[2]) for item in gone.parked)
