@@ -49,7 +49,7 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
-from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch, group_leftovers
 from fabric.errors import ConfigError, DecodeError
 from fabric.endpoints import tcp_endpoint
 from fabric.links import Link, LinkSet
@@ -242,7 +242,7 @@ class InputPort:
         return not (self._queue or self._delivering or self._holds or self._acks)
 
     def _leftovers(self) -> tuple[Leftover, ...]:
-        groups: dict[tuple[str, str, str], list[int]] = {}
+        batches = []
         for pid, window in self._producers.items():
             for state in window.batches.values():
                 if state.handled >= state.count:
@@ -253,11 +253,8 @@ class InputPort:
                 else:
                     where = "unhandled and claimed after an intermediary was lost"
                     fate = "the producer resends them, flagged, once told this consumer is gone"
-                group = groups.setdefault((pid.hex(), where, fate), [0, 0])
-                group[0] += state.count - state.handled
-                group[1] += 1
-        return tuple(Leftover(n, b, pid, where, fate)
-                     for (pid, where, fate), (n, b) in groups.items())
+                batches.append((pid.hex(), where, fate, state.count - state.handled))
+        return group_leftovers(batches)
 
     def status(self) -> dict:
         """A JSON-able summary for the control socket."""

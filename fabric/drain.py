@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_TIMEOUT = 5.0
@@ -29,6 +30,18 @@ class Leftover:
         """One human-readable sentence."""
         return (f"{self.messages} messages ({self.batches} batches) of producer "
                 f"{self.producer[:12]} left by {holder} {self.where}; {self.fate}")
+
+
+def group_leftovers(batches: Iterable[tuple[str, str, str, int]]) -> tuple[Leftover, ...]:
+    """One :class:`Leftover` per (producer, where, fate) of ``batches``, each given as
+    ``(producer, where, fate, messages left of it)``."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for producer, where, fate, messages in batches:
+        group = groups.setdefault((producer, where, fate), [0, 0])
+        group[0] += messages
+        group[1] += 1
+    return tuple(Leftover(n, b, producer, where, fate)
+                 for (producer, where, fate), (n, b) in groups.items())
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,49 +12,36 @@ consumer acknowledges it end to end):
 - a queue of batches waiting for credit, bounded by ``max_queue_bytes``: a batch that would
   overflow it is refused with a NACK and the producer sends it elsewhere.
 
-Rules:
-- a HELLO on a new connection starts a peer afresh: a producer's queued batches are dropped (it
-  resends what it sent on the old connection) and a consumer's in-flight batches are redelivered
-  (what was in flight on the old connection may be lost; copies it did receive it drops);
-- a peer we do not know (declared dead, but it was only frozen) is asked to say HELLO again
-  (WHO); a HELLO with the AGAIN flag, on the same connection, keeps everything;
-- a peer silent for the heartbeat timeout is dead: a dead consumer's batches are redelivered and
-  every producer is told (PEER_GONE); a dead producer's record is kept (bounded) so that it is
-  welcome back if it was only frozen, and its batches here are *parked*, not delivered. Its
-  frames are treated as a stranger's (WHO; a BATCH is refused) until it says HELLO: with AGAIN
-  (it was frozen) its batches are queued again; on a new connection they are dropped, as it
-  resent them elsewhere. (After a partition, its abandoned connection still delivers what it
-  had sent into it: delivering that, or what was parked, would duplicate what it resent.)
-- draining (SIGTERM, :meth:`request_drain`, or a ``drain`` control request): it tells every
-  producer (DRAIN); each answers DRAIN and sends it nothing more; it keeps forwarding what it
-  holds and routing the acks; once every producer answered, its queue is empty and every batch
-  at a consumer is acknowledged, it stops. At the drain timeout it stops anyway and reports what
-  it held (its producers resend that through the others, as after any loss);
-- a consumer that sends DRAIN is leaving: no new batch goes to it, and once everything sent to
-  it is acknowledged it gets DRAIN back (each DRAIN is answered once, in order);
-- a producer that lost another intermediary sends CLAIM: it is forwarded to every consumer,
-  and once each has answered CLAIMED (after its claims, on the same connection) or was declared
-  gone, the producer gets one CLAIMED back, flagged UNANSWERED if a consumer never answered;
-- if this process itself was frozen long enough for its peers to give up on it (SIGSTOP, a
-  stalled host; see ``Timing.frozen``) it rebinds its socket, so that every peer sees it as a
-  new process and no stale batch is delivered.
+Rules (docs/datapath.md tells why, docs/protocol.md frame by frame):
+- a HELLO on a new connection starts a peer afresh: a producer's queued and parked batches are
+  dropped (it resends what it sent on the old connection), a consumer's in-flight batches are
+  redelivered, flagged; a HELLO with AGAIN (the answer to WHO) keeps everything;
+- a silent consumer is dead: its batches are redelivered, flagged, and every producer is told
+  (PEER_GONE); a silent producer's record is kept (bounded) and its batches are parked
+  (:mod:`fabric.batchqueue`) until it says HELLO again: a stranger meanwhile (WHO, NACK);
+- a producer that lost another intermediary sends CLAIM: forwarded to every consumer, answered
+  once all have answered or left (:mod:`fabric.claims`);
+- draining: DRAIN to every producer, forward and route acks until nothing is held, then stop;
+  a consumer's DRAIN stops routing to it and is answered once all sent to it is acknowledged;
+- after a freeze long enough for its peers to give up on it, it rebinds its socket (every peer
+  starts afresh, nothing stale is delivered).
 """
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
 
 from fabric import protocol as p
+from fabric.batchqueue import BatchQueue
 from fabric.claims import Answer, ClaimRounds
 from fabric.control import ControlSocket
-from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
+from fabric.router import REBIND_PATIENCE, bind_router
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, group_leftovers
 from fabric.errors import DecodeError
 from fabric.stall import OffCpuClock
 from fabric.timing import Timing
@@ -63,9 +50,7 @@ log = logging.getLogger(__name__)
 
 PRODUCER_PREFIX = b"P"
 CONSUMER_PREFIX = b"C"
-HWM = 100_000
 MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they come back
-REBIND_PATIENCE = 5.0  # seconds to wait for our old port to be released
 DRAIN_LINGER_MS = 1000  # after a drain, time given to the last acks to leave the socket
 READ_CHECK_EVERY = 256  # frames handled between looks at the clock while reading a backlog
 
@@ -81,7 +66,6 @@ class _Peer:
     drain_pending: bool = False  # producer: told we drain, has not answered yet
     leaving: bool = False  # consumer: sent DRAIN, gets no new batches
     drains_owed: int = 0  # consumer: DRAIN answers due once its in-flight batches are acked
-    parked: list[tuple] = field(default_factory=list)  # dead producer: its queue items
 
 
 @dataclass(slots=True)
@@ -126,8 +110,7 @@ class Intermediary:
         self.stats = IntermediaryStats()
         self.endpoint = ""
         self._peers: dict[bytes, _Peer] = {}
-        self._queue: deque[tuple[bytes, bytes, bytes, int, int]] = deque()
-        self._queue_bytes = 0  # the queue's and the parked batches'
+        self._queue = BatchQueue(max_queue_bytes)
         self._rounds = ClaimRounds()
         self._sock: zmq.Socket | None = None
         self._stopped = False
@@ -149,22 +132,8 @@ class Intermediary:
 
     def bind(self) -> str:
         """Bind the ROUTER socket and return the bound endpoint."""
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        sock.setsockopt(zmq.SNDHWM, HWM)
-        sock.setsockopt(zmq.RCVHWM, HWM)
-        # Frames above MAX_FRAME are counted and dropped by the code; far larger ones make
-        # libzmq close the offending connection before it can use up memory.
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * p.MAX_FRAME)
-        try:
-            sock.bind(self.endpoint or self._want)
-        except zmq.ZMQError:
-            sock.close(linger=0)
-            raise
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._sock = sock
+        self._sock = bind_router(self._ctx, self.endpoint or self._want)
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return self.endpoint
 
     def serve(self) -> None:
@@ -247,10 +216,9 @@ class Intermediary:
             "producers": sum(pr.alive for pr in producers), "consumers": len(consumers),
             "consumers_leaving": sum(c.leaving for c in consumers),
             "claim_rounds_open": len(self._rounds),
-            "in_flight": {"queued_messages": sum(item[4] for item in self._queue),
-                          "queued_bytes": self._queue_bytes,
-                          "parked_messages": sum(item[4] for pr in producers
-                                                 for item in pr.parked),
+            "in_flight": {"queued_messages": self._queue.messages(),
+                          "queued_bytes": self._queue.bytes,
+                          "parked_messages": self._queue.parked_messages(),
                           "at_consumers": sum(e[1] - e[2] for c in consumers
                                               for e in c.inflight.values())},
             "counters": dataclasses.asdict(self.stats),
@@ -314,10 +282,8 @@ class Intermediary:
         through us, except batches requeued from a dead consumer (their producer resends its
         own copy, unflagged: at-least-once, as after the loss of an intermediary)."""
         seqs: dict[bytes, list[int]] = {}
-        for rid, _, _, seq, _ in self._queue:
+        for rid, _, _, seq, _ in self._queue.take_all():  # parked ones stay
             seqs.setdefault(rid, []).append(seq)
-        self._queue_bytes -= sum(len(item[2]) for item in self._queue)  # parked ones stay
-        self._queue.clear()
         for rid, first_seqs in seqs.items():
             self.stats.nacked_batches += len(first_seqs)
             for start in range(0, len(first_seqs), 100_000):
@@ -329,23 +295,18 @@ class Intermediary:
         resend = "the producer resends them through the other intermediaries"
         claim = ("the consumer claims them through another intermediary and acknowledges them "
                  "when handled; unclaimed ones the producer resends")
-        groups: dict[tuple[bytes, str, str], list[int]] = {}
-        for _, pid, _, _, count in self._queue:
-            group = groups.setdefault((pid, "queued for a consumer", resend), [0, 0])
-            group[0] += count
-            group[1] += 1
-        for peer in self._peers.values():
-            for (pid, _), (_, count, acked) in peer.inflight.items():
-                where = f"unacknowledged at consumer {peer.rid[1:].hex()[:12]}"
-                group = groups.setdefault((pid, where, claim), [0, 0])
-                group[0] += count - acked
-                group[1] += 1
+        here = f"in intermediary {self.endpoint}"
+        batches = [(pid.hex(), f"queued for a consumer {here}", resend, count)
+                   for _, pid, _, _, count in self._queue]
+        batches += [(pid.hex(), f"unacknowledged at consumer {peer.rid[1:].hex()[:12]} {here}",
+                     claim, count - acked)
+                    for peer in self._peers.values()
+                    for (pid, _), (_, count, acked) in peer.inflight.items()]
         silent = [peer.rid[1:].hex()[:12] for peer in self._peers.values()
                   if peer.role == p.ROLE_PRODUCER and peer.alive and peer.drain_pending]
         if silent:
             log.warning("producers that did not answer DRAIN: %s", ", ".join(silent))
-        return tuple(Leftover(n, b, pid.hex(), f"{where} in intermediary {self.endpoint}", fate)
-                     for (pid, where, fate), (n, b) in groups.items())
+        return group_leftovers(batches)
 
     def _read(self, sock: zmq.Socket, now: float) -> None:
         """Handle what is waiting, for at most one tick: timers must keep running."""
@@ -373,18 +334,8 @@ class Intermediary:
             self._sock = None
         self._peers.clear()
         self._queue.clear()
-        self._queue_bytes = 0
         self._rounds.clear()
-        # libzmq releases the old listening port asynchronously: retry for a while.
-        deadline = time.monotonic() + REBIND_PATIENCE
-        while True:
-            try:
-                self.bind()
-                return
-            except zmq.ZMQError as exc:
-                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+        self._sock = bind_router(self._ctx, self.endpoint, patience=REBIND_PATIENCE)
 
     # -- frames -----------------------------------------------------------------------------
 
@@ -441,16 +392,13 @@ class Intermediary:
             old.credit = hello.credit
             if not old.alive:  # it was frozen, and still wants what it sent us
                 old.alive = True
-                self._queue.extendleft(reversed(old.parked))
-                old.parked = []
+                self._queue.unpark(rid)
             old.leaving = False
             old.drains_owed = 0
         else:
             if old is not None and old.role == p.ROLE_PRODUCER:
                 # A new connection: the producer gave up on the old one and resends its batches.
-                self._drop_queued_from(rid)
-                self.stats.dropped_stale_batches += len(old.parked)
-                self._queue_bytes -= sum(len(item[2]) for item in old.parked)
+                self.stats.dropped_stale_batches += self._queue.drop_from(rid)
                 # Those at consumers too: they claim what they hold, and the producer resends
                 # the rest; requeued here later (the consumer gone), a copy would be a duplicate.
                 for peer in self._peers.values():
@@ -500,12 +448,11 @@ class Intermediary:
             raise DecodeError("BATCH from a peer that is not that producer")
         self.stats.batches_in += 1
         if self._queue or not self._forward(rid, pid, seq, count, frame):
-            if self._queue_bytes + len(frame) > self.max_queue_bytes:
+            if not self._queue.fits(len(frame)):
                 self.stats.nacked_batches += 1
                 self._send(rid, p.encode(p.Nack((seq,))))
                 return
             self._queue.append((rid, pid, frame, seq, count))
-            self._queue_bytes += len(frame)
 
     def _forward(self, producer_rid: bytes, pid: bytes, seq: int, count: int, frame: bytes) -> bool:
         """Send a batch to the consumer with the most credit; False if none can take it."""
@@ -526,12 +473,11 @@ class Intermediary:
 
     def _dispatch_queue(self) -> None:
         queue = self._queue
-        while queue:
-            rid, pid, frame, seq, count = queue[0]
+        while (item := queue.first()) is not None:
+            rid, pid, frame, seq, count = item
             if not self._forward(rid, pid, seq, count, frame):
                 return
-            queue.popleft()
-            self._queue_bytes -= len(frame)
+            queue.pop_first()
 
     def _on_ack(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
         pid, credit, n = p.ack_header(frame)
@@ -611,12 +557,6 @@ class Intermediary:
 
     # -- peers coming and going ---------------------------------------------------------------
 
-    def _drop_queued_from(self, producer_rid: bytes) -> None:
-        kept = deque(item for item in self._queue if item[0] != producer_rid)
-        self.stats.dropped_stale_batches += len(self._queue) - len(kept)
-        self._queue_bytes -= sum(len(item[2]) for item in self._queue if item[0] == producer_rid)
-        self._queue = kept
-
     def _requeue_inflight(self, peer: _Peer) -> None:
         """Put a consumer's unacknowledged batches back at the head of the queue, flagged."""
         for (pid, seq), (frame, count, acked) in peer.inflight.items():
@@ -625,10 +565,9 @@ class Intermediary:
             item = (PRODUCER_PREFIX + pid, pid, frame, seq, count)
             producer = self._peers.get(item[0])
             if producer is not None and not producer.alive:
-                producer.parked.append(item)  # its producer will not want it back after a cut
+                self._queue.park_item(item)  # its producer will not want it back after a cut
             else:
-                self._queue.appendleft(item)
-            self._queue_bytes += len(frame)
+                self._queue.put_back(item)
         peer.inflight.clear()
 
     def _consumer_gone(self, peer: _Peer) -> None:
@@ -675,11 +614,8 @@ class Intermediary:
         """A silent producer keeps its record (bounded), so that it is welcome back with HELLO
         AGAIN if it was only frozen; its queued batches are parked until then."""
         peer.alive = False
-        peer.parked = [item for item in self._queue if item[0] == peer.rid]
-        if peer.parked:
-            self._queue = deque(item for item in self._queue if item[0] != peer.rid)
+        self._queue.park(peer.rid)
         dead = [rid for rid, pr in self._peers.items() if not pr.alive]
         for rid in dead[:max(0, len(dead) - MAX_DEAD_PRODUCERS)]:
-            gone = self._peers.pop(rid)
-            self.stats.dropped_stale_batches += len(gone.parked)
-            self._queue_bytes -= sum(len(item[2]) for item in gone.parked)
+            del self._peers[rid]
+            self.stats.dropped_stale_batches += self._queue.drop_from(rid)

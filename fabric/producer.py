@@ -46,7 +46,7 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
-from fabric.drain import DrainReport, Leftover, Stopwatch
+from fabric.drain import DrainReport, Leftover, Stopwatch, group_leftovers
 from fabric.errors import ConfigError, DecodeError, MessageTooLarge, PortClosed
 from fabric.links import Link, LinkSet
 from fabric.timing import Timing
@@ -228,7 +228,10 @@ class OutputPort:
 
     def _leftovers(self) -> tuple[Leftover, ...]:
         """What this port still holds, grouped by where it is."""
-        groups: dict[str, list[int]] = {}
+        pid = self.producer_id.hex()
+        fate = "unacknowledged when the producer closed: delivered or not, nobody resends them"
+        unsent = "not sent (no intermediary could take it)"
+        batches = []
         for sent in self._store.values():
             if sent.via is not None:
                 where = f"in flight through intermediary {sent.via.endpoint}"
@@ -237,17 +240,11 @@ class OutputPort:
             elif any(sent.first_seq in rnd.orphans for rnd in self._rounds.values()):
                 where = "waiting for consumers' claims after an intermediary was lost"
             else:
-                where = "not sent (no intermediary could take it)"
-            group = groups.setdefault(where, [0, 0])
-            group[0] += sent.count - sent.acked
-            group[1] += 1
+                where = unsent
+            batches.append((pid, where, fate, sent.count - sent.acked))
         if self._parts:
-            unsent = groups.setdefault("not sent (no intermediary could take it)", [0, 0])
-            unsent[0] += len(self._parts)
-        pid = self.producer_id.hex()
-        return tuple(Leftover(n, b, pid, where, "unacknowledged when the producer closed: "
-                              "delivered or not, nobody resends them")
-                     for where, (n, b) in groups.items())
+            batches.append((pid, unsent, fate, len(self._parts)))
+        return group_leftovers(batches)
 
     def status(self) -> dict:
         """A JSON-able summary for the control socket."""
