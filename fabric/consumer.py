@@ -29,8 +29,10 @@ of DRAIN confirms that nothing arrived meanwhile. ``remove_endpoint`` on a live 
 does the same for that one link.
 
 Memory: at most ``prefetch`` (plus one batch) messages per intermediary wait in the port.
-A handler must not block the event loop longer than the heartbeat timeout (use ``async def``
-handlers, or run blocking work in an executor): a silent consumer is declared dead.
+Delivery yields to the event loop between handler calls once their time adds up (``YIELD_EVERY``;
+after every call once a handler proves slow), so heartbeats keep flowing; but one call that
+blocks for longer than the consumer timeout (2 s) gets the consumer declared dead (use ``async
+def`` handlers, or run long blocking work in an executor).
 Exceptions raised by a handler are logged and counted; the message counts as handled.
 """
 from __future__ import annotations
@@ -410,8 +412,10 @@ class InputPort:
         start = i = state.handled
         count = state.count
         clock = time.monotonic
+        step = 16  # messages between looks at the clock; 1 once a handler proves slow
         while i < count:
-            stop = min(count, i + 16)
+            stop = min(count, i + step)
+            began = clock()
             try:
                 for i in range(i, stop):
                     handler(Message(payloads[i], state, i))
@@ -420,7 +424,10 @@ class InputPort:
                 self.stats.handler_errors += 1
                 log.exception("handler failed on message %d of a batch", i)
                 i += 1
-            if i < count and clock() > budget_end:
+            now = clock()
+            if now - began > YIELD_EVERY / 2:
+                step = 1
+            if i < count and now > budget_end:
                 break
         state.handled = i
         self._delivered(state, i - start)

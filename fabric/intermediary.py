@@ -82,6 +82,7 @@ class IntermediaryStats:
     unknown_acks: int = 0
     unroutable: int = 0
     peers_expired: int = 0
+    consumers_expired: int = 0  # of peers_expired
     who_sent: int = 0
     claim_rounds: int = 0
     unknown_claims: int = 0  # CLAIMED for a round that is not open, or from a consumer not asked
@@ -606,6 +607,7 @@ class Intermediary:
                             "consumer" if peer.role == p.ROLE_CONSUMER else "producer",
                             peer.rid[1:].hex(), (now - peer.last_heard) * 1000)
                 if peer.role == p.ROLE_CONSUMER:
+                    self.stats.consumers_expired += 1
                     self._consumer_gone(peer)
                 else:
                     self._producer_gone(peer)

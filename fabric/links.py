@@ -185,17 +185,19 @@ class LinkSet:
         timing = self._timing
         previous, self._last_tick = self._last_tick, now
         gap = now - previous
-        if previous and timing.frozen(gap):
+        frozen = bool(previous) and timing.frozen(gap)
+        if frozen:
             log.warning("this process was frozen for %.0f ms", gap * 1000)
-            for link in [*self._links.values(), *self._retiring.values()]:
-                link.last_heard = now
-            return
         for link in [*self._links.values(), *self._retiring.values()]:
+            if frozen:
+                link.last_heard = now
             if link.connected and not link.up:
                 self._greet(link, now)
             if not link.up:
                 continue
-            if timing.is_silent(link.last_heard, now):
+            # Heartbeats go out even right after a freeze: a loop that a slow handler holds
+            # for longer than the freeze bar between ticks must still be heard.
+            if not frozen and timing.is_silent(link.last_heard, now):
                 log.warning("intermediary %s silent for %.0f ms: lost", link.endpoint,
                             (now - link.last_heard) * 1000)
                 self._lost(link, now)

@@ -75,6 +75,13 @@ async def produce(args: argparse.Namespace) -> int:
 
     async def send_all() -> None:
         nonlocal sent
+        if args.await_links:
+            # Only once every intermediary is connected: a test that needs batches on each
+            # must not see them all go through the first one up.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while len(port.connected) < len(port.endpoints) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
         base = args.index << 32
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -135,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out")
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s (0: flat out)")
     parser.add_argument("--drain-timeout", type=float, default=5.0)
+    parser.add_argument("--await-links", action="store_true",
+                        help="producer: send only once every intermediary is connected")
     parser.add_argument("--delay", type=float, default=0.0, help="consumer: seconds per message")
     parser.add_argument("--prefetch", type=int, default=8192)
     parser.add_argument("--stuck", action="store_true", help="consumer: never acknowledge")

@@ -162,7 +162,9 @@ def test_a_drain_that_cannot_finish_gives_up_in_time_says_what_it_left_and_loses
     stuck, stuck_out = cluster.consumer([ep1], "stuck", "--stuck")
     fast, fast_out = cluster.consumer([ep2], "fast")
     count = 5_000
-    producers = [cluster.producer([ep1, ep2], k, count) for k in range(2)]
+    # Paced, and only once both intermediaries are connected: some batches must take ep1.
+    producers = [cluster.producer([ep1, ep2], k, count, "--await-links", "--rate", "2000")
+                 for k in range(2)]
     wait_for(lambda: asyncio.run(control_request(first.control, "status", 10))
              ["in_flight"]["at_consumers"] > 0, 60, "batches at the stuck consumer")
 
