@@ -145,7 +145,10 @@ class ControlServer:
                  ctx: zmq.asyncio.Context | None = None) -> None:
         self._status = status
         self._drain = drain
-        self._sock = (ctx or zmq.asyncio.Context.instance()).socket(zmq.ROUTER)
+        # A context of its own, terminated on close: the last answer (to a drain request) has
+        # left before the process exits, which a shared context never terminated does not ensure.
+        self._own_ctx = zmq.asyncio.Context() if ctx is None else None
+        self._sock = (ctx or self._own_ctx).socket(zmq.ROUTER)
         self.endpoint = _bind(self._sock, endpoint)
         self.bad_requests = 0
         self._drain_task: asyncio.Task | None = None
@@ -214,12 +217,16 @@ class ControlServer:
             pass
 
     def close(self, linger: int = 500) -> None:
-        """Stop answering and close the socket (``linger`` ms for answers still leaving)."""
+        """Stop answering and close the socket; waits (at most ``linger`` ms) until the
+        answers already given have left."""
         if self._task is not None:
             self._task.cancel()
         for task in self._pending:
             task.cancel()
         self._sock.close(linger=linger)
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = None
 
 
 async def control_request(endpoint: str, command: str, timeout: float = 10.0, *,
