@@ -77,3 +77,36 @@ def make_cluster(tmp_path):
     finally:
         for cluster in clusters:
             cluster.close()
+
+
+async def longest_write_pause(ns, stop_leader, proc) -> float:
+    """Keep writing while ``stop_leader()`` (awaited) stops the leader's process ``proc``;
+    check that it exits 0 and that writes go on, and return the longest pause (s) between two
+    acknowledged writes from the stop on. A hand-over takes a few round trips; an election at
+    least an election timeout."""
+    done: list[float] = []
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        i = 0
+        while not stop.is_set():
+            await ns.put(f"drain/{i}", str(i))
+            done.append(time.monotonic())
+            i += 1
+
+    writer = asyncio.create_task(write())
+    try:
+        await wait_until(lambda: len(done) >= 100, 30, "writes to flow")
+        asked = time.monotonic()
+        await stop_leader()
+        assert await asyncio.to_thread(proc.wait, 20) == 0, "the stopped node did not exit 0"
+        count_then = len(done)
+        await wait_until(lambda: len(done) >= count_then + 100, 30, "writes after the stop")
+        stop.set()
+        await writer
+    finally:
+        writer.cancel()
+    for i in (0, len(done) - 1):
+        assert (await ns.get(f"drain/{i}")).value == str(i).encode()
+    times = [t for t in done if t >= asked]
+    return max(b - a for a, b in zip([asked, *times], times))

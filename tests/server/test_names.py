@@ -60,6 +60,7 @@ class NameWatcher:
     """Reads ``watch_name`` in the background; every list it yields, with its arrival time."""
 
     def __init__(self, names: Names, name: str) -> None:
+        self.name = name
         self.lists: list[tuple[float, list[str]]] = []
         self._iterator = names.watch_name(name)
         self._task = asyncio.ensure_future(self._read())
@@ -208,15 +209,23 @@ async def frozen_past_the_ttl(proc, watcher: NameWatcher) -> None:
         proc.send_signal(signal.SIGCONT)
 
 
+async def owner_frozen_past_the_ttl(cluster, watcher: NameWatcher, endpoint: str,
+                                    reregister: str):
+    """An owner process registers ``watcher``'s name, is seen, and is frozen until its lease
+    expired; returns ``(proc, key, lease)``. The caller kills ``proc``."""
+    proc, key, lease = await start_watched_owner(cluster, watcher.name, endpoint, reregister)
+    await wait_until(lambda: watcher.latest() == [endpoint], 5, "the registration")
+    await frozen_past_the_ttl(proc, watcher)
+    return proc, key, lease
+
+
 async def test_a_registration_whose_lease_expired_registers_itself_again(make_cluster):
     cluster = make_cluster(extra_args=SHORT_LEASES)
     async with NameServiceClient(cluster.ns_arg) as client:
         names = Names(client)
         watcher = NameWatcher(names, "svc/frozen")
-        proc, key, lease = await start_watched_owner(cluster, "svc/frozen", "tcp://h:1", "yes")
+        proc, key, lease = await owner_frozen_past_the_ttl(cluster, watcher, "tcp://h:1", "yes")
         try:
-            await wait_until(lambda: watcher.latest() == ["tcp://h:1"], 5, "the registration")
-            await frozen_past_the_ttl(proc, watcher)
             # Resumed, the owner learns its lease is gone and puts the entry back.
             await wait_until(lambda: watcher.latest() == ["tcp://h:1"], 10,
                              "the entry to come back")
@@ -244,10 +253,8 @@ async def test_with_reregister_off_a_lost_registration_stays_lost(make_cluster):
     async with NameServiceClient(cluster.ns_arg) as client:
         names = Names(client)
         watcher = NameWatcher(names, "svc/once")
-        proc, key, _ = await start_watched_owner(cluster, "svc/once", "tcp://h:2", "no")
+        proc, key, _ = await owner_frozen_past_the_ttl(cluster, watcher, "tcp://h:2", "no")
         try:
-            await wait_until(lambda: watcher.latest() == ["tcp://h:2"], 5, "the registration")
-            await frozen_past_the_ttl(proc, watcher)
             line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().split()
             assert line[:2] == ["lost", "1"], line
             before = await client.put("svc/marker", "x")
