@@ -517,7 +517,13 @@ class InputPort:
             raise DecodeError("DRAIN that answers nothing")
         link.drains_answered += 1
         if link.retiring and link.drains_answered >= link.drains_asked:
-            # Removed and done: acknowledgements of later copies go through the others.
+            # Removed and done. A claim round it forwarded still gets its answer before the
+            # connection closes (or that intermediary would wait for our death to end it).
+            for pending in self._claims:
+                if pending.via is link:
+                    pending.deadline = 0.0
+            self._answer_claims()
+            # Acknowledgements of later copies go through the others.
             for window in self._producers.values():
                 for state in window.batches.values():
                     if state.via is link:

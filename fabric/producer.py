@@ -467,8 +467,9 @@ class OutputPort:
     def _drop_retired(self) -> None:
         """Close retiring links once nothing sent through them waits for an acknowledgement."""
         for link in self._links.retiring():
-            if link.load <= 0 and not any(s.via is link for s in self._store.values()):
-                self._links.drop(link)
+            if (link.load <= 0 and not any(s.via is link for s in self._store.values())
+                    and not any(link in rnd.asked for rnd in self._rounds.values())):
+                self._links.drop(link)  # (a claim round it was asked waits for its answer)
 
     # -- failover -----------------------------------------------------------------------------
 
