@@ -165,23 +165,27 @@ class Intermediary:
                     if control.socket in events:
                         self._on_control(control)
                 now = self._now = clock()
-                if (timing.frozen(now - self._last_tick)
-                        and timing.frozen(off_clock.now() - self._off_tick)):
+                # Both clocks are read at this one instant and the tick keeps this pair: an
+                # off-CPU reading taken after the frames would swallow a freeze among them.
+                due = now - self._last_tick >= timing.tick
+                off_now = off_clock.now() if due else 0.0
+                if (due and timing.frozen(now - self._last_tick)
+                        and timing.frozen(off_now - self._off_tick)):
                     # Frozen (SIGSTOP, stalled host): every peer has given up on us and what
                     # sits in our pipes is stale. Start afresh before reading any of it.
                     # (A late tick alone is no proof: on a loaded machine this thread may
                     # have been waiting for a CPU, or busy, while its peers still heard it.)
                     self._rebind()
                     self._last_tick = self._last_beat = now
-                    self._off_tick = off_clock.now()
+                    self._off_tick = off_now
                     self._behind_since = None
                     continue
                 if ready:
                     self._read(sock, now)
                 if self._drain_request is not None and not self._draining:
                     self._start_drain(now, self._drain_request)
-                if now - self._last_tick >= timing.tick:
-                    self._tick(now)
+                if due:
+                    self._tick(now, off_now)
                 if self.drain_report is not None:
                     linger = DRAIN_LINGER_MS  # let the last acks leave
                     break
@@ -582,11 +586,10 @@ class Intermediary:
         self._leave_rounds(peer.rid)  # after PEER_GONE: the producer learns that first
         self._dispatch_queue()
 
-    def _tick(self, now: float) -> None:
+    def _tick(self, now: float, off_now: float) -> None:
         timing = self.timing
         self._last_tick = now
-        if self._off_clock is not None:
-            self._off_tick = self._off_clock.now()
+        self._off_tick = off_now
         if self._queue and not self._consumers_left():
             self._refuse_queue()
         if self._draining and self.drain_report is None:

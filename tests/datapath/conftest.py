@@ -65,12 +65,13 @@ class Cluster:
         proc.err_file.seek(0)
         return proc.err_file.read().decode(errors="replace")
 
-    def intermediary(self, *extra: str, host: str = "127.0.0.1",
+    def intermediary(self, *extra: str, host: str = "127.0.0.1", port: int = 0,
                      wrap=lambda argv: argv) -> tuple[subprocess.Popen, str]:
-        """Start an intermediary listening (and serving its control socket) on ``host``;
-        ``wrap`` turns its command line into the one run (e.g. inside a network namespace)."""
+        """Start an intermediary listening (and serving its control socket) on ``host``
+        (on ``port``, else any free one); ``wrap`` turns its command line into the one run
+        (e.g. inside a network namespace)."""
         proc = self._spawn(wrap([FABRIC, "intermediary", "--channel", self.channel,
-                                 "--listen", f"{host}:0", "--control", f"{host}:0", *extra]))
+                                 "--listen", f"{host}:{port}", "--control", f"{host}:0", *extra]))
         line = read_line(proc, 20, "intermediary")
         assert line.startswith("listening tcp://"), line
         control = read_line(proc, 20, "intermediary")

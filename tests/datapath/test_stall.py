@@ -4,10 +4,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+
+import zmq
 
 import pytest
 
+from fabric.intermediary import Intermediary
 from fabric.stall import OffCpuClock, parse_schedstat
 
 needs_schedstat = pytest.mark.skipif(not OffCpuClock().exact,
@@ -69,3 +73,48 @@ def test_without_schedstat_the_clock_follows_the_monotonic_clock(tmp_path):
     off = clock.now()
     time.sleep(0.05)
     assert clock.now() - off >= 0.05
+
+
+class StallsWhileReading(Intermediary):
+    """An intermediary whose thread goes off the CPU once, in the middle of reading frames:
+    to the off-CPU clock a sleeping thread looks like a stopped one, so this is a SIGSTOP that
+    lands while it reads (the chaos test's seed 100 hit one there)."""
+
+    stall = 0.0
+
+    def _read(self, sock, now):
+        # Only on a turn whose tick is due: the tick after the read is where the clocks went
+        # out of step.
+        if self.stall and now - self._last_tick >= self.timing.tick:
+            stall, self.stall = self.stall, 0.0
+            time.sleep(stall)
+        super()._read(sock, now)
+
+
+@needs_schedstat
+def test_a_freeze_while_reading_frames_is_still_seen_as_a_freeze():
+    # The freeze must be measured from the same instant on both clocks: reading the off-CPU
+    # clock after the frames (as the tick used to) hides a freeze that landed among them, and
+    # the intermediary kept state its peers had given up on.
+    node = StallsWhileReading("stall-test", "tcp://127.0.0.1:0")
+    endpoint = node.bind()
+    thread = threading.Thread(target=node.serve, daemon=True)
+    thread.start()
+    ctx = zmq.Context()
+    peer = ctx.socket(zmq.DEALER)
+    try:
+        peer.connect(endpoint)
+        node.stall = 0.5  # past the 200 ms bar of Timing.frozen
+        deadline = time.monotonic() + 10
+        while node.stall and time.monotonic() < deadline:
+            peer.send(b"wake it up")  # any frame: it is read (and counted bad)
+            time.sleep(0.003)
+        assert node.stall == 0.0, "it never stalled"
+        while node.stats.rebinds == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert node.stats.rebinds == 1
+    finally:
+        peer.close(linger=0)
+        node.stop()
+        thread.join(5)
+        ctx.term()
