@@ -87,6 +87,7 @@ class InputStats:
     messages_delivered: int = 0
     batches_received: int = 0
     duplicate_batches: int = 0
+    stale_batches: int = 0  # of duplicate_batches: wholly acknowledged at the producer already
     redelivered_messages: int = 0
     handler_errors: int = 0
     bad_frames: int = 0
@@ -308,6 +309,16 @@ class InputPort:
         pid, seq, count = batch.producer_id, batch.first_seq, batch.count
         window = self._window(pid)
         window.prune(batch.acked_below)
+        if seq + count <= window.acked_below and seq not in window.batches:
+            # Wholly acknowledged at its producer (it said so in a later batch): a stale copy
+            # (a cut-off or frozen intermediary's, or one requeued after a consumer's death).
+            # Nobody needs it: acknowledge it (the intermediary that sent it waits for that)
+            # and give the credit back.
+            self.stats.duplicate_batches += 1
+            self.stats.stale_batches += 1
+            link.owed += count
+            self._add_ack_entry(link, pid, seq, count)
+            return
         known = window.batches.get(seq)
         if known is not None and known.count == count:
             # A copy (resent after an intermediary was lost): drop it, give the credit back,

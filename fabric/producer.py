@@ -337,9 +337,10 @@ class OutputPort:
         self._parts = []
         self._part_bytes = 0
         seq = self._next_seq
+        acked_below = self._acked_below()  # before this batch counts: it is not acknowledged
         self._next_seq += count
         body = self._packer.pack(parts)  # one C call for the whole batch
-        frame = p.batch_frame(self.producer_id, seq, count, self._acked_below(), body)
+        frame = p.batch_frame(self.producer_id, seq, count, acked_below, body)
         sent = _Sent(seq, count, frame, size)
         self._store[seq] = sent
         self._order.append(seq)

@@ -1,0 +1,81 @@
+"""A consumer drops a copy of a batch its producer has already declared acknowledged."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import zmq
+import zmq.asyncio
+
+from fabric import protocol as p
+from fabric.consumer import InputPort
+from tests.datapath.helpers import eventually
+
+
+async def next_ack(sock) -> p.Ack:
+    """The next ACK with entries a fake intermediary receives (heartbeats skipped)."""
+    while True:
+        _, frame = await asyncio.wait_for(sock.recv_multipart(), 10)
+        if p.frame_type(frame) == p.T_ACK:
+            ack = p.decode(frame)
+            if ack.entries:
+                return ack
+
+
+async def test_a_copy_of_a_batch_below_acked_below_is_acknowledged_and_not_delivered():
+    # The window forgets batch 0 once the producer says everything below 5 is acknowledged; a
+    # copy arriving later (from an intermediary that was cut off or frozen) must not be
+    # handled again.
+    ctx = zmq.asyncio.Context.instance()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    fake.bind("tcp://127.0.0.1:0")
+    pid = os.urandom(16)
+    got = []
+    try:
+        async with InputPort("stale", [fake.getsockopt_string(zmq.LAST_ENDPOINT)],
+                             got.append) as consumer:
+            rid, hello = await asyncio.wait_for(fake.recv_multipart(), 10)
+            assert p.decode(hello).role == p.ROLE_CONSUMER
+            first = p.batch_frame(pid, 0, 2, 0, p.encode_payloads(["a", "b"]))
+            await fake.send_multipart([rid, first])
+            assert (await next_ack(fake)).entries == ((0, 2),)
+            later = p.batch_frame(pid, 5, 1, 5, p.encode_payloads(["c"]))
+            await fake.send_multipart([rid, later])
+            assert (await next_ack(fake)).entries == ((5, 1),)
+            await fake.send_multipart([rid, p.mark_redelivered(first, 0)])  # the stale copy
+            assert (await next_ack(fake)).entries == ((0, 2),)  # acknowledged again...
+            await eventually(lambda: consumer.stats.stale_batches == 1, 5, "the copy counted")
+    finally:
+        fake.close()
+    assert [m.payload for m in got] == ["a", "b", "c"]  # ...and not handled twice
+
+
+async def test_a_batch_never_says_it_is_acknowledged_itself():
+    # acked_below is the lowest unacknowledged sequence number *before* the batch counts: a
+    # batch claiming to be below it would be dropped as stale by every consumer.
+    from fabric.producer import OutputPort
+
+    ctx = zmq.asyncio.Context.instance()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    fake.bind("tcp://127.0.0.1:0")
+    try:
+        async with OutputPort("stale", [fake.getsockopt_string(zmq.LAST_ENDPOINT)]) as producer:
+            rid, _ = await asyncio.wait_for(fake.recv_multipart(), 10)
+            await eventually(lambda: producer.connected, 5, "the connection")
+            batches = []
+            for i in range(3):
+                await producer.send(i)
+                while True:
+                    _, frame = await asyncio.wait_for(fake.recv_multipart(), 10)
+                    if p.frame_type(frame) == p.T_BATCH:
+                        batches.append(p.decode(frame))
+                        break
+                if i == 0:  # acknowledge the first: the next batch may say so
+                    ack = p.Ack(producer.producer_id, os.urandom(16), 0, ((0, 1),))
+                    await fake.send_multipart([rid, p.encode(ack)])
+                    await eventually(lambda: producer.unacked == 0, 5, "the ack")
+    finally:
+        fake.close()
+    assert [(b.first_seq, b.acked_below) for b in batches] == [(0, 0), (1, 1), (2, 1)]
