@@ -4,6 +4,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import zmq
+import zmq.asyncio
+
+from fabric import protocol as p
+
 from fabric.intermediary import Intermediary
 
 
@@ -31,3 +36,21 @@ async def running_intermediary(channel: str, **kwargs):
     finally:
         node.stop()
         await asyncio.wait_for(done, 5)
+
+
+def fake_intermediary() -> tuple[zmq.asyncio.Socket, str]:
+    """A ROUTER that ports connect to, and its endpoint: it answers only what a test sends."""
+    sock = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind("tcp://127.0.0.1:0")
+    return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+async def next_ack(fake, rid: bytes) -> p.Ack:
+    """The next ACK with entries a port sends to a fake intermediary (kept alive meanwhile)."""
+    while True:
+        _, raw = await asyncio.wait_for(fake.recv_multipart(), 5)
+        await fake.send_multipart([rid, p.heartbeat_frame()])
+        msg = p.decode(raw)
+        if isinstance(msg, p.Ack) and msg.entries:
+            return msg

@@ -12,7 +12,7 @@ from fabric import protocol as p
 from fabric.consumer import InputPort
 from fabric.producer import OutputPort
 from tests.datapath.conftest import stats_from
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.helpers import eventually, fake_intermediary, running_intermediary
 
 PID = os.urandom(16)
 CID = os.urandom(16)
@@ -79,14 +79,6 @@ async def test_an_intermediary_process_counts_and_drops_garbage_and_keeps_workin
     assert stats["unroutable"] >= 1  # that ACK's producer is not connected
 
 
-async def _fake_intermediary(ctx):
-    """A ROUTER that ports connect to; it answers nothing but the garbage we make it send."""
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind("tcp://127.0.0.1:0")
-    return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
-
-
 def port_garbage(producer_id: bytes) -> list[bytes]:
     """Frames no port may accept (valid framing, wrong content), each counted as bad."""
     bad_body = p.batch_frame(producer_id, 0, 3, 0, b"\xc1not msgpack")
@@ -107,8 +99,7 @@ def port_garbage(producer_id: bytes) -> list[bytes]:
 
 async def test_a_consumer_counts_and_drops_garbage_from_an_intermediary():
     channel = "garbage-consumer"
-    ctx = zmq.asyncio.Context.instance()
-    fake, fake_endpoint = await _fake_intermediary(ctx)
+    fake, fake_endpoint = fake_intermediary()
     got = []
     try:
         async with running_intermediary(channel) as real, \
@@ -140,8 +131,7 @@ async def test_a_consumer_counts_and_drops_garbage_from_an_intermediary():
 
 async def test_a_producer_counts_garbage_and_resends_what_a_dead_intermediary_swallowed():
     channel = "garbage-producer"
-    ctx = zmq.asyncio.Context.instance()
-    fake, fake_endpoint = await _fake_intermediary(ctx)
+    fake, fake_endpoint = fake_intermediary()
     got = []
     async with running_intermediary(channel) as real, \
             InputPort(channel, [real.endpoint], got.append), \

@@ -4,8 +4,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import zmq
-import zmq.asyncio
 
 from fabric import protocol as p
 from fabric.consumer import InputPort
@@ -13,7 +11,7 @@ from fabric.errors import MessageTooLarge, PortClosed
 from fabric.producer import OutputPort
 from fabric.sync import SyncInputPort, SyncOutputPort
 from fabric.timing import Timing
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.helpers import eventually, fake_intermediary, next_ack, running_intermediary
 
 
 async def test_payloads_arrive_as_sent_and_in_order_through_one_intermediary():
@@ -82,32 +80,19 @@ async def test_a_consumer_that_dies_holding_messages_has_them_redelivered_flagge
     assert node.stats.redelivered_batches >= 1
 
 
-async def _next_ack(fake, rid):
-    """The next ACK with entries a port sends to a fake intermediary (kept alive meanwhile)."""
-    while True:
-        _, raw = await asyncio.wait_for(fake.recv_multipart(), 5)
-        await fake.send_multipart([rid, p.heartbeat_frame()])
-        msg = p.decode(raw)
-        if isinstance(msg, p.Ack) and msg.entries:
-            return msg
-
-
 async def test_a_copy_of_a_batch_is_handled_once_and_acknowledged_again():
-    ctx = zmq.asyncio.Context.instance()
-    fake = ctx.socket(zmq.ROUTER)
-    fake.setsockopt(zmq.LINGER, 0)
-    fake.bind("tcp://127.0.0.1:0")
+    fake, endpoint = fake_intermediary()
     got = []
     pid = bytes(16)
     try:
-        async with InputPort("dup", [fake.getsockopt_string(zmq.LAST_ENDPOINT)],
+        async with InputPort("dup", [endpoint],
                              got.append) as consumer:
             rid, _hello = await asyncio.wait_for(fake.recv_multipart(), 10)
             frame = p.batch_frame(pid, 0, 3, 0, p.encode_payloads(["a", "b", "c"]))
             await fake.send_multipart([rid, frame])
-            first = await asyncio.wait_for(_next_ack(fake, rid), 10)
+            first = await asyncio.wait_for(next_ack(fake, rid), 10)
             await fake.send_multipart([rid, frame])  # as if resent after a failover
-            second = await asyncio.wait_for(_next_ack(fake, rid), 10)
+            second = await asyncio.wait_for(next_ack(fake, rid), 10)
     finally:
         fake.close()
     assert [m.payload for m in got] == ["a", "b", "c"]

@@ -4,47 +4,31 @@ from __future__ import annotations
 import asyncio
 import os
 
-import zmq
-import zmq.asyncio
-
 from fabric import protocol as p
 from fabric.consumer import InputPort
-from tests.datapath.helpers import eventually
-
-
-async def next_ack(sock) -> p.Ack:
-    """The next ACK with entries a fake intermediary receives (heartbeats skipped)."""
-    while True:
-        _, frame = await asyncio.wait_for(sock.recv_multipart(), 10)
-        if p.frame_type(frame) == p.T_ACK:
-            ack = p.decode(frame)
-            if ack.entries:
-                return ack
+from tests.datapath.helpers import eventually, fake_intermediary, next_ack
 
 
 async def test_a_copy_of_a_batch_below_acked_below_is_acknowledged_and_not_delivered():
     # The window forgets batch 0 once the producer says everything below 5 is acknowledged; a
     # copy arriving later (from an intermediary that was cut off or frozen) must not be
     # handled again.
-    ctx = zmq.asyncio.Context.instance()
-    fake = ctx.socket(zmq.ROUTER)
-    fake.setsockopt(zmq.LINGER, 0)
-    fake.bind("tcp://127.0.0.1:0")
+    fake, endpoint = fake_intermediary()
     pid = os.urandom(16)
     got = []
     try:
-        async with InputPort("stale", [fake.getsockopt_string(zmq.LAST_ENDPOINT)],
+        async with InputPort("stale", [endpoint],
                              got.append) as consumer:
             rid, hello = await asyncio.wait_for(fake.recv_multipart(), 10)
             assert p.decode(hello).role == p.ROLE_CONSUMER
             first = p.batch_frame(pid, 0, 2, 0, p.encode_payloads(["a", "b"]))
             await fake.send_multipart([rid, first])
-            assert (await next_ack(fake)).entries == ((0, 2),)
+            assert (await next_ack(fake, rid)).entries == ((0, 2),)
             later = p.batch_frame(pid, 5, 1, 5, p.encode_payloads(["c"]))
             await fake.send_multipart([rid, later])
-            assert (await next_ack(fake)).entries == ((5, 1),)
+            assert (await next_ack(fake, rid)).entries == ((5, 1),)
             await fake.send_multipart([rid, p.mark_redelivered(first, 0)])  # the stale copy
-            assert (await next_ack(fake)).entries == ((0, 2),)  # acknowledged again...
+            assert (await next_ack(fake, rid)).entries == ((0, 2),)  # acknowledged again...
             await eventually(lambda: consumer.stats.stale_batches == 1, 5, "the copy counted")
     finally:
         fake.close()
@@ -56,12 +40,9 @@ async def test_a_batch_never_says_it_is_acknowledged_itself():
     # batch claiming to be below it would be dropped as stale by every consumer.
     from fabric.producer import OutputPort
 
-    ctx = zmq.asyncio.Context.instance()
-    fake = ctx.socket(zmq.ROUTER)
-    fake.setsockopt(zmq.LINGER, 0)
-    fake.bind("tcp://127.0.0.1:0")
+    fake, endpoint = fake_intermediary()
     try:
-        async with OutputPort("stale", [fake.getsockopt_string(zmq.LAST_ENDPOINT)]) as producer:
+        async with OutputPort("stale", [endpoint]) as producer:
             rid, _ = await asyncio.wait_for(fake.recv_multipart(), 10)
             await eventually(lambda: producer.connected, 5, "the connection")
             batches = []
