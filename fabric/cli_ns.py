@@ -36,7 +36,7 @@ def _fail(message: str, code: int) -> None:
 def _addresses(ns: str | None) -> list[str] | None:
     """The ``--ns`` addresses, checked; None when not given (the client browses for them)."""
     from nameservice.errors import ConfigError
-    from nameservice.server.config import parse_addresses
+    from nameservice.address import parse_addresses
 
     if not ns:
         return None
@@ -52,7 +52,7 @@ def _run(ns: str | None, timeout: float, action: Callable[[Any], Awaitable[Any]]
     from nameservice.client import NameServiceClient
     from nameservice.errors import (KeyNotFound, LeaseNotFound, NameServiceError,
                                     OutcomeUnknown, RequestRejected, Unavailable)
-    from nameservice.server import wire
+    from nameservice import wire
 
     addresses = _addresses(ns)
 
@@ -132,9 +132,9 @@ def ns_start(node_id: int, cluster: str, data_dir: str | None, election_timeout:
              control: str) -> None:
     """Run one name-service node until SIGTERM, Ctrl-C or ``fabric drain NAME``."""
     from nameservice.errors import ConfigError
-    from nameservice.server import serve
-    from nameservice.server.config import (NodeSettings, parse_cluster, parse_min_lease_ttl,
-                                           parse_timeout_range)
+    from nameservice.server.daemon import serve
+    from nameservice.address import parse_cluster
+    from nameservice.server.config import NodeSettings, parse_min_lease_ttl, parse_timeout_range
 
     if data_dir is None:
         base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")

@@ -1,7 +1,7 @@
 """``fabric drain NAME`` and ``fabric status``: operating running fabric processes by name.
 
 Both find processes through the name service (``process/<NAME>`` registrations, see
-:mod:`fabric.registry`) and talk to each one's control socket (:mod:`fabric.control`).
+:mod:`fabric.registry`) and talk to each one's control socket (:mod:`nameservice.control`).
 
 ``fabric drain`` exit codes: 0 drained; 1 not drained (the reason and what was left, one
 line), or the name service / the process unreachable; 4 no process of that name.
@@ -51,7 +51,7 @@ def _run(ns: str | None, action) -> Any:
 def drain(name: str, timeout: float, ns: str | None) -> None:
     """Drain the process NAME: it deregisters, stops taking work, flushes what it holds and
     exits. Exit 0 once drained, 1 if it could not be, 4 if no process has that name."""
-    from fabric.control import control_request
+    from nameservice.control import control_request
     from fabric.registry import find_process
 
     async def action(client) -> list[dict]:
@@ -77,7 +77,7 @@ async def collect_status(client: Any, timeout: float = 1.0,
                          sample: float = RATE_SAMPLE_S) -> dict[str, Any]:
     """Channels and processes from the registry, each process's status from its control
     socket (asked twice, ``sample`` seconds apart, for rates)."""
-    from fabric.control import control_request
+    from nameservice.control import control_request
     from fabric.registry import CHANNEL, PROCESS, list_names
 
     channels = await list_names(client, CHANNEL)

@@ -10,7 +10,7 @@
 The runtime imports the function, gives it a :class:`ComponentContext` (its name, its
 parameters, ports by channel *name* and a ``stopping`` event), and keeps every port it opened
 connected to the intermediaries currently registered for its channel (:mod:`fabric.resolver`).
-It serves a control socket (``status``, ``drain``; :mod:`fabric.control`) registered as
+It serves a control socket (``status``, ``drain``; :mod:`nameservice.control`) registered as
 ``process/<name>``. On SIGTERM, SIGINT or ``fabric drain NAME`` it deregisters, sets
 ``stopping``, waits for the function to return, then drains every port (outputs: until what
 they sent is acknowledged; inputs: no new batches, everything received handled and
@@ -240,7 +240,7 @@ class ComponentProcess:
     async def run(self) -> int:
         """Run until the function returns or a drain is asked for, then drain; the exit code:
         0 drained, 1 the function failed or something could not be flushed."""
-        from fabric.control import ControlServer
+        from nameservice.control import ControlServer
         from fabric.registry import process_name
 
         server = ControlServer(self.status, self._drain, self.control_endpoint).start()

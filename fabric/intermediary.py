@@ -39,7 +39,7 @@ import zmq
 from fabric import protocol as p
 from fabric.batchqueue import BatchQueue
 from fabric.claims import Answer, ClaimRounds
-from fabric.control import ControlSocket
+from nameservice.control import ControlSocket
 from fabric.router import REBIND_PATIENCE, bind_router
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, group_leftovers
 from fabric.errors import DecodeError

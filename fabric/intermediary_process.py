@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zmq
 
-from fabric.control import ControlSocket
+from nameservice.control import ControlSocket
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.intermediary import DRAIN_LINGER_MS, Intermediary
 

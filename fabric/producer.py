@@ -47,7 +47,7 @@ import zmq.asyncio
 
 from fabric import protocol as p
 from fabric.drain import DrainReport, Leftover, Stopwatch, group_leftovers
-from fabric.errors import ConfigError, DecodeError, MessageTooLarge, PortClosed
+from fabric.errors import ConfigError, DecodeError, MessageTooLarge, PortClosed, PortTimeout
 from fabric.links import Link, LinkSet
 from fabric.timing import Timing
 
@@ -318,9 +318,14 @@ class OutputPort:
             await self._space.wait()
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every message sent so far is acknowledged by a consumer."""
+        """Wait until every message sent so far is acknowledged by a consumer; raise
+        :class:`PortTimeout` (a ``TimeoutError``) if ``timeout`` seconds pass first."""
         self._flush()
-        await asyncio.wait_for(self._drained.wait(), timeout)
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise PortTimeout(f"{self._unacked} messages still unacknowledged after "
+                              f"{timeout:g} s") from None
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -20,22 +20,19 @@ from typing import Any
 
 import msgpack
 
-from fabric.errors import NameNotFound
+from nameservice.control import DEFAULT_TTL, PROCESS, process_name
+from nameservice.errors import NameNotFound
+
+__all__ = ["CHANNEL", "DEFAULT_TTL", "NAMES_PREFIX", "PROCESS", "channel_name", "find_process",
+           "list_names", "process_name", "watch_channel"]
 
 CHANNEL = "channel/"
-PROCESS = "process/"
 NAMES_PREFIX = b"names/"
-DEFAULT_TTL = 2.0
 
 
 def channel_name(channel: str) -> str:
     """The name under which the intermediaries of ``channel`` register."""
     return CHANNEL + channel
-
-
-def process_name(name: str) -> str:
-    """The name under which the process called ``name`` registers its control socket."""
-    return PROCESS + name
 
 
 async def watch_channel(names: Any, channel: str) -> AsyncIterator[list[str]]:

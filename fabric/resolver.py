@@ -20,6 +20,8 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from fabric.errors import PortTimeout
+
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.5
@@ -92,9 +94,13 @@ class Resolver:
         return self
 
     async def first(self, timeout: float | None = None) -> None:
-        """Wait until the first list was applied; ``asyncio.TimeoutError`` after
-        ``timeout`` seconds."""
-        await asyncio.wait_for(self._first.wait(), timeout)
+        """Wait until the first list was applied; :class:`PortTimeout` (a ``TimeoutError``)
+        after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._first.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise PortTimeout(f"no endpoint list from the name service within "
+                              f"{timeout:g} s") from None
 
     def apply(self, wanted: Iterable[str]) -> Change | None:
         """Apply one endpoint list now; the change made, or None if nothing changed."""

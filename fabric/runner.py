@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable, Sequence
 
 from fabric.consumer import InputPort
-from fabric.control import DEFAULT_ENDPOINT, ControlServer
+from nameservice.control import DEFAULT_ENDPOINT, ControlServer
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.producer import OutputPort
 

@@ -1,45 +1,75 @@
-"""Errors the name service raises to its users (client library, CLI, daemon).
+"""The root of every error the project raises, the errors shared by its layers, and the name
+service's own.
 
-The whole tree::
+The root is defined here, at the bottom of the import graph, because every layer raises it and
+nothing in ``nameservice`` may import ``fabric``; ``fabric.errors.FabricError`` is this very
+class, and ``fabric.errors`` shows the whole tree, the data path's errors included. Each class
+is defined once; the packages that raise one re-export it where their callers look for it
+(``nameservice.kv.DecodeError`` is ``nameservice.errors.DecodeError``).
 
-    NameServiceError            root of everything the name service raises to users
-    ├── ConfigError             a bad argument: an address, a cluster list, a timeout range
-    ├── ProtocolError           a frame that does not follow the wire protocol
-    │   └── DecodeError         it does not decode: bad version, kind, size, type or shape
-    ├── Unavailable             no node answered, or no leader could be found, in time: the
-    │                           operation FAILED, and a write's outcome is unknown
-    ├── OutcomeUnknown          a write was not applied now, and whether an earlier attempt of
-    │                           it was applied cannot be told (its client session expired)
-    ├── RequestRejected         the cluster refused the request (bad key, missing lease, ...)
-    │   └── LeaseNotFound       the lease named does not exist (expired or revoked)
-    ├── KeyNotFound             a key that was asked for does not exist
-    └── Compacted               a watch asked for revisions no node keeps any more: reload
-                                with a range and watch from its revision
+    FabricError                 root of everything the project raises
+    ├── ConfigError             a bad argument: an address, a cluster list, a window size
+    │                           (also a ValueError)
+    ├── ProtocolError           a peer or client broke a wire protocol
+    │   └── DecodeError         bytes that do not decode: bad version, kind, size, type, shape
+    ├── ControlError            a control-socket request failed (no answer, bad request)
+    ├── NameNotFound            no process or channel of that name is registered
+    └── NameServiceError        raised by the name service to its users
+        ├── Unavailable         no node answered, or no leader was found, in time: the
+        │                       operation FAILED, and a write's outcome is unknown
+        │                       (also a TimeoutError)
+        ├── OutcomeUnknown      a write was not applied now, and whether an earlier attempt
+        │                       of it was cannot be told (its client session expired)
+        ├── RequestRejected     the cluster refused the request (bad key, missing lease, ...)
+        │   └── LeaseNotFound   the lease named does not exist (expired or revoked)
+        ├── KeyNotFound         a key that was asked for does not exist
+        ├── Compacted           events from a revision no node (or this history) keeps any
+        │                       more: reload with a range and watch from its revision
+        ├── KvError             the key-value machine (nameservice.kv.errors)
+        ├── RaftError           the Raft core, to its driver (nameservice.raft.errors)
+        └── StorageError        the durable log (nameservice.storage.errors)
 
-The Raft core (``nameservice.raft.errors``), the storage (``nameservice.storage.errors``) and
-the key-value machine (``nameservice.kv.errors``) keep their own trees for their own callers;
-the server and the client translate what a user must see into these.
+Errors of peers never raise out of a server or a data-path process: they are counted and
+dropped. Lower-level errors (``zmq.ZMQError``, ``OSError``) are translated where they are met.
 """
 from __future__ import annotations
 
-
-class NameServiceError(Exception):
-    """Root of the errors the name service raises to its users."""
-
-
-class ConfigError(NameServiceError, ValueError):
-    """A bad argument: an address, a cluster list, a timeout range."""
+__all__ = [
+    "Compacted", "ConfigError", "ControlError", "DecodeError", "FabricError", "KeyNotFound",
+    "LeaseNotFound", "NameNotFound", "NameServiceError", "OutcomeUnknown", "ProtocolError",
+    "RequestRejected", "Unavailable",
+]
 
 
-class ProtocolError(NameServiceError):
+class FabricError(Exception):
+    """Root of every error the project raises (``fabric.errors.FabricError`` is this class)."""
+
+
+class ConfigError(FabricError, ValueError):
+    """A bad argument: an address, a cluster list, a timeout range, a window size."""
+
+
+class ProtocolError(FabricError):
     """A peer or client sent something the wire protocol does not allow."""
 
 
 class DecodeError(ProtocolError):
-    """A frame could not be decoded: wrong version or kind, too large, wrong types or shape."""
+    """Bytes that could not be decoded: wrong version or kind, too large, wrong types or shape."""
 
 
-class Unavailable(NameServiceError):
+class ControlError(FabricError):
+    """A control request failed: no answer in time, a malformed request, or an error answer."""
+
+
+class NameNotFound(FabricError):
+    """No process or channel of the name asked for is registered in the name service."""
+
+
+class NameServiceError(FabricError):
+    """Root of the errors the name service raises to its users."""
+
+
+class Unavailable(NameServiceError, TimeoutError):
     """No node answered, or no leader was found, before the deadline.
 
     The operation failed; for a write, whether it was applied is unknown (a retry with the same
@@ -52,7 +82,7 @@ class OutcomeUnknown(NameServiceError):
 
 
 class RequestRejected(NameServiceError):
-    """The cluster refused the request; ``code`` says why (see ``nameservice.server.wire``)."""
+    """The cluster refused the request; ``code`` says why (see ``nameservice.wire``)."""
 
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
@@ -77,10 +107,11 @@ class KeyNotFound(NameServiceError):
 
 
 class Compacted(NameServiceError):
-    """A watch cannot resume: no node's event history reaches back to the revision it needs.
+    """Events from ``revision`` on cannot be served: the history no longer reaches back to it.
 
-    ``oldest`` is the oldest revision the last node asked still had. Reload the state with a
-    range and watch again from the range's revision + 1 (``nameservice.names`` does this).
+    ``oldest`` is the oldest revision still kept (by the key-value machine's history, or by the
+    last node a watch asked). Reload the state with a range and watch again from the range's
+    revision + 1 (``nameservice.names`` does this).
     """
 
     def __init__(self, revision: int, oldest: int) -> None:

@@ -11,14 +11,33 @@
             print(event.revision, event.kind, event.kv.key)
 
 ``NameServiceClient(None)`` finds the cluster itself: ``$FABRIC_NS``, else zeroconf browsing
-(``nameservice.client.addresses``).
+(``nameservice.client.addresses``). The names below are imported on first use.
 """
-from .addresses import cluster_addresses
-from .api import NameServiceClient
-from .channel import Channel
-from .leases import LeaseKeeper
-from .sync import SyncLeaseKeeper, SyncNameServiceClient
-from .watch import Watch, WatchEvent
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from nameservice.lazy import lazy_exports
+
+_EXPORTS = {
+    "Channel": "nameservice.client.channel",
+    "LeaseKeeper": "nameservice.client.leases",
+    "NameServiceClient": "nameservice.client.api",
+    "SyncLeaseKeeper": "nameservice.client.sync",
+    "SyncNameServiceClient": "nameservice.client.sync",
+    "Watch": "nameservice.client.watch",
+    "WatchEvent": "nameservice.client.watch",
+    "cluster_addresses": "nameservice.client.addresses",
+}
 __all__ = ["Channel", "LeaseKeeper", "NameServiceClient", "SyncLeaseKeeper",
            "SyncNameServiceClient", "Watch", "WatchEvent", "cluster_addresses"]
+
+if TYPE_CHECKING:
+    from nameservice.client.addresses import cluster_addresses
+    from nameservice.client.api import NameServiceClient
+    from nameservice.client.channel import Channel
+    from nameservice.client.leases import LeaseKeeper
+    from nameservice.client.sync import SyncLeaseKeeper, SyncNameServiceClient
+    from nameservice.client.watch import Watch, WatchEvent
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

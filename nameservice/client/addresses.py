@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from nameservice.errors import ConfigError, Unavailable
-from nameservice.server.config import parse_addresses
+from nameservice.address import parse_addresses
 
 __all__ = ["NS_ENV", "CLUSTER_ENV", "DISCOVERY_TIMEOUT_S", "cluster_addresses"]
 

@@ -18,8 +18,8 @@ from nameservice.kv import (CasResult, DeleteResult, KeyValue, LeaseGrantResult,
                             SessionOpened)
 from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv.codec import kv_from_wire, result_from_wire
-from nameservice.server import wire
-from nameservice.server.config import parse_addresses
+from nameservice import wire
+from nameservice.address import parse_addresses
 
 from .addresses import cluster_addresses
 from .channel import Channel

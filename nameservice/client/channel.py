@@ -34,8 +34,8 @@ import zmq
 import zmq.asyncio
 
 from nameservice.errors import DecodeError, RequestRejected, Unavailable
-from nameservice.server import wire
-from nameservice.server.config import connect_endpoint, parse_address
+from nameservice import wire
+from nameservice.address import connect_endpoint, parse_address
 
 RETRY_DELAY_S = 0.005
 TIMER_S = 0.005

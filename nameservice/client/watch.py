@@ -39,7 +39,7 @@ from nameservice.errors import (Compacted, DecodeError, NameServiceError, Reques
 from nameservice.kv import KeyValue
 from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv.codec import kv_from_wire
-from nameservice.server import wire
+from nameservice import wire
 
 from .channel import Channel
 

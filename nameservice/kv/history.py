@@ -72,7 +72,7 @@ class EventHistory:
         """
         revision = max(revision, 1)
         if revision <= self.compacted:
-            raise Compacted(self.oldest)
+            raise Compacted(revision, self.oldest)
         tail = islice(self._events, revision - self.compacted - 1, None)
         if not prefix:
             return list(tail)

@@ -1,13 +1,15 @@
 """Errors the Raft core raises to its driver (never for peer input, which is counted and dropped).
 
-    RaftError
+    RaftError                    (a ``nameservice.errors.NameServiceError``)
     ├── NotLeader(leader_hint)   the call needs the leader; ``leader_hint`` is 0 when unknown
     └── ProposalDropped(reason)  the leader refused a proposal (transfer under way, log full)
 """
 from __future__ import annotations
 
+from nameservice.errors import NameServiceError
 
-class RaftError(Exception):
+
+class RaftError(NameServiceError):
     """Root of the Raft core's errors."""
 
 

@@ -5,8 +5,8 @@ import argparse
 import sys
 
 from nameservice.errors import ConfigError
-from nameservice.server.config import (NodeSettings, parse_cluster, parse_min_lease_ttl,
-                                       parse_timeout_range)
+from nameservice.address import parse_cluster
+from nameservice.server.config import NodeSettings, parse_min_lease_ttl, parse_timeout_range
 from nameservice.server.daemon import serve
 
 

@@ -1,9 +1,9 @@
-"""Settings of one name-service node, and the parsers for the addresses users type."""
+"""Settings of one name-service node and the parsers of its own options (timeouts, lease TTLs)."""
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from nameservice.address import parse_control
 from nameservice.errors import ConfigError
 from nameservice.raft.types import Config
 
@@ -25,55 +25,6 @@ def parse_min_lease_ttl(seconds: float) -> int:
     return ms
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` → ``(host, port)``; ConfigError on anything else."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"bad address {text!r}: expected HOST:PORT with a port in 1..65535")
-    host = host.strip("[]")
-    if not host.replace(".", "").replace("-", "").replace(":", "").isalnum():
-        raise ConfigError(f"bad address {text!r}: {host!r} is not a host name or IP address")
-    return host, int(port)
-
-
-def parse_control(text: str) -> tuple[str, int]:
-    """``--control HOST:PORT`` → ``(host, port)``; port 0 picks any free port."""
-    host, sep, port = text.strip().rpartition(":")
-    if sep and port == "0":
-        return parse_address(f"{host}:1")[0], 0
-    return parse_address(text)
-
-
-def parse_addresses(text: str) -> list[str]:
-    """``HOST:PORT,HOST:PORT,...`` → the list of addresses, each checked."""
-    out = [a.strip() for a in text.split(",") if a.strip()]
-    if not out:
-        raise ConfigError("no address given: expected HOST:PORT,...")
-    for a in out:
-        parse_address(a)
-    return out
-
-
-def parse_cluster(text: str) -> dict[int, str]:
-    """``ID=HOST:PORT,...`` → ``{id: "HOST:PORT"}``; ids are distinct positive integers."""
-    cluster: dict[int, str] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        node, sep, addr = part.partition("=")
-        if not sep or not node.strip().isdigit() or int(node) <= 0:
-            raise ConfigError(f"bad cluster member {part!r}: expected ID=HOST:PORT with ID > 0")
-        parse_address(addr)
-        if int(node) in cluster:
-            raise ConfigError(f"node id {int(node)} appears twice in the cluster list")
-        cluster[int(node)] = addr.strip()
-    if not cluster:
-        raise ConfigError("empty cluster list: expected ID=HOST:PORT,...")
-    if len(set(cluster.values())) != len(cluster):
-        raise ConfigError("two cluster members share an address")
-    return cluster
-
-
 def parse_timeout_range(text: str) -> tuple[int, int]:
     """``LO-HI`` in milliseconds → ``(lo, hi)``; ConfigError unless 0 < lo <= hi."""
     lo, sep, hi = text.partition("-")
@@ -83,22 +34,6 @@ def parse_timeout_range(text: str) -> tuple[int, int]:
     if not 0 < lo_ms <= hi_ms:
         raise ConfigError(f"bad election timeout {text!r}: need 0 < LO <= HI")
     return lo_ms, hi_ms
-
-
-def bind_endpoint(address: str) -> str:
-    """The ZeroMQ endpoint a node binds for ``HOST:PORT`` (a host name binds every interface)."""
-    host, port = parse_address(address)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host = "*" if host != "localhost" else "127.0.0.1"
-    return f"tcp://{host}:{port}"
-
-
-def connect_endpoint(address: str) -> str:
-    """The ZeroMQ endpoint to connect to ``HOST:PORT``."""
-    host, port = parse_address(address)
-    return f"tcp://{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

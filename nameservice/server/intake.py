@@ -19,7 +19,7 @@ from nameservice.kv import FORMAT_VERSION as KV_VERSION
 from nameservice.kv.codec import proposal_from_wire
 from nameservice.raft.errors import NotLeader, ProposalDropped
 from nameservice.raft.types import NONE, Role
-from nameservice.server import wire
+from nameservice import wire
 from nameservice.server.reads import MAX_PENDING_READS
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from nameservice.kv import Batch, KvConfig, KvStateMachine
 from nameservice.raft.core import RaftCore
 from nameservice.raft.errors import NotLeader, ProposalDropped
 from nameservice.raft.types import NONE, Role
-from nameservice.server import wire
+from nameservice import wire
 from nameservice.server.config import NodeSettings
 from nameservice.server.intake import RequestIntake
 from nameservice.server.leases import LeaseClock

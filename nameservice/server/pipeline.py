@@ -16,7 +16,7 @@ from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv import LeaseGrantResult
 from nameservice.kv.codec import result_to_wire
 from nameservice.raft.types import Ready, Role, Snapshot, SnapshotMeta
-from nameservice.server import wire
+from nameservice import wire
 
 _TIMER_SLACK_S = 0.0002  # wake just after a tick boundary, never just before it
 

@@ -2,7 +2,7 @@
 
 Every fabric process can be found by name and asked for its ``status`` or to ``drain``
 (``fabric status``, ``fabric drain NAME``); a name-service node is one too. It serves the
-fabric control protocol (:mod:`fabric.control`) and registers the socket as
+fabric control protocol (:mod:`nameservice.control`) and registers the socket as
 ``process/NAME`` (meta ``{"kind": "nameservice", "node": ID, "address": HOST:PORT}``) in the
 cluster it belongs to, with a lease its own client keeps alive.
 
@@ -30,10 +30,12 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from fabric.control import ControlServer
-from fabric.registry import DEFAULT_TTL, process_name
+from nameservice.client.api import NameServiceClient
+from nameservice.control import DEFAULT_TTL, ControlServer, process_name
+from nameservice.names import Names
 from nameservice.raft.types import NONE
-from nameservice.server.config import NodeSettings, parse_address, parse_control
+from nameservice.address import parse_address, parse_control
+from nameservice.server.config import NodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,6 @@ class NodePresence:
         self._registering = asyncio.ensure_future(self._register())
 
     async def _register(self) -> None:
-        # Imported here: the client imports nameservice.server (its address parsers).
-        from nameservice.client import NameServiceClient
-        from nameservice.names import Names
-
         self._client = NameServiceClient(list(self.settings.cluster.values()))
         await self._client.connect(wait=1.0)
         names = Names(self._client)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from nameservice.kv.codec import kv_to_wire
-from nameservice.server import wire
+from nameservice import wire
 
 MAX_PENDING_READS = 200_000
 """Consistent reads waiting for their read index; beyond, answered BUSY."""

@@ -26,11 +26,12 @@ import os
 import zlib
 from typing import Callable
 
+from nameservice.client.api import NameServiceClient
 from nameservice.kv import KeyValue, KvStateMachine, StaleBacklogFull, StaleOverlay
 from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv.codec import kv_to_wire
 from nameservice.kv.stale import PendingWrite
-from nameservice.server import wire
+from nameservice import wire
 from nameservice.storage.errors import CorruptFileError
 from nameservice.storage.files import read_file, write_atomic
 
@@ -221,8 +222,6 @@ class StaleReplayer:
 
     async def _round(self) -> bool:
         """Send every pending write once; True if each got an answer from the log."""
-        from nameservice.client import NameServiceClient
-
         if self._client is None:
             self._client = NameServiceClient(self._addresses, timeout=self._timeout)
             await self._client.connect(wait=self._timeout)

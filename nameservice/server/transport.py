@@ -25,8 +25,8 @@ from typing import Callable
 import zmq
 import zmq.asyncio
 
-from nameservice.server import wire
-from nameservice.server.config import bind_endpoint, connect_endpoint
+from nameservice import wire
+from nameservice.address import bind_endpoint, connect_endpoint
 
 PEER_HWM = 10_000
 CLIENT_HWM = 10_000

@@ -45,7 +45,7 @@ import time
 from nameservice.errors import DecodeError
 from nameservice.kv import Compacted, Event, KvStateMachine
 from nameservice.kv.codec import kv_to_wire
-from nameservice.server import wire
+from nameservice import wire
 
 MAX_WATCHES = 100_000
 """Watches one node serves at most."""

@@ -1,6 +1,6 @@
 """Errors raised by the Raft log storage.
 
-    StorageError                  root of everything below
+    StorageError                  root of everything below (a nameservice.errors.NameServiceError)
     ├── CorruptLogError           a log record that is damaged where damage cannot be a torn write
     ├── CorruptFileError          the hard-state or snapshot file is unreadable or missing
     ├── RecoveryError             the files are each readable but do not fit together
@@ -14,8 +14,10 @@ so an operator can look at exactly the bytes that stopped the node.
 """
 from __future__ import annotations
 
+from nameservice.errors import NameServiceError
 
-class StorageError(Exception):
+
+class StorageError(NameServiceError):
     """Root of the storage errors."""
 
 

@@ -8,7 +8,7 @@ import socket
 from click.testing import CliRunner
 
 from fabric.cli import main
-from fabric.control import control_request
+from nameservice.control import control_request
 
 
 def test_a_malformed_listen_address_is_a_usage_error():

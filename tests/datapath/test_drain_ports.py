@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from fabric import InputPort, OutputPort, PortClosed
-from fabric.control import ControlServer, control_request, parse_request
+from nameservice.control import ControlServer, control_request, parse_request
 from fabric.errors import ControlError
 from fabric.timing import Timing
 from tests.datapath.helpers import eventually, running_intermediary

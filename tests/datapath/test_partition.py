@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from fabric.control import control_request
+from nameservice.control import control_request
 from tests.datapath.conftest import stats_from, total_records, wait_for
 from tests.datapath.procs import read_records
 from tests.netns import island  # noqa: F401  (the fixture)

@@ -12,7 +12,7 @@ import zmq.asyncio
 
 from nameservice.client import NameServiceClient, SyncNameServiceClient
 from nameservice.errors import RequestRejected
-from nameservice.server import wire
+from nameservice import wire
 from tests.server.conftest import caught_up, leader_of, statuses, wait_until
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from nameservice.errors import ConfigError
-from nameservice.server.config import (NodeSettings, parse_addresses, parse_cluster,
-                                       parse_timeout_range)
+from nameservice.address import parse_addresses, parse_cluster
+from nameservice.server.config import NodeSettings, parse_timeout_range
 
 
 def test_cluster_list_parses():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.control import control_request
+from nameservice.control import control_request
 from nameservice.client import NameServiceClient
 from nameservice.names import Names
 from nameservice.server.local import free_ports

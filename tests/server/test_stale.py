@@ -10,7 +10,7 @@ import zmq.asyncio
 
 from nameservice.client import NameServiceClient
 from nameservice.kv import MAX_KEY_BYTES
-from nameservice.server import wire
+from nameservice import wire
 from tests.server.conftest import caught_up, leader_of, wait_until
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from nameservice.kv import CasResult, KeyValue, StaleBacklogFull
-from nameservice.server import wire
+from nameservice import wire
 from nameservice.server.stale import STALE_FILE, StaleWrites
 from nameservice.storage.errors import CorruptFileError
 

@@ -10,7 +10,7 @@ import pytest
 from nameservice.client import watch as watch_module
 from nameservice.client.watch import WatchSet
 from nameservice.errors import Compacted, Unavailable
-from nameservice.server import wire
+from nameservice import wire
 
 NODES = ["n1:1", "n2:2", "n3:3"]
 

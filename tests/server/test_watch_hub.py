@@ -6,7 +6,7 @@ import time
 import pytest
 
 from nameservice.kv import Batch, Delete, KvConfig, KvStateMachine, Put
-from nameservice.server import wire
+from nameservice import wire
 from nameservice.server import watches as watches_module
 from nameservice.server.watches import ADVANCE_S, PROGRESS_S, WatchHub
 

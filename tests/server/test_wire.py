@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nameservice.errors import DecodeError
 from nameservice.raft import messages as m
 from nameservice.raft.types import Entry, Snapshot, SnapshotMeta
-from nameservice.server import wire
+from nameservice import wire
 
 MESSAGES = [
     m.VoteRequest(1, 2, 3, 10, 2, pre_vote=True, transfer=False),

@@ -1,4 +1,5 @@
-"""The control socket every fabric process serves, and the call that talks to it.
+"""The control socket every process serves (fabric processes and name-service nodes alike), and
+the call that talks to it.
 
 A process binds one ROUTER socket (``tcp://127.0.0.1:0`` unless told otherwise). A client
 connects a DEALER and sends one frame, a JSON object ``{"command": NAME, ...}``; the process
@@ -29,10 +30,15 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from fabric.errors import ControlError
+from nameservice.errors import ControlError
 
 log = logging.getLogger(__name__)
 
+PROCESS = "process/"
+"""Every process serving a control socket registers it under ``process/NAME`` (a
+``nameservice.names`` name): name-service nodes as ``ns-ID``, fabric processes by their name."""
+DEFAULT_TTL = 2.0
+"""The lease TTL (seconds) of a process's registrations: a dead process is gone after it."""
 COMMANDS = ("status", "drain")
 MAX_REQUEST = 64 * 1024
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:0"
@@ -44,6 +50,11 @@ class Request:
 
     command: str
     timeout: float | None = None
+
+
+def process_name(name: str) -> str:
+    """The name under which the process called ``name`` registers its control socket."""
+    return PROCESS + name
 
 
 def parse_request(frame: bytes) -> Request:
