@@ -38,7 +38,7 @@ def emit(obj: dict) -> None:
 
 
 async def _producer(args) -> None:
-    from fabric.producer import OutputPort
+    from fabric.ports.output import OutputPort
     async with OutputPort("drainbench", args.endpoints.split(",")) as port:
         await asyncio.sleep(0.3)
         start = time.monotonic()
@@ -53,7 +53,7 @@ async def _producer(args) -> None:
 
 
 async def _consumer(args) -> None:
-    from fabric.consumer import InputPort
+    from fabric.ports.input import InputPort
     seen = bytearray(args.count)
     times = array.array("d")
     state = {"n": 0, "dup": 0, "red": 0}

@@ -175,7 +175,7 @@ def _sleep_until(t_ns: float) -> None:
 
 
 async def _fabric_producer(args) -> None:
-    from fabric.producer import OutputPort
+    from fabric.ports.output import OutputPort
     async with OutputPort("bench", args.endpoints.split(",")) as port:
         await asyncio.sleep(0.5)
         stamped = args.mode != "throughput"
@@ -194,7 +194,7 @@ async def _fabric_producer(args) -> None:
 
 
 async def _fabric_consumer(args) -> None:
-    from fabric.consumer import InputPort
+    from fabric.ports.input import InputPort
     rx = Receiver(args.count, args.mode)
     done = asyncio.Event()
 

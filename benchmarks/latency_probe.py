@@ -8,7 +8,7 @@ machine is shared). Cases:
 
 - ``plain-1hop``: PUSH -> PULL, both blocking (the floor of one ZeroMQ hop on this machine);
 - ``recv-asyncio``: PUSH -> PULL received with ``await sock.recv()`` of ``zmq.asyncio``;
-- ``recv-reader``: PUSH -> PULL received by fabric's own reader (``fabric.reader``);
+- ``recv-reader``: PUSH -> PULL received by fabric's own reader (``fabric.ports.reader``);
 - ``raw-inter-raw``: a blocking producer -> 1 intermediary -> a blocking consumer, both
   speaking the fabric protocol by hand (the intermediary's share);
 - ``port-inter-raw``: an ``OutputPort`` -> 1 intermediary -> a blocking consumer (adds the
@@ -77,7 +77,7 @@ async def _pull_async(sock, rx, mode: str) -> None:
         while not rx.on(await asock.recv()):
             pass
         return
-    from fabric.reader import Reader
+    from fabric.ports.reader import Reader
     done = asyncio.Event()
 
     def on_frame(frame: bytes) -> None:

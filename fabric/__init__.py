@@ -12,24 +12,24 @@ from nameservice.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ComponentContext": "fabric.component",
+    "ComponentContext": "fabric.runtime.component",
     "ConfigError": "fabric.errors",
     "ControlError": "fabric.errors",
     "DecodeError": "fabric.errors",
     "DrainReport": "fabric.drain",
     "FabricError": "fabric.errors",
-    "InputPort": "fabric.consumer",
-    "Intermediary": "fabric.intermediary",
+    "InputPort": "fabric.ports.input",
+    "Intermediary": "fabric.intermediary.core",
     "Leftover": "fabric.drain",
-    "Message": "fabric.received",
+    "Message": "fabric.ports.received",
     "MessageTooLarge": "fabric.errors",
     "NameNotFound": "fabric.errors",
-    "OutputPort": "fabric.producer",
+    "OutputPort": "fabric.ports.output",
     "PortClosed": "fabric.errors",
     "PortTimeout": "fabric.errors",
     "ProtocolError": "fabric.errors",
-    "SyncInputPort": "fabric.sync",
-    "SyncOutputPort": "fabric.sync",
+    "SyncInputPort": "fabric.ports.sync",
+    "SyncOutputPort": "fabric.ports.sync",
     "Timing": "fabric.timing",
 }
 
@@ -57,16 +57,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fabric.component import ComponentContext
-    from fabric.consumer import InputPort
+    from fabric.runtime.component import ComponentContext
+    from fabric.ports.input import InputPort
     from fabric.drain import DrainReport, Leftover
     from fabric.errors import (ConfigError, ControlError, DecodeError, FabricError,
                                MessageTooLarge, NameNotFound, PortClosed, PortTimeout,
                                ProtocolError)
-    from fabric.intermediary import Intermediary
-    from fabric.producer import OutputPort
-    from fabric.received import Message
-    from fabric.sync import SyncInputPort, SyncOutputPort
+    from fabric.intermediary.core import Intermediary
+    from fabric.ports.output import OutputPort
+    from fabric.ports.received import Message
+    from fabric.ports.sync import SyncInputPort, SyncOutputPort
     from fabric.timing import Timing
 
 

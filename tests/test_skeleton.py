@@ -1,7 +1,7 @@
 """The installed package exposes the ``fabric`` command."""
 from click.testing import CliRunner
 
-from fabric.cli import main
+from fabric.cli.main import main
 
 
 def test_version_option_prints_the_package_version():

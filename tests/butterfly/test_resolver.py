@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from fabric import InputPort, OutputPort
-from fabric.resolver import Resolver, endpoint_changes, normalize
+from fabric.runtime.resolver import Resolver, endpoint_changes, normalize
 from tests.datapath.helpers import eventually, running_intermediary
 
 
@@ -105,7 +105,7 @@ async def test_first_returns_once_the_first_list_is_applied(endpoints):
 
 
 async def test_a_failed_stream_is_made_again_and_followed(monkeypatch):
-    monkeypatch.setattr("fabric.resolver.RETRY_S", 0.01)
+    monkeypatch.setattr("fabric.runtime.resolver.RETRY_S", 0.01)
     made = []
 
     async def stream():

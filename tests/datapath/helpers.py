@@ -9,7 +9,7 @@ import zmq.asyncio
 
 from fabric import protocol as p
 
-from fabric.intermediary import Intermediary
+from fabric.intermediary.core import Intermediary
 
 
 async def eventually(condition, timeout: float, what: str, interval: float = 0.002):

@@ -10,7 +10,7 @@ and ``stats {JSON}`` and exits 0 (3 if its drain timed out). A consumer prints `
 CONTROL_ENDPOINT`` once started, and appends one 9-byte record per delivered message to FILE
 (u64 payload, u8 redelivered) with an unbuffered write *inside the handler*, so a record exists
 for every message a handler saw, even if the process is killed. Both serve a control socket and
-drain on SIGTERM (``fabric.runner``); the consumer then prints ``drained {JSON}`` and
+drain on SIGTERM (``fabric.runtime.runner``); the consumer then prints ``drained {JSON}`` and
 ``stats {JSON}`` and exits 0 (3 if its drain timed out). On SIGUSR1 a producer lists the
 batches it still holds on stderr (diagnostics for a test that timed out).
 """
@@ -25,10 +25,10 @@ import signal
 import struct
 import sys
 
-from fabric.consumer import InputPort
+from fabric.ports.input import InputPort
 from fabric.errors import PortClosed
-from fabric.producer import OutputPort
-from fabric.runner import run_ports_until_signalled
+from fabric.ports.output import OutputPort
+from fabric.runtime.runner import run_ports_until_signalled
 
 RECORD = struct.Struct("<QB")
 

@@ -9,8 +9,8 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
-from fabric.consumer import InputPort
-from fabric.producer import OutputPort
+from fabric.ports.input import InputPort
+from fabric.ports.output import OutputPort
 from tests.datapath.conftest import stats_from
 from tests.datapath.helpers import eventually, fake_intermediary, running_intermediary
 

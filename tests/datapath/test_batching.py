@@ -50,3 +50,4 @@ async def test_a_producer_with_a_full_batch_unacknowledged_gathers_even_a_turns_
             await port.send(b"next")
             assert port.stats.batches_sent == 2  # busy: waits for the end of this turn
             await eventually(lambda: port.stats.batches_sent == 3, 5, "the gathered batch")
+            await port.close()  # nothing can be acknowledged here: do not drain

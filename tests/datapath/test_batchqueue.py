@@ -1,7 +1,7 @@
 """The intermediary's queue: arrival order, requeued first, parking, and one bound in bytes."""
 from __future__ import annotations
 
-from fabric.batchqueue import BatchQueue
+from fabric.intermediary.batchqueue import BatchQueue
 
 P1, P2 = b"P1", b"P2"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabric.claims import Answer, ClaimRounds
+from fabric.intermediary.claims import Answer, ClaimRounds
 
 P1, P2 = b"p" * 16, b"q" * 16
 C1, C2 = b"C1", b"C2"

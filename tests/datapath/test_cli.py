@@ -7,7 +7,7 @@ import socket
 
 from click.testing import CliRunner
 
-from fabric.cli import main
+from fabric.cli.main import main
 from nameservice.control import control_request
 
 

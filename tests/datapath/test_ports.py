@@ -6,10 +6,10 @@ import asyncio
 import pytest
 
 from fabric import protocol as p
-from fabric.consumer import InputPort
+from fabric.ports.input import InputPort
 from fabric.errors import MessageTooLarge, PortClosed
-from fabric.producer import OutputPort
-from fabric.sync import SyncInputPort, SyncOutputPort
+from fabric.ports.output import OutputPort
+from fabric.ports.sync import SyncInputPort, SyncOutputPort
 from fabric.timing import Timing
 from tests.datapath.helpers import eventually, fake_intermediary, next_ack, running_intermediary
 

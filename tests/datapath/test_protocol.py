@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import fabric
 from fabric import protocol as p
 from fabric.errors import DecodeError
-from fabric.monitor import DOWN, UP, MonitorEvent, link_change, parse_event
+from fabric.ports.monitor import DOWN, UP, MonitorEvent, link_change, parse_event
 from fabric.timing import Timing
 
 PID = bytes(range(16))
@@ -115,9 +115,13 @@ def test_a_peer_is_silent_after_the_timeout_and_a_consumer_after_the_consumer_ti
     assert not timing.is_silent(0.0, 1.99, consumer=True)
 
 
-def test_the_public_names_are_exactly_all():
-    public = {name for name in vars(fabric) if not name.startswith("_") and name[0].isupper()}
-    assert public == set(fabric.__all__) - {"__version__"}
+def test_the_public_names_are_exactly_all_and_each_resolves_to_a_documented_object():
+    assert set(fabric.__all__) == set(fabric._EXPORTS) | {"__version__"}
+    assert len(fabric.__all__) == len(set(fabric.__all__))
+    for name in fabric._EXPORTS:
+        value = getattr(fabric, name)
+        assert value.__doc__ and value.__module__.startswith(("fabric.", "nameservice.errors"))
+    assert set(fabric.__all__) <= set(dir(fabric))
 
 
 def test_a_process_is_frozen_once_its_peers_may_have_declared_it_dead():

@@ -7,7 +7,7 @@ import time
 import pytest
 import zmq
 
-from fabric.reader import Reader
+from fabric.ports.reader import Reader
 from tests.datapath.helpers import eventually
 
 

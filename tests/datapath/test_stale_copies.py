@@ -5,7 +5,7 @@ import asyncio
 import os
 
 from fabric import protocol as p
-from fabric.consumer import InputPort
+from fabric.ports.input import InputPort
 from tests.datapath.helpers import eventually, fake_intermediary, next_ack
 
 
@@ -38,7 +38,7 @@ async def test_a_copy_of_a_batch_below_acked_below_is_acknowledged_and_not_deliv
 async def test_a_batch_never_says_it_is_acknowledged_itself():
     # acked_below is the lowest unacknowledged sequence number *before* the batch counts: a
     # batch claiming to be below it would be dropped as stale by every consumer.
-    from fabric.producer import OutputPort
+    from fabric.ports.output import OutputPort
 
     fake, endpoint = fake_intermediary()
     try:
@@ -57,6 +57,7 @@ async def test_a_batch_never_says_it_is_acknowledged_itself():
                     ack = p.Ack(producer.producer_id, os.urandom(16), 0, ((0, 1),))
                     await fake.send_multipart([rid, p.encode(ack)])
                     await eventually(lambda: producer.unacked == 0, 5, "the ack")
+            await producer.close()  # the fake acknowledges only the first: do not drain
     finally:
         fake.close()
     assert [(b.first_seq, b.acked_below) for b in batches] == [(0, 0), (1, 1), (2, 1)]

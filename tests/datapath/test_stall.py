@@ -11,8 +11,8 @@ import zmq
 
 import pytest
 
-from fabric.intermediary import Intermediary
-from fabric.stall import OffCpuClock, parse_schedstat
+from fabric.intermediary.core import Intermediary
+from fabric.intermediary.stall import OffCpuClock, parse_schedstat
 
 needs_schedstat = pytest.mark.skipif(not OffCpuClock().exact,
                                      reason="no /proc/thread-self/schedstat here")
@@ -48,7 +48,7 @@ def test_a_sleeping_thread_is_off_cpu():
 @needs_schedstat
 def test_a_stopped_process_is_off_cpu_for_as_long_as_it_was_stopped():
     # The child spins (never sleeps), so only the stop can take it off the CPU.
-    code = ("import sys, time\nfrom fabric.stall import OffCpuClock\nc = OffCpuClock()\n"
+    code = ("import sys, time\nfrom fabric.intermediary.stall import OffCpuClock\nc = OffCpuClock()\n"
             "start, off = time.monotonic(), c.now()\nprint('ready', flush=True)\n"
             "while time.monotonic() - start < 1.5: pass\n"
             "print(round(c.now() - off, 3), flush=True)\n")

@@ -2,7 +2,8 @@
 
     with SyncOutputPort("orders", ["127.0.0.1:5555"]) as port:
         port.send({"id": 1})
-        port.flush()
+    # leaving the block drained the port: everything sent was acknowledged (or the report in
+    # port.drain_report says what was not)
 
 These are thin: every call hops onto the loop thread and waits for the asyncio port to finish
 it, so their behaviour (batching, backpressure, failover) is exactly the asyncio port's. The hop
@@ -13,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from types import TracebackType
 from typing import Any, TypeVar
 
-from fabric.consumer import InputPort
-from fabric.received import Handler
+from fabric.ports.input import InputPort
+from fabric.ports.received import Handler
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
-from fabric.producer import OutputPort
+from fabric.ports.output import OutputPort
 
 T = TypeVar("T")
 
@@ -43,7 +45,7 @@ class _LoopThread:
 
 
 class SyncOutputPort:
-    """Blocking :class:`~fabric.producer.OutputPort`; same arguments."""
+    """Blocking :class:`~fabric.ports.output.OutputPort`; same arguments."""
 
     def __init__(self, channel: str, endpoints: list[str], **options: Any) -> None:
         self._thread = _LoopThread(f"fabric-out-{channel}")
@@ -52,6 +54,7 @@ class SyncOutputPort:
             return await OutputPort(channel, endpoints, **options).start()
 
         self.port = self._thread.run(make())
+        self.drain_report: DrainReport | None = None
 
     def send(self, payload: Any) -> None:
         """Send one message; blocks while the window of unacknowledged messages is full."""
@@ -76,12 +79,20 @@ class SyncOutputPort:
     def __enter__(self) -> "SyncOutputPort":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Drain (bounded by the port's ``drain_timeout``; the report is kept in
+        ``drain_report``) when the block ended normally; close at once when it raised."""
+        if self.port.closed:  # drained or closed inside the block already
+            return
+        if exc_type is None:
+            self.drain_report = self.drain(self.port.drain_timeout)
+        else:
+            self.close()
 
 
 class SyncInputPort:
-    """Blocking-world :class:`~fabric.consumer.InputPort`; same arguments.
+    """Blocking-world :class:`~fabric.ports.input.InputPort`; same arguments.
 
     The handler runs on the port's loop thread: it must be thread-safe with respect to the
     caller's own threads, and must not block longer than the heartbeat timeout.
@@ -95,6 +106,7 @@ class SyncInputPort:
             return await InputPort(channel, endpoints, handler, **options).start()
 
         self.port = self._thread.run(make())
+        self.drain_report: DrainReport | None = None
 
     def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
         """Take no new batches, handle and acknowledge what was received (at most ``timeout``
@@ -111,5 +123,13 @@ class SyncInputPort:
     def __enter__(self) -> "SyncInputPort":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Drain (bounded by the port's ``drain_timeout``; the report is kept in
+        ``drain_report``) when the block ended normally; close at once when it raised."""
+        if self.port.closed:  # drained or closed inside the block already
+            return
+        if exc_type is None:
+            self.drain_report = self.drain(self.port.drain_timeout)
+        else:
+            self.close()

@@ -4,10 +4,10 @@ from __future__ import annotations
 import click
 
 from fabric import __version__
-from fabric.cli_butterfly import butterfly
-from fabric.cli_component import component_group
-from fabric.cli_ns import _OneLineErrors, kv_group, lease_group, ns_group
-from fabric.cli_ops import drain, status
+from fabric.cli.butterfly import butterfly
+from fabric.cli.component import component_group
+from fabric.cli.ns import _OneLineErrors, kv_group, lease_group, ns_group
+from fabric.cli.ops import drain, status
 from fabric.drain import DEFAULT_TIMEOUT as DEFAULT_DRAIN_TIMEOUT
 
 EXIT_DRAIN_INCOMPLETE = 1
@@ -63,9 +63,9 @@ def intermediary(channel: str, listen: str, control: str, drain_timeout: float,
 
     import zmq
 
-    from fabric.cli_component import ns_addresses
+    from fabric.cli.component import ns_addresses
     from fabric.endpoints import parse_listen
-    from fabric.intermediary_process import run_until_signalled
+    from fabric.intermediary.process import run_until_signalled
 
     try:
         endpoint = parse_listen(listen)
@@ -87,8 +87,8 @@ def intermediary(channel: str, listen: str, control: str, drain_timeout: float,
         click.echo(f"control {control_bound}")
         if not addresses:
             return
-        from fabric.registration import RegistrationThread
-        from fabric.registry import channel_name, process_name
+        from fabric.runtime.registration import RegistrationThread
+        from fabric.runtime.registry import channel_name, process_name
 
         def registered(began: float, at: float) -> None:
             click.echo("registered " + json.dumps(

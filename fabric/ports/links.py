@@ -16,11 +16,11 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
-from fabric import monitor
+from fabric.ports import monitor
 from fabric import protocol as p
 from fabric.endpoints import tcp_endpoint
 from fabric.errors import ConfigError
-from fabric.reader import Reader
+from fabric.ports.reader import Reader
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)

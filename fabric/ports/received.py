@@ -6,7 +6,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Union
 
-from fabric.links import Link
+from fabric.ports.links import Link
 
 
 class ReceivedBatch:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _fail
+from fabric.cli.ns import EXIT_FAILED, EXIT_USAGE, _fail
 
 
 @click.command("butterfly")

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from fabric.cli_ns import EXIT_FAILED, EXIT_USAGE, _fail, _ns_option, _OneLineErrors
+from fabric.cli.ns import EXIT_FAILED, EXIT_USAGE, _fail, _ns_option, _OneLineErrors
 
 
 @click.group("component", cls=_OneLineErrors)
@@ -64,7 +64,7 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
     """
     import os
 
-    from fabric.component import load_target, run_component
+    from fabric.runtime.component import load_target, run_component
     from fabric.errors import ConfigError
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,

@@ -44,6 +44,7 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +54,10 @@ import zmq.asyncio
 from fabric import protocol as p
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch, group_leftovers
 from fabric.errors import ConfigError, DecodeError
-from fabric.endpoints import tcp_endpoint
-from fabric.links import Link, LinkSet
-from fabric.received import Handler, Message, ProducerWindow, ReceivedBatch
+from fabric.ports.base import Port
+from fabric.ports.claim_answers import ClaimAnswers
+from fabric.ports.links import Link, LinkSet
+from fabric.ports.received import Handler, Message, ProducerWindow, ReceivedBatch
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -64,20 +66,6 @@ ACK_FLUSH_ENTRIES = 64
 YIELD_EVERY = 0.02  # seconds of handler work after which delivery yields to the event loop
 INLINE_MAX = 16  # batches this small are delivered as they arrive when the port is idle
 MAX_PRODUCERS = 10_000
-MAX_PENDING_CLAIMS = 10_000  # CLAIMs waiting for our own verdict on their intermediary
-HOLD_ENTRIES = 4096  # entries per ACK frame of claims
-
-
-@dataclass(slots=True)
-class _PendingClaim:
-    """A CLAIM received through ``via``, waiting for our own verdict on ``lost``."""
-
-    claim: p.Claim
-    via: Link
-    via_gen: int
-    lost: Link | None
-    lost_gen: int
-    deadline: float
 
 
 @dataclass(slots=True)
@@ -97,23 +85,27 @@ class InputStats:
     claims_unknown: int = 0  # CLAIMs about an endpoint this port does not use (named otherwise?)
 
 
-class InputPort:
+class InputPort(Port):
     """Receive messages of ``channel`` from every intermediary in ``endpoints``.
 
     ``handler(message)`` may be a plain or an ``async`` function. Use as
-    ``async with InputPort(channel, endpoints, handler): ...``.
+    ``async with InputPort(channel, endpoints, handler): ...``: leaving the block normally
+    drains the port (everything received is handled and acknowledged, at most
+    ``drain_timeout`` seconds; ``port.drain_report`` says what was left); leaving it with an
+    exception closes the port at once.
     """
+
+    kind = "consumer"
 
     def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (),
                  handler: Handler | None = None, *, auto_ack: bool = True,
                  prefetch: int = 8192, max_tracked: int = 65_536, timing: Timing = Timing(),
-                 consumer_id: bytes | None = None,
+                 consumer_id: bytes | None = None, drain_timeout: float = DEFAULT_TIMEOUT,
                  ctx: zmq.asyncio.Context | None = None) -> None:
         if handler is None:
             raise ConfigError("an InputPort needs a handler")
         if prefetch < 1 or max_tracked < 1:
             raise ConfigError("prefetch and max_tracked must be positive")
-        self.channel = channel
         self.consumer_id = consumer_id or os.urandom(p.ID_SIZE)
         self.auto_ack = auto_ack
         self.prefetch = prefetch
@@ -126,10 +118,9 @@ class InputPort:
         self._plain = auto_ack and not self._is_async  # the fast path
         self._delivering = False
         hello = p.encode(p.Hello(p.ROLE_CONSUMER, self.consumer_id, prefetch, channel))
-        self._links = LinkSet(ctx, b"C" + self.consumer_id, timing, hello,
-                              on_frame=self._on_frame, on_down=self._on_link_down,
-                              on_up=self._on_link_up)
-        self._initial = list(endpoints)
+        super().__init__(channel, endpoints, LinkSet(
+            ctx, b"C" + self.consumer_id, timing, hello, on_frame=self._on_frame,
+            on_down=self._on_link_down, on_up=self._on_link_up), drain_timeout)
         self._producers: OrderedDict[bytes, ProducerWindow] = OrderedDict()
         self._queue: deque[tuple[ReceivedBatch, list[Any]]] = deque()
         self._wake = asyncio.Event()
@@ -137,44 +128,24 @@ class InputPort:
         self._acks: dict[tuple[Link | None, bytes], dict[int, int]] = {}
         self._ack_entries = 0
         self._holds: dict[bytes, dict[int, int]] = {}  # rerouted, waiting for a live link
-        self._claims: list[_PendingClaim] = []  # CLAIMs not answered yet
-        self._closed = False
-        self._draining = False
-        self._tasks: list[asyncio.Task] = []
+        self._claims = ClaimAnswers(self.consumer_id, timing.timeout, self._links.find,
+                                    self._held_through)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> "InputPort":
-        """Connect to the intermediaries and start delivering."""
-        for endpoint in self._initial:
-            self._links.add(endpoint)
-        self._tasks = [asyncio.ensure_future(self._deliver_loop()),
-                       asyncio.ensure_future(self._tick_loop())]
-        return self
-
-    async def __aenter__(self) -> "InputPort":
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def _background(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._deliver_loop(), self._tick_loop()]
 
     async def close(self) -> None:
-        """Send pending acknowledgements and close the sockets.
+        """Send pending acknowledgements and close the sockets at once.
 
         Messages received and not yet handled are abandoned; the intermediaries redeliver them to
-        another consumer once this one is declared dead.
+        another consumer once this one is declared dead (leaving ``async with`` normally
+        drains instead).
         """
-        if self._closed:
-            return
-        self._flush_acks()
-        self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        self._links.close()
-
-    def add_endpoint(self, endpoint: str) -> None:
-        """Start receiving from one more intermediary."""
-        self._links.add(endpoint)
+        if not self._closed:
+            self._flush_acks()
+        await super().close()
 
     def remove_endpoint(self, endpoint: str) -> None:
         """Stop receiving from an intermediary.
@@ -264,16 +235,6 @@ class InputPort:
         return {"kind": "consumer", "id": self.consumer_id.hex(), "channel": self.channel,
                 "endpoints": self.endpoints, "pending_batches": len(self._queue),
                 "draining": self._draining, "counters": dataclasses.asdict(self.stats)}
-
-    @property
-    def endpoints(self) -> list[str]:
-        """The intermediaries in use."""
-        return self._links.endpoints
-
-    @property
-    def connected(self) -> list[str]:
-        """The intermediaries whose connection is up (handshake done, HELLO sent)."""
-        return [link.endpoint for link in self._links.up()]
 
     @property
     def pending(self) -> int:
@@ -530,9 +491,7 @@ class InputPort:
         if link.retiring and link.drains_answered >= link.drains_asked:
             # Removed and done. A claim round it forwarded still gets its answer before the
             # connection closes (or that intermediary would wait for our death to end it).
-            for pending in self._claims:
-                if pending.via is link:
-                    pending.deadline = 0.0
+            self._claims.answer_now(link)
             self._answer_claims()
             # Acknowledgements of later copies go through the others.
             for window in self._producers.values():
@@ -581,55 +540,22 @@ class InputPort:
         """A producer lost an intermediary and asks what we hold of what came through it."""
         claim = p.decode(frame)
         assert isinstance(claim, p.Claim)
-        lost = self._links.find(claim.lost)
-        if lost is None:
+        if not self._claims.add(claim, link, asyncio.get_running_loop().time()):
             # Nothing came through it here, unless the producers name it differently (they must
             # use the same endpoint string): counted, so that an operator can tell.
             self.stats.claims_unknown += 1
-        deadline = asyncio.get_running_loop().time() + self.timing.timeout
-        pending = _PendingClaim(claim, link, link.gen, lost, lost.gen if lost else 0, deadline)
-        if len(self._claims) >= MAX_PENDING_CLAIMS:
-            pending.deadline = 0.0  # no room to wait: answer with what we know now
-        self._claims.append(pending)
         self._answer_claims()
 
     def _answer_claims(self) -> None:
-        """Answer each CLAIM whose intermediary we have seen go ourselves (so every batch that
-        came through it has been read), or whose wait is over (it may still be up for us)."""
-        if not self._claims:
-            return
-        now = asyncio.get_running_loop().time()
-        waiting = []
-        for pending in self._claims:
-            via, lost = pending.via, pending.lost
-            if via.gen != pending.via_gen or not via.up:
-                continue  # the question's connection is gone: that intermediary stops waiting
-            # Settled: gone, or back on a new connection (the question came through it).
-            settled = (lost is None or lost is via or lost.gen != pending.lost_gen
-                       or not lost.up)
-            if not (settled or now >= pending.deadline) or not self._answer(pending):
-                waiting.append(pending)
-        self._claims = waiting
+        if self._claims:
+            self.stats.claims_answered += self._claims.answer(asyncio.get_running_loop().time())
 
-    def _answer(self, pending: "_PendingClaim") -> bool:
-        """Claims (ACK with HOLD) for the producer's batches that came through the lost
-        intermediary, then CLAIMED, on the question's connection; False if it could not send."""
-        claim, via = pending.claim, pending.via
-        window = self._producers.get(claim.producer_id)
-        lost = tcp_endpoint(claim.lost)
-        entries = [] if window is None else [
-            (state.first_seq, state.handled) for state in window.batches.values()
-            if state.through == lost]
-        cid = self.consumer_id
-        for start in range(0, len(entries), HOLD_ENTRIES):
-            frame = p.encode(p.Ack(claim.producer_id, cid, 0,
-                                   tuple(entries[start:start + HOLD_ENTRIES]), hold=True))
-            if not via.send(frame):
-                return False
-        if not via.send(p.encode(p.Claimed(claim.round, claim.producer_id))):
-            return False
-        self.stats.claims_answered += 1
-        return True
+    def _held_through(self, producer_id: bytes, endpoint: str) -> list[tuple[int, int]]:
+        """``(first_seq, handled)`` of the producer's batches received through ``endpoint``."""
+        window = self._producers.get(producer_id)
+        return [] if window is None else [(state.first_seq, state.handled)
+                                          for state in window.batches.values()
+                                          if state.through == endpoint]
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()

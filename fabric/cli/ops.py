@@ -1,7 +1,7 @@
 """``fabric drain NAME`` and ``fabric status``: operating running fabric processes by name.
 
 Both find processes through the name service (``process/<NAME>`` registrations, see
-:mod:`fabric.registry`) and talk to each one's control socket (:mod:`nameservice.control`).
+:mod:`fabric.runtime.registry`) and talk to each one's control socket (:mod:`nameservice.control`).
 
 ``fabric drain`` exit codes: 0 drained; 1 not drained (the reason and what was left, one
 line), or the name service / the process unreachable; 4 no process of that name.
@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from fabric.cli_component import ns_addresses
-from fabric.cli_ns import EXIT_FAILED, EXIT_NOT_FOUND, _fail, _ns_option
+from fabric.cli.component import ns_addresses
+from fabric.cli.ns import EXIT_FAILED, EXIT_NOT_FOUND, _fail, _ns_option
 
 RATE_SAMPLE_S = 0.5
 
@@ -52,7 +52,7 @@ def drain(name: str, timeout: float, ns: str | None) -> None:
     """Drain the process NAME: it deregisters, stops taking work, flushes what it holds and
     exits. Exit 0 once drained, 1 if it could not be, 4 if no process has that name."""
     from nameservice.control import control_request
-    from fabric.registry import find_process
+    from fabric.runtime.registry import find_process
 
     async def action(client) -> list[dict]:
         from nameservice.names import Names
@@ -78,7 +78,7 @@ async def collect_status(client: Any, timeout: float = 1.0,
     """Channels and processes from the registry, each process's status from its control
     socket (asked twice, ``sample`` seconds apart, for rates)."""
     from nameservice.control import control_request
-    from fabric.registry import CHANNEL, PROCESS, list_names
+    from fabric.runtime.registry import CHANNEL, PROCESS, list_names
 
     channels = await list_names(client, CHANNEL)
     processes = await list_names(client, PROCESS)

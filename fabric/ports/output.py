@@ -38,6 +38,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +47,10 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
-from fabric.drain import DrainReport, Leftover, Stopwatch, group_leftovers
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch, group_leftovers
 from fabric.errors import ConfigError, DecodeError, MessageTooLarge, PortClosed, PortTimeout
-from fabric.links import Link, LinkSet
+from fabric.ports.base import Port
+from fabric.ports.links import Link, LinkSet
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -102,22 +104,27 @@ class OutputStats:
     claim_rounds_timed_out: int = 0  # resent without every intermediary's answer
 
 
-class OutputPort:
+class OutputPort(Port):
     """Send messages on ``channel`` through every intermediary in ``endpoints``.
 
-    Use as ``async with OutputPort(...) as port: await port.send(payload)``. Payloads are
-    anything msgpack can encode, or raw bytes (delivered as bytes).
+    Use as ``async with OutputPort(...) as port: await port.send(payload)``: leaving the block
+    normally drains the port (waits, at most ``drain_timeout`` seconds, until everything sent
+    is acknowledged; ``port.drain_report`` says what was left); leaving it with an exception
+    closes the port at once. Payloads are anything msgpack can encode, or raw bytes (delivered
+    as bytes).
     """
+
+    kind = "producer"
 
     def __init__(self, channel: str, endpoints: list[str] | tuple[str, ...] = (), *,
                  window: int = 50_000, batch_max: int = 1024, batch_bytes: int = 256 * 1024,
                  window_bytes: int = 64 * 1024 * 1024, linger: float = 0.001,
                  timing: Timing = Timing(), producer_id: bytes | None = None,
+                 drain_timeout: float = DEFAULT_TIMEOUT,
                  ctx: zmq.asyncio.Context | None = None) -> None:
         if window < 1 or window_bytes < 1 or batch_max < 1 or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE:
             raise ConfigError("window, batch_max and batch_bytes must be positive "
                               f"(batch_bytes at most {p.MAX_FRAME - p.BATCH_HEADER_SIZE})")
-        self.channel = channel
         self.producer_id = producer_id or os.urandom(p.ID_SIZE)
         self.window = window
         self.window_bytes = window_bytes
@@ -127,10 +134,9 @@ class OutputPort:
         self.timing = timing
         self.stats = OutputStats()
         self._hello = p.encode(p.Hello(p.ROLE_PRODUCER, self.producer_id, 0, channel))
-        self._links = LinkSet(ctx, b"P" + self.producer_id, timing, self._hello,
-                              on_frame=self._on_frame, on_down=self._on_link_down,
-                              on_up=self._on_link_up)
-        self._initial = list(endpoints)
+        super().__init__(channel, endpoints, LinkSet(
+            ctx, b"P" + self.producer_id, timing, self._hello, on_frame=self._on_frame,
+            on_down=self._on_link_down, on_up=self._on_link_up), drain_timeout)
         self._packer = msgpack.Packer(use_bin_type=True)
         self._parts: list[Any] = []
         self._part_bytes = 0
@@ -150,42 +156,21 @@ class OutputPort:
         self._space.set()
         self._drained = asyncio.Event()
         self._drained.set()
-        self._closed = False
-        self._draining = False
-        self._ticker: asyncio.Task | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> "OutputPort":
-        """Connect to the intermediaries and start the timers."""
-        for endpoint in self._initial:
-            self._links.add(endpoint)
-        self._ticker = asyncio.ensure_future(self._tick_loop())
-        return self
-
-    async def __aenter__(self) -> "OutputPort":
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def _background(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._tick_loop()]
 
     async def close(self) -> None:
         """Close the sockets at once; messages not yet acknowledged are abandoned.
 
-        Call :meth:`flush` first to wait until everything sent is acknowledged.
+        Call :meth:`flush` or :meth:`drain` first to wait until everything sent is
+        acknowledged (leaving ``async with`` normally drains).
         """
-        if self._closed:
-            return
-        self._closed = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-        self._links.close()
+        await super().close()
         self._space.set()
         self._drained.set()
-
-    def add_endpoint(self, endpoint: str) -> None:
-        """Start using one more intermediary."""
-        self._links.add(endpoint)
 
     def remove_endpoint(self, endpoint: str) -> None:
         """Stop using an intermediary.
@@ -203,7 +188,7 @@ class OutputPort:
         else:
             self._drop_retired()
 
-    async def drain(self, timeout: float = 5.0) -> DrainReport:
+    async def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
         """Stop taking sends, wait until every message is acknowledged, then close.
 
         From now on :meth:`send` raises :class:`PortClosed`. Returns a report; if ``timeout``
@@ -251,16 +236,6 @@ class OutputPort:
         return {"kind": "producer", "id": self.producer_id.hex(), "channel": self.channel,
                 "endpoints": self.endpoints, "unacked": self._unacked,
                 "draining": self._draining, "counters": dataclasses.asdict(self.stats)}
-
-    @property
-    def endpoints(self) -> list[str]:
-        """The intermediaries in use."""
-        return self._links.endpoints
-
-    @property
-    def connected(self) -> list[str]:
-        """The intermediaries whose connection is up (handshake done, HELLO sent)."""
-        return [link.endpoint for link in self._links.up()]
 
     @property
     def unacked(self) -> int:

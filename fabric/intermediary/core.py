@@ -18,9 +18,9 @@ Rules (docs/datapath.md tells why, docs/protocol.md frame by frame):
   redelivered, flagged; a HELLO with AGAIN (the answer to WHO) keeps everything;
 - a silent consumer is dead: its batches are redelivered, flagged, and every producer is told
   (PEER_GONE); a silent producer's record is kept (bounded) and its batches are parked
-  (:mod:`fabric.batchqueue`) until it says HELLO again: a stranger meanwhile (WHO, NACK);
+  (:mod:`fabric.intermediary.batchqueue`) until it says HELLO again: a stranger meanwhile (WHO, NACK);
 - a producer that lost another intermediary sends CLAIM: forwarded to every consumer, answered
-  once all have answered or left (:mod:`fabric.claims`);
+  once all have answered or left (:mod:`fabric.intermediary.claims`);
 - draining: DRAIN to every producer, forward and route acks until nothing is held, then stop;
   a consumer's DRAIN stops routing to it and is answered once all sent to it is acknowledged;
 - after a freeze long enough for its peers to give up on it, it rebinds its socket (every peer
@@ -32,18 +32,18 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import zmq
 
 from fabric import protocol as p
-from fabric.batchqueue import BatchQueue
-from fabric.claims import Answer, ClaimRounds
+from fabric.intermediary.batchqueue import BatchQueue
+from fabric.intermediary.claims import Answer, ClaimRounds
+from fabric.intermediary.peers import IntermediaryStats, Peer, drain_leftovers
 from nameservice.control import ControlSocket
-from fabric.router import REBIND_PATIENCE, bind_router
-from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, group_leftovers
+from fabric.intermediary.router import REBIND_PATIENCE, bind_router
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
 from fabric.errors import DecodeError
-from fabric.stall import OffCpuClock
+from fabric.intermediary.stall import OffCpuClock
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -53,41 +53,6 @@ CONSUMER_PREFIX = b"C"
 MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they come back
 DRAIN_LINGER_MS = 1000  # after a drain, time given to the last acks to leave the socket
 READ_CHECK_EVERY = 256  # frames handled between looks at the clock while reading a backlog
-
-
-@dataclass(slots=True)
-class _Peer:
-    role: int
-    rid: bytes
-    last_heard: float
-    credit: int = 0
-    alive: bool = True
-    inflight: dict[tuple[bytes, int], list] = field(default_factory=dict)
-    drain_pending: bool = False  # producer: told we drain, has not answered yet
-    leaving: bool = False  # consumer: sent DRAIN, gets no new batches
-    drains_owed: int = 0  # consumer: DRAIN answers due once its in-flight batches are acked
-
-
-@dataclass(slots=True)
-class IntermediaryStats:
-    """Counters an operator (and the tests) can read."""
-
-    batches_in: int = 0
-    batches_out: int = 0
-    acks_forwarded: int = 0
-    redelivered_batches: int = 0
-    nacked_batches: int = 0
-    dropped_stale_batches: int = 0
-    bad_frames: int = 0
-    unknown_acks: int = 0
-    unroutable: int = 0
-    peers_expired: int = 0
-    consumers_expired: int = 0  # of peers_expired
-    who_sent: int = 0
-    claim_rounds: int = 0
-    unknown_claims: int = 0  # CLAIMED for a round that is not open, or from a consumer not asked
-    rebinds: int = 0
-    control_requests: int = 0
 
 
 class Intermediary:
@@ -110,7 +75,7 @@ class Intermediary:
         self._ctx = ctx or zmq.Context.instance()
         self.stats = IntermediaryStats()
         self.endpoint = ""
-        self._peers: dict[bytes, _Peer] = {}
+        self._peers: dict[bytes, Peer] = {}
         self._queue = BatchQueue(max_queue_bytes)
         self._rounds = ClaimRounds()
         self._sock: zmq.Socket | None = None
@@ -251,7 +216,7 @@ class Intermediary:
             if peer.role == p.ROLE_PRODUCER and peer.alive:
                 self._tell_draining(peer)
 
-    def _tell_draining(self, peer: _Peer) -> None:
+    def _tell_draining(self, peer: Peer) -> None:
         peer.drain_pending = self._send(peer.rid, p.drain_frame())
 
     def _check_drain(self, now: float) -> None:
@@ -297,21 +262,7 @@ class Intermediary:
                  sum(len(v) for v in seqs.values()))
 
     def _leftovers(self) -> tuple[Leftover, ...]:
-        resend = "the producer resends them through the other intermediaries"
-        claim = ("the consumer claims them through another intermediary and acknowledges them "
-                 "when handled; unclaimed ones the producer resends")
-        here = f"in intermediary {self.endpoint}"
-        batches = [(pid.hex(), f"queued for a consumer {here}", resend, count)
-                   for _, pid, _, _, count in self._queue]
-        batches += [(pid.hex(), f"unacknowledged at consumer {peer.rid[1:].hex()[:12]} {here}",
-                     claim, count - acked)
-                    for peer in self._peers.values()
-                    for (pid, _), (_, count, acked) in peer.inflight.items()]
-        silent = [peer.rid[1:].hex()[:12] for peer in self._peers.values()
-                  if peer.role == p.ROLE_PRODUCER and peer.alive and peer.drain_pending]
-        if silent:
-            log.warning("producers that did not answer DRAIN: %s", ", ".join(silent))
-        return group_leftovers(batches)
+        return drain_leftovers(self.endpoint, self._queue, self._peers.values())
 
     def _read(self, sock: zmq.Socket, now: float) -> None:
         """Handle what is waiting, for at most one tick: timers must keep running."""
@@ -415,13 +366,13 @@ class Intermediary:
                 # drops copies of what it did receive; the rest reaches someone, flagged.
                 self._requeue_inflight(old)
                 self._leave_rounds(rid)  # a CLAIM sent on the old connection may be lost too
-            self._peers[rid] = _Peer(hello.role, rid, self._now, credit=hello.credit)
+            self._peers[rid] = Peer(hello.role, rid, self._now, credit=hello.credit)
         self._send(rid, p.heartbeat_frame())
         if self._draining and hello.role == p.ROLE_PRODUCER:
             self._tell_draining(self._peers[rid])
         self._dispatch_queue()
 
-    def _on_drain_frame(self, rid: bytes, peer: _Peer | None) -> None:
+    def _on_drain_frame(self, rid: bytes, peer: Peer | None) -> None:
         if peer is None:
             if rid[:1] == CONSUMER_PREFIX:
                 self._send(rid, p.drain_frame())  # nothing of ours is in flight to it
@@ -433,14 +384,14 @@ class Intermediary:
         peer.drains_owed += 1
         self._answer_leaving(peer)
 
-    def _answer_leaving(self, peer: _Peer) -> None:
+    def _answer_leaving(self, peer: Peer) -> None:
         """Answer a leaving consumer's DRAINs once everything sent to it is acknowledged."""
         if peer.drains_owed and not peer.inflight:
             for _ in range(peer.drains_owed):
                 self._send(peer.rid, p.drain_frame())
             peer.drains_owed = 0
 
-    def _on_batch(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
+    def _on_batch(self, rid: bytes, peer: Peer | None, frame: bytes) -> None:
         pid, seq, count = p.batch_header(frame)
         if peer is None and rid == PRODUCER_PREFIX + pid:
             # Its producer is unknown here (this process was rebound): refuse the batch so it
@@ -484,7 +435,7 @@ class Intermediary:
                 return
             queue.pop_first()
 
-    def _on_ack(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
+    def _on_ack(self, rid: bytes, peer: Peer | None, frame: bytes) -> None:
         pid, credit, n = p.ack_header(frame)
         if peer is not None and peer.role == p.ROLE_CONSUMER:
             peer.credit += credit
@@ -509,7 +460,7 @@ class Intermediary:
 
     # -- claim rounds -------------------------------------------------------------------------
 
-    def _on_claim(self, rid: bytes, peer: _Peer | None, frame: bytes) -> None:
+    def _on_claim(self, rid: bytes, peer: Peer | None, frame: bytes) -> None:
         """Forward a producer's CLAIM to every consumer; answer once all have answered."""
         claim = p.decode(frame)
         assert isinstance(claim, p.Claim)
@@ -562,7 +513,7 @@ class Intermediary:
 
     # -- peers coming and going ---------------------------------------------------------------
 
-    def _requeue_inflight(self, peer: _Peer) -> None:
+    def _requeue_inflight(self, peer: Peer) -> None:
         """Put a consumer's unacknowledged batches back at the head of the queue, flagged."""
         for (pid, seq), (frame, count, acked) in peer.inflight.items():
             self.stats.redelivered_batches += 1
@@ -575,7 +526,7 @@ class Intermediary:
                 self._queue.put_back(item)
         peer.inflight.clear()
 
-    def _consumer_gone(self, peer: _Peer) -> None:
+    def _consumer_gone(self, peer: Peer) -> None:
         """Redeliver a lost consumer's batches (flagged) and tell producers it is gone."""
         self._peers.pop(peer.rid, None)
         self._requeue_inflight(peer)
@@ -615,7 +566,7 @@ class Intermediary:
                 else:
                     self._producer_gone(peer)
 
-    def _producer_gone(self, peer: _Peer) -> None:
+    def _producer_gone(self, peer: Peer) -> None:
         """A silent producer keeps its record (bounded), so that it is welcome back with HELLO
         AGAIN if it was only frozen; its queued batches are parked until then."""
         peer.alive = False

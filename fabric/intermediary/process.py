@@ -5,7 +5,7 @@ import zmq
 
 from nameservice.control import ControlSocket
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
-from fabric.intermediary import DRAIN_LINGER_MS, Intermediary
+from fabric.intermediary.core import DRAIN_LINGER_MS, Intermediary
 
 
 def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None,

@@ -37,7 +37,7 @@ def channel_name(channel: str) -> str:
 
 async def watch_channel(names: Any, channel: str) -> AsyncIterator[list[str]]:
     """The data endpoints of ``channel``'s intermediaries: the current list at once, then the
-    full list again after every change (for :class:`fabric.resolver.Resolver`)."""
+    full list again after every change (for :class:`fabric.runtime.resolver.Resolver`)."""
     async for endpoints in names.watch_name(channel_name(channel)):
         yield sorted(e.endpoint for e in endpoints)
 

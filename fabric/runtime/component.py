@@ -9,7 +9,7 @@
 
 The runtime imports the function, gives it a :class:`ComponentContext` (its name, its
 parameters, ports by channel *name* and a ``stopping`` event), and keeps every port it opened
-connected to the intermediaries currently registered for its channel (:mod:`fabric.resolver`).
+connected to the intermediaries currently registered for its channel (:mod:`fabric.runtime.resolver`).
 It serves a control socket (``status``, ``drain``; :mod:`nameservice.control`) registered as
 ``process/<name>``. On SIGTERM, SIGINT or ``fabric drain NAME`` it deregisters, sets
 ``stopping``, waits for the function to return, then drains every port (outputs: until what
@@ -36,15 +36,16 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from fabric import runner
-from fabric.consumer import InputPort
-from fabric.received import Handler
+from fabric.runtime import runner
+from fabric.ports.input import InputPort
+from fabric.ports.received import Handler
 from fabric.errors import ConfigError, FabricError
-from fabric.producer import OutputPort
-from fabric.registry import watch_channel
-from fabric.resolver import Change, Resolver
+from fabric.ports.output import OutputPort
+from fabric.runtime.registry import watch_channel
+from fabric.runtime.resolver import Change, Resolver
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ class ComponentContext:
 
     ``params``: the ``--param KEY=VALUE`` pairs given on the command line (strings).
     ``stopping``: set when the process was asked to stop (SIGTERM, drain); the function should
-    stop producing and return. Ports opened here are drained and closed by the runtime.
+    stop producing and return. Ports opened here are drained and closed by the runtime; used
+    alone, ``async with ComponentContext(...) as ctx:`` drains them when the block ends
+    normally and closes them at once when it raises.
     """
 
     def __init__(self, name: str, names: Any, params: dict[str, str] | None = None) -> None:
@@ -148,6 +151,28 @@ class ComponentContext:
             self._drained = asyncio.ensure_future(drain_ports(self, self.drain_timeout))
         return await asyncio.shield(self._drained)
 
+    async def close(self) -> None:
+        """Stop following the name service and close every port at once: what is not
+        acknowledged is abandoned (use :meth:`drain` to flush it first)."""
+        for resolver in self.resolvers:
+            await resolver.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for port in self.ports:
+            await port.close()
+
+    async def __aenter__(self) -> ComponentContext:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        """Drain every port (bounded by ``drain_timeout``) when the block ended normally;
+        close them at once, abandoning what is unacknowledged, when it raised."""
+        if exc_type is None:
+            await self.drain()
+        else:
+            await self.close()
+
     @property
     def ports(self) -> list[OutputPort | InputPort]:
         """Every port opened through this context, outputs first."""
@@ -170,7 +195,7 @@ async def _announce_connected(port: Any, channel: str, endpoints: tuple[str, ...
 
 async def drain_ports(ctx: ComponentContext, timeout: float) -> dict[str, Any]:
     """Stop following the name service, then drain every port of ``ctx`` within ``timeout``
-    seconds (:func:`fabric.runner.drain_ports`: outputs first, then inputs). The outcome:
+    seconds (:func:`fabric.runtime.runner.drain_ports`: outputs first, then inputs). The outcome:
     ``complete``, what was ``left`` if the time ran out, and each port's report."""
     for resolver in ctx.resolvers:
         await resolver.close()
@@ -241,7 +266,7 @@ class ComponentProcess:
         """Run until the function returns or a drain is asked for, then drain; the exit code:
         0 drained, 1 the function failed or something could not be flushed."""
         from nameservice.control import ControlServer
-        from fabric.registry import process_name
+        from fabric.runtime.registry import process_name
 
         server = ControlServer(self.status, self._drain, self.control_endpoint).start()
         print(f"control {server.endpoint}", flush=True)

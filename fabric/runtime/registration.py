@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from fabric.registry import DEFAULT_TTL
+from fabric.runtime.registry import DEFAULT_TTL
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,72 @@
+"""What an intermediary keeps per connected peer, its counters, and what a drain that ran out
+of time left behind (pure: computed from the peers and the queue)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fabric import protocol as p
+from fabric.drain import Leftover, group_leftovers
+from fabric.intermediary.batchqueue import BatchQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Peer:
+    """What the intermediary knows of one connected producer or consumer (by ROUTER id)."""
+
+    role: int
+    rid: bytes
+    last_heard: float
+    credit: int = 0
+    alive: bool = True
+    inflight: dict[tuple[bytes, int], list] = field(default_factory=dict)
+    drain_pending: bool = False  # producer: told we drain, has not answered yet
+    leaving: bool = False  # consumer: sent DRAIN, gets no new batches
+    drains_owed: int = 0  # consumer: DRAIN answers due once its in-flight batches are acked
+
+
+@dataclass(slots=True)
+class IntermediaryStats:
+    """Counters an operator (and the tests) can read."""
+
+    batches_in: int = 0
+    batches_out: int = 0
+    acks_forwarded: int = 0
+    redelivered_batches: int = 0
+    nacked_batches: int = 0
+    dropped_stale_batches: int = 0
+    bad_frames: int = 0
+    unknown_acks: int = 0
+    unroutable: int = 0
+    peers_expired: int = 0
+    consumers_expired: int = 0  # of peers_expired
+    who_sent: int = 0
+    claim_rounds: int = 0
+    unknown_claims: int = 0  # CLAIMED for a round that is not open, or from a consumer not asked
+    rebinds: int = 0
+    control_requests: int = 0
+
+
+def drain_leftovers(endpoint: str, queue: BatchQueue, peers: Iterable[Peer]
+                    ) -> tuple[Leftover, ...]:
+    """What the intermediary at ``endpoint`` still holds: batches queued for a consumer and
+    batches at consumers not yet acknowledged, grouped by producer, place and fate."""
+    peers = list(peers)
+    resend = "the producer resends them through the other intermediaries"
+    claim = ("the consumer claims them through another intermediary and acknowledges them "
+             "when handled; unclaimed ones the producer resends")
+    here = f"in intermediary {endpoint}"
+    batches = [(pid.hex(), f"queued for a consumer {here}", resend, count)
+               for _, pid, _, _, count in queue]
+    batches += [(pid.hex(), f"unacknowledged at consumer {peer.rid[1:].hex()[:12]} {here}",
+                 claim, count - acked)
+                for peer in peers
+                for (pid, _), (_, count, acked) in peer.inflight.items()]
+    silent = [peer.rid[1:].hex()[:12] for peer in peers
+              if peer.role == p.ROLE_PRODUCER and peer.alive and peer.drain_pending]
+    if silent:
+        log.warning("producers that did not answer DRAIN: %s", ", ".join(silent))
+    return group_leftovers(batches)
