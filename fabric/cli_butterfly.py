@@ -41,7 +41,7 @@ def butterfly(as_json: bool, messages: int, duration: float, rate: float,
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            _fail("--plot needs matplotlib: pip install 'fabric[plot]'", EXIT_USAGE)
+            _fail("--plot needs matplotlib: pip install 'zmq-fabric[plot]'", EXIT_USAGE)
     options = Options(messages=messages, rate=rate, duration=duration,
                       work_dir=Path(work_dir) if work_dir else None)
     progress = Progress(messages, sys.stderr)

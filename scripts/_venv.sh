@@ -11,8 +11,12 @@ ensure_venv() {
     local want
     want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "installing fabric${extras:+[$extras]} into .venv" >&2
+        echo "installing zmq-fabric${extras:+[$extras]} into .venv" >&2
         .venv/bin/python -m pip install --quiet --upgrade pip >&2
+        # A .venv made before the distribution was renamed zmq-fabric holds it as "fabric".
+        if .venv/bin/python -m pip show --quiet fabric >/dev/null 2>&1; then
+            .venv/bin/python -m pip uninstall --quiet --yes fabric >&2
+        fi
         .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}" >&2
         echo "$want" > "$stamp"
     fi
