@@ -1,6 +1,6 @@
 """fabric: a broker-less messaging fabric on ZeroMQ that survives the death of any one process."""
 
-__version__ = "0.1.0"
+from fabric._version import __version__
 
 from fabric.component import ComponentContext
 from fabric.consumer import InputPort

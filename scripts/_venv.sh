@@ -1,5 +1,6 @@
 # Shared by scripts/*: create .venv if missing, install the project (editable) with the given
-# extras, and reinstall only when setup.cfg or pyproject.toml changed since the last install.
+# extras, and reinstall only when setup.cfg, pyproject.toml or the version (fabric/_version.py)
+# changed since the last install.
 ensure_venv() {
     local extras="${1:-}"
     local python="${PYTHON:-python3}"
@@ -9,7 +10,7 @@ ensure_venv() {
     fi
     local stamp=".venv/.fabric-installed${extras:+-$extras}"
     local want
-    want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+    want=$(cat setup.cfg pyproject.toml fabric/_version.py | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "installing zmq-fabric${extras:+[$extras]} into .venv" >&2
         .venv/bin/python -m pip install --quiet --upgrade pip >&2
