@@ -1,7 +1,7 @@
 """Re-resolve benchmark: an intermediary moves; how long until every running port uses it?
 
-A local 3-node name service, one intermediary that stays, one producer (``component1``,
-``--rate`` msgs/s) and one consumer (``component2``), all real processes started through the
+A local 3-node name service, one intermediary that stays, one producer (``fabric.butterfly.producer``,
+``--rate`` msgs/s) and one consumer (``fabric.butterfly.consumer``), all real processes started through the
 ``fabric`` command. Each trial starts an intermediary on a fresh port (the moved object), waits
 until both ports report their connection to it up (``connected`` lines), then SIGKILLs it
 before the next trial. Re-resolve time = last port's connection up − the moment the new
@@ -27,10 +27,10 @@ from pathlib import Path
 
 from fabric.butterfly.fleet import Fleet
 from fabric.butterfly.report import read_deliveries, summarize
+from fabric.butterfly.scenario import CONSUMER, PRODUCER
 from nameservice.server.local import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples" / "butterfly"
 CHANNEL = "bench-reresolve"
 
 
@@ -70,17 +70,17 @@ def main() -> None:
             info = json.loads(line.partition(" ")[2])
             return info["endpoint"], info["began"]
 
-        def component(name: str, module: str, **params) -> None:
-            argv = fabric + ["component", "run", f"{EXAMPLES / module}:main", "--name", name,
+        def component(name: str, target: str, **params) -> None:
+            argv = fabric + ["component", "run", target, "--name", name,
                              "--ns", ns, "--param", f"channel={CHANNEL}"]
             for key, value in params.items():
                 argv += ["--param", f"{key}={value}"]
             fleet.start(name, argv)
 
         intermediary("steady")
-        component("consumer", "component2.py", out=work / "consumer.bin")
+        component("consumer", CONSUMER, out=work / "consumer.bin")
         fleet.procs["consumer"].wait_line("ready", 30)
-        component("producer", "component1.py", index=1, rate=args.rate)
+        component("producer", PRODUCER, index=1, rate=args.rate)
         ports = [fleet.procs["producer"], fleet.procs["consumer"]]
 
         def connected_at(endpoint: str) -> list[float] | None:

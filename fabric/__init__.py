@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from nameservice.lazy import lazy_exports
 
-__version__ = "0.1.0"
+from fabric._version import __version__
 
 _EXPORTS = {
     "ComponentContext": "fabric.runtime.component",

@@ -1,6 +1,6 @@
 """Drawing the butterfly run: messages delivered per intermediary over time, events marked.
 
-Needs matplotlib (``pip install fabric[plot]``; ``scripts/butterfly`` installs it).
+Needs matplotlib (``pip install 'zmq-fabric[plot]'``; ``scripts/butterfly`` installs it).
 """
 from __future__ import annotations
 

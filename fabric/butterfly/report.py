@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-RECORD = struct.Struct("<QdHB")  # the layout of examples/butterfly/component2.py
+RECORD = struct.Struct("<QdHB")  # the layout of fabric/butterfly/consumer.py
 ID_SHIFT = 40
 FAILOVER_WINDOW_S = 2.0
 FIELDS = ("sent", "delivered", "duplicates", "lost", "redelivered", "failover_ms",

@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fabric
 from fabric.butterfly import report
 from fabric.butterfly.fleet import Fleet, Proc
 from fabric.butterfly.progress import Progress
 
 CHANNEL = "butterfly"
-EXAMPLES = Path(fabric.__file__).resolve().parent.parent / "examples" / "butterfly"
+# The components, by module: they run from an installed package, from any directory.
+PRODUCER = "fabric.butterfly.producer:main"
+CONSUMER = "fabric.butterfly.consumer:main"
 # The delivered share of the messages at which each event happens.
 TRIGGERS = {"a": 0.15, "b": 0.30, "c": 0.45, "d": 0.60}
 START_TIMEOUT = 30.0
@@ -143,8 +144,8 @@ class Scenario:
         self.intermediaries[info["endpoint"]] = name
         return proc, info["endpoint"], info["began"]
 
-    def _component(self, name: str, module: str, **params: Any) -> Proc:
-        argv = self._fabric("component", "run", f"{EXAMPLES / module}:main", "--name", name,
+    def _component(self, name: str, target: str, **params: Any) -> Proc:
+        argv = self._fabric("component", "run", target, "--name", name,
                             "--ns", self.ns, "--drain-timeout", str(self.options.drain_timeout))
         for key, value in params.items():
             argv += ["--param", f"{key}={value}"]
@@ -197,7 +198,7 @@ class Scenario:
         self._must_live: set[str] = set()
         env = {k: v for k, v in os.environ.items() if k != "FABRIC_NS"}
         with LocalCluster(work / "ns", 3) as cluster, \
-                Fleet(str(EXAMPLES.parent.parent), work, env) as fleet:
+                Fleet(os.getcwd(), work, env) as fleet:
             self.fleet = fleet
             cluster.start(timeout=START_TIMEOUT)
             self.ns = cluster.ns_arg
@@ -213,13 +214,13 @@ class Scenario:
         _, endpoint_b, _ = self._intermediary("intermediary-b")
         self._event(f"intermediaries: a at {endpoint_a}, b at {endpoint_b}")
         for i in (1, 2):
-            self._component(f"consumer-{i}", "component2.py", out=work / f"consumer-{i}.bin")
+            self._component(f"consumer-{i}", CONSUMER, out=work / f"consumer-{i}.bin")
         for i in (1, 2):
             self.fleet.procs[f"consumer-{i}"].wait_line("ready", START_TIMEOUT)
         per_producer = opts.messages // 2
         rate = opts.producer_rate()
         for i in (1, 2):
-            self._component(f"producer-{i}", "component1.py", index=i,
+            self._component(f"producer-{i}", PRODUCER, index=i,
                             messages=per_producer if i == 1 else opts.messages - per_producer,
                             rate=rate)
         self._event(f"2 consumers, 2 producers: {opts.messages:,} messages at "

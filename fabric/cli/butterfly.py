@@ -33,15 +33,13 @@ def butterfly(as_json: bool, messages: int, duration: float, rate: float,
     2 consumers; kill an intermediary, move it, drain the other, kill the name-service leader,
     drain everything; then report what was sent, delivered, lost and duplicated."""
     from fabric.butterfly.progress import Progress
-    from fabric.butterfly.scenario import EXAMPLES, Options, Scenario, ScenarioError
+    from fabric.butterfly.scenario import Options, Scenario, ScenarioError
 
-    if not EXAMPLES.is_dir():
-        _fail(f"the butterfly components are not at {EXAMPLES} (run from a clone)", EXIT_USAGE)
     if plot_path:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            _fail("--plot needs matplotlib: pip install 'fabric[plot]'", EXIT_USAGE)
+            _fail("--plot needs matplotlib: pip install 'zmq-fabric[plot]'", EXIT_USAGE)
     options = Options(messages=messages, rate=rate, duration=duration,
                       work_dir=Path(work_dir) if work_dir else None)
     progress = Progress(messages, sys.stderr)

@@ -1,11 +1,11 @@
 """The component runtime: run an ordinary ``async`` function as a fabric process.
 
-    async def main(ctx):                              # examples/butterfly/component1.py
+    async def main(ctx):                              # producer.py
         out = await ctx.output("orders")
         while not ctx.stopping.is_set():
             await out.send({"order": 1})
 
-    $ fabric component run examples/butterfly/component1.py:main --name producer-1
+    $ fabric component run producer.py:main --name producer-1
 
 The runtime imports the function, gives it a :class:`ComponentContext` (its name, its
 parameters, ports by channel *name* and a ``stopping`` event), and keeps every port it opened

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from fabric.butterfly.fleet import Fleet, Proc
+from fabric.butterfly.scenario import CONSUMER
 from nameservice.server.local import LocalCluster
 from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests here)
 
 ROOT = str(Path(__file__).resolve().parents[2])
-EXAMPLES = Path(ROOT) / "examples" / "butterfly"
 
 
 class Deployment:
@@ -38,8 +38,8 @@ class Deployment:
         _, line = proc.wait_line("registered", 30)
         return proc, json.loads(line.partition(" ")[2])["endpoint"]
 
-    def component(self, name: str, module: str, **params) -> Proc:
-        argv = self.fabric("component", "run", f"{EXAMPLES / module}:main", "--name", name,
+    def component(self, name: str, target: str, **params) -> Proc:
+        argv = self.fabric("component", "run", target, "--name", name,
                            "--ns", self.ns, "--param", f"channel={self.channel}")
         for key, value in params.items():
             argv += ["--param", f"{key}={value}"]
@@ -47,7 +47,7 @@ class Deployment:
 
     def consumer(self, name: str) -> tuple[Proc, Path]:
         out = self.tmp / f"{name}.bin"
-        proc = self.component(name, "component2.py", out=out)
+        proc = self.component(name, CONSUMER, out=out)
         proc.wait_line("ready", 30)
         return proc, out
 

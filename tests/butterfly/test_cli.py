@@ -8,7 +8,7 @@ import pytest
 
 from tests.datapath.conftest import FABRIC, ROOT
 
-COMPONENT = "examples/butterfly/component1.py"
+COMPONENT = "fabric.butterfly.producer"
 
 
 @pytest.mark.parametrize("args, code, words", [

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from fabric.butterfly.report import read_deliveries, summarize
+from fabric.butterfly.scenario import PRODUCER
 from tests.butterfly.conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def test_every_kind_of_process_drains_by_name_and_nothing_is_lost(deployment):
     _, endpoint_a = d.intermediary("int-a")
     _, endpoint_b = d.intermediary("int-b")
     consumers = {name: d.consumer(name) for name in ("cons-1", "cons-2")}
-    producer = d.component("prod", "component1.py", index=3, rate=3000)
+    producer = d.component("prod", PRODUCER, index=3, rate=3000)
     delivered = lambda: sum(d.progress(p)["unique"] for p, _ in consumers.values())  # noqa: E731
     wait_for(lambda: delivered() > 1000, 30, "delivery through both intermediaries")
 
@@ -71,7 +72,7 @@ def test_status_lists_channels_and_processes_with_their_counts(deployment):
     d = deployment
     _, endpoint = d.intermediary("int-s")
     consumer, _ = d.consumer("cons-s")
-    d.component("prod-s", "component1.py", index=1, rate=2000)
+    d.component("prod-s", PRODUCER, index=1, rate=2000)
     wait_for(lambda: d.progress(consumer)["unique"] > 500, 30, "delivery")
     done = fabric(d, "status", "--json")
     assert done.returncode == 0, done.stderr.decode()

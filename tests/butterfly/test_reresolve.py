@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from fabric.butterfly.report import read_deliveries
+from fabric.butterfly.scenario import PRODUCER
 from nameservice.client import SyncNameServiceClient
 from tests.butterfly.conftest import wait_for
 
@@ -22,7 +23,7 @@ def test_running_ports_follow_an_intermediary_restarted_on_another_port(deployme
     d = deployment
     first, old = d.intermediary("mover")
     consumer, out = d.consumer("consumer")
-    producer = d.component("producer", "component1.py", index=1, rate=2000)
+    producer = d.component("producer", PRODUCER, index=1, rate=2000)
     wait_for(lambda: d.progress(consumer)["unique"] > 500, 30, "delivery through the first")
 
     first.kill()

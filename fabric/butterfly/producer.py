@@ -1,4 +1,5 @@
-"""Butterfly component 1: a producer of numbered, unique ids.
+"""The butterfly demo's producer (``fabric component run fabric.butterfly.producer:main``):
+numbered, unique ids.
 
 Parameters (``--param KEY=VALUE``): ``index`` (this producer's number, 0-255), ``messages``
 (how many to send; 0: until stopped), ``rate`` (messages per second; 0: as fast as the

@@ -1,4 +1,5 @@
-"""Butterfly component 2: a consumer counting unique ids, duplicates and redeliveries.
+"""The butterfly demo's consumer (``fabric component run fabric.butterfly.consumer:main``):
+counts unique ids, duplicates and redeliveries.
 
 Parameters: ``out`` (a file: one record per delivered message — id u64, arrival time f64
 (``time.time()``), intermediary number u16, redelivered u8 — written on every progress tick and
