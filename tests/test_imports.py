@@ -2,7 +2,8 @@
 
 The layers, lowest first (docs/architecture.md draws them):
 
-    nameservice.errors, nameservice.lazy        the error tree; lazy package exports
+    nameservice.errors, nameservice.lazy,       the error tree; lazy package exports; the
+      fabric._version                           version (read by setup.cfg too)
     nameservice.raft                            the pure Raft core
     nameservice.storage | nameservice.kv        durable log | key-value state machine
     nameservice.wire, .address, .control,       what client, server and fabric processes share
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (rank, units): a module belongs to the unit that is the longest prefix of its name.
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("nameservice.errors", "nameservice.lazy")),
+    (0, ("nameservice.errors", "nameservice.lazy", "fabric._version")),
     (1, ("nameservice.raft",)),
     (2, ("nameservice.storage",)),
     (2, ("nameservice.kv",)),
@@ -169,7 +170,8 @@ def test_the_client_loads_no_server_storage_or_data_path_module() -> None:
 
 
 def test_importing_fabric_loads_nothing_until_a_name_is_used() -> None:
-    assert loaded_after("import fabric") == ["fabric", "nameservice", "nameservice.lazy"]
+    assert loaded_after("import fabric") == ["fabric", "fabric._version", "nameservice",
+                                             "nameservice.lazy"]
     loaded = loaded_after("from fabric import OutputPort")
     assert "fabric.ports.output" in loaded
     assert [m for m in loaded if m.startswith(("fabric.intermediary", "fabric.runtime",

@@ -77,7 +77,7 @@ def test_the_demo_components_load_by_module_name_from_the_unpacked_wheel(wheel, 
     check = (
         "import fabric, sys\n"
         "from fabric.butterfly.scenario import CONSUMER, PRODUCER\n"
-        "from fabric.component import load_target\n"
+        "from fabric.runtime.component import load_target\n"
         f"assert fabric.__file__.startswith({str(site)!r}), fabric.__file__\n"
         "for target in (PRODUCER, CONSUMER):\n"
         "    func = load_target(target)\n"
