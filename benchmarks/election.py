@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 if not args.json:
                     print(
-                        f"{algorithm:6} {lo:3}-{hi:<3} ms  p50 {row['p50_ms']:7.1f}  p90 {row['p90_ms']:7.1f}  "
+                        f"{algorithm:6} {lo:3}-{hi:<3} ms  p50 {row['p50_ms']:7.1f}  "
+                        f"p90 {row['p90_ms']:7.1f}  "
                         f"p99 {row['p99_ms']:7.1f}  max {row['max_ms']:7.1f}  msgs mean "
                         f"{row['messages_mean']:5.1f} min {row['messages_min']:3}"
                         + (f"  unelected {row['unelected']}" if row["unelected"] else "")

@@ -91,6 +91,7 @@ async def _pull_async(sock, rx, mode: str) -> None:
 
 def _raw_socket(role: int, endpoint: str, credit: int = 0):
     import zmq
+
     from fabric import protocol as p
     peer_id = os.urandom(p.ID_SIZE)
     sock = zmq.Context.instance().socket(zmq.DEALER)

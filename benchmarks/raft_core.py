@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batch {batch:5}: {row['committed_per_s']:>9,} committed/s "
                   f"({row['proposals']:,} proposals in {row['seconds']} s)", flush=True)
     if args.json:
-        print(json.dumps({"cluster": 3, "cpu": "one core, all nodes in one process", "rows": rows}, indent=1))
+        print(json.dumps({"cluster": 3, "cpu": "one core, all nodes in one process",
+                          "rows": rows}, indent=1))
     return 0
 
 

@@ -1,9 +1,10 @@
 """Re-resolve benchmark: an intermediary moves; how long until every running port uses it?
 
-A local 3-node name service, one intermediary that stays, one producer (``fabric.butterfly.producer``,
-``--rate`` msgs/s) and one consumer (``fabric.butterfly.consumer``), all real processes started through the
-``fabric`` command. Each trial starts an intermediary on a fresh port (the moved object), waits
-until both ports report their connection to it up (``connected`` lines), then SIGKILLs it
+A local 3-node name service, one intermediary that stays, one producer
+(``fabric.butterfly.producer``, ``--rate`` msgs/s) and one consumer
+(``fabric.butterfly.consumer``), all real processes started through the ``fabric`` command.
+Each trial starts an intermediary on a fresh port (the moved object), waits until both ports
+report their connection to it up (``connected`` lines), then SIGKILLs it
 before the next trial. Re-resolve time = last port's connection up − the moment the new
 intermediary began registering (lease grant and put included), both ``time.time()`` on this
 host. ``removal_ms``: from the SIGKILL until both ports let go of the dead intermediary (its
@@ -100,11 +101,11 @@ def main() -> None:
         reresolve, removal = [], []
         for k in range(args.trials):
             endpoint, began = intermediary(f"moving-{k}")
-            times = wait(lambda: connected_at(endpoint), 30, f"ports to use {endpoint}")
+            times = wait(lambda e=endpoint: connected_at(e), 30, f"ports to use {endpoint}")
             reresolve.append((max(times) - began) * 1000)
             killed = time.monotonic()
             fleet.procs[f"moving-{k}"].kill()
-            wait(lambda: removed(endpoint), 30, f"ports to let go of {endpoint}")
+            wait(lambda e=endpoint: removed(e), 30, f"ports to let go of {endpoint}")
             removal.append((time.monotonic() - killed) * 1000)
             print(f"trial {k}: re-resolve {reresolve[-1]:.1f} ms, removal {removal[-1]:.0f} ms",
                   file=sys.stderr)

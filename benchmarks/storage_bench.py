@@ -5,7 +5,8 @@ sync, 100-byte entries, fsync on.
 
 Each round appends a batch, advances the commit index (as a leader does) and calls sync(), which
 costs one fdatasync. ``entries_s`` is appended-and-durable entries per second, ``fsyncs_s`` the
-fsyncs per second, ``reopen_s`` the time to open (recover) the log written. A last row (``"sync": false``) measures append() alone: the CPU cost of
+fsyncs per second, ``reopen_s`` the time to open (recover) the log written. A last row
+(``"sync": false``) measures append() alone: the CPU cost of
 validating, packing and buffering, with no I/O.
 """
 from __future__ import annotations

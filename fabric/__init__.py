@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nameservice.lazy import lazy_exports
-
 from fabric._version import __version__
+from nameservice.lazy import lazy_exports
 
 _EXPORTS = {
     "ComponentContext": "fabric.runtime.component",
@@ -57,16 +56,24 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fabric.runtime.component import ComponentContext
-    from fabric.ports.input import InputPort
     from fabric.drain import DrainReport, Leftover
-    from fabric.errors import (ConfigError, ControlError, DecodeError, FabricError,
-                               MessageTooLarge, NameNotFound, PortClosed, PortTimeout,
-                               ProtocolError)
+    from fabric.errors import (
+        ConfigError,
+        ControlError,
+        DecodeError,
+        FabricError,
+        MessageTooLarge,
+        NameNotFound,
+        PortClosed,
+        PortTimeout,
+        ProtocolError,
+    )
     from fabric.intermediary.core import Intermediary
+    from fabric.ports.input import InputPort
     from fabric.ports.output import OutputPort
     from fabric.ports.received import Message
     from fabric.ports.sync import SyncInputPort, SyncOutputPort
+    from fabric.runtime.component import ComponentContext
     from fabric.timing import Timing
 
 

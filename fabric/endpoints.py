@@ -3,7 +3,8 @@ from __future__ import annotations
 
 
 def parse_listen(listen: str) -> str:
-    """``HOST:PORT`` (or a ``tcp://`` endpoint) -> a ``tcp://`` endpoint; ValueError if malformed."""
+    """``HOST:PORT`` (or a ``tcp://`` endpoint) -> a ``tcp://`` endpoint; ValueError if
+    malformed."""
     address = listen[len("tcp://"):] if listen.startswith("tcp://") else listen
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:

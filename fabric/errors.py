@@ -34,9 +34,21 @@ never raise: they are counted and dropped.
 """
 from __future__ import annotations
 
-from nameservice.errors import (Compacted, ConfigError, ControlError, DecodeError, FabricError,
-                                KeyNotFound, LeaseNotFound, NameNotFound, NameServiceError,
-                                OutcomeUnknown, ProtocolError, RequestRejected, Unavailable)
+from nameservice.errors import (
+    Compacted,
+    ConfigError,
+    ControlError,
+    DecodeError,
+    FabricError,
+    KeyNotFound,
+    LeaseNotFound,
+    NameNotFound,
+    NameServiceError,
+    OutcomeUnknown,
+    ProtocolError,
+    RequestRejected,
+    Unavailable,
+)
 
 __all__ = [
     "Compacted", "ConfigError", "ControlError", "DecodeError", "FabricError", "KeyNotFound",

@@ -5,8 +5,8 @@ Each frame starts with a version byte and a type byte; all integers are big-endi
 description, precise enough for another language, is in docs/protocol.md.
 
     type        direction                           layout after (version, type)
-    HELLO       producer/consumer -> intermediary   role u8, flags u8 (AGAIN), peer_id 16s, credit u32,
-                                                    channel (utf-8, rest of the frame)
+    HELLO       producer/consumer -> intermediary   role u8, flags u8 (AGAIN), peer_id 16s,
+                                                    credit u32, channel (utf-8, rest of the frame)
     HEARTBEAT   both ways                           (nothing)
     BATCH       producer -> intermediary -> consumer flags u8, pad u8, producer_id 16s,
                                                     first_seq u64, count u32, skip u32,
@@ -307,7 +307,8 @@ def set_acked_below(frame: bytes, acked_below: int) -> bytes:
 
 
 def decode(frame: bytes) -> Frame:
-    """Decode one frame; raise :class:`DecodeError` for anything malformed. Payloads stay encoded."""
+    """Decode one frame; raise :class:`DecodeError` for anything malformed. Payloads stay
+    encoded."""
     kind = frame_type(frame)
     size = len(frame)
     try:

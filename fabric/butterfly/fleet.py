@@ -39,8 +39,10 @@ class Proc:
         self._reader.start()
 
     def _read(self) -> None:
+        stdout = self.popen.stdout
+        assert stdout is not None  # started with stdout=PIPE
         with open(self.out_path, "ab") as out:
-            for raw in self.popen.stdout:
+            for raw in stdout:
                 out.write(raw)
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 at = time.time()

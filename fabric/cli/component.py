@@ -64,8 +64,8 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
     """
     import os
 
-    from fabric.runtime.component import load_target, run_component
     from fabric.errors import ConfigError
+    from fabric.runtime.component import load_target, run_component
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

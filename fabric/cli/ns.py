@@ -35,8 +35,8 @@ def _fail(message: str, code: int) -> None:
 
 def _addresses(ns: str | None) -> list[str] | None:
     """The ``--ns`` addresses, checked; None when not given (the client browses for them)."""
-    from nameservice.errors import ConfigError
     from nameservice.address import parse_addresses
+    from nameservice.errors import ConfigError
 
     if not ns:
         return None
@@ -49,10 +49,16 @@ def _addresses(ns: str | None) -> list[str] | None:
 
 def _run(ns: str | None, timeout: float, action: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run ``action(client)`` against the cluster; map every failure to one line + exit code."""
-    from nameservice.client import NameServiceClient
-    from nameservice.errors import (KeyNotFound, LeaseNotFound, NameServiceError,
-                                    OutcomeUnknown, RequestRejected, Unavailable)
     from nameservice import wire
+    from nameservice.client import NameServiceClient
+    from nameservice.errors import (
+        KeyNotFound,
+        LeaseNotFound,
+        NameServiceError,
+        OutcomeUnknown,
+        RequestRejected,
+        Unavailable,
+    )
 
     addresses = _addresses(ns)
 
@@ -131,10 +137,10 @@ def ns_start(node_id: int, cluster: str, data_dir: str | None, election_timeout:
              min_lease_ttl: float, cluster_name: str, no_advertise: bool, name: str,
              control: str) -> None:
     """Run one name-service node until SIGTERM, Ctrl-C or ``fabric drain NAME``."""
-    from nameservice.errors import ConfigError
-    from nameservice.server.daemon import serve
     from nameservice.address import parse_cluster
+    from nameservice.errors import ConfigError
     from nameservice.server.config import NodeSettings, parse_min_lease_ttl, parse_timeout_range
+    from nameservice.server.daemon import serve
 
     if data_dir is None:
         base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
@@ -180,13 +186,14 @@ def ns_local(nodes: int, base_port: int, host: str, data_dir: str | None,
         _fail(f"--base-port {base_port} leaves no room for {nodes} nodes", EXIT_USAGE)
     ports = [base_port + i for i in range(nodes)] if base_port else None
     temp = None if data_dir else tempfile.TemporaryDirectory(prefix="fabric-ns-")
+    directory = data_dir or (temp.name if temp is not None else "")
     stop = {"signal": False}
 
     def on_signal(signum: int, frame: object) -> None:
         stop["signal"] = True
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    cluster = LocalCluster(data_dir or temp.name, nodes, host=host, ports=ports,
+    cluster = LocalCluster(directory, nodes, host=host, ports=ports,
                            election_timeout=election_timeout,
                            cluster_name=None if no_advertise else cluster_name)
     code = 0
@@ -398,10 +405,9 @@ def kv_watch(prefix: str, from_rev: int | None, ns: str | None, timeout: float) 
             stopper.cancel()
             printer.cancel()
             await watch.close()
-        if printer.done() and not printer.cancelled() and printer.exception() is not None:
-            exc = printer.exception()
-            if not isinstance(exc, BrokenPipeError):
-                raise exc
+        error = printer.exception() if printer.done() and not printer.cancelled() else None
+        if error is not None and not isinstance(error, BrokenPipeError):
+            raise error
 
     _run(ns, timeout, action)
 

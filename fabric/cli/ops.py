@@ -22,10 +22,9 @@ RATE_SAMPLE_S = 0.5
 
 
 def _run(ns: str | None, action) -> Any:
+    from fabric.errors import FabricError, NameNotFound
     from nameservice.client import NameServiceClient
     from nameservice.errors import NameServiceError
-
-    from fabric.errors import FabricError, NameNotFound
 
     addresses = ns_addresses(ns)
 
@@ -51,8 +50,8 @@ def _run(ns: str | None, action) -> Any:
 def drain(name: str, timeout: float, ns: str | None) -> None:
     """Drain the process NAME: it deregisters, stops taking work, flushes what it holds and
     exits. Exit 0 once drained, 1 if it could not be, 4 if no process has that name."""
-    from nameservice.control import control_request
     from fabric.runtime.registry import find_process
+    from nameservice.control import control_request
 
     async def action(client) -> list[dict]:
         from nameservice.names import Names
@@ -77,8 +76,8 @@ async def collect_status(client: Any, timeout: float = 1.0,
                          sample: float = RATE_SAMPLE_S) -> dict[str, Any]:
     """Channels and processes from the registry, each process's status from its control
     socket (asked twice, ``sample`` seconds apart, for rates)."""
-    from nameservice.control import control_request
     from fabric.runtime.registry import CHANNEL, PROCESS, list_names
+    from nameservice.control import control_request
 
     channels = await list_names(client, CHANNEL)
     processes = await list_names(client, PROCESS)

@@ -16,7 +16,8 @@ Item = tuple[bytes, bytes, bytes, int, int]
 
 
 class BatchQueue:
-    """Batches in arrival order (requeued ones first), plus the parked ones, within ``max_bytes``."""
+    """Batches in arrival order (requeued ones first), plus the parked ones, within
+    ``max_bytes``."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

@@ -18,7 +18,8 @@ Rules (docs/datapath.md tells why, docs/protocol.md frame by frame):
   redelivered, flagged; a HELLO with AGAIN (the answer to WHO) keeps everything;
 - a silent consumer is dead: its batches are redelivered, flagged, and every producer is told
   (PEER_GONE); a silent producer's record is kept (bounded) and its batches are parked
-  (:mod:`fabric.intermediary.batchqueue`) until it says HELLO again: a stranger meanwhile (WHO, NACK);
+  (:mod:`fabric.intermediary.batchqueue`) until it says HELLO again: a stranger meanwhile
+  (WHO, NACK);
 - a producer that lost another intermediary sends CLAIM: forwarded to every consumer, answered
   once all have answered or left (:mod:`fabric.intermediary.claims`);
 - draining: DRAIN to every producer, forward and route acks until nothing is held, then stop;
@@ -36,15 +37,15 @@ from collections.abc import Callable
 import zmq
 
 from fabric import protocol as p
+from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
+from fabric.errors import DecodeError
 from fabric.intermediary.batchqueue import BatchQueue
 from fabric.intermediary.claims import Answer, ClaimRounds
 from fabric.intermediary.peers import IntermediaryStats, Peer, drain_leftovers
-from nameservice.control import ControlSocket
 from fabric.intermediary.router import REBIND_PATIENCE, bind_router
-from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
-from fabric.errors import DecodeError
 from fabric.intermediary.stall import OffCpuClock
 from fabric.timing import Timing
+from nameservice.control import ControlSocket
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class Intermediary:
         try:
             while not self._stopped:
                 sock = self._sock
+                assert sock is not None  # bound by bind(), rebound by _rebind()
                 if control is None:
                     ready = sock.poll(poll_ms)
                 else:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import zmq
 
-from nameservice.control import ControlSocket
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.intermediary.core import DRAIN_LINGER_MS, Intermediary
+from nameservice.control import ControlSocket
 
 
 def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None,

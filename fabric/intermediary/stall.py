@@ -52,7 +52,9 @@ class OffCpuClock:
         return self._fd is not None
 
     def _read(self) -> float:
-        self._busy = parse_schedstat(os.pread(self._fd, 128, 0))
+        fd = self._fd
+        assert fd is not None  # read only while open (exact)
+        self._busy = parse_schedstat(os.pread(fd, 128, 0))
         return self._busy
 
     def now(self) -> float:

@@ -44,9 +44,9 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -359,7 +359,7 @@ class InputPort(Port):
                         msg = Message(payloads[i], state, i)
                         try:
                             if self._is_async:
-                                await handler(msg)
+                                await cast(Awaitable[None], handler(msg))
                             else:
                                 handler(msg)
                         except Exception:  # a handler bug must not stop delivery
@@ -389,7 +389,7 @@ class InputPort(Port):
             stop = min(count, i + step)
             began = clock()
             try:
-                for i in range(i, stop):
+                for i in range(i, stop):  # noqa: B020 - i names the failing message below
                     handler(Message(payloads[i], state, i))
                 i = stop
             except Exception:  # a handler bug must not stop delivery

@@ -16,10 +16,10 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
-from fabric.ports import monitor
 from fabric import protocol as p
 from fabric.endpoints import tcp_endpoint
 from fabric.errors import ConfigError
+from fabric.ports import monitor
 from fabric.ports.reader import Reader
 from fabric.timing import Timing
 
@@ -65,13 +65,17 @@ class Link:
 
     def send_now(self, frame: bytes) -> bool:
         """Send even before HELLO went out; False if the frame could not be queued."""
+        sock = self.sock
+        if sock is None:  # not opened yet
+            return False
         try:
-            self.sock.send(frame, zmq.NOBLOCK)  # copying beats zero-copy tracking, even at 256 KiB
+            sock.send(frame, zmq.NOBLOCK)  # copying beats zero-copy tracking, even at 256 KiB
         except zmq.ZMQError:
             return False
         # A send can consume the signal of a frame that arrived meanwhile (edge-triggered
         # descriptor): the reader checks and, if one waits, receives it on the next loop turn.
-        self.reader.check()
+        if self.reader is not None:
+            self.reader.check()
         return True
 
     def __repr__(self) -> str:
@@ -234,7 +238,8 @@ class LinkSet:
         link.reader = Reader(sock, lambda frame: self._on_link_frame(link, frame),
                              burst=RECV_BURST)
         link.tasks = [
-            asyncio.ensure_future(monitor.watch(mon, lambda change: self._on_change(link, gen, change))),
+            asyncio.ensure_future(monitor.watch(
+                mon, lambda change: self._on_change(link, gen, change))),
         ]
 
     def _shut(self, link: Link) -> None:
@@ -300,7 +305,9 @@ class LinkSet:
         self._on_down(link, silence)
 
     def _on_link_frame(self, link: Link, frame: bytes) -> None:
-        link.last_heard = self._loop.time()
+        loop = self._loop
+        assert loop is not None  # frames arrive only on links opened on a loop
+        link.last_heard = loop.time()
         self._on_frame(link, frame)
 
     def _read_leftovers(self, link: Link) -> None:

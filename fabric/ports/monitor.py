@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import zmq
 import zmq.asyncio
@@ -51,13 +52,15 @@ LINK_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVEN
                | zmq.EVENT_MONITOR_STOPPED)
 
 
-def open_monitor(sock: zmq.asyncio.Socket) -> zmq.asyncio.Socket:
+def open_monitor(sock: zmq.Socket) -> zmq.asyncio.Socket:
     """Start monitoring ``sock`` for link changes. Call it BEFORE connecting ``sock``, or the
     first handshake may complete unseen."""
-    return sock.get_monitor_socket(LINK_EVENTS)
+    # The monitor of an asyncio socket is an asyncio socket (the stubs say only zmq.Socket).
+    return cast(zmq.asyncio.Socket, sock.get_monitor_socket(LINK_EVENTS))
 
 
-async def watch(mon: zmq.asyncio.Socket, on_change: Callable[[str], Awaitable[None] | None]) -> None:
+async def watch(mon: zmq.asyncio.Socket,
+                on_change: Callable[[str], Awaitable[None] | None]) -> None:
     """Call ``on_change(UP|DOWN)`` for each link change reported on monitor socket ``mon``.
 
     Runs until the monitored socket is closed (the monitor then reports MONITOR_STOPPED) or the

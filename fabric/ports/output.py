@@ -122,7 +122,8 @@ class OutputPort(Port):
                  timing: Timing = Timing(), producer_id: bytes | None = None,
                  drain_timeout: float = DEFAULT_TIMEOUT,
                  ctx: zmq.asyncio.Context | None = None) -> None:
-        if window < 1 or window_bytes < 1 or batch_max < 1 or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE:
+        if (window < 1 or window_bytes < 1 or batch_max < 1
+                or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE):
             raise ConfigError("window, batch_max and batch_bytes must be positive "
                               f"(batch_bytes at most {p.MAX_FRAME - p.BATCH_HEADER_SIZE})")
         self.producer_id = producer_id or os.urandom(p.ID_SIZE)

@@ -47,7 +47,9 @@ class Reader:
         self._on_frame = on_frame
         self._burst = burst
         self._loop = asyncio.get_running_loop()
-        self._fd = sock.getsockopt(zmq.FD)
+        fd = sock.getsockopt(zmq.FD)
+        assert isinstance(fd, int)  # ZMQ_FD is an int option
+        self._fd = fd
         self._closed = False
         self._pending = False
         self._loop.add_reader(self._fd, self._ready)
@@ -64,7 +66,7 @@ class Reader:
         if self._closed or self._pending:
             return
         try:
-            events = self._sock.getsockopt(zmq.EVENTS)
+            events: int = self._sock.getsockopt(zmq.EVENTS)  # type: ignore[assignment]  # an int option
         except zmq.ZMQError:
             return  # closed under us: nothing to receive
         if events & zmq.POLLIN:

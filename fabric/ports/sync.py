@@ -17,10 +17,10 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from fabric.ports.input import InputPort
-from fabric.ports.received import Handler
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
+from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
+from fabric.ports.received import Handler
 
 T = TypeVar("T")
 

@@ -9,7 +9,8 @@
 
 The runtime imports the function, gives it a :class:`ComponentContext` (its name, its
 parameters, ports by channel *name* and a ``stopping`` event), and keeps every port it opened
-connected to the intermediaries currently registered for its channel (:mod:`fabric.runtime.resolver`).
+connected to the intermediaries currently registered for its channel
+(:mod:`fabric.runtime.resolver`).
 It serves a control socket (``status``, ``drain``; :mod:`nameservice.control`) registered as
 ``process/<name>``. On SIGTERM, SIGINT or ``fabric drain NAME`` it deregisters, sets
 ``stopping``, waits for the function to return, then drains every port (outputs: until what
@@ -39,11 +40,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from fabric.runtime import runner
-from fabric.ports.input import InputPort
-from fabric.ports.received import Handler
 from fabric.errors import ConfigError, FabricError
+from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
+from fabric.ports.received import Handler
+from fabric.runtime import runner
 from fabric.runtime.registry import watch_channel
 from fabric.runtime.resolver import Change, Resolver
 
@@ -66,10 +67,12 @@ def load_target(spec: str) -> ComponentFunction:
             if not path.is_file():
                 raise ConfigError(f"no such file: {module_name}")
             unique = f"_fabric_component_{path.stem}"
-            loader = importlib.util.spec_from_file_location(unique, path)
-            module = importlib.util.module_from_spec(loader)
+            spec_ = importlib.util.spec_from_file_location(unique, path)
+            if spec_ is None or spec_.loader is None:
+                raise ConfigError(f"cannot load {module_name} as a Python module")
+            module = importlib.util.module_from_spec(spec_)
             sys.modules[unique] = module
-            loader.loader.exec_module(module)
+            spec_.loader.exec_module(module)
         else:
             if os.getcwd() not in sys.path:
                 sys.path.insert(0, os.getcwd())
@@ -253,8 +256,8 @@ class ComponentProcess:
             except Exception:
                 pass  # reported below
         if task is not None and task.done() and not task.cancelled() and task.exception():
-            exc = task.exception()
-            log.error("%s failed: %s", self.name, exc, exc_info=exc)
+            error = task.exception()
+            log.error("%s failed: %s", self.name, error, exc_info=error)
             self.failed = True
         self.ctx.drain_timeout = max(0.001, timeout - (time.monotonic() - started))
         outcome = dict(await self.ctx.drain())
@@ -265,8 +268,8 @@ class ComponentProcess:
     async def run(self) -> int:
         """Run until the function returns or a drain is asked for, then drain; the exit code:
         0 drained, 1 the function failed or something could not be flushed."""
-        from nameservice.control import ControlServer
         from fabric.runtime.registry import process_name
+        from nameservice.control import ControlServer
 
         server = ControlServer(self.status, self._drain, self.control_endpoint).start()
         print(f"control {server.endpoint}", flush=True)

@@ -12,10 +12,10 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 
-from fabric.ports.input import InputPort
-from nameservice.control import DEFAULT_ENDPOINT, ControlServer
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
+from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
+from nameservice.control import DEFAULT_ENDPOINT, ControlServer
 
 log = logging.getLogger(__name__)
 
