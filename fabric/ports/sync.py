@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.ports.input import InputPort
@@ -23,6 +23,7 @@ from fabric.ports.output import OutputPort
 from fabric.ports.received import Handler
 
 T = TypeVar("T")
+S = TypeVar("S", bound="_SyncPort[Any]")
 
 
 class _LoopThread:
@@ -44,17 +45,53 @@ class _LoopThread:
             self.loop.close()
 
 
-class SyncOutputPort:
-    """Blocking :class:`~fabric.ports.output.OutputPort`; same arguments."""
+PortT = TypeVar("PortT", OutputPort, InputPort)
+
+
+class _SyncPort(Generic[PortT]):
+    """What both blocking ports share: the loop thread, drain, close and ``with``."""
+
+    def __init__(self, thread_name: str, make: Callable[[], Coroutine[Any, Any, PortT]]) -> None:
+        self._thread = _LoopThread(thread_name)
+        self.port: PortT = self._thread.run(make())
+        self.drain_report: DrainReport | None = None
+
+    def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
+        """Drain the port (at most ``timeout`` s: see the asyncio port's ``drain``), then
+        close; the report says what could not be flushed."""
+        report = self._thread.run(self.port.drain(timeout))
+        self._thread.stop()
+        return report
+
+    def close(self) -> None:
+        """Close the port at once (see the asyncio port's ``close``)."""
+        self._thread.run(self.port.close())
+        self._thread.stop()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Drain (bounded by the port's ``drain_timeout``; the report is kept in
+        ``drain_report``) when the block ended normally; close at once when it raised."""
+        if self.port.closed:  # drained or closed inside the block already
+            return
+        if exc_type is None:
+            self.drain_report = self.drain(self.port.drain_timeout)
+        else:
+            self.close()
+
+
+class SyncOutputPort(_SyncPort[OutputPort]):
+    """Blocking :class:`~fabric.ports.output.OutputPort`; same arguments. ``drain`` refuses
+    new sends and waits until everything is acknowledged; ``close`` abandons what is not."""
 
     def __init__(self, channel: str, endpoints: list[str], **options: Any) -> None:
-        self._thread = _LoopThread(f"fabric-out-{channel}")
-
         async def make() -> OutputPort:
             return await OutputPort(channel, endpoints, **options).start()
 
-        self.port = self._thread.run(make())
-        self.drain_report: DrainReport | None = None
+        super().__init__(f"fabric-out-{channel}", make)
 
     def send(self, payload: Any) -> None:
         """Send one message; blocks while the window of unacknowledged messages is full."""
@@ -64,35 +101,11 @@ class SyncOutputPort:
         """Block until every message sent so far is acknowledged."""
         self._thread.run(self.port.flush(timeout))
 
-    def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
-        """Refuse new sends, wait until everything is acknowledged (at most ``timeout`` s),
-        close; the report says what could not be flushed."""
-        report = self._thread.run(self.port.drain(timeout))
-        self._thread.stop()
-        return report
 
-    def close(self) -> None:
-        """Close the port (unacknowledged messages are abandoned: flush first)."""
-        self._thread.run(self.port.close())
-        self._thread.stop()
-
-    def __enter__(self) -> "SyncOutputPort":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        """Drain (bounded by the port's ``drain_timeout``; the report is kept in
-        ``drain_report``) when the block ended normally; close at once when it raised."""
-        if self.port.closed:  # drained or closed inside the block already
-            return
-        if exc_type is None:
-            self.drain_report = self.drain(self.port.drain_timeout)
-        else:
-            self.close()
-
-
-class SyncInputPort:
-    """Blocking-world :class:`~fabric.ports.input.InputPort`; same arguments.
+class SyncInputPort(_SyncPort[InputPort]):
+    """Blocking-world :class:`~fabric.ports.input.InputPort`; same arguments. ``drain`` takes
+    no new batches and handles and acknowledges what was received; ``close`` sends pending
+    acknowledgements and leaves the rest to be redelivered.
 
     The handler runs on the port's loop thread: it must be thread-safe with respect to the
     caller's own threads, and must not block longer than the heartbeat timeout.
@@ -100,36 +113,7 @@ class SyncInputPort:
 
     def __init__(self, channel: str, endpoints: list[str], handler: Handler,
                  **options: Any) -> None:
-        self._thread = _LoopThread(f"fabric-in-{channel}")
-
         async def make() -> InputPort:
             return await InputPort(channel, endpoints, handler, **options).start()
 
-        self.port = self._thread.run(make())
-        self.drain_report: DrainReport | None = None
-
-    def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
-        """Take no new batches, handle and acknowledge what was received (at most ``timeout``
-        s), close; the report says what could not be flushed."""
-        report = self._thread.run(self.port.drain(timeout))
-        self._thread.stop()
-        return report
-
-    def close(self) -> None:
-        """Send pending acknowledgements and close the port."""
-        self._thread.run(self.port.close())
-        self._thread.stop()
-
-    def __enter__(self) -> "SyncInputPort":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        """Drain (bounded by the port's ``drain_timeout``; the report is kept in
-        ``drain_report``) when the block ended normally; close at once when it raised."""
-        if self.port.closed:  # drained or closed inside the block already
-            return
-        if exc_type is None:
-            self.drain_report = self.drain(self.port.drain_timeout)
-        else:
-            self.close()
+        super().__init__(f"fabric-in-{channel}", make)
