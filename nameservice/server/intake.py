@@ -204,8 +204,7 @@ class RequestIntake:
         try:
             key, value = wire.stale_write_args(w)
             self._stale.accept(identity, rid, key, value, self._machine.get(key))
-        except StaleBacklogFull as exc:
-            self._stale.refused += 1
+        except StaleBacklogFull as exc:  # counted by StaleWrites
             self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
         except (DecodeError, TypeError, ValueError) as exc:
             self._bad_request(identity, rid, exc)

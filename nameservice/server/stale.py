@@ -96,12 +96,17 @@ class StaleWrites:
     def accept(self, identity: bytes, rid: int, key: bytes, value: bytes | None,
                applied: KeyValue | None) -> None:
         """Record a write (``applied``: the key in this node's applied state); its reply
-        waits for ``flush``. Raises ``ValueError`` (bad key or value) or ``StaleBacklogFull``."""
+        waits for ``flush``. Raises ``ValueError`` (bad key or value) or ``StaleBacklogFull``
+        (counted in ``refused``)."""
         size = len(key) + (len(value) if value is not None else 0) + 16
-        if self._bytes + size > self.max_bytes:
-            raise StaleBacklogFull(f"{self._bytes} bytes of writes are waiting for a quorum")
-        existed = self.overlay.read(key, applied) is not None
-        self.overlay.write(key, value, applied)
+        try:
+            if self._bytes + size > self.max_bytes:
+                raise StaleBacklogFull(f"{self._bytes} bytes of writes are waiting for a quorum")
+            existed = self.overlay.read(key, applied) is not None
+            self.overlay.write(key, value, applied)
+        except StaleBacklogFull:
+            self.refused += 1
+            raise
         self._bytes += size
         self._dirty = True
         self._waiting.append((identity, rid, existed))
@@ -143,6 +148,17 @@ class StaleWrites:
             os.close(dir_fd)
         self._bytes = len(data)
         self._dirty = False
+
+    def try_persist(self) -> bool:
+        """``persist``; a failure is counted and logged (the writes stay in memory, and are
+        written with the next change). Whether it succeeded."""
+        try:
+            self.persist()
+        except OSError as exc:
+            self.persist_failures += 1
+            log.error("could not write the quorum-less writes: %s", exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ reading and settling
 
@@ -251,11 +267,7 @@ class StaleReplayer:
                 continue
             self.writes.settle(proposed, result)
             answered += 1
-        try:
-            self.writes.persist()
-        except OSError as exc:
-            self.writes.persist_failures += 1
-            log.error("could not write the quorum-less writes: %s", exc)
+        self.writes.try_persist()
         if answered < len(pending):
             log.info("%d of %d quorum-less writes not replicated yet; retrying",
                      len(pending) - answered, len(pending))
