@@ -1,55 +1,96 @@
-"""Client request intake: frames from the ROUTER are decoded, peer messages stepped into the
-Raft core, client requests routed — writes collected into one batch and proposed as one log entry,
-keepalives answered from the leader's lease clock, stale writes handed to the stale log, requests
-parked while no leader is known.
+"""Request intake: the frames a node receives, decoded and routed.
 
-A mixin of :class:`nameservice.server.node.Node`; the state it uses is created there.
+``handle_frames`` takes the messages drained from the transport. Peer frames are decoded and
+their Raft messages stepped into the core. Each client request is routed by its op:
+
+* WRITE (on the leader): decoded with the key-value codec and handed to the ``WriteBatcher``;
+* GET / RANGE: consistent ones to the ``ReadService`` (one ReadIndex per step), stale ones
+  answered at once;
+* KEEPALIVE (on the leader): answered from the leader's ``LeaseClock``, without a log entry;
+* STALE_WRITE: recorded by ``StaleWrites`` (answered once on disk);
+* WATCH / WATCH_CANCEL: served by the ``WatchHub``; STATUS: the status report.
+
+A request that needs the leader reaching a follower is answered NOT_LEADER with the leader's
+address; while no leader is known it is **parked** (at most ``max_parked``, until
+``timeout_s``) and dispatched again when one appears (``release_parked``). Busy limits: the
+batcher's and the read service's ``full``, answered BUSY.
+
+Failure rules: bad frames and bad requests are counted (``counters``) and dropped, or answered
+BAD_REQUEST when they carry a request id; the log line is rate-limited.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from typing import Callable
 
-import msgpack
-
-from nameservice.errors import DecodeError
-from nameservice.kv import Batch, CloseSession, LeaseExpire, OpenSession, Request, StaleBacklogFull
-from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv import FORMAT_VERSION as KV_VERSION
-from nameservice.kv.codec import proposal_from_wire
-from nameservice.raft.errors import NotLeader, ProposalDropped
-from nameservice.raft.types import NONE, Role
 from nameservice import wire
-from nameservice.server.reads import MAX_PENDING_READS
+from nameservice.errors import DecodeError
+from nameservice.kv import CloseSession, KvStateMachine, LeaseExpire, OpenSession, Request
+from nameservice.kv import DecodeError as KvDecodeError
+from nameservice.kv import StaleBacklogFull
+from nameservice.kv.codec import proposal_from_wire
+from nameservice.raft.core import RaftCore
+from nameservice.raft.types import NONE, Role
+from nameservice.server.leases import LeaseClock
+from nameservice.server.reads import ReadService
+from nameservice.server.seam import Reply
+from nameservice.server.stale import StaleWrites
+from nameservice.server.watches import WatchHub
+from nameservice.server.writes import WriteBatcher
 
 log = logging.getLogger(__name__)
 
-MAX_ITEMS_PER_ENTRY = 4096
-"""Client writes per log entry (a bigger batch becomes several entries)."""
-MAX_ENTRY_BYTES = 1 << 20
-"""Approximate bytes of client writes per log entry."""
-MAX_PENDING_WRITES = 200_000
-"""Writes proposed and not yet applied; beyond, new writes are answered BUSY."""
+__all__ = ["MAX_PARKED", "RequestIntake"]
+
 MAX_PARKED = 20_000
 """Requests held while no leader is known; beyond, answered UNAVAILABLE."""
 
-_KV_PREFIX = bytes([KV_VERSION])
-_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _CLIENT_COMMANDS = (Request, OpenSession, CloseSession)
 
 
 class RequestIntake:
-    """Decoding and routing of incoming frames; batching and proposing of client writes."""
+    """Decoding and routing of incoming frames, and the requests parked while no leader is
+    known (see module docstring).
 
-    def _bad_frame(self, counter: str, identity: bytes, exc: Exception) -> None:
-        self.counters[counter] += 1
-        self._bad_logged += 1
-        if self._bad_logged <= 10 or self._bad_logged % 1000 == 0:
-            log.warning("dropped a bad frame from %r (%s; %d so far): %s", identity[:16],
-                        counter, self._bad_logged, exc)
+    ``leader_address()`` is what a NOT_LEADER reply carries; ``status()`` the STATUS reply;
+    ``term_start()`` the index of this leader's first entry (``LeaderTracker.term_start``).
+    """
 
-    def _handle_frames(self, batch: list) -> None:
-        step = self.core.step
+    def __init__(self, core: RaftCore, machine: KvStateMachine, *, writes: WriteBatcher,
+                 reads: ReadService, leases: LeaseClock, watches: WatchHub,
+                 stale: StaleWrites, reply: Reply, leader_address: Callable[[], str | None],
+                 status: Callable[[], dict], term_start: Callable[[], int],
+                 timeout_s: float, max_parked: int = MAX_PARKED) -> None:
+        self._core = core
+        self._machine = machine
+        self._writes = writes
+        self._reads = reads
+        self._leases = leases
+        self._watches = watches
+        self._stale = stale
+        self._reply = reply
+        self._leader_address = leader_address
+        self._status = status
+        self._term_start = term_start
+        self.timeout_s = timeout_s
+        self.max_parked = max_parked
+        self._parked: deque[tuple[float, bytes, list]] = deque()  # (deadline, identity, request)
+        self._bad_logged = 0
+        self.counters = {"bad_peer_frames": 0, "bad_client_frames": 0, "bad_requests": 0,
+                         "busy": 0, "writes": 0, "reads": 0}
+
+    @property
+    def parked(self) -> int:
+        """Requests waiting for a leader."""
+        return len(self._parked)
+
+    # ------------------------------------------------------------------ frames
+
+    def handle_frames(self, batch: list) -> None:
+        """Handle drained messages (each ``[identity, frame]``)."""
+        step = self._core.step
         for parts in batch:
             if len(parts) != 2:
                 self._bad_frame("bad_client_frames", parts[0], DecodeError(
@@ -74,54 +115,55 @@ class RequestIntake:
             else:
                 per_item = len(data) // max(1, len(body))
                 for w in body:
-                    self._handle_request(identity, w, per_item)
+                    self.handle_request(identity, w, per_item)
 
-    def _handle_request(self, identity: bytes, w: list, size: int) -> None:
+    def _bad_frame(self, counter: str, identity: bytes, exc: Exception) -> None:
+        self.counters[counter] += 1
+        self._bad_logged += 1
+        if self._bad_logged <= 10 or self._bad_logged % 1000 == 0:
+            log.warning("dropped a bad frame from %r (%s; %d so far): %s", identity[:16],
+                        counter, self._bad_logged, exc)
+
+    # ------------------------------------------------------------------ requests
+
+    def handle_request(self, identity: bytes, w: list, size: int) -> None:
+        """Route one client request ``w`` (about ``size`` bytes on the wire)."""
         try:
             rid, op = wire.check_request(w)
         except DecodeError as exc:
             self._bad_frame("bad_requests", identity, exc)
             return
         if op == wire.OP_WRITE:
-            self._handle_write(identity, rid, w, size)
+            self._write(identity, rid, w, size)
         elif op == wire.OP_STATUS:
-            self._reply(identity, rid, wire.ST_OK, self.status())
+            self._reply(identity, rid, wire.ST_OK, self._status())
         elif op == wire.OP_KEEPALIVE:
             self._keepalive(identity, rid, w)
         elif op == wire.OP_STALE_WRITE:
             self._stale_write(identity, rid, w)
         elif op >= wire.OP_WATCH:
-            self._reply(identity, rid, *self.watches.handle(identity, w))
+            self._reply(identity, rid, *self._watches.handle(identity, w))
         else:
-            try:
-                key, limit, consistent = wire.read_args(w)
-            except DecodeError as exc:
-                self.counters["bad_requests"] += 1
-                self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
-                return
-            self.counters["reads"] += 1
-            if not consistent:
-                self._reply(identity, rid, wire.ST_OK, self._stale_read_payload(op, key, limit))
-            elif self.core.role is not Role.LEADER and self.core.leader == NONE:
-                self._park(identity, w)
-            elif self._pending_reads >= MAX_PENDING_READS:
-                self._busy(identity, rid)
-            else:
-                self._reads.append((identity, rid, op, key, limit))
-                self._pending_reads += 1
+            self._read(identity, rid, op, w)
 
-    def _leading_or_redirect(self, identity: bytes, rid: int, w: list) -> bool:
-        """True on the leader; elsewhere park the request (no leader known) or redirect it."""
-        core = self.core
-        if core.role is Role.LEADER:
-            return True
-        if core.leader == NONE:
+    def _read(self, identity: bytes, rid: int, op: int, w: list) -> None:
+        try:
+            key, limit, consistent = wire.read_args(w)
+        except DecodeError as exc:
+            self._bad_request(identity, rid, exc)
+            return
+        self.counters["reads"] += 1
+        core = self._core
+        if not consistent:
+            self._reply(identity, rid, wire.ST_OK, self._reads.stale_payload(op, key, limit))
+        elif core.role is not Role.LEADER and core.leader == NONE:
             self._park(identity, w)
+        elif self._reads.full:
+            self._busy(identity, rid)
         else:
-            self._reply(identity, rid, wire.ST_NOT_LEADER, self._leader_address())
-        return False
+            self._reads.add(identity, rid, op, key, limit)
 
-    def _handle_write(self, identity: bytes, rid: int, w: list, size: int) -> None:
+    def _write(self, identity: bytes, rid: int, w: list, size: int) -> None:
         if not self._leading_or_redirect(identity, rid, w):
             return
         try:
@@ -132,20 +174,13 @@ class RequestIntake:
                     type(item) is Request and type(item.command) is LeaseExpire):
                 raise DecodeError(f"a client may not send {type(item).__name__} commands")
         except (DecodeError, KvDecodeError, TypeError, ValueError) as exc:
-            self.counters["bad_requests"] += 1
-            self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
+            self._bad_request(identity, rid, exc)
             return
-        if self._pending_writes >= MAX_PENDING_WRITES:
+        if self._writes.full:
             self._busy(identity, rid)
             return
         self.counters["writes"] += 1
-        self._pending_writes += 1
-        self._wires.append(w[2])
-        self._items.append(item)
-        self._waiters.append((identity, rid))
-        self._batch_bytes += size
-        if len(self._wires) >= MAX_ITEMS_PER_ENTRY or self._batch_bytes >= MAX_ENTRY_BYTES:
-            self._propose()
+        self._writes.add(identity, rid, w[2], item, size)
 
     def _keepalive(self, identity: bytes, rid: int, w: list) -> None:
         """Renew a lease from the leader's memory (no log entry); see server/leases.py."""
@@ -154,61 +189,67 @@ class RequestIntake:
         try:
             lease_id = wire.keepalive_args(w)
         except DecodeError as exc:
-            self.counters["bad_requests"] += 1
-            self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
+            self._bad_request(identity, rid, exc)
             return
-        ttl_ms = self.machine.lease_ttl_ms(lease_id)
-        if ttl_ms is None and self.machine.applied_index < self._term_start:
+        machine = self._machine
+        ttl_ms = machine.lease_ttl_ms(lease_id)
+        if ttl_ms is None and machine.applied_index < self._term_start():
             self._busy(identity, rid)  # a new leader still applying its predecessors' log
             return
-        reply = self.leases.keepalive(lease_id, ttl_ms, time.monotonic()) if ttl_ms else 0
+        reply = self._leases.keepalive(lease_id, ttl_ms, time.monotonic()) if ttl_ms else 0
         self._reply(identity, rid, wire.ST_OK, reply)
 
     def _stale_write(self, identity: bytes, rid: int, w: list) -> None:
         """Accept a quorum-less write; answered once it is on disk (server/stale.py)."""
         try:
             key, value = wire.stale_write_args(w)
-            self.stale.accept(identity, rid, key, value, self.machine.get(key))
-        except StaleBacklogFull as exc:
-            self.stale.refused += 1
+            self._stale.accept(identity, rid, key, value, self._machine.get(key))
+        except StaleBacklogFull as exc:  # counted by StaleWrites
             self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
         except (DecodeError, TypeError, ValueError) as exc:
-            self.counters["bad_requests"] += 1
-            self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
+            self._bad_request(identity, rid, exc)
 
-    def _park(self, identity: bytes, w: list) -> None:
-        if len(self._parked) >= MAX_PARKED:
-            self._reply(identity, w[0], wire.ST_UNAVAILABLE, "no leader known; too many waiting")
-            return
-        self._parked.append((time.monotonic() + self._timeout_s, identity, w))
+    def _leading_or_redirect(self, identity: bytes, rid: int, w: list) -> bool:
+        """True on the leader; elsewhere park the request (no leader known) or redirect it."""
+        core = self._core
+        if core.role is Role.LEADER:
+            return True
+        if core.leader == NONE:
+            self._park(identity, w)
+        else:
+            self._reply(identity, rid, wire.ST_NOT_LEADER, self._leader_address())
+        return False
+
+    def _bad_request(self, identity: bytes, rid: int, exc: Exception) -> None:
+        self.counters["bad_requests"] += 1
+        self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
 
     def _busy(self, identity: bytes, rid: int) -> None:
         self.counters["busy"] += 1
         self._reply(identity, rid, wire.ST_BUSY, "too many requests pending; retry")
 
-    def _propose(self) -> None:
-        wires, items, waiters = self._wires, self._items, self._waiters
-        self._wires, self._items, self._waiters, self._batch_bytes = [], [], [], 0
-        data = _KV_PREFIX + _pack([17, wires])
-        batch = Batch(tuple(items))
-        try:
-            index = self.core.propose(data)
-        except NotLeader:
-            self._fail_waiters(waiters, wire.ST_NOT_LEADER, self._leader_address())
+    # ------------------------------------------------------------------ parked requests
+
+    def _park(self, identity: bytes, w: list) -> None:
+        if len(self._parked) >= self.max_parked:
+            self._reply(identity, w[0], wire.ST_UNAVAILABLE, "no leader known; too many waiting")
             return
-        except ProposalDropped as exc:
-            self._fail_waiters(waiters, wire.ST_BUSY, str(exc))
+        self._parked.append((time.monotonic() + self.timeout_s, identity, w))
+
+    def release_parked(self) -> None:
+        """A leader is known: dispatch the parked requests again, and propose the writes and
+        start the reads they make at once."""
+        if not self._parked:
             return
-        self.counters["entries_proposed"] += 1
-        self._proposed[index] = (data, batch, waiters)
+        parked, self._parked = self._parked, deque()
+        for _, identity, w in parked:
+            self.handle_request(identity, w, 64)
+        self._writes.propose()
+        self._reads.start()
 
-    def _fail_waiters(self, waiters: list, status: int, payload) -> None:
-        self._pending_writes -= len(waiters)
-        for identity, rid in waiters:
-            self._reply(identity, rid, status, payload)
-
-    def _fail_all_proposed(self) -> None:
-        proposed, self._proposed = self._proposed, {}
-        for _, _, waiters in proposed.values():
-            self._fail_waiters(waiters, wire.ST_NOT_LEADER, self._leader_address())
-
+    def expire(self, now: float) -> None:
+        """Answer UNAVAILABLE the parked requests whose time ran out."""
+        parked = self._parked
+        while parked and parked[0][0] <= now:
+            _, identity, w = parked.popleft()
+            self._reply(identity, w[0], wire.ST_UNAVAILABLE, "no leader elected in time")

@@ -10,8 +10,9 @@ keeps one deadline per lease in its own memory:
 * a keepalive resets the deadline to ``now + TTL`` and is answered from here, without a log
   entry (``keepalive``);
 * once a deadline passes, ``due`` hands the lease to the caller, who proposes ``LeaseExpire``
-  through the log; from then on keepalives of that lease are refused (it is on its way out),
-  and it is offered again after ``retry_s`` in case that proposal was lost.
+  through the log (``expire`` does both, given the core's ``propose``); from then on
+  keepalives of that lease are refused (it is on its way out), and it is offered again after
+  ``retry_s`` in case that proposal was lost.
 
 No clock, sockets or disk: the caller passes ``now`` (seconds, monotonic). Revoked or expired
 leases are forgotten lazily: ``due`` asks the caller whether a lease still exists before
@@ -26,6 +27,7 @@ import logging
 from typing import Callable
 
 from nameservice.kv import Batch, LeaseExpire, encode_command
+from nameservice.raft.errors import NotLeader, ProposalDropped
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,17 @@ class LeaseClock:
             entries.append(encode_command(Batch(tuple(LeaseExpire(i) for i in chunk))))
             log.info("expiring %d lease(s): %s", len(chunk), chunk[:8])
         return entries
+
+    def expire(self, now: float, exists: Callable[[int], bool],
+               propose: Callable[[bytes], int]) -> None:
+        """Propose ``LeaseExpire`` for every lease whose deadline passed (``expiry_entries``);
+        stops at the first proposal refused — those leases are offered again after
+        ``retry_s``."""
+        for entry in self.expiry_entries(now, exists):
+            try:
+                propose(entry)
+            except (NotLeader, ProposalDropped):
+                return
 
     def _set(self, lease_id: int, ttl_s: float, now: float) -> None:
         self._push(lease_id, now + ttl_s)

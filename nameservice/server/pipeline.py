@@ -1,95 +1,148 @@
-"""The Ready pipeline: persist → send → apply.
+"""The Ready pipeline: persist → send → apply → advance, with group commit.
 
-Each step turns the collected input into proposals and a read request, saves the core's next
-Ready and syncs it (in the worker thread, or inline), sends its messages once durable, applies
-committed entries (answering their writers and releasing waiting reads), and advances the core.
-Snapshots are written and the log compacted in the worker thread.
+``step()`` runs after every batch of input. It loops over the core's Readies:
 
-A mixin of :class:`nameservice.server.node.Node`; the state it uses is created there.
+1. ``core.has_ready()`` (on a leader this also queues the AppendRequests due), the early
+   messages sent at once, then ``after_core_step()`` (the node notices leader changes);
+2. if no sync is running: ``ready()``; its committed entries are applied and answered at once
+   (they are on a quorum's disks already, so this need not wait for our own write); its
+   snapshot, entries and hard state saved;
+3. the sync: in the fsync worker thread (``sync_mode`` "thread", and "auto" on a leader) — the
+   loop goes back to receiving and, when it completes, the Ready is finished and ``resume()``
+   runs the next step, whose Ready holds everything that arrived meanwhile (group commit); or
+   inline on the loop thread ("inline", and "auto" on a follower), the clock paused meanwhile
+   (``pause_clock``);
+4. finishing a durable Ready: its messages sent, its snapshot installed (``Applier.restore``),
+   the core advanced, and a snapshot taken if the storage says so.
+
+A Ready that only moves the commit index needs no fsync (``needs_sync``). While a sync or a
+compaction runs, entries committed meanwhile are applied straight from the core's in-memory
+log (``_apply_committed_early``). Snapshots are written and the log compacted in the worker
+thread; until that is done no Ready is started.
+
+A storage failure is fatal: ``failed`` holds it and ``on_fatal`` is told; the node stops.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv import LeaseGrantResult
-from nameservice.kv.codec import result_to_wire
+from nameservice.kv import KvStateMachine
+from nameservice.raft.core import RaftCore
 from nameservice.raft.types import Ready, Role, Snapshot, SnapshotMeta
-from nameservice import wire
+from nameservice.server.apply import Applier
+from nameservice.storage import RaftStorage
 
-_TIMER_SLACK_S = 0.0002  # wake just after a tick boundary, never just before it
+__all__ = ["ReadyPipeline", "SYNC_MODES"]
+
+SYNC_MODES = ("thread", "inline", "auto")
 
 
 class ReadyPipeline:
-    """Saving, syncing, sending and applying the Raft core's Readies (group commit)."""
+    """Saving, syncing, sending and applying the Raft core's Readies (see module docstring).
 
-    def _after_input(self) -> None:
-        """Turn collected input into proposals and reads; send; start the next write."""
-        core = self.core
-        if self.stale.has_waiting:
-            self.stale.flush(self._reply)
-        if self._wires:
-            self._propose()
-        if self._reads:
-            self._start_read()
+    Callbacks: ``send(messages)`` queues Raft messages; ``flush()`` sends what the step
+    queued; ``after_core_step()`` runs after each ``has_ready``; ``resume()`` runs the node's
+    next step once a sync or compaction in the worker thread is done; ``pause_clock(s)`` stops
+    the logical clock for an inline fsync; ``on_fatal(exc)`` is told of a storage failure.
+    """
+
+    def __init__(self, core: RaftCore, storage: RaftStorage, machine: KvStateMachine,
+                 applier: Applier, *, sync_mode: str, send: Callable[[list], None],
+                 flush: Callable[[], None], after_core_step: Callable[[], None],
+                 resume: Callable[[], None], pause_clock: Callable[[float], None],
+                 on_fatal: Callable[[BaseException], None]) -> None:
+        if sync_mode not in SYNC_MODES:
+            raise ValueError(f"unknown sync mode {sync_mode!r}")
+        self._core = core
+        self._storage = storage
+        self._machine = machine
+        self._applier = applier
+        self.sync_mode = sync_mode
+        self._send = send
+        self._flush = flush
+        self._after_core_step = after_core_step
+        self._resume = resume
+        self._pause_clock = pause_clock
+        self._on_fatal = on_fatal
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._syncing = False  # a sync or a compaction runs in the worker thread
+        self._closed = False
+        self.failed: BaseException | None = None
+        """The storage failure that stopped the pipeline, if any."""
+        self.counters = {"readies": 0, "syncs": 0, "snapshots": 0, "snapshots_installed": 0}
+
+    @property
+    def syncing(self) -> bool:
+        """Whether a sync or a compaction runs in the worker thread."""
+        return self._syncing
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the fsync worker thread; syncs and compactions complete on ``loop``."""
+        self._loop = loop
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ns-fsync")
+
+    def stop(self) -> None:
+        """From now on, what the worker thread completes is dropped (the node stops)."""
+        self._closed = True
+
+    def close(self) -> None:
+        """Stop, and wait for the worker thread to end."""
+        self._closed = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self) -> None:
+        """Send, save and apply whatever the core has ready (see module docstring)."""
+        core = self._core
         while True:
             ready = core.has_ready()  # on a leader this also queues the AppendRequests due
-            self._send_messages(core.early_messages())
-            self._check_leader()
+            self._send(core.early_messages())
+            self._after_core_step()
             if self._syncing:
                 self._apply_committed_early()
-            if self._syncing or not ready or self._fatal is not None:
+            if self._syncing or not ready or self.failed is not None:
                 break
             rd = core.ready()
             self.counters["readies"] += 1
-            self._send_messages(rd.early_messages)
+            self._send(rd.early_messages)
             if rd.snapshot is None:
                 # Committed entries are on a quorum's disks already: apply (and answer) them
                 # now, while this node's own write of the Ready is still under way.
-                self._apply(rd)
-            if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-                try:
-                    needs_sync = self._needs_sync(rd)
-                    self.storage.save(rd)
-                except Exception as exc:  # a storage failure: the node must restart
-                    self._die(exc)
+                self._applier.apply(rd.committed, rd.read_states)
+            if rd.snapshot is None and not rd.entries and rd.hard_state is None:
+                self._finish(rd)
+                continue
+            try:
+                needs_sync = self.needs_sync(rd)
+                self._storage.save(rd)
+            except Exception as exc:  # a storage failure: the node must restart
+                self._die(exc)
+                return
+            if not needs_sync:
+                self._finish(rd)
+                continue
+            self.counters["syncs"] += 1
+            self._flush()  # early messages and replies leave before the fsync
+            if self.sync_mode == "inline" or (
+                    self.sync_mode == "auto" and core.role is not Role.LEADER):
+                if not self._sync_inline():
                     return
-                if not needs_sync:
-                    self._finish(rd)
-                    continue
-                self.counters["syncs"] += 1
-                self._flush_output()  # early messages and replies leave before the fsync
-                if self._sync_mode == "inline" or (
-                        self._sync_mode == "auto" and core.role is not Role.LEADER):
-                    started = time.monotonic()
-                    try:
-                        self.storage.sync()
-                    except Exception as exc:
-                        self._die(exc)
-                        return
-                    # The logical clock stands still while the loop is blocked in its own
-                    # fsync: a stalled disk must not make this node time out the leader whose
-                    # heartbeats are waiting in its socket. (A slower clock is always safe.)
-                    self._start += time.monotonic() - started
-                    self._finish(rd)
-                    continue
-                self._syncing = True
-                future = self._loop.run_in_executor(self._executor, self.storage.sync)
-                future.add_done_callback(lambda f, rd=rd: self._sync_done(f, rd))
-                break
-            self._finish(rd)
-        self._flush_output()
-        if self._timer is not None:
-            due = self._start + (self._ticks + self.core.ticks_until_due()) * self._tick_s
-            if due < self._timer_at - 1e-6:
-                self._timer.cancel()
-                self._timer_at = due
-                self._timer = self._loop.call_at(
-                    self._loop.time() + max(0.0, due - time.monotonic()) + _TIMER_SLACK_S,
-                    self._on_tick)
+                self._finish(rd)
+                continue
+            self._syncing = True
+            future = self._loop.run_in_executor(self._executor, self._storage.sync)
+            future.add_done_callback(lambda f, rd=rd: self._sync_done(f, rd))
+            break
+        self._flush()
 
-    def _needs_sync(self, rd: Ready) -> bool:
+    def needs_sync(self, rd: Ready) -> bool:
         """Whether the Ready's messages must wait for an fsync.
 
         Only entries, snapshots, term and vote gate messages (acknowledgements, votes). A
@@ -99,45 +152,47 @@ class ReadyPipeline:
         """
         if rd.entries or rd.snapshot is not None:
             return True
-        hs, saved = rd.hard_state, self.storage.hard_state
+        hs, saved = rd.hard_state, self._storage.hard_state
         return hs is not None and (hs.term != saved.term or hs.vote != saved.vote)
+
+    def _sync_inline(self) -> bool:
+        started = time.monotonic()
+        try:
+            self._storage.sync()
+        except Exception as exc:
+            self._die(exc)
+            return False
+        # The logical clock stands still while the loop is blocked in its own fsync: a stalled
+        # disk must not make this node time out the leader whose heartbeats are waiting in its
+        # socket. (A slower clock is always safe.)
+        self._pause_clock(time.monotonic() - started)
+        return True
 
     def _sync_done(self, future: asyncio.Future, rd: Ready) -> None:
         self._syncing = False
-        if self._fatal is not None or self._shut_down:
+        if self.failed is not None or self._closed:
             return
         exc = future.exception()
         if exc is not None:
             self._die(exc)
             return
         self._finish(rd)
-        self._after_input()
+        self._resume()
 
     def _finish(self, rd: Ready) -> None:
         """The Ready's writes are durable: send its messages, install its snapshot, advance."""
-        self._send_messages(rd.messages)
+        self._send(rd.messages)
         if rd.snapshot is not None:
             try:
-                self.machine.restore(rd.snapshot.data)
+                self._applier.restore(rd.snapshot.data)
             except KvDecodeError as exc:  # the leader's own snapshot: nothing safe to do
                 self._die(exc)
                 return
             self.counters["snapshots_installed"] += 1
-            self.watches.on_restore()
-            self._fail_all_proposed()
-            self._apply(rd)
-        self.core.advance(rd)
-        if self.storage.should_snapshot(self.machine.applied_index):
+            self._applier.apply(rd.committed, rd.read_states)
+        self._core.advance(rd)
+        if self._storage.should_snapshot(self._machine.applied_index):
             self._take_snapshot()
-
-    def _apply(self, rd: Ready) -> None:
-        """Apply the Ready's committed entries, answer their writers, serve released reads."""
-        self._apply_entries(rd.committed)
-        for rs in rd.read_states:
-            group = self._read_groups.pop(rs.ctx, None)
-            if group is not None:
-                self._reads_waiting.append((rs.index, group[1]))
-        self._release_reads()
 
     def _apply_committed_early(self) -> None:
         """Apply entries committed since the last Ready without waiting for the next one (which
@@ -148,70 +203,42 @@ class ReadyPipeline:
         Ready lists them again; they are skipped as already applied. A snapshot being installed
         (the log starts past the applied index) is left to its Ready.
         """
-        log = self.core.log
-        applied = self.machine.applied_index
+        log = self._core.log
+        applied = self._machine.applied_index
         commit = log.committed
         first = log.first_index
         if commit <= applied or applied + 1 < first:
             return
-        self._apply_entries(log.entries[applied + 1 - first:commit + 1 - first])
-        self._release_reads()
+        self._applier.apply(log.entries[applied + 1 - first:commit + 1 - first])
 
-    def _apply_entries(self, entries: list) -> None:
-        machine = self.machine
-        proposed = self._proposed
-        for entry in entries:
-            index = entry.index
-            if index <= machine.applied_index:
-                continue
-            mine = proposed.pop(index, None) if proposed else None
-            # Our proposal is still the entry at its index (the same bytes: an entry another
-            # leader wrote there with the same bytes holds the same requests, same answers).
-            if mine is not None and (mine[0] is entry.data or mine[0] == entry.data):
-                applied = machine.apply(index, mine[1])
-                if self.leases.active:
-                    self._note_grants(applied.results)
-                waiters = mine[2]
-                self._pending_writes -= len(waiters)
-                reply = self._reply
-                for (identity, rid), result in zip(waiters, applied.results):
-                    reply(identity, rid, wire.ST_OK, result_to_wire(result))
-            else:
-                applied = machine.apply_entry(index, entry.data)
-                if self.leases.active:
-                    self._note_grants(applied.results)
-                if mine is not None:  # our entry was replaced by another leader's
-                    self._fail_waiters(mine[2], wire.ST_NOT_LEADER, self._leader_address())
-            self.watches.on_events(applied.events)
-
-    def _note_grants(self, results) -> None:
-        now = time.monotonic()
-        for result in results:
-            if type(result) is LeaseGrantResult:
-                self.leases.granted(result.id, result.ttl_ms, now)
+    # ------------------------------------------------------------------ snapshots
 
     def _take_snapshot(self) -> None:
         """Snapshot the state machine here; write it and compact the log in the worker thread.
 
         The write takes several fsyncs; on the loop thread a slow disk would stall heartbeats
-        and cost the leadership. Until it is done no Ready is started (``_syncing``) and no
+        and cost the leadership. Until it is done no Ready is started (``syncing``) and no
         entry is read from the storage, which is being compacted.
         """
-        index = self.machine.applied_index
-        meta = SnapshotMeta(index, self.core.log.term(index), self.core.voters)
-        snapshot = Snapshot(meta, self.machine.snapshot())
-        self._syncing = self._compacting = True
-        future = self._loop.run_in_executor(self._executor, self.storage.compact, snapshot)
+        index = self._machine.applied_index
+        meta = SnapshotMeta(index, self._core.log.term(index), self._core.voters)
+        snapshot = Snapshot(meta, self._machine.snapshot())
+        self._syncing = True
+        future = self._loop.run_in_executor(self._executor, self._storage.compact, snapshot)
         future.add_done_callback(lambda f: self._compacted(f, snapshot))
 
     def _compacted(self, future: asyncio.Future, snapshot: Snapshot) -> None:
-        self._syncing = self._compacting = False
-        if self._fatal is not None or self._shut_down:
+        self._syncing = False
+        if self.failed is not None or self._closed:
             return
         exc = future.exception()
         if exc is not None:
             self._die(exc)
             return
-        self.core.compact(snapshot)
+        self._core.compact(snapshot)
         self.counters["snapshots"] += 1
-        self._after_input()
+        self._resume()
+
+    def _die(self, exc: BaseException) -> None:
+        self.failed = exc
+        self._on_fatal(exc)

@@ -1,59 +1,147 @@
-"""Reads: consistent reads grouped into one ReadIndex request per loop step and served once the
-state machine has applied up to the read index; stale reads answered at once from the applied
-state (with this node's quorum-less writes laid over).
+"""The read service: consistent reads grouped into one ReadIndex request per step and served
+once the state machine has applied up to the read index; stale reads answered at once from the
+applied state (with this node's quorum-less writes laid over).
 
-A mixin of :class:`nameservice.server.node.Node`; the state it uses is created there.
+A consistent read goes through three places, each owned here:
+
+1. ``add`` collects it for this step;
+2. ``start`` (once per step) asks the core for ONE read index for every read collected
+   (``read_index(ctx)``, ``ctx`` a fresh 8-byte sequence number) and files them as a group
+   under that ctx, with a deadline;
+3. ``on_read_states`` moves a group whose read index the core confirmed to the queue waiting
+   for the state machine, and ``release`` serves what the machine has applied.
+
+A group whose index never comes (the leader changed, a timeout) is failed (``fail_groups``,
+``expire``): the client retries. Bound: at most ``max_pending`` consistent reads collected or
+waiting (``full``); the intake answers BUSY beyond.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
+from typing import Callable
 
-from nameservice.kv.codec import kv_to_wire
 from nameservice import wire
+from nameservice.kv import KvStateMachine
+from nameservice.kv.codec import kv_to_wire
+from nameservice.server.seam import Reply
+from nameservice.server.stale import StaleWrites
+
+__all__ = ["MAX_PENDING_READS", "ReadService"]
 
 MAX_PENDING_READS = 200_000
 """Consistent reads waiting for their read index; beyond, answered BUSY."""
 
 
 class ReadService:
-    """Consistent (ReadIndex) and stale reads."""
+    """Consistent (ReadIndex) and stale reads of one node (see module docstring).
 
-    def _start_read(self) -> None:
-        reads, self._reads = self._reads, []
-        self._read_seq += 1
-        ctx = self._read_seq.to_bytes(8, "big")
-        if self.core.read_index(ctx):
-            self._read_groups[ctx] = (time.monotonic() + self._timeout_s, reads)
+    ``read_index(ctx) -> bool`` asks the core for a read index (``RaftCore.read_index``; False:
+    dropped); ``reply`` queues a reply; a group not confirmed within ``timeout_s`` fails.
+    """
+
+    def __init__(self, machine: KvStateMachine, stale: StaleWrites,
+                 read_index: Callable[[bytes], bool], reply: Reply, *, timeout_s: float,
+                 max_pending: int = MAX_PENDING_READS) -> None:
+        self._machine = machine
+        self._stale = stale
+        self._read_index = read_index
+        self._reply = reply
+        self.timeout_s = timeout_s
+        self.max_pending = max_pending
+        # Collected this step: (identity, rid, op, key, limit).
+        self._collected: list[tuple[bytes, int, int, bytes, int]] = []
+        self._groups: dict[bytes, tuple[float, list]] = {}  # in flight: ctx -> (deadline, reads)
+        self._waiting: deque[tuple[int, list]] = deque()  # (read index, reads), index order
+        self._seq = 0
+        self.pending = 0
+        """Consistent reads collected, in flight or waiting for the state machine."""
+
+    @property
+    def full(self) -> bool:
+        """Whether ``max_pending`` consistent reads wait already."""
+        return self.pending >= self.max_pending
+
+    @property
+    def in_flight(self) -> int:
+        """Read groups whose read index the core has not confirmed yet."""
+        return len(self._groups)
+
+    # ------------------------------------------------------------------ consistent reads
+
+    def add(self, identity: bytes, rid: int, op: int, key: bytes, limit: int) -> None:
+        """Collect a consistent GET or RANGE for this step's read index."""
+        self._collected.append((identity, rid, op, key, limit))
+        self.pending += 1
+
+    def start(self) -> None:
+        """Ask for one read index for every read collected (nothing if none were)."""
+        if not self._collected:
             return
-        self._fail_reads(reads, wire.ST_BUSY, "read index dropped; retry")
+        reads, self._collected = self._collected, []
+        self._seq += 1
+        ctx = self._seq.to_bytes(8, "big")
+        if self._read_index(ctx):
+            self._groups[ctx] = (time.monotonic() + self.timeout_s, reads)
+            return
+        self._fail(reads, wire.ST_BUSY, "read index dropped; retry")
 
-    def _fail_reads(self, reads: list, status: int, payload) -> None:
-        self._pending_reads -= len(reads)
+    def on_read_states(self, read_states) -> None:
+        """The core confirmed these read indexes: their groups wait for the state machine."""
+        for rs in read_states:
+            group = self._groups.pop(rs.ctx, None)
+            if group is not None:
+                self._waiting.append((rs.index, group[1]))
+
+    def release(self) -> None:
+        """Serve the groups whose read index the state machine has applied."""
+        waiting = self._waiting
+        applied = self._machine.applied_index
+        while waiting and waiting[0][0] <= applied:
+            self._serve(waiting.popleft()[1])
+
+    def fail_groups(self, status: int, payload: object) -> None:
+        """Fail every group still waiting for its read index (the leader changed: it will
+        not come); the clients retry."""
+        if not self._groups:
+            return
+        groups, self._groups = self._groups, {}
+        for _, reads in groups.values():
+            self._fail(reads, status, payload)
+
+    def expire(self, now: float) -> None:
+        """Fail the groups whose read index did not come in time."""
+        if not self._groups:
+            return
+        for ctx, (deadline, reads) in list(self._groups.items()):
+            if deadline <= now:
+                del self._groups[ctx]
+                self._fail(reads, wire.ST_UNAVAILABLE, "read index timed out")
+
+    def _fail(self, reads: list, status: int, payload: object) -> None:
+        self.pending -= len(reads)
         for identity, rid, _, _, _ in reads:
             self._reply(identity, rid, status, payload)
 
-    def _serve_reads(self, reads: list) -> None:
-        self._pending_reads -= len(reads)
-        payload = self._read_payload
+    def _serve(self, reads: list) -> None:
+        self.pending -= len(reads)
+        payload = self.payload
         for identity, rid, op, key, limit in reads:
             self._reply(identity, rid, wire.ST_OK, payload(op, key, limit))
 
-    def _stale_read_payload(self, op: int, key: bytes, limit: int) -> list:
-        """A stale read: the applied state with this node's quorum-less writes laid over."""
-        if not len(self.stale.overlay):
-            return self._read_payload(op, key, limit)
-        return self.stale.read_payload(self.machine, op == wire.OP_GET, key, limit)
+    # ------------------------------------------------------------------ payloads
 
-    def _read_payload(self, op: int, key: bytes, limit: int) -> list:
-        machine = self.machine
+    def payload(self, op: int, key: bytes, limit: int) -> list:
+        """The reply to a GET or RANGE from the applied state: ``[kv|nil, revision]`` or
+        ``[[kv...], revision]``."""
+        machine = self._machine
         if op == wire.OP_GET:
             kv = machine.get(key)
             return [None if kv is None else kv_to_wire(kv), machine.revision]
         return [[kv_to_wire(kv) for kv in machine.range(key, limit)], machine.revision]
 
-    def _release_reads(self) -> None:
-        """Serve the read groups whose read index the state machine has applied."""
-        waiting = self._reads_waiting
-        applied = self.machine.applied_index
-        while waiting and waiting[0][0] <= applied:
-            self._serve_reads(waiting.popleft()[1])
+    def stale_payload(self, op: int, key: bytes, limit: int) -> list:
+        """A stale read: the applied state with this node's quorum-less writes laid over."""
+        if not len(self._stale.overlay):
+            return self.payload(op, key, limit)
+        return self._stale.read_payload(self._machine, op == wire.OP_GET, key, limit)

@@ -17,6 +17,10 @@ logged and kept for ``fabric ns status``.
 
 Bounds: at most ``max_pending`` keys (10,000) and about ``max_bytes`` (16 MiB) of pending
 writes; past either, a write is refused with BAD_REQUEST and nothing is recorded.
+
+In memory (``StaleWrites(None)``, for in-process nodes): the same rules without the file. The
+replayer's client speaks ZeroMQ, so in an in-process cluster (``memtransport.py``) the writes
+are accepted and read back, but stay pending.
 """
 from __future__ import annotations
 
@@ -50,14 +54,19 @@ Reply = Callable[[bytes, int, int, object], None]
 
 
 class StaleWrites:
-    """The overlay of one node, its durable copy, and the replies waiting for it."""
+    """The overlay of one node, its durable copy, and the replies waiting for it.
 
-    def __init__(self, data_dir: str, max_pending: int = 10_000,
+    ``data_dir`` None keeps the overlay in memory only (an in-process node on
+    ``MemoryStorage``, whose log does not outlive the process either): writes are answered
+    at the next ``flush`` without a file, and a new ``StaleWrites`` starts empty.
+    """
+
+    def __init__(self, data_dir: str | None, max_pending: int = 10_000,
                  max_bytes: int = MAX_PENDING_BYTES) -> None:
         self.overlay = StaleOverlay(max_pending=max_pending)
         self.max_bytes = max_bytes
         self._dir = data_dir
-        self._path = os.path.join(data_dir, STALE_FILE)
+        self._path = os.path.join(data_dir, STALE_FILE) if data_dir is not None else None
         self._bytes = 0
         self._waiting: list[tuple[bytes, int, bool]] = []
         self._dirty = False
@@ -65,7 +74,7 @@ class StaleWrites:
         """Set when the overlay holds writes to replay (the replayer clears it)."""
         self.refused = 0
         self.persist_failures = 0
-        data = read_file(self._path)
+        data = read_file(self._path) if self._path is not None else None
         if data is not None:
             self._load(data)
 
@@ -87,12 +96,17 @@ class StaleWrites:
     def accept(self, identity: bytes, rid: int, key: bytes, value: bytes | None,
                applied: KeyValue | None) -> None:
         """Record a write (``applied``: the key in this node's applied state); its reply
-        waits for ``flush``. Raises ``ValueError`` (bad key or value) or ``StaleBacklogFull``."""
+        waits for ``flush``. Raises ``ValueError`` (bad key or value) or ``StaleBacklogFull``
+        (counted in ``refused``)."""
         size = len(key) + (len(value) if value is not None else 0) + 16
-        if self._bytes + size > self.max_bytes:
-            raise StaleBacklogFull(f"{self._bytes} bytes of writes are waiting for a quorum")
-        existed = self.overlay.read(key, applied) is not None
-        self.overlay.write(key, value, applied)
+        try:
+            if self._bytes + size > self.max_bytes:
+                raise StaleBacklogFull(f"{self._bytes} bytes of writes are waiting for a quorum")
+            existed = self.overlay.read(key, applied) is not None
+            self.overlay.write(key, value, applied)
+        except StaleBacklogFull:
+            self.refused += 1
+            raise
         self._bytes += size
         self._dirty = True
         self._waiting.append((identity, rid, existed))
@@ -118,8 +132,12 @@ class StaleWrites:
         return bool(self._waiting)
 
     def persist(self) -> None:
-        """Write the overlay to disk (fsynced) if it changed since the last write."""
+        """Write the overlay to disk (fsynced) if it changed since the last write (in memory:
+        nothing to write)."""
         if not self._dirty:
+            return
+        if self._dir is None:
+            self._dirty = False
             return
         body = self.overlay.encode()
         data = zlib.crc32(body).to_bytes(4, "big") + body
@@ -130,6 +148,17 @@ class StaleWrites:
             os.close(dir_fd)
         self._bytes = len(data)
         self._dirty = False
+
+    def try_persist(self) -> bool:
+        """``persist``; a failure is counted and logged (the writes stay in memory, and are
+        written with the next change). Whether it succeeded."""
+        try:
+            self.persist()
+        except OSError as exc:
+            self.persist_failures += 1
+            log.error("could not write the quorum-less writes: %s", exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ reading and settling
 
@@ -238,11 +267,7 @@ class StaleReplayer:
                 continue
             self.writes.settle(proposed, result)
             answered += 1
-        try:
-            self.writes.persist()
-        except OSError as exc:
-            self.writes.persist_failures += 1
-            log.error("could not write the quorum-less writes: %s", exc)
+        self.writes.try_persist()
         if answered < len(pending):
             log.info("%d of %d quorum-less writes not replicated yet; retrying",
                      len(pending) - answered, len(pending))

@@ -16,7 +16,7 @@ def status_report(node: Any) -> dict:
     stats = node.machine.stats()
     return {
         "id": node.settings.id, "address": node.settings.address, "role": core.role.value,
-        "term": core.term, "leader": core.leader, "leader_address": node._leader_address(),
+        "term": core.term, "leader": core.leader, "leader_address": node.leader_address(),
         "commit_index": core.commit_index, "applied_index": node.machine.applied_index,
         "last_index": core.last_index, "revision": node.machine.revision,
         "keys": stats["keys"], "leases": stats["leases"],

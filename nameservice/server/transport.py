@@ -15,27 +15,26 @@ fails visibly: a failed watch push is reported to ``on_push_failed`` (the watch 
 the watches or forgets the client), a failed reply is counted.
 
 Output is batched: the node queues Raft messages and client replies during a step
-(``queue_messages``, ``queue_reply``, ``queue_push``) and ``flush`` sends one frame per peer
-and per client (replies first, then watch pushes).
+(``queue_messages``, ``queue_reply``, ``queue_push``, into an ``Outbox``) and ``flush`` sends one
+frame per peer and per client (replies first, then watch pushes). This is the ZeroMQ
+implementation of ``seam.Transport``; ``memtransport.py`` is its in-memory twin.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import zmq
 import zmq.asyncio
 
 from nameservice import wire
 from nameservice.address import bind_endpoint, connect_endpoint
+from nameservice.server.seam import Outbox, PushFailed, push_frames
 
 PEER_HWM = 10_000
 CLIENT_HWM = 10_000
 RECV_HWM = 100_000
-PUSHES_PER_FRAME = 4096
 
 
 class NodeTransport:
-    """The sockets of one node. Receiving is ``await readable()`` then ``drain()``."""
+    """The sockets of one node. Receiving is ``await receive()`` then ``drain()``."""
 
     def __init__(self, ctx: zmq.asyncio.Context, node_id: int, cluster: dict[int, str]) -> None:
         self.router = ctx.socket(zmq.ROUTER)
@@ -58,10 +57,12 @@ class NodeTransport:
             self._peers[peer] = zmq.Socket.shadow(sock.underlying)
         self.peer_drops = 0
         self.reply_drops = 0
-        self._peer_out: dict[int, list] = {}
-        self._reply_out: dict[bytes, list] = {}
-        self._push_out: dict[bytes, list] = {}
-        self.on_push_failed: Callable[[bytes, list, bool], None] | None = None
+        self._out = Outbox()
+        # Queuing is the outbox's own (bound here: it is on every reply's path).
+        self.queue_messages = self._out.queue_messages
+        self.queue_reply = self._out.queue_reply
+        self.queue_push = self._out.queue_push
+        self.on_push_failed: PushFailed | None = None
         """Called with ``(identity, items, gone)`` for pushes that could not be sent; ``gone``:
         the client is not connected (else its queue is full)."""
 
@@ -106,57 +107,27 @@ class NodeTransport:
         except zmq.ZMQError:
             self.reply_drops += 1
 
-    def queue_messages(self, messages: list) -> None:
-        """Queue Raft messages; ``flush`` sends one frame per peer."""
-        out = self._peer_out
-        for msg in messages:
-            queue = out.get(msg.to)
-            if queue is None:
-                out[msg.to] = [msg]
-            else:
-                queue.append(msg)
-
-    def queue_reply(self, identity: bytes, rid: int, status: int, payload: object) -> None:
-        """Queue a reply to a client; ``flush`` sends one frame per client."""
-        out = self._reply_out.get(identity)
-        if out is None:
-            self._reply_out[identity] = [[rid, status, payload]]
-        else:
-            out.append([rid, status, payload])
-
-    def queue_push(self, identity: bytes, item: list) -> None:
-        """Queue a watch push for a client; ``flush`` sends them in EVENT frames."""
-        out = self._push_out.get(identity)
-        if out is None:
-            self._push_out[identity] = [item]
-        else:
-            out.append(item)
-
     def flush(self) -> bool:
         """Send everything queued. Returns ``has_input()`` after sending to clients (the
         ROUTER may then hold a message whose edge the sends consumed), else False."""
-        if self._peer_out:
-            peer_out, self._peer_out = self._peer_out, {}
-            for peer, msgs in peer_out.items():
-                self.send_peer(peer, wire.encode_peer_frame(msgs))
-        if not self._reply_out and not self._push_out:
+        out = self._out
+        if out.messages:
+            for peer, data in out.peer_frames():
+                self.send_peer(peer, data)
+        if not out.replies and not out.pushes:
             return False
-        if self._reply_out:
-            out, self._reply_out = self._reply_out, {}
+        if out.replies:
             send = self.send_client
-            for identity, replies in out.items():
-                send(identity, wire.frame(wire.REPLY, replies))
-        if self._push_out:
+            for identity, data in out.reply_frames():
+                send(identity, data)
+        if out.pushes:
             self._send_pushes()
         return self.has_input()
 
     def _send_pushes(self) -> None:
-        out, self._push_out = self._push_out, {}
         send = self._router.send_multipart
-        for identity, items in out.items():
-            frames = []
-            for start in range(0, len(items), PUSHES_PER_FRAME):
-                _event_frames(items[start:start + PUSHES_PER_FRAME], frames)
+        for identity, items in self._out.take_pushes().items():
+            frames = push_frames(items)
             for n, (chunk, data) in enumerate(frames):
                 try:
                     send((identity, data), zmq.NOBLOCK)
@@ -175,14 +146,6 @@ class NodeTransport:
         self.router.close(0)
 
 
-def _event_frames(items: list, out: list) -> None:
-    """Append ``(items, EVENT frame)`` pairs to ``out``, halving what exceeds
-    ``wire.MAX_CLIENT_FRAME`` (a single push may, up to the client's limit)."""
-    data = wire.frame(wire.EVENT, items)
-    if len(data) > wire.MAX_CLIENT_FRAME and len(items) > 1:
-        half = len(items) // 2
-        _event_frames(items[:half], out)
-        _event_frames(items[half:], out)
-    else:
-        out.append((items, data))
-
+def zmq_transport(node_id: int, cluster: dict[int, str]) -> NodeTransport:
+    """The ``TransportFactory`` of a real node: its sockets in a ZeroMQ context of their own."""
+    return NodeTransport(zmq.asyncio.Context(), node_id, cluster)

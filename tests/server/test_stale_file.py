@@ -84,6 +84,17 @@ def test_past_the_byte_bound_a_write_is_refused_and_nothing_recorded(tmp_path):
     with pytest.raises(StaleBacklogFull):
         writes.accept(b"c", 2, b"b", b"x" * 500, None)
     assert [p.key for p in writes.overlay.pending()] == [b"a"]
+    assert writes.refused == 1 and writes.status()["refused"] == 1
+
+
+def test_in_memory_writes_are_answered_at_the_flush_and_read_back_without_a_file():
+    writes = StaleWrites(None)
+    writes.accept(b"c", 1, b"k", b"v", None)
+    replies = Replies()
+    writes.flush(replies)
+    assert replies.sent == [(b"c", 1, wire.ST_OK, False)] and writes.try_persist()
+    assert writes.read(b"k", None).value == b"v" and writes.changed.is_set()
+    assert StaleWrites(None).overlay.pending() == []  # nothing outlives the object
 
 
 def test_a_failed_disk_write_answers_unavailable(tmp_path):
