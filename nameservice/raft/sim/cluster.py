@@ -13,12 +13,22 @@ import hashlib
 import heapq
 import random
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
 
 from nameservice.raft.core import RaftCore
+from nameservice.raft.messages import Message
 from nameservice.raft.sim.checker import SafetyChecker
 from nameservice.raft.sim.network import Network, NetworkModel
-from nameservice.raft.types import Config, Entry, HardState, Ready, Role, Snapshot, SnapshotMeta
+from nameservice.raft.types import (
+    Config,
+    Entry,
+    HardState,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
 
 DELIVER, WAKE, DISK_DONE, CALL = range(4)
 
@@ -66,6 +76,12 @@ class SimNode:
     def up(self) -> bool:
         return self.core is not None
 
+    def live_core(self) -> RaftCore:
+        """The core of a node that is up."""
+        core = self.core
+        assert core is not None, f"node {self.id} is down"
+        return core
+
     def sm_snapshot(self) -> bytes:
         return self.sm_index.to_bytes(8, "big") + self.sm_hash
 
@@ -101,7 +117,8 @@ class SimCluster:
         self.net = Network(network or NetworkModel(), random.Random(self.rng.random()))
         self.checker = SafetyChecker() if check else None
         self.now = 0
-        self._queue: list = []
+        # (time, sequence, kind, node, payload): the payload's type depends on the kind.
+        self._queue: list[tuple[int, int, int, int, Any]] = []
         self._seq = 0
         self.nodes = {i: SimNode(i, self.rng.randrange(tick_us)) for i in self.ids}
         self.messages_sent = 0
@@ -109,14 +126,14 @@ class SimCluster:
         # Return False to lose a message on purpose (a test's targeted fault).
         self.message_filter: Callable[[object], bool] | None = None
         self.on_apply: Callable[[SimNode, Entry], None] | None = None
-        self.on_read: Callable[[SimNode, object], None] | None = None
+        self.on_read: Callable[[SimNode, ReadState], None] | None = None
         self.torn_writes = True
         for node in self.nodes.values():
             self.start(node.id)
 
     # ------------------------------------------------------------------ scheduling
 
-    def _push(self, at: int, kind: int, node: int, payload) -> None:
+    def _push(self, at: int, kind: int, node: int, payload: Any) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, kind, node, payload))
 
@@ -173,21 +190,21 @@ class SimCluster:
         due = (self.now - node.phase) // self.tick_us - node.ticks
         if due > 0:
             node.ticks += due
-            node.core.tick(due)
+            node.live_core().tick(due)
 
-    def _handle(self, node: SimNode, kind: int, payload) -> None:
+    def _handle(self, node: SimNode, kind: int, payload: Any) -> None:
         if kind == WAKE:
             if payload != node.wake_version:
                 return
             self._sync_ticks(node)
         else:
             self._sync_ticks(node)
-            node.core.step(payload)
+            node.live_core().step(payload)
         self._after_input(node)
 
     def _after_input(self, node: SimNode) -> None:
         """Hand out what the node's input produced; start its next write if the disk is free."""
-        core = node.core
+        core = node.live_core()
         self._send_all(core.early_messages())
         while not node.busy and core.has_ready():
             rd = core.ready()
@@ -204,7 +221,7 @@ class SimCluster:
         wake_tick = node.ticks + core.ticks_until_due()
         self._push(node.phase + wake_tick * self.tick_us, WAKE, node.id, node.wake_version)
 
-    def _disk_done(self, node: SimNode, payload) -> None:
+    def _disk_done(self, node: SimNode, payload: tuple[int, Ready]) -> None:
         incarnation, rd = payload
         if incarnation != node.incarnation or node.core is None:
             return
@@ -226,7 +243,7 @@ class SimCluster:
         self.crash(node_id)
 
     def _finish(self, node: SimNode, rd: Ready) -> None:
-        core = node.core
+        core = node.live_core()
         checker = self.checker
         if checker is not None and rd.entries:
             checker.on_persist(node.id, rd.entries, core.log)
@@ -253,7 +270,7 @@ class SimCluster:
         if self.snapshot_every and node.sm_index - core.log.snapshot.meta.index >= self.snapshot_every:
             self._take_snapshot(node)
 
-    def _send_all(self, messages: list) -> None:
+    def _send_all(self, messages: list[Message]) -> None:
         for m in messages:
             self.messages_sent += 1
             if self.on_message is not None:
@@ -264,9 +281,11 @@ class SimCluster:
                 self._push(self.now + delay, DELIVER, m.to, m)
 
     def _take_snapshot(self, node: SimNode) -> None:
-        core = node.core
+        core = node.live_core()
         index = node.sm_index
-        meta = SnapshotMeta(index, core.log.term(index), core.voters)
+        term = core.log.term(index)
+        assert term is not None, "the applied index is never below the log's snapshot"
+        meta = SnapshotMeta(index, term, core.voters)
         snapshot = Snapshot(meta, node.sm_snapshot())
         core.compact(snapshot)
         disk = node.disk
@@ -282,7 +301,7 @@ class SimCluster:
         """The leader of the highest term, if any node believes it leads."""
         best = None
         for node in self.leaders():
-            if best is None or node.core.term > best.core.term:
+            if best is None or node.live_core().term > best.live_core().term:
                 best = node
         return best
 
@@ -297,7 +316,7 @@ class SimCluster:
         return result
 
 
-def default_config(**overrides) -> Callable[[int, tuple[int, ...]], Config]:
+def default_config(**overrides: Any) -> Callable[[int, tuple[int, ...]], Config]:
     """A config factory for SimCluster with the given Config fields overridden."""
 
     def make(node_id: int, voters: tuple[int, ...]) -> Config:
