@@ -290,7 +290,9 @@ class DiskStorage(StateReads):
         segment = self._segments[-1]
         if segment.size >= self._segment_bytes:
             segment = self._roll()
-        records, group, group_bytes, max_index = [], [], 0, 0
+        records: list[bytes] = []
+        group: list[bytes] = []
+        group_bytes = max_index = 0
         for op, index in ops:
             max_index = max(max_index, index)
             if group and group_bytes + len(op) + 16 > codec.MAX_RECORD_BYTES:
