@@ -99,6 +99,8 @@ class LocalCluster:
 
     def _wait_listening(self, node_id: int, timeout: float) -> None:
         proc = self.procs[node_id]
+        stdout = proc.stdout
+        assert stdout is not None  # started with stdout=PIPE
         deadline = time.monotonic() + timeout
         line = b""
         while not line.endswith(b"\n"):
@@ -106,8 +108,8 @@ class LocalCluster:
             if left <= 0 or proc.poll() is not None:
                 raise Unavailable(f"node {node_id} did not start (exit code {proc.poll()}); "
                                   f"see {self.node_dir(node_id).with_suffix('.log')}")
-            if select.select([proc.stdout], [], [], min(left, 0.1))[0]:
-                chunk = os.read(proc.stdout.fileno(), 1)
+            if select.select([stdout], [], [], min(left, 0.1))[0]:
+                chunk = os.read(stdout.fileno(), 1)
                 if not chunk:
                     continue
                 line += chunk
