@@ -11,15 +11,29 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from nameservice.errors import (DecodeError, LeaseNotFound, OutcomeUnknown, RequestRejected,
-                                Unavailable)
-from nameservice.kv import (CasResult, DeleteResult, KeyValue, LeaseGrantResult,
-                            LeaseRevokeResult, PutResult, RejectCode, Rejected, Result,
-                            SessionOpened)
-from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv.codec import kv_from_wire, result_from_wire
 from nameservice import wire
 from nameservice.address import parse_addresses
+from nameservice.errors import (
+    DecodeError,
+    LeaseNotFound,
+    OutcomeUnknown,
+    RequestRejected,
+    Unavailable,
+)
+from nameservice.kv import (
+    CasResult,
+    DeleteResult,
+    KeyValue,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    PutResult,
+    RejectCode,
+    Rejected,
+    Result,
+    SessionOpened,
+)
+from nameservice.kv import DecodeError as KvDecodeError
+from nameservice.kv.codec import kv_from_wire, result_from_wire
 
 from .addresses import cluster_addresses
 from .channel import Channel

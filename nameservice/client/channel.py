@@ -33,9 +33,9 @@ from typing import Any, Callable, cast
 import zmq
 import zmq.asyncio
 
-from nameservice.errors import DecodeError, RequestRejected, Unavailable
 from nameservice import wire
 from nameservice.address import connect_endpoint, parse_address
+from nameservice.errors import DecodeError, RequestRejected, Unavailable
 
 RETRY_DELAY_S = 0.005
 TIMER_S = 0.005

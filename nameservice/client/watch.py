@@ -34,12 +34,17 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from nameservice.errors import (Compacted, DecodeError, NameServiceError, RequestRejected,
-                                Unavailable)
-from nameservice.kv import KeyValue
-from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv.codec import kv_from_wire
 from nameservice import wire
+from nameservice.errors import (
+    Compacted,
+    DecodeError,
+    NameServiceError,
+    RequestRejected,
+    Unavailable,
+)
+from nameservice.kv import DecodeError as KvDecodeError
+from nameservice.kv import KeyValue
+from nameservice.kv.codec import kv_from_wire
 
 from .channel import Channel
 

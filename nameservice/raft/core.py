@@ -80,7 +80,8 @@ class RaftCore(LeaderMixin):
         self.id = config.id
         self.rng = rng
         if snapshot is None or snapshot.meta.index == 0:
-            snapshot = snapshot if snapshot and snapshot.meta.voters else empty_snapshot(config.voters)
+            if not (snapshot and snapshot.meta.voters):
+                snapshot = empty_snapshot(config.voters)
         self.voters: tuple[int, ...] = tuple(snapshot.meta.voters) or tuple(config.voters)
         self.peers: tuple[int, ...] = tuple(v for v in self.voters if v != self.id)
         self._peer_set = frozenset(self.peers)

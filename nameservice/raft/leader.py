@@ -172,7 +172,9 @@ class LeaderMixin:
             return False
         committed = log.committed
         self._send(
-            msg.AppendRequest(self.id, peer, self.term, prev_index, prev_term, tuple(entries), committed)
+            msg.AppendRequest(
+                self.id, peer, self.term, prev_index, prev_term, tuple(entries), committed
+            )
         )
         pr.sent_commit = committed
         if pr.state == REPLICATE:

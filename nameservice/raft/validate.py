@@ -63,7 +63,9 @@ def _snapshot_ok(m: msg.SnapshotRequest) -> bool:
 _CHECKS: dict[type, Callable[[Any], bool]] = {
     msg.VoteRequest: lambda m: _nonneg_ints(m.last_index, m.last_term) and m.term > 0,
     msg.VoteResponse: lambda m: type(m.granted) is bool,
-    msg.AppendRequest: lambda m: _nonneg_ints(m.prev_index, m.prev_term, m.commit) and _entries_ok(m),
+    msg.AppendRequest: lambda m: (
+        _nonneg_ints(m.prev_index, m.prev_term, m.commit) and _entries_ok(m)
+    ),
     msg.AppendResponse: lambda m: _nonneg_ints(m.index, m.hint_index, m.hint_term),
     msg.Heartbeat: lambda m: _nonneg_ints(m.commit) and type(m.ctx) is bytes,
     msg.HeartbeatResponse: lambda m: type(m.ctx) is bytes,

@@ -39,8 +39,9 @@ class LocalCluster:
 
     ``ports``: one per node (default: free ports picked now); each node's control socket gets a
     free port picked now too (``controls``; ``extra_args`` may override it).
-    ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with zeroconf under this name
-    (default: do not advertise, so test clusters stay out of each other's way).
+    ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with
+    zeroconf under this name (default: do not advertise, so test clusters stay out of each
+    other's way).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, *,

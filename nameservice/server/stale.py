@@ -26,12 +26,12 @@ import os
 import zlib
 from typing import Callable
 
+from nameservice import wire
 from nameservice.client.api import NameServiceClient
-from nameservice.kv import KeyValue, KvStateMachine, Result, StaleBacklogFull, StaleOverlay
 from nameservice.kv import DecodeError as KvDecodeError
+from nameservice.kv import KeyValue, KvStateMachine, Result, StaleBacklogFull, StaleOverlay
 from nameservice.kv.codec import kv_to_wire
 from nameservice.kv.stale import PendingWrite
-from nameservice import wire
 from nameservice.storage.errors import CorruptFileError
 from nameservice.storage.files import read_file, write_atomic
 

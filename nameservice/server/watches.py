@@ -43,10 +43,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Protocol
 
+from nameservice import wire
 from nameservice.errors import DecodeError
 from nameservice.kv import Compacted, Event, KvStateMachine
 from nameservice.kv.codec import kv_to_wire
-from nameservice import wire
 
 MAX_WATCHES = 100_000
 """Watches one node serves at most."""

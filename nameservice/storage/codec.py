@@ -117,7 +117,9 @@ def decode_ops(payload: bytes) -> list[Op]:
     return ops
 
 
-def read_record(data: bytes, pos: int, max_bytes: int = MAX_RECORD_BYTES) -> tuple[int, bytes] | str:
+def read_record(
+    data: bytes, pos: int, max_bytes: int = MAX_RECORD_BYTES
+) -> tuple[int, bytes] | str:
     """The record at ``pos``: ``(end offset, payload)``, or a string saying what is wrong."""
     if len(data) - pos < RECORD_HEADER.size:
         return f"partial record header ({len(data) - pos} of {RECORD_HEADER.size} bytes)"

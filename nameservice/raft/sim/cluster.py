@@ -4,8 +4,8 @@ Each node ticks every ``tick_us`` microseconds from its own phase (clocks are no
 the loop only wakes a node when its next tick would do something (``ticks_until_due``), so
 quiet periods cost nothing. A node's Ready is handled as a real driver would: send its early
 messages, write to its simulated disk (taking ``disk_delay_us``; the node keeps taking input
-meanwhile, one write at a time), then send the other messages, then apply. A crash loses what was not yet written; a crash during a write may leave
-a torn prefix of the entries on disk.
+meanwhile, one write at a time), then send the other messages, then apply. A crash loses what
+was not yet written; a crash during a write may leave a torn prefix of the entries on disk.
 """
 from __future__ import annotations
 
@@ -170,7 +170,11 @@ class SimCluster:
         node.incarnation += 1
         rng = random.Random(self.rng.random())
         node.core = RaftCore(
-            self.make_config(node_id, self.ids), rng, disk.hard_state, disk.snapshot, list(disk.entries)
+            self.make_config(node_id, self.ids),
+            rng,
+            disk.hard_state,
+            disk.snapshot,
+            list(disk.entries),
         )
         node.sm_restore(disk.snapshot.data if disk.snapshot else b"")
         node.ticks = (self.now - node.phase) // self.tick_us if self.now >= node.phase else -1
@@ -213,7 +217,8 @@ class SimCluster:
             self._send_all(rd.early_messages)
             if node.disk_delay_us and (rd.entries or rd.hard_state is not None or rd.snapshot):
                 node.busy = True
-                self._push(self.now + node.disk_delay_us, DISK_DONE, node.id, (node.incarnation, rd))
+                done_at = self.now + node.disk_delay_us
+                self._push(done_at, DISK_DONE, node.id, (node.incarnation, rd))
                 break
             node.disk.write(rd)
             self._finish(node, rd)
@@ -235,7 +240,7 @@ class SimCluster:
         """Crash a node; if it is mid-write, a random prefix of the entries reaches the disk."""
         node = self.nodes[node_id]
         if node.busy and self.torn_writes:
-            for at, _, kind, nid, payload in self._queue:
+            for _at, _, kind, nid, payload in self._queue:
                 if kind == DISK_DONE and nid == node_id and payload[0] == node.incarnation:
                     rd = payload[1]
                     node.disk.write(rd, torn_at=self.rng.randint(0, len(rd.entries)))
@@ -267,7 +272,8 @@ class SimCluster:
             else:
                 checker.on_leader(node.id, core.term, core.log)
         core.advance(rd)
-        if self.snapshot_every and node.sm_index - core.log.snapshot.meta.index >= self.snapshot_every:
+        since_snapshot = node.sm_index - core.log.snapshot.meta.index
+        if self.snapshot_every and since_snapshot >= self.snapshot_every:
             self._take_snapshot(node)
 
     def _send_all(self, messages: list[Message]) -> None:

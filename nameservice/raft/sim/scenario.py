@@ -132,7 +132,8 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         if cluster.nodes[victim].up and cluster.now < end:
             cluster.crash_during_write(victim)
             log(f"churn: crash leader {victim}")
-            cluster.call_at(cluster.now + rng.randint(20 * MS, 200 * MS), lambda: _churn_restart(victim))
+            restart_at = cluster.now + rng.randint(20 * MS, 200 * MS)
+            cluster.call_at(restart_at, lambda: _churn_restart(victim))
 
     def _churn_restart(victim: int) -> None:
         if not cluster.nodes[victim].up and cluster.now < end:
