@@ -158,8 +158,10 @@ class ControlServer:
         self._drain = drain
         # A context of its own, terminated on close: the last answer (to a drain request) has
         # left before the process exits, which a shared context never terminated does not ensure.
-        self._own_ctx = zmq.asyncio.Context() if ctx is None else None
-        self._sock = (ctx or self._own_ctx).socket(zmq.ROUTER)
+        self._own_ctx: zmq.asyncio.Context | None = None
+        if ctx is None:
+            ctx = self._own_ctx = zmq.asyncio.Context()
+        self._sock = ctx.socket(zmq.ROUTER)
         self.endpoint = _bind(self._sock, endpoint)
         self.bad_requests = 0
         self._drain_task: asyncio.Task | None = None

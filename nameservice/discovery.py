@@ -15,7 +15,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from zeroconf import InterfaceChoice, IPVersion, ServiceBrowser, ServiceInfo, Zeroconf
+from zeroconf import (
+    InterfaceChoice,
+    IPVersion,
+    ServiceBrowser,
+    ServiceInfo,
+    ServiceListener,
+    Zeroconf,
+)
 
 SERVICE_TYPE = "_fabric-ns._tcp.local."
 DEFAULT_CLUSTER = "default"
@@ -103,7 +110,7 @@ def _advertised_host(host: str) -> str:
         return host
 
 
-class _Collector:
+class _Collector(ServiceListener):
     def __init__(self) -> None:
         self.names: list[str] = []
         self.changed = threading.Event()
@@ -159,7 +166,7 @@ def discover(
 
 def _resolve(zc: Zeroconf, name: str, timeout: float) -> Endpoint | None:
     info = zc.get_service_info(SERVICE_TYPE, name, timeout=int(timeout * 1000))
-    if info is None or not info.parsed_addresses():
+    if info is None or info.port is None or not info.parsed_addresses():
         return None
     props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
     try:

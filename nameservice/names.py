@@ -176,7 +176,9 @@ class _Registering:
         return self._registration
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._registration.close()
+        registration = self._registration
+        assert registration is not None  # set by __aenter__
+        await registration.close()
 
 
 class Names:

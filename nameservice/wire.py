@@ -197,7 +197,7 @@ def message_from_wire(w: Any) -> m.Message:
     cls, checks = _DECODERS[tag]
     if len(w) != 4 + len(checks):
         raise DecodeError(f"{cls.__name__}: expected {len(checks)} fields, got {len(w) - 4}")
-    args = [_uint(w[1]), _uint(w[2]), _uint(w[3])]
+    args: list[object] = [_uint(w[1]), _uint(w[2]), _uint(w[3])]
     for check, value in zip(checks, w[4:]):
         args.append(check(value))
     return cls(*args)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from nameservice.errors import ConfigError, Unavailable
 from nameservice.address import parse_addresses
+from nameservice.errors import ConfigError, Unavailable
 
 __all__ = ["NS_ENV", "CLUSTER_ENV", "DISCOVERY_TIMEOUT_S", "cluster_addresses"]
 

@@ -11,15 +11,29 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from nameservice.errors import (DecodeError, LeaseNotFound, OutcomeUnknown, RequestRejected,
-                                Unavailable)
-from nameservice.kv import (CasResult, DeleteResult, KeyValue, LeaseGrantResult,
-                            LeaseRevokeResult, PutResult, RejectCode, Rejected, Result,
-                            SessionOpened)
-from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv.codec import kv_from_wire, result_from_wire
 from nameservice import wire
 from nameservice.address import parse_addresses
+from nameservice.errors import (
+    DecodeError,
+    LeaseNotFound,
+    OutcomeUnknown,
+    RequestRejected,
+    Unavailable,
+)
+from nameservice.kv import (
+    CasResult,
+    DeleteResult,
+    KeyValue,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    PutResult,
+    RejectCode,
+    Rejected,
+    Result,
+    SessionOpened,
+)
+from nameservice.kv import DecodeError as KvDecodeError
+from nameservice.kv.codec import kv_from_wire, result_from_wire
 
 from .addresses import cluster_addresses
 from .channel import Channel
@@ -77,7 +91,7 @@ class NameServiceClient:
                  attempt_timeout: float = 1.0, max_in_flight: int = 2048) -> None:
         if isinstance(addresses, str):
             addresses = parse_addresses(addresses)
-        self._options = dict(timeout=timeout, attempt_timeout=attempt_timeout,
+        self._options: dict[str, Any] = dict(timeout=timeout, attempt_timeout=attempt_timeout,
                              max_in_flight=max_in_flight)
         self._channel: Channel | None = None
         if addresses is not None:
@@ -114,7 +128,12 @@ class NameServiceClient:
     def channel(self) -> Channel:
         """The underlying channel (leader target, retry counters); made by ``connect`` for a
         client created without addresses."""
-        return self._channel
+        return self._chan()
+
+    def _chan(self) -> Channel:
+        channel = self._channel
+        assert channel is not None, "connect() a client made without addresses first"
+        return channel
 
     # ------------------------------------------------------------------ writes
 
@@ -148,7 +167,7 @@ class NameServiceClient:
         return await self._write([2, _key(key)])
 
     async def _stale_write(self, key: bytes, value: bytes | None) -> bool:
-        payload = await self._channel.call(wire.OP_STALE_WRITE, [key, value])
+        payload = await self._chan().call(wire.OP_STALE_WRITE, [key, value])
         if type(payload) is not bool:
             raise DecodeError("bad reply to a quorum-less write")
         return payload
@@ -180,8 +199,8 @@ class NameServiceClient:
 
         ``timeout`` / ``attempt_timeout`` override the client's for this call (a keeper of a
         short lease must give up on a silent leader sooner than other calls do)."""
-        payload = await self._channel.call(wire.OP_KEEPALIVE, [lease_id], timeout=timeout,
-                                           attempt_timeout=attempt_timeout)
+        payload = await self._chan().call(wire.OP_KEEPALIVE, [lease_id], timeout=timeout,
+                                          attempt_timeout=attempt_timeout)
         if type(payload) is not int or payload < 0:
             raise DecodeError("bad reply to a keepalive")
         if payload == 0:
@@ -212,6 +231,7 @@ class NameServiceClient:
         if (expect_value is not None) + (expect_mod_revision is not None) + expect_absent != 1:
             raise ValueError("cas needs exactly one of expect_value, expect_mod_revision, "
                              "expect_absent")
+        expect: bytes | int | None
         if expect_value is not None:
             kind, expect = 0, _key(expect_value)
         elif expect_mod_revision is not None:
@@ -225,7 +245,7 @@ class NameServiceClient:
         session = self._session or await self._open_session()
         seq, ack = session.next()
         try:
-            payload = await self._channel.call(
+            payload = await self._chan().call(
                 wire.OP_WRITE, [[16, session.client_id, seq, ack, command]], timeout=timeout)
         finally:
             session.done(seq)
@@ -252,7 +272,7 @@ class NameServiceClient:
                 self._opening = None
 
     async def _do_open_session(self) -> _Session:
-        result = self._result(await self._channel.call(wire.OP_WRITE, [_OPEN_SESSION]))
+        result = self._result(await self._chan().call(wire.OP_WRITE, [_OPEN_SESSION]))
         if type(result) is not SessionOpened:
             raise Unavailable(f"could not open a session: {result}")
         self._session = _Session(result.client_id)
@@ -270,7 +290,7 @@ class NameServiceClient:
     async def get(self, key: bytes | str, *, consistent: bool = True) -> KeyValue | None:
         """The key-value of ``key`` (None if absent). ``consistent=False``: the value the node
         asked has applied, without a round to the leader (may be stale)."""
-        payload = await self._channel.call(wire.OP_GET, [_key(key), consistent])
+        payload = await self._chan().call(wire.OP_GET, [_key(key), consistent])
         try:
             kv, _revision = payload
             return None if kv is None else kv_from_wire(kv)
@@ -280,7 +300,7 @@ class NameServiceClient:
     async def range(self, prefix: bytes | str = b"", *, limit: int = 0,
                     consistent: bool = True) -> list[KeyValue]:
         """Key-values under ``prefix`` sorted by key (at most ``limit`` when > 0)."""
-        payload = await self._channel.call(wire.OP_RANGE, [_key(prefix), limit, consistent])
+        payload = await self._chan().call(wire.OP_RANGE, [_key(prefix), limit, consistent])
         try:
             kvs, _revision = payload
             return [kv_from_wire(kv) for kv in kvs]
@@ -291,7 +311,7 @@ class NameServiceClient:
                              consistent: bool = True) -> tuple[list[KeyValue], int]:
         """Like ``range``, with the store revision the key-values were read at: a watch from
         that revision + 1 continues exactly where the range left off."""
-        payload = await self._channel.call(wire.OP_RANGE, [_key(prefix), limit, consistent])
+        payload = await self._chan().call(wire.OP_RANGE, [_key(prefix), limit, consistent])
         try:
             kvs, revision = payload
             if type(revision) is not int:
@@ -314,12 +334,12 @@ class NameServiceClient:
         if start_revision is not None and start_revision < 0:
             raise ValueError("start_revision must not be negative")
         if self._watches is None:
-            self._watches = WatchSet(self._channel)
+            self._watches = WatchSet(self._chan())
         return self._watches.watch(_key(key_or_prefix), prefix, start_revision, max_queued)
 
     async def status(self, address: str, *, timeout: float = 1.0) -> dict:
         """The status of the node at ``address`` (asked directly, never redirected)."""
-        payload = await self._channel.call(wire.OP_STATUS, [], address=address, timeout=timeout)
+        payload = await self._chan().call(wire.OP_STATUS, [], address=address, timeout=timeout)
         if not isinstance(payload, dict):
             raise DecodeError("bad status reply from the name service")
         return payload

@@ -28,14 +28,14 @@ import asyncio
 import struct
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import zmq
 import zmq.asyncio
 
-from nameservice.errors import DecodeError, RequestRejected, Unavailable
 from nameservice import wire
 from nameservice.address import connect_endpoint, parse_address
+from nameservice.errors import DecodeError, RequestRejected, Unavailable
 
 RETRY_DELAY_S = 0.005
 TIMER_S = 0.005
@@ -66,7 +66,7 @@ class _Link:
     def __init__(self, address: str, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket):
         self.address = address
         self.sock = sock
-        self.raw = zmq.Socket.shadow(sock.underlying)
+        self.raw: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         self.monitor = monitor
         self.up = False
         self.tasks: list[asyncio.Task] = []
@@ -100,7 +100,7 @@ class Channel:
         self._timer: asyncio.TimerHandle | None = None
         self._connected = asyncio.Event()
         self._closed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by open()
         self.redirects = 0
         self.retries = 0
         self.push_handler: Callable[[str, list], None] | None = None
@@ -264,14 +264,15 @@ class Channel:
             self._send_frames(address, items[half:])
             return
         link = self._links.get(address)
-        try:
-            link.raw.send(data, zmq.NOBLOCK)
-            self._kick(link)
-        except (zmq.ZMQError, AttributeError):
-            # Not connected (ZMQ_IMMEDIATE) or queue full: resend elsewhere.
-            if link is not None:
+        if link is not None:
+            try:
+                link.raw.send(data, zmq.NOBLOCK)
+                self._kick(link)
+                return
+            except zmq.ZMQError:
                 link.up = False
-            self._resend_from(address)
+        # No link, not connected (ZMQ_IMMEDIATE) or queue full: resend elsewhere.
+        self._resend_from(address)
 
     def _resend_from(self, address: str) -> None:
         """Resend at once every call whose last attempt went to ``address``."""
@@ -290,7 +291,7 @@ class Channel:
 
     async def _receive(self, link: _Link) -> None:
         while True:
-            await link.sock.poll(None, zmq.POLLIN)
+            await link.sock.poll(None)  # flags default to POLLIN
             self._drain(link)
 
     def _drain(self, link: _Link) -> None:
@@ -310,7 +311,7 @@ class Channel:
         ZeroMQ's file descriptor is edge-triggered, and a send on the socket may consume the
         edge a newly arrived reply raised: the poll in ``_receive`` would then miss it.
         """
-        if link.raw.get(zmq.EVENTS) & zmq.POLLIN:
+        if cast(int, link.raw.get(zmq.EVENTS)) & zmq.POLLIN:
             self._loop.call_soon(self._drain, link)
 
     def _on_frame(self, address: str, data: bytes) -> None:

@@ -34,12 +34,17 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from nameservice.errors import (Compacted, DecodeError, NameServiceError, RequestRejected,
-                                Unavailable)
-from nameservice.kv import KeyValue
-from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv.codec import kv_from_wire
 from nameservice import wire
+from nameservice.errors import (
+    Compacted,
+    DecodeError,
+    NameServiceError,
+    RequestRejected,
+    Unavailable,
+)
+from nameservice.kv import DecodeError as KvDecodeError
+from nameservice.kv import KeyValue
+from nameservice.kv.codec import kv_from_wire
 
 from .channel import Channel
 
@@ -381,11 +386,13 @@ class WatchSet:
         wid = watch.wid
         if not wid:
             return
+        address = watch.address
+        assert address is not None  # an id is always given with the address serving it
         del self._by_wid[wid]
-        self._load[watch.address] -= 1
+        self._load[address] -= 1
         watch.wid = 0
         if cancel:
-            self._cancel_on_node(watch.address, wid)
+            self._cancel_on_node(address, wid)
 
     def discard(self, watch: Watch) -> None:
         """The watch is closed."""
@@ -456,7 +463,9 @@ class WatchSet:
         stalled = now - STALL_S
         heard = self._heard
         for watch in list(self._by_wid.values()):
+            address = watch.address
+            assert address is not None  # an id is always given with the address serving it
             if (watch._started.is_set() and watch._last_push < stalled
-                    and heard.get(watch.address, 0.0) < stalled):
-                watch._resume(avoid=watch.address)
+                    and heard.get(address, 0.0) < stalled):
+                watch._resume(avoid=address)
         self._timer = asyncio.get_running_loop().call_later(CHECK_S, self._check)

@@ -34,7 +34,6 @@ from .commands import (
 )
 from .errors import Compacted, DecodeError, KvError
 from .machine import KvConfig, KvStateMachine
-from .stale import PendingWrite, StaleBacklogFull, StaleConflict, StaleOverlay
 from .results import (
     Applied,
     CasResult,
@@ -51,6 +50,7 @@ from .results import (
     SessionClosed,
     SessionOpened,
 )
+from .stale import PendingWrite, StaleBacklogFull, StaleConflict, StaleOverlay
 
 __all__ = [
     "FORMAT_VERSION",

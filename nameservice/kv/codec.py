@@ -8,7 +8,7 @@ constructors, so a decoded command obeys the same bounds as one built in code.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import msgpack
 
@@ -71,15 +71,18 @@ _R_PUT, _R_DELETE, _R_CAS, _R_GRANT, _R_REVOKE, _R_OPENED, _R_CLOSED, _R_REJECTE
 
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
+_T = TypeVar("_T")
+
 
 # --- framing --------------------------------------------------------------------------------
 
 
-def _encode(wire: list) -> bytes:
-    return _PREFIX + _pack(wire)
+def _encode(wire: list[Any]) -> bytes:
+    packed: bytes = _pack(wire)
+    return _PREFIX + packed
 
 
-def _decode(data: object, what: str, from_wire: Callable[[Any], Any]) -> Any:
+def _decode(data: object, what: str, from_wire: Callable[[Any], _T]) -> _T:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
     if len(data) < 2:
@@ -104,40 +107,40 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _int(value: object) -> int:
-    if type(value) is not int or value < 0:  # type: ignore[operator]
+    if type(value) is not int or value < 0:
         raise DecodeError(f"expected a non-negative int, got {value!r:.40}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _bytes(value: object) -> bytes:
     if type(value) is not bytes:
         raise DecodeError(f"expected bytes, got {type(value).__name__}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _bool(value: object) -> bool:
     if type(value) is not bool:
         raise DecodeError(f"expected a bool, got {type(value).__name__}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 # --- commands -------------------------------------------------------------------------------
 
 
-def command_to_wire(cmd: Proposal) -> list:
+def command_to_wire(cmd: Proposal) -> list[Any]:
     """The msgpack-ready array for ``cmd`` (without the version byte)."""
-    t = type(cmd)
-    if t is Put:
+    if type(cmd) is Put:
         return [_PUT, cmd.key, cmd.value, cmd.lease, cmd.prev_kv]
-    if t is Request:
+    if type(cmd) is Request:
         return [_REQUEST, cmd.client_id, cmd.seq, cmd.ack, command_to_wire(cmd.command)]
-    if t is Batch:
+    if type(cmd) is Batch:
         return [_BATCH, [command_to_wire(item) for item in cmd.items]]
-    if t is Delete:
+    if type(cmd) is Delete:
         return [_DELETE, cmd.key]
-    if t is DeleteRange:
+    if type(cmd) is DeleteRange:
         return [_DELETE_RANGE, cmd.prefix]
-    if t is Cas:
+    if type(cmd) is Cas:
+        expect: bytes | int | None
         if cmd.expect_value is not None:
             kind, expect = _EXPECT_VALUE, cmd.expect_value
         elif cmd.expect_mod_revision is not None:
@@ -145,22 +148,22 @@ def command_to_wire(cmd: Proposal) -> list:
         else:
             kind, expect = _EXPECT_ABSENT, None
         return [_CAS, cmd.key, cmd.value, kind, expect, cmd.lease]
-    if t is StaleWrite:
+    if type(cmd) is StaleWrite:
         return [_STALE_WRITE, cmd.key, cmd.value, cmd.base_mod_revision]
-    if t is LeaseGrant:
+    if type(cmd) is LeaseGrant:
         return [_LEASE_GRANT, cmd.id, cmd.ttl_ms]
-    if t is LeaseRevoke:
+    if type(cmd) is LeaseRevoke:
         return [_LEASE_REVOKE, cmd.id]
-    if t is LeaseExpire:
+    if type(cmd) is LeaseExpire:
         return [_LEASE_EXPIRE, cmd.id]
-    if t is OpenSession:
+    if type(cmd) is OpenSession:
         return [_OPEN_SESSION]
-    if t is CloseSession:
+    if type(cmd) is CloseSession:
         return [_CLOSE_SESSION, cmd.client_id]
-    raise TypeError(f"not a command: {t.__name__}")
+    raise TypeError(f"not a command: {type(cmd).__name__}")
 
 
-def _cas_from_wire(w: list) -> Cas:
+def _cas_from_wire(w: list[Any]) -> Cas:
     _, key, value, kind, expect, lease = w
     if kind == _EXPECT_VALUE:
         return Cas(key, value, expect_value=expect, lease=lease)
@@ -170,8 +173,8 @@ def _cas_from_wire(w: list) -> Cas:
     return Cas(key, value, expect_absent=True, lease=lease)
 
 
-def _unpack_args(cls: type, count: int) -> Callable[[list], Any]:
-    def build(w: list) -> Any:
+def _unpack_args(cls: type[_T], count: int) -> Callable[[list[Any]], _T]:
+    def build(w: list[Any]) -> _T:
         if len(w) != count + 1:
             raise DecodeError(f"{cls.__name__}: expected {count} fields, got {len(w) - 1}")
         return cls(*w[1:])
@@ -179,7 +182,7 @@ def _unpack_args(cls: type, count: int) -> Callable[[list], Any]:
     return build
 
 
-_COMMAND_DECODERS: dict[int, Callable[[list], Command]] = {
+_COMMAND_DECODERS: dict[int, Callable[[list[Any]], Command]] = {
     _PUT: _unpack_args(Put, 4),
     _DELETE: _unpack_args(Delete, 1),
     _DELETE_RANGE: _unpack_args(DeleteRange, 1),
@@ -233,7 +236,7 @@ def decode_command(data: bytes) -> Proposal:
 # --- key-values, results, events ------------------------------------------------------------
 
 
-def kv_to_wire(kv: KeyValue) -> list:
+def kv_to_wire(kv: KeyValue) -> list[Any]:
     """The msgpack-ready array for a key-value."""
     return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease]
 
@@ -245,7 +248,7 @@ def kv_from_wire(w: Any) -> KeyValue:
     return KeyValue(_bytes(key), _bytes(value), _int(create), _int(mod), _int(version), _int(lease))
 
 
-def _optional_kv_to_wire(kv: KeyValue | None) -> list | None:
+def _optional_kv_to_wire(kv: KeyValue | None) -> list[Any] | None:
     return None if kv is None else kv_to_wire(kv)
 
 
@@ -253,26 +256,25 @@ def _optional_kv_from_wire(w: Any) -> KeyValue | None:
     return None if w is None else kv_from_wire(w)
 
 
-def result_to_wire(r: Result) -> list:
+def result_to_wire(r: Result) -> list[Any]:
     """The msgpack-ready array for a result."""
-    t = type(r)
-    if t is PutResult:
+    if type(r) is PutResult:
         return [_R_PUT, r.revision, _optional_kv_to_wire(r.prev)]
-    if t is CasResult:
+    if type(r) is CasResult:
         return [_R_CAS, r.succeeded, r.revision, _optional_kv_to_wire(r.kv)]
-    if t is DeleteResult:
+    if type(r) is DeleteResult:
         return [_R_DELETE, r.revision, r.deleted]
-    if t is LeaseGrantResult:
+    if type(r) is LeaseGrantResult:
         return [_R_GRANT, r.id, r.ttl_ms, r.revision]
-    if t is LeaseRevokeResult:
+    if type(r) is LeaseRevokeResult:
         return [_R_REVOKE, r.found, r.deleted, r.revision]
-    if t is SessionOpened:
+    if type(r) is SessionOpened:
         return [_R_OPENED, r.client_id]
-    if t is SessionClosed:
+    if type(r) is SessionClosed:
         return [_R_CLOSED, r.found]
-    if t is Rejected:
+    if type(r) is Rejected:
         return [_R_REJECTED, int(r.code), r.message]
-    raise TypeError(f"not a result: {t.__name__}")
+    raise TypeError(f"not a result: {type(r).__name__}")
 
 
 def result_from_wire(w: Any) -> Result:
@@ -309,7 +311,7 @@ def decode_result(data: bytes) -> Result:
     return _decode(data, "result", result_from_wire)
 
 
-def event_to_wire(event: Event) -> list:
+def event_to_wire(event: Event) -> list[Any]:
     """The msgpack-ready array for an event."""
     return [int(event.type), kv_to_wire(event.kv), _optional_kv_to_wire(event.prev)]
 

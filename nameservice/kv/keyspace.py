@@ -12,6 +12,8 @@ shared with results and events.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 from sortedcontainers import SortedList
 
 from .results import (
@@ -86,13 +88,16 @@ class KeySpace:
             return out
         return [kvs[key] for key in keys]
 
-    def _keys_with_prefix(self, prefix: bytes):
+    def _keys_with_prefix(self, prefix: bytes) -> Iterator[bytes]:
         if not prefix:
             return iter(self.sorted_keys)
         end = prefix_end(prefix)
+        keys: Iterator[bytes]  # sortedcontainers has no type information
         if end is None:
-            return self.sorted_keys.irange(minimum=prefix)
-        return self.sorted_keys.irange(prefix, end, inclusive=(True, False))
+            keys = self.sorted_keys.irange(minimum=prefix)
+        else:
+            keys = self.sorted_keys.irange(prefix, end, inclusive=(True, False))
+        return keys
 
     # --- writes ---
 

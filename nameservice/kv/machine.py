@@ -232,10 +232,9 @@ class KvStateMachine:
 
     def _execute(self, cmd: object, events: list[Event]) -> Result:
         space = self._space
-        t = type(cmd)
-        if t is Put:
+        if type(cmd) is Put:
             return space.put(cmd.key, cmd.value, cmd.lease, cmd.prev_kv, events)
-        if t is Cas:
+        if type(cmd) is Cas:
             current = space.kvs.get(cmd.key)
             if cmd.expect_value is not None:
                 holds = current is not None and current.value == cmd.expect_value
@@ -244,25 +243,25 @@ class KvStateMachine:
             else:
                 holds = current is None
             return space.compare_and_swap(cmd.key, cmd.value, holds, current, cmd.lease, events)
-        if t is Delete:
+        if type(cmd) is Delete:
             return space.delete(cmd.key, events)
-        if t is DeleteRange:
+        if type(cmd) is DeleteRange:
             return space.delete_range(cmd.prefix, events)
-        if t is StaleWrite:
+        if type(cmd) is StaleWrite:
             current = space.kvs.get(cmd.key)
             holds = (current.mod_revision if current else 0) == cmd.base_mod_revision
             if not holds:
                 self.stale_conflicts += 1
             return space.compare_and_swap(cmd.key, cmd.value, holds, current, 0, events)
-        if t is LeaseGrant:
+        if type(cmd) is LeaseGrant:
             return space.grant(cmd.id, cmd.ttl_ms)
-        if t is LeaseRevoke or t is LeaseExpire:
+        if type(cmd) is LeaseRevoke or type(cmd) is LeaseExpire:
             return space.revoke(cmd.id, events)
-        if t is OpenSession:
+        if type(cmd) is OpenSession:
             return SessionOpened(self._sessions.open())
-        if t is CloseSession:
+        if type(cmd) is CloseSession:
             return SessionClosed(self._sessions.close(cmd.client_id))
-        raise TypeError(f"not a command: {t.__name__}")
+        raise TypeError(f"not a command: {type(cmd).__name__}")
 
     # --- snapshots -------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ forget the same things at the same point.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .results import Result
 
@@ -129,7 +129,7 @@ class SessionTable:
 
     # --- snapshots ---
 
-    def to_wire(self, result_to_wire: Any) -> list:
+    def to_wire(self, result_to_wire: Callable[[Result], list[Any]]) -> list[Any]:
         """Plain data for a snapshot: sessions in LRU order, results in applied order."""
         return [
             self.last_client_id,
@@ -139,7 +139,7 @@ class SessionTable:
             ],
         ]
 
-    def load_wire(self, wire: Any, result_from_wire: Any) -> None:
+    def load_wire(self, wire: Any, result_from_wire: Callable[[Any], Result]) -> None:
         """Replace the content with ``to_wire`` data (raises TypeError/ValueError if malformed)."""
         last_client_id, sessions_wire = wire
         _non_negative(last_client_id)

@@ -11,7 +11,7 @@ event history is not included.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from sortedcontainers import SortedList
@@ -39,7 +39,8 @@ def dump_snapshot(applied_index: int, space: KeySpace, sessions: SessionTable) -
         [[lease_id, space.leases[lease_id].ttl_ms] for lease_id in sorted(space.leases)],
         sessions.to_wire(result_to_wire),
     ]
-    return _PREFIX + msgpack.packb(wire, use_bin_type=True)
+    packed: bytes = msgpack.packb(wire, use_bin_type=True)
+    return _PREFIX + packed
 
 
 def load_snapshot(data: bytes, space: KeySpace, sessions: SessionTable) -> int:
@@ -95,7 +96,7 @@ def _load(wire: Any, space: KeySpace, sessions: SessionTable) -> int:
     space.kvs = kvs
     space.sorted_keys = SortedList(keys)
     space.leases = leases
-    return applied_index
+    return cast(int, applied_index)  # checked above
 
 
 def _require(condition: bool, message: str) -> None:

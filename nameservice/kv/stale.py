@@ -149,7 +149,8 @@ class StaleOverlay:
     def encode(self) -> bytes:
         """The pending writes as bytes, for the node's disk."""
         rows = [[p.key, p.value, p.base_mod_revision] for p in self.pending()]
-        return bytes([FORMAT_VERSION]) + msgpack.packb(rows, use_bin_type=True)
+        packed: bytes = msgpack.packb(rows, use_bin_type=True)
+        return bytes([FORMAT_VERSION]) + packed
 
     def load(self, data: bytes) -> None:
         """Replace the pending writes with ``encode()`` bytes; ``DecodeError`` if malformed."""

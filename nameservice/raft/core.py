@@ -80,7 +80,8 @@ class RaftCore(LeaderMixin):
         self.id = config.id
         self.rng = rng
         if snapshot is None or snapshot.meta.index == 0:
-            snapshot = snapshot if snapshot and snapshot.meta.voters else empty_snapshot(config.voters)
+            if not (snapshot and snapshot.meta.voters):
+                snapshot = empty_snapshot(config.voters)
         self.voters: tuple[int, ...] = tuple(snapshot.meta.voters) or tuple(config.voters)
         self.peers: tuple[int, ...] = tuple(v for v in self.voters if v != self.id)
         self._peer_set = frozenset(self.peers)
@@ -105,8 +106,8 @@ class RaftCore(LeaderMixin):
         self.failed_campaigns = 0
         self._deferred_for = 0
         self._votes: dict[int, bool] = {}
-        self._msgs: list = []
-        self._early: list = []
+        self._msgs: list[msg.Message] = []
+        self._early: list[msg.Message] = []
         self._read_states: list[ReadState] = []
         self._reads = PendingReads(config.max_pending_reads)
         self._dirty: set[int] = set()
@@ -165,9 +166,8 @@ class RaftCore(LeaderMixin):
         if not is_valid(m, self.id, self._peer_set):
             self.counters["dropped_invalid"] += 1
             return
-        t = type(m)
         if m.term > self.term:
-            if t is msg.VoteRequest:
+            if isinstance(m, msg.VoteRequest):
                 in_lease = (
                     self.config.check_quorum
                     and self.leader != NONE
@@ -178,31 +178,31 @@ class RaftCore(LeaderMixin):
                     return
                 if not m.pre_vote:
                     self._become_follower(m.term, NONE)
-            elif t is msg.VoteResponse and m.pre_vote and m.granted:
+            elif isinstance(m, msg.VoteResponse) and m.pre_vote and m.granted:
                 pass  # a granted PreVote carries the term we would campaign in
-            elif t is msg.AppendRequest or t is msg.Heartbeat or t is msg.SnapshotRequest:
+            elif isinstance(m, (msg.AppendRequest, msg.Heartbeat, msg.SnapshotRequest)):
                 self._become_follower(m.term, m.frm)
             else:
                 self._become_follower(m.term, NONE)
         elif m.term < self.term:
-            if t is msg.AppendRequest or t is msg.Heartbeat:
+            if isinstance(m, (msg.AppendRequest, msg.Heartbeat)):
                 # A stale leader: tell it our term so it steps down (needed with CheckQuorum and
                 # PreVote, where our higher term would otherwise never reach it).
                 self._send(msg.AppendResponse(self.id, m.frm, self.term, 0))
-            elif t is msg.VoteRequest and m.pre_vote:
+            elif isinstance(m, msg.VoteRequest) and m.pre_vote:
                 self._send(msg.VoteResponse(self.id, m.frm, self.term, False, True))
             else:
                 self.counters["dropped_stale"] += 1
             return
 
-        if t is msg.VoteRequest:
+        if isinstance(m, msg.VoteRequest):
             self._handle_vote_request(m)
         elif self.role is LEADER:
-            self._step_leader(m, t)
+            self._step_leader(m)
         elif self.role is FOLLOWER:
-            self._step_follower(m, t)
+            self._step_follower(m)
         else:
-            self._step_candidate(m, t)
+            self._step_candidate(m)
 
     def propose(self, data: bytes) -> int:
         """Append one command; returns its log index. Leader only."""
@@ -290,7 +290,7 @@ class RaftCore(LeaderMixin):
             or self.hard_state() != self._persisted_hard_state
         )
 
-    def early_messages(self) -> list:
+    def early_messages(self) -> list[msg.Message]:
         """Take the requests that may be sent now, even while a Ready is outstanding."""
         early, self._early = self._early, []
         return early
@@ -493,11 +493,11 @@ class RaftCore(LeaderMixin):
         else:
             self._send(msg.VoteResponse(self.id, m.frm, self.term, False, m.pre_vote))
 
-    def _step_candidate(self, m: msg.Message, t: type) -> None:
-        if t is msg.AppendRequest or t is msg.Heartbeat or t is msg.SnapshotRequest:
+    def _step_candidate(self, m: msg.Message) -> None:
+        if isinstance(m, (msg.AppendRequest, msg.Heartbeat, msg.SnapshotRequest)):
             self._become_follower(m.term, m.frm)
-            self._step_follower(m, t)
-        elif t is msg.VoteResponse:
+            self._step_follower(m)
+        elif isinstance(m, msg.VoteResponse):
             pre = self.role is PRE_CANDIDATE
             if m.pre_vote != pre:
                 self.counters["dropped_stale"] += 1
@@ -513,21 +513,21 @@ class RaftCore(LeaderMixin):
 
     # ------------------------------------------------------------------ follower
 
-    def _step_follower(self, m: msg.Message, t: type) -> None:
-        if t is msg.AppendRequest:
+    def _step_follower(self, m: msg.Message) -> None:
+        if isinstance(m, msg.AppendRequest):
             self._heard_from_leader(m.frm)
             self._handle_append(m)
-        elif t is msg.Heartbeat:
+        elif isinstance(m, msg.Heartbeat):
             self._heard_from_leader(m.frm)
             self.log.commit_to(min(m.commit, self.log.last_index()))
             self._send(msg.HeartbeatResponse(self.id, m.frm, self.term, m.ctx))
-        elif t is msg.SnapshotRequest:
+        elif isinstance(m, msg.SnapshotRequest):
             self._heard_from_leader(m.frm)
             self._handle_snapshot(m)
-        elif t is msg.TimeoutNow:
+        elif isinstance(m, msg.TimeoutNow):
             if m.frm == self.leader:
                 self._campaign(pre_vote=False, transfer=True)
-        elif t is msg.ReadIndexResponse:
+        elif isinstance(m, msg.ReadIndexResponse):
             if m.frm == self.leader:
                 self._read_states.append(ReadState(m.index, m.ctx))
         else:

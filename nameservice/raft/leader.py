@@ -5,18 +5,42 @@ concern: ``core.py`` decides roles and elections, this module runs the leader's 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nameservice.raft import messages as msg
 from nameservice.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from nameservice.raft.types import ReadState
+
+if TYPE_CHECKING:
+    from nameservice.raft.log import RaftLog
+    from nameservice.raft.reads import PendingReads
+    from nameservice.raft.types import Config
 
 
 class LeaderMixin:
     """Methods ``RaftCore`` runs while it is the leader."""
 
-    def _step_leader(self, m: msg.Message, t: type) -> None:
-        if t is msg.AppendResponse:
+    if TYPE_CHECKING:
+        # The state and helpers of RaftCore these methods use.
+        config: Config
+        id: int
+        term: int
+        quorum: int
+        peers: tuple[int, ...]
+        transferee: int
+        log: RaftLog
+        progress: dict[int, Progress]
+        counters: dict[str, int]
+        _dirty: set[int]
+        _reads: PendingReads
+        _read_states: list[ReadState]
+
+        def _send(self, m: msg.Message) -> None: ...
+
+    def _step_leader(self, m: msg.Message) -> None:
+        if isinstance(m, msg.AppendResponse):
             self._handle_append_response(m)
-        elif t is msg.HeartbeatResponse:
+        elif isinstance(m, msg.HeartbeatResponse):
             pr = self.progress[m.frm]
             pr.recent_active = True
             pr.probe_sent = False
@@ -33,7 +57,7 @@ class LeaderMixin:
             if m.ctx:
                 for read in self._reads.ack(m.ctx, m.frm, self.quorum):
                     self._release_read(read.index, read.ctx, read.requester)
-        elif t is msg.ReadIndexRequest:
+        elif isinstance(m, msg.ReadIndexRequest):
             if not self._leader_read(m.ctx, m.frm):
                 self.counters["dropped_stale"] += 1
         else:
@@ -148,7 +172,9 @@ class LeaderMixin:
             return False
         committed = log.committed
         self._send(
-            msg.AppendRequest(self.id, peer, self.term, prev_index, prev_term, tuple(entries), committed)
+            msg.AppendRequest(
+                self.id, peer, self.term, prev_index, prev_term, tuple(entries), committed
+            )
         )
         pr.sent_commit = committed
         if pr.state == REPLICATE:

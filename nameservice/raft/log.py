@@ -168,7 +168,9 @@ class RaftLog:
         if index > self.applied:
             raise ValueError(f"cannot compact to {index}: only {self.applied} is applied")
         if self.term(index) != snapshot.meta.term:
-            raise ValueError(f"snapshot term {snapshot.meta.term} does not match the log at {index}")
+            raise ValueError(
+                f"snapshot term {snapshot.meta.term} does not match the log at {index}"
+            )
         del self.entries[:index + 1 - self.first_index]
         self.snapshot = snapshot
         self.first_index = index + 1

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from nameservice.raft.messages import Message
 
 NodeId = int
 """Identifies a member of the cluster. Ids are positive; 0 means "nobody" (no vote, no leader)."""
@@ -19,7 +22,7 @@ class Entry(NamedTuple):
     """One log entry. ``data`` is opaque to the core; an empty ``data`` is a leader's no-op."""
 
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index on purpose
     data: bytes
 
 
@@ -34,7 +37,7 @@ class HardState(NamedTuple):
 class SnapshotMeta(NamedTuple):
     """Where a snapshot sits in the log and which voters the cluster had at that point."""
 
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]  # the field shadows tuple.index on purpose
     term: int = 0
     voters: tuple[NodeId, ...] = ()
 
@@ -49,7 +52,7 @@ class Snapshot(NamedTuple):
 class ReadState(NamedTuple):
     """A released ReadIndex request: serve ``ctx`` once the applied index reaches ``index``."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index on purpose
     ctx: bytes
 
 
@@ -80,8 +83,8 @@ class Ready:
     entries: list[Entry] = field(default_factory=list)
     snapshot: Snapshot | None = None
     committed: list[Entry] = field(default_factory=list)
-    messages: list = field(default_factory=list)
-    early_messages: list = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    early_messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     role_changed: bool = False
 

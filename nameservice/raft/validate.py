@@ -6,11 +6,13 @@ follow ``prev_index`` or carry a term newer than the message.
 """
 from __future__ import annotations
 
+from typing import Any, Callable, cast
+
 from nameservice.raft import messages as msg
 from nameservice.raft.types import Entry, Snapshot
 
 
-def _nonneg_ints(*values) -> bool:
+def _nonneg_ints(*values: object) -> bool:
     for v in values:
         if type(v) is not int or v < 0:
             return False
@@ -40,6 +42,7 @@ def is_valid(m: object, self_id: int, peers: frozenset[int]) -> bool:
     t = type(m)
     if t not in _CHECKS:
         return False
+    m = cast(msg.Message, m)  # its exact type is one of the messages
     if m.to != self_id or m.frm not in peers or type(m.term) is not int or m.term < 0:
         return False
     return _CHECKS[t](m)
@@ -56,10 +59,13 @@ def _snapshot_ok(m: msg.SnapshotRequest) -> bool:
     )
 
 
-_CHECKS = {
+# Each check is given a message of exactly the type it is filed under.
+_CHECKS: dict[type, Callable[[Any], bool]] = {
     msg.VoteRequest: lambda m: _nonneg_ints(m.last_index, m.last_term) and m.term > 0,
     msg.VoteResponse: lambda m: type(m.granted) is bool,
-    msg.AppendRequest: lambda m: _nonneg_ints(m.prev_index, m.prev_term, m.commit) and _entries_ok(m),
+    msg.AppendRequest: lambda m: (
+        _nonneg_ints(m.prev_index, m.prev_term, m.commit) and _entries_ok(m)
+    ),
     msg.AppendResponse: lambda m: _nonneg_ints(m.index, m.hint_index, m.hint_term),
     msg.Heartbeat: lambda m: _nonneg_ints(m.commit) and type(m.ctx) is bytes,
     msg.HeartbeatResponse: lambda m: type(m.ctx) is bytes,

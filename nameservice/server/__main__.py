@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nameservice.errors import ConfigError
 from nameservice.address import parse_cluster
+from nameservice.errors import ConfigError
 from nameservice.server.config import NodeSettings, parse_min_lease_ttl, parse_timeout_range
 from nameservice.server.daemon import serve
 

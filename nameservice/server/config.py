@@ -107,7 +107,9 @@ class NodeSettings:
         """The Raft core's config: the millisecond settings converted to ticks."""
         tick = self.tick()
         lo, hi = (max(2, round(ms / tick)) for ms in self.election_timeout_ms)
-        heartbeat_ms = self.heartbeat_ms or min(DEFAULT_HEARTBEAT_MS, self.election_timeout_ms[0] // 3)
+        heartbeat_ms = self.heartbeat_ms or min(
+            DEFAULT_HEARTBEAT_MS, self.election_timeout_ms[0] // 3
+        )
         heartbeat = max(1, min(lo - 1, round(heartbeat_ms / tick)))
         return Config(id=self.id, voters=tuple(sorted(self.cluster)), election_timeout_min=lo,
                       election_timeout_max=max(lo, hi), heartbeat_interval=heartbeat)

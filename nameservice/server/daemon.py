@@ -10,8 +10,8 @@ from typing import Callable
 
 import zmq
 
-from nameservice.errors import NameServiceError
 from nameservice.address import parse_address
+from nameservice.errors import NameServiceError
 from nameservice.server.config import NodeSettings
 from nameservice.server.node import Node
 from nameservice.server.presence import NodePresence

@@ -39,8 +39,9 @@ class LocalCluster:
 
     ``ports``: one per node (default: free ports picked now); each node's control socket gets a
     free port picked now too (``controls``; ``extra_args`` may override it).
-    ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with zeroconf under this name
-    (default: do not advertise, so test clusters stay out of each other's way).
+    ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with
+    zeroconf under this name (default: do not advertise, so test clusters stay out of each
+    other's way).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, *,
@@ -99,6 +100,8 @@ class LocalCluster:
 
     def _wait_listening(self, node_id: int, timeout: float) -> None:
         proc = self.procs[node_id]
+        stdout = proc.stdout
+        assert stdout is not None  # started with stdout=PIPE
         deadline = time.monotonic() + timeout
         line = b""
         while not line.endswith(b"\n"):
@@ -106,8 +109,8 @@ class LocalCluster:
             if left <= 0 or proc.poll() is not None:
                 raise Unavailable(f"node {node_id} did not start (exit code {proc.poll()}); "
                                   f"see {self.node_dir(node_id).with_suffix('.log')}")
-            if select.select([proc.stdout], [], [], min(left, 0.1))[0]:
-                chunk = os.read(proc.stdout.fileno(), 1)
+            if select.select([stdout], [], [], min(left, 0.1))[0]:
+                chunk = os.read(stdout.fileno(), 1)
                 if not chunk:
                     continue
                 line += chunk

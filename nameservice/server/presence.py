@@ -30,11 +30,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from nameservice.address import parse_address, parse_control
 from nameservice.client.api import NameServiceClient
 from nameservice.control import DEFAULT_TTL, ControlServer, process_name
 from nameservice.names import Names
 from nameservice.raft.types import NONE
-from nameservice.address import parse_address, parse_control
 from nameservice.server.config import NodeSettings
 
 log = logging.getLogger(__name__)

@@ -30,12 +30,12 @@ import os
 import zlib
 from typing import Callable
 
+from nameservice import wire
 from nameservice.client.api import NameServiceClient
-from nameservice.kv import KeyValue, KvStateMachine, StaleBacklogFull, StaleOverlay
 from nameservice.kv import DecodeError as KvDecodeError
+from nameservice.kv import KeyValue, KvStateMachine, Result, StaleBacklogFull, StaleOverlay
 from nameservice.kv.codec import kv_to_wire
 from nameservice.kv.stale import PendingWrite
-from nameservice import wire
 from nameservice.storage.errors import CorruptFileError
 from nameservice.storage.files import read_file, write_atomic
 
@@ -181,7 +181,7 @@ class StaleWrites:
         kvs = self.range(key, machine.range(key), limit)
         return [[kv_to_wire(kv) for kv in kvs], machine.revision]
 
-    def settle(self, proposed: PendingWrite, result: object) -> None:
+    def settle(self, proposed: PendingWrite, result: Result) -> None:
         """Take the log's answer to a replayed write."""
         conflict = self.overlay.settle(proposed, result)
         self._dirty = True
@@ -220,7 +220,7 @@ class StaleReplayer:
         self._addresses = addresses
         self._leader_known = leader_known
         self._timeout = timeout
-        self._client = None
+        self._client: NameServiceClient | None = None
         self.leader_seen = asyncio.Event()
         """Set by the node when it learns of a leader."""
         self.rounds = 0

@@ -41,11 +41,12 @@ several).
 from __future__ import annotations
 
 import time
+from typing import Callable, Protocol
 
+from nameservice import wire
 from nameservice.errors import DecodeError
 from nameservice.kv import Compacted, Event, KvStateMachine
 from nameservice.kv.codec import kv_to_wire
-from nameservice import wire
 
 MAX_WATCHES = 100_000
 """Watches one node serves at most."""
@@ -74,6 +75,14 @@ class _Watch:
         self.pending: list | None = None  # wire events owed, filed since the last flush
 
 
+class PushTransport(Protocol):
+    """What the hub needs of the node's transport (a ``NodeTransport``)."""
+
+    on_push_failed: Callable[[bytes, list, bool], None] | None
+
+    def queue_push(self, identity: bytes, item: list) -> None: ...
+
+
 class WatchHub:
     """The watches of one node over ``machine``; pushes go out through ``transport``."""
 
@@ -82,7 +91,7 @@ class WatchHub:
         self.leaderless_s = leaderless_s
         self._leaderless_since: float | None = None
         self._cut_off = False
-        self.transport = None
+        self.transport: PushTransport | None = None
         self._watches: dict[tuple[bytes, int], _Watch] = {}
         self._by_client: dict[bytes, dict[int, _Watch]] = {}
         # key or prefix -> the watches on it (dicts: removing one is O(1), order is kept)
@@ -96,10 +105,15 @@ class WatchHub:
         self.counters = {"watches_created": 0, "watches_cancelled": 0, "watch_events": 0,
                          "watch_overflows": 0, "watch_clients_gone": 0, "watch_refused": 0}
 
-    def attach(self, transport) -> None:
+    def attach(self, transport: PushTransport) -> None:
         """Send pushes through ``transport`` (a ``NodeTransport``) from now on."""
         self.transport = transport
         transport.on_push_failed = self._push_failed
+
+    def _queue(self) -> Callable[[bytes, list], None]:
+        transport = self.transport
+        assert transport is not None, "attach() a transport first"
+        return transport.queue_push
 
     def __len__(self) -> int:
         return len(self._watches)
@@ -224,7 +238,7 @@ class WatchHub:
             else:
                 group[1].append(watch)
         revision = self.machine.revision
-        queue = self.transport.queue_push
+        queue = self._queue()
         now = time.monotonic()
         for (identity, sent_through, _), (events, watches) in groups.items():
             self.counters["watch_events"] += len(events) * len(watches)
@@ -256,7 +270,7 @@ class WatchHub:
         if now < self._next_progress:
             return
         self._next_progress = now + PROGRESS_S / 2
-        queue = self.transport.queue_push
+        queue = self._queue()
         if self._cancels:
             cancels, self._cancels = self._cancels, {}
             for identity, items in cancels.items():
@@ -286,7 +300,7 @@ class WatchHub:
                     groups[key] = [watch]
                 else:
                     group.append(watch)
-        queue = self.transport.queue_push
+        queue = self._queue()
         for (identity, sent_through), watches in groups.items():
             queue(identity, [[w.wid for w in watches], wire.PUSH_EVENTS, sent_through + 1,
                              revision, []])
@@ -304,8 +318,7 @@ class WatchHub:
 
     def _cancel_with(self, watch: _Watch, reason: int, message: str, oldest: int) -> None:
         self._remove(watch)
-        self.transport.queue_push(watch.identity,
-                                  [[watch.wid], wire.PUSH_CANCEL, reason, message, oldest])
+        self._queue()(watch.identity, [[watch.wid], wire.PUSH_CANCEL, reason, message, oldest])
 
     # ------------------------------------------------------------------ send failures
 
@@ -323,10 +336,10 @@ class WatchHub:
         unsent = self._cancels.setdefault(identity, {})
         for item in items:
             for wid in item[0]:
-                watch = self._watches.get((identity, wid))
-                if watch is not None:
-                    self._remove(watch)
-                if item[1] == wire.PUSH_CANCEL or watch is not None:
+                found = self._watches.get((identity, wid))
+                if found is not None:
+                    self._remove(found)
+                if item[1] == wire.PUSH_CANCEL or found is not None:
                     unsent[wid] = [[wid], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW,
                                    "the client did not read its events in time; resume", 0]
         if not unsent:
@@ -338,7 +351,9 @@ def _chunks(events: list) -> list[list]:
     ``MAX_PUSH_BYTES`` of keys and values."""
     if len(events) == 1:
         return [events]  # the usual case
-    out, chunk, size = [], [], 0
+    out: list[list] = []
+    chunk: list = []
+    size = 0
     for event in events:
         kv = event[1]
         grows = len(kv[0]) + len(kv[1])

@@ -6,8 +6,15 @@ tests and the simulator. docs/storage.md describes the file formats and recovery
 """
 from .base import DEFAULT_SNAPSHOT_THRESHOLD, RaftStorage, RecoveredState, StorageStats
 from .disk import DiskStorage
-from .errors import (CorruptFileError, CorruptLogError, InvalidWriteError, RecoveryError,
-                     StorageClosedError, StorageError, StorageLockedError)
+from .errors import (
+    CorruptFileError,
+    CorruptLogError,
+    InvalidWriteError,
+    RecoveryError,
+    StorageClosedError,
+    StorageError,
+    StorageLockedError,
+)
 from .memory import MemoryStorage
 
 __all__ = [

@@ -82,7 +82,7 @@ class Op(NamedTuple):
     """One decoded log operation: ``kind`` is OP_*, ``entries`` only for OP_ENTRIES."""
 
     kind: int
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]  # the field shadows tuple.index on purpose
     term: int = 0
     entries: list[Entry] | None = None
 
@@ -117,7 +117,9 @@ def decode_ops(payload: bytes) -> list[Op]:
     return ops
 
 
-def read_record(data: bytes, pos: int, max_bytes: int = MAX_RECORD_BYTES) -> tuple[int, bytes] | str:
+def read_record(
+    data: bytes, pos: int, max_bytes: int = MAX_RECORD_BYTES
+) -> tuple[int, bytes] | str:
     """The record at ``pos``: ``(end offset, payload)``, or a string saying what is wrong."""
     if len(data) - pos < RECORD_HEADER.size:
         return f"partial record header ({len(data) - pos} of {RECORD_HEADER.size} bytes)"
@@ -156,7 +158,7 @@ def scan_segment(data: bytes, path: str, last: bool) -> SegmentScan:
     intact record. Anything else raises CorruptLogError naming the file and offset.
     """
     check_header(data, SEGMENT_MAGIC, path)
-    records = []
+    records: list[tuple[int, list[Op]]] = []
     pos = FILE_HEADER.size
     while pos < len(data):
         result = read_record(data, pos)

@@ -10,9 +10,9 @@ Directory layout (docs/storage.md has the byte formats and the reasons)::
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import contextlib
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,8 +22,7 @@ from ..raft.types import Entry, HardState, Ready, Snapshot
 from . import codec
 from .base import DEFAULT_SNAPSHOT_THRESHOLD, RecoveredState, StorageStats
 from .errors import CorruptFileError, InvalidWriteError, StorageClosedError, StorageError
-from .files import (TEMP_SUFFIX, fsync_dir, lock_directory, read_file, write_all,
-                    write_atomic)
+from .files import TEMP_SUFFIX, fsync_dir, lock_directory, read_file, write_all, write_atomic
 from .log import StateReads
 from .recovery import reconcile, replay
 
@@ -290,7 +289,9 @@ class DiskStorage(StateReads):
         segment = self._segments[-1]
         if segment.size >= self._segment_bytes:
             segment = self._roll()
-        records, group, group_bytes, max_index = [], [], 0, 0
+        records: list[bytes] = []
+        group: list[bytes] = []
+        group_bytes = max_index = 0
         for op, index in ops:
             max_index = max(max_index, index)
             if group and group_bytes + len(op) + 16 > codec.MAX_RECORD_BYTES:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..raft.types import Entry, HardState, NONE, Snapshot
+from ..raft.types import NONE, Entry, HardState, Snapshot
 from .errors import InvalidWriteError
 
 
@@ -61,7 +61,7 @@ class LogState:
                 raise InvalidWriteError(f"entry {entry.index} needs an int term and bytes data")
 
     def append(self, entries: Sequence[Entry]) -> None:
-        """Append consecutive entries; the first one's index replaces that entry and all after it."""
+        """Append consecutive entries; the first one's index replaces that entry and all after."""
         if entries:
             self.check_append(entries)
             self.append_checked(entries)
@@ -135,8 +135,8 @@ class StoredState:
         """Raise InvalidWriteError unless the log may be compacted up to ``snapshot``."""
         index, term = snapshot.meta.index, snapshot.meta.term
         if index <= self.snapshot.meta.index:
-            raise InvalidWriteError(
-                f"snapshot at {index} is not newer than the stored one at {self.snapshot.meta.index}")
+            raise InvalidWriteError(f"snapshot at {index} is not newer than the stored one at "
+                                    f"{self.snapshot.meta.index}")
         if index > self.hard_state.commit or index > self.log.last_index:
             raise InvalidWriteError(f"snapshot at {index} is beyond the commit index "
                                     f"{self.hard_state.commit} or the last entry")

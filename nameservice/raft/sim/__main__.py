@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 print(f"seed {seed} FAILED: {error}\n  replay: {replay_command(seed)}", flush=True)
             if done % 1000 == 0:
-                print(f"{done} seeds, {failures} failed, {time.monotonic() - started:.0f} s", flush=True)
+                elapsed = time.monotonic() - started
+                print(f"{done} seeds, {failures} failed, {elapsed:.0f} s", flush=True)
     print(f"{len(seeds)} seeds, {failures} failed")
     return 1 if failures else 0
 

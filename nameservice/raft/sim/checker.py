@@ -35,7 +35,9 @@ class SafetyChecker:
         """Call when ``node`` is leader of ``term``."""
         holder = self.leader_of_term.setdefault(term, node)
         if holder != node:
-            raise SafetyViolation(f"election safety: nodes {holder} and {node} both lead term {term}")
+            raise SafetyViolation(
+                f"election safety: nodes {holder} and {node} both lead term {term}"
+            )
 
     def on_became_leader(self, node: int, term: int, log: RaftLog) -> None:
         """Call once when ``node`` has just won the election of ``term``."""

@@ -4,8 +4,8 @@ Each node ticks every ``tick_us`` microseconds from its own phase (clocks are no
 the loop only wakes a node when its next tick would do something (``ticks_until_due``), so
 quiet periods cost nothing. A node's Ready is handled as a real driver would: send its early
 messages, write to its simulated disk (taking ``disk_delay_us``; the node keeps taking input
-meanwhile, one write at a time), then send the other messages, then apply. A crash loses what was not yet written; a crash during a write may leave
-a torn prefix of the entries on disk.
+meanwhile, one write at a time), then send the other messages, then apply. A crash loses what
+was not yet written; a crash during a write may leave a torn prefix of the entries on disk.
 """
 from __future__ import annotations
 
@@ -13,12 +13,22 @@ import hashlib
 import heapq
 import random
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
 
 from nameservice.raft.core import RaftCore
+from nameservice.raft.messages import Message
 from nameservice.raft.sim.checker import SafetyChecker
 from nameservice.raft.sim.network import Network, NetworkModel
-from nameservice.raft.types import Config, Entry, HardState, Ready, Role, Snapshot, SnapshotMeta
+from nameservice.raft.types import (
+    Config,
+    Entry,
+    HardState,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
 
 DELIVER, WAKE, DISK_DONE, CALL = range(4)
 
@@ -66,6 +76,12 @@ class SimNode:
     def up(self) -> bool:
         return self.core is not None
 
+    def live_core(self) -> RaftCore:
+        """The core of a node that is up."""
+        core = self.core
+        assert core is not None, f"node {self.id} is down"
+        return core
+
     def sm_snapshot(self) -> bytes:
         return self.sm_index.to_bytes(8, "big") + self.sm_hash
 
@@ -101,7 +117,8 @@ class SimCluster:
         self.net = Network(network or NetworkModel(), random.Random(self.rng.random()))
         self.checker = SafetyChecker() if check else None
         self.now = 0
-        self._queue: list = []
+        # (time, sequence, kind, node, payload): the payload's type depends on the kind.
+        self._queue: list[tuple[int, int, int, int, Any]] = []
         self._seq = 0
         self.nodes = {i: SimNode(i, self.rng.randrange(tick_us)) for i in self.ids}
         self.messages_sent = 0
@@ -109,14 +126,14 @@ class SimCluster:
         # Return False to lose a message on purpose (a test's targeted fault).
         self.message_filter: Callable[[object], bool] | None = None
         self.on_apply: Callable[[SimNode, Entry], None] | None = None
-        self.on_read: Callable[[SimNode, object], None] | None = None
+        self.on_read: Callable[[SimNode, ReadState], None] | None = None
         self.torn_writes = True
         for node in self.nodes.values():
             self.start(node.id)
 
     # ------------------------------------------------------------------ scheduling
 
-    def _push(self, at: int, kind: int, node: int, payload) -> None:
+    def _push(self, at: int, kind: int, node: int, payload: Any) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, kind, node, payload))
 
@@ -153,7 +170,11 @@ class SimCluster:
         node.incarnation += 1
         rng = random.Random(self.rng.random())
         node.core = RaftCore(
-            self.make_config(node_id, self.ids), rng, disk.hard_state, disk.snapshot, list(disk.entries)
+            self.make_config(node_id, self.ids),
+            rng,
+            disk.hard_state,
+            disk.snapshot,
+            list(disk.entries),
         )
         node.sm_restore(disk.snapshot.data if disk.snapshot else b"")
         node.ticks = (self.now - node.phase) // self.tick_us if self.now >= node.phase else -1
@@ -173,21 +194,21 @@ class SimCluster:
         due = (self.now - node.phase) // self.tick_us - node.ticks
         if due > 0:
             node.ticks += due
-            node.core.tick(due)
+            node.live_core().tick(due)
 
-    def _handle(self, node: SimNode, kind: int, payload) -> None:
+    def _handle(self, node: SimNode, kind: int, payload: Any) -> None:
         if kind == WAKE:
             if payload != node.wake_version:
                 return
             self._sync_ticks(node)
         else:
             self._sync_ticks(node)
-            node.core.step(payload)
+            node.live_core().step(payload)
         self._after_input(node)
 
     def _after_input(self, node: SimNode) -> None:
         """Hand out what the node's input produced; start its next write if the disk is free."""
-        core = node.core
+        core = node.live_core()
         self._send_all(core.early_messages())
         while not node.busy and core.has_ready():
             rd = core.ready()
@@ -196,7 +217,8 @@ class SimCluster:
             self._send_all(rd.early_messages)
             if node.disk_delay_us and (rd.entries or rd.hard_state is not None or rd.snapshot):
                 node.busy = True
-                self._push(self.now + node.disk_delay_us, DISK_DONE, node.id, (node.incarnation, rd))
+                done_at = self.now + node.disk_delay_us
+                self._push(done_at, DISK_DONE, node.id, (node.incarnation, rd))
                 break
             node.disk.write(rd)
             self._finish(node, rd)
@@ -204,7 +226,7 @@ class SimCluster:
         wake_tick = node.ticks + core.ticks_until_due()
         self._push(node.phase + wake_tick * self.tick_us, WAKE, node.id, node.wake_version)
 
-    def _disk_done(self, node: SimNode, payload) -> None:
+    def _disk_done(self, node: SimNode, payload: tuple[int, Ready]) -> None:
         incarnation, rd = payload
         if incarnation != node.incarnation or node.core is None:
             return
@@ -218,7 +240,7 @@ class SimCluster:
         """Crash a node; if it is mid-write, a random prefix of the entries reaches the disk."""
         node = self.nodes[node_id]
         if node.busy and self.torn_writes:
-            for at, _, kind, nid, payload in self._queue:
+            for _at, _, kind, nid, payload in self._queue:
                 if kind == DISK_DONE and nid == node_id and payload[0] == node.incarnation:
                     rd = payload[1]
                     node.disk.write(rd, torn_at=self.rng.randint(0, len(rd.entries)))
@@ -226,7 +248,7 @@ class SimCluster:
         self.crash(node_id)
 
     def _finish(self, node: SimNode, rd: Ready) -> None:
-        core = node.core
+        core = node.live_core()
         checker = self.checker
         if checker is not None and rd.entries:
             checker.on_persist(node.id, rd.entries, core.log)
@@ -250,10 +272,11 @@ class SimCluster:
             else:
                 checker.on_leader(node.id, core.term, core.log)
         core.advance(rd)
-        if self.snapshot_every and node.sm_index - core.log.snapshot.meta.index >= self.snapshot_every:
+        since_snapshot = node.sm_index - core.log.snapshot.meta.index
+        if self.snapshot_every and since_snapshot >= self.snapshot_every:
             self._take_snapshot(node)
 
-    def _send_all(self, messages: list) -> None:
+    def _send_all(self, messages: list[Message]) -> None:
         for m in messages:
             self.messages_sent += 1
             if self.on_message is not None:
@@ -264,9 +287,11 @@ class SimCluster:
                 self._push(self.now + delay, DELIVER, m.to, m)
 
     def _take_snapshot(self, node: SimNode) -> None:
-        core = node.core
+        core = node.live_core()
         index = node.sm_index
-        meta = SnapshotMeta(index, core.log.term(index), core.voters)
+        term = core.log.term(index)
+        assert term is not None, "the applied index is never below the log's snapshot"
+        meta = SnapshotMeta(index, term, core.voters)
         snapshot = Snapshot(meta, node.sm_snapshot())
         core.compact(snapshot)
         disk = node.disk
@@ -282,7 +307,7 @@ class SimCluster:
         """The leader of the highest term, if any node believes it leads."""
         best = None
         for node in self.leaders():
-            if best is None or node.core.term > best.core.term:
+            if best is None or node.live_core().term > best.live_core().term:
                 best = node
         return best
 
@@ -297,7 +322,7 @@ class SimCluster:
         return result
 
 
-def default_config(**overrides) -> Callable[[int, tuple[int, ...]], Config]:
+def default_config(**overrides: Any) -> Callable[[int, tuple[int, ...]], Config]:
     """A config factory for SimCluster with the given Config fields overridden."""
 
     def make(node_id: int, voters: tuple[int, ...]) -> Config:

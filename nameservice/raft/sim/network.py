@@ -49,7 +49,7 @@ class Network:
                     self.cut.update((x, y) for x in a for y in b)
 
     def cut_one_way(self, frm: int, to: int) -> None:
-        """An asymmetric fault: ``frm`` can no longer reach ``to``, but ``to`` still reaches ``frm``."""
+        """An asymmetric fault: ``frm`` can no longer reach ``to``; ``to`` still reaches ``frm``."""
         self.cut.add((frm, to))
 
     def heal(self) -> None:

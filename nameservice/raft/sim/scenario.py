@@ -12,9 +12,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from nameservice.raft.core import RaftCore
 from nameservice.raft.errors import RaftError
-from nameservice.raft.sim.cluster import SimCluster, default_config
+from nameservice.raft.sim.checker import SafetyChecker
+from nameservice.raft.sim.cluster import SimCluster, SimNode, default_config
 from nameservice.raft.sim.network import NetworkModel
+from nameservice.raft.types import Entry, ReadState
 
 MS = 1_000
 
@@ -71,6 +74,7 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
     end = duration_ms * MS
     result = ScenarioResult(seed, size, 0, 0, 0, 0, 0)
     checker = cluster.checker
+    assert checker is not None  # the cluster checks by default
     pending: dict[int, tuple[int, bytes]] = {}  # index -> (term, data) proposed, not yet acked
     reads: dict[bytes, int] = {}  # ctx -> acknowledged index when the read was asked
     counter = [0]
@@ -80,14 +84,18 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         if verbose:
             print(result.faults[-1])
 
-    def on_apply(node, entry) -> None:
+    def on_apply(node: SimNode, entry: Entry) -> None:
         want = pending.get(entry.index)
-        if want is not None and want == (entry.term, entry.data) and node.core.role.value == "leader":
+        if (
+            want is not None
+            and want == (entry.term, entry.data)
+            and node.live_core().role.value == "leader"
+        ):
             del pending[entry.index]
             checker.on_acknowledged(entry.index, entry.term, entry.data)
             result.acknowledged += 1
 
-    def on_read(node, read_state) -> None:
+    def on_read(node: SimNode, read_state: ReadState) -> None:
         needed = reads.pop(read_state.ctx, None)
         if needed is not None:
             checker.on_read(node.id, read_state.index, needed)
@@ -106,7 +114,7 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
             counter[0] += 1
             datas.append(b"w%d" % counter[0])
 
-        def go(core):
+        def go(core: RaftCore) -> None:
             try:
                 last = core.propose_batch(datas)
             except RaftError:
@@ -124,7 +132,8 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         if cluster.nodes[victim].up and cluster.now < end:
             cluster.crash_during_write(victim)
             log(f"churn: crash leader {victim}")
-            cluster.call_at(cluster.now + rng.randint(20 * MS, 200 * MS), lambda: _churn_restart(victim))
+            restart_at = cluster.now + rng.randint(20 * MS, 200 * MS)
+            cluster.call_at(restart_at, lambda: _churn_restart(victim))
 
     def _churn_restart(victim: int) -> None:
         if not cluster.nodes[victim].up and cluster.now < end:
@@ -136,7 +145,7 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         counter[0] += 1
         ctx = b"r%d" % counter[0]
 
-        def go(core):
+        def go(core: RaftCore) -> None:
             if core.read_index(ctx):
                 reads[ctx] = checker.max_acked
 
@@ -207,7 +216,12 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
     return result
 
 
-def _check_liveness(cluster: SimCluster, counter, pending, checker) -> None:
+def _check_liveness(
+    cluster: SimCluster,
+    counter: list[int],
+    pending: dict[int, tuple[int, bytes]],
+    checker: SafetyChecker,
+) -> None:
     deadline = cluster.now + 10_000 * MS
     marker = b"final-%d" % counter[0]
     proposal: list[tuple[int, int]] = []  # (index, term) of the marker's latest proposal
@@ -217,7 +231,7 @@ def _check_liveness(cluster: SimCluster, counter, pending, checker) -> None:
         if leader is None:
             return
 
-        def go(core):
+        def go(core: RaftCore) -> None:
             try:
                 index = core.propose(marker)
             except RaftError:
@@ -235,7 +249,7 @@ def _check_liveness(cluster: SimCluster, counter, pending, checker) -> None:
         if checker.acked.get(index) == (term, marker):
             return all(n.sm_index >= index for n in cluster.nodes.values())
         leader = cluster.leader()
-        if leader is not None and leader.core.term != term:
+        if leader is not None and leader.live_core().term != term:
             # Proposed but lost with its leader: propose again to the new one.
             pending.pop(index, None)
             proposal.clear()
@@ -245,8 +259,8 @@ def _check_liveness(cluster: SimCluster, counter, pending, checker) -> None:
     while cluster.now < deadline:
         if cluster.run_until(cluster.now + step, stop=all_applied):
             return
-    states = {
-        n.id: (n.core.role.value, n.core.term, n.core.commit_index, n.sm_index)
-        for n in cluster.nodes.values()
-    }
+    states = {}
+    for n in cluster.nodes.values():
+        core = n.live_core()
+        states[n.id] = (core.role.value, core.term, core.commit_index, n.sm_index)
     raise LivenessFailure(f"no write committed on all nodes 10 s after repair: {states}")
