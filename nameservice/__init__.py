@@ -1,1 +1,2 @@
-"""The replicated name service: Raft over ZeroMQ, a key-value store with revisions, leases and watches."""
+"""The replicated name service: Raft over ZeroMQ, a key-value store with revisions, leases
+and watches."""

@@ -102,5 +102,6 @@ class TickClock:
     def _arm(self, at: float, now: float) -> None:
         self._timer_at = at
         loop = self._loop
+        assert loop is not None  # armed only between start() and stop()
         self._timer = loop.call_at(loop.time() + max(0.0, at - now) + TIMER_SLACK_S,
                                    self._on_tick)

@@ -27,9 +27,15 @@ from typing import Callable
 
 from nameservice import wire
 from nameservice.errors import DecodeError
-from nameservice.kv import CloseSession, KvStateMachine, LeaseExpire, OpenSession, Request
+from nameservice.kv import (
+    CloseSession,
+    KvStateMachine,
+    LeaseExpire,
+    OpenSession,
+    Request,
+    StaleBacklogFull,
+)
 from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv import StaleBacklogFull
 from nameservice.kv.codec import proposal_from_wire
 from nameservice.raft.core import RaftCore
 from nameservice.raft.types import NONE, Role

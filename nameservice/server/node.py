@@ -213,14 +213,16 @@ class Node:
 
     def _die(self, exc: BaseException) -> None:
         log.error("node %d stopping: %s", self.settings.id, exc)
+        assert self._stop is not None  # only a running node dies
         self._stop.set()
 
     # ------------------------------------------------------------------ input
 
     async def _receive_loop(self) -> None:
         transport = self.transport
+        assert transport is not None  # set by run() before this loop starts
         while True:
-            first = await transport.receive()
+            first: list[bytes] | None = await transport.receive()
             while self._drain(first):
                 first = None
                 await asyncio.sleep(0)  # more is waiting: let the callbacks run, then go on
@@ -230,7 +232,9 @@ class Node:
         self._drain_scheduled = False
         if self._shut_down:
             return False
-        batch = self.transport.drain(MAX_DRAIN)
+        transport = self.transport
+        assert transport is not None
+        batch = transport.drain(MAX_DRAIN)
         if first is not None:
             batch.insert(0, first)
         if batch:
@@ -252,7 +256,9 @@ class Node:
         # host) the leader's heartbeats may be waiting in the socket; ticking first would
         # start a needless election. Draining here is also the safety net for a missed edge
         # of ZeroMQ's descriptor (see NodeTransport.has_input).
-        if self.transport.has_input():
+        transport = self.transport
+        assert transport is not None  # ticks run only while the node runs
+        if transport.has_input():
             for _ in range(4):  # bounded: time must advance even under a flood
                 if not self._drain():
                     break
@@ -290,14 +296,17 @@ class Node:
     # ------------------------------------------------------------------ output
 
     def _send_messages(self, messages: list) -> None:
+        assert self.transport is not None
         self.transport.queue_messages(messages)
 
     def _reply(self, identity: bytes, rid: int, status: int, payload) -> None:
+        assert self.transport is not None
         self.transport.queue_reply(identity, rid, status, payload)
 
     def _flush_output(self) -> None:
         """Send what this step queued; drain at once if input arrived meanwhile."""
         self.watches.flush()
+        assert self.transport is not None and self._loop is not None
         if self.transport.flush() and not self._drain_scheduled:
             self._drain_scheduled = True  # see NodeTransport.has_input
             self._loop.call_soon(self._drain)

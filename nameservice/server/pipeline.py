@@ -25,6 +25,7 @@ A storage failure is fatal: ``failed`` holds it and ``on_fatal`` is told; the no
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -137,8 +138,9 @@ class ReadyPipeline:
                 self._finish(rd)
                 continue
             self._syncing = True
+            assert self._loop is not None  # steps run only after start()
             future = self._loop.run_in_executor(self._executor, self._storage.sync)
-            future.add_done_callback(lambda f, rd=rd: self._sync_done(f, rd))
+            future.add_done_callback(functools.partial(self._sync_done, rd=rd))
             break
         self._flush()
 
@@ -221,9 +223,12 @@ class ReadyPipeline:
         entry is read from the storage, which is being compacted.
         """
         index = self._machine.applied_index
-        meta = SnapshotMeta(index, self._core.log.term(index), self._core.voters)
+        term = self._core.log.term(index)
+        assert term is not None  # an applied entry is in the log: compaction keeps it
+        meta = SnapshotMeta(index, term, self._core.voters)
         snapshot = Snapshot(meta, self._machine.snapshot())
         self._syncing = True
+        assert self._loop is not None
         future = self._loop.run_in_executor(self._executor, self._storage.compact, snapshot)
         future.add_done_callback(lambda f: self._compacted(f, snapshot))
 

@@ -79,13 +79,14 @@ class StaleWrites:
             self._load(data)
 
     def _load(self, data: bytes) -> None:
+        path = self._path or "(in memory)"
         if len(data) < 4 or zlib.crc32(data[4:]).to_bytes(4, "big") != data[:4]:
-            raise CorruptFileError(self._path, "checksum mismatch (move it aside to start "
+            raise CorruptFileError(path, "checksum mismatch (move it aside to start "
                                                "without its unreplicated writes)")
         try:
             self.overlay.load(data[4:])
         except KvDecodeError as exc:
-            raise CorruptFileError(self._path, str(exc)) from None
+            raise CorruptFileError(path, str(exc)) from None
         self._bytes = len(data)
         if len(self.overlay):
             log.info("%d quorum-less writes waiting to be replicated", len(self.overlay))

@@ -38,7 +38,7 @@ class NodeTransport:
 
     def __init__(self, ctx: zmq.asyncio.Context, node_id: int, cluster: dict[int, str]) -> None:
         self.router = ctx.socket(zmq.ROUTER)
-        self._router = zmq.Socket.shadow(self.router.underlying)
+        self._router: zmq.Socket[bytes] = zmq.Socket.shadow(self.router.underlying)
         for opt, value in ((zmq.LINGER, 0), (zmq.RCVHWM, RECV_HWM), (zmq.SNDHWM, CLIENT_HWM),
                            (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME), (zmq.ROUTER_MANDATORY, 1)):
             self.router.setsockopt(opt, value)
@@ -72,7 +72,7 @@ class NodeTransport:
 
     def drain(self, limit: int) -> list[list[bytes]]:
         """Receive up to ``limit`` waiting messages without blocking (each ``[identity, ...]``)."""
-        out = []
+        out: list[list[bytes]] = []
         recv = self._router.recv_multipart
         try:
             while len(out) < limit:
@@ -88,7 +88,8 @@ class NodeTransport:
         raised by a message that arrived meanwhile, so ``receive()`` could miss it. The node
         checks this after sending and drains at once.
         """
-        return bool(self._router.get(zmq.EVENTS) & zmq.POLLIN)
+        events: int = self._router.get(zmq.EVENTS)  # type: ignore[assignment]  # an int option
+        return bool(events & zmq.POLLIN)
 
     def send_peer(self, peer: int, data: bytes) -> None:
         """Send one frame to ``peer``; dropped (and counted) if it is down or its queue full."""
