@@ -3,7 +3,6 @@ that plays the nodes: each WATCH is recorded, and the test pushes what a node wo
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ from nameservice.client import watch as watch_module
 from nameservice.client.watch import WatchSet
 from nameservice.errors import Compacted, Unavailable
 from nameservice.server import wire
+from tests.waiting import async_wait_for
 
 NODES = ["n1:1", "n2:2", "n3:3"]
 
@@ -54,14 +54,6 @@ class MemoryChannel:
             listener(address, False)
 
 
-async def until(condition, what: str, timeout: float = 3.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 async def next_revisions(watch, count: int) -> list[int]:
     return [(await asyncio.wait_for(watch.__anext__(), 3)).revision for _ in range(count)]
 
@@ -93,7 +85,7 @@ async def test_a_gap_resumes_from_the_last_covered_revision_without_repeats(setu
     assert from_rev == 5
     channel.push(address, wid, 5, 7, [6])
     channel.push(address, wid, 9, 9, [9])  # 8 is missing: a push was lost
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     address2, wid2, from_rev2 = channel.watches[1]
     assert from_rev2 == 8 and wid2 != wid
     channel.push(address, wid, 10, 10, [10])  # the old watch id: ignored
@@ -110,7 +102,7 @@ async def test_a_dead_node_is_left_for_another_one_and_nothing_is_lost(setup):
     address, wid, _ = channel.watches[0]
     channel.push(address, wid, 1, 3, [2, 3])
     channel.link_down(address)
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     address2, wid2, from_rev = channel.watches[1]
     assert address2 != address and from_rev == 4
     channel.push(address2, wid2, 4, 5, [5])
@@ -123,7 +115,7 @@ async def test_a_silent_node_is_left_after_the_stall_time(setup, monkeypatch):
     watch = watches.watch(b"k/", True, 1)
     await watch.started()
     address = channel.watches[0][0]
-    await until(lambda: len(channel.watches) == 2, "the resume after the stall")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume after the stall")
     assert channel.watches[1][0] != address and channel.watches[1][2] == 1
 
 
@@ -138,7 +130,7 @@ async def test_progress_pushes_keep_a_watch_on_its_node_and_advance_its_revision
         await asyncio.sleep(0.05)
     assert len(channel.watches) == 1
     channel.link_down(address)
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     assert channel.watches[1][2] == 8  # resumes after what progress covered
 
 
@@ -152,7 +144,7 @@ async def test_heartbeats_of_a_node_keep_its_quiet_watches_there(setup, monkeypa
         channel.push_handler(address, [[[], wire.PUSH_EVENTS, 0, 0, []]])
         await asyncio.sleep(0.05)
     assert len(channel.watches) == 1 and watches.bad_pushes == 0
-    await until(lambda: len(channel.watches) == 2, "the resume once the heartbeats stop")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume once the heartbeats stop")
 
 
 async def test_a_cancel_from_the_node_resumes(setup):
@@ -162,7 +154,7 @@ async def test_a_cancel_from_the_node_resumes(setup):
     address, wid, _ = channel.watches[0]
     channel.push(address, wid, 1, 4, [4])
     channel.push_handler(address, [[[wid], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW, "full", 0]])
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     assert channel.watches[1][2] == 5
 
 
@@ -174,7 +166,7 @@ async def test_a_push_that_does_not_decode_sends_the_watch_to_another_node(setup
     channel.push_handler(address, [[[wid], wire.PUSH_EVENTS, 1, 2, [[0, "not a kv"]]]])
     channel.push_handler(address, [[[wid], wire.PUSH_EVENTS, 1, 2, [[0, [b"k", b"v", 9, 9, 1, 0]]]]])
     channel.push_handler(address, ["junk", [1], [[wid], 7]])  # ignored without harm
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     assert channel.watches[1][0] != address and channel.watches[1][2] == 1
     assert watches.bad_pushes == 5  # two that do not decode, three that are not pushes
 
@@ -185,11 +177,11 @@ async def test_a_full_queue_pauses_the_watch_and_resumes_after_the_user_reads(se
     await watch.started()
     address, wid, _ = channel.watches[0]
     channel.push(address, wid, 1, 10, range(1, 11))  # 10 events, room for 4
-    await until(lambda: (address, wid) in channel.cancels, "the pause")
+    await async_wait_for(lambda: (address, wid) in channel.cancels, 3, "the pause")
     await asyncio.sleep(0.05)
     assert len(channel.watches) == 1  # paused: no resume until the user reads
     assert await next_revisions(watch, 2) == [1, 2]
-    await until(lambda: len(channel.watches) == 2, "the resume after reading")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume after reading")
     _, wid2, from_rev = channel.watches[1]
     assert from_rev == 5
     channel.push(channel.watches[1][0], wid2, 5, 10, range(5, 11)[:2])
@@ -241,4 +233,4 @@ async def test_close_ends_the_iteration_and_cancels_on_the_node(setup):
     await watch.close()
     with pytest.raises(StopAsyncIteration):
         await reader
-    await until(lambda: (address, wid) in channel.cancels, "the cancel")
+    await async_wait_for(lambda: (address, wid) in channel.cancels, 3, "the cancel")
