@@ -12,7 +12,6 @@ import pytest
 
 from fabric.butterfly.fleet import Fleet, Proc
 from nameservice.server.local import LocalCluster
-from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests here)
 
 ROOT = str(Path(__file__).resolve().parents[2])
 EXAMPLES = Path(ROOT) / "examples" / "butterfly"

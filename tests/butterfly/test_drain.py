@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from fabric.butterfly.report import read_deliveries, summarize
-from tests.butterfly.conftest import ROOT, wait_for
+from tests.butterfly.conftest import ROOT
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.datapath.procs import count_records
-from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests here)
 
 FABRIC = str(Path(sys.executable).with_name("fabric"))
 ROOT = str(Path(__file__).resolve().parents[2])

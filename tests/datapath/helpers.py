@@ -12,19 +12,6 @@ from fabric import protocol as p
 from fabric.intermediary import Intermediary
 
 
-async def eventually(condition, timeout: float, what: str, interval: float = 0.002):
-    """Await until ``condition()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 @contextlib.asynccontextmanager
 async def running_intermediary(channel: str, **kwargs):
     """An intermediary on a free port, served by a thread of this process, stopped at exit."""

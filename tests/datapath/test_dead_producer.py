@@ -16,7 +16,8 @@ import zmq.asyncio
 
 from fabric import protocol as p
 from fabric.timing import Timing
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.helpers import running_intermediary
+from tests.waiting import async_wait_for
 
 TIMING = Timing(heartbeat=0.05)
 
@@ -52,9 +53,9 @@ async def test_a_dead_producer_s_batches_wait_for_its_hello(comes_back):
         producer, pid = peer(ctx, b"P", node.endpoint)
         await producer.send(p.encode(p.Hello(p.ROLE_PRODUCER, pid, 0, channel)))
         await producer.send(batch(pid, 0))  # no consumer yet: it waits in the queue
-        await eventually(lambda: node.stats.batches_in == 1, 5, "the batch to be queued")
+        await async_wait_for(lambda: node.stats.batches_in == 1, 5, "the batch to be queued")
         # Silent for the heartbeat timeout: declared dead; its batch is parked.
-        await eventually(lambda: node.stats.peers_expired == 1, 5, "the producer declared dead")
+        await async_wait_for(lambda: node.stats.peers_expired == 1, 5, "the producer declared dead")
 
         consumer, cid = peer(ctx, b"C", node.endpoint)
         await consumer.send(p.encode(p.Hello(p.ROLE_CONSUMER, cid, 100, channel)))

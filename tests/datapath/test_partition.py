@@ -15,9 +15,10 @@ from collections import Counter
 import pytest
 
 from fabric.control import control_request
-from tests.datapath.conftest import stats_from, total_records, wait_for
+from tests.datapath.conftest import stats_from, total_records
 from tests.datapath.procs import read_records
 from tests.netns import island  # noqa: F401  (the fixture)
+from tests.waiting import wait_for
 
 PRODUCERS = 2
 PER_PRODUCER = 100_000

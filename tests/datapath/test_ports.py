@@ -11,7 +11,8 @@ from fabric.errors import MessageTooLarge, PortClosed
 from fabric.producer import OutputPort
 from fabric.sync import SyncInputPort, SyncOutputPort
 from fabric.timing import Timing
-from tests.datapath.helpers import eventually, fake_intermediary, next_ack, running_intermediary
+from tests.datapath.helpers import fake_intermediary, next_ack, running_intermediary
+from tests.waiting import async_wait_for
 
 
 async def test_payloads_arrive_as_sent_and_in_order_through_one_intermediary():
@@ -24,7 +25,7 @@ async def test_payloads_arrive_as_sent_and_in_order_through_one_intermediary():
         for payload in payloads:
             await producer.send(payload)
         await asyncio.wait_for(producer.flush(), 10)
-        await eventually(lambda: len(got) == len(payloads), 10, "every message")
+        await async_wait_for(lambda: len(got) == len(payloads), 10, "every message")
     assert [m.payload for m in got] == payloads
     assert [m.seq for m in got] == list(range(len(payloads)))
     assert not any(m.redelivered for m in got)
@@ -53,7 +54,7 @@ async def test_with_manual_ack_nothing_is_released_until_the_handler_acks():
             OutputPort("manual", [node.endpoint]) as producer:
         for i in range(10):
             await producer.send(i)
-        await eventually(lambda: len(held) == 10, 10, "delivery")
+        await async_wait_for(lambda: len(held) == 10, 10, "delivery")
         for msg in reversed(held[5:]):  # out of order: nothing contiguous yet
             msg.ack()
         await asyncio.sleep(0.05)
@@ -71,7 +72,7 @@ async def test_a_consumer_that_dies_holding_messages_has_them_redelivered_flagge
         doomed = await InputPort("death", [node.endpoint], held.append, auto_ack=False).start()
         for i in range(50):
             await producer.send(i)
-        await eventually(lambda: len(held) == 50, 10, "delivery to the first consumer")
+        await async_wait_for(lambda: len(held) == 50, 10, "delivery to the first consumer")
         await doomed.close()  # dies without acknowledging anything
         async with InputPort("death", [node.endpoint], got.append):
             await asyncio.wait_for(producer.flush(), 10)
@@ -186,7 +187,7 @@ async def test_a_full_intermediary_queue_refuses_batches_and_they_come_back_late
         for i in range(300):
             await producer.send(i)
             await asyncio.sleep(0)  # small batches: each turn of the loop sends one
-        await eventually(lambda: node.stats.nacked_batches > 0, 10, "a refusal")
+        await async_wait_for(lambda: node.stats.nacked_batches > 0, 10, "a refusal")
         async with InputPort("full", [node.endpoint], got.append):
             await asyncio.wait_for(producer.flush(), 20)
     assert sorted(m.payload for m in got) == list(range(300))
@@ -220,7 +221,7 @@ async def test_ports_frozen_long_enough_to_be_declared_dead_are_taken_back():
         # The scenario itself: this event loop (both ports) freezes for longer than a
         # consumer may stay silent.
         time.sleep(Timing().consumer_timeout + 0.3)
-        await eventually(lambda: node.stats.peers_expired >= 2, 5, "both declared dead")
+        await async_wait_for(lambda: node.stats.peers_expired >= 2, 5, "both declared dead")
         for i in range(10, 20):
             await producer.send(i)
         await asyncio.wait_for(producer.flush(), 10)  # needs the consumer's HELLO AGAIN
@@ -261,11 +262,11 @@ async def test_claims_survive_an_intermediary_and_are_resent_when_the_claimer_di
         async with OutputPort("claims", [a.endpoint, b.endpoint]) as producer:
             for i in range(20):
                 await producer.send(i)
-            await eventually(lambda: len(held) == 20, 10, "delivery to the claimer")
+            await async_wait_for(lambda: len(held) == 20, 10, "delivery to the claimer")
             assert a.stats.batches_out >= 1  # the first batch went through a
             a.stop()  # a dies: the claimer claims (ACK HOLD, through b) what came through it
-            await eventually(lambda: claimer.stats.intermediaries_lost == 1, 10, "a's loss")
-            await eventually(lambda: producer.stats.intermediaries_lost == 1, 10, "a's loss")
+            await async_wait_for(lambda: claimer.stats.intermediaries_lost == 1, 10, "a's loss")
+            await async_wait_for(lambda: producer.stats.intermediaries_lost == 1, 10, "a's loss")
             await claimer.close()  # then the claimer dies without acknowledging anything
             async with InputPort("claims", [b.endpoint], got.append):
                 await asyncio.wait_for(producer.flush(), 10)
