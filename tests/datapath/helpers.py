@@ -10,6 +10,7 @@ import zmq.asyncio
 from fabric import protocol as p
 
 from fabric.intermediary import Intermediary
+from tests.waiting import async_wait_for
 
 
 @contextlib.asynccontextmanager
@@ -35,9 +36,9 @@ def fake_intermediary() -> tuple[zmq.asyncio.Socket, str]:
 
 async def next_ack(fake, rid: bytes) -> p.Ack:
     """The next ACK with entries a port sends to a fake intermediary (kept alive meanwhile)."""
-    while True:
-        _, raw = await asyncio.wait_for(fake.recv_multipart(), 5)
+    async def ack():
+        _, raw = await fake.recv_multipart()
         await fake.send_multipart([rid, p.heartbeat_frame()])
         msg = p.decode(raw)
-        if isinstance(msg, p.Ack) and msg.entries:
-            return msg
+        return msg if isinstance(msg, p.Ack) and msg.entries else None
+    return await async_wait_for(ack, 10, "an ACK with entries", interval=0)

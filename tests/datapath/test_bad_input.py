@@ -120,10 +120,10 @@ async def test_a_consumer_counts_and_drops_garbage_from_an_intermediary():
             # came from, with nothing claimed.
             pid = os.urandom(16)
             await fake.send_multipart([rid, p.encode(p.Claim(9, pid, "tcp://127.0.0.1:1"))])
-            while True:
-                _, frame = await asyncio.wait_for(fake.recv_multipart(), 10)
-                if p.frame_type(frame) == p.T_CLAIMED:  # (heartbeats and acks before it)
-                    break
+            async def claimed():  # (heartbeats and acks come before it)
+                _, frame = await fake.recv_multipart()
+                return frame if p.frame_type(frame) == p.T_CLAIMED else None
+            frame = await async_wait_for(claimed, 10, "the CLAIMED answer", interval=0)
             assert p.decode(frame) == p.Claimed(9, pid)
             assert consumer.stats.claims_unknown == 1 and consumer.stats.claims_answered == 1
     finally:

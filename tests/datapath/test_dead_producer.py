@@ -7,7 +7,6 @@ was only frozen and says HELLO AGAIN on the same connection. Raw sockets play th
 """
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
@@ -33,12 +32,10 @@ def peer(ctx, prefix: bytes, endpoint: str) -> tuple[zmq.asyncio.Socket, bytes]:
 
 async def next_of(sock, kind: int) -> bytes:
     """The next frame of type ``kind`` on ``sock`` (others skipped), within 5 s."""
-    async def wait():
-        while True:
-            frame = await sock.recv()
-            if p.frame_type(frame) == kind:
-                return frame
-    return await asyncio.wait_for(wait(), 5)
+    async def of_kind():
+        frame = await sock.recv()
+        return frame if p.frame_type(frame) == kind else None
+    return await async_wait_for(of_kind, 5, f"a frame of type {kind}", interval=0)
 
 
 def batch(pid: bytes, seq: int) -> bytes:

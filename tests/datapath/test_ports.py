@@ -12,7 +12,7 @@ from fabric.producer import OutputPort
 from fabric.sync import SyncInputPort, SyncOutputPort
 from fabric.timing import Timing
 from tests.datapath.helpers import fake_intermediary, next_ack, running_intermediary
-from tests.waiting import async_wait_for
+from tests.waiting import async_wait_for, wait_for
 
 
 async def test_payloads_arrive_as_sent_and_in_order_through_one_intermediary():
@@ -137,15 +137,13 @@ def test_the_blocking_ports_move_messages_too():
     async def serve(ready, stop):
         async with running_intermediary("sync") as node:
             ready.append(node.endpoint)
-            while not stop.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(stop.wait)
 
     ready, stop = [], threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(serve(ready, stop)))
     thread.start()
     try:
-        while not ready:
-            thread.join(0.01)
+        wait_for(lambda: ready, 10, "the intermediary's endpoint", interval=0.01)
         with SyncInputPort("sync", ready, handler), SyncOutputPort("sync", ready) as producer:
             for i in range(100):
                 producer.send(i)

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import zmq
 
 from fabric.reader import Reader
-from tests.waiting import async_wait_for
+from tests.waiting import async_wait_for, wait_for
 
 
 @pytest.fixture
@@ -33,11 +32,8 @@ def pair(ctx: zmq.Context) -> tuple[zmq.Socket, zmq.Socket]:
 
 def wait_readable_blocking(sock: zmq.Socket, timeout: float = 5.0) -> None:
     """Block (the event loop too) until ``sock`` reports a waiting frame in ``EVENTS``."""
-    deadline = time.monotonic() + timeout
-    while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-        if time.monotonic() > deadline:
-            raise AssertionError("no frame arrived")
-        time.sleep(0.0002)
+    wait_for(lambda: sock.getsockopt(zmq.EVENTS) & zmq.POLLIN, timeout, "a frame to arrive",
+             interval=0.0002)
 
 
 async def test_a_burst_larger_than_one_wake_up_arrives_whole_and_in_order(ctx):

@@ -13,6 +13,7 @@ import pytest
 
 from fabric.intermediary import Intermediary
 from fabric.stall import OffCpuClock, parse_schedstat
+from tests.waiting import wait_for
 
 needs_schedstat = pytest.mark.skipif(not OffCpuClock().exact,
                                      reason="no /proc/thread-self/schedstat here")
@@ -105,13 +106,13 @@ def test_a_freeze_while_reading_frames_is_still_seen_as_a_freeze():
     try:
         peer.connect(endpoint)
         node.stall = 0.5  # past the 200 ms bar of Timing.frozen
-        deadline = time.monotonic() + 10
-        while node.stall and time.monotonic() < deadline:
-            peer.send(b"wake it up")  # any frame: it is read (and counted bad)
-            time.sleep(0.003)
-        assert node.stall == 0.0, "it never stalled"
-        while node.stats.rebinds == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+
+        def stalled() -> bool:
+            if node.stall:
+                peer.send(b"wake it up")  # any frame: it is read (and counted bad)
+            return node.stall == 0.0
+        wait_for(stalled, 10, "the intermediary to stall while reading", interval=0.003)
+        wait_for(lambda: node.stats.rebinds, 10, "the rebind after the freeze", interval=0.01)
         assert node.stats.rebinds == 1
     finally:
         peer.close(linger=0)

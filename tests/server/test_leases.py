@@ -62,14 +62,13 @@ async def spawn():
 
 async def read_until(proc, prefix: bytes, timeout: float) -> bytes:
     """The first line of the child's stdout starting with ``prefix``."""
-    async def read():
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                pytest.fail(f"the child exited (code {await proc.wait()}) before {prefix!r}")
-            if line.startswith(prefix):
-                return line
-    return await asyncio.wait_for(read(), timeout)
+    async def line_with_prefix():
+        line = await proc.stdout.readline()
+        if not line:
+            pytest.fail(f"the child exited (code {await proc.wait()}) before {prefix!r}")
+        return line if line.startswith(prefix) else None
+    return await async_wait_for(line_with_prefix, timeout, f"a line starting with {prefix!r}",
+                                interval=0)
 
 
 async def test_a_key_vanishes_within_ttl_plus_1s_after_its_lease_owner_is_killed(
