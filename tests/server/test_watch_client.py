@@ -3,6 +3,7 @@ that plays the nodes: each WATCH is recorded, and the test pushes what a node wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -56,6 +57,38 @@ class MemoryChannel:
 
 async def next_revisions(watch, count: int) -> list[int]:
     return [(await asyncio.wait_for(watch.__anext__(), 3)).revision for _ in range(count)]
+
+
+def resumed_from(channel: MemoryChannel, watch) -> list[int]:
+    """The revision the watch asked its current node for, once it asked (``[]`` before)."""
+    return [from_rev for _, wid, from_rev in channel.watches if wid == watch.wid]
+
+
+async def watch_on_a_silent_node(watches: WatchSet, address: str):
+    """A watch started after the others, on a node other than ``address``, that the test keeps
+    silent. The stall check that leaves it judges the older watches too, and would leave with
+    it any of them that it finds as silent."""
+    unheard = watches.watch(b"unheard/", True, 1)
+    await unheard.started()
+    assert unheard.address != address
+    return unheard
+
+
+@contextlib.asynccontextmanager
+async def repeated(action, every: float):
+    """Call ``action()`` now and then every ``every`` seconds while the block runs: a node
+    that keeps talking."""
+    async def talk() -> None:
+        while True:
+            action()
+            await asyncio.sleep(every)
+    task = asyncio.ensure_future(talk())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @pytest.fixture
@@ -125,13 +158,20 @@ async def test_progress_pushes_keep_a_watch_on_its_node_and_advance_its_revision
     watch = watches.watch(b"k/", True, 1)
     await watch.started()
     address, wid, _ = channel.watches[0]
-    for to in range(1, 8):
-        channel.push(address, wid, to, to)  # empty: progress only
-        await asyncio.sleep(0.05)
-    assert len(channel.watches) == 1
+    unheard = await watch_on_a_silent_node(watches, address)
+    covered = [0]
+
+    def progress() -> None:
+        covered.append(covered[-1] + 1)
+        channel.push(address, wid, covered[-1], covered[-1])  # empty: progress only
+
+    async with repeated(progress, 0.05):
+        await async_wait_for(lambda: unheard.resumes, 3, "the watch on the silent node to stall")
+    assert watch.resumes == 0 and (watch.address, watch.wid) == (address, wid)
+    await unheard.close()
     channel.link_down(address)
-    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
-    assert channel.watches[1][2] == 8  # resumes after what progress covered
+    assert await async_wait_for(lambda: resumed_from(channel, watch), 3, "the resume") == [
+        covered[-1] + 1]  # resumes after what progress covered
 
 
 async def test_heartbeats_of_a_node_keep_its_quiet_watches_there(setup, monkeypatch):
@@ -139,12 +179,14 @@ async def test_heartbeats_of_a_node_keep_its_quiet_watches_there(setup, monkeypa
     channel, watches = setup
     watch = watches.watch(b"k/", True, 1)
     await watch.started()
-    address = channel.watches[0][0]
-    for _ in range(8):
-        channel.push_handler(address, [[[], wire.PUSH_EVENTS, 0, 0, []]])
-        await asyncio.sleep(0.05)
-    assert len(channel.watches) == 1 and watches.bad_pushes == 0
-    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume once the heartbeats stop")
+    address, wid, _ = channel.watches[0]
+    unheard = await watch_on_a_silent_node(watches, address)
+    async with repeated(lambda: channel.push_handler(address, [[[], wire.PUSH_EVENTS, 0, 0, []]]),
+                        0.05):
+        await async_wait_for(lambda: unheard.resumes, 3, "the watch on the silent node to stall")
+    assert watch.resumes == 0 and watch.wid == wid and watches.bad_pushes == 0
+    await unheard.close()
+    await async_wait_for(lambda: watch.resumes, 3, "the resume once the heartbeats stop")
 
 
 async def test_a_cancel_from_the_node_resumes(setup):
