@@ -218,15 +218,22 @@ async def test_a_full_queue_pauses_the_watch_and_resumes_after_the_user_reads(se
     watch = watches.watch(b"k/", True, 1, max_queued=4)
     await watch.started()
     address, wid, _ = channel.watches[0]
+    other = watches.watch(b"other/", True, 1)
+    await other.started()
+    other_address, other_wid, _ = channel.watches[1]
     channel.push(address, wid, 1, 10, range(1, 11))  # 10 events, room for 4
+    # Then the other watch's node cancels it: it resumes at once, by the steps a resume of the
+    # full watch would take, and after it.
+    channel.push_handler(other_address,
+                         [[[other_wid], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW, "full", 0]])
     await async_wait_for(lambda: (address, wid) in channel.cancels, 3, "the pause")
-    await asyncio.sleep(0.05)
-    assert len(channel.watches) == 1  # paused: no resume until the user reads
+    await async_wait_for(lambda: resumed_from(channel, other), 3, "the other watch's resume")
+    assert len(channel.watches) == 3 and watch.resumes == 0  # paused: no resume until read
+    await other.close()
     assert await next_revisions(watch, 2) == [1, 2]
-    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume after reading")
-    _, wid2, from_rev = channel.watches[1]
-    assert from_rev == 5
-    channel.push(channel.watches[1][0], wid2, 5, 10, range(5, 11)[:2])
+    assert await async_wait_for(lambda: resumed_from(channel, watch), 3,
+                                "the resume after reading") == [5]
+    channel.push(watch.address, watch.wid, 5, 10, range(5, 11)[:2])
     assert await next_revisions(watch, 4) == [3, 4, 5, 6]
 
 
