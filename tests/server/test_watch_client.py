@@ -278,8 +278,8 @@ async def test_close_ends_the_iteration_and_cancels_on_the_node(setup):
     await watch.started()
     address, wid, _ = channel.watches[0]
     reader = asyncio.ensure_future(watch.__anext__())
-    await asyncio.sleep(0.01)
+    await async_wait_for(lambda: watch._waiter is not None, 3, "the reader to wait for events")
     await watch.close()
     with pytest.raises(StopAsyncIteration):
-        await reader
+        await asyncio.wait_for(reader, 3)
     await async_wait_for(lambda: (address, wid) in channel.cancels, 3, "the cancel")
