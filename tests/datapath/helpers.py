@@ -42,3 +42,19 @@ async def next_ack(fake, rid: bytes) -> p.Ack:
         msg = p.decode(raw)
         return msg if isinstance(msg, p.Ack) and msg.entries else None
     return await async_wait_for(ack, 10, "an ACK with entries", interval=0)
+
+
+async def heard_beats(port, beats: int = 3, timeout: float = 5.0) -> None:
+    """Wait until ``port`` is connected, then until each intermediary it is connected to has
+    sent it ``beats`` more frames (heartbeats, when nothing else flows), each read and handled
+    by the port's event loop: the loop went round meanwhile and handled whatever came in."""
+    await async_wait_for(lambda: port.connected, timeout, "the port to connect")
+    links = port._links.up()
+    heard = [[link.last_heard] for link in links]
+
+    def counted() -> bool:
+        for link, times in zip(links, heard):
+            if link.last_heard != times[-1]:
+                times.append(link.last_heard)
+        return all(len(times) > beats for times in heard)
+    await async_wait_for(counted, timeout, f"{beats} more heartbeats from the intermediaries")

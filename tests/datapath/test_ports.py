@@ -11,7 +11,7 @@ from fabric.errors import MessageTooLarge, PortClosed
 from fabric.producer import OutputPort
 from fabric.sync import SyncInputPort, SyncOutputPort
 from fabric.timing import Timing
-from tests.datapath.helpers import fake_intermediary, next_ack, running_intermediary
+from tests.datapath.helpers import fake_intermediary, heard_beats, next_ack, running_intermediary
 from tests.waiting import async_wait_for, wait_for
 
 
@@ -37,8 +37,7 @@ async def test_send_waits_while_the_window_is_full_and_drops_nothing():
         for i in range(100):
             await producer.send(i)
         blocked = asyncio.ensure_future(producer.send(100))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await heard_beats(producer)
         assert not blocked.done() and producer.unacked == 100  # no consumer: nothing acked
         got = []
         async with InputPort("window", [node.endpoint], got.append):
@@ -203,8 +202,7 @@ async def test_send_waits_when_the_held_bytes_reach_window_bytes():
             await producer.send(b"x" * 1000)
         await producer.send(b"x" * 1000)  # reaches the limit: the next send must wait
         blocked = asyncio.ensure_future(producer.send(b"y"))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await heard_beats(producer)
         assert not blocked.done()
         async with InputPort("bytes", [node.endpoint], lambda m: None):
             await asyncio.wait_for(blocked, 10)
