@@ -13,7 +13,6 @@ import pytest
 from fabric.butterfly.fleet import Fleet, Proc
 from fabric.butterfly.scenario import CONSUMER
 from nameservice.server.local import LocalCluster
-from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests here)
 
 ROOT = str(Path(__file__).resolve().parents[2])
 

@@ -10,7 +10,8 @@ import pytest
 
 from fabric.butterfly.report import read_deliveries, summarize
 from fabric.butterfly.scenario import PRODUCER
-from tests.butterfly.conftest import ROOT, wait_for
+from tests.butterfly.conftest import ROOT
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,15 @@
 """The demo's numbers from record files (pure)."""
 from __future__ import annotations
 
-from fabric.butterfly.report import (FIELDS, RECORD, Delivery, longest_gap_ms, read_deliveries,
-                                     summarize, timeline)
+from fabric.butterfly.report import (
+    FIELDS,
+    RECORD,
+    Delivery,
+    longest_gap_ms,
+    read_deliveries,
+    summarize,
+    timeline,
+)
 
 
 def ident(producer: int, i: int) -> int:

@@ -10,7 +10,7 @@ import pytest
 from fabric.butterfly.report import read_deliveries
 from fabric.butterfly.scenario import PRODUCER
 from nameservice.client import SyncNameServiceClient
-from tests.butterfly.conftest import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ import pytest
 
 from fabric import InputPort, OutputPort
 from fabric.runtime.resolver import Resolver, endpoint_changes, normalize
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.helpers import running_intermediary
+from tests.waiting import async_wait_for
 
 
 def test_changes_add_the_new_and_remove_the_gone():
@@ -68,8 +69,8 @@ async def test_ports_follow_an_intermediary_that_moved_without_a_restart():
             # The intermediary "moves": the name now lists another endpoint only.
             for updates in (out_updates, in_updates):
                 updates.push([other.endpoint])
-            await eventually(lambda: out.endpoints == inp.endpoints == [other.endpoint], 5,
-                             "both ports to switch to the moved intermediary")
+            await async_wait_for(lambda: out.endpoints == inp.endpoints == [other.endpoint], 5,
+                                 "both ports to switch to the moved intermediary")
             for i in range(100, 200):
                 await out.send(i)
             await out.flush(10)

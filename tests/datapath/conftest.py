@@ -1,6 +1,7 @@
 """Fixtures for real-process data-path tests: every process started is killed at teardown."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.datapath.procs import count_records
-from tests.waiting import wait_for  # noqa: F401  (re-exported to the tests here)
+from tests.netns import island  # noqa: F401  (a fixture, for the partition tests)
+from tests.waiting import wait_for
 
 FABRIC = str(Path(sys.executable).with_name("fabric"))
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -110,9 +112,9 @@ class Cluster:
         except subprocess.TimeoutExpired:
             # Diagnostics: what a stuck producer still holds, and every process's log.
             proc.send_signal(signal.SIGUSR1)
-            deadline = time.monotonic() + 5
-            while "held batches" not in self.stderr_of(proc) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            with contextlib.suppress(pytest.fail.Exception):  # the timeout below is the failure
+                wait_for(lambda: "held batches" in self.stderr_of(proc), 5,
+                         "the producer's report of what it holds", interval=0.05)
             for i, other in enumerate(self.procs):
                 print(f"=== process {i}: {other.args[:4]}\n{self.stderr_of(other)[-6000:]}")
             raise

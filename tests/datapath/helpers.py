@@ -8,21 +8,8 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
-
 from fabric.intermediary.core import Intermediary
-
-
-async def eventually(condition, timeout: float, what: str, interval: float = 0.002):
-    """Await until ``condition()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
+from tests.waiting import async_wait_for
 
 
 @contextlib.asynccontextmanager
@@ -48,9 +35,25 @@ def fake_intermediary() -> tuple[zmq.asyncio.Socket, str]:
 
 async def next_ack(fake, rid: bytes) -> p.Ack:
     """The next ACK with entries a port sends to a fake intermediary (kept alive meanwhile)."""
-    while True:
-        _, raw = await asyncio.wait_for(fake.recv_multipart(), 5)
+    async def ack():
+        _, raw = await fake.recv_multipart()
         await fake.send_multipart([rid, p.heartbeat_frame()])
         msg = p.decode(raw)
-        if isinstance(msg, p.Ack) and msg.entries:
-            return msg
+        return msg if isinstance(msg, p.Ack) and msg.entries else None
+    return await async_wait_for(ack, 10, "an ACK with entries", interval=0)
+
+
+async def heard_beats(port, beats: int = 3, timeout: float = 5.0) -> None:
+    """Wait until ``port`` is connected, then until each intermediary it is connected to has
+    sent it ``beats`` more frames (heartbeats, when nothing else flows), each read and handled
+    by the port's event loop: the loop went round meanwhile and handled whatever came in."""
+    await async_wait_for(lambda: port.connected, timeout, "the port to connect")
+    links = port._links.up()
+    heard = [[link.last_heard] for link in links]
+
+    def counted() -> bool:
+        for link, times in zip(links, heard):
+            if link.last_heard != times[-1]:
+                times.append(link.last_heard)
+        return all(len(times) > beats for times in heard)
+    await async_wait_for(counted, timeout, f"{beats} more heartbeats from the intermediaries")

@@ -25,8 +25,8 @@ import signal
 import struct
 import sys
 
-from fabric.ports.input import InputPort
 from fabric.errors import PortClosed
+from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from fabric.runtime.runner import run_ports_until_signalled
 

@@ -12,7 +12,8 @@ from fabric import protocol as p
 from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from tests.datapath.conftest import stats_from
-from tests.datapath.helpers import eventually, fake_intermediary, running_intermediary
+from tests.datapath.helpers import fake_intermediary, running_intermediary
+from tests.waiting import async_wait_for
 
 PID = os.urandom(16)
 CID = os.urandom(16)
@@ -66,7 +67,7 @@ async def test_an_intermediary_process_counts_and_drops_garbage_and_keeps_workin
         for i in range(1000):
             await producer.send(i)
         await asyncio.wait_for(producer.flush(), 20)
-        await eventually(lambda: len(got) == 1000, 10, "every message")
+        await async_wait_for(lambda: len(got) == 1000, 10, "every message")
     raw.close()
     assert sorted(m.payload for m in got) == list(range(1000))
     assert consumer.stats.bad_frames == 0
@@ -113,15 +114,16 @@ async def test_a_consumer_counts_and_drops_garbage_from_an_intermediary():
             for i in range(500):
                 await producer.send(i)
             await asyncio.wait_for(producer.flush(), 10)
-            await eventually(lambda: consumer.stats.bad_frames == len(frames), 10, "garbage counted")
+            await async_wait_for(lambda: consumer.stats.bad_frames == len(frames), 10,
+                                 "garbage counted")
             # A CLAIM about an intermediary it never heard of is answered at once, where it
             # came from, with nothing claimed.
             pid = os.urandom(16)
             await fake.send_multipart([rid, p.encode(p.Claim(9, pid, "tcp://127.0.0.1:1"))])
-            while True:
-                _, frame = await asyncio.wait_for(fake.recv_multipart(), 10)
-                if p.frame_type(frame) == p.T_CLAIMED:  # (heartbeats and acks before it)
-                    break
+            async def claimed():  # (heartbeats and acks come before it)
+                _, frame = await fake.recv_multipart()
+                return frame if p.frame_type(frame) == p.T_CLAIMED else None
+            frame = await async_wait_for(claimed, 10, "the CLAIMED answer", interval=0)
             assert p.decode(frame) == p.Claimed(9, pid)
             assert consumer.stats.claims_unknown == 1 and consumer.stats.claims_answered == 1
     finally:
@@ -147,14 +149,14 @@ async def test_a_producer_counts_garbage_and_resends_what_a_dead_intermediary_sw
         ]
         for frame in frames:
             await fake.send_multipart([rid, frame])
-        await eventually(lambda: producer.stats.bad_frames + producer.stats.stale_acks
-                         == len(frames), 10, f"garbage counted {producer.stats}")
+        await async_wait_for(lambda: producer.stats.bad_frames + producer.stats.stale_acks
+                             == len(frames), 10, f"garbage counted {producer.stats}")
         assert producer.stats.stale_acks == 3
         # Whatever the fake swallows is resent through the real intermediary once it dies.
         for i in range(2000):
             await producer.send(i)
         fake.close()
         await asyncio.wait_for(producer.flush(), 20)
-        await eventually(lambda: len(got) == 2000, 10, "every message")
+        await async_wait_for(lambda: len(got) == 2000, 10, "every message")
     assert sorted(m.payload for m in got) == list(range(2000))
     assert producer.stats.intermediaries_lost == 1

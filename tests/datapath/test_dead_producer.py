@@ -7,7 +7,6 @@ was only frozen and says HELLO AGAIN on the same connection. Raw sockets play th
 """
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
@@ -16,7 +15,8 @@ import zmq.asyncio
 
 from fabric import protocol as p
 from fabric.timing import Timing
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.helpers import running_intermediary
+from tests.waiting import async_wait_for
 
 TIMING = Timing(heartbeat=0.05)
 
@@ -32,12 +32,10 @@ def peer(ctx, prefix: bytes, endpoint: str) -> tuple[zmq.asyncio.Socket, bytes]:
 
 async def next_of(sock, kind: int) -> bytes:
     """The next frame of type ``kind`` on ``sock`` (others skipped), within 5 s."""
-    async def wait():
-        while True:
-            frame = await sock.recv()
-            if p.frame_type(frame) == kind:
-                return frame
-    return await asyncio.wait_for(wait(), 5)
+    async def of_kind():
+        frame = await sock.recv()
+        return frame if p.frame_type(frame) == kind else None
+    return await async_wait_for(of_kind, 5, f"a frame of type {kind}", interval=0)
 
 
 def batch(pid: bytes, seq: int) -> bytes:
@@ -52,9 +50,9 @@ async def test_a_dead_producer_s_batches_wait_for_its_hello(comes_back):
         producer, pid = peer(ctx, b"P", node.endpoint)
         await producer.send(p.encode(p.Hello(p.ROLE_PRODUCER, pid, 0, channel)))
         await producer.send(batch(pid, 0))  # no consumer yet: it waits in the queue
-        await eventually(lambda: node.stats.batches_in == 1, 5, "the batch to be queued")
+        await async_wait_for(lambda: node.stats.batches_in == 1, 5, "the batch to be queued")
         # Silent for the heartbeat timeout: declared dead; its batch is parked.
-        await eventually(lambda: node.stats.peers_expired == 1, 5, "the producer declared dead")
+        await async_wait_for(lambda: node.stats.peers_expired == 1, 5, "the producer declared dead")
 
         consumer, cid = peer(ctx, b"C", node.endpoint)
         await consumer.send(p.encode(p.Hello(p.ROLE_CONSUMER, cid, 100, channel)))

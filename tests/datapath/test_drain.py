@@ -16,8 +16,9 @@ from collections import Counter
 import pytest
 
 from nameservice.control import control_request
-from tests.datapath.conftest import read_line, stats_from, total_records, wait_for
+from tests.datapath.conftest import read_line, stats_from, total_records
 from tests.datapath.procs import read_records
+from tests.waiting import wait_for
 
 PER_PRODUCER = 50_000
 TOTAL = 2 * PER_PRODUCER

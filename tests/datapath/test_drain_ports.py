@@ -7,10 +7,11 @@ from collections import Counter
 import pytest
 
 from fabric import InputPort, OutputPort, PortClosed
-from nameservice.control import ControlServer, control_request, parse_request
 from fabric.errors import ControlError
 from fabric.timing import Timing
-from tests.datapath.helpers import eventually, running_intermediary
+from nameservice.control import ControlServer, control_request, parse_request
+from tests.datapath.helpers import running_intermediary
+from tests.waiting import async_wait_for
 
 N = 30_000
 # Generous liveness: the intermediaries are threads of this process, and a loaded machine can
@@ -45,8 +46,8 @@ async def test_removing_a_live_intermediary_under_load_redelivers_and_duplicates
         async with InputPort(channel, endpoints, seen, timing=TIMING) as c1, \
                 InputPort(channel, endpoints, seen, timing=TIMING) as c2, \
                 OutputPort(channel, endpoints, timing=TIMING) as producer:
-            await eventually(lambda: first.status()["consumers"] == 2
-                             and second.status()["consumers"] == 2, 10, "consumers to join")
+            await async_wait_for(lambda: first.status()["consumers"] == 2
+                                 and second.status()["consumers"] == 2, 10, "consumers to join")
             for i in range(N):
                 await producer.send(i)
                 if i == N // 3:
@@ -55,13 +56,13 @@ async def test_removing_a_live_intermediary_under_load_redelivers_and_duplicates
                     for port in ports:
                         port.remove_endpoint(first.endpoint)
             await producer.flush(timeout=30)
-            await eventually(lambda: seen.total >= N, 30, "every message")
+            await async_wait_for(lambda: seen.total >= N, 30, "every message")
             assert first.endpoint not in producer.endpoints
             # The removed intermediary is let go once what went through it is acknowledged.
             # (the intermediary stops hearing a port that closed its connection).
-            await eventually(lambda: first.status()["producers"] == 0, 5, "the producer to go")
+            await async_wait_for(lambda: first.status()["producers"] == 0, 5, "the producer to go")
             if who == "every port":
-                await eventually(lambda: first.status()["consumers"] == 0, 5, "consumers to go")
+                await async_wait_for(lambda: first.status()["consumers"] == 0, 5, "consumers to go")
         assert set(seen.counts) == set(range(N)), f"{N - len(seen.counts)} lost"
         assert max(seen.counts.values()) == 1, "a message was handled twice"
         assert seen.flagged == 0
@@ -103,7 +104,7 @@ async def test_a_consumer_drain_with_unacknowledged_messages_times_out_and_says_
         async with OutputPort("drain-c", [node.endpoint], timing=TIMING) as producer:
             for i in range(100):
                 await producer.send(i)
-            await eventually(lambda: len(got) == 100, 10, "delivery")
+            await async_wait_for(lambda: len(got) == 100, 10, "delivery")
             report = await consumer.drain(timeout=0.3)
             assert not report.complete and report.left_messages == 100
             assert node.endpoint in report.left[0].where
@@ -129,11 +130,11 @@ async def test_a_consumer_drain_hands_what_it_holds_to_its_handler_first():
         async with OutputPort("drain-h", [node.endpoint], timing=TIMING) as producer:
             for i in range(2_000):
                 await producer.send(i)
-            await eventually(lambda: handled and node.status()["in_flight"]["at_consumers"],
-                             10, "a batch waiting at the consumer")
+            await async_wait_for(lambda: handled and node.status()["in_flight"]["at_consumers"],
+                                 10, "a batch waiting at the consumer")
             drain = asyncio.ensure_future(consumer.drain(timeout=10))
-            await eventually(lambda: node.status()["consumers_leaving"] == 1, 5,
-                             "the intermediary to hear the consumer is leaving")
+            await async_wait_for(lambda: node.status()["consumers_leaving"] == 1, 5,
+                                 "the intermediary to hear the consumer is leaving")
             gate.set()
             report = await drain
             assert report.complete
@@ -169,7 +170,7 @@ async def test_the_control_server_answers_status_drain_and_bad_requests():
         assert await control_request(server.endpoint, "status", 5) == {"kind": "test"}
         first = asyncio.ensure_future(control_request(server.endpoint, "drain", 5,
                                                       drain_timeout=3))
-        await eventually(lambda: calls, 5, "the drain to start")
+        await async_wait_for(lambda: calls, 5, "the drain to start")
         second = asyncio.ensure_future(control_request(server.endpoint, "drain", 5))
         assert await control_request(server.endpoint, "status", 5) == {"kind": "test"}
         release.set()
@@ -191,7 +192,7 @@ async def test_an_intermediary_removed_and_added_back_is_used_again():
         seen = Recorder()
         async with InputPort("revive", [node.endpoint], seen, timing=TIMING) as consumer, \
                 OutputPort("revive", [node.endpoint], timing=TIMING) as producer:
-            await eventually(lambda: node.status()["consumers"] == 1, 10, "the consumer")
+            await async_wait_for(lambda: node.status()["consumers"] == 1, 10, "the consumer")
             for port in (consumer, producer):
                 port.remove_endpoint(node.endpoint)
                 port.add_endpoint(node.endpoint)

@@ -12,8 +12,9 @@ from collections import Counter
 import pytest
 
 from nameservice.control import control_request
-from tests.datapath.conftest import stats_from, total_records, wait_for
+from tests.datapath.conftest import stats_from, total_records
 from tests.datapath.procs import read_records
+from tests.waiting import wait_for
 
 PRODUCERS = 2
 PER_PRODUCER = 100_000

@@ -15,9 +15,9 @@ from collections import Counter
 import pytest
 
 from nameservice.control import control_request
-from tests.datapath.conftest import stats_from, total_records, wait_for
+from tests.datapath.conftest import stats_from, total_records
 from tests.datapath.procs import read_records
-from tests.netns import island  # noqa: F401  (the fixture)
+from tests.waiting import wait_for
 
 PRODUCERS = 2
 PER_PRODUCER = 100_000
@@ -73,9 +73,10 @@ def watch_failover(outs, since: float, timeout: float) -> tuple[float, float]:
     for payload, _ in [r for out in outs for r in read_records(out)[-4096:]]:
         marks[payload >> 32] = max(marks.get(payload >> 32, 0), payload & 0xFFFFFFFF)
     wanted = {(k << 32) | i for k, top in marks.items() for i in range(top + 1)}
-    deadline = since + timeout
     count, changed, longest, looked = total_records(outs), time.monotonic(), 0.0, 0.0
-    while True:
+
+    def held_ones_handled() -> tuple[float, float] | None:
+        nonlocal count, changed, longest, looked
         now, new = time.monotonic(), total_records(outs)
         longest = max(longest, now - changed)
         if new != count:
@@ -84,9 +85,8 @@ def watch_failover(outs, since: float, timeout: float) -> tuple[float, float]:
             looked = now
             if wanted <= set(delivered(outs)[1]):
                 return now - since, longest
-        if now > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for what the cut held")
-        time.sleep(0.005)
+        return None
+    return wait_for(held_ones_handled, timeout, "what the cut held")
 
 
 def check_exactly_once(outs, expected: set[int], *, flagged_ok: bool = False) -> int:
@@ -174,6 +174,8 @@ def test_a_partition_that_heals_mid_stream_loses_and_duplicates_nothing(island, 
     assert all(s["intermediaries_lost"] >= 1 for s in stats)
     counters = stats_from(cluster.stop(cut))
     assert counters["batches_in"] > first["counters"]["batches_in"], "not used again"
+    taken = counters['batches_in'] - first['counters']['batches_in']
     print(f"partition healed mid-stream: {at_heal} handled at the heal, {flagged} flagged; "
-          f"the healed intermediary took {counters['batches_in'] - first['counters']['batches_in']} "
-          f"batches after its consumers were back and redelivered {counters['redelivered_batches']}")
+          f"the healed intermediary took {taken} "
+          f"batches after its consumers were back and redelivered "
+          f"{counters['redelivered_batches']}")

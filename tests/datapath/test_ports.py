@@ -6,12 +6,13 @@ import asyncio
 import pytest
 
 from fabric import protocol as p
-from fabric.ports.input import InputPort
 from fabric.errors import MessageTooLarge, PortClosed
+from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from fabric.ports.sync import SyncInputPort, SyncOutputPort
 from fabric.timing import Timing
-from tests.datapath.helpers import eventually, fake_intermediary, next_ack, running_intermediary
+from tests.datapath.helpers import fake_intermediary, heard_beats, next_ack, running_intermediary
+from tests.waiting import async_wait_for, wait_for
 
 
 async def test_payloads_arrive_as_sent_and_in_order_through_one_intermediary():
@@ -24,7 +25,7 @@ async def test_payloads_arrive_as_sent_and_in_order_through_one_intermediary():
         for payload in payloads:
             await producer.send(payload)
         await asyncio.wait_for(producer.flush(), 10)
-        await eventually(lambda: len(got) == len(payloads), 10, "every message")
+        await async_wait_for(lambda: len(got) == len(payloads), 10, "every message")
     assert [m.payload for m in got] == payloads
     assert [m.seq for m in got] == list(range(len(payloads)))
     assert not any(m.redelivered for m in got)
@@ -36,8 +37,7 @@ async def test_send_waits_while_the_window_is_full_and_drops_nothing():
         for i in range(100):
             await producer.send(i)
         blocked = asyncio.ensure_future(producer.send(100))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await heard_beats(producer)
         assert not blocked.done() and producer.unacked == 100  # no consumer: nothing acked
         got = []
         async with InputPort("window", [node.endpoint], got.append):
@@ -53,11 +53,16 @@ async def test_with_manual_ack_nothing_is_released_until_the_handler_acks():
             OutputPort("manual", [node.endpoint]) as producer:
         for i in range(10):
             await producer.send(i)
-        await eventually(lambda: len(held) == 10, 10, "delivery")
+        await async_wait_for(lambda: len(held) == 10, 10, "delivery")
         for msg in reversed(held[5:]):  # out of order: nothing contiguous yet
             msg.ack()
-        await asyncio.sleep(0.05)
-        assert producer.unacked == 10
+        # A later message, acknowledged at once: its ACK goes the way one for the messages
+        # above would have gone, after it.
+        await producer.send(10)
+        await async_wait_for(lambda: len(held) == 11, 10, "delivery of a later message")
+        held[10].ack()
+        await async_wait_for(lambda: producer.stats.messages_acked, 10, "the later message's ACK")
+        assert producer.stats.messages_acked == 1 and producer.unacked == 10
         for msg in held[:5]:
             msg.ack()
         await asyncio.wait_for(producer.flush(), 10)
@@ -71,7 +76,7 @@ async def test_a_consumer_that_dies_holding_messages_has_them_redelivered_flagge
         doomed = await InputPort("death", [node.endpoint], held.append, auto_ack=False).start()
         for i in range(50):
             await producer.send(i)
-        await eventually(lambda: len(held) == 50, 10, "delivery to the first consumer")
+        await async_wait_for(lambda: len(held) == 50, 10, "delivery to the first consumer")
         await doomed.close()  # dies without acknowledging anything
         async with InputPort("death", [node.endpoint], got.append):
             await asyncio.wait_for(producer.flush(), 10)
@@ -136,15 +141,13 @@ def test_the_blocking_ports_move_messages_too():
     async def serve(ready, stop):
         async with running_intermediary("sync") as node:
             ready.append(node.endpoint)
-            while not stop.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(stop.wait)
 
     ready, stop = [], threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(serve(ready, stop)))
     thread.start()
     try:
-        while not ready:
-            thread.join(0.01)
+        wait_for(lambda: ready, 10, "the intermediary's endpoint", interval=0.01)
         with SyncInputPort("sync", ready, handler), SyncOutputPort("sync", ready) as producer:
             for i in range(100):
                 producer.send(i)
@@ -186,7 +189,7 @@ async def test_a_full_intermediary_queue_refuses_batches_and_they_come_back_late
         for i in range(300):
             await producer.send(i)
             await asyncio.sleep(0)  # small batches: each turn of the loop sends one
-        await eventually(lambda: node.stats.nacked_batches > 0, 10, "a refusal")
+        await async_wait_for(lambda: node.stats.nacked_batches > 0, 10, "a refusal")
         async with InputPort("full", [node.endpoint], got.append):
             await asyncio.wait_for(producer.flush(), 20)
     assert sorted(m.payload for m in got) == list(range(300))
@@ -199,8 +202,7 @@ async def test_send_waits_when_the_held_bytes_reach_window_bytes():
             await producer.send(b"x" * 1000)
         await producer.send(b"x" * 1000)  # reaches the limit: the next send must wait
         blocked = asyncio.ensure_future(producer.send(b"y"))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await heard_beats(producer)
         assert not blocked.done()
         async with InputPort("bytes", [node.endpoint], lambda m: None):
             await asyncio.wait_for(blocked, 10)
@@ -220,7 +222,7 @@ async def test_ports_frozen_long_enough_to_be_declared_dead_are_taken_back():
         # The scenario itself: this event loop (both ports) freezes for longer than a
         # consumer may stay silent.
         time.sleep(Timing().consumer_timeout + 0.3)
-        await eventually(lambda: node.stats.peers_expired >= 2, 5, "both declared dead")
+        await async_wait_for(lambda: node.stats.peers_expired >= 2, 5, "both declared dead")
         for i in range(10, 20):
             await producer.send(i)
         await asyncio.wait_for(producer.flush(), 10)  # needs the consumer's HELLO AGAIN
@@ -261,11 +263,11 @@ async def test_claims_survive_an_intermediary_and_are_resent_when_the_claimer_di
         async with OutputPort("claims", [a.endpoint, b.endpoint]) as producer:
             for i in range(20):
                 await producer.send(i)
-            await eventually(lambda: len(held) == 20, 10, "delivery to the claimer")
+            await async_wait_for(lambda: len(held) == 20, 10, "delivery to the claimer")
             assert a.stats.batches_out >= 1  # the first batch went through a
             a.stop()  # a dies: the claimer claims (ACK HOLD, through b) what came through it
-            await eventually(lambda: claimer.stats.intermediaries_lost == 1, 10, "a's loss")
-            await eventually(lambda: producer.stats.intermediaries_lost == 1, 10, "a's loss")
+            await async_wait_for(lambda: claimer.stats.intermediaries_lost == 1, 10, "a's loss")
+            await async_wait_for(lambda: producer.stats.intermediaries_lost == 1, 10, "a's loss")
             await claimer.close()  # then the claimer dies without acknowledging anything
             async with InputPort("claims", [b.endpoint], got.append):
                 await asyncio.wait_for(producer.flush(), 10)

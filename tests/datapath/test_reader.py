@@ -1,14 +1,11 @@
 """The Reader: every frame reaches the callback, whatever the edge-triggered descriptor does."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 import zmq
 
 from fabric.ports.reader import Reader
-from tests.datapath.helpers import eventually
+from tests.waiting import async_wait_for, wait_for
 
 
 @pytest.fixture
@@ -33,11 +30,8 @@ def pair(ctx: zmq.Context) -> tuple[zmq.Socket, zmq.Socket]:
 
 def wait_readable_blocking(sock: zmq.Socket, timeout: float = 5.0) -> None:
     """Block (the event loop too) until ``sock`` reports a waiting frame in ``EVENTS``."""
-    deadline = time.monotonic() + timeout
-    while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-        if time.monotonic() > deadline:
-            raise AssertionError("no frame arrived")
-        time.sleep(0.0002)
+    wait_for(lambda: sock.getsockopt(zmq.EVENTS) & zmq.POLLIN, timeout, "a frame to arrive",
+             interval=0.0002)
 
 
 async def test_a_burst_larger_than_one_wake_up_arrives_whole_and_in_order(ctx):
@@ -46,7 +40,7 @@ async def test_a_burst_larger_than_one_wake_up_arrives_whole_and_in_order(ctx):
     reader = Reader(server, got.append, burst=7)  # 1,000 frames need many wake-ups
     for i in range(1000):
         client.send(b"%d" % i)
-    await eventually(lambda: len(got) == 1000, 10, "all 1,000 frames")
+    await async_wait_for(lambda: len(got) == 1000, 10, "all 1,000 frames")
     assert got == [b"%d" % i for i in range(1000)]
     reader.close()
 
@@ -59,7 +53,7 @@ async def test_frames_that_arrived_before_the_reader_existed_are_received(ctx):
     assert server.poll(5000) == zmq.POLLIN
     got: list[bytes] = []
     reader = Reader(server, got.append)
-    await eventually(lambda: len(got) == 5, 5, "the early frames")
+    await async_wait_for(lambda: len(got) == 5, 5, "the early frames")
     reader.close()
 
 
@@ -68,7 +62,7 @@ async def test_a_send_that_consumes_the_signal_does_not_strand_a_frame(ctx):
     got: list[bytes] = []
     reader = Reader(server, got.append)
     client.send(b"ping")
-    await eventually(lambda: got, 5, "the first frame")
+    await async_wait_for(lambda: got, 5, "the first frame")
     for round_ in range(200):
         # A frame arrives while this loop is busy; our send then processes the socket's
         # commands, which resets the descriptor: only check() can notice the waiting frame.
@@ -78,7 +72,7 @@ async def test_a_send_that_consumes_the_signal_does_not_strand_a_frame(ctx):
         wait_readable_blocking(server)
         server.send(b"reply")
         reader.check()
-        await eventually(lambda: len(got) == round_ + 2, 5, f"frame of round {round_}")
+        await async_wait_for(lambda r=round_: len(got) == r + 2, 5, f"frame of round {round_}")
         assert client.recv() == b"reply"
     reader.close()
 
@@ -90,7 +84,7 @@ async def test_many_sockets_each_get_exactly_their_own_frames(ctx):
     for n in range(25):
         for i, (_, client) in enumerate(pairs):
             client.send(b"%d:%d" % (i, n))
-    await eventually(lambda: all(len(v) == 25 for v in got.values()), 10, "25 frames each")
+    await async_wait_for(lambda: all(len(v) == 25 for v in got.values()), 10, "25 frames each")
     for i, frames in got.items():
         assert frames == [b"%d:%d" % (i, n) for n in range(25)]
     for reader in readers:
@@ -110,14 +104,15 @@ async def test_closing_from_the_callback_stops_at_once_and_a_new_socket_is_not_c
     reader = Reader(server, on_frame)
     for i in range(10):
         client.send(b"%d" % i)
-    await eventually(lambda: len(got) >= 3, 5, "three frames")
+    await async_wait_for(lambda: len(got) >= 3, 5, "three frames")
     # A new socket may reuse the old descriptor number: only its own reader sees its frames.
     server2, client2 = pair(ctx)
     got2: list[bytes] = []
     reader2 = Reader(server2, got2.append)
     client2.send(b"new")
-    await eventually(lambda: got2, 5, "the new socket's frame")
-    await asyncio.sleep(0)
+    await async_wait_for(lambda: got2, 5, "the new socket's frame")
+    client2.send(b"newer")  # the descriptor is ready again, and the loop goes round again
+    await async_wait_for(lambda: len(got2) == 2, 5, "the new socket's second frame")
     assert got == [b"0", b"1", b"2"]
     assert reader.closed
     reader2.close()
@@ -128,7 +123,7 @@ async def test_a_socket_closed_under_the_reader_stops_it_without_an_error(ctx):
     got: list[bytes] = []
     reader = Reader(server, got.append)
     client.send(b"one")
-    await eventually(lambda: got, 5, "a frame")
+    await async_wait_for(lambda: got, 5, "a frame")
     reader.check()
     server.close(linger=0)
     reader._ready()  # what a late wake-up would do: it must notice and stop, not raise

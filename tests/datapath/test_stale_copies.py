@@ -6,7 +6,8 @@ import os
 
 from fabric import protocol as p
 from fabric.ports.input import InputPort
-from tests.datapath.helpers import eventually, fake_intermediary, next_ack
+from tests.datapath.helpers import fake_intermediary, next_ack
+from tests.waiting import async_wait_for
 
 
 async def test_a_copy_of_a_batch_below_acked_below_is_acknowledged_and_not_delivered():
@@ -29,7 +30,7 @@ async def test_a_copy_of_a_batch_below_acked_below_is_acknowledged_and_not_deliv
             assert (await next_ack(fake, rid)).entries == ((5, 1),)
             await fake.send_multipart([rid, p.mark_redelivered(first, 0)])  # the stale copy
             assert (await next_ack(fake, rid)).entries == ((0, 2),)  # acknowledged again...
-            await eventually(lambda: consumer.stats.stale_batches == 1, 5, "the copy counted")
+            await async_wait_for(lambda: consumer.stats.stale_batches == 1, 5, "the copy counted")
     finally:
         fake.close()
     assert [m.payload for m in got] == ["a", "b", "c"]  # ...and not handled twice
@@ -44,19 +45,18 @@ async def test_a_batch_never_says_it_is_acknowledged_itself():
     try:
         async with OutputPort("stale", [endpoint]) as producer:
             rid, _ = await asyncio.wait_for(fake.recv_multipart(), 10)
-            await eventually(lambda: producer.connected, 5, "the connection")
+            await async_wait_for(lambda: producer.connected, 5, "the connection")
+            async def batch():  # (heartbeats skipped)
+                _, frame = await fake.recv_multipart()
+                return p.decode(frame) if p.frame_type(frame) == p.T_BATCH else None
             batches = []
             for i in range(3):
                 await producer.send(i)
-                while True:
-                    _, frame = await asyncio.wait_for(fake.recv_multipart(), 10)
-                    if p.frame_type(frame) == p.T_BATCH:
-                        batches.append(p.decode(frame))
-                        break
+                batches.append(await async_wait_for(batch, 10, f"batch {i}", interval=0))
                 if i == 0:  # acknowledge the first: the next batch may say so
                     ack = p.Ack(producer.producer_id, os.urandom(16), 0, ((0, 1),))
                     await fake.send_multipart([rid, p.encode(ack)])
-                    await eventually(lambda: producer.unacked == 0, 5, "the ack")
+                    await async_wait_for(lambda: producer.unacked == 0, 5, "the ack")
             await producer.close()  # the fake acknowledges only the first: do not drain
     finally:
         fake.close()

@@ -7,12 +7,12 @@ import sys
 import threading
 import time
 
-import zmq
-
 import pytest
+import zmq
 
 from fabric.intermediary.core import Intermediary
 from fabric.intermediary.stall import OffCpuClock, parse_schedstat
+from tests.waiting import wait_for
 
 needs_schedstat = pytest.mark.skipif(not OffCpuClock().exact,
                                      reason="no /proc/thread-self/schedstat here")
@@ -48,7 +48,8 @@ def test_a_sleeping_thread_is_off_cpu():
 @needs_schedstat
 def test_a_stopped_process_is_off_cpu_for_as_long_as_it_was_stopped():
     # The child spins (never sleeps), so only the stop can take it off the CPU.
-    code = ("import sys, time\nfrom fabric.intermediary.stall import OffCpuClock\nc = OffCpuClock()\n"
+    code = ("import sys, time\nfrom fabric.intermediary.stall import OffCpuClock\n"
+            "c = OffCpuClock()\n"
             "start, off = time.monotonic(), c.now()\nprint('ready', flush=True)\n"
             "while time.monotonic() - start < 1.5: pass\n"
             "print(round(c.now() - off, 3), flush=True)\n")
@@ -105,13 +106,13 @@ def test_a_freeze_while_reading_frames_is_still_seen_as_a_freeze():
     try:
         peer.connect(endpoint)
         node.stall = 0.5  # past the 200 ms bar of Timing.frozen
-        deadline = time.monotonic() + 10
-        while node.stall and time.monotonic() < deadline:
-            peer.send(b"wake it up")  # any frame: it is read (and counted bad)
-            time.sleep(0.003)
-        assert node.stall == 0.0, "it never stalled"
-        while node.stats.rebinds == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+
+        def stalled() -> bool:
+            if node.stall:
+                peer.send(b"wake it up")  # any frame: it is read (and counted bad)
+            return node.stall == 0.0
+        wait_for(stalled, 10, "the intermediary to stall while reading", interval=0.003)
+        wait_for(lambda: node.stats.rebinds, 10, "the rebind after the freeze", interval=0.01)
         assert node.stats.rebinds == 1
     finally:
         peer.close(linger=0)

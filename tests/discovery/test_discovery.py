@@ -9,9 +9,11 @@ import time
 import uuid
 
 import pytest
-
-from nameservice.discovery import Advertiser, discover, interfaces_from_env
 from zeroconf import InterfaceChoice
+
+from nameservice import discovery
+from nameservice.discovery import Advertiser, discover, interfaces_from_env
+from tests.waiting import wait_for
 
 ADVERTISE = textwrap.dedent(
     """
@@ -50,6 +52,8 @@ def advertisers():
 
 
 DISC_A, DISC_B, DISC_C, DISC_D, DISC_NOBODY = (unique(n) for n in ("a", "b", "c", "d", "none"))
+SETTLE = 0.3
+"""How long a search waits for more answers after the first of its cluster (discover's default)."""
 
 
 def test_discovery_finds_a_three_node_cluster_on_loopback(advertisers):
@@ -67,14 +71,30 @@ def test_discovery_keeps_clusters_apart(advertisers):
     assert [e.address for e in discover(cluster=DISC_C, timeout=5.0)] == ["127.0.0.1:17301"]
 
 
-def test_another_cluster_answering_first_does_not_end_the_search(advertisers):
+def test_another_cluster_answering_first_does_not_end_the_search(advertisers, monkeypatch):
     other, late = unique("other"), unique("late")
+    answers: list[tuple[float, str]] = []  # (when, service name) as the search got them
+
+    class Recorded(discovery._Collector):
+        def add_service(self, zc, type_, name: str) -> None:
+            answers.append((time.monotonic(), name))
+            super().add_service(zc, type_, name)
+
+    def answered() -> float | None:
+        return next((t for t, name in answers if other in name), None)
+
+    monkeypatch.setattr(discovery, "_Collector", Recorded)
     advertisers(1, 17501, other)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        search = pool.submit(discover, cluster=late, timeout=10.0)
-        # The scenario: the wanted node answers well after the settle time (0.3 s) that
-        # follows the other cluster's answer, as on a loaded host.
-        time.sleep(1.0)
+        search = pool.submit(discover, cluster=late, timeout=10.0, settle=SETTLE)
+        # The scenario: the wanted node answers well after the settle time that follows the
+        # other cluster's answer, as on a loaded host. Counted from the moment the search got
+        # that answer, and the search must still be running then.
+        wait_for(lambda: answered() or search.done(), 10,
+                 "the other cluster's answer to reach the search")
+        wait_for(lambda: search.done() or time.monotonic() > answered() + 3 * SETTLE, 10,
+                 "three settle times after the other cluster's answer")
+        assert not search.done(), f"the search ended on another cluster's answers: {answers}"
         advertisers(1, 17601, late)
         assert [e.address for e in search.result(timeout=30)] == ["127.0.0.1:17601"]
 

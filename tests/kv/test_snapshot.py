@@ -12,8 +12,8 @@ from nameservice.kv import (
     LeaseRevoke,
     Put,
     PutResult,
-    Request,
     RejectCode,
+    Request,
 )
 
 from ._driver import Driver

@@ -183,7 +183,8 @@ def test_a_leader_does_not_commit_an_old_term_entry_by_counting_replicas():
     leader = net.cores[1]
     seen = []
     leader.campaign()
-    net.stabilize(after_step=lambda m: seen.append((leader.progress.get(2) and leader.progress[2].match, leader.commit_index)))
+    net.stabilize(after_step=lambda m: seen.append(
+        (leader.progress.get(2) and leader.progress[2].match, leader.commit_index)))
     assert leader.role is Role.LEADER and leader.term == 4
     assert (2, 1) in seen  # node 2 held index 2 while the commit index stayed at 1
     assert all(commit < 2 for match, commit in seen if match is not None and match < 3)

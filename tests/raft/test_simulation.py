@@ -34,7 +34,8 @@ def _run_many(seeds: range) -> list[str]:
 
 def test_thousands_of_seeded_scenarios_keep_raft_safe_and_live():
     failures = _run_many(range(SEEDS))
-    assert not failures, f"{len(failures)} of {SEEDS} scenarios failed:\n" + "\n".join(failures[:10])
+    assert not failures, (f"{len(failures)} of {SEEDS} scenarios failed:\n"
+                          + "\n".join(failures[:10]))
 
 
 def test_scenarios_cover_both_cluster_sizes_and_real_work():

@@ -8,20 +8,7 @@ import pytest
 
 from nameservice.client import NameServiceClient
 from nameservice.server.local import LocalCluster
-
-
-async def wait_until(condition, timeout: float, what: str, interval: float = 0.02):
-    """Await ``condition()`` (sync or async) until truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
+from tests.waiting import async_wait_for
 
 
 async def statuses(client: NameServiceClient, cluster: LocalCluster) -> dict[int, dict]:
@@ -43,7 +30,7 @@ async def leader_of(client: NameServiceClient, cluster: LocalCluster, timeout: f
             if s["role"] == "leader":
                 return node_id
         return None
-    return await wait_until(find, timeout, "a leader")
+    return await async_wait_for(find, timeout, "a leader")
 
 
 async def caught_up(client: NameServiceClient, cluster: LocalCluster) -> bool:
@@ -96,12 +83,12 @@ async def longest_write_pause(ns, stop_leader, proc) -> float:
 
     writer = asyncio.create_task(write())
     try:
-        await wait_until(lambda: len(done) >= 100, 30, "writes to flow")
+        await async_wait_for(lambda: len(done) >= 100, 30, "writes to flow")
         asked = time.monotonic()
         await stop_leader()
         assert await asyncio.to_thread(proc.wait, 20) == 0, "the stopped node did not exit 0"
         count_then = len(done)
-        await wait_until(lambda: len(done) >= count_then + 100, 30, "writes after the stop")
+        await async_wait_for(lambda: len(done) >= count_then + 100, 30, "writes after the stop")
         stop.set()
         await writer
     finally:

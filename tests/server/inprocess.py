@@ -4,7 +4,7 @@ frames over it.
 
 The nodes are the real ``Node`` (intake, batcher, pipeline, Raft core, state machine); only
 the sockets and the disk are replaced by their in-memory twins. Time is real (the nodes' tick
-timers), so tests wait on conditions with deadlines (``wait_until``).
+timers), so tests wait on conditions with deadlines (``async_wait_for``).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from nameservice.server.memtransport import MemoryClient, MemoryNetwork
 from nameservice.server.node import Node
 from nameservice.server.stale import StaleWrites
 from nameservice.storage import MemoryStorage
-from tests.server.conftest import wait_until
+from tests.waiting import async_wait_for
 
 RETRY_S = 0.01
 """Pause of the test client before trying the next node (none answered usefully)."""
@@ -119,7 +119,7 @@ class InProcessCluster:
             if leader is None:
                 return None
             return leader if all(self.nodes[i].core.leader == leader for i in among) else None
-        return await wait_until(agreed, timeout, f"a leader among nodes {among}")
+        return await async_wait_for(agreed, timeout, f"a leader among nodes {among}")
 
     async def wait_caught_up(self, ids: list[int] | None = None, timeout: float = 10.0) -> None:
         """Wait until every node of ``ids`` has applied the highest commit index among them."""
@@ -128,7 +128,7 @@ class InProcessCluster:
         def caught_up() -> bool:
             top = max(self.nodes[i].core.commit_index for i in ids)
             return all(self.nodes[i].machine.applied_index >= top for i in ids)
-        await wait_until(caught_up, timeout, f"nodes {ids} to apply every committed entry")
+        await async_wait_for(caught_up, timeout, f"nodes {ids} to apply every committed entry")
 
     def client(self) -> KvClient:
         """A key-value client of the cluster, closed with it."""

@@ -17,6 +17,7 @@ import pytest
 from nameservice.client import NameServiceClient
 from nameservice.server.local import LocalCluster, free_ports
 from tests.server.conftest import leader_of
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 FABRIC = str(Path(sys.executable).with_name("fabric"))
@@ -147,9 +148,8 @@ def test_ns_start_runs_one_node_until_sigterm(tmp_path):
     try:
         assert proc.stdout.readline().startswith(b"listening")
         ns = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while fabric("kv", "put", "solo", "1", ns=ns).returncode != 0:
-            assert time.monotonic() < deadline, "a one-node cluster never served"
+        wait_for(lambda: fabric("kv", "put", "solo", "1", ns=ns).returncode == 0, 10,
+                 "a one-node cluster to serve")
         proc.terminate()
         assert proc.wait(timeout=10) == 0
     finally:

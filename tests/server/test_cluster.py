@@ -10,10 +10,11 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from nameservice import wire
 from nameservice.client import NameServiceClient, SyncNameServiceClient
 from nameservice.errors import RequestRejected
-from nameservice import wire
-from tests.server.conftest import caught_up, leader_of, statuses, wait_until
+from tests.server.conftest import caught_up, leader_of, statuses
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,8 @@ class Workload:
 
 async def _progressed(work: Workload, by: int):
     start = work.progress()
-    await wait_until(lambda: work.progress() >= start + by, 15, f"{by} more acknowledged writes")
+    await async_wait_for(lambda: work.progress() >= start + by, 15,
+                         f"{by} more acknowledged writes")
 
 
 async def test_put_get_cas_range_delete(make_cluster):
@@ -110,7 +112,7 @@ async def test_put_get_cas_range_delete(make_cluster):
         # A stale read on every node sees the write once that node has applied it.
         for address in cluster.addresses.values():
             async with NameServiceClient([address]) as one:
-                await wait_until(lambda: one.get("svc/b", consistent=False), 5, "stale read")
+                await async_wait_for(lambda: one.get("svc/b", consistent=False), 5, "stale read")
 
 
 def test_sync_client_works_from_plain_code(make_cluster):
@@ -131,7 +133,7 @@ async def test_leader_killed_while_clients_write_and_cas(make_cluster):
         cluster.start(leader)
         await _progressed(work, 200)
         await work.stop()
-        await wait_until(lambda: caught_up(ns, cluster), 15, "the restarted node to catch up")
+        await async_wait_for(lambda: caught_up(ns, cluster), 15, "the restarted node to catch up")
         await work.verify(ns)
         # The restarted node holds everything too (stale read from it alone).
         async with NameServiceClient([cluster.addresses[leader]]) as old:
@@ -152,7 +154,7 @@ async def test_follower_killed_and_restarted_catches_up(make_cluster):
         cluster.start(follower)
         await _progressed(work, 100)
         await work.stop()
-        await wait_until(lambda: caught_up(ns, cluster), 15, "the follower to catch up")
+        await async_wait_for(lambda: caught_up(ns, cluster), 15, "the follower to catch up")
         await work.verify(ns)
 
 
@@ -205,7 +207,7 @@ async def test_garbage_frames_are_counted_and_dropped(make_cluster):
                         and c["bad_client_frames"] - before["bad_client_frames"] == 5
                         and c["bad_requests"] - before["bad_requests"] == 2)
 
-            await wait_until(counted, 5, "the bad frames to be counted")
+            await async_wait_for(counted, 5, "the bad frames to be counted")
             await ns.put("still", "serving")
             assert (await ns.get("still")).value == b"serving"
         assert all(cluster.running(i) for i in cluster.ids)
@@ -237,7 +239,8 @@ async def test_compacted_log_reaches_a_restarted_follower_as_a_snapshot(make_clu
         st = (await statuses(ns, cluster))[leader]
         assert st["counters"]["snapshots"] >= 3
         cluster.start(follower)
-        await wait_until(lambda: caught_up(ns, cluster), 15, "the follower to install a snapshot")
+        await async_wait_for(lambda: caught_up(ns, cluster), 15,
+                             "the follower to install a snapshot")
         async with NameServiceClient([cluster.addresses[follower]]) as one:
             kvs = await one.range(b"snap/", consistent=False)
             assert (await one.status(cluster.addresses[follower]))["counters"][
@@ -246,7 +249,7 @@ async def test_compacted_log_reaches_a_restarted_follower_as_a_snapshot(make_clu
         # Restarting the leader itself recovers from its own snapshot and log.
         cluster.kill(leader)
         cluster.start(leader)
-        await wait_until(lambda: caught_up(ns, cluster), 15, "the old leader to recover")
+        await async_wait_for(lambda: caught_up(ns, cluster), 15, "the old leader to recover")
         async with NameServiceClient([cluster.addresses[leader]]) as one:
             assert len(await one.range(b"snap/", consistent=False)) == 100
 
@@ -279,5 +282,5 @@ async def test_a_frozen_leader_is_replaced_and_steps_down_when_it_wakes(make_clu
             cluster.kill(leader, signal.SIGCONT)
         await _progressed(work, 100)
         await work.stop()
-        await wait_until(lambda: caught_up(ns, cluster), 15, "the woken node to rejoin")
+        await async_wait_for(lambda: caught_up(ns, cluster), 15, "the woken node to rejoin")
         await work.verify(ns)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from nameservice.errors import ConfigError
 from nameservice.address import parse_addresses, parse_cluster
+from nameservice.errors import ConfigError
 from nameservice.server.config import NodeSettings, parse_timeout_range
 
 

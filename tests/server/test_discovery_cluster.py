@@ -12,7 +12,7 @@ import pytest
 
 from nameservice.client import NameServiceClient, cluster_addresses
 from nameservice.errors import Unavailable
-from tests.server.conftest import wait_until
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
 FABRIC = str(Path(sys.executable).with_name("fabric"))
@@ -40,8 +40,8 @@ async def test_discovery_finds_a_three_node_cluster_and_a_client_connects_throug
         discovered_cluster):
     cluster = discovered_cluster
     # Each daemon advertises in the background once it listens (zeroconf probes first).
-    await wait_until(lambda: _found_all(cluster), 20.0, "all three nodes to be discovered",
-                     interval=0.2)
+    await async_wait_for(lambda: _found_all(cluster), 20.0, "all three nodes to be discovered",
+                         interval=0.2)
     async with NameServiceClient(None) as ns:
         # Browsing stops once answers pause; any node found will do (redirects lead on).
         assert set(ns.channel.addresses) <= set(cluster.addresses.values())

@@ -8,8 +8,8 @@ import asyncio
 from nameservice import wire
 from nameservice.kv import CasResult, PutResult
 from nameservice.raft.types import NONE, Role
-from tests.server.conftest import wait_until
 from tests.server.inprocess import InProcessCluster, cas_absent, cas_value
+from tests.waiting import async_wait_for
 
 
 async def test_a_put_is_read_back_by_a_consistent_read_on_every_node():
@@ -70,10 +70,10 @@ async def test_an_isolated_leader_is_replaced_writes_go_on_and_nothing_acknowled
             await ns.put(b"b/%d" % i, b"%d" % i)
             acked[b"b/%d" % i] = b"%d" % i
         # The old leader cannot hear a quorum: it steps down.
-        await wait_until(lambda: cluster.nodes[old].core.role is not Role.LEADER, 10,
+        await async_wait_for(lambda: cluster.nodes[old].core.role is not Role.LEADER, 10,
                          "the isolated leader to step down")
         cluster.network.heal()
-        await wait_until(lambda: cluster.nodes[old].core.leader == new, 10,
+        await async_wait_for(lambda: cluster.nodes[old].core.leader == new, 10,
                          "the old leader to follow the new one")
         await cluster.wait_caught_up()
         for key, value in acked.items():
@@ -128,7 +128,7 @@ async def test_a_cas_whose_reply_was_lost_is_retried_on_the_new_leader_and_appli
         # The request reaches the leader, and its reply is lost on the way back.
         assert ns.raw.send(cluster.addresses[old], [[ns.raw.next_rid(), wire.OP_WRITE, *request]])
         cluster.network.cut(ns.raw.name, cluster.addresses[old])
-        await wait_until(lambda: all(node.machine.get(b"counter").value == b"2"
+        await async_wait_for(lambda: all(node.machine.get(b"counter").value == b"2"
                                      for node in cluster.nodes.values()), 10,
                          "every node to apply the CAS")
         # Then the leader is lost; the client retries the same request on the new one.
@@ -144,12 +144,12 @@ async def test_a_cas_whose_reply_was_lost_is_retried_on_the_new_leader_and_appli
 async def test_a_request_sent_before_any_leader_is_parked_and_answered_once_one_is_elected():
     async with InProcessCluster(3, election_timeout_ms=(300, 400)) as cluster:
         node = cluster.nodes[1]
-        await wait_until(lambda: node.transport is not None, 5, "node 1 to listen")
+        await async_wait_for(lambda: node.transport is not None, 5, "node 1 to listen")
         assert node.core.leader == NONE
         ns = cluster.client()
         call = asyncio.create_task(
             ns.raw.call(cluster.addresses[1], wire.OP_WRITE, [[9]], timeout=10.0))
-        await wait_until(lambda: node.intake.parked == 1, 5, "the request to be parked")
+        await async_wait_for(lambda: node.intake.parked == 1, 5, "the request to be parked")
         status, payload = await call
         leader = node.core.leader
         assert leader != NONE and node.intake.parked == 0

@@ -11,7 +11,8 @@ import pytest
 
 from nameservice.client import NameServiceClient
 from nameservice.errors import LeaseNotFound
-from tests.server.conftest import leader_of, wait_until
+from tests.server.conftest import leader_of
+from tests.waiting import async_wait_for, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +62,13 @@ async def spawn():
 
 async def read_until(proc, prefix: bytes, timeout: float) -> bytes:
     """The first line of the child's stdout starting with ``prefix``."""
-    async def read():
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                pytest.fail(f"the child exited (code {await proc.wait()}) before {prefix!r}")
-            if line.startswith(prefix):
-                return line
-    return await asyncio.wait_for(read(), timeout)
+    async def line_with_prefix():
+        line = await proc.stdout.readline()
+        if not line:
+            pytest.fail(f"the child exited (code {await proc.wait()}) before {prefix!r}")
+        return line if line.startswith(prefix) else None
+    return await async_wait_for(line_with_prefix, timeout, f"a line starting with {prefix!r}",
+                                interval=0)
 
 
 async def test_a_key_vanishes_within_ttl_plus_1s_after_its_lease_owner_is_killed(
@@ -84,8 +84,8 @@ async def test_a_key_vanishes_within_ttl_plus_1s_after_its_lease_owner_is_killed
         owner.kill()
         killed = time.monotonic()
         await owner.wait()
-        await wait_until(lambda: _absent(ns, "svc/owned"), ttl + 1.0,
-                         "the key of the dead owner's lease to vanish")
+        await async_wait_for(lambda: _absent(ns, "svc/owned"), ttl + 1.0,
+                             "the key of the dead owner's lease to vanish")
         assert time.monotonic() - killed >= ttl * 0.5  # kept until the lease ran out
 
 
@@ -102,8 +102,8 @@ async def test_a_kept_alive_lease_survives_a_sigkill_of_the_leader(make_cluster)
             cluster.kill(leader, signal.SIGKILL)
             before = lease.renewals
             # Renewals through the new leader for well over a TTL after the old one died.
-            await wait_until(lambda: lease.renewals >= before + 9, 15.0,
-                             "keepalives through the new leader")
+            await async_wait_for(lambda: lease.renewals >= before + 9, 15.0,
+                                 "keepalives through the new leader")
             assert await leader_of(ns, cluster) != leader
             assert not lease.lost.is_set()
             kv = await ns.get("svc/kept")
@@ -122,13 +122,13 @@ async def test_a_leader_frozen_past_the_ttl_expires_nothing_when_it_wakes(make_c
             try:
                 before = lease.renewals
                 # The old leader's deadline for the lease passes while it sleeps.
-                await wait_until(lambda: lease.renewals >= before + 6, 15.0,
-                                 "keepalives through a new leader")
+                await async_wait_for(lambda: lease.renewals >= before + 6, 15.0,
+                                     "keepalives through a new leader")
             finally:
                 cluster.kill(old, signal.SIGCONT)
             before = lease.renewals
-            await wait_until(lambda: lease.renewals >= before + 6, 15.0,
-                             "keepalives after the old leader woke")
+            await async_wait_for(lambda: lease.renewals >= before + 6, 15.0,
+                                 "keepalives after the old leader woke")
             assert not lease.lost.is_set()
             kv = await ns.get("svc/frozen")
             assert kv is not None and kv.lease == lease.id
@@ -154,7 +154,7 @@ async def test_an_unrenewed_lease_expires_and_its_keeper_learns_it_was_lost(make
         lease_id = await ns.lease_grant(0.1)  # raised to the cluster's minimum
         assert await ns.lease_keepalive(lease_id) == 0.5
         await ns.put("e/k", "v", lease=lease_id)
-        await wait_until(lambda: _absent(ns, "e/k"), 5.0, "the unrenewed lease to expire")
+        await async_wait_for(lambda: _absent(ns, "e/k"), 5.0, "the unrenewed lease to expire")
         with pytest.raises(LeaseNotFound):
             await ns.lease_keepalive(lease_id)
         with pytest.raises(LeaseNotFound):
@@ -173,7 +173,6 @@ async def test_the_default_minimum_ttl_is_one_second(make_cluster):
 
 def test_the_sync_client_keeps_a_lease_alive_and_reports_it_lost(make_cluster):
     from nameservice.client import SyncNameServiceClient
-    from tests.waiting import wait_for
 
     cluster = make_cluster(extra_args=SHORT_LEASES)
     with SyncNameServiceClient(cluster.ns_arg) as ns:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from nameservice.control import control_request
 from nameservice.client import NameServiceClient
+from nameservice.control import control_request
 from nameservice.names import Names
 from nameservice.server.local import free_ports
-from tests.server.conftest import leader_of, longest_write_pause, wait_until
+from tests.server.conftest import leader_of, longest_write_pause
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ async def test_the_leader_drained_by_name_hands_over_exits_0_and_writes_go_on(ma
         names = Names(ns)
         old = await leader_of(ns, cluster, timeout=30)
         for i in cluster.ids:
-            await wait_until(lambda i=i: registered(names, f"ns-{i}"), 20, f"ns-{i} registered")
+            await async_wait_for(lambda i=i: registered(names, f"ns-{i}"), 20, f"ns-{i} registered")
         async def drain_by_name() -> None:
             drained = await fabric("drain", f"ns-{old}", ns=cluster.ns_arg)
             assert drained.returncode == 0, drained.stderr.decode()
@@ -85,8 +86,8 @@ async def test_fabric_status_lists_the_nodes_with_their_role(make_cluster):
     async with NameServiceClient(cluster.ns_arg) as ns:
         leader = await leader_of(ns, cluster, timeout=30)
         for i in cluster.ids:
-            await wait_until(lambda i=i: registered(Names(ns), f"ns-{i}"), 20,
-                             f"ns-{i} registered")
+            await async_wait_for(lambda i=i: registered(Names(ns), f"ns-{i}"), 20,
+                                 f"ns-{i} registered")
     done = await fabric("status", "--json", ns=cluster.ns_arg)
     assert done.returncode == 0, done.stderr.decode()
     rows = {row["name"]: row for row in json.loads(done.stdout)["processes"]}
@@ -115,8 +116,8 @@ async def test_a_node_without_quorum_serves_its_control_socket_and_registers_lat
 
     cluster.start()  # the other two: a leader, and the registration goes through
     async with NameServiceClient(cluster.ns_arg) as ns:
-        [entry] = await wait_until(lambda: registered(Names(ns), "ns-1"), 30,
-                                   "the registration to go through once a leader exists")
+        [entry] = await async_wait_for(lambda: registered(Names(ns), "ns-1"), 30,
+                                       "the registration to go through once a leader exists")
         assert entry.endpoint == endpoint
         assert entry.meta == {"kind": "nameservice", "node": 1,
                               "address": cluster.addresses[1]}
@@ -132,10 +133,10 @@ async def test_name_and_control_address_can_be_chosen(make_cluster):
     cluster.start(1)
     assert next_line(cluster.procs[1]) == f"control tcp://127.0.0.1:{port}"
     async with NameServiceClient(cluster.ns_arg) as ns:
-        [entry] = await wait_until(lambda: registered(Names(ns), "registry-a"), 20,
-                                   "the chosen name")
+        [entry] = await async_wait_for(lambda: registered(Names(ns), "registry-a"), 20,
+                                       "the chosen name")
         assert entry.endpoint == f"tcp://127.0.0.1:{port}"
-        await wait_until(lambda: _absent(Names(ns), "ns-1"), 10, "the old name to be gone")
+        await async_wait_for(lambda: _absent(Names(ns), "ns-1"), 10, "the old name to be gone")
     drained = await fabric("drain", "registry-a", ns=cluster.ns_arg)
     assert drained.returncode == 0, drained.stderr.decode()
     assert await asyncio.to_thread(cluster.procs[1].wait, 20) == 0

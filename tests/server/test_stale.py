@@ -8,10 +8,11 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from nameservice import wire
 from nameservice.client import NameServiceClient
 from nameservice.kv import MAX_KEY_BYTES
-from nameservice import wire
-from tests.server.conftest import caught_up, leader_of, wait_until
+from tests.server.conftest import caught_up, leader_of
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ async def test_a_stale_put_on_a_cut_off_node_is_kept_and_replicated_after_the_he
     cluster = make_cluster()
     async with NameServiceClient(cluster.ns_arg) as ns:
         await ns.put("conf/base", "0")
-        await wait_until(lambda: caught_up(ns, cluster), 10.0, "every node to apply the put")
+        await async_wait_for(lambda: caught_up(ns, cluster), 10.0, "every node to apply the put")
     alone, others = 1, [2, 3]
     address = cluster.addresses[alone]
     try:
@@ -59,10 +60,11 @@ async def test_a_stale_put_on_a_cut_off_node_is_kept_and_replicated_after_the_he
         for node in others:
             cluster.kill(node, signal.SIGCONT)
     for node, node_address in cluster.addresses.items():
-        await wait_until(lambda: _equals(value_at(node_address, "conf/x"), b"minority"), 15.0,
-                         f"the write to be applied on node {node}")
+        await async_wait_for(lambda a=node_address: _equals(value_at(a, "conf/x"), b"minority"),
+                             15.0,
+                             f"the write to be applied on node {node}")
     assert await value_at(cluster.ns_arg, "conf/x", consistent=True) == b"minority"
-    await wait_until(lambda: _pending_is_zero(address), 10.0, "the overlay to empty")
+    await async_wait_for(lambda: _pending_is_zero(address), 10.0, "the overlay to empty")
     assert (await stale_status(address))["conflicts"] == 0
 
 
@@ -78,7 +80,7 @@ async def test_a_conflicting_stale_write_is_reported_and_changes_nothing(make_cl
     cluster = make_cluster()
     async with NameServiceClient(cluster.ns_arg) as ns:
         await ns.put("conf/k", "v0")
-        await wait_until(lambda: caught_up(ns, cluster), 10.0, "every node to apply the put")
+        await async_wait_for(lambda: caught_up(ns, cluster), 10.0, "every node to apply the put")
     alone, others = 1, [2, 3]
     address = cluster.addresses[alone]
     majority = ",".join(cluster.addresses[n] for n in others)
@@ -87,7 +89,7 @@ async def test_a_conflicting_stale_write_is_reported_and_changes_nothing(make_cl
             cluster.kill(node, signal.SIGSTOP)
         # Wait until the node has given up on every leader: then nothing of its write can
         # sit in a stopped peer's socket buffer, to be delivered when that peer wakes.
-        await wait_until(lambda: _knows_no_leader(address), 10.0, "the node to lose its leader")
+        await async_wait_for(lambda: _knows_no_leader(address), 10.0, "the node to lose its leader")
         async with NameServiceClient(address, timeout=3.0) as one:
             await one.put("conf/k", "mine", consistent=False)
         # Now the node that took it is cut off, and the majority moves the key on.
@@ -99,14 +101,14 @@ async def test_a_conflicting_stale_write_is_reported_and_changes_nothing(make_cl
     finally:
         for node in cluster.ids:
             cluster.kill(node, signal.SIGCONT)
-    await wait_until(lambda: _conflicts(address), 15.0, "the conflict to be reported")
+    await async_wait_for(lambda: _conflicts(address), 15.0, "the conflict to be reported")
     status = await stale_status(address)
     assert status["pending"] == 0
     assert status["recent_conflicts"][-1]["key"] == "conf/k"
     assert status["recent_conflicts"][-1]["value"] == "mine"
     assert await value_at(cluster.ns_arg, "conf/k", consistent=True) == b"theirs"
-    await wait_until(lambda: _equals(value_at(address, "conf/k"), b"theirs"), 10.0,
-                     "the node that took the stale write to read the majority's value")
+    await async_wait_for(lambda: _equals(value_at(address, "conf/k"), b"theirs"), 10.0,
+                         "the node that took the stale write to read the majority's value")
 
 
 async def _knows_no_leader(address: str) -> bool:

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from nameservice.kv import CasResult, KeyValue, StaleBacklogFull
 from nameservice import wire
+from nameservice.kv import CasResult, KeyValue, StaleBacklogFull
 from nameservice.server.stale import STALE_FILE, StaleWrites
 from nameservice.storage.errors import CorruptFileError
 

@@ -14,7 +14,8 @@ import pytest
 
 from nameservice.client import NameServiceClient, SyncNameServiceClient, Watch
 from nameservice.errors import Compacted
-from tests.server.conftest import caught_up, leader_of, wait_until
+from tests.server.conftest import caught_up, leader_of
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ class Collector:
 
 
 async def all_connected(client: NameServiceClient) -> None:
-    await wait_until(lambda: len(client.channel.connected()) == 3, 10, "links to every node")
+    await async_wait_for(lambda: len(client.channel.connected()) == 3, 10, "links to every node")
 
 
 def node_of(cluster, watch: Watch) -> int:
@@ -75,8 +76,8 @@ async def test_watch_sees_puts_and_deletes_in_order_with_their_revisions(make_cl
         r2 = (await client.put("svc/b", "2")).revision
         await client.put("other/x", "no")
         r3 = (await client.delete("svc/a")).revision
-        await wait_until(lambda: len(prefix.events) == 3 and len(keyed.events) == 2, 5,
-                         "the events")
+        await async_wait_for(lambda: len(prefix.events) == 3 and len(keyed.events) == 2, 5,
+                             "the events")
         assert prefix.events == [("put", b"svc/a", r1), ("put", b"svc/b", r2),
                                  ("delete", b"svc/a", r3)]
         assert keyed.events == [("put", b"svc/a", r1), ("delete", b"svc/a", r3)]
@@ -91,11 +92,11 @@ async def test_watch_from_an_old_revision_replays_exactly_the_missed_events(make
         revs = [(await client.put(f"k/{i}", str(i))).revision for i in range(10)]
         await client.put("x/unrelated", "-")
         late = Collector(client.watch("k/", start_revision=revs[4]))
-        await wait_until(lambda: len(late.events) == 6, 5, "the replay")
+        await async_wait_for(lambda: len(late.events) == 6, 5, "the replay")
         assert late.revisions() == revs[4:]
         assert [key for _, key, _ in late.events] == [b"k/%d" % i for i in range(4, 10)]
         live = (await client.put("k/new", "v")).revision
-        await wait_until(lambda: len(late.events) == 7, 5, "the live event after the replay")
+        await async_wait_for(lambda: len(late.events) == 7, 5, "the live event after the replay")
         assert late.revisions() == revs[4:] + [live]
         await late.close()
 
@@ -114,14 +115,14 @@ async def test_watchers_see_every_change_in_order_across_a_sigkill_of_their_node
         acked: list[int] = []
         stop = asyncio.Event()
         writer = asyncio.ensure_future(write_while(client, stop, acked))
-        await wait_until(lambda: len(acked) >= 30, 10, "writes before the kill")
+        await async_wait_for(lambda: len(acked) >= 30, 10, "writes before the kill")
         cluster.kill(leader)  # SIGKILL the leader, which serves one of the watches
         count = len(acked)
-        await wait_until(lambda: len(acked) >= count + 30, 15, "writes after the failover")
+        await async_wait_for(lambda: len(acked) >= count + 30, 15, "writes after the failover")
         stop.set()
         await writer
-        await wait_until(lambda: all(len(c.events) >= len(acked) for c in watchers), 10,
-                         "every watcher to see every write")
+        await async_wait_for(lambda: all(len(c.events) >= len(acked) for c in watchers), 10,
+                             "every watcher to see every write")
         for c in watchers:
             revisions = c.revisions()
             assert revisions == sorted(set(revisions)), "repeated or out of order"
@@ -145,8 +146,8 @@ async def test_a_frozen_node_is_left_after_its_progress_pushes_stop(make_cluster
         cluster.kill(frozen, signal.SIGSTOP)  # alive, connected, silent
         try:
             revs = [(await client.put(f"w/{i}", "v")).revision for i in range(5)]
-            await wait_until(lambda: follower_watch.revisions() == revs, 10,
-                             "the watch to resume elsewhere and get the events")
+            await async_wait_for(lambda: follower_watch.revisions() == revs, 10,
+                                 "the watch to resume elsewhere and get the events")
             assert node_of(cluster, follower_watch.watch) != frozen
         finally:
             cluster.kill(frozen, signal.SIGCONT)
@@ -162,7 +163,7 @@ async def test_a_node_that_loses_its_leader_sends_its_watchers_away_and_nothing_
         watch = Collector(client.watch("w/"))
         await watch.watch.started()
         first = (await client.put("w/a", "1")).revision
-        await wait_until(lambda: watch.revisions() == [first], 5, "the first event")
+        await async_wait_for(lambda: watch.revisions() == [first], 5, "the first event")
         alone = node_of(cluster, watch.watch)
         others = [i for i in cluster.ids if i != alone]
         for i in others:
@@ -171,12 +172,12 @@ async def test_a_node_that_loses_its_leader_sends_its_watchers_away_and_nothing_
             async def dropped():
                 status = await client.status(cluster.addresses[alone], timeout=0.5)
                 return status["watches"] == 0 and status["counters"]["watches_cancelled"] >= 1
-            await wait_until(dropped, 10, "the leaderless node to drop its watch")
+            await async_wait_for(dropped, 10, "the leaderless node to drop its watch")
         finally:
             for i in others:
                 cluster.kill(i, signal.SIGCONT)
         revs = [first] + [(await client.put(f"w/{i}", "v")).revision for i in range(5)]
-        await wait_until(lambda: watch.revisions() == revs, 10, "every event after the heal")
+        await async_wait_for(lambda: watch.revisions() == revs, 10, "every event after the heal")
         assert watch.watch.resumes >= 1
         await watch.close()
 
@@ -204,7 +205,7 @@ async def test_a_watch_older_than_every_nodes_history_fails_with_compacted(make_
         for i in range(20):
             await client.put(f"c/{i}", "v")
         # A follower still behind revision 3 would rightly serve the watch from its future.
-        await wait_until(lambda: caught_up(client, cluster), 10, "every node to apply the puts")
+        await async_wait_for(lambda: caught_up(client, cluster), 10, "every node to apply the puts")
         watch = client.watch("c/", start_revision=3)
         with pytest.raises(Compacted) as info:
             async for _ in watch:
@@ -307,8 +308,8 @@ async def test_watchers_stay_exact_through_repeated_kills_and_restarts(make_clus
             cluster.start(victim)
         stop.set()
         await task
-        await wait_until(lambda: all(c.revisions()[-1:] >= acked[-1:] for c in watchers), 20,
-                         "every watcher to catch up")
+        await async_wait_for(lambda: all(c.revisions()[-1:] >= acked[-1:] for c in watchers), 20,
+                             "every watcher to catch up")
         reference = watchers[0].revisions()
         assert set(acked) <= set(reference)
         assert reference == sorted(set(reference))

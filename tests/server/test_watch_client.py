@@ -3,14 +3,15 @@ that plays the nodes: each WATCH is recorded, and the test pushes what a node wo
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 
 import pytest
 
+from nameservice import wire
 from nameservice.client import watch as watch_module
 from nameservice.client.watch import WatchSet
 from nameservice.errors import Compacted, Unavailable
-from nameservice import wire
+from tests.waiting import async_wait_for
 
 NODES = ["n1:1", "n2:2", "n3:3"]
 
@@ -54,16 +55,40 @@ class MemoryChannel:
             listener(address, False)
 
 
-async def until(condition, what: str, timeout: float = 3.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 async def next_revisions(watch, count: int) -> list[int]:
     return [(await asyncio.wait_for(watch.__anext__(), 3)).revision for _ in range(count)]
+
+
+def resumed_from(channel: MemoryChannel, watch) -> list[int]:
+    """The revision the watch asked its current node for, once it asked (``[]`` before)."""
+    return [from_rev for _, wid, from_rev in channel.watches if wid == watch.wid]
+
+
+async def watch_on_a_silent_node(watches: WatchSet, address: str):
+    """A watch started after the others, on a node other than ``address``, that the test keeps
+    silent. The stall check that leaves it judges the older watches too, and would leave with
+    it any of them that it finds as silent."""
+    unheard = watches.watch(b"unheard/", True, 1)
+    await unheard.started()
+    assert unheard.address != address
+    return unheard
+
+
+@contextlib.asynccontextmanager
+async def repeated(action, every: float):
+    """Call ``action()`` now and then every ``every`` seconds while the block runs: a node
+    that keeps talking."""
+    async def talk() -> None:
+        while True:
+            action()
+            await asyncio.sleep(every)
+    task = asyncio.ensure_future(talk())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @pytest.fixture
@@ -93,7 +118,7 @@ async def test_a_gap_resumes_from_the_last_covered_revision_without_repeats(setu
     assert from_rev == 5
     channel.push(address, wid, 5, 7, [6])
     channel.push(address, wid, 9, 9, [9])  # 8 is missing: a push was lost
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     address2, wid2, from_rev2 = channel.watches[1]
     assert from_rev2 == 8 and wid2 != wid
     channel.push(address, wid, 10, 10, [10])  # the old watch id: ignored
@@ -110,7 +135,7 @@ async def test_a_dead_node_is_left_for_another_one_and_nothing_is_lost(setup):
     address, wid, _ = channel.watches[0]
     channel.push(address, wid, 1, 3, [2, 3])
     channel.link_down(address)
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     address2, wid2, from_rev = channel.watches[1]
     assert address2 != address and from_rev == 4
     channel.push(address2, wid2, 4, 5, [5])
@@ -123,23 +148,31 @@ async def test_a_silent_node_is_left_after_the_stall_time(setup, monkeypatch):
     watch = watches.watch(b"k/", True, 1)
     await watch.started()
     address = channel.watches[0][0]
-    await until(lambda: len(channel.watches) == 2, "the resume after the stall")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume after the stall")
     assert channel.watches[1][0] != address and channel.watches[1][2] == 1
 
 
-async def test_progress_pushes_keep_a_watch_on_its_node_and_advance_its_revision(setup, monkeypatch):
+async def test_progress_pushes_keep_a_watch_on_its_node_and_advance_its_revision(
+        setup, monkeypatch):
     monkeypatch.setattr(watch_module, "STALL_S", 0.15)
     channel, watches = setup
     watch = watches.watch(b"k/", True, 1)
     await watch.started()
     address, wid, _ = channel.watches[0]
-    for to in range(1, 8):
-        channel.push(address, wid, to, to)  # empty: progress only
-        await asyncio.sleep(0.05)
-    assert len(channel.watches) == 1
+    unheard = await watch_on_a_silent_node(watches, address)
+    covered = [0]
+
+    def progress() -> None:
+        covered.append(covered[-1] + 1)
+        channel.push(address, wid, covered[-1], covered[-1])  # empty: progress only
+
+    async with repeated(progress, 0.05):
+        await async_wait_for(lambda: unheard.resumes, 3, "the watch on the silent node to stall")
+    assert watch.resumes == 0 and (watch.address, watch.wid) == (address, wid)
+    await unheard.close()
     channel.link_down(address)
-    await until(lambda: len(channel.watches) == 2, "the resume")
-    assert channel.watches[1][2] == 8  # resumes after what progress covered
+    assert await async_wait_for(lambda: resumed_from(channel, watch), 3, "the resume") == [
+        covered[-1] + 1]  # resumes after what progress covered
 
 
 async def test_heartbeats_of_a_node_keep_its_quiet_watches_there(setup, monkeypatch):
@@ -147,12 +180,14 @@ async def test_heartbeats_of_a_node_keep_its_quiet_watches_there(setup, monkeypa
     channel, watches = setup
     watch = watches.watch(b"k/", True, 1)
     await watch.started()
-    address = channel.watches[0][0]
-    for _ in range(8):
-        channel.push_handler(address, [[[], wire.PUSH_EVENTS, 0, 0, []]])
-        await asyncio.sleep(0.05)
-    assert len(channel.watches) == 1 and watches.bad_pushes == 0
-    await until(lambda: len(channel.watches) == 2, "the resume once the heartbeats stop")
+    address, wid, _ = channel.watches[0]
+    unheard = await watch_on_a_silent_node(watches, address)
+    async with repeated(lambda: channel.push_handler(address, [[[], wire.PUSH_EVENTS, 0, 0, []]]),
+                        0.05):
+        await async_wait_for(lambda: unheard.resumes, 3, "the watch on the silent node to stall")
+    assert watch.resumes == 0 and watch.wid == wid and watches.bad_pushes == 0
+    await unheard.close()
+    await async_wait_for(lambda: watch.resumes, 3, "the resume once the heartbeats stop")
 
 
 async def test_a_cancel_from_the_node_resumes(setup):
@@ -162,7 +197,7 @@ async def test_a_cancel_from_the_node_resumes(setup):
     address, wid, _ = channel.watches[0]
     channel.push(address, wid, 1, 4, [4])
     channel.push_handler(address, [[[wid], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW, "full", 0]])
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     assert channel.watches[1][2] == 5
 
 
@@ -172,9 +207,10 @@ async def test_a_push_that_does_not_decode_sends_the_watch_to_another_node(setup
     await watch.started()
     address, wid, _ = channel.watches[0]
     channel.push_handler(address, [[[wid], wire.PUSH_EVENTS, 1, 2, [[0, "not a kv"]]]])
-    channel.push_handler(address, [[[wid], wire.PUSH_EVENTS, 1, 2, [[0, [b"k", b"v", 9, 9, 1, 0]]]]])
+    channel.push_handler(address,
+                         [[[wid], wire.PUSH_EVENTS, 1, 2, [[0, [b"k", b"v", 9, 9, 1, 0]]]]])
     channel.push_handler(address, ["junk", [1], [[wid], 7]])  # ignored without harm
-    await until(lambda: len(channel.watches) == 2, "the resume")
+    await async_wait_for(lambda: len(channel.watches) == 2, 3, "the resume")
     assert channel.watches[1][0] != address and channel.watches[1][2] == 1
     assert watches.bad_pushes == 5  # two that do not decode, three that are not pushes
 
@@ -184,15 +220,22 @@ async def test_a_full_queue_pauses_the_watch_and_resumes_after_the_user_reads(se
     watch = watches.watch(b"k/", True, 1, max_queued=4)
     await watch.started()
     address, wid, _ = channel.watches[0]
+    other = watches.watch(b"other/", True, 1)
+    await other.started()
+    other_address, other_wid, _ = channel.watches[1]
     channel.push(address, wid, 1, 10, range(1, 11))  # 10 events, room for 4
-    await until(lambda: (address, wid) in channel.cancels, "the pause")
-    await asyncio.sleep(0.05)
-    assert len(channel.watches) == 1  # paused: no resume until the user reads
+    # Then the other watch's node cancels it: it resumes at once, by the steps a resume of the
+    # full watch would take, and after it.
+    channel.push_handler(other_address,
+                         [[[other_wid], wire.PUSH_CANCEL, wire.CANCEL_OVERFLOW, "full", 0]])
+    await async_wait_for(lambda: (address, wid) in channel.cancels, 3, "the pause")
+    await async_wait_for(lambda: resumed_from(channel, other), 3, "the other watch's resume")
+    assert len(channel.watches) == 3 and watch.resumes == 0  # paused: no resume until read
+    await other.close()
     assert await next_revisions(watch, 2) == [1, 2]
-    await until(lambda: len(channel.watches) == 2, "the resume after reading")
-    _, wid2, from_rev = channel.watches[1]
-    assert from_rev == 5
-    channel.push(channel.watches[1][0], wid2, 5, 10, range(5, 11)[:2])
+    assert await async_wait_for(lambda: resumed_from(channel, watch), 3,
+                                "the resume after reading") == [5]
+    channel.push(watch.address, watch.wid, 5, 10, range(5, 11)[:2])
     assert await next_revisions(watch, 4) == [3, 4, 5, 6]
 
 
@@ -237,8 +280,8 @@ async def test_close_ends_the_iteration_and_cancels_on_the_node(setup):
     await watch.started()
     address, wid, _ = channel.watches[0]
     reader = asyncio.ensure_future(watch.__anext__())
-    await asyncio.sleep(0.01)
+    await async_wait_for(lambda: watch._waiter is not None, 3, "the reader to wait for events")
     await watch.close()
     with pytest.raises(StopAsyncIteration):
-        await reader
-    await until(lambda: (address, wid) in channel.cancels, "the cancel")
+        await asyncio.wait_for(reader, 3)
+    await async_wait_for(lambda: (address, wid) in channel.cancels, 3, "the cancel")

@@ -5,10 +5,11 @@ import time
 
 import pytest
 
-from nameservice.kv import Batch, Delete, KvConfig, KvStateMachine, Put
 from nameservice import wire
+from nameservice.kv import Batch, Delete, KvConfig, KvStateMachine, Put
 from nameservice.server import watches as watches_module
 from nameservice.server.watches import ADVANCE_S, PROGRESS_S, WatchHub
+from tests.waiting import wait_for
 
 A, B = b"client-a", b"client-b"
 
@@ -287,12 +288,7 @@ def test_the_transport_splits_large_push_batches_into_frames_under_the_limit():
     try:
         client.connect(f"tcp://{address}")
         client.send(b"hello")
-        deadline = time.monotonic() + 5
-        received = []
-        while not received:
-            assert time.monotonic() < deadline, "the hello did not arrive"
-            received = transport.drain(1)
-            time.sleep(0.01)
+        received = wait_for(lambda: transport.drain(1), 5, "the hello", interval=0.01)
         identity = received[0][0]
         big = [[0, [b"a/%d" % i, b"x" * (1 << 20), i, i, 1, 0]] for i in range(1, 4)]
         items = [[[wid], wire.PUSH_EVENTS, 1, 3, big] for wid in range(1, 5)]  # ~12 MiB

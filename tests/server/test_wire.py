@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nameservice import wire
 from nameservice.errors import DecodeError
 from nameservice.raft import messages as m
 from nameservice.raft.types import Entry, Snapshot, SnapshotMeta
-from nameservice import wire
 
 MESSAGES = [
     m.VoteRequest(1, 2, 3, 10, 2, pre_vote=True, transfer=False),

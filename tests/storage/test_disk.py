@@ -6,8 +6,14 @@ import time
 import pytest
 
 from nameservice.raft.types import Entry, HardState, Ready, Snapshot, SnapshotMeta
-from nameservice.storage import (DiskStorage, InvalidWriteError, RaftStorage, StorageClosedError,
-                                 StorageLockedError, codec)
+from nameservice.storage import (
+    DiskStorage,
+    InvalidWriteError,
+    RaftStorage,
+    StorageClosedError,
+    StorageLockedError,
+    codec,
+)
 from nameservice.storage.disk import HARD_STATE_FILE
 
 from .helpers import make_entries, segment_paths

@@ -2,8 +2,7 @@
 import pytest
 
 from nameservice.raft.types import Entry, HardState, Ready, Snapshot, SnapshotMeta
-from nameservice.storage import (InvalidWriteError, MemoryStorage, RaftStorage,
-                                 StorageClosedError)
+from nameservice.storage import InvalidWriteError, MemoryStorage, RaftStorage, StorageClosedError
 
 from .helpers import make_entries
 

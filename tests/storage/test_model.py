@@ -61,7 +61,8 @@ class DiskMatchesMemory(RuleBasedStateMachine):
     @rule(data=st.data())
     def compact(self, data):
         index = data.draw(st.integers(self.mem.first_index(), self.mem.hard_state.commit))
-        snap = Snapshot(SnapshotMeta(index, self.mem.term(index), (1, 2, 3)), data.draw(st.binary()))
+        snap = Snapshot(SnapshotMeta(index, self.mem.term(index), (1, 2, 3)),
+                        data.draw(st.binary()))
         self.both(lambda s: s.compact(snap))
 
     @rule(data=st.data())

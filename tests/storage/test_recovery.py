@@ -8,8 +8,7 @@ import os
 import pytest
 
 from nameservice.raft.types import HardState, Snapshot, SnapshotMeta
-from nameservice.storage import (CorruptFileError, CorruptLogError, DiskStorage, RecoveryError,
-                                 codec)
+from nameservice.storage import CorruptFileError, CorruptLogError, DiskStorage, RecoveryError, codec
 
 from .helpers import flip_byte, make_entries, record_offsets, segment_paths
 
