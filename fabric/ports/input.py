@@ -488,6 +488,7 @@ class InputPort(Port):
                     self._holds.setdefault(pid, {}).update(entries)
                     continue
                 link = live[0]
+                self._carried_by(link, pid, entries)
             credit, link.owed = link.owed, 0
             frame = p.encode(p.Ack(pid, cid, credit, tuple(entries.items())))
             if not link.send(frame):
@@ -499,6 +500,19 @@ class InputPort(Port):
                 credit, link.owed = link.owed, 0
                 if not link.send(p.encode(p.Ack(bytes(p.ID_SIZE), cid, credit, ()))):
                     link.owed += credit
+
+    def _carried_by(self, link: Link, pid: bytes, entries: dict[int, int]) -> None:
+        """Batches no intermediary carries any more (claimed after a loss) are acknowledged
+        through ``link``: if it is lost before forwarding the ACK, :meth:`_reroute` must send
+        it again, since no claim round covers a claimed batch. The complete ones only: a
+        partial acknowledgement lost is repeated by the complete one."""
+        window = self._producers.get(pid)
+        if window is None:
+            return
+        for seq, handled in entries.items():
+            state = window.batches.get(seq)
+            if state is not None and state.via is None and handled >= state.count:
+                state.via = link
 
     def _on_drain_answer(self, link: Link) -> None:
         """The intermediary answered our DRAIN: all it sent us is acknowledged."""
