@@ -293,6 +293,11 @@ def batch_header(frame: bytes) -> tuple[bytes, int, int]:
     return producer_id, first_seq, count
 
 
+def batch_skip(frame: bytes) -> int:
+    """The ``skip`` of a BATCH frame checked by :func:`batch_header`."""
+    return int.from_bytes(frame[_SKIP_OFFSET:_SKIP_OFFSET + 4], "big")
+
+
 def ack_header(frame: bytes) -> tuple[bytes, int, int]:
     """``(producer_id, credit, entry_count)`` of an ACK frame whose type was already checked."""
     size = len(frame) - ACK_HEADER_SIZE

@@ -452,7 +452,8 @@ class Intermediary:
                 return False
             if self._send(best.rid, frame):
                 best.credit -= count
-                best.inflight[(pid, seq)] = [frame, count, 0]
+                # Handled so far: at least the skipped prefix (a requeue must not deliver it).
+                best.inflight[(pid, seq)] = [frame, count, p.batch_skip(frame)]
                 self.stats.batches_out += 1
                 return True
             self._consumer_gone(best)
