@@ -145,16 +145,16 @@ def test_each_name_service_example_is_exactly_what_the_codec_makes(description, 
 
 
 def test_the_name_service_examples_show_a_put_a_get_a_cas_and_a_watch_push():
-    requests = [item for d, _ in NS_EXAMPLES for item in ns_frame(d)[1]
-                if d.startswith("REQUEST")]
-    ops = {item[1] for item in requests}
-    assert {wire.OP_WRITE, wire.OP_GET, wire.OP_WATCH} <= ops
-    commands = [item[2][4][0] for item in requests
-                if item[1] == wire.OP_WRITE and item[2][0] == 16]
-    assert {1, 4} <= set(commands)  # a put and a cas, inside session requests
-    replies = [item for d, _ in NS_EXAMPLES if d.startswith("REPLY") for item in ns_frame(d)[1]]
-    results = [result_from_wire(item[2]) for item in replies
-               if isinstance(item[2], list) and item[2] and item[2][0] in range(1, 9)
-               and item[1] == wire.ST_OK and not isinstance(item[2][0], list)]
-    assert {type(r).__name__ for r in results} >= {"PutResult", "CasResult"}
-    assert any(d.startswith("EVENT") and ns_frame(d)[1][0][0] for d, _ in NS_EXAMPLES)
+    def items(kind: str) -> list:
+        return [item for d, _ in NS_EXAMPLES if d.startswith(kind) for item in ns_frame(d)[1]]
+
+    requests = items("REQUEST")
+    ops = {rid: op for rid, op, *_ in requests}
+    assert {wire.OP_WRITE, wire.OP_GET, wire.OP_WATCH} <= set(ops.values())
+    commands = {item[2][4][0] for item in requests
+                if item[1] == wire.OP_WRITE and item[2][0] == 16}
+    assert {1, 4} <= commands  # a put and a cas, inside session requests
+    results = {type(result_from_wire(payload)).__name__ for rid, status, payload in items("REPLY")
+               if status == wire.ST_OK and ops.get(rid) == wire.OP_WRITE}
+    assert {"PutResult", "CasResult"} <= results
+    assert any(push[0] and push[1] == wire.PUSH_EVENTS and push[4] for push in items("EVENT"))
