@@ -22,6 +22,7 @@ description, precise enough for another language, is in docs/protocol.md.
                                                     lost intermediary's endpoint (utf-8, rest)
     CLAIMED     consumer -> intermediary -> producer flags u8 (UNANSWERED), pad u8, round u32,
                                                     producer_id 16s
+    GOODBYE     producer/consumer -> intermediary   (nothing): "I leave: forget me now"
 
 The intermediary reads only the fixed headers; a batch body (the payloads) is decoded by the
 consumer alone.
@@ -51,6 +52,7 @@ T_WHO = 7
 T_DRAIN = 8
 T_CLAIM = 9
 T_CLAIMED = 10
+T_GOODBYE = 11
 
 ROLE_PRODUCER = 1
 ROLE_CONSUMER = 2
@@ -78,6 +80,7 @@ _CLAIM = struct.Struct(">BBBBI16s")
 _HEARTBEAT_FRAME = bytes((VERSION, T_HEARTBEAT))
 _WHO_FRAME = bytes((VERSION, T_WHO))
 _DRAIN_FRAME = bytes((VERSION, T_DRAIN))
+_GOODBYE_FRAME = bytes((VERSION, T_GOODBYE))
 
 BATCH_HEADER_SIZE = _BATCH.size
 _SKIP_OFFSET = 32
@@ -194,7 +197,18 @@ class Claimed:
     unanswered: bool = False
 
 
-Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone, Who, Drain, Claim, Claimed]
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The sender leaves this intermediary for good and is to be forgotten at once (its last
+    frame on the connection).
+
+    From a producer: nothing it sent will be resent or acknowledged to it any more. From a
+    consumer: every batch it received is handled and acknowledged (a consumer that leaves
+    work unfinished says nothing and is declared dead, see docs/protocol.md).
+    """
+
+
+Frame = Union[Hello, Heartbeat, Batch, Ack, Nack, PeerGone, Who, Drain, Claim, Claimed, Goodbye]
 
 
 def _check_id(value: bytes, what: str) -> None:
@@ -210,6 +224,8 @@ def encode(msg: Frame) -> bytes:
         return _WHO_FRAME
     if isinstance(msg, Drain):
         return _DRAIN_FRAME
+    if isinstance(msg, Goodbye):
+        return _GOODBYE_FRAME
     if isinstance(msg, Batch):
         _check_id(msg.producer_id, "producer_id")
         flags = BATCH_REDELIVERED if msg.redelivered else 0
@@ -275,6 +291,11 @@ def batch_header(frame: bytes) -> tuple[bytes, int, int]:
     if count == 0 or skip > count:
         raise DecodeError(f"BATCH with count {count} and skip {skip}")
     return producer_id, first_seq, count
+
+
+def batch_skip(frame: bytes) -> int:
+    """The ``skip`` of a BATCH frame checked by :func:`batch_header`."""
+    return int.from_bytes(frame[_SKIP_OFFSET:_SKIP_OFFSET + 4], "big")
 
 
 def ack_header(frame: bytes) -> tuple[bytes, int, int]:
@@ -347,6 +368,10 @@ def decode(frame: bytes) -> Frame:
             if size != 2:
                 raise DecodeError(f"DRAIN of {size} bytes")
             return Drain()
+        if kind == T_GOODBYE:
+            if size != 2:
+                raise DecodeError(f"GOODBYE of {size} bytes")
+            return Goodbye()
         if kind == T_PEER_GONE:
             if size != _PEER_GONE.size:
                 raise DecodeError(f"PEER_GONE of {size} bytes")
@@ -398,3 +423,8 @@ def heartbeat_frame() -> bytes:
 def drain_frame() -> bytes:
     """The (constant) DRAIN frame."""
     return _DRAIN_FRAME
+
+
+def goodbye_frame() -> bytes:
+    """The (constant) GOODBYE frame."""
+    return _GOODBYE_FRAME

@@ -24,6 +24,7 @@ Rules (docs/datapath.md tells why, docs/protocol.md frame by frame):
   once all have answered or left (:mod:`fabric.intermediary.claims`);
 - draining: DRAIN to every producer, forward and route acks until nothing is held, then stop;
   a consumer's DRAIN stops routing to it and is answered once all sent to it is acknowledged;
+- a peer's GOODBYE (its last frame) forgets it at once: counted as left, not expired;
 - after a freeze long enough for its peers to give up on it, it rebinds its socket (every peer
   starts afresh, nothing stale is delivered).
 """
@@ -330,6 +331,9 @@ class Intermediary:
                 self._on_claim(rid, peer, frame)
             elif kind == p.T_CLAIMED:
                 self._on_claimed(rid, frame)
+            elif kind == p.T_GOODBYE:
+                p.decode(frame)
+                self._on_goodbye(rid)
             else:
                 raise DecodeError(f"frame type {kind} is not sent to an intermediary")
         except DecodeError as exc:
@@ -372,6 +376,30 @@ class Intermediary:
         self._send(rid, p.heartbeat_frame())
         if self._draining and hello.role == p.ROLE_PRODUCER:
             self._tell_draining(self._peers[rid])
+        self._dispatch_queue()
+
+    def _on_goodbye(self, rid: bytes) -> None:
+        """A peer leaves for good (GOODBYE is its last frame on this connection): forget it at
+        once, not a timeout later, and do not count it as expired.
+
+        A producer's queued batches stay queued (nobody resends them: they are its last
+        word); if it had been declared dead, its parked batches are dropped (it resent them
+        elsewhere or abandoned them). A consumer says GOODBYE only once everything it received
+        is handled and acknowledged: what it was sent and did not acknowledge never reached
+        its handler, and is requeued (flagged, as for any consumer that goes); no PEER_GONE,
+        since it holds no claim for any producer."""
+        peer = self._peers.pop(rid, None)
+        if peer is None:
+            return  # never met, or forgotten already
+        self.stats.peers_left += 1
+        consumer = peer.role == p.ROLE_CONSUMER
+        log.info("%s %s left (GOODBYE)", "consumer" if consumer else "producer", rid[1:].hex())
+        if not consumer:
+            if not peer.alive:
+                self.stats.dropped_stale_batches += self._queue.drop_from(rid)
+            return
+        self._requeue_inflight(peer)
+        self._leave_rounds(rid)  # a round waiting for its answer will not get it
         self._dispatch_queue()
 
     def _on_drain_frame(self, rid: bytes, peer: Peer | None) -> None:
@@ -424,7 +452,8 @@ class Intermediary:
                 return False
             if self._send(best.rid, frame):
                 best.credit -= count
-                best.inflight[(pid, seq)] = [frame, count, 0]
+                # Handled so far: at least the skipped prefix (a requeue must not deliver it).
+                best.inflight[(pid, seq)] = [frame, count, p.batch_skip(frame)]
                 self.stats.batches_out += 1
                 return True
             self._consumer_gone(best)

@@ -43,6 +43,7 @@ class IntermediaryStats:
     unroutable: int = 0
     peers_expired: int = 0
     consumers_expired: int = 0  # of peers_expired
+    peers_left: int = 0  # said GOODBYE: forgotten at once, not expired
     who_sent: int = 0
     claim_rounds: int = 0
     unknown_claims: int = 0  # CLAIMED for a round that is not open, or from a consumer not asked

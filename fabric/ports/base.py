@@ -1,6 +1,10 @@
 """What an OutputPort and an InputPort share: the channel, the links to its intermediaries, the
 life cycle (start, close, drain on leaving ``async with``) and the endpoint set a resolver drives.
 
+A port that closes says GOODBYE on every live connection first, so that its intermediaries
+forget it at once instead of declaring it dead a timeout later (an input port only when it
+leaves nothing unhandled, see :meth:`Port._goodbye`).
+
 Leaving ``async with port:`` normally drains the port — it waits, at most ``drain_timeout``
 seconds, until everything it sent is acknowledged (an output) or everything it received is
 handled and acknowledged (an input) — and keeps the :class:`~fabric.drain.DrainReport` in
@@ -15,6 +19,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+from fabric import protocol as p
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.ports.links import LinkSet
 
@@ -76,7 +81,12 @@ class Port:
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        self._links.close()
+        self._links.close(self._goodbye())
+
+    def _goodbye(self) -> bytes | None:
+        """The frame to send on every live link as the port closes (None: leave silently, to
+        be declared dead by the intermediaries after their timeout)."""
+        return p.goodbye_frame()
 
     @property
     def closed(self) -> bool:

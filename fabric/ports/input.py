@@ -26,7 +26,8 @@ acknowledges everything already received, and closes once each intermediary has 
 (it answers only when all it sent this consumer is acknowledged, and frames on one connection
 arrive in order, so the answer also proves the last acknowledgements arrived). A second round
 of DRAIN confirms that nothing arrived meanwhile. ``remove_endpoint`` on a live intermediary
-does the same for that one link.
+does the same for that one link. Closing with nothing left unhandled sends GOODBYE on every
+live link: the intermediaries forget the consumer at once.
 
 Memory: at most ``prefetch`` (plus one batch) messages per intermediary wait in the port.
 Delivery yields to the event loop between handler calls once their time adds up (``YIELD_EVERY``;
@@ -201,6 +202,22 @@ class InputPort(Port):
         report.log(log)
         await self.close()
         return report
+
+    def _goodbye(self) -> bytes | None:
+        """GOODBYE only when nothing received is left unhandled or unacknowledged: the
+        intermediaries then forget this consumer at once and tell no producer it is gone. A
+        consumer that abandons work says nothing: each intermediary declares it dead after the
+        consumer timeout, redelivers what it sent it (flagged) and sends PEER_GONE, so that
+        its producers resend what it claimed. (PEER_GONE at once could overtake the claims it
+        sent through another intermediary just before: those batches would never be
+        resent.)"""
+        if self._holds or self._acks or self._queue or self._delivering:
+            return None
+        for window in self._producers.values():
+            for state in window.batches.values():
+                if state.handled < state.count:
+                    return None
+        return p.goodbye_frame()
 
     def _ask_drain(self) -> dict[Link, tuple[int, int]]:
         """Send DRAIN on every live link: ``{link: (socket generation, answers awaited)}``."""
@@ -471,6 +488,7 @@ class InputPort(Port):
                     self._holds.setdefault(pid, {}).update(entries)
                     continue
                 link = live[0]
+                self._carried_by(link, pid, entries)
             credit, link.owed = link.owed, 0
             frame = p.encode(p.Ack(pid, cid, credit, tuple(entries.items())))
             if not link.send(frame):
@@ -482,6 +500,19 @@ class InputPort(Port):
                 credit, link.owed = link.owed, 0
                 if not link.send(p.encode(p.Ack(bytes(p.ID_SIZE), cid, credit, ()))):
                     link.owed += credit
+
+    def _carried_by(self, link: Link, pid: bytes, entries: dict[int, int]) -> None:
+        """Batches no intermediary carries any more (claimed after a loss) are acknowledged
+        through ``link``: if it is lost before forwarding the ACK, :meth:`_reroute` must send
+        it again, since no claim round covers a claimed batch. The complete ones only: a
+        partial acknowledgement lost is repeated by the complete one."""
+        window = self._producers.get(pid)
+        if window is None:
+            return
+        for seq, handled in entries.items():
+            state = window.batches.get(seq)
+            if state is not None and state.via is None and handled >= state.count:
+                state.via = link
 
     def _on_drain_answer(self, link: Link) -> None:
         """The intermediary answered our DRAIN: all it sent us is acknowledged."""
@@ -498,7 +529,8 @@ class InputPort(Port):
                 for state in window.batches.values():
                     if state.via is link:
                         state.via = None
-            self._links.drop(link)
+            # All it sent us is handled and acknowledged: GOODBYE, it forgets us at once.
+            self._links.drop(link, p.goodbye_frame())
 
     # -- failover -----------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ connection closes (monitor: the peer process died) or the intermediary stays sil
 heartbeat timeout (it hung). A lost link is closed and reopened with a fresh socket, so nothing
 stale is sent or received on it; the owner is told through ``on_down(link, silence)`` and, once
 the new connection completes, ``on_up(link)``. On every (re)connection the link first sends the
-owner's HELLO frame.
+owner's HELLO frame. A link the owner lets go of while it is up may be closed with a GOODBYE
+frame as its last word (:meth:`LinkSet.drop`, :meth:`LinkSet.close`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 HWM = 100_000
 RECV_BURST = 1000  # frames handled per wake-up before other callbacks get a turn
 MAX_LEFTOVERS = HWM  # frames read from a connection that just closed (its receive pipe)
+GOODBYE_LINGER_MS = 250  # a socket closed after its GOODBYE keeps sending it this long
 
 
 class Link:
@@ -166,16 +168,17 @@ class LinkSet:
             self._retiring[link.endpoint] = link
         return link
 
-    def drop(self, link: Link) -> None:
-        """Close a retiring link."""
+    def drop(self, link: Link, goodbye: bytes | None = None) -> None:
+        """Close a retiring link; with ``goodbye``, send that frame first if the link is up."""
         if self._retiring.get(link.endpoint) is link:
             del self._retiring[link.endpoint]
-        self._shut(link)
+        self._shut(link, goodbye)
 
-    def close(self) -> None:
-        """Close every link."""
+    def close(self, goodbye: bytes | None = None) -> None:
+        """Close every link; with ``goodbye``, send that frame first on each link that is up
+        (the intermediaries then forget this port at once instead of declaring it dead)."""
         for link in [*self._links.values(), *self._retiring.values()]:
-            self._shut(link)
+            self._shut(link, goodbye)
         self._links.clear()
         self._retiring.clear()
 
@@ -242,7 +245,9 @@ class LinkSet:
                 mon, lambda change: self._on_change(link, gen, change))),
         ]
 
-    def _shut(self, link: Link) -> None:
+    def _shut(self, link: Link, goodbye: bytes | None = None) -> None:
+        # A GOODBYE is the link's last frame: the socket lingers so that it still leaves.
+        linger = GOODBYE_LINGER_MS if goodbye is not None and link.send(goodbye) else 0
         link.up = link.connected = False
         link.gen += 1
         current = asyncio.current_task()
@@ -257,7 +262,7 @@ class LinkSet:
                 link.sock.disable_monitor()
             except zmq.ZMQError:
                 pass
-            link.sock.close(linger=0)
+            link.sock.close(linger=linger)
             link.sock = link.sync = None
         if link.mon is not None:
             # Closed here too: a watch task cancelled before it started never closes it.

@@ -25,7 +25,9 @@ flagged redelivered); the rest are resent, flagged if a consumer was gone before
 Draining: an intermediary that drains sends DRAIN; the port answers DRAIN, sends it no new
 batches, and waits for the acknowledgements of what it holds (nothing is resent by timeout).
 ``remove_endpoint`` on a live intermediary works the same way from this side. ``drain()`` stops
-the port itself: no new sends, everything acknowledged (or the timeout), then closed.
+the port itself: no new sends, everything acknowledged (or the timeout), then closed. Closing
+sends GOODBYE on every live link (and on a removed one once let go of): the intermediary forgets
+this producer at once.
 
 Ordering: messages of one batch arrive in order at one consumer; batches are spread over the
 intermediaries (least unacknowledged first) and consumers, so there is no order between batches.
@@ -451,7 +453,8 @@ class OutputPort(Port):
         for link in self._links.retiring():
             if (link.load <= 0 and not any(s.via is link for s in self._store.values())
                     and not any(link in rnd.asked for rnd in self._rounds.values())):
-                self._links.drop(link)  # (a claim round it was asked waits for its answer)
+                # (A claim round it was asked waits for its answer.) GOODBYE: it forgets us now.
+                self._links.drop(link, p.goodbye_frame())
 
     # -- failover -----------------------------------------------------------------------------
 

@@ -24,11 +24,12 @@ EXPECTED = {(k << 32) | i for k in range(PRODUCERS) for i in range(PER_PRODUCER)
 pytestmark = pytest.mark.slow
 
 
-def start(cluster):
+def start(cluster, *producer_args: str):
     inter = [cluster.intermediary() for _ in range(2)]
     endpoints = [ep for _, ep in inter]
     consumers = [cluster.consumer(endpoints, f"consumer{n}") for n in range(2)]
-    producers = [cluster.producer(endpoints, k, PER_PRODUCER) for k in range(PRODUCERS)]
+    producers = [cluster.producer(endpoints, k, PER_PRODUCER, *producer_args)
+                 for k in range(PRODUCERS)]
     return inter, consumers, producers
 
 
@@ -153,14 +154,16 @@ def test_a_killed_consumer_s_messages_go_to_the_other_consumer_flagged(cluster):
 
 @pytest.mark.parametrize("role", ["producer", "consumer"])
 def test_a_peer_frozen_mid_stream_loses_nothing(cluster, role):
-    inter, consumers, producers = start(cluster)
+    # At most 50,000 msgs/s each, so that the freeze lands mid-stream: flat out, a producer may
+    # have sent everything and left (GOODBYE) before it is frozen, and nobody declares it dead.
+    inter, consumers, producers = start(cluster, "--rate", "50000")
     outs = [out for _, out in consumers]
     wait_for(lambda: total_records(outs) >= TOTAL // 5, 60, "a fifth of the messages")
     frozen = producers[0] if role == "producer" else consumers[0][0]
     frozen.send_signal(signal.SIGSTOP)
-    wait_for(lambda: any(f"{role} " in cluster.stderr_of(proc) and "declared dead"
-                         in cluster.stderr_of(proc) for proc, _ in inter), 60,
-             f"an intermediary to declare the frozen {role} dead")
+    wait_for(lambda: any(f"{role} " in line and "declared dead" in line
+                         for proc, _ in inter for line in cluster.stderr_of(proc).splitlines()),
+             60, f"an intermediary to declare the frozen {role} dead")
     frozen.send_signal(signal.SIGCONT)
 
     finish_producers(cluster, producers)

@@ -33,6 +33,7 @@ TABLE = [
      bytes([1, 9, 0, 0]) + struct.pack(">I", 5) + PID + b"tcp://127.0.0.1:5551"),
     (p.Claimed(5, PID), bytes([1, 10, 0, 0]) + struct.pack(">I", 5) + PID),
     (p.Claimed(6, PID, unanswered=True), bytes([1, 10, 1, 0]) + struct.pack(">I", 6) + PID),
+    (p.Goodbye(), bytes([1, 11])),
 ]
 
 
@@ -61,6 +62,7 @@ def test_marking_a_batch_redelivered_sets_the_flag_and_the_skip():
     (bytes([1, 77]), "unknown frame type"),
     (bytes([1, 2, 0]), "HEARTBEAT"),
     (bytes([1, 8, 0]), "DRAIN"),
+    (bytes([1, 11, 0]), "GOODBYE"),
     (bytes([1, 3]) + b"\0" * 10, "shorter than its header"),
     (p.batch_frame(PID, 0, 0, 0, b""), "count 0"),
     (bytes([1, 4]) + b"\0" * 41, "partial entry"),
@@ -89,7 +91,7 @@ def test_a_batch_body_that_is_not_an_array_of_count_payloads_is_rejected(body, c
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=120))
 def test_decoding_arbitrary_bytes_raises_only_decode_error(data):
-    for frame in (data, bytes([1]) + data, bytes([1, data[0] % 11 if data else 3]) + data):
+    for frame in (data, bytes([1]) + data, bytes([1, data[0] % 13 if data else 3]) + data):
         try:
             p.decode(frame)
         except DecodeError:
