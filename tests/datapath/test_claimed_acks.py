@@ -15,7 +15,8 @@ import contextlib
 from fabric import protocol as p
 from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
-from tests.datapath.helpers import eventually, fake_intermediary, running_intermediary
+from tests.datapath.helpers import fake_intermediary, running_intermediary
+from tests.waiting import async_wait_for
 
 
 class Swallower:
@@ -59,21 +60,22 @@ async def test_the_ack_of_a_claimed_batch_lost_with_its_intermediary_is_sent_aga
             async with InputPort("reack", [a.endpoint, swallower.endpoint, b.endpoint],
                                  held.append, auto_ack=False) as consumer, \
                     OutputPort("reack", [a.endpoint]) as producer:
-                await eventually(lambda: len(consumer.connected) == 3, 10, "the consumer's links")
+                await async_wait_for(lambda: len(consumer.connected) == 3, 10,
+                                     "the consumer's links")
                 for i in range(5):
                     await producer.send(i)
-                await eventually(lambda: len(held) == 5, 10, "delivery through a")
+                await async_wait_for(lambda: len(held) == 5, 10, "delivery through a")
                 producer.add_endpoint(b.endpoint)
-                await eventually(lambda: len(producer.connected) == 2, 10, "the producer on b")
+                await async_wait_for(lambda: len(producer.connected) == 2, 10, "the producer on b")
                 a.stop()  # a dies: the consumer claims the batch it received through it
                 # The producer's claim round (through b) ends with the batch claimed by the
                 # consumer: nothing is resent.
-                await eventually(lambda: producer.stats.claim_rounds == 1
+                await async_wait_for(lambda: producer.stats.claim_rounds == 1
                                  and not producer._rounds, 10, "the claim round")  # noqa: SLF001
                 assert producer.stats.batches_resent == 0
                 for msg in held:
                     msg.ack()  # handled: a plain ACK through the first live link, the swallower
-                await eventually(lambda: any(not ack.hold and ack.entries
+                await async_wait_for(lambda: any(not ack.hold and ack.entries
                                              for ack in swallower.swallowed), 5,
                                  "the acknowledgement swallowed")
                 assert producer.unacked == 5

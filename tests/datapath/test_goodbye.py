@@ -19,9 +19,10 @@ from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from fabric.timing import Timing
 from nameservice.control import control_request
-from tests.datapath.conftest import stats_from, wait_for
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.conftest import stats_from
+from tests.datapath.helpers import running_intermediary
 from tests.datapath.procs import count_records
+from tests.waiting import async_wait_for, wait_for
 
 
 def counters(proc) -> dict | None:
@@ -75,7 +76,7 @@ async def test_a_consumer_that_abandons_work_says_no_goodbye_and_its_work_is_red
         async with OutputPort("abandon", [node.endpoint]) as producer:
             for i in range(20):
                 await producer.send(i)
-            await eventually(lambda: len(held) == 20, 10, "delivery to the first consumer")
+            await async_wait_for(lambda: len(held) == 20, 10, "delivery to the first consumer")
             await quitter.close()  # nothing acknowledged: it leaves silently
             async with InputPort("abandon", [node.endpoint], got.append):
                 await asyncio.wait_for(producer.flush(), 10)
@@ -90,18 +91,18 @@ async def test_letting_go_of_an_intermediary_says_goodbye_to_it():
     async with running_intermediary("letgo") as a, running_intermediary("letgo") as b:
         async with InputPort("letgo", [a.endpoint, b.endpoint], got.append) as consumer, \
                 OutputPort("letgo", [a.endpoint, b.endpoint]) as producer:
-            await eventually(lambda: len(producer.connected) == len(consumer.connected) == 2,
+            await async_wait_for(lambda: len(producer.connected) == len(consumer.connected) == 2,
                              10, "both ports connected to both")
             for i in range(100):
                 await producer.send(i)
             await asyncio.wait_for(producer.flush(), 10)
             producer.remove_endpoint(a.endpoint)
             consumer.remove_endpoint(a.endpoint)
-            await eventually(lambda: a.stats.peers_left == 2, 10, "both ports to leave a")
+            await async_wait_for(lambda: a.stats.peers_left == 2, 10, "both ports to leave a")
             for i in range(100, 200):
                 await producer.send(i)
             await asyncio.wait_for(producer.flush(), 10)
-        await eventually(lambda: b.stats.peers_left == 2, 10, "both ports to leave b")
+        await async_wait_for(lambda: b.stats.peers_left == 2, 10, "both ports to leave b")
         assert a.stats.peers_expired == b.stats.peers_expired == 0
     assert sorted(m.payload for m in got) == list(range(200))
 
@@ -118,11 +119,11 @@ async def test_a_goodbye_from_a_producer_declared_dead_drops_what_was_parked_for
             await raw.send(p.encode(p.Hello(p.ROLE_PRODUCER, pid, 0, "parked")))
             # No consumer: the batch waits in the queue.
             await raw.send(p.batch_frame(pid, 0, 1, 0, p.encode_payloads(["x"])))
-            await eventually(lambda: node.stats.batches_in == 1, 5, "the batch queued")
+            await async_wait_for(lambda: node.stats.batches_in == 1, 5, "the batch queued")
             # Silent for the heartbeat timeout: declared dead, its batch parked.
-            await eventually(lambda: node.stats.peers_expired == 1, 5, "declared dead")
+            await async_wait_for(lambda: node.stats.peers_expired == 1, 5, "declared dead")
             await raw.send(p.encode(p.Goodbye()))
-            await eventually(lambda: node.stats.peers_left == 1, 5, "the GOODBYE")
+            await async_wait_for(lambda: node.stats.peers_left == 1, 5, "the GOODBYE")
             assert node.stats.dropped_stale_batches == 1
             assert node.status()["in_flight"]["parked_messages"] == 0
         finally:

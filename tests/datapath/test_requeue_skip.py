@@ -15,7 +15,8 @@ import zmq
 import zmq.asyncio
 
 from fabric import protocol as p
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.helpers import running_intermediary
+from tests.waiting import async_wait_for
 
 
 def dealer(rid: bytes, endpoint: str) -> zmq.asyncio.Socket:
@@ -42,7 +43,7 @@ async def test_a_batch_requeued_before_any_acknowledgement_keeps_its_skip():
         try:
             await producer.send(p.encode(p.Hello(p.ROLE_PRODUCER, pid, 0, "skip")))
             await first.send(p.encode(p.Hello(p.ROLE_CONSUMER, cid, 100, "skip")))
-            await eventually(lambda: node.status()["consumers"] == 1
+            await async_wait_for(lambda: node.status()["consumers"] == 1
                              and node.status()["producers"] == 1, 5, "both peers known")
             # Resent after its first consumer died having handled 2 of its 3 messages.
             resent = p.Batch(pid, 0, 3, p.encode_payloads([1, 2, 3]), skip=2, redelivered=True)
