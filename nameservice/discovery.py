@@ -37,6 +37,7 @@ class Endpoint:
     port: int
     node_id: int
     cluster: str
+    size: int = 0  # the cluster's size as this node knows it (0: not advertised)
 
     @property
     def address(self) -> str:
@@ -68,8 +69,9 @@ class Advertiser:
         port: int,
         cluster: str = DEFAULT_CLUSTER,
         interfaces: list[str] | InterfaceChoice | None = None,
+        size: int = 0,
     ):
-        self.endpoint = Endpoint(host, port, node_id, cluster)
+        self.endpoint = Endpoint(host, port, node_id, cluster, size)
         self._interfaces = interfaces if interfaces is not None else interfaces_from_env()
         self._zc: Zeroconf | None = None
         self._info = ServiceInfo(
@@ -77,7 +79,7 @@ class Advertiser:
             f"fabric-ns-{cluster}-{node_id}.{SERVICE_TYPE}",
             addresses=[socket.inet_aton(_advertised_host(host))],
             port=port,
-            properties={"cluster": cluster, "id": str(node_id), "v": "1"},
+            properties={"cluster": cluster, "id": str(node_id), "v": "1", "size": str(size)},
             server=f"fabric-ns-{cluster}-{node_id}.local.",
         )
 
@@ -135,8 +137,10 @@ def discover(
     """Browse for name-service nodes (of ``cluster``, or any) and return those found.
 
     Returns as soon as nothing new has appeared for ``settle`` seconds after the first find
-    (of ``cluster``, judged by its service name), or after ``timeout`` seconds; an empty list
-    means none answered.
+    (of ``cluster``, judged by its service name) and every member the nodes found advertise
+    (their cluster ``size``) has answered, or after ``timeout`` seconds; an empty list means
+    none answered. (Answers of one cluster can arrive far apart on a busy host: the size keeps
+    a slow member from being left out.)
     """
     # Other clusters' nodes answering first must not end the wait for this one's.
     wanted = f"fabric-ns-{cluster}-" if cluster is not None else ""
@@ -145,23 +149,39 @@ def discover(
     browser = ServiceBrowser(zc, SERVICE_TYPE, collector)
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            wait = deadline - time.monotonic()
-            found_any = any(name.startswith(wanted) for name in collector.names)
-            if found_any:
-                wait = min(wait, settle)
-            collector.changed.clear()
-            if not collector.changed.wait(max(0.0, wait)) and found_any:
-                break
-        found: list[Endpoint] = []
-        for name in dict.fromkeys(collector.names):
-            endpoint = _resolve(zc, name, max(0.2, deadline - time.monotonic()))
-            if endpoint is not None and (cluster is None or endpoint.cluster == cluster):
-                found.append(endpoint)
-        return sorted(found, key=lambda e: (e.cluster, e.node_id))
+        while True:
+            _settle(collector, wanted, settle, deadline)
+            found = _resolve_all(zc, collector.names, cluster, deadline)
+            missing = max((e.size for e in found), default=0) > len(found)
+            if cluster is None or not missing or time.monotonic() >= deadline:
+                return found
     finally:
         browser.cancel()
         zc.close()
+
+
+def _settle(collector: _Collector, wanted: str, settle: float, deadline: float) -> None:
+    """Wait until nothing new has appeared for ``settle`` seconds after a first name that
+    starts with ``wanted``, or until ``deadline``."""
+    while time.monotonic() < deadline:
+        wait = deadline - time.monotonic()
+        found_any = any(name.startswith(wanted) for name in collector.names)
+        if found_any:
+            wait = min(wait, settle)
+        collector.changed.clear()
+        if not collector.changed.wait(max(0.0, wait)) and found_any:
+            return
+
+
+def _resolve_all(zc: Zeroconf, names: list[str], cluster: str | None,
+                 deadline: float) -> list[Endpoint]:
+    """The endpoints of ``names`` (of ``cluster``, if given), sorted by cluster and node id."""
+    found: list[Endpoint] = []
+    for name in dict.fromkeys(names):
+        endpoint = _resolve(zc, name, max(0.2, deadline - time.monotonic()))
+        if endpoint is not None and (cluster is None or endpoint.cluster == cluster):
+            found.append(endpoint)
+    return sorted(found, key=lambda e: (e.cluster, e.node_id))
 
 
 def _resolve(zc: Zeroconf, name: str, timeout: float) -> Endpoint | None:
@@ -171,6 +191,8 @@ def _resolve(zc: Zeroconf, name: str, timeout: float) -> Endpoint | None:
     props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
     try:
         node_id = int(props.get("id", "0"))
+        size = int(props.get("size") or "0")
     except ValueError:
         return None  # not one of ours, or garbled: skip it
-    return Endpoint(info.parsed_addresses()[0], info.port, node_id, props.get("cluster", ""))
+    return Endpoint(info.parsed_addresses()[0], info.port, node_id, props.get("cluster", ""),
+                    max(0, size))

@@ -62,7 +62,8 @@ async def _advertise(settings: NodeSettings, stop: asyncio.Event) -> None:
     from nameservice.discovery import Advertiser
 
     host, port = parse_address(settings.address)
-    advertiser = Advertiser(settings.id, host, port, settings.cluster_name)
+    advertiser = Advertiser(settings.id, host, port, settings.cluster_name,
+                            size=len(settings.cluster))
     try:
         await asyncio.to_thread(advertiser.start)
         log.info("advertised with zeroconf as cluster %r", settings.cluster_name)

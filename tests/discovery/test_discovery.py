@@ -19,8 +19,8 @@ ADVERTISE = textwrap.dedent(
     """
     import sys
     from nameservice.discovery import Advertiser
-    node, port, cluster = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    with Advertiser(node, "127.0.0.1", port, cluster):
+    node, port, cluster, size = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    with Advertiser(node, "127.0.0.1", port, cluster, size=size):
         print("up", flush=True)
         sys.stdin.read()   # until the parent closes our stdin
     """
@@ -36,9 +36,9 @@ def unique(name: str) -> str:
 def advertisers():
     procs = []
 
-    def start(node: int, port: int, cluster: str):
+    def start(node: int, port: int, cluster: str, size: int = 0):
         proc = subprocess.Popen(
-            [sys.executable, "-c", ADVERTISE, str(node), str(port), cluster],
+            [sys.executable, "-c", ADVERTISE, str(node), str(port), cluster, str(size)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         procs.append(proc)
@@ -58,7 +58,7 @@ SETTLE = 0.3
 
 def test_discovery_finds_a_three_node_cluster_on_loopback(advertisers):
     for node in (1, 2, 3):
-        advertisers(node, 17100 + node, DISC_A)
+        advertisers(node, 17100 + node, DISC_A, size=3)
     found = discover(cluster=DISC_A, timeout=5.0)
     assert [(e.node_id, e.address) for e in found] == [
         (1, "127.0.0.1:17101"), (2, "127.0.0.1:17102"), (3, "127.0.0.1:17103"),
@@ -97,6 +97,31 @@ def test_another_cluster_answering_first_does_not_end_the_search(advertisers, mo
         assert not search.done(), f"the search ended on another cluster's answers: {answers}"
         advertisers(1, 17601, late)
         assert [e.address for e in search.result(timeout=30)] == ["127.0.0.1:17601"]
+
+
+def test_a_search_waits_for_every_member_the_cluster_advertises(advertisers, monkeypatch):
+    slow = unique("slow")
+    answers: list[str] = []
+
+    class Recorded(discovery._Collector):
+        def add_service(self, zc, type_, name: str) -> None:
+            answers.append(name)
+            super().add_service(zc, type_, name)
+
+    monkeypatch.setattr(discovery, "_Collector", Recorded)
+    advertisers(1, 17701, slow, size=3)
+    advertisers(2, 17702, slow, size=3)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        search = pool.submit(discover, cluster=slow, timeout=20.0, settle=SETTLE)
+        # The third member answers long after the settle time that follows the first two, as
+        # on a loaded host; the size the first two advertise keeps the search waiting for it.
+        wait_for(lambda: len(answers) >= 2 or search.done(), 10, "the first two answers")
+        began = time.monotonic()
+        wait_for(lambda: search.done() or time.monotonic() > began + 3 * SETTLE, 10,
+                 "three settle times after the first two answers")
+        assert not search.done(), f"the search ended without the third member: {answers}"
+        advertisers(3, 17703, slow, size=3)
+        assert [e.node_id for e in search.result(timeout=30)] == [1, 2, 3]
 
 
 def test_a_closed_advertiser_is_no_longer_found():
