@@ -27,16 +27,16 @@ class Scrape:
         """The names of every sample (``_total``, ``_bucket``, ``_count``... included)."""
         return {name for name, _, _ in self.samples}
 
-    def values(self, name: str, **labels: str) -> list[float]:
-        """The values of the samples called ``name`` whose labels include ``labels``."""
+    def values(self, metric: str, /, **labels: str) -> list[float]:
+        """The values of the samples called ``metric`` whose labels include ``labels``."""
         return [value for n, have, value in self.samples
-                if n == name and all(have.get(k) == v for k, v in labels.items())]
+                if n == metric and all(have.get(k) == v for k, v in labels.items())]
 
-    def value(self, name: str, **labels: str) -> float:
-        """The sum of ``values(name, **labels)``; KeyError if there is no such sample."""
-        found = self.values(name, **labels)
+    def value(self, metric: str, /, **labels: str) -> float:
+        """The sum of ``values(metric, **labels)``; KeyError if there is no such sample."""
+        found = self.values(metric, **labels)
         if not found:
-            raise KeyError(f"no sample {name} {labels} in:\n{self.text[:3000]}")
+            raise KeyError(f"no sample {metric} {labels} in:\n{self.text[:3000]}")
         return sum(found)
 
 
