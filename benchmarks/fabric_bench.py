@@ -24,7 +24,10 @@ fabric throughput run, R times with metrics on and R times off, interleaved in o
 ``/metrics`` (the producer keeps its histograms), and a thread here scrapes all four every
 ``--scrape-interval`` seconds (default 1 s; Prometheus's usual is 15 s). It reports the medians
 of both, their ratio (on / off), every run, the scrapes made and the load average before and
-after (the machine is shared).
+after (the machine is shared). Wall-clock throughput on a shared machine varies by tens of per
+cent from run to run; so it also reports the CPU time all four processes spent on the stream
+(producer and consumer from the first message to the last, the intermediaries over the same
+span), per message: a cost that other load barely moves.
 
 Each process role is this same file run with ``--role``; every child is killed on exit.
 """
@@ -64,6 +67,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def emit(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
 
@@ -82,6 +98,7 @@ class Receiver:
         self.mode = mode
         self.n = 0
         self.first = self.last = 0
+        self.cpu_first = 0.0  # CPU seconds used when the first message arrived
         self.latencies: list[int] = []
         self.seen = bytearray(count)
         self.arrivals = array.array("q", bytes(8 * count)) if mode == "gaps" else None
@@ -94,6 +111,7 @@ class Receiver:
             self.n += 1
             if self.n == 1:
                 self.first = now_ns()
+                self.cpu_first = cpu_s()
             if self.n >= self.count:
                 self.last = now_ns()
                 return True
@@ -120,7 +138,8 @@ class Receiver:
         return self.n - self.dups
 
     def report(self) -> dict:
-        out = {"n": self.n, "first": self.first, "last": self.last, "rss_mb": peak_rss_mb()}
+        out = {"n": self.n, "first": self.first, "last": self.last, "rss_mb": peak_rss_mb(),
+               "cpu_s": cpu_s() - self.cpu_first}
         if self.mode == "latency":
             lat = sorted(self.latencies)
             out["p50_us"] = lat[len(lat) // 2] / 1000
@@ -204,6 +223,7 @@ async def _fabric_producer(args) -> None:
         fixed = payload(0, False)
         interval = 1e9 / args.rate if args.rate else 0
         start = now_ns()
+        cpu_start = cpu_s()
         send = port.send
         for i in range(args.count):
             if interval:
@@ -212,7 +232,8 @@ async def _fabric_producer(args) -> None:
                     await asyncio.sleep(delay)
             await send(payload(i, True) if stamped else fixed)
         await port.flush()
-        emit({"rss_mb": peak_rss_mb(), "stats": dataclasses.asdict(port.stats)})
+        emit({"rss_mb": peak_rss_mb(), "stats": dataclasses.asdict(port.stats),
+              "cpu_s": cpu_s() - cpu_start})
 
 
 async def _fabric_consumer(args) -> None:
@@ -315,6 +336,7 @@ def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False,
         extra = {"metrics": metrics[2]} if metrics else {}
         consumer = procs.role("fabric-consumer", endpoints=eps, count=count, mode=mode, **extra)
         line(consumer)
+        inter_cpu = sum(proc_cpu_s(p.pid) for p in inters)
         extra = {"metrics": metrics[3]} if metrics else {}
         producer = procs.role("fabric-producer", endpoints=eps, count=count, mode=mode, rate=rate,
                               **extra)
@@ -326,6 +348,10 @@ def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False,
         result = line(consumer)
         result["killed_at"] = killed_at
         prod = line(producer)
+        if not kill_at:  # CPU seconds of the stream, per process kind
+            result["cpu"] = {"producer": prod["cpu_s"], "consumer": result["cpu_s"],
+                             "intermediaries": sum(proc_cpu_s(p.pid) for p in inters)
+                             - inter_cpu}
         if scraper is not None:
             scraper.stop()
             result["scrapes"] = scraper.scrapes
@@ -438,12 +464,14 @@ def metrics_cost(args) -> None:
     n = args.messages
     load_before = os.getloadavg()
     rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}  # µs of CPU per message, all processes
     scrapes = scraped = 0
     for i in range(args.repeats):
         for which in (("on", "off") if i % 2 == 0 else ("off", "on")):
             result = run_fabric(n, "throughput", scrape_interval=(
                 args.scrape_interval if which == "on" else None))
             rates[which].append(n / ((result["last"] - result["first"]) / 1e9))
+            cpu[which].append(sum(result["cpu"].values()) / n * 1e6)
             scrapes += result.get("scrapes", 0)
             scraped += result.get("scraped_bytes", 0)
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
@@ -453,6 +481,9 @@ def metrics_cost(args) -> None:
         "ratio": round(on / off, 3),
         "runs_on_msgs_s": [round(r) for r in rates["on"]],
         "runs_off_msgs_s": [round(r) for r in rates["off"]],
+        "cpu_us_per_msg_on": round(statistics.median(cpu["on"]), 3),
+        "cpu_us_per_msg_off": round(statistics.median(cpu["off"]), 3),
+        "cpu_ratio": round(statistics.median(cpu["on"]) / statistics.median(cpu["off"]), 3),
         "scrape_interval_s": args.scrape_interval, "scrapes": scrapes,
         "scraped_bytes": scraped,
         "load_average_before": [round(x, 2) for x in load_before],
