@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nameservice.client import NameServiceClient
+from nameservice.server.__main__ import main
 from nameservice.server.metrics import NodeCollector
 from nameservice.server.watches import MAX_WATCHES
 from tests.scrape import collect, metrics_url_in, scrape
@@ -71,3 +72,9 @@ async def test_real_nodes_serve_their_metrics_and_exactly_one_says_it_leads(
         assert g.value("fabric_ns_keys") >= puts  # and the nodes' own process names
         assert g.value("fabric_ns_term") == lead.value("fabric_ns_term")
         assert g.value("process_resident_memory_bytes") > 0
+
+
+def test_a_bad_metrics_address_is_a_usage_error(tmp_path, capsys):
+    code = main(["--id", "1", "--cluster", "1=127.0.0.1:7401", "--data-dir", str(tmp_path),
+                 "--metrics", "no port"])
+    assert code == 2 and "bad address" in capsys.readouterr().err
