@@ -18,8 +18,8 @@ class Procs:
         self.script = script
         self.procs: list[subprocess.Popen] = []
 
-    def spawn(self, argv: list[str]) -> subprocess.Popen:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 env=env, text=True)
         self.procs.append(proc)

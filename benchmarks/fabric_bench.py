@@ -1,6 +1,7 @@
 """fabric data path vs plain pyzmq, measured in one run on one machine.
 
     python benchmarks/fabric_bench.py [--messages N] [--trials T] [--repeats R] [--json]
+    python benchmarks/fabric_bench.py --metrics-cost [--messages N] [--repeats R] [--json]
 
 (a) plain pyzmq: 1 PUSH -> 2 processes running zmq.proxy (PULL -> PUSH) -> 1 PULL, one message
     per frame; (b) fabric: 1 OutputPort -> 2 ``fabric intermediary`` processes -> 1 InputPort
@@ -16,6 +17,17 @@ keys the issue names, the JSON carries the same measures for T/3 trials with SIG
 hang) instead of SIGKILL (``failover_gap_hang_ms``, ``hang_lost``, ``hang_duplicates``), the
 recovery times (kill -> every earlier message delivered) and the load average at the end.
 Peak RSS (VmHWM) of each fabric process is taken from the throughput run.
+
+``--metrics-cost`` measures only what serving Prometheus metrics costs the data path: the
+fabric throughput run, R times with metrics on and R times off, interleaved in one invocation
+(on/off, then off/on, ...). On: both intermediaries, the producer and the consumer serve
+``/metrics`` (the producer keeps its histograms), and a thread here scrapes all four every
+``--scrape-interval`` seconds (default 1 s; Prometheus's usual is 15 s). It reports the medians
+of both, their ratio (on / off), every run, the scrapes made and the load average before and
+after (the machine is shared). Wall-clock throughput on a shared machine varies by tens of per
+cent from run to run; so it also reports the CPU time all four processes spent on the stream
+(producer and consumer from the first message to the last, the intermediaries over the same
+span), per message: a cost that other load barely moves.
 
 Each process role is this same file run with ``--role``; every child is killed on exit.
 """
@@ -39,6 +51,8 @@ from pathlib import Path
 
 from _procs import Procs, line
 
+from nameservice.server.local import free_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 FABRIC = str(Path(sys.executable).with_name("fabric"))
 PAYLOAD = 100
@@ -51,6 +65,19 @@ def now_ns() -> int:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def emit(obj: dict) -> None:
@@ -71,6 +98,7 @@ class Receiver:
         self.mode = mode
         self.n = 0
         self.first = self.last = 0
+        self.cpu_first = 0.0  # CPU seconds used when the first message arrived
         self.latencies: list[int] = []
         self.seen = bytearray(count)
         self.arrivals = array.array("q", bytes(8 * count)) if mode == "gaps" else None
@@ -83,6 +111,7 @@ class Receiver:
             self.n += 1
             if self.n == 1:
                 self.first = now_ns()
+                self.cpu_first = cpu_s()
             if self.n >= self.count:
                 self.last = now_ns()
                 return True
@@ -109,7 +138,8 @@ class Receiver:
         return self.n - self.dups
 
     def report(self) -> dict:
-        out = {"n": self.n, "first": self.first, "last": self.last, "rss_mb": peak_rss_mb()}
+        out = {"n": self.n, "first": self.first, "last": self.last, "rss_mb": peak_rss_mb(),
+               "cpu_s": cpu_s() - self.cpu_first}
         if self.mode == "latency":
             lat = sorted(self.latencies)
             out["p50_us"] = lat[len(lat) // 2] / 1000
@@ -174,14 +204,26 @@ def _sleep_until(t_ns: float) -> None:
         time.sleep(delay)
 
 
+def _serve_metrics(args, port) -> object | None:
+    """With ``--metrics HOST:PORT``: serve the port's metrics, as a component would."""
+    if not args.metrics:
+        return None
+    from fabric.ports.metrics import PortCollector
+    from nameservice.metrics import start_metrics
+
+    return start_metrics(args.metrics, PortCollector([port]))
+
+
 async def _fabric_producer(args) -> None:
     from fabric.ports.output import OutputPort
     async with OutputPort("bench", args.endpoints.split(",")) as port:
+        _serve_metrics(args, port)
         await asyncio.sleep(0.5)
         stamped = args.mode != "throughput"
         fixed = payload(0, False)
         interval = 1e9 / args.rate if args.rate else 0
         start = now_ns()
+        cpu_start = cpu_s()
         send = port.send
         for i in range(args.count):
             if interval:
@@ -190,7 +232,8 @@ async def _fabric_producer(args) -> None:
                     await asyncio.sleep(delay)
             await send(payload(i, True) if stamped else fixed)
         await port.flush()
-        emit({"rss_mb": peak_rss_mb(), "stats": dataclasses.asdict(port.stats)})
+        emit({"rss_mb": peak_rss_mb(), "stats": dataclasses.asdict(port.stats),
+              "cpu_s": cpu_s() - cpu_start})
 
 
 async def _fabric_consumer(args) -> None:
@@ -206,7 +249,8 @@ async def _fabric_consumer(args) -> None:
         if rx.n == progress_at:
             emit({"progress": rx.n})
 
-    async with InputPort("bench", args.endpoints.split(","), handler):
+    async with InputPort("bench", args.endpoints.split(","), handler) as port:
+        _serve_metrics(args, port)
         emit({"ready": True})
         await done.wait()
         emit(rx.report())
@@ -234,24 +278,68 @@ def run_plain(count: int, mode: str, rate: int = 0) -> dict:
         return line(pull)
 
 
-def start_intermediaries(procs: Procs) -> tuple[list[subprocess.Popen], list[str]]:
+def start_intermediaries(procs: Procs, metrics: list[str] | None = None
+                         ) -> tuple[list[subprocess.Popen], list[str]]:
+    """Two ``fabric intermediary`` processes; with ``metrics``, each serves its metrics on
+    its own of those addresses (through ``FABRIC_METRICS``)."""
     inters, endpoints = [], []
-    for _ in range(2):
+    for i in range(2):
+        env = {"FABRIC_METRICS": metrics[i]} if metrics else None
         proc = procs.spawn([FABRIC, "intermediary", "--channel", "bench", "--listen",
-                            "127.0.0.1:0"])
+                            "127.0.0.1:0"], env=env)
         endpoints.append(proc.stdout.readline().split()[1])
         inters.append(proc)
     return inters, endpoints
 
 
+class Scraper:
+    """Scrapes ``/metrics`` of ``addresses`` every ``interval`` seconds in a thread, until
+    stopped; counts the scrapes that answered."""
+
+    def __init__(self, addresses: list[str], interval: float) -> None:
+        import threading
+
+        self.urls = [f"http://{a}/metrics" for a in addresses]
+        self.interval = interval
+        self.scrapes = 0
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.interval):
+            for url in self.urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as reply:
+                        self.bytes += len(reply.read())
+                    self.scrapes += 1
+                except OSError:
+                    pass  # not serving yet, or gone
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False,
-               how: int = signal.SIGKILL) -> dict:
+               how: int = signal.SIGKILL, scrape_interval: float | None = None) -> dict:
+    """With ``scrape_interval``, every process serves metrics and they are scraped."""
+    metrics = ([f"127.0.0.1:{port}" for port in free_ports(4)]
+               if scrape_interval is not None else None)
+    scraper = Scraper(metrics, scrape_interval) if metrics else None
     with Procs(__file__) as procs:
-        inters, endpoints = start_intermediaries(procs)
+        inters, endpoints = start_intermediaries(procs, metrics)
         eps = ",".join(endpoints)
-        consumer = procs.role("fabric-consumer", endpoints=eps, count=count, mode=mode)
+        extra = {"metrics": metrics[2]} if metrics else {}
+        consumer = procs.role("fabric-consumer", endpoints=eps, count=count, mode=mode, **extra)
         line(consumer)
-        producer = procs.role("fabric-producer", endpoints=eps, count=count, mode=mode, rate=rate)
+        inter_cpu = sum(proc_cpu_s(p.pid) for p in inters)
+        extra = {"metrics": metrics[3]} if metrics else {}
+        producer = procs.role("fabric-producer", endpoints=eps, count=count, mode=mode, rate=rate,
+                              **extra)
         killed_at = None
         if kill_at:
             line(consumer)  # the consumer reports when 30% of the stream has arrived
@@ -260,6 +348,14 @@ def run_fabric(count: int, mode: str, rate: int = 0, kill_at: bool = False,
         result = line(consumer)
         result["killed_at"] = killed_at
         prod = line(producer)
+        if not kill_at:  # CPU seconds of the stream, per process kind
+            result["cpu"] = {"producer": prod["cpu_s"], "consumer": result["cpu_s"],
+                             "intermediaries": sum(proc_cpu_s(p.pid) for p in inters)
+                             - inter_cpu}
+        if scraper is not None:
+            scraper.stop()
+            result["scrapes"] = scraper.scrapes
+            result["scraped_bytes"] = scraper.bytes
         result["rss"] = {"producer": prod["rss_mb"], "consumer": result["rss_mb"],
                          "intermediary": max(vm_hwm_mb(p.pid) for p in inters if p.poll() is None)}
         return result
@@ -293,6 +389,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="throughput runs of each (median reported)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--metrics-cost", action="store_true",
+                        help="only the throughput with metrics on and off, interleaved")
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="with --metrics-cost: seconds between scrapes of each process")
+    parser.add_argument("--metrics", default="", help=argparse.SUPPRESS)
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--endpoints", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -305,6 +406,9 @@ def main() -> None:
                  "fabric-producer": lambda: asyncio.run(_fabric_producer(args)),
                  "fabric-consumer": lambda: asyncio.run(_fabric_consumer(args))}
         roles[args.role]()
+        return
+    if args.metrics_cost:
+        metrics_cost(args)
         return
 
     n = args.messages
@@ -348,6 +452,44 @@ def main() -> None:
     out["recovery_ms"] = {"kill_p50": round(statistics.median(recovery), 1),
                           "hang_p50": round(statistics.median(t["recovery_ms"] for t in hangs), 1)}
     out["load_average"] = round(os.getloadavg()[0], 2)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key:24} {value}")
+
+
+def metrics_cost(args) -> None:
+    """The fabric throughput with metrics on and off, interleaved (see module docstring)."""
+    n = args.messages
+    load_before = os.getloadavg()
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}  # µs of CPU per message, all processes
+    scrapes = scraped = 0
+    for i in range(args.repeats):
+        for which in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            result = run_fabric(n, "throughput", scrape_interval=(
+                args.scrape_interval if which == "on" else None))
+            rates[which].append(n / ((result["last"] - result["first"]) / 1e9))
+            cpu[which].append(sum(result["cpu"].values()) / n * 1e6)
+            scrapes += result.get("scrapes", 0)
+            scraped += result.get("scraped_bytes", 0)
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    out = {
+        "messages": n, "repeats": args.repeats,
+        "metrics_on_msgs_s": round(on), "metrics_off_msgs_s": round(off),
+        "ratio": round(on / off, 3),
+        "runs_on_msgs_s": [round(r) for r in rates["on"]],
+        "runs_off_msgs_s": [round(r) for r in rates["off"]],
+        "cpu_us_per_msg_on": round(statistics.median(cpu["on"]), 3),
+        "cpu_us_per_msg_off": round(statistics.median(cpu["off"]), 3),
+        "cpu_ratio": round(statistics.median(cpu["on"]) / statistics.median(cpu["off"]), 3),
+        "scrape_interval_s": args.scrape_interval, "scrapes": scrapes,
+        "scraped_bytes": scraped,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
     if args.json:
         print(json.dumps(out))
     else:

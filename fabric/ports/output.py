@@ -31,6 +31,11 @@ this producer at once.
 
 Ordering: messages of one batch arrive in order at one consumer; batches are spread over the
 intermediaries (least unacknowledged first) and consumers, so there is no order between batches.
+
+Histograms (``histograms``, None until metrics are served: ``fabric.ports.metrics``), observed
+per batch: its messages; its acknowledgement latency, from the batch leaving ``send`` to its last
+message acknowledged, on this process's clock (docs/operations.md tells why not one-way); the
+duration of each claim round.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ from fabric.errors import ConfigError, DecodeError, MessageTooLarge, PortClosed,
 from fabric.ports.base import Port
 from fabric.ports.links import Link, LinkSet
 from fabric.timing import Timing
+from nameservice.metrics import SIZE_BUCKETS, Buckets
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +69,11 @@ YIELD_EVERY = 0.02  # seconds a caller sending without pause may hold the event 
 class _Round:
     """A claim round after the loss of ``lost``: resend ``orphans`` once it is over."""
 
-    __slots__ = ("number", "lost", "orphans", "asked", "answers", "unanswered", "deadline")
+    __slots__ = ("number", "lost", "orphans", "asked", "answers", "unanswered", "deadline",
+                 "started")
 
-    def __init__(self, number: int, lost: str, orphans: list[int], deadline: float) -> None:
+    def __init__(self, number: int, lost: str, orphans: list[int], deadline: float,
+                 started: float) -> None:
         self.number = number
         self.lost = lost
         self.orphans = orphans
@@ -73,14 +81,17 @@ class _Round:
         self.answers = 0
         self.unanswered = False
         self.deadline = deadline
+        self.started = started
 
 
 class _Sent:
     """One batch held until acknowledged."""
 
-    __slots__ = ("first_seq", "count", "frame", "size", "acked", "via", "claimed_by", "sends")
+    __slots__ = ("first_seq", "count", "frame", "size", "acked", "via", "claimed_by", "sends",
+                 "sent_at")
 
-    def __init__(self, first_seq: int, count: int, frame: bytes, size: int) -> None:
+    def __init__(self, first_seq: int, count: int, frame: bytes, size: int,
+                 sent_at: float) -> None:
         self.first_seq = first_seq
         self.count = count
         self.frame = frame
@@ -89,6 +100,7 @@ class _Sent:
         self.via: Link | None = None
         self.claimed_by: bytes | None = None
         self.sends = 0
+        self.sent_at = sent_at  # time.monotonic(), when histograms are kept
 
 
 @dataclass(slots=True)
@@ -104,6 +116,17 @@ class OutputStats:
     intermediaries_lost: int = 0
     claim_rounds: int = 0
     claim_rounds_timed_out: int = 0  # resent without every intermediary's answer
+
+
+class OutputHistograms:
+    """Histograms of an output port, observed per batch (see module docstring)."""
+
+    __slots__ = ("batch_messages", "ack_latency", "claim_round")
+
+    def __init__(self) -> None:
+        self.batch_messages = Buckets(SIZE_BUCKETS)
+        self.ack_latency = Buckets()
+        self.claim_round = Buckets()
 
 
 class OutputPort(Port):
@@ -136,6 +159,7 @@ class OutputPort(Port):
         self.linger = linger
         self.timing = timing
         self.stats = OutputStats()
+        self.histograms: OutputHistograms | None = None
         self._hello = p.encode(p.Hello(p.ROLE_PRODUCER, self.producer_id, 0, channel))
         super().__init__(channel, endpoints, LinkSet(
             ctx, b"P" + self.producer_id, timing, self._hello, on_frame=self._on_frame,
@@ -324,7 +348,10 @@ class OutputPort(Port):
         self._next_seq += count
         body = self._packer.pack(parts)  # one C call for the whole batch
         frame = p.batch_frame(self.producer_id, seq, count, acked_below, body)
-        sent = _Sent(seq, count, frame, size)
+        histograms = self.histograms
+        if histograms is not None:
+            histograms.batch_messages.observe(count)
+        sent = _Sent(seq, count, frame, size, 0.0 if histograms is None else time.monotonic())
         self._store[seq] = sent
         self._order.append(seq)
         self.stats.messages_sent += count
@@ -388,6 +415,7 @@ class OutputPort(Port):
         hold = frame[2] & p.ACK_HOLD
         store = self._store
         freed = 0
+        histograms = self.histograms
         for seq, handled in p.ack_entries(frame):
             sent = store.get(seq)
             if sent is None or handled > sent.count:
@@ -403,6 +431,8 @@ class OutputPort(Port):
                 del store[seq]
                 self._held_bytes -= sent.size
                 self._resend.pop(seq, None)
+                if histograms is not None and sent.sent_at:  # (sent before they were kept: 0)
+                    histograms.ack_latency.observe(time.monotonic() - sent.sent_at)
             elif hold:
                 # A consumer still holds the rest; it will acknowledge it through a survivor.
                 sent.claimed_by = frame[20:36]
@@ -484,7 +514,7 @@ class OutputPort(Port):
         loop = asyncio.get_running_loop()
         # Long enough for an intermediary to declare a silent consumer gone and answer.
         deadline = loop.time() + self.timing.consumer_timeout + 2 * self.timing.timeout
-        rnd = _Round(self._next_round, link.endpoint, orphans, deadline)
+        rnd = _Round(self._next_round, link.endpoint, orphans, deadline, loop.time())
         self._next_round = (self._next_round + 1) & p.U32
         self._rounds[rnd.number] = rnd
         self.stats.claim_rounds += 1
@@ -516,6 +546,9 @@ class OutputPort(Port):
         if not timed_out and (rnd.asked or not rnd.answers):
             return
         del self._rounds[rnd.number]
+        if self.histograms is not None:
+            now = asyncio.get_running_loop().time() if now is None else now
+            self.histograms.claim_round.observe(now - rnd.started)
         if timed_out:
             self.stats.claim_rounds_timed_out += 1
             log.warning("claim round after losing %s timed out: resending its batches flagged",

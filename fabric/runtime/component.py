@@ -18,6 +18,9 @@ they sent is acknowledged; inputs: no new batches, everything received handled a
 acknowledged) and exits 0. What it could not flush within the drain timeout is reported and
 the exit code is 1. A function that returns by itself is drained the same way.
 
+With a metrics address (``metrics``, else ``FABRIC_METRICS``) the process serves the Prometheus
+metrics of every port it opens at ``http://HOST:PORT/metrics`` (the bound address is logged).
+
 Lines on stdout (for scripts and the butterfly demo): ``control ENDPOINT`` at start,
 ``endpoints {JSON}`` after each change of
 a port's intermediaries, ``connected {JSON}`` once the connections to added ones are up,
@@ -38,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabric.errors import ConfigError, FabricError
 from fabric.ports.input import InputPort
@@ -47,6 +50,9 @@ from fabric.ports.received import Handler
 from fabric.runtime import runner
 from fabric.runtime.registry import watch_channel
 from fabric.runtime.resolver import Change, Resolver
+
+if TYPE_CHECKING:
+    from fabric.ports.metrics import PortCollector
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,8 @@ class ComponentContext:
         self.inputs: list[InputPort] = []
         self.resolvers: list[Resolver] = []
         self.drain_timeout = 10.0
+        self.metrics: PortCollector | None = None
+        """Where the ports opened here are added, when the process serves metrics."""
         self._tasks: set[asyncio.Task] = set()
         self._drained: asyncio.Future | None = None
 
@@ -115,6 +123,8 @@ class ComponentContext:
         port = OutputPort(channel, **options)
         await port.start()
         self.outputs.append(port)
+        if self.metrics is not None:
+            self.metrics.add(port)
         await self._follow(port, channel, wait)
         return port
 
@@ -124,6 +134,8 @@ class ComponentContext:
         port = InputPort(channel, handler=handler, **options)
         await port.start()
         self.inputs.append(port)
+        if self.metrics is not None:
+            self.metrics.add(port)
         await self._follow(port, channel, wait)
         return port
 
@@ -216,7 +228,7 @@ class ComponentProcess:
 
     def __init__(self, func: ComponentFunction, name: str, names: Any, *,
                  params: dict[str, str] | None = None, drain_timeout: float = 10.0,
-                 control: str = "tcp://127.0.0.1:0") -> None:
+                 control: str = "tcp://127.0.0.1:0", metrics: str | None = None) -> None:
         self.ctx = ComponentContext(name, names, params)
         self.ctx.drain_timeout = drain_timeout
         self.func = func
@@ -224,6 +236,8 @@ class ComponentProcess:
         self.names = names
         self.drain_timeout = drain_timeout
         self.control_endpoint = control
+        self.metrics = metrics
+        """``HOST:PORT`` of ``/metrics``; None: ``FABRIC_METRICS``, if set."""
         self._task: asyncio.Task | None = None
         self._registration: Any = None
         self._drain_asked = asyncio.Event()
@@ -271,6 +285,9 @@ class ComponentProcess:
         from fabric.runtime.registry import process_name
         from nameservice.control import ControlServer
 
+        served = runner.serve_port_metrics(self.metrics)
+        if served is not None:
+            self.ctx.metrics = served[1]
         server = ControlServer(self.status, self._drain, self.control_endpoint).start()
         print(f"control {server.endpoint}", flush=True)
         loop = asyncio.get_running_loop()
@@ -289,6 +306,8 @@ class ComponentProcess:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             server.close()
+            if served is not None:
+                served[0].close()
         if not report["complete"]:
             for item in report["left"]:
                 log.error("not flushed: %s", item)
@@ -298,9 +317,11 @@ class ComponentProcess:
 
 async def run_component(func: ComponentFunction, name: str, names: Any, *,
                         params: dict[str, str] | None = None, drain_timeout: float = 10.0,
-                        control: str = "tcp://127.0.0.1:0") -> int:
+                        control: str = "tcp://127.0.0.1:0", metrics: str | None = None) -> int:
     """Run ``func`` as the component ``name`` until it returns or is asked to stop (SIGTERM,
     SIGINT, ``fabric drain``), then drain; the process exit code (0 drained, 1 not).
-    ``control``: where the control socket binds."""
+    ``control``: where the control socket binds; ``metrics``: ``HOST:PORT`` where the ports'
+    Prometheus metrics are served (None: ``FABRIC_METRICS``, if set)."""
     return await ComponentProcess(func, name, names, params=params,
-                                  drain_timeout=drain_timeout, control=control).run()
+                                  drain_timeout=drain_timeout, control=control,
+                                  metrics=metrics).run()

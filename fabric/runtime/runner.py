@@ -4,6 +4,8 @@
 SIGTERM, SIGINT, a ``drain`` request or an optional ``stop`` event, then drains every port —
 producers first (everything they sent is acknowledged), then consumers (everything they
 received is handled) — and returns the reports. A second signal while draining gives up at once.
+With a metrics address (or ``FABRIC_METRICS``) it serves the ports' Prometheus metrics meanwhile
+(:func:`serve_port_metrics`).
 """
 from __future__ import annotations
 
@@ -11,15 +13,35 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from nameservice.control import DEFAULT_ENDPOINT, ControlServer
+from nameservice.metrics import MetricsServer, metrics_address, start_metrics
+
+if TYPE_CHECKING:
+    from fabric.ports.metrics import PortCollector
 
 log = logging.getLogger(__name__)
 
 Port = OutputPort | InputPort
+
+
+def serve_port_metrics(metrics: str | None, ports: Sequence[Port] = ()
+                       ) -> tuple[MetricsServer, PortCollector] | None:
+    """Serve the Prometheus metrics of ``ports`` (and of those added to the collector later)
+    on ``metrics`` (``HOST:PORT``; None: ``FABRIC_METRICS``, if set): the server and the
+    collector; None if neither says where. ConfigError if the address is bad or cannot be
+    bound."""
+    address = metrics_address(metrics)
+    if address is None:
+        return None
+    from fabric.ports.metrics import PortCollector
+
+    collector = PortCollector(ports)
+    return start_metrics(address, collector), collector
 
 
 def ports_status(name: str, ports: Sequence[Port], draining: bool) -> dict:
@@ -53,15 +75,19 @@ async def drain_ports(ports: Sequence[Port], timeout: float = DEFAULT_TIMEOUT) -
 async def run_ports_until_signalled(
         ports: Sequence[Port], *, name: str = "", control: str = DEFAULT_ENDPOINT,
         drain_timeout: float = DEFAULT_TIMEOUT, stop: asyncio.Event | None = None,
-        announce_control: Callable[[str], None] | None = None) -> list[DrainReport]:
+        announce_control: Callable[[str], None] | None = None,
+        metrics: str | None = None) -> list[DrainReport]:
     """Serve a control socket for ``ports`` (already started) until SIGTERM, SIGINT, a
     ``drain`` request or ``stop`` is set; then drain them and return the drain reports.
 
     ``announce_control`` gets the control endpoint once bound. ``drain_timeout`` bounds the
     whole drain (a drain request may ask for another bound). A second signal closes the
-    ports at once.
+    ports at once. ``metrics``: ``HOST:PORT`` where the ports' Prometheus metrics are served
+    at ``/metrics`` until the drain is done (port 0: any; the bound address is logged); None:
+    ``FABRIC_METRICS``, if set.
     """
     loop = asyncio.get_running_loop()
+    served = serve_port_metrics(metrics, ports)
     done: list[DrainReport] = []
 
     async def drain(timeout: float | None) -> dict:
@@ -105,4 +131,6 @@ async def run_ports_until_signalled(
         for sig in installed:
             loop.remove_signal_handler(sig)
         server.close()
+        if served is not None:
+            served[0].close()
     return done

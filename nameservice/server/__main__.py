@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nameservice.address import parse_cluster
+from nameservice.address import parse_cluster, parse_control
 from nameservice.errors import ConfigError
 from nameservice.server.config import NodeSettings, parse_min_lease_ttl, parse_timeout_range
 from nameservice.server.daemon import serve
@@ -33,8 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", default="", metavar="HOST:PORT",
                         help="where the control socket binds; port 0 for any "
                              "(default: the node's host, any port)")
+    parser.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics; port 0 for "
+                             "any (default: $FABRIC_METRICS, else none)")
     args = parser.parse_args(argv)
     try:
+        if args.metrics:
+            parse_control(args.metrics)
         settings = NodeSettings(args.id, parse_cluster(args.cluster), args.data_dir,
                                 parse_timeout_range(args.election_timeout),
                                 snapshot_threshold=args.snapshot_threshold,
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fabric ns: {exc}", file=sys.stderr)
         return 2
-    return serve(settings)
+    return serve(settings, metrics=args.metrics)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from typing import Callable
 import zmq
 
 from nameservice.address import parse_address
-from nameservice.errors import NameServiceError
+from nameservice.errors import ConfigError, NameServiceError
+from nameservice.metrics import metrics_address, start_metrics
 from nameservice.server.config import NodeSettings
 from nameservice.server.node import Node
 from nameservice.server.presence import NodePresence
@@ -20,10 +21,16 @@ from nameservice.storage import StorageError
 log = logging.getLogger(__name__)
 
 
-async def _serve(settings: NodeSettings, announce: Callable[[str], None]) -> None:
+async def _serve(settings: NodeSettings, announce: Callable[[str], None],
+                 metrics: str | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     node = Node(settings)
+    served = None
+    if metrics is not None:
+        from nameservice.server.metrics import NodeCollector
+
+        served = start_metrics(metrics, NodeCollector(node))
     # SIGTERM, SIGINT and ``fabric drain NAME`` all start the same clean stop.
     presence = NodePresence(node, stop)
     presence.start()
@@ -51,6 +58,8 @@ async def _serve(settings: NodeSettings, announce: Callable[[str], None]) -> Non
         await presence.close()
         if advertising is not None:
             await advertising
+        if served is not None:
+            served.close()
 
 
 async def _advertise(settings: NodeSettings, stop: asyncio.Event) -> None:
@@ -79,13 +88,15 @@ async def _advertise(settings: NodeSettings, stop: asyncio.Event) -> None:
             log.warning("zeroconf goodbye failed: %s", exc)
 
 
-def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None) -> int:
+def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None,
+          metrics: str | None = None) -> int:
     """Run one node until SIGTERM, SIGINT or ``fabric drain NAME``; the process exit code.
 
     Prints ``listening HOST:PORT`` once the port is bound, then ``control ENDPOINT`` (the
-    control socket, registered as ``process/NAME``; see ``presence.py``). Errors an operator
-    must act on (address in use, a data directory that is locked or damaged) print one line on
-    stderr and give exit code 1.
+    control socket, registered as ``process/NAME``; see ``presence.py``). ``metrics``:
+    ``HOST:PORT`` where ``/metrics`` is served (port 0: any; the bound address is logged);
+    None: ``FABRIC_METRICS``, if set. Errors an operator must act on (address in use, a data
+    directory that is locked or damaged) print one line on stderr and give exit code 1.
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s node{settings.id} %(levelname)s %(message)s")
@@ -93,11 +104,11 @@ def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None)
         def announce(line: str) -> None:
             print(line, flush=True)
     try:
-        asyncio.run(_serve(settings, announce))
+        asyncio.run(_serve(settings, announce, metrics_address(metrics)))
     except zmq.ZMQError as exc:
         print(f"fabric ns: cannot listen on {settings.address}: {exc}", file=sys.stderr)
         return 1
-    except (StorageError, NameServiceError, OSError) as exc:
+    except (StorageError, NameServiceError, ConfigError, OSError) as exc:
         print(f"fabric ns: node {settings.id}: {exc}", file=sys.stderr)
         return 1
     return 0

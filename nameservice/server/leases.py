@@ -49,6 +49,8 @@ class LeaseClock:
         self._deadline: dict[int, float] = {}
         self._expiring: set[int] = set()
         self._heap: list[tuple[float, int]] = []
+        self.expiries = 0
+        """Leases handed out to expire (``due``), a lease offered again counted again."""
 
     def __len__(self) -> int:
         return len(self._deadline)
@@ -110,6 +112,7 @@ class LeaseClock:
                 self.forget(lease_id)
                 continue
             out.append(lease_id)
+        self.expiries += len(out)
         for lease_id in out:
             self._expiring.add(lease_id)
             self._push(lease_id, now + self.retry_s)

@@ -121,7 +121,7 @@ class Node:
         self.watches = WatchHub(self.machine, 4 * settings.election_timeout_ms[1] / 1000.0)
         self.leases = LeaseClock()  # deadlines, while this node leads
         self.stale = stale if stale is not None else StaleWrites(settings.data_dir)
-        self._replayer = StaleReplayer(self.stale, list(settings.cluster.values()),
+        self.replayer = StaleReplayer(self.stale, list(settings.cluster.values()),
                                        lambda: self.core.leader != NONE)
         self.clock = TickClock(settings.tick() / 1000.0, self._on_tick)
         self.leadership = LeaderTracker(self.core, on_gained=self._gained_leadership,
@@ -161,7 +161,7 @@ class Node:
             on_listening(self.settings.address)
         self.clock.start(loop, time.monotonic())
         receiver = asyncio.create_task(self._receive_loop())
-        replayer = asyncio.create_task(self._replayer.run())
+        replayer = asyncio.create_task(self.replayer.run())
         try:
             await stop.wait()
             if self.pipeline.failed is None:
@@ -290,7 +290,7 @@ class Node:
             # Reads forwarded to the old leader will not be answered: let clients retry.
             self.reads.fail_groups(wire.ST_NOT_LEADER, self.leader_address())
         if leader != NONE:
-            self._replayer.leader_seen.set()
+            self.replayer.leader_seen.set()
             self.intake.release_parked()
 
     # ------------------------------------------------------------------ output

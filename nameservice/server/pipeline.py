@@ -21,6 +21,8 @@ log (``_apply_committed_early``). Snapshots are written and the log compacted in
 thread; until that is done no Ready is started.
 
 A storage failure is fatal: ``failed`` holds it and ``on_fatal`` is told; the node stops.
+
+``fsync_latency``: the seconds each ``storage.sync()`` took, inline or in the worker thread.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from typing import Callable
 
 from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv import KvStateMachine
+from nameservice.metrics import Buckets
 from nameservice.raft.core import RaftCore
 from nameservice.raft.types import Ready, Role, Snapshot, SnapshotMeta
 from nameservice.server.apply import Applier
@@ -76,6 +79,8 @@ class ReadyPipeline:
         self.failed: BaseException | None = None
         """The storage failure that stopped the pipeline, if any."""
         self.counters = {"readies": 0, "syncs": 0, "snapshots": 0, "snapshots_installed": 0}
+        self.fsync_latency = Buckets()
+        """Seconds per ``storage.sync()``."""
 
     @property
     def syncing(self) -> bool:
@@ -139,7 +144,7 @@ class ReadyPipeline:
                 continue
             self._syncing = True
             assert self._loop is not None  # steps run only after start()
-            future = self._loop.run_in_executor(self._executor, self._storage.sync)
+            future = self._loop.run_in_executor(self._executor, self._timed_sync)
             future.add_done_callback(functools.partial(self._sync_done, rd=rd))
             break
         self._flush()
@@ -157,6 +162,12 @@ class ReadyPipeline:
         hs, saved = rd.hard_state, self._storage.hard_state
         return hs is not None and (hs.term != saved.term or hs.vote != saved.vote)
 
+    def _timed_sync(self) -> float:
+        """``storage.sync()`` (in the worker thread); the seconds it took."""
+        started = time.monotonic()
+        self._storage.sync()
+        return time.monotonic() - started
+
     def _sync_inline(self) -> bool:
         started = time.monotonic()
         try:
@@ -164,10 +175,12 @@ class ReadyPipeline:
         except Exception as exc:
             self._die(exc)
             return False
+        elapsed = time.monotonic() - started
+        self.fsync_latency.observe(elapsed)
         # The logical clock stands still while the loop is blocked in its own fsync: a stalled
         # disk must not make this node time out the leader whose heartbeats are waiting in its
         # socket. (A slower clock is always safe.)
-        self._pause_clock(time.monotonic() - started)
+        self._pause_clock(elapsed)
         return True
 
     def _sync_done(self, future: asyncio.Future, rd: Ready) -> None:
@@ -178,6 +191,7 @@ class ReadyPipeline:
         if exc is not None:
             self._die(exc)
             return
+        self.fsync_latency.observe(future.result())
         self._finish(rd)
         self._resume()
 

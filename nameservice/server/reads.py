@@ -14,6 +14,10 @@ A consistent read goes through three places, each owned here:
 A group whose index never comes (the leader changed, a timeout) is failed (``fail_groups``,
 ``expire``): the client retries. Bound: at most ``max_pending`` consistent reads collected or
 waiting (``full``); the intake answers BUSY beyond.
+
+Histograms (observed once per group): ``latency``, from the first read of a group reaching the
+service to the group being served, weighted by its reads; ``index_wait``, from asking for the
+read index to the core confirming it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from typing import Callable
 from nameservice import wire
 from nameservice.kv import KvStateMachine
 from nameservice.kv.codec import kv_to_wire
+from nameservice.metrics import Buckets
 from nameservice.server.seam import Reply
 from nameservice.server.stale import StaleWrites
 
@@ -51,11 +56,18 @@ class ReadService:
         self.max_pending = max_pending
         # Collected this step: (identity, rid, op, key, limit).
         self._collected: list[tuple[bytes, int, int, bytes, int]] = []
-        self._groups: dict[bytes, tuple[float, list]] = {}  # in flight: ctx -> (deadline, reads)
-        self._waiting: deque[tuple[int, list]] = deque()  # (read index, reads), index order
+        self._first_at = 0.0  # when the first read collected came
+        # In flight: ctx -> (deadline, reads, first read's arrival, read index asked at).
+        self._groups: dict[bytes, tuple[float, list, float, float]] = {}
+        # Confirmed: (read index, reads, first read's arrival), index order.
+        self._waiting: deque[tuple[int, list, float]] = deque()
         self._seq = 0
         self.pending = 0
         """Consistent reads collected, in flight or waiting for the state machine."""
+        self.latency = Buckets()
+        """Seconds from a consistent read's arrival to its being served (per read)."""
+        self.index_wait = Buckets()
+        """Seconds from asking for a read index to its confirmation (per group)."""
 
     @property
     def full(self) -> bool:
@@ -71,6 +83,8 @@ class ReadService:
 
     def add(self, identity: bytes, rid: int, op: int, key: bytes, limit: int) -> None:
         """Collect a consistent GET or RANGE for this step's read index."""
+        if not self._collected:
+            self._first_at = time.monotonic()
         self._collected.append((identity, rid, op, key, limit))
         self.pending += 1
 
@@ -82,23 +96,29 @@ class ReadService:
         self._seq += 1
         ctx = self._seq.to_bytes(8, "big")
         if self._read_index(ctx):
-            self._groups[ctx] = (time.monotonic() + self.timeout_s, reads)
+            now = time.monotonic()
+            self._groups[ctx] = (now + self.timeout_s, reads, self._first_at, now)
             return
         self._fail(reads, wire.ST_BUSY, "read index dropped; retry")
 
     def on_read_states(self, read_states) -> None:
         """The core confirmed these read indexes: their groups wait for the state machine."""
+        now = 0.0
         for rs in read_states:
             group = self._groups.pop(rs.ctx, None)
             if group is not None:
-                self._waiting.append((rs.index, group[1]))
+                now = now or time.monotonic()
+                self.index_wait.observe(now - group[3])
+                self._waiting.append((rs.index, group[1], group[2]))
 
     def release(self) -> None:
         """Serve the groups whose read index the state machine has applied."""
         waiting = self._waiting
         applied = self._machine.applied_index
         while waiting and waiting[0][0] <= applied:
-            self._serve(waiting.popleft()[1])
+            _, reads, first_at = waiting.popleft()
+            self._serve(reads)
+            self.latency.observe(time.monotonic() - first_at, len(reads))
 
     def fail_groups(self, status: int, payload: object) -> None:
         """Fail every group still waiting for its read index (the leader changed: it will
@@ -106,14 +126,14 @@ class ReadService:
         if not self._groups:
             return
         groups, self._groups = self._groups, {}
-        for _, reads in groups.values():
+        for _, reads, _, _ in groups.values():
             self._fail(reads, status, payload)
 
     def expire(self, now: float) -> None:
         """Fail the groups whose read index did not come in time."""
         if not self._groups:
             return
-        for ctx, (deadline, reads) in list(self._groups.items()):
+        for ctx, (deadline, reads, _, _) in list(self._groups.items()):
             if deadline <= now:
                 del self._groups[ctx]
                 self._fail(reads, wire.ST_UNAVAILABLE, "read index timed out")

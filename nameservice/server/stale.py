@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import zlib
 from typing import Callable
 
@@ -36,6 +37,7 @@ from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv import KeyValue, KvStateMachine, Result, StaleBacklogFull, StaleOverlay
 from nameservice.kv.codec import kv_to_wire
 from nameservice.kv.stale import PendingWrite
+from nameservice.metrics import Buckets
 from nameservice.storage.errors import CorruptFileError
 from nameservice.storage.files import read_file, write_atomic
 
@@ -74,6 +76,9 @@ class StaleWrites:
         """Set when the overlay holds writes to replay (the replayer clears it)."""
         self.refused = 0
         self.persist_failures = 0
+        self._first_at = 0.0  # when the first write waiting for ``flush`` came
+        self.latency = Buckets()
+        """Seconds from a write's arrival to its answer (per write), ``flush`` included."""
         data = read_file(self._path) if self._path is not None else None
         if data is not None:
             self._load(data)
@@ -110,6 +115,8 @@ class StaleWrites:
             raise
         self._bytes += size
         self._dirty = True
+        if not self._waiting:
+            self._first_at = time.monotonic()
         self._waiting.append((identity, rid, existed))
         self.changed.set()
 
@@ -126,6 +133,8 @@ class StaleWrites:
             return
         for identity, rid, existed in waiting:
             reply(identity, rid, wire.ST_OK, existed)
+        if waiting:
+            self.latency.observe(time.monotonic() - self._first_at, len(waiting))
 
     @property
     def has_waiting(self) -> bool:

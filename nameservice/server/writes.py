@@ -16,9 +16,14 @@ snapshot.
 
 Bound: at most ``max_pending`` writes proposed or collected and not yet applied (``full``);
 the intake answers BUSY beyond.
+
+Histograms (observed once per entry, when it is claimed for applying): ``latency``, from the
+first write of the batch reaching the batcher to the batch being answered, weighted by its
+writes; ``commit_latency``, from the proposal to the entry being applied.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import msgpack
@@ -27,6 +32,7 @@ from nameservice import wire
 from nameservice.kv import FORMAT_VERSION as KV_VERSION
 from nameservice.kv import Batch
 from nameservice.kv.codec import result_to_wire
+from nameservice.metrics import Buckets
 from nameservice.raft.errors import NotLeader, ProposalDropped
 from nameservice.server.seam import Reply
 
@@ -69,11 +75,17 @@ class WriteBatcher:
         self._items: list = []
         self._waiters: list[Waiter] = []
         self._bytes = 0
-        # Proposed entries not yet applied: index -> (data, Batch, waiters).
-        self._proposed: dict[int, tuple[bytes, Batch, list[Waiter]]] = {}
+        self._first_at = 0.0  # when the first write of the collected batch came
+        # Proposed entries not yet applied: index -> (data, Batch, waiters, first write's
+        # arrival, proposal), times monotonic.
+        self._proposed: dict[int, tuple[bytes, Batch, list[Waiter], float, float]] = {}
         self.pending = 0
         """Writes collected or proposed whose writers wait for an answer."""
         self.counters = {"entries_proposed": 0}
+        self.latency = Buckets()
+        """Seconds from a write's arrival to its batch being answered (per write)."""
+        self.commit_latency = Buckets()
+        """Seconds from an entry's proposal to its being applied (per entry)."""
 
     @property
     def full(self) -> bool:
@@ -89,6 +101,8 @@ class WriteBatcher:
         """Collect one write: ``command`` its wire array, ``item`` the same decoded, ``size``
         its approximate bytes. Proposes at once if the batch is full."""
         self.pending += 1
+        if not self._wires:
+            self._first_at = time.monotonic()
         self._wires.append(command)
         self._items.append(item)
         self._waiters.append((identity, rid))
@@ -114,7 +128,7 @@ class WriteBatcher:
             self.fail(waiters, wire.ST_BUSY, str(exc))
             return
         self.counters["entries_proposed"] += 1
-        self._proposed[index] = (data, batch, waiters)
+        self._proposed[index] = (data, batch, waiters, self._first_at, time.monotonic())
 
     # ------------------------------------------------------------------ applying
 
@@ -128,6 +142,9 @@ class WriteBatcher:
         if mine is None:
             return None
         if mine[0] is data or mine[0] == data:
+            now = time.monotonic()
+            self.commit_latency.observe(now - mine[4])
+            self.latency.observe(now - mine[3], len(mine[2]))
             return mine[1], mine[2]
         self.fail(mine[2], wire.ST_NOT_LEADER, self._leader_address())
         return None
@@ -150,5 +167,5 @@ class WriteBatcher:
         """Fail every proposed entry's waiters NOT_LEADER (this node stopped leading, or a
         snapshot replaced its state): their entries may never be applied here."""
         proposed, self._proposed = self._proposed, {}
-        for _, _, waiters in proposed.values():
+        for _, _, waiters, _, _ in proposed.values():
             self.fail(waiters, wire.ST_NOT_LEADER, self._leader_address())

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import signal
 import struct
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefetch", type=int, default=8192)
     parser.add_argument("--stuck", action="store_true", help="consumer: never acknowledge")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # (and "metrics on ...")
     return asyncio.run(produce(args) if args.role == "producer" else consume(args))
 
 
