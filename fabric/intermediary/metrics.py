@@ -48,6 +48,8 @@ _COUNTERS = {
                                                                "producer) served."),
     "unknown_claims": ("fabric_intermediary_unknown_claims_total", "CLAIMED answers for no open "
                                                                    "round."),
+    "peers_left": ("fabric_intermediary_peers_left_total", "Peers that left cleanly (GOODBYE) "
+                                                           "and were forgotten at once."),
     "rebinds": ("fabric_intermediary_rebinds_total", "Socket rebinds after a freeze."),
     "control_requests": ("fabric_intermediary_control_requests_total", "Control-socket "
                                                                        "requests served."),

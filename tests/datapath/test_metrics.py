@@ -12,9 +12,10 @@ from fabric.ports.input import InputPort
 from fabric.ports.metrics import PortCollector
 from fabric.ports.output import OutputPort
 from tests.datapath.conftest import stats_from, wait_for
-from tests.datapath.helpers import eventually, running_intermediary
+from tests.datapath.helpers import running_intermediary
 from tests.datapath.procs import count_records
 from tests.scrape import collect, metrics_url_in, scrape
+from tests.waiting import async_wait_for
 
 
 async def test_the_collectors_count_what_went_through_and_hold_nothing_once_acknowledged():
@@ -27,7 +28,7 @@ async def test_the_collectors_count_what_went_through_and_hold_nothing_once_ackn
         for i in range(1000):
             await producer.send(i)
         await asyncio.wait_for(producer.flush(), 10)
-        await eventually(lambda: len(got) == 1000, 10, "every message")
+        await async_wait_for(lambda: len(got) == 1000, 10, "every message")
         mid = collect(IntermediaryCollector(node), ports)
         await producer.drain()
         await consumer.drain()
@@ -67,7 +68,7 @@ async def test_batches_queued_for_credit_show_as_queued_messages_and_bytes():
         for i in range(50):
             await producer.send(i)
         collector = IntermediaryCollector(node)
-        await eventually(lambda: collect(collector).value(
+        await async_wait_for(lambda: collect(collector).value(
             "fabric_intermediary_messages", state="queued") == 50, 10, "every batch queued")
         got = collect(collector, PortCollector([producer]))
         assert got.value("fabric_intermediary_batches_in_total") == producer.stats.batches_sent

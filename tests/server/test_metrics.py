@@ -9,8 +9,9 @@ from nameservice.server.__main__ import main
 from nameservice.server.metrics import NodeCollector
 from nameservice.server.watches import MAX_WATCHES
 from tests.scrape import collect, metrics_url_in, scrape
-from tests.server.conftest import caught_up, wait_until
+from tests.server.conftest import caught_up
 from tests.server.inprocess import InProcessCluster
+from tests.waiting import async_wait_for
 
 
 async def test_the_collector_follows_roles_writes_reads_and_their_latencies():
@@ -58,7 +59,7 @@ async def test_real_nodes_serve_their_metrics_and_exactly_one_says_it_leads(
         puts = 30
         for i in range(puts):
             await ns.put(f"metrics/{i}", str(i))
-        await wait_until(lambda: caught_up(ns, cluster), 10, "every node to apply")
+        await async_wait_for(lambda: caught_up(ns, cluster), 10, "every node to apply")
 
     got = {i: scrape(url) for i, url in urls.items()}
     leaders = [i for i, g in got.items() if g.value("fabric_ns_role", role="leader") == 1]
