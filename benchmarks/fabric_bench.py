@@ -238,8 +238,8 @@ def start_intermediaries(procs: Procs) -> tuple[list[subprocess.Popen], list[str
     inters, endpoints = [], []
     for _ in range(2):
         proc = procs.spawn([FABRIC, "intermediary", "--channel", "bench", "--listen",
-                            "127.0.0.1:0"])
-        endpoints.append(proc.stdout.readline().split()[1])
+                            "127.0.0.1:0", "--events"])
+        endpoints.append(line(proc)["endpoint"])  # the event "listening"
         inters.append(proc)
     return inters, endpoints
 

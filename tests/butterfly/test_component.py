@@ -26,9 +26,9 @@ def test_a_function_that_returns_is_drained_and_exits_0(deployment, tmp_path):
     consumer, _ = d.consumer("cons-c")
     proc = d.fleet.start("finishes", d.fabric(
         "component", "run", f"{tmp_path / 'funcs.py'}:finishes", "--name", "finishes",
-        "--ns", d.ns, "--param", f"channel={d.channel}"))
+        "--ns", d.ns, "--param", f"channel={d.channel}", "--events"))
     assert proc.wait(30) == 0, proc.log_tail()
-    report = proc.latest_json("drained")
+    report = proc.latest("drained")
     assert report["complete"] and report["left_messages"] == 0
     assert report["reports"][0]["kind"] == "producer"
     # Drained means acknowledged: the consumer has handled all of it.
