@@ -73,6 +73,7 @@ def _global_options(root: bool, ns: bool, json: bool) -> list[click.Option]:
     if json:
         options.append(click.Option(
             ["--json", "as_json"], is_flag=True, default=False, **common,
+            envvar="FABRIC_JSON" if root else None,
             help="Print JSON on stdout: one object, or one per line for a stream" + where
                  + "."))
     options.append(click.Option(
@@ -144,15 +145,31 @@ def resolve(ctx: click.Context) -> Settings:
 class FabricGroup(click.Group):
     """The ``fabric`` group: takes the group-or-command options, reads ``FABRIC_*``
     variables, and turns every failure into one line and an exit code (usage 2, Ctrl-C 130)
-    instead of a usage screen or a traceback."""
+    instead of a usage screen or a traceback.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``lazy``: command name -> ``"module:attribute"``, imported only when that command runs
+    (or a help screen or a completion lists it): ``fabric kv get`` loads no other command's
+    module."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        self.lazy = dict(lazy or {})
         context_settings = dict(kwargs.pop("context_settings", None) or {})
         context_settings.setdefault("auto_envvar_prefix", "FABRIC")
         context_settings.setdefault("help_option_names", ["-h", "--help"])
         context_settings.setdefault("max_content_width", 100)
         super().__init__(*args, context_settings=context_settings, **kwargs)
         self.params.extend(_global_options(True, True, True))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         if not kwargs.get("standalone_mode", True):

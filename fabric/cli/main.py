@@ -1,21 +1,27 @@
-"""The ``fabric`` command: the group, ``fabric version``, and the command groups, each in its
-own module (which imports only click until one of its commands runs)."""
+"""The ``fabric`` command: the group, ``fabric version``, and the other commands, each in a
+module of its own imported only when one of its commands runs (``COMMANDS``)."""
 from __future__ import annotations
 
 from typing import Any
 
 import click
 
-from fabric.cli.butterfly import butterfly
 from fabric.cli.common import FabricCommand, FabricGroup
-from fabric.cli.component import component_group
-from fabric.cli.intermediary import intermediary
-from fabric.cli.kv import kv_group, lease_group
-from fabric.cli.ns import ns_group
-from fabric.cli.ops import drain, status
+
+COMMANDS = {
+    "butterfly": "fabric.cli.butterfly:butterfly",
+    "component": "fabric.cli.component:component_group",
+    "drain": "fabric.cli.ops:drain",
+    "intermediary": "fabric.cli.intermediary:intermediary",
+    "kv": "fabric.cli.kv:kv_group",
+    "lease": "fabric.cli.kv:lease_group",
+    "ns": "fabric.cli.ns:ns_group",
+    "status": "fabric.cli.ops:status",
+}
+"""Every command but ``version``: name -> ``module:attribute``."""
 
 
-@click.group("fabric", cls=FabricGroup, invoke_without_command=True)
+@click.group("fabric", cls=FabricGroup, lazy=COMMANDS, invoke_without_command=True)
 @click.option("--version", "show_version", is_flag=True, allow_from_autoenv=False,
               help="Print the version of fabric and of its protocols, and exit.")
 @click.pass_context
@@ -68,7 +74,3 @@ def _print_version(as_json: bool) -> None:
                f"  kv format           {found['kv_format']}  (nameservice.kv.codec)\n"
                f"  python              {found['python']}")
 
-
-for _command in (ns_group, kv_group, lease_group, component_group, butterfly, drain, status,
-                 intermediary):
-    main.add_command(_command)
