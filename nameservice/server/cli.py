@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 NODE_OPTIONS: list[Callable[[F], F]] = [
-    click.option("--id", "node_id", type=int, required=True, help="This node's id (in --cluster)."),
+    click.option("--id", "node_id", type=int, required=True, metavar="ID",
+                 help="This node's id (in --cluster)."),
     click.option("--cluster", required=True, metavar="ID=HOST:PORT,...",
                  help="Every member: id and the address it listens on."),
     click.option("--data-dir", type=click.Path(file_okay=False),
