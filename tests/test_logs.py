@@ -90,11 +90,13 @@ def test_a_library_nobody_set_up_prints_no_event():
     assert done.stdout == "" and done.stderr == ""
 
 
-def test_a_second_setup_replaces_the_first(clean_root):
-    before = len(clean_root.handlers)
+def test_a_second_setup_replaces_the_first_and_leaves_other_handlers_alone(clean_root):
+    other = logging.NullHandler()
+    clean_root.addHandler(other)
     logs.setup("info")
     logs.setup("debug", "json", events=True, events_stream=io.StringIO())
-    assert len(clean_root.handlers) == before + 2
+    ours = [h for h in clean_root.handlers if getattr(h, logs._MARK, False)]  # noqa: SLF001
+    assert len(ours) == 2 and other in clean_root.handlers
     assert clean_root.level == logging.DEBUG
 
 
