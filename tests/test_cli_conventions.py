@@ -232,6 +232,12 @@ def test_an_error_is_one_line_prefixed_once_by_the_command(args, code, prefix):
     assert "fabric: fabric" not in err
 
 
+@pytest.mark.parametrize("args", [[], ["kv"], ["ns"], ["lease"], ["component"]])
+def test_a_group_given_no_command_prints_its_help(args):
+    text = ok(fabric(*args))
+    assert text.startswith(f"Usage: {' '.join(['fabric', *args])} ")
+
+
 def test_python_m_nameservice_server_errors_are_one_line_too():
     done = subprocess.run([sys.executable, "-m", "nameservice.server", "--id", "1"],
                           capture_output=True, env=env(), timeout=60)

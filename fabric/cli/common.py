@@ -183,6 +183,10 @@ class FabricGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except click.ClickException as exc:
             failed_in: click.Context | None = getattr(exc, "ctx", None)
+            no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2 and later
+            if isinstance(exc, no_args) and failed_in is not None:
+                click.echo(failed_in.get_help())  # a group given no command: its help, as 8.1
+                sys.exit(EXIT_OK)
             where = failed_in.command_path if failed_in is not None else "fabric"
             message = exc.format_message().rstrip().rstrip(".")
             if isinstance(exc, click.UsageError) and failed_in is not None:
