@@ -91,9 +91,9 @@ def trial(count: int, rate: int, mark_file: str) -> dict:
     with Procs(__file__) as procs:
         inters, endpoints = [], []
         for _ in range(2):
-            proc = procs.spawn([FABRIC, "intermediary", "--channel", "drainbench"])
-            endpoints.append(line(proc)["line"].split()[1])
-            line(proc)  # control ENDPOINT
+            proc = procs.spawn([FABRIC, "intermediary", "--channel", "drainbench", "--events"])
+            endpoints.append(line(proc)["endpoint"])  # the event "listening"
+            line(proc)  # the event "control"
             inters.append(proc)
         eps = ",".join(endpoints)
         consumer = procs.role("consumer", endpoints=eps, count=count, mark=mark_file)
@@ -105,8 +105,8 @@ def trial(count: int, rate: int, mark_file: str) -> dict:
         inters[0].send_signal(signal.SIGTERM)
         out, _ = inters[0].communicate(timeout=60)
         drain_ms = (time.monotonic() - started) * 1000
-        report = next(json.loads(ln[len("drained "):]) for ln in out.splitlines()
-                      if ln.startswith("drained "))
+        report = next(event for event in map(json.loads, out.splitlines())
+                      if event.get("event") == "drained")
         result = line(consumer)
         stats = line(producer)["stats"]
         return {"drain_ms": drain_ms, "report_ms": report["elapsed_ms"],

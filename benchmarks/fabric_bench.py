@@ -286,8 +286,8 @@ def start_intermediaries(procs: Procs, metrics: list[str] | None = None
     for i in range(2):
         env = {"FABRIC_METRICS": metrics[i]} if metrics else None
         proc = procs.spawn([FABRIC, "intermediary", "--channel", "bench", "--listen",
-                            "127.0.0.1:0"], env=env)
-        endpoints.append(proc.stdout.readline().split()[1])
+                            "127.0.0.1:0", "--events"], env=env)
+        endpoints.append(line(proc)["endpoint"])  # the event "listening"
         inters.append(proc)
     return inters, endpoints
 

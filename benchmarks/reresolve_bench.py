@@ -66,13 +66,12 @@ def main() -> None:
 
         def intermediary(name: str) -> tuple[str, float]:
             proc = fleet.start(name, fabric + ["intermediary", "--channel", CHANNEL, "--name",
-                                               name, "--ns", ns])
-            _, line = proc.wait_line("registered", 30)
-            info = json.loads(line.partition(" ")[2])
+                                               name, "--ns", ns, "--events"])
+            _, info = proc.wait_event("registered", 30)
             return info["endpoint"], info["began"]
 
         def component(name: str, target: str, **params) -> None:
-            argv = fabric + ["component", "run", target, "--name", name,
+            argv = fabric + ["component", "run", target, "--name", name, "--events",
                              "--ns", ns, "--param", f"channel={CHANNEL}"]
             for key, value in params.items():
                 argv += ["--param", f"{key}={value}"]
@@ -80,22 +79,22 @@ def main() -> None:
 
         intermediary("steady")
         component("consumer", CONSUMER, out=work / "consumer.bin")
-        fleet.procs["consumer"].wait_line("ready", 30)
+        fleet.procs["consumer"].wait_event("ready", 30)
         component("producer", PRODUCER, index=1, rate=args.rate)
         ports = [fleet.procs["producer"], fleet.procs["consumer"]]
 
         def connected_at(endpoint: str) -> list[float] | None:
             times = []
             for proc in ports:
-                ats = [ln["at"] for _, ln in proc.json_lines("connected")
-                       if endpoint in ln["endpoints"]]
+                ats = [ev["at"] for _, ev in proc.events("connected")
+                       if endpoint in ev["endpoints"]]
                 if not ats:
                     return None
                 times.append(ats[-1])
             return times
 
         def removed(endpoint: str) -> bool:
-            return all(any(endpoint in ln["removed"] for _, ln in proc.json_lines("endpoints"))
+            return all(any(endpoint in ev["removed"] for _, ev in proc.events("endpoints"))
                        for proc in ports)
 
         reresolve, removal = [], []
@@ -114,8 +113,8 @@ def main() -> None:
             fleet.procs[name].signal(signal.SIGTERM)
             if fleet.procs[name].wait(30) != 0:
                 raise SystemExit(f"{name} did not drain cleanly")
-        sent = fleet.procs["producer"].latest_json("sent")["count"]
-        received = fleet.procs["consumer"].latest_json("received")
+        sent = fleet.procs["producer"].latest("sent")["count"]
+        received = fleet.procs["consumer"].latest("received")
         vias = {int(k): v for k, v in received["vias"].items()}
         deliveries = read_deliveries((work / "consumer.bin").read_bytes(), vias)
         tally = summarize({1: sent}, deliveries, kill_at=None, reresolve_ms=None, drain_ms=None)

@@ -1,4 +1,4 @@
 """``python -m fabric``: the ``fabric`` command."""
 from fabric.cli.main import main
 
-main()
+main(prog_name="fabric")

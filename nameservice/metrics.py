@@ -51,7 +51,8 @@ if log.level == logging.NOTSET:
     log.setLevel(logging.INFO)
 
 __all__ = ["ENV", "Buckets", "LATENCY_BUCKETS", "Metric", "MetricsServer", "Sample",
-           "SIZE_BUCKETS", "TableCollector", "metrics_address", "serve_metrics", "start_metrics"]
+           "SIZE_BUCKETS", "TableCollector", "check_metrics_address", "metrics_address",
+           "serve_metrics", "start_metrics"]
 
 ENV = "FABRIC_METRICS"
 """``HOST:PORT`` where a process serves ``/metrics`` when no address is given to it."""
@@ -170,6 +171,16 @@ def _le(bound: float) -> str:
 
 
 # ---------------------------------------------------------------------------- serving
+
+
+def check_metrics_address(address: str | None) -> str | None:
+    """A ``--metrics`` value checked (``HOST:PORT``, port 0 for any; ``ConfigError`` if
+    malformed); None for none."""
+    from nameservice.address import parse_control
+
+    if address:
+        parse_control(address)
+    return address or None
 
 
 def metrics_address(given: str | None) -> str | None:

@@ -38,7 +38,7 @@ from nameservice.client.leases import LeaseKeeper
 from nameservice.errors import Compacted, NameServiceError
 from nameservice.kv import KeyValue
 
-__all__ = ["Endpoint", "Names", "Registration", "NAMES_PREFIX"]
+__all__ = ["Endpoint", "Names", "Registration", "NAMES_PREFIX", "entry_of"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,20 @@ def _endpoint(name: str, prefix: bytes, kv: KeyValue) -> Endpoint | None:
             or not isinstance(entry.get("meta", {}), dict)):
         return None
     return Endpoint(name, entry["endpoint"], entry.get("meta", {}), kv.key)
+
+
+def entry_of(kv: KeyValue) -> Endpoint | None:
+    """The registry entry a key-value holds (its name read from the key), or None if it is
+    not one: a key outside ``names/<name>/<instance>`` or a value that does not decode."""
+    if not kv.key.startswith(NAMES_PREFIX.encode()):
+        return None
+    name, sep, _instance = kv.key[len(NAMES_PREFIX):].rpartition(b"/")
+    try:
+        text = name.decode()
+        _check_name(text)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return _endpoint(text, _prefix(text), kv) if sep else None
 
 
 def _sorted(entries: dict[bytes, Endpoint]) -> list[Endpoint]:

@@ -31,13 +31,15 @@ terms, entry order) are the core's to check (it counts and drops what is wrong).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
 
 from nameservice.errors import DecodeError
-from nameservice.raft import messages as m
-from nameservice.raft.types import Entry, Snapshot, SnapshotMeta
+
+if TYPE_CHECKING:
+    from nameservice.raft import messages as m
+    from nameservice.raft.types import Entry, Snapshot
 
 VERSION = 1
 PEER, REQUEST, REPLY, EVENT = 1, 2, 3, 4
@@ -109,27 +111,45 @@ def frame_kind(data: bytes) -> int:
 
 
 # ------------------------------------------------------------------------- peer messages
+# The peer codec's tables are filled on first use (``_peer_tables``): a client never sends a
+# Raft message, and so never loads the Raft message classes (a ``fabric kv get`` starts sooner).
 
 _U, _B, _Y, _ENTRIES, _SNAP = range(5)
-_SPECS: dict[type, tuple[tuple[str, int], ...]] = {
-    m.VoteRequest: (("last_index", _U), ("last_term", _U), ("pre_vote", _B), ("transfer", _B)),
-    m.VoteResponse: (("granted", _B), ("pre_vote", _B)),
-    m.AppendRequest: (("prev_index", _U), ("prev_term", _U), ("entries", _ENTRIES),
-                      ("commit", _U)),
-    m.AppendResponse: (("index", _U), ("reject", _B), ("hint_index", _U), ("hint_term", _U)),
-    m.Heartbeat: (("commit", _U), ("ctx", _Y)),
-    m.HeartbeatResponse: (("ctx", _Y),),
-    m.SnapshotRequest: (("snapshot", _SNAP),),
-    m.TimeoutNow: (),
-    m.ReadIndexRequest: (("ctx", _Y),),
-    m.ReadIndexResponse: (("index", _U), ("ctx", _Y)),
-}
-_TAGS = {cls: tag for tag, cls in enumerate(m.MESSAGE_TYPES)}
-assert set(_SPECS) == set(m.MESSAGE_TYPES)
+_SPECS: dict[type, tuple[tuple[str, int], ...]] = {}
+_TAGS: dict[type, int] = {}
+_DECODERS: list[tuple[type, tuple[Callable[[Any], Any], ...]]] = []
+
+
+def _peer_tables() -> None:
+    """Fill the peer codec's tables: each message type's tag and fields, in order."""
+    from nameservice.raft import messages as m
+
+    specs: dict[type, tuple[tuple[str, int], ...]] = {
+        m.VoteRequest: (("last_index", _U), ("last_term", _U), ("pre_vote", _B),
+                        ("transfer", _B)),
+        m.VoteResponse: (("granted", _B), ("pre_vote", _B)),
+        m.AppendRequest: (("prev_index", _U), ("prev_term", _U), ("entries", _ENTRIES),
+                          ("commit", _U)),
+        m.AppendResponse: (("index", _U), ("reject", _B), ("hint_index", _U),
+                           ("hint_term", _U)),
+        m.Heartbeat: (("commit", _U), ("ctx", _Y)),
+        m.HeartbeatResponse: (("ctx", _Y),),
+        m.SnapshotRequest: (("snapshot", _SNAP),),
+        m.TimeoutNow: (),
+        m.ReadIndexRequest: (("ctx", _Y),),
+        m.ReadIndexResponse: (("index", _U), ("ctx", _Y)),
+    }
+    assert set(specs) == set(m.MESSAGE_TYPES)
+    _SPECS.update(specs)
+    _TAGS.update({cls: tag for tag, cls in enumerate(m.MESSAGE_TYPES)})
+    _DECODERS[:] = [(cls, tuple(_CHECK[kind] for _, kind in specs[cls]))
+                    for cls in m.MESSAGE_TYPES]
 
 
 def message_to_wire(msg: m.Message) -> list:
     """The msgpack-ready array of one Raft message."""
+    if not _TAGS:
+        _peer_tables()
     t = type(msg)
     out = [_TAGS[t], msg.frm, msg.to, msg.term]
     for name, kind in _SPECS[t]:
@@ -162,6 +182,8 @@ def _bytes(v: Any) -> bytes:
 
 
 def _entries(v: Any) -> tuple[Entry, ...]:
+    from nameservice.raft.types import Entry  # loaded with the tables; here for the name
+
     if type(v) is not list:
         raise DecodeError("entries must be an array")
     out = []
@@ -174,6 +196,8 @@ def _entries(v: Any) -> tuple[Entry, ...]:
 
 
 def _snapshot(v: Any) -> Snapshot:
+    from nameservice.raft.types import Snapshot, SnapshotMeta
+
     if type(v) is not list or len(v) != 4 or type(v[2]) is not list:
         raise DecodeError("a snapshot is [index, term, [voter...], data]")
     index, term, voters, data = v
@@ -181,14 +205,14 @@ def _snapshot(v: Any) -> Snapshot:
                     _bytes(data))
 
 
-_CHECK = {_U: _uint, _B: _bool, _Y: _bytes, _ENTRIES: _entries, _SNAP: _snapshot}
-_DECODERS = [
-    (cls, tuple(_CHECK[kind] for _, kind in _SPECS[cls])) for cls in m.MESSAGE_TYPES
-]
+_CHECK: dict[int, Callable[[Any], Any]] = {_U: _uint, _B: _bool, _Y: _bytes,
+                                            _ENTRIES: _entries, _SNAP: _snapshot}
 
 
 def message_from_wire(w: Any) -> m.Message:
     """Check and rebuild one Raft message from its array; ``DecodeError`` if malformed."""
+    if not _DECODERS:
+        _peer_tables()
     if type(w) is not list or len(w) < 4:
         raise DecodeError("a peer message is an array of at least 4")
     tag = w[0]

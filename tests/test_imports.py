@@ -3,7 +3,8 @@
 The layers, lowest first (docs/architecture.md draws them):
 
     nameservice.errors, nameservice.lazy,       the error tree; lazy package exports; the
-      fabric._version                           version (read by setup.cfg too)
+      nameservice.logs, fabric._version         logging setup and events; the version (read
+                                                by setup.cfg too)
     nameservice.raft                            the pure Raft core
     nameservice.storage | nameservice.kv        durable log | key-value state machine
     nameservice.wire, .address, .control,       what client, server and fabric processes share
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (rank, units): a module belongs to the unit that is the longest prefix of its name.
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("nameservice.errors", "nameservice.lazy", "fabric._version")),
+    (0, ("nameservice.errors", "nameservice.lazy", "nameservice.logs", "fabric._version")),
     (1, ("nameservice.raft",)),
     (2, ("nameservice.storage",)),
     (2, ("nameservice.kv",)),

@@ -3,13 +3,13 @@ counts unique ids, duplicates and redeliveries.
 
 Parameters: ``out`` (a file: one record per delivered message — id u64, arrival time f64
 (``time.time()``), intermediary number u16, redelivered u8 — written on every progress tick and
-fsynced at the end). Prints ``progress {JSON}`` every 100 ms and ``received {JSON}`` when done,
-with the intermediary numbers' endpoints (``vias``).
+fsynced at the end). Emits the events ``ready`` once its input is open, ``progress`` (the
+counts) every 100 ms and ``received`` (the counts, and the intermediary numbers' endpoints,
+``vias``) when done.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import struct
 import time
@@ -44,7 +44,7 @@ async def main(ctx) -> None:
 
     with open(path, "wb") as f:
         await ctx.input(ctx.params.get("channel", CHANNEL), handle)
-        print("ready", flush=True)
+        ctx.event("ready")
         while not ctx.stopping.is_set():
             try:
                 await asyncio.wait_for(ctx.stopping.wait(), PROGRESS_EVERY)
@@ -52,10 +52,9 @@ async def main(ctx) -> None:
                 pass
             f.write(records)
             records.clear()
-            print("progress " + json.dumps(counts), flush=True)
+            ctx.event("progress", **counts)
         await ctx.drain()  # hand everything received to ``handle`` and acknowledge it
         f.write(records)
         f.flush()
         os.fsync(f.fileno())
-    print("received " + json.dumps({**counts, "vias": {v: k for k, v in vias.items()}}),
-          flush=True)
+    ctx.event("received", **counts, vias={v: k for k, v in vias.items()})

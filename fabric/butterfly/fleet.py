@@ -1,10 +1,12 @@
-"""The processes of the butterfly demo: start them, read their output lines, stop them.
+"""The processes of the butterfly demo: start them, read their events, stop them.
 
-Each process's stdout is read line by line by a thread and kept with the wall-clock time it
-arrived (at most ``MAX_LINES`` per process; older lines are forgotten, the latest line of each
-kind is kept apart, so a long run stays bounded in memory) and copied to ``NAME.out``; its
-stderr goes to ``NAME.log``. ``Fleet.close``
-kills whatever is still running, so nothing outlives the demo, even when it fails.
+The processes are started with ``--events``: their stdout is a stream of JSON lines
+``{"event": KIND, "time": ..., ...}`` (nameservice/logs.py). Each process's stdout is read
+line by line by a thread and kept with the wall-clock time it arrived (at most ``MAX_LINES``
+per process; older lines are forgotten, the latest event of each kind is kept apart, so a long
+run stays bounded in memory) and copied to ``NAME.out``; its stderr (its log) goes to
+``NAME.log``. ``Fleet.close`` kills whatever is still running, so nothing outlives the demo,
+even when it fails.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ MAX_LINES = 10_000
 
 
 class Proc:
-    """One child process and the lines it printed."""
+    """One child process, the lines it printed and the events among them."""
 
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str], cwd: str,
                  log_dir: Path) -> None:
@@ -33,7 +35,8 @@ class Proc:
             self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
                                           stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         self.lines: deque[tuple[float, str]] = deque(maxlen=MAX_LINES)
-        self.latest: dict[str, tuple[float, str]] = {}
+        self._events: deque[tuple[float, dict[str, Any]]] = deque(maxlen=MAX_LINES)
+        self._latest: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
         self._reader.start()
@@ -46,9 +49,12 @@ class Proc:
                 out.write(raw)
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 at = time.time()
+                found = _event(line)
                 with self._cond:
                     self.lines.append((at, line))
-                    self.latest[line.partition(" ")[0]] = (at, line)
+                    if found is not None:
+                        self._events.append((at, found))
+                        self._latest[found["event"]] = found
                     self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -61,32 +67,31 @@ class Proc:
         """Whether the process still runs."""
         return self.popen.poll() is None
 
-    def wait_line(self, kind: str, timeout: float, *, since: float = 0.0) -> tuple[float, str]:
-        """The first line starting with ``kind`` (a word) that arrived after ``since``; raises
+    def wait_event(self, kind: str, timeout: float, *,
+                   since: float = 0.0) -> tuple[float, dict[str, Any]]:
+        """The first event ``kind`` that arrived after ``since`` and its arrival time; raises
         ``TimeoutError`` (with the end of the log) if none comes within ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                for at, line in self.lines:
-                    if at >= since and line.partition(" ")[0] == kind:
-                        return at, line
+                for at, found in self._events:
+                    if at >= since and found["event"] == kind:
+                        return at, found
                 left = deadline - time.monotonic()
                 if left <= 0 or (not self._reader.is_alive() and self.popen.poll() is not None):
-                    raise TimeoutError(f"{self.name} printed no {kind!r} line "
+                    raise TimeoutError(f"{self.name} emitted no {kind!r} event "
                                        f"(exit code {self.popen.poll()}); {self.log_tail()}")
                 self._cond.wait(min(left, 0.1))
 
-    def json_lines(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
-        """Every line ``kind {JSON}`` still kept, decoded, with its arrival time."""
+    def events(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        """Every event ``kind`` still kept, with its arrival time."""
         with self._cond:
-            lines = [(at, line) for at, line in self.lines if line.partition(" ")[0] == kind]
-        return [(at, json.loads(line.partition(" ")[2])) for at, line in lines]
+            return [(at, found) for at, found in self._events if found["event"] == kind]
 
-    def latest_json(self, kind: str) -> dict[str, Any] | None:
-        """The JSON of the latest ``kind {JSON}`` line, or None."""
+    def latest(self, kind: str) -> dict[str, Any] | None:
+        """The latest event ``kind``, or None."""
         with self._cond:
-            found = self.latest.get(kind)
-        return None if found is None else json.loads(found[1].partition(" ")[2])
+            return self._latest.get(kind)
 
     def log_tail(self, chars: int = 1500) -> str:
         """The end of the process's stderr log."""
@@ -123,6 +128,17 @@ class Proc:
         self._reader.join(2)
         if self.popen.stdout is not None:
             self.popen.stdout.close()
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    """The event a stdout line carries, or None if it is not one."""
+    if not line.startswith("{"):
+        return None
+    try:
+        found = json.loads(line)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("event"), str) else None
 
 
 class Fleet:

@@ -5,12 +5,11 @@ Parameters (``--param KEY=VALUE``): ``index`` (this producer's number, 0-255), `
 (how many to send; 0: until stopped), ``rate`` (messages per second; 0: as fast as the
 window allows). Having sent them all, it waits to be stopped (SIGTERM or
 ``fabric drain``). Message ids are ``index << 40 | i`` for i = 0, 1, 2, ...; so the ids sent are
-known from the count alone. Prints ``sent {"index": K, "count": N}`` when stopped.
+known from the count alone. Emits the event ``sent`` (``index``, ``count``) when stopped.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 
 CHANNEL = "butterfly"
 TICK = 0.005  # pacing granularity, seconds
@@ -39,4 +38,4 @@ async def main(ctx) -> None:
             sent += 1
         await asyncio.sleep(0)
     await ctx.stopping.wait()  # stay until drained, so the demo drains every process
-    print("sent " + json.dumps({"index": index, "count": sent}), flush=True)
+    ctx.event("sent", index=index, count=sent)

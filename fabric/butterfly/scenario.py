@@ -15,7 +15,6 @@ computed by :mod:`fabric.butterfly.report` from the consumers' record files.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -54,6 +53,8 @@ class Options:
     duration: float = 10.0
     drain_timeout: float = 10.0
     work_dir: Path | None = None
+    log_level: str = "info"  # every process's (their logs are NAME.log in the work directory)
+    log_format: str = "text"
 
     def producer_rate(self) -> float:
         return self.rate or max(100.0, self.messages / 2 / self.duration)
@@ -95,13 +96,14 @@ class Scenario:
         return at
 
     def _fabric(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "fabric", *args]
+        return [sys.executable, "-m", "fabric", "--log-level", self.options.log_level,
+                "--log-format", self.options.log_format, *args]
 
     def _delivered(self) -> int:
         total = 0
         for name in ("consumer-1", "consumer-2"):
             proc = self.fleet.procs[name]
-            counts = proc.latest_json("received") or proc.latest_json("progress")
+            counts = proc.latest("received") or proc.latest("progress")
             total += counts["unique"] if counts else 0
         return total
 
@@ -134,9 +136,8 @@ class Scenario:
         while True:
             proc = self.fleet.start(name, self._fabric(
                 "intermediary", "--channel", CHANNEL, "--listen", "127.0.0.1:0", "--name",
-                name, "--ns", self.ns))
-            _, line = proc.wait_line("registered", START_TIMEOUT)
-            info = json.loads(line.partition(" ")[2])
+                name, "--ns", self.ns, "--events"))
+            _, info = proc.wait_event("registered", START_TIMEOUT)
             if info["endpoint"] != avoid:
                 break
             proc.kill()
@@ -145,8 +146,8 @@ class Scenario:
         return proc, info["endpoint"], info["began"]
 
     def _component(self, name: str, target: str, **params: Any) -> Proc:
-        argv = self._fabric("component", "run", target, "--name", name,
-                            "--ns", self.ns, "--drain-timeout", str(self.options.drain_timeout))
+        argv = self._fabric("component", "run", target, "--name", name, "--ns", self.ns,
+                            "--drain-timeout", str(self.options.drain_timeout), "--events")
         for key, value in params.items():
             argv += ["--param", f"{key}={value}"]
         self._must_live.add(name)
@@ -184,7 +185,7 @@ class Scenario:
         if code != 0:
             raise ScenarioError(f"{name} exited with code {code} after its drain; "
                                 f"{proc.log_tail()}")
-        report = proc.latest_json("drained") or {}
+        report = proc.latest("drained") or {}
         return float(report.get("elapsed_ms", command_ms)), command_ms
 
     # -- the scenario -----------------------------------------------------------------------
@@ -197,7 +198,9 @@ class Scenario:
         work.mkdir(parents=True, exist_ok=True)
         self._must_live: set[str] = set()
         env = {k: v for k, v in os.environ.items() if k != "FABRIC_NS"}
-        with LocalCluster(work / "ns", 3) as cluster, \
+        node_logs = ["--log-level", self.options.log_level,
+                     "--log-format", self.options.log_format]
+        with LocalCluster(work / "ns", 3, extra_args=node_logs) as cluster, \
                 Fleet(os.getcwd(), work, env) as fleet:
             self.fleet = fleet
             cluster.start(timeout=START_TIMEOUT)
@@ -216,7 +219,7 @@ class Scenario:
         for i in (1, 2):
             self._component(f"consumer-{i}", CONSUMER, out=work / f"consumer-{i}.bin")
         for i in (1, 2):
-            self.fleet.procs[f"consumer-{i}"].wait_line("ready", START_TIMEOUT)
+            self.fleet.procs[f"consumer-{i}"].wait_event("ready", START_TIMEOUT)
         per_producer = opts.messages // 2
         rate = opts.producer_rate()
         for i in (1, 2):
@@ -291,8 +294,8 @@ class Scenario:
         """When each port's connection to ``endpoint`` was up; None until all four were."""
         times = []
         for name in ("producer-1", "producer-2", "consumer-1", "consumer-2"):
-            added = [line["at"] for _, line in self.fleet.procs[name].json_lines("connected")
-                     if endpoint in line["endpoints"]]
+            added = [found["at"] for _, found in self.fleet.procs[name].events("connected")
+                     if endpoint in found["endpoints"]]
             if not added:
                 return None
             times.append(added[-1])
@@ -322,13 +325,13 @@ class Scenario:
                 drain_ms: float) -> dict[str, Any]:
         sent = {}
         for i in (1, 2):
-            info = self.fleet.procs[f"producer-{i}"].latest_json("sent")
+            info = self.fleet.procs[f"producer-{i}"].latest("sent")
             if info is None:
                 raise ScenarioError(f"producer-{i} did not say how much it sent")
             sent[info["index"]] = info["count"]
         deliveries: list[report.Delivery] = []
         for i in (1, 2):
-            received = self.fleet.procs[f"consumer-{i}"].latest_json("received")
+            received = self.fleet.procs[f"consumer-{i}"].latest("received")
             if received is None:
                 raise ScenarioError(f"consumer-{i} did not report what it received")
             vias = {int(k): v for k, v in received["vias"].items()}

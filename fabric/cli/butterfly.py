@@ -1,22 +1,19 @@
 """``fabric butterfly``: run the failover demo and print its report (or ``--json``).
 
 Exit codes: 0 the scenario ran and nothing was lost or duplicated; 1 something was lost or
-duplicated, or the scenario could not be run (the reason is one line on stderr).
+duplicated, or the scenario could not be run (the reason is one line on stderr); 130
+interrupted (every process it started is stopped).
 """
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import click
 
-from fabric.cli.ns import EXIT_FAILED, EXIT_USAGE, _fail
+from fabric.cli.common import EXIT_FAILED, EXIT_USAGE, FabricCommand, fail, settings
 
 
-@click.command("butterfly")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the result as one JSON object on stdout (progress goes to stderr).")
+@click.command("butterfly", cls=FabricCommand)
 @click.option("--messages", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="Messages to send in total (over two producers).")
 @click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True,
@@ -27,11 +24,15 @@ from fabric.cli.ns import EXIT_FAILED, EXIT_USAGE, _fail
               help="Draw delivered messages per intermediary over time to this PNG.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the logs and record files here [default: a new temporary directory].")
-def butterfly(as_json: bool, messages: int, duration: float, rate: float,
-              plot_path: str | None, work_dir: str | None) -> None:
+def butterfly(messages: int, duration: float, rate: float, plot_path: str | None,
+              work_dir: str | None, as_json: bool) -> None:
     """Run the butterfly failover demo: 3 name-service nodes, 2 intermediaries, 2 producers,
     2 consumers; kill an intermediary, move it, drain the other, kill the name-service leader,
-    drain everything; then report what was sent, delivered, lost and duplicated."""
+    drain everything; then report what was sent, delivered, lost and duplicated (--json: one
+    object on stdout; the progress goes to stderr)."""
+    import json
+    from pathlib import Path
+
     from fabric.butterfly.progress import Progress
     from fabric.butterfly.scenario import Options, Scenario, ScenarioError
 
@@ -39,19 +40,19 @@ def butterfly(as_json: bool, messages: int, duration: float, rate: float,
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            _fail("--plot needs matplotlib: pip install 'zmq-fabric[plot]'", EXIT_USAGE)
+            fail("--plot needs matplotlib: pip install 'zmq-fabric[plot]'", EXIT_USAGE)
+    found = settings()
     options = Options(messages=messages, rate=rate, duration=duration,
-                      work_dir=Path(work_dir) if work_dir else None)
+                      work_dir=Path(work_dir) if work_dir else None,
+                      log_level=found.log_level, log_format=found.log_format)
     progress = Progress(messages, sys.stderr)
     try:
         outcome = Scenario(options, progress).run()
     except (ScenarioError, TimeoutError) as exc:
         progress.close()
-        _fail(f"butterfly: {exc}", EXIT_FAILED)
-    except KeyboardInterrupt:
+        fail(str(exc), EXIT_FAILED)
+    finally:
         progress.close()
-        _fail("butterfly: interrupted", EXIT_FAILED)
-    progress.close()
     result = outcome.result
     if plot_path:
         from fabric.butterfly.plot import draw

@@ -4,56 +4,48 @@ Both find processes through the name service (``process/<NAME>`` registrations, 
 :mod:`fabric.runtime.registry`) and talk to each one's control socket (:mod:`nameservice.control`).
 
 ``fabric drain`` exit codes: 0 drained; 1 not drained (the reason and what was left, one
-line), or the name service / the process unreachable; 4 no process of that name.
+line), or the name service / the process unreachable; 4 no process of that name; 130
+interrupted.
 """
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from typing import Any
 
 import click
 
-from fabric.cli.component import ns_addresses
-from fabric.cli.ns import EXIT_FAILED, EXIT_NOT_FOUND, _fail, _ns_option
+from fabric.cli.common import EXIT_FAILED, FabricCommand, fail
 
 RATE_SAMPLE_S = 0.5
 
 
-def _run(ns: str | None, action) -> Any:
-    from fabric.errors import FabricError, NameNotFound
-    from nameservice.client import NameServiceClient
-    from nameservice.errors import NameServiceError
+def _run(ns: str | None, timeout: float, action: Any) -> Any:
+    from fabric.cli.nsclient import cluster, run
 
-    addresses = ns_addresses(ns)
-
-    async def main() -> Any:
-        async with NameServiceClient(addresses, timeout=5.0) as client:
-            return await action(client)
-
-    try:
-        return asyncio.run(main())
-    except NameNotFound as exc:
-        _fail(str(exc), EXIT_NOT_FOUND)
-    except NameServiceError as exc:
-        _fail(f"name service: {exc}", EXIT_FAILED)
-    except (FabricError, OSError, asyncio.TimeoutError) as exc:
-        _fail(str(exc) or type(exc).__name__, EXIT_FAILED)
+    return run(",".join(cluster(ns)), timeout, action)
 
 
-@click.command("drain")
+def _echo_json(value: Any) -> None:
+    import json
+
+    click.echo(json.dumps(value, default=str))
+
+
+@click.command("drain", cls=FabricCommand, ns=True)
 @click.argument("name")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, metavar="S",
               help="Seconds to wait for the process to report it drained.")
-@_ns_option
-def drain(name: str, timeout: float, ns: str | None) -> None:
+def drain(name: str, timeout: float, ns: str | None, as_json: bool) -> None:
     """Drain the process NAME: it deregisters, stops taking work, flushes what it holds and
-    exits. Exit 0 once drained, 1 if it could not be, 4 if no process has that name."""
+    exits. Exit 0 once drained, 1 if it could not be, 4 if no process has that name
+    (--json: the processes' drain reports)."""
+    import asyncio
+
     from fabric.runtime.registry import find_process
     from nameservice.control import control_request
 
-    async def action(client) -> list[dict]:
+    async def action(client: Any) -> list[dict]:
         from nameservice.names import Names
 
         found = await find_process(Names(client), name)
@@ -61,21 +53,28 @@ def drain(name: str, timeout: float, ns: str | None) -> None:
             *(control_request(e.endpoint, "drain", timeout) for e in found)))
 
     began = time.monotonic()
-    replies = _run(ns, action)
+    replies = _run(ns, min(timeout, 5.0), action)
+    elapsed_ms = round((time.monotonic() - began) * 1000)
     failed = [r for r in replies if not r.get("complete", False)]
+    if as_json:
+        _echo_json({"name": name, "drained": not failed, "elapsed_ms": elapsed_ms,
+                    "reports": replies})
     if failed:
         left = failed[0].get("left") or []
         where = "; ".join(f"{item.get('messages', '?')} messages {item.get('where', '')}, "
                           f"{item.get('fate', '')}" for item in left[:3])
-        _fail(f"{name} not drained: {failed[0].get('left_messages', '?')} messages not "
-              f"flushed{': ' + where if where else ''}", EXIT_FAILED)
-    click.echo(f"{name} drained in {(time.monotonic() - began) * 1000:.0f} ms")
+        fail(f"{name} not drained: {failed[0].get('left_messages', '?')} messages not "
+             f"flushed{': ' + where if where else ''}", EXIT_FAILED)
+    if not as_json:
+        click.echo(f"{name} drained in {elapsed_ms} ms")
 
 
 async def collect_status(client: Any, timeout: float = 1.0,
                          sample: float = RATE_SAMPLE_S) -> dict[str, Any]:
     """Channels and processes from the registry, each process's status from its control
     socket (asked twice, ``sample`` seconds apart, for rates)."""
+    import asyncio
+
     from fabric.runtime.registry import CHANNEL, PROCESS, list_names
     from nameservice.control import control_request
 
@@ -127,28 +126,40 @@ def _rates(a: dict, b: dict, seconds: float) -> dict[str, float]:
             and not key.startswith("in_flight.")}
 
 
-@click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--watch", is_flag=True, help="Redraw the table every second until Ctrl-C.")
-@_ns_option
-def status(as_json: bool, watch: bool, ns: str | None) -> None:
+@click.command("status", cls=FabricCommand, ns=True)
+@click.option("--watch", is_flag=True,
+              help="Redraw every second until SIGTERM (exit 0) or Ctrl-C (exit 130); with "
+                   "--json, one object per line.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, metavar="S",
+              help="Seconds before giving up on the name service; each process's control "
+                   "socket gets at most 1 s of it.")
+def status(watch: bool, timeout: float, ns: str | None, as_json: bool) -> None:
     """Show channels with their intermediaries, and every registered process with its kind,
-    endpoints, in-flight counts and message rates."""
-    if as_json:
-        click.echo(json.dumps(_run(ns, collect_status), default=str))
-        return
+    endpoints, in-flight counts and message rates (--json: one object)."""
+    import signal
+
+    def collect(client: Any) -> Any:
+        return collect_status(client, timeout=min(1.0, timeout))
+
     if not watch:
-        _print_table(_run(ns, collect_status))
+        result = _run(ns, timeout, collect)
+        if as_json:
+            _echo_json(result)
+        else:
+            _print_table(result)
         return
-    try:
-        while True:
-            result = _run(ns, collect_status)
+    stop: list[int] = []  # SIGTERM ends it cleanly; Ctrl-C interrupts it (130)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
+    while not stop:
+        result = _run(ns, timeout, collect)
+        if as_json:
+            _echo_json(result)
+        else:
             click.clear()
             click.echo(time.strftime("%H:%M:%S") + "  (Ctrl-C to stop)\n")
             _print_table(result)
-            time.sleep(max(0.0, 1.0 - RATE_SAMPLE_S))
-    except KeyboardInterrupt:
-        pass
+        time.sleep(max(0.0, 1.0 - RATE_SAMPLE_S))
 
 
 def _print_table(result: dict) -> None:

@@ -16,15 +16,18 @@ It serves a control socket (``status``, ``drain``; :mod:`nameservice.control`) r
 ``stopping``, waits for the function to return, then drains every port (outputs: until what
 they sent is acknowledged; inputs: no new batches, everything received handled and
 acknowledged) and exits 0. What it could not flush within the drain timeout is reported and
-the exit code is 1. A function that returns by itself is drained the same way.
+the exit code is 1 (130 if it was stopped by SIGINT, 0 otherwise). A function that returns
+by itself is drained the same way.
 
 With a metrics address (``metrics``, else ``FABRIC_METRICS``) the process serves the Prometheus
 metrics of every port it opens at ``http://HOST:PORT/metrics`` (the bound address is logged).
 
-Lines on stdout (for scripts and the butterfly demo): ``control ENDPOINT`` at start,
-``endpoints {JSON}`` after each change of
-a port's intermediaries, ``connected {JSON}`` once the connections to added ones are up,
-``drained {JSON}`` at the end.
+Its events (:func:`nameservice.logs.event`: log records, and JSON lines on stdout with
+``fabric component run --events``; the butterfly demo reads them): ``control`` (``endpoint``)
+at start, ``endpoints`` (``channel``, ``added``, ``removed``, ``endpoints``, ``at``) after each
+change of a port's intermediaries, ``connected`` (``channel``, ``endpoints``, ``at``) once the
+connections to added ones are up, ``drained`` (the drain report and the final ``status``) at
+the end; and whatever the function emits with :meth:`ComponentContext.event`.
 """
 from __future__ import annotations
 
@@ -32,7 +35,6 @@ import asyncio
 import importlib
 import importlib.util
 import inspect
-import json
 import logging
 import os
 import signal
@@ -50,11 +52,14 @@ from fabric.ports.received import Handler
 from fabric.runtime import runner
 from fabric.runtime.registry import watch_channel
 from fabric.runtime.resolver import Change, Resolver
+from nameservice.logs import event
 
 if TYPE_CHECKING:
     from fabric.ports.metrics import PortCollector
 
 log = logging.getLogger(__name__)
+EXIT_INTERRUPTED = 130
+"""The exit code after a clean stop asked for with SIGINT (Ctrl-C), as shells expect."""
 
 CONNECT_WAIT_S = 10.0
 CONNECT_POLL_S = 0.001
@@ -104,6 +109,7 @@ class ComponentContext:
     """
 
     def __init__(self, name: str, names: Any, params: dict[str, str] | None = None) -> None:
+        self.log = logging.getLogger(f"{__name__}.{name}")
         self.name = name
         self.params = dict(params or {})
         self.stopping = asyncio.Event()
@@ -116,6 +122,11 @@ class ComponentContext:
         """Where the ports opened here are added, when the process serves metrics."""
         self._tasks: set[asyncio.Task] = set()
         self._drained: asyncio.Future | None = None
+
+    def event(self, kind: str, /, **fields: Any) -> None:
+        """Tell the process's supervisor something (progress, a count): a log record and, with
+        ``--events``, a JSON line ``{"event": KIND, "time": ..., **fields}`` on stdout."""
+        event(self.log, kind, **fields)
 
     async def output(self, channel: str, *, wait: float = 10.0, **options: Any) -> OutputPort:
         """An :class:`OutputPort` on ``channel``, connected to its registered intermediaries
@@ -141,9 +152,8 @@ class ComponentContext:
 
     async def _follow(self, port: Any, channel: str, wait: float) -> None:
         def announce(change: Change) -> None:
-            line = {"channel": channel, "added": change.added, "removed": change.removed,
-                    "endpoints": sorted(port.endpoints), "at": change.at}
-            print("endpoints " + json.dumps(line), flush=True)
+            event(log, "endpoints", channel=channel, added=list(change.added),
+                  removed=list(change.removed), endpoints=sorted(port.endpoints), at=change.at)
             if change.added:
                 task = asyncio.ensure_future(_announce_connected(port, channel, change.added))
                 self._tasks.add(task)
@@ -196,7 +206,7 @@ class ComponentContext:
 
 async def _announce_connected(port: Any, channel: str, endpoints: tuple[str, ...],
                               timeout: float = CONNECT_WAIT_S) -> None:
-    """Print ``connected {JSON}`` once the port's connections to ``endpoints`` are up (the
+    """Emit ``connected`` once the port's connections to ``endpoints`` are up (the
     moment a re-resolved intermediary is really in use), or give up after ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -204,8 +214,7 @@ async def _announce_connected(port: Any, channel: str, endpoints: tuple[str, ...
         if loop.time() > deadline:
             return
         await asyncio.sleep(CONNECT_POLL_S)
-    line = {"channel": channel, "endpoints": list(endpoints), "at": time.time()}
-    print("connected " + json.dumps(line), flush=True)
+    event(log, "connected", channel=channel, endpoints=list(endpoints), at=time.time())
 
 
 async def drain_ports(ctx: ComponentContext, timeout: float) -> dict[str, Any]:
@@ -242,6 +251,7 @@ class ComponentProcess:
         self._registration: Any = None
         self._drain_asked = asyncio.Event()
         self.failed = False
+        self.interrupted = False  # stopped by SIGINT (Ctrl-C)
 
     def status(self) -> dict[str, Any]:
         """The control socket's ``status``: kind, name, channel, endpoints, in-flight counts
@@ -281,7 +291,8 @@ class ComponentProcess:
 
     async def run(self) -> int:
         """Run until the function returns or a drain is asked for, then drain; the exit code:
-        0 drained, 1 the function failed or something could not be flushed."""
+        0 drained (130 if SIGINT asked for it), 1 the function failed or something could not
+        be flushed."""
         from fabric.runtime.registry import process_name
         from nameservice.control import ControlServer
 
@@ -289,10 +300,15 @@ class ComponentProcess:
         if served is not None:
             self.ctx.metrics = served[1]
         server = ControlServer(self.status, self._drain, self.control_endpoint).start()
-        print(f"control {server.endpoint}", flush=True)
+        event(log, "control", endpoint=server.endpoint)
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: int) -> None:
+            self.interrupted = self.interrupted or sig == signal.SIGINT
+            server.drain_task()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.drain_task)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             self._registration = await self.names.register(
                 process_name(self.name), server.endpoint, {"kind": "component"})
@@ -311,15 +327,18 @@ class ComponentProcess:
         if not report["complete"]:
             for item in report["left"]:
                 log.error("not flushed: %s", item)
-        print("drained " + json.dumps({**report, "status": self.status()}), flush=True)
-        return 1 if self.failed or not report["complete"] else 0
+        event(log, "drained", **report, status=self.status())
+        if self.failed or not report["complete"]:
+            return 1
+        return EXIT_INTERRUPTED if self.interrupted else 0
 
 
 async def run_component(func: ComponentFunction, name: str, names: Any, *,
                         params: dict[str, str] | None = None, drain_timeout: float = 10.0,
                         control: str = "tcp://127.0.0.1:0", metrics: str | None = None) -> int:
     """Run ``func`` as the component ``name`` until it returns or is asked to stop (SIGTERM,
-    SIGINT, ``fabric drain``), then drain; the process exit code (0 drained, 1 not).
+    SIGINT, ``fabric drain``), then drain; the process exit code (0 drained, 130 drained after
+    SIGINT, 1 not).
     ``control``: where the control socket binds; ``metrics``: ``HOST:PORT`` where the ports'
     Prometheus metrics are served (None: ``FABRIC_METRICS``, if set)."""
     return await ComponentProcess(func, name, names, params=params,

@@ -98,8 +98,10 @@ def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None,
     None: ``FABRIC_METRICS``, if set. Errors an operator must act on (address in use, a data
     directory that is locked or damaged) print one line on stderr and give exit code 1.
     """
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s node{settings.id} %(levelname)s %(message)s")
+    if not logging.getLogger().handlers:  # the entry points set logging up; a caller may not
+        from nameservice import logs
+
+        logs.setup()
     if announce is None:
         def announce(line: str) -> None:
             print(line, flush=True)

@@ -2,7 +2,6 @@
 127.0.0.1, all killed at teardown whatever happened."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -33,12 +32,13 @@ class Deployment:
     def intermediary(self, name: str) -> tuple[Proc, str]:
         """Start an intermediary and wait until it is registered; (process, endpoint)."""
         proc = self.fleet.start(name, self.fabric(
-            "intermediary", "--channel", self.channel, "--name", name, "--ns", self.ns))
-        _, line = proc.wait_line("registered", 30)
-        return proc, json.loads(line.partition(" ")[2])["endpoint"]
+            "intermediary", "--channel", self.channel, "--name", name, "--ns", self.ns,
+            "--events"))
+        _, registered = proc.wait_event("registered", 30)
+        return proc, registered["endpoint"]
 
     def component(self, name: str, target: str, **params) -> Proc:
-        argv = self.fabric("component", "run", target, "--name", name,
+        argv = self.fabric("component", "run", target, "--name", name, "--events",
                            "--ns", self.ns, "--param", f"channel={self.channel}")
         for key, value in params.items():
             argv += ["--param", f"{key}={value}"]
@@ -47,13 +47,13 @@ class Deployment:
     def consumer(self, name: str) -> tuple[Proc, Path]:
         out = self.tmp / f"{name}.bin"
         proc = self.component(name, CONSUMER, out=out)
-        proc.wait_line("ready", 30)
+        proc.wait_event("ready", 30)
         return proc, out
 
     @staticmethod
     def progress(proc: Proc) -> dict:
         """A consumer's counts: final once it reported them, else its latest progress."""
-        return (proc.latest_json("received") or proc.latest_json("progress")
+        return (proc.latest("received") or proc.latest("progress")
                 or {"unique": 0, "delivered": 0, "duplicates": 0})
 
 

@@ -19,12 +19,12 @@ async def produce(ctx):
     for i in range(int(ctx.params["count"])):
         await out.send(i)
     await out.flush()
-    print("sent", flush=True)
+    ctx.event("sent")
     await ctx.stopping.wait()
 
 async def consume(ctx):
     await ctx.input(ctx.params["channel"], lambda message: None)
-    print("ready", flush=True)
+    ctx.event("ready")
     await ctx.stopping.wait()
 '''
 
@@ -43,9 +43,9 @@ def test_every_kind_of_process_serves_metrics_that_agree_with_the_traffic(measur
     (tmp_path / "funcs.py").write_text(FUNCTIONS)
     intermediary, _ = d.intermediary("int-m")
     consumer = d.component("cons-m", f"{tmp_path / 'funcs.py'}:consume")
-    consumer.wait_line("ready", 30)
+    consumer.wait_event("ready", 30)
     producer = d.component("prod-m", f"{tmp_path / 'funcs.py'}:produce", count=COUNT)
-    producer.wait_line("sent", 30)
+    producer.wait_event("sent", 30)
     urls = {proc.name: metrics_url_in(proc.log_path) for proc in (intermediary, consumer,
                                                                   producer)}
     node_url = metrics_url_in(d.cluster.node_dir(1).with_suffix(".log"))

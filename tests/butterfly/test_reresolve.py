@@ -15,8 +15,8 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.slow
 
 
-def _endpoints_lines(proc) -> list[dict]:
-    return [line for _, line in proc.json_lines("endpoints")]
+def _endpoints_events(proc) -> list[dict]:
+    return [found for _, found in proc.events("endpoints")]
 
 
 def test_running_ports_follow_an_intermediary_restarted_on_another_port(deployment):
@@ -30,13 +30,13 @@ def test_running_ports_follow_an_intermediary_restarted_on_another_port(deployme
     _, new = d.intermediary("mover-again")
     assert new != old
     for proc in (producer, consumer):
-        wait_for(lambda p=proc: any(new in ln["added"] for ln in _endpoints_lines(p)), 10,
+        wait_for(lambda p=proc: any(new in ev["added"] for ev in _endpoints_events(p)), 10,
                  f"{proc.name} to add {new}")
-        wait_for(lambda p=proc: any(new in ln["endpoints"] for _, ln in p.json_lines("connected")),
+        wait_for(lambda p=proc: any(new in ev["endpoints"] for _, ev in p.events("connected")),
                  10, f"{proc.name}'s connection to {new} to be up")
     # The killed one's lease expires and the ports let go of it.
     for proc in (producer, consumer):
-        wait_for(lambda p=proc: any(old in ln["removed"] for ln in _endpoints_lines(p)), 10,
+        wait_for(lambda p=proc: any(old in ev["removed"] for ev in _endpoints_events(p)), 10,
                  f"{proc.name} to let go of {old}")
     delivered = d.progress(consumer)["unique"]
     wait_for(lambda: d.progress(consumer)["unique"] > delivered + 1000, 30,
@@ -46,8 +46,8 @@ def test_running_ports_follow_an_intermediary_restarted_on_another_port(deployme
     assert producer.wait(30) == 0
     consumer.signal(15)
     assert consumer.wait(30) == 0
-    sent = producer.latest_json("sent")["count"]
-    received = consumer.latest_json("received")
+    sent = producer.latest("sent")["count"]
+    received = consumer.latest("received")
     vias = {int(k): v for k, v in received["vias"].items()}
     deliveries = read_deliveries(out.read_bytes(), vias)
     ids = {x.ident & ((1 << 40) - 1) for x in deliveries}

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.datapath.conftest import Cluster, read_line, stats_from, total_records, wait_for
+from tests.datapath.conftest import Cluster, read_line, stats_from, total_records
 from tests.datapath.procs import read_records
+from tests.waiting import wait_for
 
 HERE = Path(__file__).resolve().parent
 # Consumers handle more slowly than producers send, so that each holds batches it has not

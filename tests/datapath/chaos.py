@@ -19,7 +19,6 @@ Faults (never more than one at a time, so a live intermediary and a live consume
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import signal
 import socket
@@ -168,10 +167,9 @@ class Chaos:
             self.history.producer_start.append(self.now())
             self.names[proc.pid] = f"producer{k}"
             self.producers.append(proc)
-        from tests.datapath.conftest import read_line
+        from tests.datapath.conftest import read_event
         for k, proc in enumerate(self.producers):
-            line = read_line(proc, 20, f"producer{k}")  # SIGTERM now drains it
-            assert line.startswith("ready "), line
+            read_event(proc, 20, f"producer{k}", "ready")  # SIGTERM now drains it
 
     def _exited(self, proc: subprocess.Popen, name: str, timeout: float) -> str:
         """Wait for ``proc`` to exit; note it in the history unless it exited 0."""
@@ -228,11 +226,11 @@ class Chaos:
         self.history.events.append(Event(fault, start, self.now(), victim, note))
 
     def _stats(self, name: str, out: str) -> None:
-        for line in out.splitlines():
-            if line.startswith("stats "):
-                self.history.stats[name] = json.loads(line[len("stats "):])
-            elif line.startswith("sent "):
-                self.history.sent.append(int(line.split()[1]))
+        from tests.datapath.conftest import events_from
+        for stats in events_from(out, "stats"):
+            self.history.stats[name] = stats
+        for sent in events_from(out, "sent"):
+            self.history.sent.append(sent["count"])
 
     def run(self) -> History:
         """Start, apply every fault, stop everything cleanly; the history."""

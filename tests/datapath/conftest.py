@@ -38,11 +38,26 @@ def read_line(proc: subprocess.Popen, timeout: float, what: str) -> str:
     return line.decode().strip()
 
 
+def read_event(proc: subprocess.Popen, timeout: float, what: str, kind: str) -> dict:
+    """The next event on the stdout of ``proc`` (started with ``--events``), which must be
+    ``kind``, waiting at most ``timeout`` seconds."""
+    line = read_line(proc, timeout, what)
+    found = json.loads(line)
+    assert found.get("event") == kind, f"{what}: expected {kind!r}, got {line}"
+    return found
+
+
+def events_from(output: str, kind: str) -> list[dict]:
+    """Every event ``kind`` in a process's events stream (its whole stdout)."""
+    found = [json.loads(ln) for ln in output.splitlines() if ln.startswith("{")]
+    return [event for event in found if event.get("event") == kind]
+
+
 def stats_from(output: str) -> dict:
-    """The JSON of the last ``stats {...}`` line of a process's output."""
-    lines = [ln for ln in output.splitlines() if ln.startswith("stats ")]
-    assert lines, f"no stats line in {output!r}"
-    return json.loads(lines[-1][len("stats "):])
+    """The counters of the last ``stats`` event of a process's output."""
+    found = events_from(output, "stats")
+    assert found, f"no stats event in {output!r}"
+    return found[-1]
 
 
 class Cluster:
@@ -72,14 +87,11 @@ class Cluster:
         """Start an intermediary listening (and serving its control socket) on ``host``
         (on ``port``, else any free one); ``wrap`` turns its command line into the one run
         (e.g. inside a network namespace)."""
-        proc = self._spawn(wrap([FABRIC, "intermediary", "--channel", self.channel,
+        proc = self._spawn(wrap([FABRIC, "intermediary", "--channel", self.channel, "--events",
                                  "--listen", f"{host}:{port}", "--control", f"{host}:0", *extra]))
-        line = read_line(proc, 20, "intermediary")
-        assert line.startswith("listening tcp://"), line
-        control = read_line(proc, 20, "intermediary")
-        assert control.startswith("control tcp://"), control
-        proc.control = control.split()[1]
-        return proc, line.split()[1]
+        listening = read_event(proc, 20, "intermediary", "listening")
+        proc.control = read_event(proc, 20, "intermediary", "control")["endpoint"]
+        return proc, listening["endpoint"]
 
     def consumer(self, endpoints: list[str], name: str,
                  *extra: str) -> tuple[subprocess.Popen, str]:
@@ -87,9 +99,7 @@ class Cluster:
         proc = self._spawn([sys.executable, "-m", "tests.datapath.procs", "consumer",
                             "--channel", self.channel, "--endpoints", ",".join(endpoints),
                             "--out", out, *extra])
-        line = read_line(proc, 20, name)
-        assert line.startswith("ready tcp://"), line
-        proc.control = line.split()[1]
+        proc.control = read_event(proc, 20, name, "ready")["control"]
         return proc, out
 
     def producer(self, endpoints: list[str], index: int, count: int,

@@ -3,23 +3,24 @@
     python -m tests.datapath.procs producer --channel C --endpoints E1,E2 --index K --count N
     python -m tests.datapath.procs consumer --channel C --endpoints E1,E2 --out FILE
 
-A producer prints ``ready CONTROL_ENDPOINT`` once it handles SIGTERM, sends the integers
-``K << 32 | i`` for i in [0, N) (N = 0: until SIGTERM; at most ``--rate`` per second), waits
-until all are acknowledged, prints ``sent M`` (how many sends were accepted), ``drained {JSON}``
-and ``stats {JSON}`` and exits 0 (3 if its drain timed out). A consumer prints ``ready
-CONTROL_ENDPOINT`` once started, and appends one 9-byte record per delivered message to FILE
-(u64 payload, u8 redelivered) with an unbuffered write *inside the handler*, so a record exists
-for every message a handler saw, even if the process is killed. Both serve a control socket and
-drain on SIGTERM (``fabric.runtime.runner``); the consumer then prints ``drained {JSON}`` and
-``stats {JSON}`` and exits 0 (3 if its drain timed out). On SIGUSR1 a producer lists the
-batches it still holds on stderr (diagnostics for a test that timed out).
+Their stdout is an events stream like a fabric process's (``--events``; nameservice/logs.py):
+one JSON object per line, ``{"event": KIND, "time": ..., ...}``. A producer emits ``ready``
+(``control``: its control endpoint) once it handles SIGTERM, sends the integers ``K << 32 | i``
+for i in [0, N) (N = 0: until SIGTERM; at most ``--rate`` per second), waits until all are
+acknowledged, emits ``sent`` (``count``: how many sends were accepted), ``drained`` (the
+report) and ``stats`` (its counters) and exits 0 (3 if its drain timed out). A consumer emits
+``ready`` once started, and appends one 9-byte record per delivered message to FILE (u64
+payload, u8 redelivered) with an unbuffered write *inside the handler*, so a record exists for
+every message a handler saw, even if the process is killed. Both serve a control socket and
+drain on SIGTERM (``fabric.runtime.runner``); the consumer then emits ``drained`` and ``stats``
+and exits 0 (3 if its drain timed out). On SIGUSR1 a producer lists the batches it still holds
+on stderr (diagnostics for a test that timed out).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -30,6 +31,9 @@ from fabric.errors import PortClosed
 from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from fabric.runtime.runner import run_ports_until_signalled
+from nameservice import logs
+
+log = logging.getLogger("procs")
 
 RECORD = struct.Struct("<QB")
 
@@ -61,10 +65,10 @@ def dump_held(port: OutputPort) -> None:
 
 
 def finish(port, reports) -> int:
-    """Print the drain reports and the counters; the exit code."""
+    """Emit the drain reports and the counters; the exit code."""
     for report in reports:
-        print("drained " + json.dumps(report.to_dict()), flush=True)
-    print("stats " + json.dumps(dataclasses.asdict(port.stats)), flush=True)
+        logs.event(log, "drained", **report.to_dict())
+    logs.event(log, "stats", **dataclasses.asdict(port.stats))
     return 0 if all(r.complete for r in reports) else 3
 
 
@@ -102,9 +106,9 @@ async def produce(args: argparse.Namespace) -> int:
     sender = asyncio.ensure_future(send_all())
     reports = await run_ports_until_signalled(
         [port], name=f"producer{args.index}", drain_timeout=args.drain_timeout, stop=finished,
-        announce_control=lambda endpoint: print(f"ready {endpoint}", flush=True))
+        announce_control=lambda endpoint: logs.event(log, "ready", control=endpoint))
     await sender
-    print(f"sent {sent}", flush=True)
+    logs.event(log, "sent", count=sent)
     return finish(port, reports)
 
 
@@ -128,7 +132,7 @@ async def consume(args: argparse.Namespace) -> int:
                            prefetch=args.prefetch, auto_ack=not args.stuck).start()
     reports = await run_ports_until_signalled(
         [port], name="consumer", drain_timeout=args.drain_timeout,
-        announce_control=lambda endpoint: print(f"ready {endpoint}", flush=True))
+        announce_control=lambda endpoint: logs.event(log, "ready", control=endpoint))
     os.close(fd)
     return finish(port, reports)
 
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefetch", type=int, default=8192)
     parser.add_argument("--stuck", action="store_true", help="consumer: never acknowledge")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # (and "metrics on ...")
+    logs.setup("warning", events=True)
     return asyncio.run(produce(args) if args.role == "producer" else consume(args))
 
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 
 from click.testing import CliRunner
 
 from fabric.cli.main import main
 from nameservice.control import control_request
+from tests.datapath.conftest import events_from
 
 
 def test_a_malformed_listen_address_is_a_usage_error():
@@ -38,5 +38,5 @@ def test_the_intermediary_drains_on_sigterm_and_reports_it(cluster):
     status = asyncio.run(control_request(proc.control, "status", 10))
     assert status["name"] == "relay-7" and status["draining"] is False
     out = cluster.stop(proc)
-    report = json.loads(next(ln for ln in out.splitlines() if ln.startswith("drained "))[8:])
+    [report] = events_from(out, "drained")
     assert report["complete"] and report["kind"] == "intermediary"

@@ -8,7 +8,6 @@ consumer too slow) gives up at its timeout, says what it left, and still nothing
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections import Counter
@@ -16,7 +15,12 @@ from collections import Counter
 import pytest
 
 from nameservice.control import control_request
-from tests.datapath.conftest import read_line, stats_from, total_records
+from tests.datapath.conftest import (
+    events_from,
+    read_event,
+    stats_from,
+    total_records,
+)
 from tests.datapath.procs import read_records
 from tests.waiting import wait_for
 
@@ -28,14 +32,13 @@ pytestmark = pytest.mark.slow
 
 
 def drained_from(output: str) -> list[dict]:
-    """The drain reports a process printed (``drained {JSON}`` lines)."""
-    return [json.loads(ln[len("drained "):]) for ln in output.splitlines()
-            if ln.startswith("drained ")]
+    """The drain reports a process emitted (``drained`` events)."""
+    return events_from(output, "drained")
 
 
 def sent_from(output: str) -> int:
-    """How many sends a producer says it accepted (``sent N``)."""
-    return int(next(ln for ln in output.splitlines() if ln.startswith("sent ")).split()[1])
+    """How many sends a producer says it accepted (its ``sent`` event)."""
+    return events_from(output, "sent")[0]["count"]
 
 
 def exits(cluster, proc, timeout: float = 30) -> str:
@@ -68,7 +71,7 @@ def start(cluster, *, producer_count: int = PER_PRODUCER):
     producers = [cluster.producer(endpoints, k, producer_count, "--rate", str(RATE))
                  for k in range(2)]
     for proc in producers:
-        assert read_line(proc, 20, "producer").startswith("ready tcp://")
+        assert read_event(proc, 20, "producer", "ready")["control"].startswith("tcp://")
     return inter, consumers, producers
 
 

@@ -11,11 +11,11 @@ from fabric.intermediary.metrics import IntermediaryCollector
 from fabric.ports.input import InputPort
 from fabric.ports.metrics import PortCollector
 from fabric.ports.output import OutputPort
-from tests.datapath.conftest import stats_from, wait_for
+from tests.datapath.conftest import stats_from
 from tests.datapath.helpers import running_intermediary
 from tests.datapath.procs import count_records
 from tests.scrape import collect, metrics_url_in, scrape
-from tests.waiting import async_wait_for
+from tests.waiting import async_wait_for, wait_for
 
 
 async def test_the_collectors_count_what_went_through_and_hold_nothing_once_acknowledged():
