@@ -9,6 +9,7 @@ must have seen no malformed frame and no peer that did not say GOODBYE.
 from __future__ import annotations
 
 import ast
+import json
 import signal
 import sys
 from collections import Counter
@@ -62,6 +63,15 @@ def plain_consumer(cluster: Cluster, endpoints: list[str], name: str, *extra: st
     return proc, out
 
 
+def stats_of(output: str) -> dict:
+    """The counters a process reported last: a plain peer prints ``stats {JSON}``, a fabric
+    process emits the ``stats`` event."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("stats "):
+            return json.loads(line[len("stats "):])
+    return stats_from(output)
+
+
 def check_exactly_once(outs: list[str], expected: set[int]) -> None:
     records = [r for out in outs for r in read_records(out)]
     counts = Counter(payload for payload, _ in records)
@@ -72,7 +82,7 @@ def check_exactly_once(outs: list[str], expected: set[int]) -> None:
 
 
 def check_survivor(cluster: Cluster, proc) -> dict:
-    stats = stats_from(cluster.stop(proc))
+    stats = stats_of(cluster.stop(proc))
     assert stats["bad_frames"] == 0, stats
     assert stats["peers_expired"] == 0 and stats["peers_left"] >= 3, stats
     return stats
@@ -90,7 +100,7 @@ def test_a_plain_producer_feeds_fabric_consumers_through_an_intermediary_kill(cl
     wait_for(lambda: total_records(outs) >= count // 4, 60, "a quarter of the messages")
     victim.send_signal(signal.SIGKILL)
     at_kill = total_records(outs)
-    stats = stats_from(cluster.finish(producer, timeout=60))  # every message acknowledged
+    stats = stats_of(cluster.finish(producer, timeout=60))  # every message acknowledged
     wait_for(lambda: total_records(outs) >= count, 30, "every message handled")
     for proc, _ in consumers:
         cluster.stop(proc)
@@ -114,9 +124,9 @@ def test_fabric_feeds_plain_consumers_through_an_intermediary_kill(cluster):
     wait_for(lambda: total_records(outs) >= count // 4, 60, "a quarter of the messages")
     victim.send_signal(signal.SIGKILL)
     at_kill = total_records(outs)
-    stats = stats_from(cluster.finish(producer, timeout=60))
+    stats = stats_of(cluster.finish(producer, timeout=60))
     wait_for(lambda: total_records(outs) >= count, 30, "every message handled")
-    consumer_stats = [stats_from(cluster.stop(proc)) for proc, _ in consumers]
+    consumer_stats = [stats_of(cluster.stop(proc)) for proc, _ in consumers]
     check_exactly_once(outs, set(range(count)))
     assert at_kill < count, "the kill did not happen mid-stream"
     assert stats["intermediaries_lost"] >= 1 and stats["claim_rounds"] >= 1, stats

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefetch", type=int, default=8192)
     parser.add_argument("--stuck", action="store_true", help="consumer: never acknowledge")
     args = parser.parse_args(argv)
-    logs.setup("warning", events=True)
+    logs.setup("info", events=True)  # info: the "metrics on URL" line too
     return asyncio.run(produce(args) if args.role == "producer" else consume(args))
 
 

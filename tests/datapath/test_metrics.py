@@ -11,7 +11,7 @@ from fabric.intermediary.metrics import IntermediaryCollector
 from fabric.ports.input import InputPort
 from fabric.ports.metrics import PortCollector
 from fabric.ports.output import OutputPort
-from tests.datapath.conftest import stats_from
+from tests.datapath.conftest import events_from, stats_from
 from tests.datapath.helpers import running_intermediary
 from tests.datapath.procs import count_records
 from tests.scrape import collect, metrics_url_in, scrape
@@ -101,7 +101,7 @@ def test_real_processes_serve_metrics_that_agree_with_the_traffic(cluster, monke
     assert running["intermediary"].value("fabric_intermediary_peers", role="consumer") == 1
 
     output = cluster.stop(producer)  # drains: everything sent is acknowledged
-    sent = int(next(ln for ln in output.splitlines() if ln.startswith("sent ")).split()[1])
+    sent = events_from(output, "sent")[0]["count"]
     stats = stats_from(output)
     wait_for(lambda: count_records(out) == sent, 20, "every message at the consumer")
     after = scrape(url["intermediary"])
