@@ -21,8 +21,13 @@ from nameservice.storage import StorageError
 log = logging.getLogger(__name__)
 
 
+EXIT_INTERRUPTED = 130
+"""The exit code after a clean stop asked for with SIGINT (Ctrl-C), as shells expect."""
+
+
 async def _serve(settings: NodeSettings, announce: Callable[[str], None],
-                 metrics: str | None) -> None:
+                 metrics: str | None) -> bool:
+    """Serve until stopped; True if SIGINT asked for the stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     node = Node(settings)
@@ -34,8 +39,14 @@ async def _serve(settings: NodeSettings, announce: Callable[[str], None],
     # SIGTERM, SIGINT and ``fabric drain NAME`` all start the same clean stop.
     presence = NodePresence(node, stop)
     presence.start()
+    signals: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        signals.append(sig)
+        presence.drain_task()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, presence.drain_task)
+        loop.add_signal_handler(sig, on_signal, sig)
     # The state recovered at start (keys, sessions, the log) is long-lived: keep the cyclic
     # garbage collector from rescanning it, and let it run less often under load (requests
     # make many short-lived containers but almost no cycles).
@@ -60,6 +71,7 @@ async def _serve(settings: NodeSettings, announce: Callable[[str], None],
             await advertising
         if served is not None:
             served.close()
+    return signal.SIGINT in signals
 
 
 async def _advertise(settings: NodeSettings, stop: asyncio.Event) -> None:
@@ -106,11 +118,11 @@ def serve(settings: NodeSettings, announce: Callable[[str], None] | None = None,
         def announce(line: str) -> None:
             print(line, flush=True)
     try:
-        asyncio.run(_serve(settings, announce, metrics_address(metrics)))
+        interrupted = asyncio.run(_serve(settings, announce, metrics_address(metrics)))
     except zmq.ZMQError as exc:
         print(f"fabric ns: cannot listen on {settings.address}: {exc}", file=sys.stderr)
         return 1
     except (StorageError, NameServiceError, ConfigError, OSError) as exc:
         print(f"fabric ns: node {settings.id}: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return EXIT_INTERRUPTED if interrupted else 0

@@ -223,3 +223,20 @@ def test_lease_grant_keepalive_revoke(cluster):
     assert fabric("lease", "revoke", lease_id, ns=ns).returncode == 0
     assert "not found" in one_line_error(fabric("lease", "revoke", lease_id, ns=ns), 4)
     assert "not found" in one_line_error(fabric("lease", "keepalive", lease_id, ns=ns), 4)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_a_node_stopped_by_ctrl_c_exits_130_and_by_sigterm_0(tmp_path, sig, code):
+    [port] = free_ports(1)
+    proc = subprocess.Popen([FABRIC, "ns", "start", "--id", "1", "--cluster",
+                             f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path),
+                             "--no-advertise"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline().decode().strip()
+        assert line == f"listening 127.0.0.1:{port}", (line, proc.stderr.read1())
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
