@@ -63,7 +63,8 @@ def run(proposals: int, batch: int, size: int, in_flight: int) -> dict:
     leader = nodes[1]
     assert leader.role is Role.LEADER
     base = dict(applied)
-    payload = [os.urandom(size) for _ in range(batch)]
+    # Entry data starting with 0x00 belongs to the core; a command starts like a kv one.
+    payload = [b"\x01" + os.urandom(size - 1) for _ in range(batch)]
     started = time.perf_counter()
     proposed = 0
     while proposed < proposals:

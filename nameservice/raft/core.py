@@ -7,6 +7,7 @@ Theory of operation
     step(message)              a message from a peer (never raises on bad input: counted, dropped)
     tick(n=1)                  n units of logical time passed
     propose(data) / propose_batch(datas)      leader only: append client commands
+    propose_conf_change(change)               leader only: add a learner, promote, remove
     read_index(ctx)            ask for a linearizable read point
     transfer_leadership(to)    leader only: hand over to ``to``
 
@@ -24,7 +25,16 @@ CheckQuorum with leader leases (a leader that has not heard from a quorum within
 timeout steps down; a follower that has heard from a leader within the minimum election timeout
 ignores votes), fast log backtracking by term, commit of current-term entries only, ReadIndex,
 snapshots (InstallSnapshot), leadership transfer (TimeoutNow), batching of proposals and of
-entries per AppendRequest, and a back-off against repeated split votes.
+entries per AppendRequest, a back-off against repeated split votes, and membership changes one
+server at a time with learners (see ``membership.py``).
+
+Membership: the configuration in force is that of the newest configuration entry in the log
+(committed or not; the snapshot's if none). Only voters campaign and count in quorums (votes,
+commit, CheckQuorum, ReadIndex); learners receive the log. A vote request from a node outside
+this node's configuration whose log is behind ours is ignored before its term is looked at, so
+a removed server cannot raise the term of a member that knows of its removal. A leader that
+removed itself keeps leading until the removal commits, then hands over (TimeoutNow to its most
+up-to-date voter) and steps down.
 """
 from __future__ import annotations
 
@@ -35,17 +45,21 @@ from nameservice.raft import messages as msg
 from nameservice.raft.errors import NotLeader, ProposalDropped
 from nameservice.raft.leader import LeaderMixin
 from nameservice.raft.log import RaftLog, empty_snapshot
+from nameservice.raft.membership import ConfTracker, any_reserved
 from nameservice.raft.progress import SNAPSHOT, Progress
 from nameservice.raft.reads import PendingReads
 from nameservice.raft.types import (
     NONE,
     Config,
+    ConfState,
     Entry,
     HardState,
     ReadState,
     Ready,
     Role,
     Snapshot,
+    SnapshotMeta,
+    Status,
 )
 from nameservice.raft.validate import is_valid
 
@@ -81,12 +95,23 @@ class RaftCore(LeaderMixin):
         self.rng = rng
         if snapshot is None or snapshot.meta.index == 0:
             if not (snapshot and snapshot.meta.voters):
-                snapshot = empty_snapshot(config.voters)
-        self.voters: tuple[int, ...] = tuple(snapshot.meta.voters) or tuple(config.voters)
-        self.peers: tuple[int, ...] = tuple(v for v in self.voters if v != self.id)
-        self._peer_set = frozenset(self.peers)
-        self.quorum = len(self.voters) // 2 + 1
+                snapshot = empty_snapshot(config.voters, config.learners)
+        meta = snapshot.meta
+        if meta.voters:
+            base = ConfState(tuple(sorted(meta.voters)), tuple(sorted(meta.learners)))
+        else:
+            base = ConfState(tuple(sorted(config.voters)), tuple(sorted(config.learners)))
         self.log = RaftLog(snapshot, entries)
+        # The configuration is rebuilt from storage: the snapshot's, then the log's entries.
+        self.conf = ConfTracker(base, meta.index)
+        self.conf.observe(self.log.entries)
+        self.voters: tuple[int, ...] = ()
+        self.learners: tuple[int, ...] = ()
+        self.peers: tuple[int, ...] = ()  # the voters other than this node
+        self._voter_set: frozenset[int] = frozenset()
+        self._members: frozenset[int] = frozenset()
+        self.quorum = 1
+        self._set_conf(self.conf.current)
         if hard_state.commit > self.log.last_index():
             raise ValueError(
                 f"hard state commit {hard_state.commit} is beyond the last log index "
@@ -97,8 +122,16 @@ class RaftCore(LeaderMixin):
         self.vote = hard_state.vote
         self.leader = NONE
         self.role = FOLLOWER
-        self.counters: dict[str, int] = {"dropped_invalid": 0, "dropped_stale": 0}
+        self.counters: dict[str, int] = {
+            "dropped_invalid": 0,
+            "dropped_stale": 0,
+            "ignored_non_member": 0,
+        }
+        # Leader only: every other member, and removed ones until their removal commits.
         self.progress: dict[int, Progress] = {}
+        self._departing: set[int] = set()
+        self._leaving = False
+        self._conf_changed = False
         self.transferee = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -135,6 +168,42 @@ class RaftCore(LeaderMixin):
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
 
+    @property
+    def conf_state(self) -> ConfState:
+        """The configuration in force (Ready.conf_state reports each change of it)."""
+        return ConfState(self.voters, self.learners)
+
+    @property
+    def is_voter(self) -> bool:
+        return self.id in self._voter_set
+
+    def status(self) -> Status:
+        """A snapshot of this node's view; on a leader, with every other member's progress."""
+        progress = self._peer_statuses() if self.role is LEADER else {}
+        conf_index = self.conf.last_index
+        return Status(
+            id=self.id,
+            role=self.role,
+            term=self.term,
+            leader=self.leader,
+            commit=self.log.committed,
+            applied=self.log.applied,
+            last_index=self.log.last_index(),
+            voters=self.voters,
+            learners=self.learners,
+            pending_conf_index=conf_index if conf_index > self.log.committed else 0,
+            progress=progress,
+        )
+
+    def snapshot_meta(self, index: int) -> SnapshotMeta:
+        """The meta of a snapshot of the state at ``index``: its term and the configuration in
+        force at that point (which may be older than the newest one in the log)."""
+        term = self.log.term(index)
+        if term is None:
+            raise ValueError(f"no log entry at index {index} to take a snapshot at")
+        state = self.conf.at(index)
+        return SnapshotMeta(index, term, state.voters, state.learners)
+
     # ------------------------------------------------------------------ inputs
 
     def tick(self, n: int = 1) -> None:
@@ -163,8 +232,19 @@ class RaftCore(LeaderMixin):
 
     def step(self, m: msg.Message) -> None:
         """Feed one message from a peer. Malformed, misaddressed or unknown input is dropped."""
-        if not is_valid(m, self.id, self._peer_set):
+        if not is_valid(m, self.id):
             self.counters["dropped_invalid"] += 1
+            return
+        if (
+            type(m) is msg.VoteRequest
+            and m.frm not in self._members
+            and not self.log.is_up_to_date(m.last_index, m.last_term)
+        ):
+            # A server our configuration does not know, with a log behind ours: a removed one
+            # (its log lacks its removal, which ours holds) still campaigning. Neither its term
+            # nor its request may reach our state (Raft dissertation §4.2.3). A server added
+            # after our log ends has a log ahead of ours, and is heard.
+            self.counters["ignored_non_member"] += 1
             return
         if m.term > self.term:
             if isinstance(m, msg.VoteRequest):
@@ -213,11 +293,14 @@ class RaftCore(LeaderMixin):
 
         Raises NotLeader on a non-leader and ProposalDropped while a leadership transfer is
         under way or when the uncommitted tail would exceed ``max_uncommitted_entries``.
+        Data starting with the byte 0x00 is reserved for the core (ValueError).
         """
         if self.role is not LEADER:
             raise NotLeader(self.leader)
         if self.transferee != NONE:
             raise ProposalDropped("leadership transfer in progress")
+        if any_reserved(datas):
+            raise ValueError("entry data starting with byte 0x00 is reserved for the core")
         log = self.log
         first = log.last_index() + 1
         if first - 1 - log.committed + len(datas) > self.config.max_uncommitted_entries:
@@ -226,7 +309,7 @@ class RaftCore(LeaderMixin):
         log.append([Entry(term, first + i, d) for i, d in enumerate(datas)])
         if self.quorum == 1:
             self._maybe_commit()
-        self._dirty.update(self.peers)
+        self._dirty.update(self.progress)
         return log.last_index()
 
     def read_index(self, ctx: bytes) -> bool:
@@ -252,7 +335,7 @@ class RaftCore(LeaderMixin):
         """
         if self.role is not LEADER:
             raise NotLeader(self.leader)
-        if to not in self._peer_set:
+        if to == self.id or to not in self._voter_set:
             raise ValueError(f"cannot transfer leadership to {to}: not another voter")
         if self.transferee == to:
             return
@@ -264,8 +347,20 @@ class RaftCore(LeaderMixin):
             self._dirty.add(to)
 
     def compact(self, snapshot: Snapshot) -> None:
-        """The driver took ``snapshot`` of its applied state: drop the log entries it covers."""
+        """The driver took ``snapshot`` of its applied state: drop the log entries it covers.
+
+        Its meta must carry the configuration in force at its index (``snapshot_meta``).
+        """
+        meta = snapshot.meta
+        if meta.index > self.log.snapshot.meta.index:
+            want = self.conf.at(meta.index)
+            if (tuple(sorted(meta.voters)), tuple(sorted(meta.learners))) != want:
+                raise ValueError(
+                    f"snapshot at {meta.index} names voters {meta.voters} and learners "
+                    f"{meta.learners}, but the configuration there is {want}"
+                )
         self.log.compact(snapshot)
+        self.conf.compact(self.log.snapshot.meta.index)
 
     def campaign(self) -> None:
         """Start an election now (as if the election timer had fired)."""
@@ -287,6 +382,7 @@ class RaftCore(LeaderMixin):
             or self._read_states
             or self._pending_snapshot is not None
             or self._role_changed
+            or self._conf_changed
             or self.hard_state() != self._persisted_hard_state
         )
 
@@ -319,6 +415,9 @@ class RaftCore(LeaderMixin):
         self._read_states = []
         rd.role_changed = self._role_changed
         self._role_changed = False
+        if self._conf_changed:
+            rd.conf_state = self.conf_state
+            self._conf_changed = False
         self._outstanding = rd
         return rd
 
@@ -347,7 +446,7 @@ class RaftCore(LeaderMixin):
             if self._tally() >= self.quorum:
                 self._become_leader()
         elif self.role is LEADER and rd.entries and self._maybe_commit():
-            self._dirty.update(self.peers)
+            self._dirty.update(self.progress)
 
     # ------------------------------------------------------------------ role changes
 
@@ -363,6 +462,8 @@ class RaftCore(LeaderMixin):
         self.transferee = NONE
         self._votes = {}
         self.progress = {}
+        self._departing.clear()
+        self._leaving = False
         self._dirty.clear()
         self._reads.clear()
 
@@ -399,16 +500,22 @@ class RaftCore(LeaderMixin):
         self.leader = self.id
         self._set_role(LEADER)
         next_index = self.log.last_index() + 1
-        for peer in self.peers:
-            self.progress[peer] = Progress(next_index, self.config.max_inflight_messages)
+        for peer in self.voters + self.learners:
+            if peer != self.id:
+                self.progress[peer] = Progress(next_index, self.config.max_inflight_messages)
         # A no-op entry of the new term lets the leader commit (and so learn the commit index
         # of) everything earlier logs held (Raft §5.4.2, §8).
         self.log.append([Entry(self.term, next_index, b"")])
         if self.quorum == 1:
             self._maybe_commit()
-        self._dirty.update(self.peers)
+        self._dirty.update(self.progress)
 
     def _campaign(self, pre_vote: bool, transfer: bool) -> None:
+        if self.id not in self._voter_set:
+            # Learners, removed servers and nodes still joining never campaign.
+            self.election_elapsed = 0
+            self._randomize_timeout()
+            return
         if pre_vote:
             self._reset(self.term)
             self._set_role(PRE_CANDIDATE)
@@ -463,9 +570,10 @@ class RaftCore(LeaderMixin):
                     pr.snapshot_elapsed += cfg.heartbeat_interval
 
     def _quorum_active(self) -> bool:
-        active = 1
-        for pr in self.progress.values():
-            if pr.recent_active:
+        voters = self._voter_set
+        active = 1 if self.id in voters else 0
+        for peer, pr in self.progress.items():
+            if pr.recent_active and peer in voters:
                 active += 1
             pr.recent_active = False
         return active >= self.quorum
@@ -504,6 +612,8 @@ class RaftCore(LeaderMixin):
                 return
             if pre and m.granted and m.term != self.term + 1:
                 return
+            if m.frm not in self._voter_set:
+                return  # only voters count
             self._votes.setdefault(m.frm, m.granted)
             granted = self._tally()
             if granted >= self.quorum:
@@ -546,6 +656,8 @@ class RaftCore(LeaderMixin):
         if log.matches(m.prev_index, m.prev_term):
             last_new = m.prev_index + len(m.entries)
             log.truncate_and_append(m.entries)
+            if m.entries:
+                self._track_conf(m.entries)
             log.commit_to(min(m.commit, last_new))
             self._send(msg.AppendResponse(self.id, m.frm, self.term, last_new))
             return
@@ -568,7 +680,37 @@ class RaftCore(LeaderMixin):
         else:
             log.restore(m.snapshot)
             self._pending_snapshot = m.snapshot
+            self.conf.restore(
+                ConfState(tuple(sorted(meta.voters)), tuple(sorted(meta.learners))), meta.index
+            )
+            self._refresh_conf()
         self._send(msg.AppendResponse(self.id, m.frm, self.term, log.last_index()))
+
+    # ------------------------------------------------------------------ membership
+
+    def _set_conf(self, state: ConfState) -> None:
+        self.voters = state.voters
+        self.learners = state.learners
+        self._voter_set = frozenset(state.voters)
+        self._members = self._voter_set.union(state.learners)
+        self.peers = tuple(v for v in state.voters if v != self.id)
+        self.quorum = len(state.voters) // 2 + 1
+
+    def _track_conf(self, entries: tuple[Entry, ...]) -> None:
+        """``entries`` are now in the log (maybe after replacing a suffix): follow the config."""
+        conf = self.conf
+        dropped = conf.forget_replaced(self.log.term) if conf.changes else False
+        if conf.observe(entries) or dropped:
+            self._refresh_conf()
+
+    def _refresh_conf(self) -> None:
+        state = self.conf.current
+        if state.voters == self.voters and state.learners == self.learners:
+            return
+        self._set_conf(state)
+        self._conf_changed = True
+        if self.role is LEADER:
+            self._leader_conf_changed()
 
     # ------------------------------------------------------------------ plumbing
 

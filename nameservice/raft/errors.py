@@ -2,7 +2,8 @@
 
     RaftError                    (a ``nameservice.errors.NameServiceError``)
     ├── NotLeader(leader_hint)   the call needs the leader; ``leader_hint`` is 0 when unknown
-    └── ProposalDropped(reason)  the leader refused a proposal (transfer under way, log full)
+    └── ProposalDropped(reason)  the leader refused a proposal (transfer under way, log full,
+                                 a configuration change it may not make now)
 """
 from __future__ import annotations
 

@@ -178,6 +178,6 @@ class RaftLog:
         self.unstable_from = max(self.unstable_from, self.first_index)
 
 
-def empty_snapshot(voters: tuple[int, ...]) -> Snapshot:
-    """The snapshot a brand-new cluster starts from: index 0, term 0, the initial voters."""
-    return Snapshot(SnapshotMeta(0, 0, tuple(voters)), b"")
+def empty_snapshot(voters: tuple[int, ...], learners: tuple[int, ...] = ()) -> Snapshot:
+    """The snapshot a brand-new cluster starts from: index 0, term 0, the initial members."""
+    return Snapshot(SnapshotMeta(0, 0, tuple(sorted(voters)), tuple(sorted(learners))), b"")

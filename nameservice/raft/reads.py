@@ -41,9 +41,11 @@ class PendingReads:
         return self._queue[-1].ctx if self._queue else b""
 
     def add(self, index: int, ctx: bytes, requester: int, leader: int) -> bool:
+        """Queue a read; ``leader`` counts as its first acknowledgement (0: the leader is not a
+        voter, as while it removes itself)."""
         if len(self) >= self.limit or ctx in self._by_ctx:
             return False
-        read = PendingRead(index, ctx, requester, {leader})
+        read = PendingRead(index, ctx, requester, {leader} if leader else set())
         self._queue.append(read)
         self._by_ctx[ctx] = read
         self.broadcast_needed = True
@@ -60,13 +62,20 @@ class PendingReads:
         waiting, self._waiting = self._waiting, []
         return waiting
 
-    def ack(self, ctx: bytes, frm: int, quorum: int) -> list[PendingRead]:
-        """Record that ``frm`` echoed ``ctx``; return the reads this releases, oldest first."""
+    def ack(
+        self, ctx: bytes, frm: int, voters: frozenset[int], quorum: int
+    ) -> list[PendingRead]:
+        """Record that ``frm`` echoed ``ctx``; return the reads this releases, oldest first.
+
+        Only acknowledgements from ``voters`` (the configuration in force) count towards the
+        ``quorum``: with single-server changes, a majority of it meets a majority of the
+        configuration any newer leader could have been elected in.
+        """
         read = self._by_ctx.get(ctx)
         if read is None:
             return []
         read.acks.add(frm)
-        if len(read.acks) < quorum:
+        if sum(1 for voter in read.acks if voter in voters) < quorum:
             return []
         released = []
         while self._queue:

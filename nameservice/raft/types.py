@@ -19,7 +19,10 @@ NONE: NodeId = 0
 
 
 class Entry(NamedTuple):
-    """One log entry. ``data`` is opaque to the core; an empty ``data`` is a leader's no-op."""
+    """One log entry. ``data`` is opaque to the core, with two exceptions: an empty ``data`` is
+    a leader's no-op, and ``data`` starting with the byte 0x00 belongs to the core (a
+    configuration change, see ``nameservice.raft.membership``); clients never propose either.
+    """
 
     term: int
     index: int  # type: ignore[assignment]  # the field shadows tuple.index on purpose
@@ -35,11 +38,16 @@ class HardState(NamedTuple):
 
 
 class SnapshotMeta(NamedTuple):
-    """Where a snapshot sits in the log and which voters the cluster had at that point."""
+    """Where a snapshot sits in the log and the configuration in force at that point.
+
+    ``voters`` and ``learners`` are the configuration as of the entry at ``index`` (not the
+    newest one in the log): ``RaftCore.snapshot_meta(index)`` builds it.
+    """
 
     index: int = 0  # type: ignore[assignment]  # the field shadows tuple.index on purpose
     term: int = 0
     voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
 
 
 class Snapshot(NamedTuple):
@@ -54,6 +62,28 @@ class ReadState(NamedTuple):
 
     index: int  # type: ignore[assignment]  # the field shadows tuple.index on purpose
     ctx: bytes
+
+
+class ConfState(NamedTuple):
+    """A cluster configuration: who votes and who only follows the log. Both sorted."""
+
+    voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
+
+
+class ChangeKind(enum.IntEnum):
+    """What a configuration change does to one node."""
+
+    ADD_LEARNER = 1  # a new member that receives the log but does not vote
+    PROMOTE = 2  # a caught-up learner becomes a voter
+    REMOVE = 3  # a voter or learner leaves the cluster
+
+
+class ConfChange(NamedTuple):
+    """One single-server configuration change, proposed with ``RaftCore.propose_conf_change``."""
+
+    kind: ChangeKind
+    node: NodeId
 
 
 class Role(str, enum.Enum):
@@ -77,6 +107,13 @@ class Ready:
     3. Install ``snapshot`` into the state machine, then apply ``committed`` in order
        (entries with empty data are a leader's no-ops: skip them).
     4. Serve ``read_states`` once the applied index reaches each one's index.
+
+    ``conf_state`` (when not None) is the configuration now in force: it changed since the last
+    Ready, by a configuration entry appended, received, installed with a snapshot or rolled
+    back with a replaced log suffix. Connect to its members; a removed member should be
+    disconnected once its removal is in ``committed`` (before that it may still be rolled
+    back). Committed configuration entries are in ``committed`` like any other: the state
+    machine skips them (``membership.is_conf_change(entry.data)``).
     """
 
     hard_state: HardState | None = None
@@ -87,6 +124,7 @@ class Ready:
     early_messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     role_changed: bool = False
+    conf_state: ConfState | None = None
 
     def __bool__(self) -> bool:
         return bool(
@@ -98,7 +136,43 @@ class Ready:
             or self.early_messages
             or self.read_states
             or self.role_changed
+            or self.conf_state is not None
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """What a leader knows of one other member (see ``RaftCore.status``).
+
+    ``lag`` is how many entries the member's log is behind the leader's last index; a learner
+    may be promoted once ``lag <= Config.max_promotion_lag``.
+    """
+
+    match: int
+    next: int
+    state: str  # "probe", "replicate" or "snapshot"
+    lag: int
+    voter: bool
+    recent_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A read-only view of one node, for operators and for a driver deciding on promotions."""
+
+    id: NodeId
+    role: Role
+    term: int
+    leader: NodeId
+    commit: int
+    applied: int
+    last_index: int
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...]
+    # Index of the newest configuration entry while it is uncommitted, else 0.
+    pending_conf_index: int
+    # Leader only: every other member (voters and learners); empty on other roles.
+    progress: dict[NodeId, PeerStatus] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -107,10 +181,16 @@ class Config:
 
     The election timeout of a follower is drawn uniformly from
     [election_timeout_min, election_timeout_max] each time its timer resets.
+
+    ``voters`` and ``learners`` are the cluster's *initial* configuration, used only while the
+    node's storage holds none (a snapshot's meta or a configuration entry overrides them). A
+    node joining an existing cluster starts with both empty: it neither votes nor campaigns
+    until the leader's log (or snapshot) tells it the configuration.
     """
 
     id: NodeId
     voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...] = ()
     election_timeout_min: int = 10
     election_timeout_max: int = 20
     heartbeat_interval: int = 1
@@ -128,14 +208,28 @@ class Config:
     max_inflight_messages: int = 256
     max_pending_reads: int = 4096
     max_uncommitted_entries: int = 1 << 20
+    # A learner may be promoted only while its log is at most this many entries behind the
+    # leader's (a voter that cannot keep up would cost the cluster its availability).
+    max_promotion_lag: int = 64
 
     def validate(self) -> None:
         if self.id <= 0:
             raise ValueError(f"node id must be positive, got {self.id}")
-        if self.id not in self.voters:
-            raise ValueError(f"node {self.id} is not among the voters {self.voters}")
-        if len(set(self.voters)) != len(self.voters) or any(v <= 0 for v in self.voters):
-            raise ValueError(f"voters must be distinct positive ids, got {self.voters}")
+        members = self.voters + self.learners
+        if members and self.id not in members:
+            raise ValueError(
+                f"node {self.id} is not among the voters {self.voters} or learners "
+                f"{self.learners}"
+            )
+        if len(set(members)) != len(members) or any(v <= 0 for v in members):
+            raise ValueError(
+                f"voters and learners must be distinct positive ids, got {self.voters} and "
+                f"{self.learners}"
+            )
+        if self.learners and not self.voters:
+            raise ValueError("a configuration with learners needs at least one voter")
+        if self.max_promotion_lag < 0:
+            raise ValueError("max_promotion_lag must be >= 0")
         if not 0 < self.heartbeat_interval < self.election_timeout_min:
             raise ValueError("heartbeat interval must be positive and below the election timeout")
         if self.election_timeout_max < self.election_timeout_min:

@@ -37,13 +37,20 @@ def _entries_ok(m: msg.AppendRequest) -> bool:
     )
 
 
-def is_valid(m: object, self_id: int, peers: frozenset[int]) -> bool:
-    """Whether ``m`` is a known message, addressed to us by a peer, with sane fields."""
+def is_valid(m: object, self_id: int) -> bool:
+    """Whether ``m`` is a known message, addressed to us by another node, with sane fields.
+
+    The sender need not be in our configuration: members change, and a node must hear a
+    leader its log does not know of yet (a learner added, a voter promoted after our log).
+    """
     t = type(m)
     if t not in _CHECKS:
         return False
     m = cast(msg.Message, m)  # its exact type is one of the messages
-    if m.to != self_id or m.frm not in peers or type(m.term) is not int or m.term < 0:
+    frm = m.frm
+    if m.to != self_id or type(frm) is not int or frm <= 0 or frm == self_id:
+        return False
+    if type(m.term) is not int or m.term < 0:
         return False
     return _CHECKS[t](m)
 
@@ -55,6 +62,7 @@ def _snapshot_ok(m: msg.SnapshotRequest) -> bool:
         and _nonneg_ints(s.meta.index, s.meta.term)
         and s.meta.term <= m.term
         and isinstance(s.meta.voters, tuple)
+        and isinstance(s.meta.learners, tuple)
         and isinstance(s.data, bytes)
     )
 

@@ -183,8 +183,11 @@ def test_a_leader_does_not_commit_an_old_term_entry_by_counting_replicas():
     leader = net.cores[1]
     seen = []
     leader.campaign()
-    net.stabilize(after_step=lambda m: seen.append(
-        (leader.progress.get(2) and leader.progress[2].match, leader.commit_index)))
+    net.stabilize(
+        after_step=lambda m: seen.append(
+            (leader.progress.get(2) and leader.progress[2].match, leader.commit_index)
+        )
+    )
     assert leader.role is Role.LEADER and leader.term == 4
     assert (2, 1) in seen  # node 2 held index 2 while the commit index stayed at 1
     assert all(commit < 2 for match, commit in seen if match is not None and match < 3)
@@ -199,7 +202,8 @@ def test_garbage_messages_are_counted_and_dropped_never_raised():
         object(),
         "hello",
         None,
-        msg.Heartbeat(frm=9, to=1, term=core.term, commit=0),  # unknown sender
+        msg.Heartbeat(frm=0, to=1, term=core.term, commit=0),  # no sender
+        msg.Heartbeat(frm=1, to=1, term=core.term, commit=0),  # from ourselves
         msg.Heartbeat(frm=2, to=3, term=core.term, commit=0),  # not addressed to us
         msg.Heartbeat(frm=2, to=1, term=-1, commit=0),
         msg.AppendRequest(2, 1, core.term, 0, 0, (Entry(1, 5, b""),), 0),  # gap

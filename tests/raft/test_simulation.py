@@ -1,13 +1,16 @@
 """Thousands of seeded fault scenarios through the deterministic simulator.
 
-Each scenario checks Election Safety, Log Matching, Leader Completeness, State Machine Safety,
-linearizable ReadIndex and liveness after repair (see nameservice/raft/sim). A failure names
-the seed and the command that replays it.
+Each scenario checks Election Safety, election and commit quorums in the configuration in
+force, Log Matching, Leader Completeness, State Machine Safety, linearizable ReadIndex and
+liveness after repair (see nameservice/raft/sim). About half of the scenarios also change the
+membership as they run (learners added and promoted, voters removed and replaced, the leader
+among them). A failure names the seed and the command that replays it.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 
 import pytest
 
@@ -34,8 +37,8 @@ def _run_many(seeds: range) -> list[str]:
 
 def test_thousands_of_seeded_scenarios_keep_raft_safe_and_live():
     failures = _run_many(range(SEEDS))
-    assert not failures, (f"{len(failures)} of {SEEDS} scenarios failed:\n"
-                          + "\n".join(failures[:10]))
+    summary = f"{len(failures)} of {SEEDS} scenarios failed:\n"
+    assert not failures, summary + "\n".join(failures[:10])
 
 
 def test_scenarios_cover_both_cluster_sizes_and_real_work():
@@ -44,6 +47,14 @@ def test_scenarios_cover_both_cluster_sizes_and_real_work():
     assert sum(r.acknowledged for r in results) > 1000
     assert sum(r.reads for r in results) > 50
     assert all(r.leaders >= 1 for r in results)
+    # A share of the scenarios changes the membership, the leader's own removal included.
+    changed = [r for r in results if r.conf_changes]
+    assert 5 <= len(changed) <= 15
+    proposals = [re.search(r"leader (\d+) proposes (\w+) (\d+)", f) for r in changed
+                 for f in r.faults]
+    kinds = {m.group(2) for m in proposals if m}
+    assert kinds == {"ADD_LEARNER", "PROMOTE", "REMOVE"}
+    assert any(m.group(2) == "REMOVE" and m.group(1) == m.group(3) for m in proposals if m)
 
 
 def test_a_scenario_replays_identically_from_its_seed():

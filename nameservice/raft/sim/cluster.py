@@ -6,6 +6,9 @@ quiet periods cost nothing. A node's Ready is handled as a real driver would: se
 messages, write to its simulated disk (taking ``disk_delay_us``; the node keeps taking input
 meanwhile, one write at a time), then send the other messages, then apply. A crash loses what
 was not yet written; a crash during a write may leave a torn prefix of the entries on disk.
+
+The cluster starts with voters 1..size; ``spares`` more nodes run from the start as joiners
+(an empty configuration), waiting for a configuration change to add them.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from nameservice.raft.core import RaftCore
+from nameservice.raft.membership import is_conf_change
 from nameservice.raft.messages import Message
 from nameservice.raft.sim.checker import SafetyChecker
 from nameservice.raft.sim.network import Network, NetworkModel
@@ -27,7 +31,6 @@ from nameservice.raft.types import (
     Ready,
     Role,
     Snapshot,
-    SnapshotMeta,
 )
 
 DELIVER, WAKE, DISK_DONE, CALL = range(4)
@@ -68,6 +71,7 @@ class SimNode:
         self.busy = False
         self.disk_delay_us = 0
         self.incarnation = 0
+        self.checked_commit = 0  # the highest commit index of this node checked as leader
         # The state machine is a hash chain over applied commands: equal chains, equal states.
         self.sm_index = 0
         self.sm_hash = b""
@@ -91,7 +95,7 @@ class SimNode:
 
     def sm_apply(self, entry: Entry) -> None:
         self.sm_index = entry.index
-        if entry.data:
+        if entry.data and not is_conf_change(entry.data):
             self.sm_hash = hashlib.blake2b(self.sm_hash + entry.data, digest_size=16).digest()
 
 
@@ -107,15 +111,17 @@ class SimCluster:
         tick_us: int = 10_000,
         snapshot_every: int = 0,
         check: bool = True,
+        spares: int = 0,
     ):
         self.rng = random.Random(seed)
         self.seed = seed
-        self.ids = tuple(range(1, size + 1))
+        self.initial_voters = tuple(range(1, size + 1))
+        self.ids = tuple(range(1, size + spares + 1))
         self.make_config = config
         self.tick_us = tick_us
         self.snapshot_every = snapshot_every
         self.net = Network(network or NetworkModel(), random.Random(self.rng.random()))
-        self.checker = SafetyChecker() if check else None
+        self.checker = SafetyChecker(self.initial_voters) if check else None
         self.now = 0
         # (time, sequence, kind, node, payload): the payload's type depends on the kind.
         self._queue: list[tuple[int, int, int, int, Any]] = []
@@ -169,13 +175,17 @@ class SimCluster:
         disk = node.disk
         node.incarnation += 1
         rng = random.Random(self.rng.random())
-        node.core = RaftCore(
-            self.make_config(node_id, self.ids),
+        # The initial voters know the initial configuration; spares join knowing nothing. Either
+        # way, what the disk holds (snapshot meta, configuration entries) takes precedence.
+        voters = self.initial_voters if node_id in self.initial_voters else ()
+        node.core = core = RaftCore(
+            self.make_config(node_id, voters),
             rng,
             disk.hard_state,
             disk.snapshot,
             list(disk.entries),
         )
+        node.checked_commit = core.commit_index
         node.sm_restore(disk.snapshot.data if disk.snapshot else b"")
         node.ticks = (self.now - node.phase) // self.tick_us if self.now >= node.phase else -1
         node.busy = False
@@ -225,6 +235,25 @@ class SimCluster:
         node.wake_version += 1
         wake_tick = node.ticks + core.ticks_until_due()
         self._push(node.phase + wake_tick * self.tick_us, WAKE, node.id, node.wake_version)
+        commit = core.commit_index
+        if commit > node.checked_commit:
+            node.checked_commit = commit
+            # An entry of the leader's own term at its commit index was committed by this
+            # leader counting replicas (a commit index learned as a follower is older).
+            leading = core.role is Role.LEADER and core.log.term(commit) == core.term
+            if leading and self.checker is not None:
+                self.checker.on_leader_commit(node.id, core.term, core.log, self._holds)
+
+    def _holds(self, node_id: int, index: int, term: int) -> bool:
+        """Whether node ``node_id``'s disk holds the entry (``index``, ``term``)."""
+        disk = self.nodes[node_id].disk
+        if disk.snapshot is not None and index <= disk.snapshot.meta.index:
+            return True
+        entries = disk.entries
+        if not entries:
+            return False
+        offset = index - entries[0].index
+        return 0 <= offset < len(entries) and entries[offset].term == term
 
     def _disk_done(self, node: SimNode, payload: tuple[int, Ready]) -> None:
         incarnation, rd = payload
@@ -250,6 +279,8 @@ class SimCluster:
     def _finish(self, node: SimNode, rd: Ready) -> None:
         core = node.live_core()
         checker = self.checker
+        if checker is not None and rd.hard_state is not None:
+            checker.on_hard_state(node.id, rd.hard_state)
         if checker is not None and rd.entries:
             checker.on_persist(node.id, rd.entries, core.log)
         self._send_all(rd.messages)
@@ -289,10 +320,7 @@ class SimCluster:
     def _take_snapshot(self, node: SimNode) -> None:
         core = node.live_core()
         index = node.sm_index
-        term = core.log.term(index)
-        assert term is not None, "the applied index is never below the log's snapshot"
-        meta = SnapshotMeta(index, term, core.voters)
-        snapshot = Snapshot(meta, node.sm_snapshot())
+        snapshot = Snapshot(core.snapshot_meta(index), node.sm_snapshot())
         core.compact(snapshot)
         disk = node.disk
         disk.snapshot = snapshot

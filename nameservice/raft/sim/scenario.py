@@ -3,9 +3,12 @@
 A scenario picks a cluster size (3 or 5), a network (delay spread, loss, duplication), disk
 speeds and compaction, then for a few virtual seconds mixes client writes, ReadIndex reads and
 leadership transfers with faults: symmetric and one-way partitions, crashes (also mid-write,
-leaving a torn tail), restarts, slow disks. The safety checker runs throughout. At the end
-every fault is repaired and the cluster must elect a leader, commit a fresh write and apply it
-on every node within a deadline (liveness).
+leaving a torn tail), restarts, slow disks. A fraction of the scenarios (``MEMBERSHIP_SHARE``)
+also has one or two spare nodes and changes the membership throughout (``reconfig.py``):
+learners added and promoted, voters and learners removed, voters replaced, the leader among
+them. The safety checker runs throughout. At the end every fault is repaired and the cluster
+must elect a leader, commit a fresh write and apply it on every member of its configuration
+within a deadline (liveness).
 """
 from __future__ import annotations
 
@@ -17,9 +20,12 @@ from nameservice.raft.errors import RaftError
 from nameservice.raft.sim.checker import SafetyChecker
 from nameservice.raft.sim.cluster import SimCluster, SimNode, default_config
 from nameservice.raft.sim.network import NetworkModel
+from nameservice.raft.sim.reconfig import Reconfigurer
 from nameservice.raft.types import Entry, ReadState
 
 MS = 1_000
+MEMBERSHIP_SHARE = 0.5
+"""The share of scenarios that change the membership (drawn from the seed)."""
 
 
 class LivenessFailure(AssertionError):
@@ -35,6 +41,7 @@ class ScenarioResult:
     reads: int
     leaders: int
     messages: int
+    conf_changes: int = 0  # configuration entries committed
     faults: list[str] = field(default_factory=list)
 
 
@@ -45,6 +52,11 @@ def replay_command(seed: int) -> str:
 def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> ScenarioResult:
     """Run scenario ``seed``; raises SafetyViolation or LivenessFailure on a bug."""
     rng = random.Random(seed)
+    # Membership draws come from a stream of their own: a scenario without membership changes
+    # is exactly what it was before they existed.
+    member_rng = random.Random(f"membership-{seed}")
+    membership = member_rng.random() < MEMBERSHIP_SHARE
+    spares = member_rng.choice((1, 2)) if membership else 0
     size = rng.choice((3, 5))
     model = NetworkModel(
         delay_min=rng.choice((100, 500, 1_000)),
@@ -64,7 +76,7 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
     )
     cluster = SimCluster(
         size, rng.randrange(1 << 30), config, model, tick_us=10 * MS,
-        snapshot_every=rng.choice((0, 5, 20, 100)),
+        snapshot_every=rng.choice((0, 5, 20, 100)), spares=spares,
     )
     cluster.torn_writes = rng.random() < 0.5
     # Leader churn: some scenarios crash a leader moments after it proposes, and bring it back
@@ -187,9 +199,12 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         else:
             leader = cluster.leader()
             if leader is not None:
-                to = rng.choice([i for i in cluster.ids if i != leader.id])
-                cluster.with_core(leader.id, lambda core: core.transfer_leadership(to))
-                log(f"transfer leadership {leader.id} -> {to}")
+                voters = leader.live_core().voters
+                others = [i for i in cluster.ids if i != leader.id and i in voters]
+                if others:
+                    to = rng.choice(others)
+                    cluster.with_core(leader.id, lambda core: core.transfer_leadership(to))
+                    log(f"transfer leadership {leader.id} -> {to}")
 
     t = 0
     while True:
@@ -199,6 +214,10 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         roll = rng.random()
         action = propose if roll < 0.6 else read if roll < 0.85 else fault
         cluster.call_at(t, action)
+    if membership:
+        reconfigurer = Reconfigurer(cluster, member_rng, log)
+        for at in range(10 * MS, end, 10 * MS):
+            cluster.call_at(at, reconfigurer.poll)
     cluster.run_until(end)
 
     # Repair everything, then demand progress.
@@ -211,6 +230,7 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
     log("repair: heal, restart all, no loss")
     _check_liveness(cluster, counter, pending, checker)
     result.committed = checker.max_committed
+    result.conf_changes = len(checker.conf_indexes)
     result.leaders = len(checker.leader_of_term)
     result.messages = cluster.messages_sent
     return result
@@ -246,9 +266,14 @@ def _check_liveness(
             try_propose()
             return False
         index, term = proposal[0]
-        if checker.acked.get(index) == (term, marker):
-            return all(n.sm_index >= index for n in cluster.nodes.values())
         leader = cluster.leader()
+        if checker.acked.get(index) == (term, marker):
+            if leader is None:
+                return False
+            # Every member of the configuration in force; removed nodes may lag for ever.
+            state = leader.live_core().conf_state
+            members = state.voters + state.learners
+            return all(cluster.nodes[i].sm_index >= index for i in members)
         if leader is not None and leader.live_core().term != term:
             # Proposed but lost with its leader: propose again to the new one.
             pending.pop(index, None)
@@ -262,5 +287,7 @@ def _check_liveness(
     states = {}
     for n in cluster.nodes.values():
         core = n.live_core()
-        states[n.id] = (core.role.value, core.term, core.commit_index, n.sm_index)
+        states[n.id] = (
+            core.role.value, core.term, core.commit_index, n.sm_index, core.voters, core.learners
+        )
     raise LivenessFailure(f"no write committed on all nodes 10 s after repair: {states}")
