@@ -121,7 +121,12 @@ async def test_a_node_without_quorum_serves_its_control_socket_and_registers_lat
         assert entry.endpoint == endpoint
         assert entry.meta == {"kind": "nameservice", "node": 1,
                               "address": cluster.addresses[1]}
-    assert (await control_request(endpoint, "status", 5))["registered"] is True
+    # The node learns its put went through when the answer reaches it, a moment after the
+    # entry is visible to others.
+    async def says_registered() -> bool:
+        return (await control_request(endpoint, "status", 5))["registered"] is True
+
+    await async_wait_for(says_registered, 10, "the node to say it is registered", interval=0.05)
 
 
 async def test_name_and_control_address_can_be_chosen(make_cluster):
