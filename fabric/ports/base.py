@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 P = TypeVar("P", bound="Port")
 
 
-class Port:
+class Port(ABC):
     """The shared part of a port; :class:`~fabric.ports.output.OutputPort` and
     :class:`~fabric.ports.input.InputPort` add sending, receiving and their own drain."""
 
@@ -70,9 +71,9 @@ class Port:
         else:
             await self.close()
 
+    @abstractmethod
     async def drain(self, timeout: float = DEFAULT_TIMEOUT) -> DrainReport:
         """Leave the channel cleanly within ``timeout`` seconds, then close."""
-        raise NotImplementedError
 
     async def close(self) -> None:
         """Close the sockets at once and stop the port's loops; nothing is waited for."""
@@ -99,9 +100,9 @@ class Port:
         """Start using one more intermediary."""
         self._links.add(endpoint)
 
+    @abstractmethod
     def remove_endpoint(self, endpoint: str) -> None:
         """Stop using an intermediary (each port says how it lets go of what is in flight)."""
-        raise NotImplementedError
 
     @property
     def endpoints(self) -> list[str]:
