@@ -158,7 +158,7 @@ def message_to_wire(msg: m.Message) -> list:
             value = [[e.term, e.index, e.data] for e in value]
         elif kind == _SNAP:
             meta = value.meta
-            value = [meta.index, meta.term, list(meta.voters), value.data]
+            value = [meta.index, meta.term, list(meta.voters), value.data, list(meta.learners)]
         out.append(value)
     return out
 
@@ -198,11 +198,12 @@ def _entries(v: Any) -> tuple[Entry, ...]:
 def _snapshot(v: Any) -> Snapshot:
     from nameservice.raft.types import Snapshot, SnapshotMeta
 
-    if type(v) is not list or len(v) != 4 or type(v[2]) is not list:
-        raise DecodeError("a snapshot is [index, term, [voter...], data]")
-    index, term, voters, data = v
-    return Snapshot(SnapshotMeta(_uint(index), _uint(term), tuple(_uint(x) for x in voters)),
-                    _bytes(data))
+    if (type(v) is not list or len(v) != 5 or type(v[2]) is not list
+            or type(v[4]) is not list):
+        raise DecodeError("a snapshot is [index, term, [voter...], data, [learner...]]")
+    index, term, voters, data, learners = v
+    return Snapshot(SnapshotMeta(_uint(index), _uint(term), tuple(_uint(x) for x in voters),
+                                 tuple(_uint(x) for x in learners)), _bytes(data))
 
 
 _CHECK: dict[int, Callable[[Any], Any]] = {_U: _uint, _B: _bool, _Y: _bytes,

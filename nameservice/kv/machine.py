@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..raft.membership import RESERVED_PREFIX
 from .codec import decode_command
 from .commands import (
     Batch,
@@ -170,12 +171,13 @@ class KvStateMachine:
     def apply_entry(self, index: int, data: bytes) -> Applied:
         """Apply the log entry ``index`` holding ``data`` (an encoded command).
 
-        Empty data (a leader's no-op) only advances the applied index. Data that does not
-        decode is counted and answered with one MALFORMED result; it changes nothing.
+        Empty data (a leader's no-op) and the Raft core's own entries (configuration changes:
+        data starting with ``RESERVED_PREFIX``) only advance the applied index. Data that does
+        not decode is counted and answered with one MALFORMED result; it changes nothing.
         """
         if index <= self.applied_index:
             return Applied(index, (), ())
-        if not data:
+        if not data or data[:1] == RESERVED_PREFIX:
             self.applied_index = index
             return Applied(index, (), ())
         try:

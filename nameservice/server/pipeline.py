@@ -36,7 +36,7 @@ from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv import KvStateMachine
 from nameservice.metrics import Buckets
 from nameservice.raft.core import RaftCore
-from nameservice.raft.types import Ready, Role, Snapshot, SnapshotMeta
+from nameservice.raft.types import Ready, Role, Snapshot
 from nameservice.server.apply import Applier
 from nameservice.storage import RaftStorage
 
@@ -237,9 +237,7 @@ class ReadyPipeline:
         entry is read from the storage, which is being compacted.
         """
         index = self._machine.applied_index
-        term = self._core.log.term(index)
-        assert term is not None  # an applied entry is in the log: compaction keeps it
-        meta = SnapshotMeta(index, term, self._core.voters)
+        meta = self._core.snapshot_meta(index)
         snapshot = Snapshot(meta, self._machine.snapshot())
         self._syncing = True
         assert self._loop is not None

@@ -237,15 +237,22 @@ def decode_hard_state(data: bytes, path: str) -> HardState:
 def encode_snapshot(snapshot: Snapshot) -> bytes:
     """The whole content of a snapshot file."""
     meta = snapshot.meta
-    return _encode_file(SNAPSHOT_MAGIC, (meta.index, meta.term, list(meta.voters), snapshot.data))
+    return _encode_file(SNAPSHOT_MAGIC, (meta.index, meta.term, list(meta.voters), snapshot.data,
+                                         list(meta.learners)))
 
 
 def decode_snapshot(data: bytes, path: str) -> Snapshot:
-    """Parse a snapshot file; CorruptFileError if it is not one."""
+    """Parse a snapshot file; CorruptFileError if it is not one.
+
+    A file written before learners existed holds four fields (no learners).
+    """
     value = _decode_file(SNAPSHOT_MAGIC, data, path)
-    if (not isinstance(value, list) or len(value) != 4
+    if isinstance(value, list) and len(value) == 4:
+        value = [*value, []]
+    if (not isinstance(value, list) or len(value) != 5
             or not all(isinstance(x, int) and x >= 0 for x in value[:2])
-            or not isinstance(value[2], list) or not all(isinstance(v, int) for v in value[2])
+            or not all(isinstance(value[i], list)
+                       and all(isinstance(v, int) and v > 0 for v in value[i]) for i in (2, 4))
             or not isinstance(value[3], bytes)):
         raise CorruptFileError(path, "malformed snapshot")
-    return Snapshot(SnapshotMeta(value[0], value[1], tuple(value[2])), value[3])
+    return Snapshot(SnapshotMeta(value[0], value[1], tuple(value[2]), tuple(value[4])), value[3])
