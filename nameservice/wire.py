@@ -39,7 +39,7 @@ from nameservice.errors import DecodeError
 
 if TYPE_CHECKING:
     from nameservice.raft import messages as m
-    from nameservice.raft.types import Entry, Snapshot
+    from nameservice.raft.types import ChangeKind, Entry, Snapshot
 
 VERSION = 1
 PEER, REQUEST, REPLY, EVENT = 1, 2, 3, 4
@@ -61,8 +61,12 @@ OP_STALE_WRITE = 9
 OK payload: whether the key existed in that node's stale view before the write."""
 # Watch operations (served by every node, followers too).
 OP_WATCH, OP_WATCH_CANCEL = 10, 11
+# Membership: the configuration (served by every node) and changes to it (the leader).
+OP_MEMBERS, OP_MEMBER_CHANGE = 12, 13
 _OPS = frozenset((OP_WRITE, OP_GET, OP_RANGE, OP_STATUS, OP_KEEPALIVE, OP_STALE_WRITE,
-                  OP_WATCH, OP_WATCH_CANCEL))
+                  OP_WATCH, OP_WATCH_CANCEL, OP_MEMBERS, OP_MEMBER_CHANGE))
+MEMBER_ADD_LEARNER, MEMBER_PROMOTE, MEMBER_REMOVE = 1, 2, 3
+"""The kinds of a MEMBER_CHANGE (the Raft core's ``ChangeKind`` values)."""
 # Reply statuses.
 ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
 # Watch push kinds and the reasons a node drops a watch.
@@ -303,6 +307,25 @@ def watch_args(w: list) -> tuple[int, bytes, bool, int]:
     if len(w) != 6:
         raise DecodeError("WATCH is [rid, 10, watch_id, key, prefix, from_revision]")
     return _uint(w[2]), _bytes(w[3]), _bool(w[4]), _uint(w[5])
+
+
+def member_change_args(w: list) -> tuple[ChangeKind, int, str]:
+    """``(kind, node, address)`` of a MEMBER_CHANGE ``[rid, 13, kind, node, address]``
+    (``address`` ``HOST:PORT`` for an addition, ``""`` otherwise)."""
+    from nameservice.raft.types import ChangeKind
+
+    if len(w) != 5:
+        raise DecodeError("MEMBER_CHANGE is [rid, 13, kind, node, address]")
+    kind, node, address = _uint(w[2]), _uint(w[3]), w[4]
+    if kind not in (MEMBER_ADD_LEARNER, MEMBER_PROMOTE, MEMBER_REMOVE):
+        raise DecodeError(f"unknown membership change kind {kind}")
+    if node == 0:
+        raise DecodeError("a node id is a positive int")
+    if type(address) is not str or len(address) > 255:
+        raise DecodeError("a member's address is a str of at most 255 characters")
+    if (kind == MEMBER_ADD_LEARNER) != bool(address):
+        raise DecodeError("an addition needs the new member's HOST:PORT; other changes none")
+    return ChangeKind(kind), node, address
 
 
 def watch_cancel_args(w: list) -> int:

@@ -16,6 +16,7 @@ from nameservice.address import parse_addresses
 from nameservice.errors import (
     DecodeError,
     LeaseNotFound,
+    NameServiceError,
     OutcomeUnknown,
     RequestRejected,
     Unavailable,
@@ -40,6 +41,8 @@ from .channel import Channel
 from .leases import LeaseKeeper
 from .watch import MAX_QUEUED, Watch, WatchSet
 
+MEMBERS_REFRESH_S = 5.0
+"""How often a connected client asks for the members, to follow those that joined."""
 _OPEN_SESSION = [9]
 _UNKNOWN_OUTCOME = (RejectCode.SESSION_EXPIRED, RejectCode.SEQ_TOO_OLD)
 
@@ -99,6 +102,7 @@ class NameServiceClient:
         self._session: _Session | None = None
         self._opening: asyncio.Future | None = None
         self._watches: WatchSet | None = None
+        self._follower: asyncio.Task | None = None
 
     async def __aenter__(self) -> NameServiceClient:
         await self.connect()
@@ -116,9 +120,27 @@ class NameServiceClient:
             addresses = await asyncio.to_thread(cluster_addresses, None)
             self._channel = Channel(addresses, **self._options)
         await self._channel.open(wait)
+        if self._follower is None:
+            self._follower = asyncio.ensure_future(self._follow_members())
+
+    async def _follow_members(self) -> None:
+        """Connect to members that joined (``members`` links them), every few seconds."""
+        while True:
+            await asyncio.sleep(MEMBERS_REFRESH_S)
+            try:
+                await self.members(timeout=self._chan().attempt_timeout)
+            except NameServiceError:
+                pass  # the cluster is busy or changing: next time
 
     async def close(self) -> None:
         """Close the sockets and every watch; pending operations fail with ``Unavailable``."""
+        if self._follower is not None:
+            self._follower.cancel()
+            try:
+                await self._follower
+            except asyncio.CancelledError:
+                pass
+            self._follower = None
         if self._watches is not None:
             await self._watches.close()
         if self._channel is not None:
@@ -336,6 +358,34 @@ class NameServiceClient:
         if self._watches is None:
             self._watches = WatchSet(self._chan())
         return self._watches.watch(_key(key_or_prefix), prefix, start_revision, max_queued)
+
+    # ------------------------------------------------------------------ membership
+
+    async def members(self, *, address: str | None = None, timeout: float | None = None
+                      ) -> dict:
+        """The configuration as a node sees it (the leader, unless ``address`` pins one):
+        ``{"members": [{"id", "address", "role", "match", "lag"}...], "leader", "term",
+        "pending_change"}`` (``match`` and ``lag`` only from the leader). The client connects
+        to every member listed, so it follows members that joined."""
+        chan = self._chan()
+        payload = await chan.call(wire.OP_MEMBERS, [], address=address, timeout=timeout)
+        if not isinstance(payload, dict) or not isinstance(payload.get("members"), list):
+            raise DecodeError("bad MEMBERS reply from the name service")
+        chan.learn([m["address"] for m in payload["members"]
+                    if isinstance(m, dict) and isinstance(m.get("address"), str) and m["address"]])
+        return payload
+
+    async def member_change(self, kind: int, node: int, address: str = "", *,
+                            timeout: float | None = None) -> dict:
+        """Add a learner (``wire.MEMBER_ADD_LEARNER``, with its ``HOST:PORT``), promote a
+        learner (``MEMBER_PROMOTE``) or remove a member (``MEMBER_REMOVE``); returns the
+        configuration once the change is applied on the leader (as ``members``). A change in
+        force already returns at once. ``RequestRejected`` with the reason when refused."""
+        payload = await self._chan().call(wire.OP_MEMBER_CHANGE, [kind, node, address],
+                                          timeout=timeout)
+        if not isinstance(payload, dict):
+            raise DecodeError("bad MEMBER_CHANGE reply from the name service")
+        return payload
 
     async def status(self, address: str, *, timeout: float = 1.0) -> dict:
         """The status of the node at ``address`` (asked directly, never redirected)."""

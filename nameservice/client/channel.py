@@ -429,6 +429,16 @@ class Channel:
                     self._rotate(call.address)
                 self._send(call, now)
 
+    def learn(self, addresses: list[str]) -> list[str]:
+        """Connect to these node addresses too (members that joined); the new ones."""
+        new = [a for a in addresses if a not in self._links]
+        for address in new:
+            try:
+                self._link(address)
+            except ValueError:
+                continue  # not an address this channel can use
+        return new
+
     @property
     def target(self) -> str:
         """The node calls go to now (the leader, as far as this channel knows)."""

@@ -41,7 +41,9 @@ class NodeSettings:
     """Everything one node needs to run.
 
     ``cluster`` maps every member's id to the ``HOST:PORT`` it listens on (peers and clients
-    share the port). Times are in milliseconds; the Raft core counts ticks of ``tick_ms``.
+    share the port); ``learners`` are those of them that do not vote. Both only matter until
+    the node's own log says otherwise: a node that holds a snapshot or configuration entries
+    follows those (docs/raft.md, "Membership changes"). Times are in milliseconds; the Raft core counts ticks of ``tick_ms``.
     """
 
     id: int
@@ -64,6 +66,7 @@ class NodeSettings:
     # control socket binds (HOST:PORT, port 0 for any; "" = the node's host, any port).
     name: str = ""
     control: str = ""
+    learners: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.sync_mode not in ("thread", "inline", "auto"):
@@ -82,6 +85,9 @@ class NodeSettings:
             raise ConfigError(f"bad name {self.name!r}: no spaces, no empty '/' parts")
         if self.control:
             parse_control(self.control)
+        if not set(self.learners) <= set(self.cluster) or set(self.learners) >= set(self.cluster):
+            raise ConfigError("the learners must be members of the cluster list, and at least "
+                              "one member must vote")
         if self.id not in self.cluster:
             raise ConfigError(f"node id {self.id} is not in the cluster list "
                               f"({', '.join(map(str, sorted(self.cluster)))})")
@@ -111,5 +117,7 @@ class NodeSettings:
             DEFAULT_HEARTBEAT_MS, self.election_timeout_ms[0] // 3
         )
         heartbeat = max(1, min(lo - 1, round(heartbeat_ms / tick)))
-        return Config(id=self.id, voters=tuple(sorted(self.cluster)), election_timeout_min=lo,
+        voters = tuple(sorted(set(self.cluster) - set(self.learners)))
+        return Config(id=self.id, voters=voters, learners=tuple(sorted(self.learners)),
+                      election_timeout_min=lo,
                       election_timeout_max=max(lo, hi), heartbeat_interval=heartbeat)

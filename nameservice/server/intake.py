@@ -40,6 +40,7 @@ from nameservice.kv.codec import proposal_from_wire
 from nameservice.raft.core import RaftCore
 from nameservice.raft.types import NONE, Role
 from nameservice.server.leases import LeaseClock
+from nameservice.server.members import MembershipService
 from nameservice.server.reads import ReadService
 from nameservice.server.seam import Reply
 from nameservice.server.stale import StaleWrites
@@ -66,7 +67,8 @@ class RequestIntake:
 
     def __init__(self, core: RaftCore, machine: KvStateMachine, *, writes: WriteBatcher,
                  reads: ReadService, leases: LeaseClock, watches: WatchHub,
-                 stale: StaleWrites, reply: Reply, leader_address: Callable[[], str | None],
+                 stale: StaleWrites, members: MembershipService, reply: Reply,
+                 leader_address: Callable[[], str | None],
                  status: Callable[[], dict], term_start: Callable[[], int],
                  timeout_s: float, max_parked: int = MAX_PARKED) -> None:
         self._core = core
@@ -76,6 +78,7 @@ class RequestIntake:
         self._leases = leases
         self._watches = watches
         self._stale = stale
+        self._members = members
         self._reply = reply
         self._leader_address = leader_address
         self._status = status
@@ -147,6 +150,11 @@ class RequestIntake:
             self._keepalive(identity, rid, w)
         elif op == wire.OP_STALE_WRITE:
             self._stale_write(identity, rid, w)
+        elif op == wire.OP_MEMBERS:
+            self._reply(identity, rid, wire.ST_OK, self._members.members())
+        elif op == wire.OP_MEMBER_CHANGE:
+            if self._leading_or_redirect(identity, rid, w):
+                self._members.change(identity, rid, w)
         elif op >= wire.OP_WATCH:
             self._reply(identity, rid, *self._watches.handle(identity, w))
         else:

@@ -138,6 +138,10 @@ class MemoryTransport:
         self.on_push_failed: PushFailed | None = None
         network._bind(self)
 
+    def set_peers(self, peers: dict[int, str]) -> None:
+        """Send Raft messages to exactly these peers (id -> address) from now on."""
+        self._peers = dict(peers)
+
     def deliver(self, identity: bytes, data: bytes) -> None:
         """A frame arrives from ``identity`` (called by the network)."""
         if not self._closed:

@@ -43,6 +43,7 @@ Parts (each owns its state; this class builds them, wires their callbacks and ru
     pipeline.py    ReadyPipeline  persist -> send -> apply -> advance; fsync worker; snapshots
     leadership.py  LeaderTracker  leader changes, told to the parts
     leases.py      LeaseClock     the leader's lease deadlines
+    members.py     MemberBook, MembershipService  members' addresses; MEMBERS, MEMBER_CHANGE
     watches.py     WatchHub       watches and their pushes
     stale.py       StaleWrites, StaleReplayer  quorum-less writes
     seam.py        Transport      what the node needs of its transport; ``transport.py`` is
@@ -69,6 +70,7 @@ from nameservice.server.config import NodeSettings
 from nameservice.server.intake import RequestIntake
 from nameservice.server.leadership import LeaderTracker
 from nameservice.server.leases import LeaseClock
+from nameservice.server.members import MemberBook, MembershipService
 from nameservice.server.pipeline import ReadyPipeline
 from nameservice.server.reads import ReadService
 from nameservice.server.seam import Transport, TransportFactory
@@ -85,6 +87,9 @@ __all__ = ["MAX_DRAIN", "Node"]
 
 MAX_DRAIN = 4096
 """Frames received per loop iteration before the batch is processed."""
+PEERS_REFRESH_S = 0.5
+"""How often the peer connections are checked against the members' addresses (a change of
+the configuration itself is followed at once)."""
 
 
 class Node:
@@ -127,12 +132,19 @@ class Node:
         self.leadership = LeaderTracker(self.core, on_gained=self._gained_leadership,
                                         on_lost=self._lost_leadership,
                                         on_changed=self._leader_changed)
+        self.book = MemberBook(self.machine, settings.cluster)
+        self.membership = MembershipService(self.core, self.book, self._reply,
+                                            applied_index=lambda: self.machine.applied_index)
+        self._peers_seen: tuple | None = None  # the configurations the connections follow
+        self._peers_checked = 0.0
+        state = self.core.conf_state
+        self._was_member = settings.id in state.voters + state.learners
         self.writes = WriteBatcher(self.core.propose, self._reply, self.leader_address)
         self.reads = ReadService(self.machine, self.stale, self.core.read_index, self._reply,
                                  timeout_s=timeout_s)
         self.intake = RequestIntake(
             self.core, self.machine, writes=self.writes, reads=self.reads, leases=self.leases,
-            watches=self.watches, stale=self.stale, reply=self._reply,
+            watches=self.watches, stale=self.stale, members=self.membership, reply=self._reply,
             leader_address=self.leader_address, status=self.status,
             term_start=lambda: self.leadership.term_start, timeout_s=timeout_s)
         self.applier = Applier(self.machine, writes=self.writes, reads=self.reads,
@@ -146,7 +158,8 @@ class Node:
     @property
     def counters(self) -> dict[str, int]:
         """The node's counters (each part keeps its own), in the order they are reported."""
-        return {**self.intake.counters, **self.writes.counters, **self.pipeline.counters}
+        return {**self.intake.counters, **self.writes.counters, **self.pipeline.counters,
+                **self.membership.counters}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,6 +169,7 @@ class Node:
         self._stop = stop
         self.pipeline.start(loop)
         self.transport = self._transport_factory(self.settings.id, self.settings.cluster)
+        self._follow_members(time.monotonic())
         self.watches.attach(self.transport)
         if on_listening is not None:
             on_listening(self.settings.address)
@@ -272,6 +286,8 @@ class Node:
         if self.leases.active:
             self.leases.expire(now, self.machine.has_lease, self.core.propose)
         self._after_input()
+        if now - self._peers_checked >= PEERS_REFRESH_S:
+            self._follow_members(now, force=True)
         self.clock.schedule(now, self.core.ticks_until_due())
 
     # ------------------------------------------------------------------ leader changes
@@ -282,6 +298,7 @@ class Node:
 
     def _lost_leadership(self) -> None:
         self.leases.stop()
+        self.membership.fail_all(self.leader_address())
         self.writes.fail_all()
         self.reads.fail_groups(wire.ST_NOT_LEADER, self.leader_address())
 
@@ -305,6 +322,8 @@ class Node:
 
     def _flush_output(self) -> None:
         """Send what this step queued; drain at once if input arrived meanwhile."""
+        self.membership.on_applied()
+        self._follow_members()
         self.watches.flush()
         assert self.transport is not None and self._loop is not None
         if self.transport.flush() and not self._drain_scheduled:
@@ -314,7 +333,39 @@ class Node:
     def leader_address(self) -> str | None:
         """The client address of the leader this node knows (None: none known)."""
         leader = self.core.leader
-        return self.settings.cluster.get(leader) if leader != NONE else None
+        return self.book.address(leader) if leader != NONE else None
+
+    # ------------------------------------------------------------------ membership
+
+    def _follow_members(self, now: float = 0.0, force: bool = False) -> None:
+        """Keep a connection to every member of the configuration in force and of the one
+        committed (a removed member keeps receiving the log until its removal commits); stop
+        once this node's own removal is committed."""
+        core = self.core
+        current, committed = core.conf.current, core.conf.at(core.commit_index)
+        seen = (current, committed)
+        if seen == self._peers_seen and not force:
+            return
+        self._peers_seen = seen
+        if now:
+            self._peers_checked = now
+        me = self.settings.id
+        wanted = set(current.voters + current.learners + committed.voters + committed.learners)
+        wanted.discard(me)
+        addresses = self.book.addresses()
+        peers = {node: addresses[node] for node in wanted if node in addresses}
+        missing = wanted - set(peers)
+        if missing and not force:
+            log.info("no address known yet for member(s) %s", sorted(missing))
+        assert self.transport is not None
+        self.transport.set_peers(peers)
+        member = me in committed.voters + committed.learners
+        if member:
+            self._was_member = True
+        elif (self._was_member and self._stop is not None and not self._stop.is_set()
+              and core.role is not Role.LEADER):
+            log.warning("node %d was removed from the cluster: stopping", me)
+            self._stop.set()
 
     def status(self) -> dict:
         """What ``fabric ns status`` shows for this node."""

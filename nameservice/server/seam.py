@@ -44,6 +44,10 @@ class Transport(Protocol):
         """Wait for the next message (``[identity, frame]``)."""
         ...
 
+    def set_peers(self, peers: dict[int, str]) -> None:
+        """Send Raft messages to exactly these peers (id -> ``HOST:PORT``) from now on."""
+        ...
+
     def drain(self, limit: int) -> list[list[bytes]]:
         """Up to ``limit`` messages waiting now, without blocking."""
         ...

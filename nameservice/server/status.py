@@ -14,7 +14,12 @@ def status_report(node: Any) -> dict:
     counters.update(core.counters)
     counters.update(node.watches.counters)
     stats = node.machine.stats()
+    conf = core.conf_state
+    lag = {}
+    if core.progress and core.role.value == "leader":
+        lag = {str(peer): core.last_index - pr.match for peer, pr in core.progress.items()}
     return {
+        "voters": list(conf.voters), "learners": list(conf.learners), "lag": lag,
         "id": node.settings.id, "address": node.settings.address, "role": core.role.value,
         "term": core.term, "leader": core.leader, "leader_address": node.leader_address(),
         "commit_index": core.commit_index, "applied_index": node.machine.applied_index,

@@ -43,18 +43,10 @@ class NodeTransport:
                            (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME), (zmq.ROUTER_MANDATORY, 1)):
             self.router.setsockopt(opt, value)
         self.router.bind(bind_endpoint(cluster[node_id]))
+        self._ctx = ctx
         self._peers: dict[int, zmq.Socket] = {}
-        self._peer_async: list[zmq.asyncio.Socket] = []
-        for peer, address in cluster.items():
-            if peer == node_id:
-                continue
-            sock = ctx.socket(zmq.DEALER)
-            for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, PEER_HWM), (zmq.IMMEDIATE, 1),
-                               (zmq.RECONNECT_IVL, 20), (zmq.RECONNECT_IVL_MAX, 200)):
-                sock.setsockopt(opt, value)
-            sock.connect(connect_endpoint(address))
-            self._peer_async.append(sock)
-            self._peers[peer] = zmq.Socket.shadow(sock.underlying)
+        self._peer_async: dict[int, tuple[str, zmq.asyncio.Socket]] = {}
+        self.set_peers({peer: address for peer, address in cluster.items() if peer != node_id})
         self.peer_drops = 0
         self.reply_drops = 0
         self._out = Outbox()
@@ -65,6 +57,25 @@ class NodeTransport:
         self.on_push_failed: PushFailed | None = None
         """Called with ``(identity, items, gone)`` for pushes that could not be sent; ``gone``:
         the client is not connected (else its queue is full)."""
+
+    def set_peers(self, peers: dict[int, str]) -> None:
+        """Keep one DEALER to each of ``peers`` (id -> ``HOST:PORT``): connect the new ones,
+        close those no longer listed or whose address changed (their queued frames are dropped;
+        Raft resends what matters)."""
+        for peer, (address, sock) in list(self._peer_async.items()):
+            if peers.get(peer) != address:
+                sock.close(0)
+                del self._peer_async[peer], self._peers[peer]
+        for peer, address in peers.items():
+            if peer in self._peer_async:
+                continue
+            sock = self._ctx.socket(zmq.DEALER)
+            for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, PEER_HWM), (zmq.IMMEDIATE, 1),
+                               (zmq.RECONNECT_IVL, 20), (zmq.RECONNECT_IVL_MAX, 200)):
+                sock.setsockopt(opt, value)
+            sock.connect(connect_endpoint(address))
+            self._peer_async[peer] = (address, sock)
+            self._peers[peer] = zmq.Socket.shadow(sock.underlying)
 
     async def receive(self) -> list[bytes]:
         """Wait for the next message on the ROUTER (``[identity, ...]``)."""
@@ -142,8 +153,10 @@ class NodeTransport:
 
     def close(self) -> None:
         """Close every socket at once (unsent frames are dropped)."""
-        for sock in self._peer_async:
+        for _, sock in self._peer_async.values():
             sock.close(0)
+        self._peer_async.clear()
+        self._peers.clear()
         self.router.close(0)
 
 

@@ -46,6 +46,7 @@ class InProcessCluster:
         self.election_timeout_ms = election_timeout_ms
         self.settings = settings
         self.nodes: dict[int, Node] = {}
+        self.learners: dict[int, tuple[int, ...]] = {}  # a joiner's start-up learners
         self._runs: dict[int, tuple[asyncio.Event, asyncio.Task]] = {}
         self._clients: list[MemoryClient] = []
 
@@ -64,6 +65,7 @@ class InProcessCluster:
             if i in self.nodes:  # a restart: the state the last run made durable
                 self.storages[i] = self.storages[i].crashed()
             settings = NodeSettings(id=i, cluster=dict(self.addresses), data_dir="(memory)",
+                                    learners=self.learners.get(i, ()),
                                     election_timeout_ms=self.election_timeout_ms,
                                     advertise=False, **self.settings)
             node = Node(settings, self.network.transport, storage=self.storages[i],
@@ -71,6 +73,25 @@ class InProcessCluster:
             stop = asyncio.Event()
             self.nodes[i] = node
             self._runs[i] = (stop, asyncio.create_task(node.run(stop), name=f"node-{i}"))
+
+    def join(self, node_id: int, members: dict[int, str], learners: tuple[int, ...]) -> str:
+        """Start a new node that knows the cluster as ``members`` (id -> address, itself
+        included) with ``learners`` — what ``fabric ns start --join`` learns; its address."""
+        address = f"node{node_id}.memory:{7000 + node_id}"
+        self.ids.append(node_id)
+        self.addresses[node_id] = address
+        self.storages[node_id] = MemoryStorage()
+        self.learners[node_id] = learners
+        settings = NodeSettings(id=node_id, cluster={**members, node_id: address},
+                                data_dir="(memory)", learners=learners,
+                                election_timeout_ms=self.election_timeout_ms, advertise=False,
+                                **self.settings)
+        node = Node(settings, self.network.transport, storage=self.storages[node_id],
+                    stale=StaleWrites(None))
+        stop = asyncio.Event()
+        self.nodes[node_id] = node
+        self._runs[node_id] = (stop, asyncio.create_task(node.run(stop), name=f"node-{node_id}"))
+        return address
 
     def running(self, node_id: int) -> bool:
         """Whether the node serves."""
@@ -137,6 +158,10 @@ class InProcessCluster:
         return KvClient(raw, list(self.addresses.values()))
 
 
+class Refused(Exception):
+    """The cluster answered BAD_REQUEST (the message is its reason)."""
+
+
 class KvClient:
     """Key-value calls in real wire frames over a ``MemoryClient``.
 
@@ -168,7 +193,7 @@ class KvClient:
             if status == wire.ST_OK:
                 return payload
             if status == wire.ST_BAD_REQUEST:
-                pytest.fail(f"bad request: {payload}")
+                raise Refused(str(payload))
             if status == wire.ST_NOT_LEADER and payload:
                 self.target = payload  # redirected to the leader
                 continue
