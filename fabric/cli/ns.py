@@ -18,12 +18,16 @@ from fabric.cli.common import (
     fail,
     settings,
 )
+from fabric.cli.members import member_group
 from nameservice.server.cli import node_options
 
 
 @click.group("ns")
 def ns_group() -> None:
     """Run and inspect the name service (a replicated key-value store)."""
+
+
+ns_group.add_command(member_group)
 
 
 @ns_group.command("start", cls=FabricCommand, events=True)
@@ -34,7 +38,7 @@ def ns_start(as_json: bool, **options: Any) -> None:
     Once bound it prints ``listening HOST:PORT`` and ``control ENDPOINT`` (--events: as JSON
     lines). ``python -m nameservice.server`` takes the same options.
     """
-    from nameservice.errors import ConfigError
+    from nameservice.errors import ConfigError, NameServiceError
     from nameservice.metrics import check_metrics_address
     from nameservice.server.cli import run_node, settings_from
 
@@ -43,6 +47,8 @@ def ns_start(as_json: bool, **options: Any) -> None:
         node = settings_from(**options)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    except NameServiceError as exc:  # --join: no member answered
+        fail(str(exc), EXIT_FAILED)
     sys.exit(run_node(node, events=settings().events, metrics=metrics))
 
 
@@ -132,8 +138,10 @@ def ns_local(nodes: int, base_port: int, host: str, data_dir: str | None,
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, metavar="S", help="Seconds before giving up on a node.")
 def ns_status(ns: str | None, as_json: bool, timeout: float) -> None:
-    """Show every node: id, address, role, term, commit index, applied index, leader
-    (--json: a list, one object per node, with every counter)."""
+    """Show every node: id, address, role, whether it votes (MEMBER) and how far it is
+    behind the leader (LAG), term, commit index, applied index, leader (--json: a list, one
+    object per node, with every counter). Members that joined are found by asking the
+    cluster."""
     import asyncio
     import json
 
@@ -143,6 +151,10 @@ def ns_status(ns: str | None, as_json: bool, timeout: float) -> None:
     addresses: list[str] = []
 
     async def action(client: Any) -> list[dict]:
+        try:  # every member, those that joined since the list given included
+            await client.members(timeout=min(timeout, 2.0))
+        except Exception:
+            pass  # no leader or an older node: the nodes given are shown
         addresses[:] = client.channel.addresses
 
         async def one(address: str) -> dict:
@@ -157,14 +169,20 @@ def ns_status(ns: str | None, as_json: bool, timeout: float) -> None:
     if as_json:
         click.echo(json.dumps(rows, default=str))
     else:
-        click.echo(f"{'ID':>3} {'ADDRESS':<22} {'ROLE':<13} {'TERM':>6} {'COMMIT':>8} "
-                   f"{'APPLIED':>8} LEADER")
+        lag: dict[str, int] = {}
+        for r in rows:
+            lag.update(r.get("lag") or {})
+        click.echo(f"{'ID':>3} {'ADDRESS':<22} {'ROLE':<13} {'MEMBER':<8} {'LAG':>6} "
+                   f"{'TERM':>6} {'COMMIT':>8} {'APPLIED':>8} LEADER")
         for r in rows:
             if r["role"] == "unreachable":
                 click.echo(f"{'-':>3} {r['address']:<22} unreachable")
                 continue
-            click.echo(f"{r['id']:>3} {r['address']:<22} {r['role']:<13} {r['term']:>6} "
-                       f"{r['commit_index']:>8} {r['applied_index']:>8} "
-                       f"{r['leader_address'] or '-'}")
+            node = r["id"]
+            member = ("voter" if node in r.get("voters", ()) else
+                      "learner" if node in r.get("learners", ()) else "none")
+            click.echo(f"{node:>3} {r['address']:<22} {r['role']:<13} {member:<8} "
+                       f"{lag.get(str(node), '-')!s:>6} {r['term']:>6} {r['commit_index']:>8} "
+                       f"{r['applied_index']:>8} {r['leader_address'] or '-'}")
     if all(r["role"] == "unreachable" for r in rows):
         fail(f"no node reachable at {', '.join(addresses)}", EXIT_FAILED)

@@ -46,7 +46,7 @@ _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.E
 
 class _Call:
     __slots__ = ("item", "future", "deadline", "attempt_deadline", "address", "retry_at", "pinned",
-                 "attempt_s")
+                 "attempt_s", "refusal")
 
     def __init__(self, item: list, future: asyncio.Future, deadline: float, pinned: str | None,
                  attempt_s: float):
@@ -58,6 +58,7 @@ class _Call:
         self.address: str | None = None  # where the last attempt went (None: not sent yet)
         self.retry_at = 0.0
         self.pinned = pinned  # a call for one node only (status): no redirects
+        self.refusal = ""  # the reason of the last BUSY or UNAVAILABLE answer, told on timeout
 
 
 class _Link:
@@ -346,6 +347,8 @@ class Channel:
             call.future.set_exception(RequestRejected(str(payload), status))
             return
         self.retries += 1
+        if status in (wire.ST_BUSY, wire.ST_UNAVAILABLE) and isinstance(payload, str):
+            call.refusal = payload
         if status == wire.ST_NOT_LEADER and isinstance(payload, str) and payload != address:
             try:
                 link = self._link(payload)
@@ -420,9 +423,10 @@ class Channel:
             if call.future.done():
                 continue
             if now >= call.deadline:
+                last = f"; the last answer: {call.refusal}" if call.refusal else ""
                 call.future.set_exception(Unavailable(
                     f"no answer from the name service in time "
-                    f"(nodes: {', '.join(call.pinned and [call.pinned] or self._links)})"))
+                    f"(nodes: {', '.join(call.pinned and [call.pinned] or self._links)}){last}"))
             elif call.address is not None and now >= call.attempt_deadline:
                 self.retries += 1
                 if not call.pinned and self._target == call.address:

@@ -269,8 +269,13 @@ class LeaderMixin:
                     sent = self._send_append(peer, pr, False)
             self._dirty.clear()
         if self._departing and self.log.committed >= self.conf.last_index:
-            for peer in self._departing:  # their removal committed and has been sent
-                del self.progress[peer]
+            committed = self.log.committed
+            for peer in self._departing:  # their removal committed: say so once more, then go
+                pr = self.progress.pop(peer)
+                # A heartbeat is sent even when appends to the peer are paused, so that a
+                # removed node holding its removal learns that it committed, and stops.
+                self._send(msg.Heartbeat(self.id, peer, self.term, min(pr.match, committed),
+                                         b""))
             self._departing.clear()
         if self._leaving:
             self._step_down_removed()

@@ -184,6 +184,17 @@ class ConfTracker:
                 return state
         return self.base
 
+    def removed(self, node: NodeId, index: int) -> bool:
+        """Whether the configuration in force at ``index`` is one that took ``node`` out: it
+        is not a member of it, and was of the configuration before it. (A node that learns the
+        log from a snapshot older than its own addition is not a member of the snapshot's
+        configuration either, but was never removed.)"""
+        states = [self.base] + [state for at, _, state in self.changes if at <= index]
+        if len(states) < 2:
+            return False
+        now, before = states[-1], states[-2]
+        return node not in now.voters + now.learners and node in before.voters + before.learners
+
     def observe(self, entries: Sequence[Entry]) -> bool:
         """Note the configuration entries among ``entries``, now in the log. True if any was new.
 

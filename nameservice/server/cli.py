@@ -30,8 +30,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 NODE_OPTIONS: list[Callable[[F], F]] = [
     click.option("--id", "node_id", type=int, required=True, metavar="ID",
                  help="This node's id (in --cluster)."),
-    click.option("--cluster", required=True, metavar="ID=HOST:PORT,...",
-                 help="Every member: id and the address it listens on."),
+    click.option("--cluster", metavar="ID=HOST:PORT,...",
+                 help="Every member: id and the address it listens on (not with --join)."),
+    click.option("--join", metavar="HOST:PORT,...",
+                 help="Join a running cluster through any of these members (after `fabric ns "
+                      "member add ID HOST:PORT`); needs --listen."),
+    click.option("--listen", metavar="HOST:PORT",
+                 help="With --join: the address this node listens on."),
     click.option("--data-dir", type=click.Path(file_okay=False),
                  help="Where this node keeps its log and snapshots "
                       "[default: $XDG_DATA_HOME/fabric/ns/node-ID]."),
@@ -65,9 +70,9 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
 ]
 """The node's own options, as click decorators, in the order --help lists them."""
 
-NODE_PARAMS = ("node_id", "cluster", "data_dir", "election_timeout", "snapshot_threshold",
-               "sync_mode", "history_events", "min_lease_ttl", "cluster_name", "no_advertise",
-               "name", "control", "metrics")
+NODE_PARAMS = ("node_id", "cluster", "join", "listen", "data_dir", "election_timeout",
+               "snapshot_threshold", "sync_mode", "history_events", "min_lease_ttl",
+               "cluster_name", "no_advertise", "name", "control", "metrics")
 """The keyword arguments those options give (:func:`settings_from` takes all but ``metrics``,
 which :func:`run_node` takes)."""
 
@@ -79,19 +84,36 @@ def node_options(func: F) -> F:
     return func
 
 
-def settings_from(*, node_id: int, cluster: str, data_dir: str | None, election_timeout: str,
-                  snapshot_threshold: int, sync_mode: str, history_events: int,
-                  min_lease_ttl: float, cluster_name: str, no_advertise: bool, name: str,
-                  control: str) -> NodeSettings:
-    """The node's settings from its options; ``ConfigError`` for a bad value."""
-    from nameservice.address import parse_cluster
+def settings_from(*, node_id: int, cluster: str | None, join: str | None, listen: str | None,
+                  data_dir: str | None, election_timeout: str, snapshot_threshold: int,
+                  sync_mode: str, history_events: int, min_lease_ttl: float, cluster_name: str,
+                  no_advertise: bool, name: str, control: str) -> NodeSettings:
+    """The node's settings from its options; ``ConfigError`` for a bad value. With ``join``
+    the members are asked who they are (``Unavailable`` if none answers)."""
+    from nameservice.address import parse_address, parse_cluster
+    from nameservice.errors import ConfigError
     from nameservice.server.config import NodeSettings, parse_min_lease_ttl, parse_timeout_range
+    from nameservice.server.joining import members_to_join
 
     if data_dir is None:
         base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
         data_dir = os.path.join(base, "fabric", "ns", f"node-{node_id}")
-    return NodeSettings(node_id, parse_cluster(cluster), data_dir,
-                        parse_timeout_range(election_timeout),
+    learners: tuple[int, ...] = ()
+    if join:
+        if cluster or not listen:
+            raise ConfigError("--join takes --listen HOST:PORT and no --cluster")
+        parse_address(listen)
+        members, learners = members_to_join(join, node_id, listen)
+    elif cluster:
+        if listen:
+            raise ConfigError("--listen goes with --join (with --cluster the node listens at "
+                              "its own entry)")
+        members = parse_cluster(cluster)
+    else:
+        raise ConfigError("give --cluster ID=HOST:PORT,... (every member), or --join with "
+                          "--listen")
+    return NodeSettings(node_id, members, data_dir, parse_timeout_range(election_timeout),
+                        learners=learners,
                         snapshot_threshold=snapshot_threshold, sync_mode=sync_mode,
                         min_lease_ttl_ms=parse_min_lease_ttl(min_lease_ttl),
                         cluster_name=cluster_name, advertise=not no_advertise,
@@ -128,7 +150,7 @@ def run_node(settings: NodeSettings, *, events: bool = False,
               help="Logs as text lines or as JSON objects, one per line.")
 def node_command(events: bool, log_level: str, log_format: str, **options: Any) -> None:
     """Run one name-service node (the same as ``fabric ns start``; docs/operations.md)."""
-    from nameservice.errors import ConfigError
+    from nameservice.errors import ConfigError, NameServiceError
     from nameservice.metrics import check_metrics_address
 
     logs.setup(log_level.lower(), log_format, events=events)
@@ -137,6 +159,8 @@ def node_command(events: bool, log_level: str, log_format: str, **options: Any) 
         settings = settings_from(**options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except NameServiceError as exc:  # --join: no member answered
+        raise click.ClickException(str(exc)) from None
     sys.exit(run_node(settings, events=events, metrics=metrics))
 
 

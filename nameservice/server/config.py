@@ -43,7 +43,8 @@ class NodeSettings:
     ``cluster`` maps every member's id to the ``HOST:PORT`` it listens on (peers and clients
     share the port); ``learners`` are those of them that do not vote. Both only matter until
     the node's own log says otherwise: a node that holds a snapshot or configuration entries
-    follows those (docs/raft.md, "Membership changes"). Times are in milliseconds; the Raft core counts ticks of ``tick_ms``.
+    follows those (docs/raft.md, "Membership changes"). Times are in milliseconds; the Raft
+    core counts ticks of ``tick_ms``.
     """
 
     id: int

@@ -65,11 +65,13 @@ class LocalCluster:
         self.cluster_name = cluster_name
         self.extra_args += ["--cluster-name", cluster_name] if cluster_name else ["--no-advertise"]
         self.procs: dict[int, subprocess.Popen] = {}
+        self.joined: set[int] = set()  # nodes added later: started with --join
+        self.host = host
 
     @property
     def cluster_arg(self) -> str:
-        """The ``--cluster`` value: ``ID=HOST:PORT,...``."""
-        return ",".join(f"{i}={a}" for i, a in self.addresses.items())
+        """The ``--cluster`` value of the nodes it started with: ``ID=HOST:PORT,...``."""
+        return ",".join(f"{i}={a}" for i, a in self.addresses.items() if i not in self.joined)
 
     @property
     def ns_arg(self) -> str:
@@ -80,14 +82,39 @@ class LocalCluster:
         """The data directory of a node."""
         return self.data_dir / f"node-{node_id}"
 
+    def add(self, node_id: int) -> str:
+        """Make room for node ``node_id``, to be added to the running cluster: its port and
+        control port; ``start(node_id)`` then starts it with ``--join``. Its address."""
+        if node_id in self.addresses:
+            raise ValueError(f"node {node_id} is known already")
+        port, control = free_ports(2, self.host)
+        self.ids.append(node_id)
+        self.addresses[node_id] = f"{self.host}:{port}"
+        self.controls[node_id] = f"{self.host}:{control}"
+        self.joined.add(node_id)
+        return self.addresses[node_id]
+
+    def forget(self, node_id: int) -> None:
+        """Node ``node_id`` was removed from the cluster (and has stopped): leave it out."""
+        self.kill(node_id)
+        self.ids.remove(node_id)
+        self.joined.discard(node_id)
+        del self.addresses[node_id], self.controls[node_id]
+
+    def _membership_args(self, node_id: int) -> list[str]:
+        if node_id not in self.joined:
+            return ["--cluster", self.cluster_arg]
+        others = ",".join(a for i, a in self.addresses.items() if i != node_id)
+        return ["--join", others, "--listen", self.addresses[node_id]]
+
     def start(self, node_id: int | None = None, timeout: float = 10.0) -> None:
         """Start one node (or every node not running) and wait until each listens."""
         ids = [node_id] if node_id is not None else [i for i in self.ids if not self.running(i)]
         for i in ids:
             self.node_dir(i).mkdir(parents=True, exist_ok=True)
             log = open(self.node_dir(i).with_suffix(".log"), "ab")
-            cmd = [sys.executable, "-m", "nameservice.server", "--id", str(i), "--cluster",
-                   self.cluster_arg, "--data-dir", str(self.node_dir(i)),
+            cmd = [sys.executable, "-m", "nameservice.server", "--id", str(i),
+                   *self._membership_args(i), "--data-dir", str(self.node_dir(i)),
                    "--election-timeout", self.election_timeout, "--control", self.controls[i],
                    *self.extra_args]
             try:

@@ -16,6 +16,12 @@ new member's address from the request at once; followers when they apply the put
 is answered once both entries are applied, with the configuration that results; an entry
 another leader wrote over answers NOT_LEADER, and the caller retries.
 
+A change that can never follow from the configuration in force (adding a member, promoting a
+non-learner, removing the last voter) is refused: BAD_REQUEST with the reason. One that cannot
+be made *yet* — the learner is not caught up, the previous change or this leader's first
+entry is not committed, a leadership transfer runs — is answered BUSY with the reason: clients
+retry BUSY until their deadline, so a promotion simply waits for the learner to catch up.
+
 Retries are safe: a change already in force (the node is a learner at that address, a voter,
 or not a member) is answered OK at once without a new entry. A member already listed at
 another address is refused: remove it first.
@@ -34,6 +40,7 @@ from nameservice.kv.codec import encode_command
 from nameservice.kv.commands import Delete, Put
 from nameservice.raft.core import RaftCore
 from nameservice.raft.errors import NotLeader, ProposalDropped
+from nameservice.raft.membership import apply_change
 from nameservice.raft.types import ChangeKind, ConfChange, Role
 from nameservice.server.seam import Reply
 
@@ -100,7 +107,8 @@ class MembershipService:
         self._applied_index = applied_index
         # (last index proposed, term, the configuration entry's index, identity, rid)
         self._waiting: list[tuple[int, int, int, bytes, int]] = []
-        self.counters = {"member_changes": 0, "member_changes_refused": 0}
+        self.counters = {"member_changes": 0, "member_changes_refused": 0,
+                         "member_changes_deferred": 0}
 
     def members(self) -> dict:
         """The MEMBERS payload: the configuration in force here, each member's address and,
@@ -146,16 +154,25 @@ class MembershipService:
                 or kind is ChangeKind.REMOVE and node not in state.voters + state.learners):
             self._reply(identity, rid, wire.ST_OK, self.members())  # in force already
             return
+        change = ConfChange(kind, node)
+        try:
+            apply_change(state, change)
+        except ValueError as exc:  # never possible from this configuration
+            self._refuse(identity, rid, str(exc))
+            return
         if len(self._waiting) >= MAX_WAITING:
             self._reply(identity, rid, wire.ST_BUSY, "too many membership changes waiting")
             return
         try:
-            index = core.propose_conf_change(ConfChange(kind, node))
+            index = core.propose_conf_change(change)
         except NotLeader:
             self._reply(identity, rid, wire.ST_NOT_LEADER, None)
             return
         except ProposalDropped as exc:
-            self._refuse(identity, rid, f"refused: {exc}")
+            # Not now (a learner behind, a change or this term's first entry uncommitted, a
+            # leadership transfer): BUSY, which clients retry until their deadline.
+            self.counters["member_changes_deferred"] += 1
+            self._reply(identity, rid, wire.ST_BUSY, f"not yet: {exc}")
             return
         last = index
         if kind is ChangeKind.ADD_LEARNER:

@@ -137,8 +137,11 @@ class Node:
                                             applied_index=lambda: self.machine.applied_index)
         self._peers_seen: tuple | None = None  # the configurations the connections follow
         self._peers_checked = 0.0
-        state = self.core.conf_state
-        self._was_member = settings.id in state.voters + state.learners
+        # Members that left, kept connected a little longer (id -> (address, until)): the
+        # messages telling them their removal committed are still on their way.
+        self._departed: dict[int, tuple[str, float]] = {}
+        self._connected: dict[int, str] = {}  # the members connected to (departed ones aside)
+        self._departed_grace_s = max(1.0, 4 * settings.election_timeout_ms[1] / 1000.0)
         self.writes = WriteBatcher(self.core.propose, self._reply, self.leader_address)
         self.reads = ReadService(self.machine, self.stale, self.core.read_index, self._reply,
                                  timeout_s=timeout_s)
@@ -323,10 +326,11 @@ class Node:
     def _flush_output(self) -> None:
         """Send what this step queued; drain at once if input arrived meanwhile."""
         self.membership.on_applied()
-        self._follow_members()
         self.watches.flush()
         assert self.transport is not None and self._loop is not None
-        if self.transport.flush() and not self._drain_scheduled:
+        has_input = self.transport.flush()
+        self._follow_members()  # after sending: a departing member gets its last messages
+        if has_input and not self._drain_scheduled:
             self._drain_scheduled = True  # see NodeTransport.has_input
             self._loop.call_soon(self._drain)
 
@@ -357,13 +361,20 @@ class Node:
         missing = wanted - set(peers)
         if missing and not force:
             log.info("no address known yet for member(s) %s", sorted(missing))
+        now = now or time.monotonic()
+        for node, (_, until) in list(self._departed.items()):
+            if node in wanted or until <= now:
+                del self._departed[node]
+        for node, address in self._connected.items():
+            if node not in peers and node not in self._departed:
+                self._departed[node] = (address, now + self._departed_grace_s)
+        for node, (address, _) in self._departed.items():
+            peers.setdefault(node, address)
         assert self.transport is not None
         self.transport.set_peers(peers)
-        member = me in committed.voters + committed.learners
-        if member:
-            self._was_member = True
-        elif (self._was_member and self._stop is not None and not self._stop.is_set()
-              and core.role is not Role.LEADER):
+        self._connected = {node: a for node, a in peers.items() if node not in self._departed}
+        if (self._stop is not None and not self._stop.is_set() and core.role is not Role.LEADER
+                and core.conf.removed(me, core.commit_index)):
             log.warning("node %d was removed from the cluster: stopping", me)
             self._stop.set()
 

@@ -207,7 +207,10 @@ class ReadyPipeline:
             self.counters["snapshots_installed"] += 1
             self._applier.apply(rd.committed, rd.read_states)
         self._core.advance(rd)
-        if self._storage.should_snapshot(self._machine.applied_index):
+        applied = self._machine.applied_index
+        # Entries applied early (committed, their commit not saved yet) wait for a later Ready:
+        # the storage takes a snapshot only up to the commit index it holds.
+        if applied <= self._storage.hard_state.commit and self._storage.should_snapshot(applied):
             self._take_snapshot()
 
     def _apply_committed_early(self) -> None:
