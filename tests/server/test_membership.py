@@ -4,6 +4,7 @@ every acknowledged write is present, no CAS was applied twice and the watch saw 
 once (``membership_load.Load``)."""
 from __future__ import annotations
 
+import asyncio
 import signal
 
 import pytest
@@ -27,7 +28,7 @@ async def _add(client: NameServiceClient, cluster, node: int, promote: bool = Tr
     """Add node ``node`` the way an operator does: member add, start it with --join, promote."""
     address = cluster.add(node)
     await client.member_change(wire.MEMBER_ADD_LEARNER, node, address, timeout=CHANGE_TIMEOUT)
-    cluster.start(node)
+    await asyncio.to_thread(cluster.start, node)  # the load goes on meanwhile
     if not promote:
         return await client.members()
     return await client.member_change(wire.MEMBER_PROMOTE, node, timeout=CHANGE_TIMEOUT)
@@ -96,7 +97,7 @@ async def test_a_learner_killed_while_catching_up_restarts_and_catches_up(make_c
         async with Load(client) as load:
             await _add(client, cluster, 4, promote=False)
             cluster.kill(4, signal.SIGKILL)
-            cluster.start(4)
+            await asyncio.to_thread(cluster.start, 4)
 
             async def learner_caught_up() -> bool:
                 row = [m for m in (await client.members())["members"] if m["id"] == 4]

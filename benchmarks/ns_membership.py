@@ -1,0 +1,190 @@
+"""Name-service membership benchmark: adding a node to a loaded cluster, the pause in writes
+while members change, and what two more voters cost.
+
+* **add_ms** — with 10 MB and 100 MB of state in a 3-node cluster (snapshots every
+  ``--snapshot-threshold`` entries, so the new node gets the state as a snapshot): the time
+  from ``member add`` (learner) to the learner caught up (within 64 entries) and promoted.
+  ``snapshot_mb_s``: the state's bytes over the time from the addition to the learner having
+  applied the snapshot's index (the snapshot transfer, with its install).
+* **max_write_gap_ms** — one writer puts one key after another throughout: add a learner,
+  promote it, remove a follower, remove the leader; the longest time between two acknowledged
+  puts during any change. The target: no gap longer than the election timeout's upper bound.
+* **puts_3, puts_5** — puts/s of 64 clients against a 3-node and a 5-node cluster, measured in
+  the same invocation (the anchor is the 3-node cluster); ``puts_5_over_3`` their ratio.
+
+Usage:
+    python benchmarks/ns_membership.py [--json] [--sizes-mb 10,100] [--duration 3]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+
+from ns_bench import run_load  # the script directory is on sys.path
+
+from nameservice import wire
+from nameservice.client import NameServiceClient
+from nameservice.server.local import LocalCluster
+
+VALUE_BYTES = 10_000
+
+
+async def _fill(client: NameServiceClient, megabytes: int) -> int:
+    """Put ``megabytes`` of values (10 kB each), 64 at a time; the bytes written."""
+    value = b"s" * VALUE_BYTES
+    count = megabytes * 1_000_000 // VALUE_BYTES
+    for start in range(0, count, 64):
+        await asyncio.gather(*(client.put(b"state/%08d" % i, value)
+                               for i in range(start, min(count, start + 64))))
+    return count * VALUE_BYTES
+
+
+async def _member_row(client: NameServiceClient, node: int) -> dict:
+    rows = [m for m in (await client.members())["members"] if m["id"] == node]
+    return rows[0] if rows else {}
+
+
+async def _status(client: NameServiceClient, address: str) -> dict | None:
+    try:
+        return await client.status(address, timeout=0.5)
+    except Exception:
+        return None
+
+
+async def measure_add(cluster: LocalCluster, megabytes: int) -> dict:
+    """Fill the cluster, add node 4 (learner), wait until caught up, promote it."""
+    async with NameServiceClient(cluster.ns_arg, timeout=120.0) as client:
+        size = await _fill(client, megabytes)
+        leader_status = [s for s in [await _status(client, a)
+                                     for a in cluster.addresses.values()] if s]
+        snapshot_at = max(s["applied_index"] for s in leader_status)
+        address = cluster.add(4)
+        started = time.monotonic()
+        await client.member_change(wire.MEMBER_ADD_LEARNER, 4, address, timeout=60.0)
+        await asyncio.to_thread(cluster.start, 4)
+        installed_at = None
+        while True:
+            status = await _status(client, address)
+            if installed_at is None and status and status["applied_index"] >= snapshot_at:
+                installed_at = time.monotonic()
+            row = await _member_row(client, 4)
+            if row.get("lag", 1 << 30) <= 64 and installed_at is not None:
+                break
+            await asyncio.sleep(0.01)
+        await client.member_change(wire.MEMBER_PROMOTE, 4, timeout=60.0)
+        done = time.monotonic()
+        return {"state_bytes": size, "add_ms": round((done - started) * 1000),
+                "snapshot_s": round(installed_at - started, 3),
+                "snapshot_mb_s": round(size / 1e6 / (installed_at - started), 1)}
+
+
+async def measure_gaps(cluster: LocalCluster) -> dict:
+    """Longest pause between acknowledged puts during each change."""
+    async with NameServiceClient(cluster.ns_arg, timeout=30.0) as client:
+        acks: list[float] = []
+        stop = False
+
+        async def writer() -> None:
+            n = 0
+            while not stop:
+                await client.put(b"gap/%d" % n, b"x")
+                acks.append(time.monotonic())
+                n += 1
+
+        task = asyncio.ensure_future(writer())
+        while len(acks) < 100:
+            await asyncio.sleep(0.01)
+        gaps = {}
+
+        async def during(name: str, change) -> None:
+            start = time.monotonic()
+            await change()
+            await asyncio.sleep(1.0)  # writes go on after the change
+            end = time.monotonic()
+            times = [t for t in acks if start <= t <= end]
+            gaps[name] = round(max((b - a for a, b in zip(times, times[1:])), default=end - start)
+                               * 1000, 1)
+
+        address = cluster.add(5)
+
+        async def add() -> None:
+            await client.member_change(wire.MEMBER_ADD_LEARNER, 5, address, timeout=30.0)
+            await asyncio.to_thread(cluster.start, 5)  # the writer goes on meanwhile
+
+        async def leader() -> int:
+            for node, addr in cluster.addresses.items():
+                status = await _status(client, addr)
+                if status and status["role"] == "leader":
+                    return node
+            raise RuntimeError("no leader")
+
+        await during("add_learner", add)
+        await during("promote", lambda: client.member_change(wire.MEMBER_PROMOTE, 5,
+                                                             timeout=30.0))
+        lead = await leader()
+        follower = next(n for n in cluster.ids if n not in (lead, 5))
+        await during("remove_follower", lambda: client.member_change(
+            wire.MEMBER_REMOVE, follower, timeout=30.0))
+        await during("remove_leader", lambda: client.member_change(
+            wire.MEMBER_REMOVE, lead, timeout=30.0))
+        stop = True
+        await task
+        return gaps
+
+
+def puts_per_s(root: str, nodes: int, pool, duration: float, workers: int) -> int:
+    with LocalCluster(os.path.join(root, f"puts{nodes}"), nodes) as cluster:
+        cluster.start()
+        row = run_load(pool, cluster.ns_arg, "put", 64, workers, duration, b"v" * 64)
+        cluster.stop()
+    return row["ops_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the JSON report only")
+    parser.add_argument("--sizes-mb", default="10,100")
+    parser.add_argument("--snapshot-threshold", type=int, default=2000)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per puts row")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--election-timeout", default="150-300")
+    args = parser.parse_args()
+    lo, hi = (int(x) for x in args.election_timeout.split("-"))
+    report: dict = {"election_timeout_ms": [lo, hi], "load_average_before": os.getloadavg(),
+                    "cpus": os.cpu_count()}
+    node_args = ["--snapshot-threshold", str(args.snapshot_threshold)]
+    with tempfile.TemporaryDirectory(prefix="ns-membership-") as tmp:
+        adds = {}
+        for mb in (int(x) for x in args.sizes_mb.split(",")):
+            with LocalCluster(os.path.join(tmp, f"add{mb}"), 3, extra_args=node_args,
+                              election_timeout=args.election_timeout) as cluster:
+                cluster.start()
+                adds[f"{mb}mb"] = asyncio.run(measure_add(cluster, mb))
+                if not args.json:
+                    print(mb, adds[f"{mb}mb"], file=sys.stderr)
+        report["add_ms"] = {k: v["add_ms"] for k, v in adds.items()}
+        report["adds"] = adds
+        report["snapshot_mb_s"] = max(v["snapshot_mb_s"] for v in adds.values())
+        with LocalCluster(os.path.join(tmp, "gaps"), 3, extra_args=node_args,
+                          election_timeout=args.election_timeout) as cluster:
+            cluster.start()
+            gaps = asyncio.run(measure_gaps(cluster))
+        report["write_gaps_ms"] = gaps
+        report["max_write_gap_ms"] = max(gaps.values())
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(args.workers) as pool:
+            report["puts_3"] = puts_per_s(tmp, 3, pool, args.duration, args.workers)
+            report["puts_5"] = puts_per_s(tmp, 5, pool, args.duration, args.workers)
+        report["puts_5_over_3"] = round(report["puts_5"] / report["puts_3"], 3)
+    report["load_average_after"] = os.getloadavg()
+    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
