@@ -248,7 +248,7 @@ def test_python_m_nameservice_server_errors_are_one_line_too():
                           capture_output=True, env=env(), timeout=60)
     assert done.returncode == 2
     [line] = done.stderr.decode().splitlines()
-    assert line.startswith("python -m nameservice.server: Missing option '--cluster'")
+    assert line.startswith("python -m nameservice.server: give --cluster ID=HOST:PORT")
 
 
 def test_ctrl_c_ends_a_watch_with_130_and_sigterm_with_0(ns):

@@ -43,3 +43,19 @@ def test_election_timeouts_become_ticks(timeout, lo, hi):
     config = NodeSettings(1, {1: "h:1", 2: "h:2", 3: "h:3"}, "/d", timeout).raft_config()
     assert (config.election_timeout_min, config.election_timeout_max) == (lo, hi)
     assert 0 < config.heartbeat_interval < config.election_timeout_min
+
+
+def test_a_node_started_with_neither_cluster_nor_join_or_with_both_is_a_usage_error():
+    from nameservice.errors import ConfigError
+    from nameservice.server.cli import settings_from
+
+    base = dict(node_id=4, data_dir="/nonexistent", election_timeout="150-300",
+                snapshot_threshold=10, sync_mode="auto", history_events=0, min_lease_ttl=1.0,
+                cluster_name="default", no_advertise=True, name="", control="")
+    for cluster, join, listen, message in (
+            (None, None, None, "give --cluster"),
+            ("1=127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:2", "no --cluster"),
+            (None, "127.0.0.1:1", None, "--listen"),
+            ("4=127.0.0.1:1", None, "127.0.0.1:2", "--listen goes with --join")):
+        with pytest.raises(ConfigError, match=message):
+            settings_from(cluster=cluster, join=join, listen=listen, **base)

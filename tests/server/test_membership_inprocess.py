@@ -96,3 +96,4 @@ async def test_a_removed_leader_hands_over_and_the_removed_node_stops():
             assert cluster.nodes[i].core.conf_state.voters == tuple(rest)
             assert cluster.nodes[i].machine.get(b"after").value == b"2"
             assert cluster.nodes[i].machine.get(member_key(leader)) is None
+
