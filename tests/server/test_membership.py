@@ -11,6 +11,7 @@ import pytest
 
 from nameservice import wire
 from nameservice.client import NameServiceClient
+from nameservice.client.api import MEMBERS_REFRESH_S
 from tests.server.conftest import leader_of, statuses
 from tests.server.membership_load import Load
 from tests.waiting import async_wait_for
@@ -45,15 +46,19 @@ async def _remove(client: NameServiceClient, cluster, node: int) -> dict:
 
 async def test_a_cluster_grows_from_three_to_five_nodes_while_it_serves(make_cluster):
     cluster = make_cluster(3)
-    async with NameServiceClient(cluster.ns_arg, timeout=20.0) as client:
+    async with NameServiceClient(cluster.ns_arg, timeout=20.0) as client, \
+            NameServiceClient(cluster.ns_arg) as bystander:
         async with Load(client) as load:
             for node in (4, 5):
                 after = await _add(client, cluster, node)
                 assert _roles(after)[node] == "voter"
             members = await client.members()
             assert _roles(members) == {i: "voter" for i in (1, 2, 3, 4, 5)}
-            # The client learned the new members from the cluster, not from its list.
-            assert cluster.addresses[5] in client.channel.addresses
+            # A client that only knew the first three learns of the new members by itself.
+            await async_wait_for(
+                lambda: {cluster.addresses[4], cluster.addresses[5]}
+                <= set(bystander.channel.addresses), 3 * MEMBERS_REFRESH_S,
+                "a client to learn of the new members")
             await load.stop()
             await load.check(client)
             st = await statuses(client, cluster)
