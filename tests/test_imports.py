@@ -8,7 +8,7 @@ The layers, lowest first (docs/architecture.md draws them):
     nameservice.raft                            the pure Raft core
     nameservice.storage | nameservice.kv        durable log | key-value state machine
     nameservice.wire, .address, .control,       what client, server and fabric processes share
-      .discovery, .metrics
+      .discovery, .metrics, .security
     nameservice.client                          the client library
     nameservice.names                           names with leases, on the client
     nameservice.server                          the daemon (a client of its peers too)
@@ -40,7 +40,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (2, ("nameservice.storage",)),
     (2, ("nameservice.kv",)),
     (3, ("nameservice.wire", "nameservice.address", "nameservice.control",
-         "nameservice.discovery", "nameservice.metrics")),
+         "nameservice.discovery", "nameservice.metrics", "nameservice.security")),
     (4, ("nameservice.client",)),
     (5, ("nameservice.names",)),
     (6, ("nameservice.server",)),

@@ -1,0 +1,1 @@
+"""CurveZMQ keys and the ZAP handler that decides who may connect (docs/security.md)."""

@@ -1,0 +1,119 @@
+"""The ZAP handler (ZeroMQ RFC 27): who may complete a CURVE handshake with this process.
+
+Every server socket fabric secures sets a ZAP domain and ZMQ_ZAP_ENFORCE_DOMAIN, so libzmq
+asks the handler about every handshake, and refuses the peer when no handler answers: deny by
+default, even if this handler was never started. The handler runs in a thread of its own (a
+handshake must not wait for a busy event loop) on the context's ``inproc://zeromq.zap.01``
+and answers from a table of allowed public keys -> user ids, replaced whole (``allow``) when
+the rules change. The user id is what the server sees as the ``User-Id`` property of every
+message from that peer.
+
+Refusals are counted by reason and logged once per peer address and key (at most
+``MAX_LOGGED`` distinct ones, then every 1,000th), so a flood of strangers costs no log volume.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DOMAIN", "MAX_LOGGED", "ZapHandler"]
+
+DOMAIN = "fabric"
+"""The ZAP domain of every socket fabric secures."""
+MAX_LOGGED = 1000
+"""Distinct refused (address, key) pairs logged one by one."""
+_ENDPOINT = "inproc://zeromq.zap.01"
+
+
+class ZapHandler:
+    """Answers the ZAP requests of ``ctx``'s sockets from the allowed keys (``allow``)."""
+
+    def __init__(self, ctx: zmq.Context, allowed: Mapping[bytes, str] | None = None) -> None:
+        self._ctx = ctx
+        self._allowed: Mapping[bytes, str] = dict(allowed or {})
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._logged: set[tuple[str, bytes]] = set()
+        self.counters = {"zap_allowed": 0, "zap_refused_unknown_key": 0,
+                         "zap_refused_mechanism": 0, "zap_bad_requests": 0}
+
+    def allow(self, allowed: Mapping[bytes, str]) -> None:
+        """From now on allow exactly these public keys (Z85) -> user ids."""
+        self._allowed = dict(allowed)  # replaced whole: the handler thread reads it unlocked
+
+    def user_id(self, public: bytes) -> str | None:
+        """The user id of an allowed key (None: not allowed)."""
+        return self._allowed.get(public)
+
+    def start(self) -> ZapHandler:
+        """Bind the ZAP endpoint and answer in a background thread."""
+        sock = self._ctx.socket(zmq.REP)
+        sock.linger = 0
+        sock.bind(_ENDPOINT)
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="zap",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self, sock: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(100):
+                    continue
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                sock.send_multipart(self._answer(frames))
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            sock.close(0)
+
+    def _answer(self, frames: list[bytes]) -> list[bytes]:
+        if len(frames) < 6 or frames[0] != b"1.0":
+            self.counters["zap_bad_requests"] += 1
+            request_id = frames[1] if len(frames) > 1 else b""
+            return [b"1.0", request_id, b"500", b"malformed ZAP request", b"", b""]
+        request_id, _domain, address, _identity, mechanism = frames[1:6]
+        credentials = frames[6:]
+        if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != 32:
+            self.counters["zap_refused_mechanism"] += 1
+            self._log_refusal(address, b"", f"mechanism {mechanism[:16]!r}")
+            return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
+        public = zmq.utils.z85.encode(credentials[0])
+        user = self._allowed.get(public)
+        if user is None:
+            self.counters["zap_refused_unknown_key"] += 1
+            self._log_refusal(address, public, "key not allowed")
+            return [b"1.0", request_id, b"400", b"key not allowed", b"", b""]
+        self.counters["zap_allowed"] += 1
+        return [b"1.0", request_id, b"200", b"OK", user.encode(), b""]
+
+    def _log_refusal(self, address: bytes, public: bytes, why: str) -> None:
+        peer = address.decode(errors="replace")
+        key = (peer, public)
+        refused = (self.counters["zap_refused_unknown_key"]
+                   + self.counters["zap_refused_mechanism"])
+        if key in self._logged:
+            return
+        if len(self._logged) < MAX_LOGGED:
+            self._logged.add(key)
+        elif refused % 1000:
+            return
+        log.warning("refused a connection from %s (key %s): %s", peer,
+                    public.decode() or "-", why)
+
+    def close(self) -> None:
+        """Stop answering (the sockets it served then refuse every new peer)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
