@@ -40,6 +40,9 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
     click.option("--snapshot-threshold", type=click.IntRange(min=1), default=10_000,
                  show_default=True, metavar="N",
                  help="Snapshot the state and drop the log it covers every N entries."),
+    click.option("--snapshot-bytes", type=click.IntRange(min=1), default=64 << 20,
+                 show_default=True, metavar="BYTES",
+                 help="... or once the entries since the last snapshot hold BYTES of data."),
     click.option("--sync-mode", type=click.Choice(("thread", "inline", "auto")), default="auto",
                  show_default=True,
                  help="Where fsync runs: auto fsyncs on the leader in a worker thread and on "
@@ -47,6 +50,9 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
     click.option("--history-events", type=click.IntRange(min=0), default=10_000,
                  show_default=True, metavar="N",
                  help="Events kept for watches resuming from an older revision."),
+    click.option("--history-bytes", type=click.IntRange(min=0), default=64 << 20,
+                 show_default=True, metavar="BYTES",
+                 help="... and at most about BYTES of their keys and values."),
     click.option("--min-lease-ttl", type=float, default=1.0, show_default=True, metavar="S",
                  help="Shortest lease TTL granted, at least 0.5 (the same on every node)."),
     click.option("--cluster-name", default="default", show_default=True,
@@ -66,7 +72,7 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
 """The node's own options, as click decorators, in the order --help lists them."""
 
 NODE_PARAMS = ("node_id", "cluster", "data_dir", "election_timeout", "snapshot_threshold",
-               "sync_mode", "history_events", "min_lease_ttl", "cluster_name", "no_advertise",
+               "snapshot_bytes", "sync_mode", "history_events", "history_bytes", "min_lease_ttl", "cluster_name", "no_advertise",
                "name", "control", "metrics")
 """The keyword arguments those options give (:func:`settings_from` takes all but ``metrics``,
 which :func:`run_node` takes)."""
@@ -80,8 +86,8 @@ def node_options(func: F) -> F:
 
 
 def settings_from(*, node_id: int, cluster: str, data_dir: str | None, election_timeout: str,
-                  snapshot_threshold: int, sync_mode: str, history_events: int,
-                  min_lease_ttl: float, cluster_name: str, no_advertise: bool, name: str,
+                  snapshot_threshold: int, snapshot_bytes: int, sync_mode: str,
+                  history_events: int, history_bytes: int, min_lease_ttl: float, cluster_name: str, no_advertise: bool, name: str,
                   control: str) -> NodeSettings:
     """The node's settings from its options; ``ConfigError`` for a bad value."""
     from nameservice.address import parse_cluster
@@ -92,10 +98,11 @@ def settings_from(*, node_id: int, cluster: str, data_dir: str | None, election_
         data_dir = os.path.join(base, "fabric", "ns", f"node-{node_id}")
     return NodeSettings(node_id, parse_cluster(cluster), data_dir,
                         parse_timeout_range(election_timeout),
-                        snapshot_threshold=snapshot_threshold, sync_mode=sync_mode,
+                        snapshot_threshold=snapshot_threshold,
+                        snapshot_bytes=snapshot_bytes, sync_mode=sync_mode,
                         min_lease_ttl_ms=parse_min_lease_ttl(min_lease_ttl),
                         cluster_name=cluster_name, advertise=not no_advertise,
-                        history_events=history_events, name=name, control=control)
+                        history_events=history_events, history_bytes=history_bytes, name=name, control=control)
 
 
 def run_node(settings: NodeSettings, *, events: bool = False,

@@ -207,7 +207,10 @@ class ReadyPipeline:
             self.counters["snapshots_installed"] += 1
             self._applier.apply(rd.committed, rd.read_states)
         self._core.advance(rd)
-        if self._storage.should_snapshot(self._machine.applied_index):
+        applied = self._machine.applied_index
+        # Entries applied early (during the fsync) may be past the commit index the storage
+        # recorded; a snapshot there waits for a later Ready, which records it.
+        if applied <= self._storage.hard_state.commit and self._storage.should_snapshot(applied):
             self._take_snapshot()
 
     def _apply_committed_early(self) -> None:
