@@ -72,8 +72,8 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
 """The node's own options, as click decorators, in the order --help lists them."""
 
 NODE_PARAMS = ("node_id", "cluster", "data_dir", "election_timeout", "snapshot_threshold",
-               "snapshot_bytes", "sync_mode", "history_events", "history_bytes", "min_lease_ttl", "cluster_name", "no_advertise",
-               "name", "control", "metrics")
+               "snapshot_bytes", "sync_mode", "history_events", "history_bytes", "min_lease_ttl",
+               "cluster_name", "no_advertise", "name", "control", "metrics")
 """The keyword arguments those options give (:func:`settings_from` takes all but ``metrics``,
 which :func:`run_node` takes)."""
 
@@ -87,7 +87,8 @@ def node_options(func: F) -> F:
 
 def settings_from(*, node_id: int, cluster: str, data_dir: str | None, election_timeout: str,
                   snapshot_threshold: int, snapshot_bytes: int, sync_mode: str,
-                  history_events: int, history_bytes: int, min_lease_ttl: float, cluster_name: str, no_advertise: bool, name: str,
+                  history_events: int, history_bytes: int, min_lease_ttl: float,
+                  cluster_name: str, no_advertise: bool, name: str,
                   control: str) -> NodeSettings:
     """The node's settings from its options; ``ConfigError`` for a bad value."""
     from nameservice.address import parse_cluster
@@ -102,7 +103,8 @@ def settings_from(*, node_id: int, cluster: str, data_dir: str | None, election_
                         snapshot_bytes=snapshot_bytes, sync_mode=sync_mode,
                         min_lease_ttl_ms=parse_min_lease_ttl(min_lease_ttl),
                         cluster_name=cluster_name, advertise=not no_advertise,
-                        history_events=history_events, history_bytes=history_bytes, name=name, control=control)
+                        history_events=history_events, history_bytes=history_bytes,
+                        name=name, control=control)
 
 
 def run_node(settings: NodeSettings, *, events: bool = False,

@@ -228,4 +228,5 @@ def should_snapshot(live: StoredState, applied_index: int, threshold: int,
         return True
     log = live.log
     # The running total is cheap; the exact sum up to the applied entry only when it may pass.
-    return since > 0 and log.data_bytes >= max_bytes and log.bytes_through(applied_index) >= max_bytes
+    return (since > 0 and log.data_bytes >= max_bytes
+            and log.bytes_through(applied_index) >= max_bytes)
