@@ -116,7 +116,8 @@ def run_node(settings: NodeSettings, *, events: bool = False,
 
     def announce(line: str) -> None:
         kind, _, value = line.partition(" ")
-        logs.event(log, kind, **{"address" if kind == "listening" else "endpoint": value})
+        fields: dict[str, Any] = {"address" if kind == "listening" else "endpoint": value}
+        logs.event(log, kind, **fields)
         if not events:
             print(line, flush=True)  # the readiness lines LocalCluster reads
 

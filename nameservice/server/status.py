@@ -14,6 +14,8 @@ def status_report(node: Any) -> dict:
     counters.update(core.counters)
     counters.update(node.watches.counters)
     stats = node.machine.stats()
+    counters["leases_refused"] = stats["leases_refused"]
+    counters["session_quota_refused"] = node.intake.sessions.refused
     return {
         "id": node.settings.id, "address": node.settings.address, "role": core.role.value,
         "term": core.term, "leader": core.leader, "leader_address": node.leader_address(),
