@@ -143,16 +143,18 @@ def setup(level: str = "info", fmt: str = "text", *, events: bool = False,
     _streaming = events
 
 
-def event(logger: logging.Logger, kind: str, /, **fields: Any) -> None:
+def event(logger: logging.Logger, kind: str, /, *, level: int = logging.INFO,
+          **fields: Any) -> None:
     """Emit the event ``kind`` with ``fields`` (JSON-serializable) from ``logger``: a log
-    record at INFO (message ``KIND {fields}``) and, when the events stream is on, a JSON line
-    ``{"event": KIND, "time": ..., **fields}`` on it, even if the log level hides INFO."""
+    record at ``level`` (INFO unless told; message ``KIND {fields}``) and, when the events
+    stream is on, a JSON line ``{"event": KIND, "time": ..., **fields}`` on it, even if the
+    log level hides the record."""
     if "event" in fields or "time" in fields:
         raise ValueError("an event's fields may not be named 'event' or 'time'")
-    if not _streaming and not logger.isEnabledFor(logging.INFO):
+    if not _streaming and not logger.isEnabledFor(level):
         return
     message = kind + (" " + json.dumps(fields, default=str) if fields else "")
-    record = logger.makeRecord(logger.name, logging.INFO, "(event)", 0, message, (), None,
+    record = logger.makeRecord(logger.name, level, "(event)", 0, message, (), None,
                                extra={EVENT: kind, DATA: fields})
     # Handled directly, not through logger.info: the logger's level must not hide an event
     # from the events stream (each handler still applies its own level, and without a stream

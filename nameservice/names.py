@@ -12,9 +12,9 @@ Layout in the key-value store: one key per registered instance,
 ``names/<name>/<instance>`` → msgpack ``{"endpoint": str, "meta": dict}``. The instance is a
 random id made at registration, so many processes may register the same name. Each key is
 attached to its registration's lease: if the process dies its keepalives stop and the cluster
-deletes the key after the TTL (within TTL + 1 s of the death). A live process whose lease
-expired anyway (frozen or cut off past the TTL) puts its key back by itself once it hears so
-(``Registration``).
+deletes the key after the TTL (within TTL + 1 s of the death). A live process puts its key
+back by itself (``Registration``) when its lease expired anyway (frozen or cut off past the
+TTL), and when anyone else deletes or overwrites the key: each registration watches its own.
 
 A name is a non-empty string without empty ``/``-separated parts; instances never contain
 ``/``, so ``names/a/`` lists the instances of ``a`` and not those of ``a/b``.
@@ -33,9 +33,10 @@ from typing import AsyncIterator
 
 import msgpack
 
+from nameservice import logs
 from nameservice.client import NameServiceClient
 from nameservice.client.leases import LeaseKeeper
-from nameservice.errors import Compacted, NameServiceError
+from nameservice.errors import Compacted, LeaseNotFound, NameServiceError
 from nameservice.kv import KeyValue
 
 __all__ = ["Endpoint", "Names", "Registration", "NAMES_PREFIX", "entry_of"]
@@ -107,18 +108,23 @@ def _sorted(entries: dict[bytes, Endpoint]) -> list[Endpoint]:
 class Registration:
     """One registered instance of a name, kept alive by a lease renewed in the background.
 
-    If the cluster lets the lease expire (no keepalive reached a leader for a whole TTL: the
-    process was frozen or cut off), the entry is gone; the registration then puts it back by
-    itself, under the same key with a new lease, retrying every ``RETRY_S`` until it succeeds
-    (``reregister=False`` turns that off: the registration then stays lost).
+    The registration owns its key and keeps it as it put it, against two kinds of loss:
 
-    ``lost`` is set while the entry is gone and cleared once it is registered again;
-    ``losses`` counts the leases lost. ``await close()`` (or leaving ``async with``) deletes
-    the entry at once and stops re-registering.
+    * **its lease expires** (no keepalive reached a leader for a whole TTL: the process was
+      frozen or cut off) and the entry goes with it: it is put back under the same key with a
+      new lease (counted in ``losses``);
+    * **someone else deletes or overwrites the key** (``fabric kv del``, a raw put pointing the
+      name elsewhere): the registration watches its own key and puts its entry back with its
+      lease as soon as the change shows, logging a warning and counting it in ``repairs``.
+
+    Both retry every ``RETRY_S`` while the cluster cannot take the write;
+    ``reregister=False`` turns both off (the registration then stays lost). ``lost`` is set
+    while the entry is gone after a lease loss and cleared once it is registered again.
+    ``await close()`` (or leaving ``async with``) deletes the entry at once and stops both.
     """
 
     def __init__(self, names: Names, endpoint: Endpoint, value: bytes, ttl: float,
-                 keeper: LeaseKeeper, reregister: bool = True) -> None:
+                 keeper: LeaseKeeper, reregister: bool = True, revision: int = 0) -> None:
         self.endpoint = endpoint
         self._names = names
         self._value = value
@@ -126,11 +132,17 @@ class Registration:
         self._keeper = keeper
         self._reregister = reregister
         self._closed = False
+        self._written = revision  # the revision of our latest put of the entry
+        self._lock = asyncio.Lock()  # one restore at a time, whichever loss asked for it
         self.lost = asyncio.Event()
         """Set while the entry is gone (its lease expired), cleared once registered again."""
         self.losses = 0
         """How many times the cluster let this registration's lease expire."""
-        self._task = asyncio.ensure_future(self._watch_lease())
+        self.repairs = 0
+        """How many times the entry was put back after someone else deleted or changed it."""
+        self._tasks = [asyncio.ensure_future(self._watch_lease())]
+        if reregister:
+            self._tasks.append(asyncio.ensure_future(self._guard_key()))
 
     @property
     def key(self) -> bytes:
@@ -150,22 +162,78 @@ class Registration:
             if not self._reregister:
                 return
             log.warning("the lease of %s expired; registering it again", self.key.decode())
-            await self._keeper.close(revoke=False)  # its renewals ended with the loss
-            self._keeper = await self._names._put_entry(self.key, self._value, self._ttl,
-                                                         retry=True)
+            async with self._lock:
+                await self._new_lease()
             log.info("%s registered again", self.key.decode())
             self.lost.clear()
+
+    async def _new_lease(self) -> None:
+        await self._keeper.close(revoke=False)  # its renewals ended with the loss
+        self._keeper, self._written = await self._names._put_entry(
+            self.key, self._value, self._ttl, retry=True)
+
+    def _ours(self, event) -> bool:
+        kv = event.kv
+        return event.kind == "put" and kv.value == self._value and kv.lease == self._keeper.id
+
+    async def _guard_key(self) -> None:
+        """Watch the key from our own put on; put the entry back whenever a change that is not
+        ours shows up (a delete, or a put of another value or lease)."""
+        client = self._names.client
+        while True:
+            watch = client.watch(self.key, prefix=False, start_revision=self._written + 1)
+            try:
+                async for event in watch:
+                    if event.revision > self._written and not self._ours(event):
+                        await self._repair(event)
+                return
+            except Compacted:
+                # The history no longer reaches back to our put: compare with what is there.
+                current = await client.get(self.key)
+                if current is None or current.value != self._value or (
+                        current.lease != self._keeper.id):
+                    await self._repair(None)
+                elif current.mod_revision > self._written:
+                    self._written = current.mod_revision
+            finally:
+                await watch.close()
+
+    async def _repair(self, event) -> None:
+        async with self._lock:
+            if event is not None and event.revision <= self._written:
+                return  # put back already (after the lease was lost)
+            while not self._keeper.lost.is_set():
+                try:
+                    result = await self._names.client.put(self.key, self._value,
+                                                          lease=self._keeper.id)
+                except LeaseNotFound:
+                    return  # the lease went too: its keeper hears so, and a new one is made
+                except NameServiceError as exc:
+                    log.info("putting %s back failed (%s); retrying", self.key.decode(), exc)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                self._written = result.revision
+                # Counted once the put went through: a delete by our own lease's expiry ends
+                # in LeaseNotFound above, and is a loss, not a repair.
+                self.repairs += 1
+                what = "changed" if event is None else (
+                    "deleted" if event.kind == "delete" else "overwritten")
+                logs.event(log, "registration_repaired", level=logging.WARNING,
+                           key=self.key.decode(), change=what, revision=result.revision)
+                return
 
     async def close(self) -> None:
         """Deregister now: revoking the lease deletes the entry with it."""
         if self._closed:
             return
         self._closed = True
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         await self._keeper.close(revoke=True)
 
     async def __aenter__(self) -> Registration:
@@ -221,20 +289,21 @@ class Names:
         if len(value) > MAX_META_BYTES:
             raise ValueError(f"the entry is {len(value)} bytes; at most {MAX_META_BYTES}")
         key = prefix + secrets.token_hex(8).encode()
-        keeper = await self._put_entry(key, value, ttl)
+        keeper, revision = await self._put_entry(key, value, ttl)
         return Registration(self, Endpoint(name, endpoint, dict(meta or {}), key), value, ttl,
-                            keeper, reregister)
+                            keeper, reregister, revision)
 
     async def _put_entry(self, key: bytes, value: bytes, ttl: float,
-                         retry: bool = False) -> LeaseKeeper:
-        """Grant a lease kept alive and put ``key`` attached to it; with ``retry``, keep trying
-        every ``RETRY_S`` through failures of the name service instead of raising them."""
+                         retry: bool = False) -> tuple[LeaseKeeper, int]:
+        """Grant a lease kept alive and put ``key`` attached to it; the keeper and the put's
+        revision. With ``retry``, keep trying every ``RETRY_S`` through failures of the name
+        service instead of raising them."""
         while True:
             keeper = self.client.keep_alive(ttl)
             try:
                 await keeper.start()
-                await self.client.put(key, value, lease=keeper.id)
-                return keeper
+                result = await self.client.put(key, value, lease=keeper.id)
+                return keeper, result.revision
             except BaseException as exc:
                 # A lease granted but not used would only expire: revoke it now if we can.
                 await keeper.close(revoke=True)

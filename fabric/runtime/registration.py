@@ -3,9 +3,9 @@
 The intermediary's forwarding loop is a blocking poll, not asyncio; its registrations live in a
 thread of their own running an event loop with a name-service client. The thread registers each
 ``(name, endpoint, meta)`` with a lease, retrying until the name service takes it, and
-deregisters at once when stopped. Keeping the leases alive, and registering again if one is
-ever lost (the name service was unreachable for longer than the TTL), is each
-``nameservice.names.Registration``'s own job.
+deregisters at once when stopped. Keeping the leases alive, registering again if one is ever
+lost (the name service was unreachable for longer than the TTL), and putting an entry back that
+someone else deleted or overwrote, is each ``nameservice.names.Registration``'s own job.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ class RegistrationThread:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self.registered = threading.Event()
+        self._regs: list = []
         self._thread = threading.Thread(target=self._run, name="registration", daemon=True)
 
     def start(self) -> "RegistrationThread":
@@ -61,6 +62,11 @@ class RegistrationThread:
         self.deregister()
         self._thread.join(timeout)
 
+    @property
+    def repairs(self) -> int:
+        """Entries put back after someone else deleted or overwrote them (all entries)."""
+        return sum(reg.repairs for reg in list(self._regs))
+
     def _run(self) -> None:
         asyncio.run(self._main())
 
@@ -72,7 +78,7 @@ class RegistrationThread:
         self._stop = asyncio.Event()
         self._ready.set()
         async with NameServiceClient(self._addresses) as client:
-            regs: list = []
+            regs = self._regs
             registering = asyncio.ensure_future(self._register_all(Names(client), regs))
             try:
                 await self._stop.wait()

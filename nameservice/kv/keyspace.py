@@ -45,23 +45,32 @@ def prefix_end(prefix: bytes) -> bytes | None:
 
 
 class Lease:
-    """A lease: its TTL and the keys attached to it (mutable; owned by the ``KeySpace``)."""
+    """A lease: its TTL, the client session that granted it (0: none) and the keys attached
+    to it (mutable; owned by the ``KeySpace``)."""
 
-    __slots__ = ("id", "ttl_ms", "keys")
+    __slots__ = ("id", "ttl_ms", "owner", "keys")
 
-    def __init__(self, lease_id: int, ttl_ms: int) -> None:
+    def __init__(self, lease_id: int, ttl_ms: int, owner: int = 0) -> None:
         self.id = lease_id
         self.ttl_ms = ttl_ms
+        self.owner = owner
         self.keys: set[bytes] = set()
 
 
 class KeySpace:
     """Keys → ``KeyValue``, a sorted key index for ranges, leases, and the revision."""
 
-    def __init__(self, max_keys: int, max_leases: int, min_lease_ttl_ms: int) -> None:
+    def __init__(self, max_keys: int, max_leases: int, min_lease_ttl_ms: int, *,
+                 max_leases_per_owner: int = 10_000, reserved_leases: int = 10_000,
+                 reserved_floor: int = 16) -> None:
         self.max_keys = max_keys
         self.max_leases = max_leases
         self.min_lease_ttl_ms = min_lease_ttl_ms
+        self.max_leases_per_owner = max_leases_per_owner
+        self.reserved_leases = reserved_leases
+        self.reserved_floor = reserved_floor
+        self.owned: dict[int, int] = {}
+        """Leases held per owning session (only owners holding some)."""
         self.revision = 0
         self.last_lease_id = 0
         self.kvs: dict[bytes, KeyValue] = {}
@@ -152,10 +161,21 @@ class KeySpace:
         kv = self._write(key, value, lease, current, events)
         return CasResult(True, self.revision, kv)
 
-    def grant(self, lease_id: int, ttl_ms: int) -> Result:
-        """Create a lease (id 0: the next unused id)."""
-        if len(self.leases) >= self.max_leases:
-            return Rejected(RejectCode.TOO_MANY_LEASES, f"{self.max_leases} leases exist")
+    def grant(self, lease_id: int, ttl_ms: int, owner: int = 0) -> Result:
+        """Create a lease (id 0: the next unused id) for the session ``owner`` (0: none).
+
+        Quotas: an owner holds at most ``max_leases_per_owner``; once ``max_leases`` exist,
+        only an owner holding fewer than ``reserved_floor`` may grant, up to
+        ``reserved_leases`` more, so one client that took them all locks no one else out.
+        """
+        held = self.owned.get(owner, 0) if owner else self.reserved_floor
+        if held >= self.max_leases_per_owner:
+            return Rejected(RejectCode.TOO_MANY_LEASES,
+                            f"too many leases for this client: session {owner} holds {held}")
+        total = len(self.leases)
+        if total >= self.max_leases and (held >= self.reserved_floor
+                                         or total >= self.max_leases + self.reserved_leases):
+            return Rejected(RejectCode.TOO_MANY_LEASES, f"{total} leases exist")
         if lease_id == 0:
             lease_id = self.last_lease_id + 1
             while lease_id in self.leases:
@@ -164,7 +184,9 @@ class KeySpace:
             return Rejected(RejectCode.LEASE_EXISTS, f"lease {lease_id} already exists")
         self.last_lease_id = max(self.last_lease_id, lease_id)
         ttl_ms = max(ttl_ms, self.min_lease_ttl_ms)
-        self.leases[lease_id] = Lease(lease_id, ttl_ms)
+        self.leases[lease_id] = Lease(lease_id, ttl_ms, owner)
+        if owner:
+            self.owned[owner] = self.owned.get(owner, 0) + 1
         return LeaseGrantResult(lease_id, ttl_ms, self.revision)
 
     def revoke(self, lease_id: int, events: list[Event]) -> LeaseRevokeResult:
@@ -172,6 +194,12 @@ class KeySpace:
         lease = self.leases.pop(lease_id, None)
         if lease is None:
             return LeaseRevokeResult(False, 0, self.revision)
+        if lease.owner:
+            left = self.owned[lease.owner] - 1
+            if left:
+                self.owned[lease.owner] = left
+            else:
+                del self.owned[lease.owner]
         kvs = self.kvs
         for key in sorted(lease.keys):
             self._remove(kvs[key], events, detach=False)

@@ -66,7 +66,13 @@ class KvConfig:
     max_keys: int = 1_000_000
     """Creating a key beyond this many is rejected with TOO_MANY_KEYS."""
     max_leases: int = 100_000
-    """Granting a lease beyond this many is rejected with TOO_MANY_LEASES."""
+    """Granting a lease beyond this many is rejected with TOO_MANY_LEASES (but see below)."""
+    max_leases_per_session: int = 10_000
+    """Leases one client session may hold; beyond, TOO_MANY_LEASES (a client's quota)."""
+    reserved_leases: int = 10_000
+    """Leases beyond ``max_leases`` that only sessions holding fewer than
+    ``leases_reserved_floor`` may grant: one client that took every lease locks no one out."""
+    leases_reserved_floor: int = 16
     min_lease_ttl_ms: int = 1000
     """A shorter TTL asked for is raised to this."""
     max_sessions: int = 16_384
@@ -95,10 +101,14 @@ class KvStateMachine:
         self.duplicates = 0
         self.malformed = 0
         self.stale_conflicts = 0
+        self.leases_refused = 0
 
     def _new_space(self) -> KeySpace:
         c = self.config
-        return KeySpace(c.max_keys, c.max_leases, c.min_lease_ttl_ms)
+        return KeySpace(c.max_keys, c.max_leases, c.min_lease_ttl_ms,
+                        max_leases_per_owner=c.max_leases_per_session,
+                        reserved_leases=c.reserved_leases,
+                        reserved_floor=c.leases_reserved_floor)
 
     def _new_sessions(self) -> SessionTable:
         c = self.config
@@ -164,6 +174,7 @@ class KvStateMachine:
             "duplicates": self.duplicates,
             "malformed": self.malformed,
             "stale_conflicts": self.stale_conflicts,
+            "leases_refused": self.leases_refused,
         }
 
     # --- applying --------------------------------------------------------------------------
@@ -228,11 +239,11 @@ class KvStateMachine:
                 RejectCode.SEQ_TOO_OLD,
                 f"seq {seq} of session {item.client_id} is at or below its floor {session.floor}",
             )
-        result = self._execute(item.command, events)
+        result = self._execute(item.command, events, item.client_id)
         sessions.record(session, seq, result)
         return result
 
-    def _execute(self, cmd: object, events: list[Event]) -> Result:
+    def _execute(self, cmd: object, events: list[Event], client_id: int = 0) -> Result:
         space = self._space
         if type(cmd) is Put:
             return space.put(cmd.key, cmd.value, cmd.lease, cmd.prev_kv, events)
@@ -256,7 +267,10 @@ class KvStateMachine:
                 self.stale_conflicts += 1
             return space.compare_and_swap(cmd.key, cmd.value, holds, current, 0, events)
         if type(cmd) is LeaseGrant:
-            return space.grant(cmd.id, cmd.ttl_ms)
+            result = space.grant(cmd.id, cmd.ttl_ms, client_id)
+            if type(result) is Rejected and result.code is RejectCode.TOO_MANY_LEASES:
+                self.leases_refused += 1
+            return result
         if type(cmd) is LeaseRevoke or type(cmd) is LeaseExpire:
             return space.revoke(cmd.id, events)
         if type(cmd) is OpenSession:

@@ -3,7 +3,8 @@
 Layout: the version byte, then one msgpack array
 ``[applied_index, revision, last_lease_id, kvs, leases, sessions]`` where ``kvs`` lists every
 key-value as ``[key, value, create_revision, mod_revision, version, lease]`` in key order,
-``leases`` lists ``[id, ttl_ms]`` in id order (attached keys follow from ``kvs``), and
+``leases`` lists ``[id, ttl_ms]``, or ``[id, ttl_ms, owner]`` for a lease granted in a client
+session (``owner``: its client id), in id order (attached keys follow from ``kvs``), and
 ``sessions`` is ``[last_client_id, [[client_id, floor, [[seq, result], ...]], ...]]`` with
 sessions least recently used first and results in applied order. Everything is in an order fixed
 by the applied commands alone, so replicas that applied the same log produce the same bytes. The
@@ -36,7 +37,7 @@ def dump_snapshot(applied_index: int, space: KeySpace, sessions: SessionTable) -
         space.revision,
         space.last_lease_id,
         [kv_to_wire(kvs[key]) for key in space.sorted_keys],
-        [[lease_id, space.leases[lease_id].ttl_ms] for lease_id in sorted(space.leases)],
+        [_lease_to_wire(space.leases[lease_id]) for lease_id in sorted(space.leases)],
         sessions.to_wire(result_to_wire),
     ]
     packed: bytes = msgpack.packb(wire, use_bin_type=True)
@@ -69,11 +70,17 @@ def _load(wire: Any, space: KeySpace, sessions: SessionTable) -> int:
     for number in (applied_index, revision, last_lease_id):
         _require(type(number) is int and number >= 0, "counters are non-negative ints")
     leases: dict[int, Lease] = {}
-    for lease_id, ttl_ms in leases_wire:
+    owned: dict[int, int] = {}
+    for lease_wire in leases_wire:
+        _require(type(lease_wire) is list and len(lease_wire) in (2, 3), "bad lease")
+        lease_id, ttl_ms, owner = (*lease_wire, 0)[:3]
         _require(type(lease_id) is int and 0 < lease_id <= last_lease_id, "bad lease id")
         _require(type(ttl_ms) is int and ttl_ms > 0, "bad lease ttl")
+        _require(type(owner) is int and owner >= 0, "bad lease owner")
         _require(lease_id not in leases, "repeated lease")
-        leases[lease_id] = Lease(lease_id, ttl_ms)
+        leases[lease_id] = Lease(lease_id, ttl_ms, owner)
+        if owner:
+            owned[owner] = owned.get(owner, 0) + 1
     kvs: dict[bytes, KeyValue] = {}
     keys: list[bytes] = []
     previous = b""
@@ -96,7 +103,13 @@ def _load(wire: Any, space: KeySpace, sessions: SessionTable) -> int:
     space.kvs = kvs
     space.sorted_keys = SortedList(keys)
     space.leases = leases
+    space.owned = owned
     return cast(int, applied_index)  # checked above
+
+
+def _lease_to_wire(lease: Lease) -> list[int]:
+    # The owner only when there is one: snapshots without owners keep their old bytes.
+    return [lease.id, lease.ttl_ms, lease.owner] if lease.owner else [lease.id, lease.ttl_ms]
 
 
 def _require(condition: bool, message: str) -> None:

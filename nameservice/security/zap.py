@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 
 import zmq
+from zmq.utils import z85
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class ZapHandler:
             self.counters["zap_refused_mechanism"] += 1
             self._log_refusal(address, b"", f"mechanism {mechanism[:16]!r}")
             return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
-        public = zmq.utils.z85.encode(credentials[0])
+        public = z85.encode(credentials[0])
         user = self._allowed.get(public)
         if user is None:
             self.counters["zap_refused_unknown_key"] += 1

@@ -45,6 +45,9 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
     click.option("--snapshot-threshold", type=click.IntRange(min=1), default=10_000,
                  show_default=True, metavar="N",
                  help="Snapshot the state and drop the log it covers every N entries."),
+    click.option("--snapshot-bytes", type=click.IntRange(min=1), default=64 << 20,
+                 show_default=True, metavar="BYTES",
+                 help="... or once the entries since the last snapshot hold BYTES of data."),
     click.option("--sync-mode", type=click.Choice(("thread", "inline", "auto")), default="auto",
                  show_default=True,
                  help="Where fsync runs: auto fsyncs on the leader in a worker thread and on "
@@ -52,6 +55,9 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
     click.option("--history-events", type=click.IntRange(min=0), default=10_000,
                  show_default=True, metavar="N",
                  help="Events kept for watches resuming from an older revision."),
+    click.option("--history-bytes", type=click.IntRange(min=0), default=64 << 20,
+                 show_default=True, metavar="BYTES",
+                 help="... and at most about BYTES of their keys and values."),
     click.option("--min-lease-ttl", type=float, default=1.0, show_default=True, metavar="S",
                  help="Shortest lease TTL granted, at least 0.5 (the same on every node)."),
     click.option("--cluster-name", default="default", show_default=True,
@@ -71,8 +77,9 @@ NODE_OPTIONS: list[Callable[[F], F]] = [
 """The node's own options, as click decorators, in the order --help lists them."""
 
 NODE_PARAMS = ("node_id", "cluster", "join", "listen", "data_dir", "election_timeout",
-               "snapshot_threshold", "sync_mode", "history_events", "min_lease_ttl",
-               "cluster_name", "no_advertise", "name", "control", "metrics")
+               "snapshot_threshold", "snapshot_bytes", "sync_mode", "history_events",
+               "history_bytes", "min_lease_ttl", "cluster_name", "no_advertise", "name",
+               "control", "metrics")
 """The keyword arguments those options give (:func:`settings_from` takes all but ``metrics``,
 which :func:`run_node` takes)."""
 
@@ -86,8 +93,9 @@ def node_options(func: F) -> F:
 
 def settings_from(*, node_id: int, cluster: str | None, join: str | None, listen: str | None,
                   data_dir: str | None, election_timeout: str, snapshot_threshold: int,
-                  sync_mode: str, history_events: int, min_lease_ttl: float, cluster_name: str,
-                  no_advertise: bool, name: str, control: str) -> NodeSettings:
+                  snapshot_bytes: int, sync_mode: str, history_events: int, history_bytes: int,
+                  min_lease_ttl: float, cluster_name: str, no_advertise: bool, name: str,
+                  control: str) -> NodeSettings:
     """The node's settings from its options; ``ConfigError`` for a bad value. With ``join``
     the members are asked who they are (``Unavailable`` if none answers)."""
     from nameservice.address import parse_address, parse_cluster
@@ -114,10 +122,12 @@ def settings_from(*, node_id: int, cluster: str | None, join: str | None, listen
                           "--listen")
     return NodeSettings(node_id, members, data_dir, parse_timeout_range(election_timeout),
                         learners=learners,
-                        snapshot_threshold=snapshot_threshold, sync_mode=sync_mode,
+                        snapshot_threshold=snapshot_threshold,
+                        snapshot_bytes=snapshot_bytes, sync_mode=sync_mode,
                         min_lease_ttl_ms=parse_min_lease_ttl(min_lease_ttl),
                         cluster_name=cluster_name, advertise=not no_advertise,
-                        history_events=history_events, name=name, control=control)
+                        history_events=history_events, history_bytes=history_bytes,
+                        name=name, control=control)
 
 
 def run_node(settings: NodeSettings, *, events: bool = False,
@@ -129,7 +139,8 @@ def run_node(settings: NodeSettings, *, events: bool = False,
 
     def announce(line: str) -> None:
         kind, _, value = line.partition(" ")
-        logs.event(log, kind, **{"address" if kind == "listening" else "endpoint": value})
+        fields: dict[str, Any] = {"address" if kind == "listening" else "endpoint": value}
+        logs.event(log, kind, **fields)
         if not events:
             print(line, flush=True)  # the readiness lines LocalCluster reads
 

@@ -54,6 +54,9 @@ class NodeSettings:
     heartbeat_ms: int = 0  # 0: a third of the minimum election timeout, at most 50 ms
     tick_ms: int = 0  # 0: 10 ms, or less for election timeouts under 100 ms
     snapshot_threshold: int = 10_000
+    # ... or once the entries since the last snapshot hold this much data: the log stays in
+    # memory until compacted, so large values must compact it too.
+    snapshot_bytes: int = 64 << 20
     # Where fsync runs: "thread" (a worker thread, the loop keeps receiving), "inline" (on the
     # loop thread: fewer thread hand-offs), "auto" (the leader in a thread, followers inline).
     sync_mode: str = "auto"
@@ -63,6 +66,7 @@ class NodeSettings:
     cluster_name: str = "default"
     advertise: bool = True
     history_events: int = 10_000  # events kept for watches resuming (local, per node)
+    history_bytes: int = 64 << 20  # ... and about this many bytes of their keys and values
     # The node's fabric process name (registered as process/NAME; "" = ns-ID) and where its
     # control socket binds (HOST:PORT, port 0 for any; "" = the node's host, any port).
     name: str = ""
@@ -72,8 +76,10 @@ class NodeSettings:
     def __post_init__(self) -> None:
         if self.sync_mode not in ("thread", "inline", "auto"):
             raise ConfigError(f"unknown sync mode {self.sync_mode!r}")
-        if self.history_events < 0:
-            raise ConfigError("history_events must not be negative")
+        if self.history_events < 0 or self.history_bytes < 0:
+            raise ConfigError("history_events and history_bytes must not be negative")
+        if self.snapshot_threshold < 1 or self.snapshot_bytes < 1:
+            raise ConfigError("snapshot_threshold and snapshot_bytes must be positive")
         if self.min_lease_ttl_ms < LOWEST_MIN_LEASE_TTL_MS:
             raise ConfigError(f"the minimum lease TTL must be at least "
                               f"{LOWEST_MIN_LEASE_TTL_MS} ms, got {self.min_lease_ttl_ms}")

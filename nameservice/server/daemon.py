@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 import signal
@@ -23,6 +25,27 @@ log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130
 """The exit code after a clean stop asked for with SIGINT (Ctrl-C), as shells expect."""
+MMAP_THRESHOLD = 128 << 10
+"""Allocations from this size up get pages of their own, given back when freed."""
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def return_large_frees() -> bool:
+    """Make glibc give large blocks back to the system as soon as they are freed.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
+    which blocks of that size come from the heap, whose free space it rarely returns: a node
+    that stored and deleted many 1 MiB values kept hundreds of MB it no longer used (issue
+    13). A fixed threshold turns the dynamic one off. False where there is no glibc.
+    """
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 async def _serve(settings: NodeSettings, announce: Callable[[str], None],
@@ -30,6 +53,7 @@ async def _serve(settings: NodeSettings, announce: Callable[[str], None],
     """Serve until stopped; True if SIGINT asked for the stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    return_large_frees()
     node = Node(settings)
     served = None
     if metrics is not None:

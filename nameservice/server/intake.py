@@ -16,7 +16,8 @@ address; while no leader is known it is **parked** (at most ``max_parked``, unti
 batcher's and the read service's ``full``, answered BUSY.
 
 Failure rules: bad frames and bad requests are counted (``counters``) and dropped, or answered
-BAD_REQUEST when they carry a request id; the log line is rate-limited.
+BAD_REQUEST when they carry a request id; the log line is rate-limited. A connection may open
+``MAX_SESSIONS_PER_CLIENT`` sessions per window (``quotas.py``); beyond, BAD_REQUEST.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from nameservice.raft.core import RaftCore
 from nameservice.raft.types import NONE, Role
 from nameservice.server.leases import LeaseClock
 from nameservice.server.members import MembershipService
+from nameservice.server.quotas import SessionQuota
 from nameservice.server.reads import ReadService
 from nameservice.server.seam import Reply
 from nameservice.server.stale import StaleWrites
@@ -87,6 +89,7 @@ class RequestIntake:
         self.max_parked = max_parked
         self._parked: deque[tuple[float, bytes, list]] = deque()  # (deadline, identity, request)
         self._bad_logged = 0
+        self.sessions = SessionQuota()
         self.counters = {"bad_peer_frames": 0, "bad_client_frames": 0, "bad_requests": 0,
                          "busy": 0, "writes": 0, "reads": 0}
 
@@ -193,6 +196,11 @@ class RequestIntake:
         if self._writes.full:
             self._busy(identity, rid)
             return
+        if type(item) is OpenSession and not self.sessions.allow(identity, time.monotonic()):
+            self._reply(identity, rid, wire.ST_BAD_REQUEST,
+                        f"too many sessions for this client ({self.sessions.limit} opened in "
+                        f"{self.sessions.window_s:g} s); retry later")
+            return
         self.counters["writes"] += 1
         self._writes.add(identity, rid, w[2], item, size)
 
@@ -263,6 +271,7 @@ class RequestIntake:
 
     def expire(self, now: float) -> None:
         """Answer UNAVAILABLE the parked requests whose time ran out."""
+        self.sessions.prune(now)
         parked = self._parked
         while parked and parked[0][0] <= now:
             _, identity, w = parked.popleft()

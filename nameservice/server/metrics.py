@@ -78,6 +78,9 @@ NODE_METRICS: tuple[Metric, ...] = (
     Metric("fabric_ns_lease_expiries_total", _C, "Leases the leader found run out and "
                                                  "proposed to expire."),
     Metric("fabric_ns_sessions_evicted_total", _C, "Client sessions evicted from the state."),
+    Metric("fabric_ns_quota_refusals_total", _C, "Requests refused at a client's quota: "
+                                                 "watches, leases (per session), sessions.",
+           ("quota",)),
     Metric("fabric_ns_stale_writes_refused_total", _C, "Quorum-less writes refused (backlog "
                                                        "full)."),
     Metric("fabric_ns_stale_conflicts_total", _C, "Quorum-less writes dropped in conflict "
@@ -150,6 +153,9 @@ def node_samples(node: Any) -> Iterator[Sample]:
     yield "fabric_ns_watches_refused_total", (), watch["watch_refused"]
     yield "fabric_ns_lease_expiries_total", (), node.leases.expiries
     yield "fabric_ns_sessions_evicted_total", (), stats["sessions_evicted"]
+    yield "fabric_ns_quota_refusals_total", ("watches",), watch["watch_quota_refused"]
+    yield "fabric_ns_quota_refusals_total", ("leases",), stats["leases_refused"]
+    yield "fabric_ns_quota_refusals_total", ("sessions",), node.intake.sessions.refused
     stale = node.stale
     yield "fabric_ns_stale_writes_refused_total", (), stale.refused
     yield "fabric_ns_stale_conflicts_total", (), stale.overlay.conflict_count

@@ -105,10 +105,12 @@ class Node:
                  *, storage: RaftStorage | None = None, stale: StaleWrites | None = None) -> None:
         self.settings = settings
         self.storage = storage if storage is not None else DiskStorage(
-            settings.data_dir, snapshot_threshold=settings.snapshot_threshold)
+            settings.data_dir, snapshot_threshold=settings.snapshot_threshold,
+            snapshot_bytes=settings.snapshot_bytes)
         hard_state, snapshot, entries = self.storage.initial_state()
         self.machine = KvStateMachine(KvConfig(min_lease_ttl_ms=settings.min_lease_ttl_ms,
-                                               history_events=settings.history_events))
+                                               history_events=settings.history_events,
+                                               history_bytes=settings.history_bytes))
         if snapshot.meta.index:
             self.machine.restore(snapshot.data)
         self.core = RaftCore(settings.raft_config(), random.Random(), hard_state,

@@ -33,8 +33,12 @@ lost push (dropped by a full queue, a node change) as a gap and resumes from its
   client that disconnected loses all its watches. A snapshot installed over the state machine
   cancels every watch with RESTORED (the events in between were never applied here).
 
-Bounds: ``MAX_WATCHES`` per node and ``MAX_WATCHES_PER_CLIENT`` per client connection; beyond,
-WATCH is refused (BAD_REQUEST) and the client tries another node. A push holds at most
+Bounds: ``MAX_WATCHES_PER_CLIENT`` per client connection (its quota: beyond, WATCH is refused
+with BAD_REQUEST "too many watches for this client", counted in ``watch_quota_refused``) and
+``MAX_WATCHES`` per node, shared; once those are taken, a connection holding fewer than
+``WATCHES_RESERVED_FLOOR`` watches here may still use ``RESERVED_WATCHES`` more, so one client
+that filled the node does not lock every other one out (beyond: "too many watches on this
+node", counted in ``watch_refused``; the client tries another node). A push holds at most
 ``MAX_EVENTS_PER_PUSH`` events and about ``MAX_PUSH_BYTES`` (a long replay is cut into
 several).
 """
@@ -51,7 +55,11 @@ from nameservice.kv.codec import kv_to_wire
 MAX_WATCHES = 100_000
 """Watches one node serves at most."""
 MAX_WATCHES_PER_CLIENT = 10_000
-"""Watches one client connection may hold on a node."""
+"""Watches one client connection may hold on a node (its quota)."""
+RESERVED_WATCHES = 10_000
+"""Watches beyond ``MAX_WATCHES`` kept for connections holding fewer than the floor."""
+WATCHES_RESERVED_FLOOR = 16
+"""A connection holding fewer watches than this on a node may use the reserved ones."""
 MAX_EVENTS_PER_PUSH = 1000
 """Events per push; a longer replay is sent as several pushes."""
 MAX_PUSH_BYTES = 4 << 20
@@ -103,7 +111,8 @@ class WatchHub:
         self._next_advance = 0.0
         self._last_push: dict[bytes, float] = {}  # per client connection
         self.counters = {"watches_created": 0, "watches_cancelled": 0, "watch_events": 0,
-                         "watch_overflows": 0, "watch_clients_gone": 0, "watch_refused": 0}
+                         "watch_overflows": 0, "watch_clients_gone": 0, "watch_refused": 0,
+                         "watch_quota_refused": 0}
 
     def attach(self, transport: PushTransport) -> None:
         """Send pushes through ``transport`` (a ``NodeTransport``) from now on."""
@@ -139,8 +148,14 @@ class WatchHub:
             return wire.ST_UNAVAILABLE, "this node has known no leader for a while"
         if (identity, wid) in self._watches:
             return wire.ST_BAD_REQUEST, f"watch {wid} exists already"
-        if len(self._watches) >= MAX_WATCHES or (
-                client is not None and len(client) >= MAX_WATCHES_PER_CLIENT):
+        held = 0 if client is None else len(client)
+        if held >= MAX_WATCHES_PER_CLIENT:
+            self.counters["watch_quota_refused"] += 1
+            return wire.ST_BAD_REQUEST, (f"too many watches for this client "
+                                         f"({MAX_WATCHES_PER_CLIENT} on this node)")
+        total = len(self._watches)
+        if total >= MAX_WATCHES and (held >= WATCHES_RESERVED_FLOOR
+                                     or total >= MAX_WATCHES + RESERVED_WATCHES):
             self.counters["watch_refused"] += 1
             return wire.ST_BAD_REQUEST, "too many watches on this node"
         backlog: list[Event] = []

@@ -4,7 +4,13 @@
 and snapshot files, group commit, crash recovery) and ``MemoryStorage`` its in-memory twin for
 tests and the simulator. docs/storage.md describes the file formats and recovery rules.
 """
-from .base import DEFAULT_SNAPSHOT_THRESHOLD, RaftStorage, RecoveredState, StorageStats
+from .base import (
+    DEFAULT_SNAPSHOT_BYTES,
+    DEFAULT_SNAPSHOT_THRESHOLD,
+    RaftStorage,
+    RecoveredState,
+    StorageStats,
+)
 from .disk import DiskStorage
 from .errors import (
     CorruptFileError,
@@ -18,6 +24,7 @@ from .errors import (
 from .memory import MemoryStorage
 
 __all__ = [
+    "DEFAULT_SNAPSHOT_BYTES",
     "DEFAULT_SNAPSHOT_THRESHOLD",
     "CorruptFileError",
     "CorruptLogError",

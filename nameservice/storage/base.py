@@ -9,6 +9,10 @@ from ..raft.types import Entry, HardState, Ready, Snapshot
 
 DEFAULT_SNAPSHOT_THRESHOLD = 10_000
 """Entries applied past the last snapshot after which ``should_snapshot`` says yes."""
+DEFAULT_SNAPSHOT_BYTES = 64 << 20
+"""Bytes of entry data applied past the last snapshot after which ``should_snapshot`` says
+yes: the log is held in memory until compacted, so a few large writes must compact it as
+surely as many small ones."""
 
 
 class RecoveredState(NamedTuple):
@@ -126,8 +130,9 @@ class RaftStorage(Protocol):
         ...
 
     def should_snapshot(self, applied_index: int) -> bool:
-        """True when at least the configured threshold of entries lies between the snapshot and
-        ``applied_index``: time for the owner to take a snapshot and call ``compact``."""
+        """True when at least the configured threshold of entries, or of entry bytes, lies
+        between the snapshot and ``applied_index``: time for the owner to take a snapshot and
+        call ``compact``."""
         ...
 
     def close(self, sync: bool = True) -> None:

@@ -20,10 +20,15 @@ from dataclasses import dataclass
 
 from ..raft.types import Entry, HardState, Ready, Snapshot
 from . import codec
-from .base import DEFAULT_SNAPSHOT_THRESHOLD, RecoveredState, StorageStats
+from .base import (
+    DEFAULT_SNAPSHOT_BYTES,
+    DEFAULT_SNAPSHOT_THRESHOLD,
+    RecoveredState,
+    StorageStats,
+)
 from .errors import CorruptFileError, InvalidWriteError, StorageClosedError, StorageError
 from .files import TEMP_SUFFIX, fsync_dir, lock_directory, read_file, write_all, write_atomic
-from .log import StateReads
+from .log import StateReads, should_snapshot
 from .recovery import reconcile, replay
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,8 @@ class DiskStorage(StateReads):
 
     ``segment_bytes``: a segment at or past this size is closed and a new one started before the
     next write. ``max_unsynced_bytes``: buffered writes reaching this size are synced at once
-    (an early group commit; nothing is dropped). ``snapshot_threshold``: see ``should_snapshot``.
+    (an early group commit; nothing is dropped). ``snapshot_threshold`` (entries) and
+    ``snapshot_bytes`` (entry data): see ``should_snapshot``.
     Raises CorruptLogError, CorruptFileError or RecoveryError when the directory cannot be
     recovered without losing synced data, StorageLockedError when another process has it open.
     """
@@ -56,12 +62,15 @@ class DiskStorage(StateReads):
     def __init__(self, data_dir: str | os.PathLike[str], *,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD,
+                 snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
                  max_unsynced_bytes: int = DEFAULT_MAX_UNSYNCED_BYTES) -> None:
-        if segment_bytes <= 0 or max_unsynced_bytes <= 0 or snapshot_threshold <= 0:
-            raise ValueError("segment_bytes, max_unsynced_bytes and snapshot_threshold must be > 0")
+        if min(segment_bytes, max_unsynced_bytes, snapshot_threshold, snapshot_bytes) <= 0:
+            raise ValueError("segment_bytes, max_unsynced_bytes, snapshot_threshold and "
+                             "snapshot_bytes must be > 0")
         self._dir = os.path.abspath(os.fspath(data_dir))
         self._segment_bytes = segment_bytes
         self._snapshot_threshold = snapshot_threshold
+        self._snapshot_bytes = snapshot_bytes
         self._max_unsynced_bytes = max_unsynced_bytes
         self._stats = StorageStats()
         # Packed operations not yet written, each with the highest index it mentions. The
@@ -174,8 +183,10 @@ class DiskStorage(StateReads):
         return RecoveredState(live.recovered_hard_state(), live.snapshot, list(live.log.entries))
 
     def should_snapshot(self, applied_index: int) -> bool:
-        """True once ``applied_index`` is the threshold or more past the snapshot."""
-        return applied_index - self._live.snapshot.meta.index >= self._snapshot_threshold
+        """True once ``applied_index`` is the threshold or more past the snapshot, or the
+        entries up to it hold ``snapshot_bytes`` or more."""
+        return should_snapshot(self._live, applied_index, self._snapshot_threshold,
+                               self._snapshot_bytes)
 
     # -- writes ---------------------------------------------------------------------------
 

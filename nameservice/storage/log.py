@@ -15,15 +15,17 @@ class LogState:
     """Entries ``base_index + 1 .. last_index``, where ``base`` is the snapshot position.
 
     ``term(base_index)`` is ``base_term``; every earlier index is compacted away.
+    ``data_bytes`` is the sum of the entries' data sizes (what the log holds in memory).
     """
 
-    __slots__ = ("base_index", "base_term", "entries")
+    __slots__ = ("base_index", "base_term", "entries", "data_bytes")
 
     def __init__(self, base_index: int = 0, base_term: int = 0,
                  entries: list[Entry] | None = None) -> None:
         self.base_index = base_index
         self.base_term = base_term
         self.entries: list[Entry] = entries if entries is not None else []
+        self.data_bytes = sum(len(e.data) for e in self.entries)
 
     @property
     def last_index(self) -> int:
@@ -68,17 +70,32 @@ class LogState:
 
     def append_checked(self, entries: Sequence[Entry]) -> None:
         """``append`` for entries that already passed ``check_append``."""
-        del self.entries[entries[0].index - self.base_index - 1:]
+        cut = entries[0].index - self.base_index - 1
+        if cut < len(self.entries):
+            self.data_bytes -= sum(len(e.data) for e in self.entries[cut:])
+            del self.entries[cut:]
         self.entries.extend(entries)
+        self.data_bytes += sum(len(e.data) for e in entries)
+
+    def bytes_through(self, index: int) -> int:
+        """Data bytes of the entries up to ``index`` (those a snapshot there would drop)."""
+        held = index - self.base_index
+        if held <= 0:
+            return 0
+        if held >= len(self.entries):
+            return self.data_bytes
+        return sum(len(e.data) for e in self.entries[:held])
 
     def compact(self, index: int, term: int) -> None:
         """Drop entries up to ``index`` (which must be in the log) and make it the new base."""
+        self.data_bytes -= self.bytes_through(index)
         del self.entries[: index - self.base_index]
         self.base_index, self.base_term = index, term
 
     def reset(self, index: int, term: int) -> None:
         """Drop every entry; the log restarts after ``(index, term)``."""
         self.entries = []
+        self.data_bytes = 0
         self.base_index, self.base_term = index, term
 
     def install(self, index: int, term: int) -> bool:
@@ -200,3 +217,16 @@ class StateReads:
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Entries with ``lo <= index < hi`` that the log holds."""
         return self._live.log.slice(lo, hi)
+
+
+def should_snapshot(live: StoredState, applied_index: int, threshold: int,
+                    max_bytes: int) -> bool:
+    """Whether ``threshold`` entries, or ``max_bytes`` of entry data, lie between the snapshot
+    and ``applied_index`` (the rule both storages share)."""
+    since = applied_index - live.snapshot.meta.index
+    if since >= threshold:
+        return True
+    log = live.log
+    # The running total is cheap; the exact sum up to the applied entry only when it may pass.
+    return (since > 0 and log.data_bytes >= max_bytes
+            and log.bytes_through(applied_index) >= max_bytes)

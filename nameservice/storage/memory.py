@@ -9,16 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..raft.types import Entry, HardState, Ready, Snapshot
-from .base import DEFAULT_SNAPSHOT_THRESHOLD, RecoveredState, StorageStats
+from .base import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_THRESHOLD, RecoveredState, StorageStats
 from .errors import StorageClosedError
-from .log import LogState, StateReads, StoredState
+from .log import LogState, StateReads, StoredState, should_snapshot
 
 
 class MemoryStorage(StateReads):
     """A RaftStorage that keeps everything in memory and simulates durability."""
 
     def __init__(self, state: RecoveredState | None = None, *,
-                 snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD) -> None:
+                 snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD,
+                 snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES) -> None:
         if state is None:
             self._live = StoredState()
         else:
@@ -29,6 +30,7 @@ class MemoryStorage(StateReads):
         self._durable = self._live.copy()
         self._pending: list[Sequence[Entry]] = []
         self._snapshot_threshold = snapshot_threshold
+        self._snapshot_bytes = snapshot_bytes
         self._stats = StorageStats()
         self._closed = False
 
@@ -104,15 +106,18 @@ class MemoryStorage(StateReads):
         self._stats.fsyncs += 1
 
     def should_snapshot(self, applied_index: int) -> bool:
-        """True once ``applied_index`` is the threshold or more past the snapshot."""
-        return applied_index - self._live.snapshot.meta.index >= self._snapshot_threshold
+        """True once ``applied_index`` is the threshold or more past the snapshot, or the
+        entries up to it hold ``snapshot_bytes`` or more."""
+        return should_snapshot(self._live, applied_index, self._snapshot_threshold,
+                               self._snapshot_bytes)
 
     def crashed(self) -> MemoryStorage:
         """A new storage holding what a crash right now would leave: the durable state only."""
         durable = self._durable
         state = RecoveredState(durable.recovered_hard_state(), durable.snapshot,
                                list(durable.log.entries))
-        return MemoryStorage(state, snapshot_threshold=self._snapshot_threshold)
+        return MemoryStorage(state, snapshot_threshold=self._snapshot_threshold,
+                             snapshot_bytes=self._snapshot_bytes)
 
     def close(self, sync: bool = True) -> None:
         """Release the storage; ``sync=False`` drops unsynced writes as a crash would."""

@@ -8,6 +8,7 @@ from nameservice.kv import (
     CloseSession,
     KvConfig,
     LeaseGrant,
+    LeaseRevoke,
     OpenSession,
     Put,
     PutResult,
@@ -166,3 +167,33 @@ def test_bare_commands_are_not_deduplicated() -> None:
     d.do(Put(b"k", b"v"))
     d.do(Put(b"k", b"v"))
     assert d.machine.revision == 2
+
+
+def test_a_session_holds_at_most_its_lease_quota_and_others_keep_granting() -> None:
+    d = Driver(KvConfig(max_leases=3, max_leases_per_session=2, reserved_leases=1,
+                        leases_reserved_floor=1))
+    greedy, other, third = d.session(), d.session(), d.session()
+
+    def grant(client: int, seq: int):
+        return d.do(Request(client, seq, LeaseGrant(0, 1000)))
+
+    assert [type(grant(greedy, seq)).__name__ for seq in (1, 2)] == ["LeaseGrantResult"] * 2
+    refused = grant(greedy, 3)
+    assert isinstance(refused, Rejected) and refused.code is RejectCode.TOO_MANY_LEASES
+    assert "too many leases for this client" in refused.message
+    granted = grant(other, 1)  # the third lease: the shared pool is full now
+    assert not isinstance(granted, Rejected)
+    assert isinstance(grant(other, 2), Rejected)  # other holds one: no reserve for it
+    assert not isinstance(grant(third, 1), Rejected)  # third holds none: the reserve serves it
+    assert d.machine.stats()["leases_refused"] == 2
+    # The owners survive a snapshot: the restored state refuses the same grants.
+    restored = Driver(d.machine.config)
+    restored.machine.restore(d.machine.snapshot())
+    assert restored.machine.snapshot() == d.machine.snapshot()
+    again = restored.machine.apply(restored.machine.applied_index + 1,
+                                   Request(greedy, 4, LeaseGrant(0, 1000)))
+    assert isinstance(again.results[0], Rejected)
+    # Revoked leases give their owner room again.
+    assert d.do(Request(greedy, 5, LeaseRevoke(1))).found
+    assert d.do(Request(greedy, 6, LeaseRevoke(2))).found
+    assert not isinstance(grant(greedy, 7), Rejected)

@@ -50,7 +50,8 @@ def test_a_node_started_with_neither_cluster_nor_join_or_with_both_is_a_usage_er
     from nameservice.server.cli import settings_from
 
     base = dict(node_id=4, data_dir="/nonexistent", election_timeout="150-300",
-                snapshot_threshold=10, sync_mode="auto", history_events=0, min_lease_ttl=1.0,
+                snapshot_threshold=10, snapshot_bytes=1 << 20, sync_mode="auto", history_events=0,
+                history_bytes=1 << 20, min_lease_ttl=1.0,
                 cluster_name="default", no_advertise=True, name="", control="")
     for cluster, join, listen, message in (
             (None, None, None, "give --cluster"),

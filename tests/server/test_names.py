@@ -47,7 +47,7 @@ async def main(ns, name, endpoint, ttl, reregister):
             await reg.lost.wait()
             print("lost", reg.losses, flush=True)
             if reregister != "yes":  # done watching its lease: still lost?
-                await reg._task
+                await reg._tasks[0]  # its lease watcher
                 print("still", reg.lost.is_set(), flush=True)
             while reg.lost.is_set():
                 await asyncio.sleep(0.01)
@@ -171,13 +171,23 @@ async def test_watch_name_reloads_when_the_history_no_longer_reaches_back(make_c
     async with NameServiceClient(cluster.ns_arg) as client, \
             NameServiceClient(cluster.ns_arg) as writer:
         names = Names(client)
+
+        async def watches() -> dict[int, int]:
+            return {i: s["watches"] for i, s in (await statuses(writer, cluster)).items()}
+
+        # Each registration watches its own key, the nodes' own (process/ns-ID) included:
+        # the watcher's node is the one whose count grows when it starts.
+        async def nodes_registered():
+            counts = await watches()
+            return counts if sum(counts.values()) == len(cluster.ids) else None
+        before = await async_wait_for(nodes_registered, 10, "each node's registration watch")
         watcher = NameWatcher(names, "svc/x")
-        reg_a = await Names(writer).register("svc/x", "tcp://a", ttl=2.0)
-        await async_wait_for(lambda: watcher.latest() == ["tcp://a"], 5, "the first entry")
 
         async def serving():
-            return [i for i, s in (await statuses(writer, cluster)).items() if s["watches"]]
+            return [i for i, n in (await watches()).items() if n > before.get(i, 0)]
         [frozen] = await async_wait_for(serving, 5, "the node serving the watch")
+        reg_a = await Names(writer).register("svc/x", "tcp://a", ttl=2.0)
+        await async_wait_for(lambda: watcher.latest() == ["tcp://a"], 5, "the first entry")
         cluster.kill(frozen, signal.SIGSTOP)  # the watch's node goes silent...
         try:
             for i in range(20):  # ...while more changes happen than the others remember

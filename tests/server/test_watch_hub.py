@@ -216,8 +216,25 @@ def test_watches_per_client_are_bounded(monkeypatch):
     assert watch(hub, A, 1, b"a")[0] == wire.ST_OK
     assert watch(hub, A, 2, b"a")[0] == wire.ST_OK
     status, message = watch(hub, A, 3, b"a")
-    assert status == wire.ST_BAD_REQUEST and "too many watches" in message
+    assert status == wire.ST_BAD_REQUEST and "too many watches for this client" in message
     assert watch(hub, B, 3, b"a")[0] == wire.ST_OK
+    assert hub.counters["watch_quota_refused"] == 1
+
+
+def test_a_node_full_of_one_clients_watches_still_serves_a_small_client(monkeypatch):
+    monkeypatch.setattr(watches_module, "MAX_WATCHES", 3)
+    monkeypatch.setattr(watches_module, "RESERVED_WATCHES", 2)
+    monkeypatch.setattr(watches_module, "WATCHES_RESERVED_FLOOR", 1)
+    hub, machine, transport = make_hub()
+    for wid in (1, 2, 3):
+        assert watch(hub, A, wid, b"a")[0] == wire.ST_OK
+    status, message = watch(hub, A, 4, b"a")  # the node's share is taken, A is no small client
+    assert status == wire.ST_BAD_REQUEST and message == "too many watches on this node"
+    assert watch(hub, B, 1, b"a")[0] == wire.ST_OK  # B holds none: the reserve serves it
+    assert watch(hub, B, 2, b"a")[0] == wire.ST_BAD_REQUEST  # ... below the floor only
+    assert watch(hub, b"C", 1, b"a")[0] == wire.ST_OK
+    assert watch(hub, b"D", 1, b"a")[0] == wire.ST_BAD_REQUEST  # the reserve is used up
+    assert hub.counters["watch_refused"] == 3
 
 
 def test_watches_of_one_client_owed_the_same_events_share_one_push():

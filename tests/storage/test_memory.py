@@ -137,6 +137,19 @@ def test_should_snapshot_once_the_threshold_is_passed():
     assert s.should_snapshot(100)
 
 
+def test_should_snapshot_once_the_applied_entries_hold_the_byte_threshold():
+    s = MemoryStorage(snapshot_bytes=1000)
+    s.append([Entry(1, i, b"x" * 300) for i in range(1, 6)])
+    assert not s.should_snapshot(3)  # 900 bytes applied; the unapplied ones do not count
+    assert s.should_snapshot(4)
+    s.append([Entry(2, 2, b"y")])  # replaces entries 2..5: 301 bytes left
+    s.set_hard_state(HardState(2, 0, 2))
+    assert not s.should_snapshot(2)
+    s.compact(Snapshot(SnapshotMeta(2, 2, (1,)), b""))
+    s.append([Entry(2, i, b"z" * 500) for i in range(3, 5)])
+    assert not s.should_snapshot(3) and s.should_snapshot(4)
+
+
 def test_use_after_close_is_refused():
     s = MemoryStorage()
     s.close()
