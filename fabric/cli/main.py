@@ -13,6 +13,7 @@ COMMANDS = {
     "component": "fabric.cli.component:component_group",
     "drain": "fabric.cli.ops:drain",
     "intermediary": "fabric.cli.intermediary:intermediary",
+    "keys": "fabric.cli.keys:keys_group",
     "kv": "fabric.cli.kv:kv_group",
     "lease": "fabric.cli.kv:lease_group",
     "ns": "fabric.cli.ns:ns_group",

@@ -138,3 +138,20 @@ def test_a_client_that_expects_another_server_key_never_completes_the_handshake(
         zap.close()
     finally:
         ctx.term()
+
+
+def test_fabric_keys_generate_writes_a_pair_and_never_overwrites_one(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fabric", "keys", "generate", "node-1", "--dir",
+           str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    public = done.stdout.decode().strip()
+    assert load_keys(tmp_path).own.public.decode() == public
+    again = subprocess.run(cmd, capture_output=True, timeout=60)
+    assert again.returncode == 2
+    assert again.stderr.decode().splitlines() == [
+        f"fabric keys generate: {tmp_path / 'node-1.key'} exists: a key pair is never "
+        f"overwritten"]
