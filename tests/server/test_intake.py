@@ -9,6 +9,7 @@ from nameservice.kv import Batch, KvStateMachine, Put
 from nameservice.raft.types import NONE, Role
 from nameservice.server.intake import RequestIntake
 from nameservice.server.leases import LeaseClock
+from nameservice.server.members import MemberBook, MembershipService
 from nameservice.server.reads import ReadService
 from nameservice.server.stale import StaleWrites
 from nameservice.server.watches import WatchHub
@@ -59,6 +60,8 @@ class Setup:
         self.intake = RequestIntake(
             core, machine, writes=self.writes, reads=self.reads, leases=LeaseClock(),
             watches=WatchHub(machine), stale=stale, reply=reply, leader_address=leader_address,
+            members=MembershipService(core, MemberBook(machine, {}), reply,  # type: ignore[arg-type]
+                                      applied_index=lambda: machine.applied_index),
             status=lambda: {"role": core.role.value}, term_start=lambda: 0, timeout_s=1.0,
             max_parked=max_parked)
 
