@@ -152,11 +152,11 @@ class RequestIntake:
         try:
             rid, op = wire.check_request(w)
         except DecodeError as exc:
-            rid = wire.request_id(w)
-            if rid is None:  # nothing to answer to
+            known = wire.request_id(w)
+            if known is None:  # nothing to answer to
                 self._bad_frame("bad_requests", identity, exc)
             else:
-                self._bad_request(identity, rid, exc)
+                self._bad_request(identity, known, exc)
             return
         if budget is None:
             budget = ReplyBudget()
