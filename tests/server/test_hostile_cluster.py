@@ -16,7 +16,7 @@ from nameservice.client import NameServiceClient
 from nameservice.raft import messages as msg
 from nameservice.raft.types import MAX_TERM, HardState
 from nameservice.storage import codec
-from tests.server.conftest import leader_of, statuses
+from tests.server.conftest import caught_up, leader_of, statuses
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,8 @@ async def test_forged_vote_requests_change_no_term_and_depose_no_leader(make_clu
     try:
         async with NameServiceClient(cluster.ns_arg, timeout=10) as ns:
             await ns.put("before", "1")
+            # Every log holds entries, so a request claiming an empty log is behind each.
+            await async_wait_for(lambda: caught_up(ns, cluster), 20, "every node to catch up")
             leader = await leader_of(ns, cluster)
             st = await statuses(ns, cluster)
             term = st[leader]["term"]
@@ -52,12 +54,12 @@ async def test_forged_vote_requests_change_no_term_and_depose_no_leader(make_clu
                     await sock.send(wire.encode_peer_frame(forged))
 
             async def counted():
-                now = await statuses(ns, cluster)
-                return len(now) == 3 and all(
+                now = {i: await ns.status(a, timeout=5) for i, a in cluster.addresses.items()}
+                return all(
                     s["counters"]["dropped_invalid"] >= 20 and s["counters"]["ignored_behind"]
                     + s["counters"]["ignored_non_member"] >= 40 for s in now.values())
 
-            await async_wait_for(counted, 10, "the forged requests to be counted")
+            await async_wait_for(counted, 30, "the forged requests to be counted")
             await ns.put("after", "2")
             assert (await ns.get("after")).value == b"2"
             now = await statuses(ns, cluster)
