@@ -15,8 +15,10 @@ Commands:
 Pieces: :func:`parse_request` and :func:`encode_reply` are pure; :class:`ControlSocket` is the
 blocking socket the intermediary polls in its own loop; :class:`ControlServer` serves the same
 protocol on asyncio for processes built on ports; :func:`control_request` is the client.
-A malformed request gets an error answer (or, if it cannot be answered, is counted and dropped);
-a process never fails because of one.
+Every request gets an answer: a malformed one (not JSON, nested deeper than ``MAX_NESTING``,
+an unknown command, a message of other than two frames) an error answer, counted in
+``bad_requests`` (shown by ``status`` as ``control_bad_requests``) and logged, at most ten times
+then once per thousand. A process never fails because of one, and keeps answering.
 """
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ DEFAULT_TTL = 2.0
 """The lease TTL (seconds) of a process's registrations: a dead process is gone after it."""
 COMMANDS = ("status", "drain")
 MAX_REQUEST = 64 * 1024
+"""Largest request frame answered (bytes)."""
+MAX_NESTING = 8
+"""Most ``[`` and ``{`` bytes one request may hold, in strings or not (a well-formed request
+holds one): counted on the raw bytes before parsing, so no request can make the parser recurse
+deeply, and the count costs one pass in C."""
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:0"
 
 
@@ -61,14 +68,18 @@ def parse_request(frame: bytes) -> Request:
     """Decode one request frame; raise :class:`ControlError` with a reason if it is malformed."""
     if len(frame) > MAX_REQUEST:
         raise ControlError(f"request of {len(frame)} bytes is too large")
+    openers = frame.count(b"[") + frame.count(b"{")
+    if openers > MAX_NESTING:
+        raise ControlError(f"request holds {openers} '[' or '{{', at most {MAX_NESTING} are "
+                           "accepted")
     try:
         body = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ControlError(f"request is not JSON: {exc}") from None
     if not isinstance(body, dict) or body.get("command") not in COMMANDS:
         raise ControlError(f"unknown command; expected one of {', '.join(COMMANDS)}")
     timeout = body.get("timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout < 1e9):
         raise ControlError("timeout must be a positive number of seconds")
     return Request(body["command"], None if timeout is None else float(timeout))
 
@@ -85,6 +96,30 @@ def encode_reply(result: dict | None = None, error: str | None = None) -> bytes:
     return json.dumps({"ok": True, "result": result}, default=str).encode()
 
 
+class _BadRequests:
+    """The count of bad requests of one control socket, and its rate-limited log."""
+
+    def __init__(self) -> None:
+        self.bad_requests = 0
+
+    def _bad(self, identity: bytes, reason: str) -> None:
+        self.bad_requests += 1
+        n = self.bad_requests
+        if n <= 10 or n % 1000 == 0:
+            log.warning("control socket: bad request from %r (%d so far): %s", identity[:16],
+                        n, reason)
+
+
+def _split(frames: list[bytes]) -> tuple[bytes, Request | str]:
+    """The sender's identity and its request, or the reason it is malformed."""
+    if len(frames) != 2:
+        return frames[0], f"a request is one frame, got {len(frames) - 1}"
+    try:
+        return frames[0], parse_request(frames[1])
+    except ControlError as exc:
+        return frames[0], str(exc)
+
+
 def _bind(sock: zmq.Socket, endpoint: str) -> str:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -99,7 +134,7 @@ def _bind(sock: zmq.Socket, endpoint: str) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
-class ControlSocket:
+class ControlSocket(_BadRequests):
     """The blocking control socket, for a process with its own poll loop (the intermediary).
 
     Poll :attr:`socket` for input, then call :meth:`receive` for the well-formed requests;
@@ -107,9 +142,9 @@ class ControlSocket:
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, ctx: zmq.Context | None = None) -> None:
+        super().__init__()
         self.socket = (ctx or zmq.Context.instance()).socket(zmq.ROUTER)
         self.endpoint = _bind(self.socket, endpoint)
-        self.bad_requests = 0
 
     def receive(self, limit: int = 100) -> list[tuple[bytes, Request]]:
         """Requests waiting now: ``(identity, request)`` pairs."""
@@ -119,14 +154,12 @@ class ControlSocket:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if len(frames) != 2:
-                self.bad_requests += 1
-                continue
-            try:
-                out.append((frames[0], parse_request(frames[1])))
-            except ControlError as exc:
-                self.bad_requests += 1
-                self.reply(frames[0], error=str(exc))
+            identity, request = _split(frames)
+            if isinstance(request, str):
+                self._bad(identity, request)
+                self.reply(identity, error=request)
+            else:
+                out.append((identity, request))
         return out
 
     def reply(self, identity: bytes, result: dict | None = None, error: str | None = None) -> None:
@@ -145,15 +178,17 @@ StatusFn = Callable[[], dict]
 DrainFn = Callable[[float | None], Awaitable[dict]]
 
 
-class ControlServer:
+class ControlServer(_BadRequests):
     """The control socket on asyncio, for processes built on ports.
 
-    ``status()`` returns the status dict; ``drain(timeout)`` drains the process and returns the
-    report as a dict (every concurrent ``drain`` request gets the same answer).
+    ``status()`` returns the status dict (``control_bad_requests`` is added to it);
+    ``drain(timeout)`` drains the process and returns the report as a dict (every concurrent
+    ``drain`` request gets the same answer).
     """
 
     def __init__(self, status: StatusFn, drain: DrainFn, endpoint: str = DEFAULT_ENDPOINT,
                  ctx: zmq.asyncio.Context | None = None) -> None:
+        super().__init__()
         self._status = status
         self._drain = drain
         # A context of its own, terminated on close: the last answer (to a drain request) has
@@ -163,7 +198,6 @@ class ControlServer:
             ctx = self._own_ctx = zmq.asyncio.Context()
         self._sock = ctx.socket(zmq.ROUTER)
         self.endpoint = _bind(self._sock, endpoint)
-        self.bad_requests = 0
         self._drain_task: asyncio.Task | None = None
         self.drain_requested = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -192,19 +226,16 @@ class ControlServer:
                 frames = await self._sock.recv_multipart()
             except (zmq.ZMQError, asyncio.CancelledError):
                 return
-            if len(frames) != 2:
-                self.bad_requests += 1
-                continue
-            identity, frame = frames
-            try:
-                request = parse_request(frame)
-            except ControlError as exc:
-                self.bad_requests += 1
-                await self._reply(identity, error=str(exc))
+            identity, request = _split(frames)
+            if isinstance(request, str):
+                self._bad(identity, request)
+                await self._reply(identity, error=request)
                 continue
             if request.command == "status":
                 try:
-                    await self._reply(identity, self._status())
+                    status = self._status()
+                    status["control_bad_requests"] = self.bad_requests
+                    await self._reply(identity, status)
                 except Exception as exc:  # a status bug must not kill the control socket
                     log.exception("status failed")
                     await self._reply(identity, error=f"status failed: {exc}")

@@ -37,8 +37,22 @@ from __future__ import annotations
 __all__ = [
     "Compacted", "ConfigError", "ControlError", "DecodeError", "FabricError", "KeyNotFound",
     "LeaseNotFound", "NameNotFound", "NameServiceError", "OutcomeUnknown", "ProtocolError",
-    "RequestRejected", "Unavailable",
+    "RequestRejected", "Unavailable", "shown",
 ]
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``value`` for an error message about untrusted input: a scalar's repr (cut to
+    ``limit``), a container's type and length only. Never recurses, so a value nested as deep as
+    a decoder allows (msgpack: 1,024 levels, beyond Python's recursion limit) cannot turn a
+    decode error into a RecursionError."""
+    if isinstance(value, (list, tuple, dict, set)):
+        return f"{type(value).__name__} of {len(value)}"
+    if isinstance(value, (bytes, bytearray, str)):
+        return repr(value[:limit])[:limit + 3]
+    if isinstance(value, (int, float, bool)) or value is None:
+        return repr(value)[:limit]
+    return type(value).__name__
 
 
 class FabricError(Exception):

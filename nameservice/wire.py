@@ -26,8 +26,10 @@ oldest]`` says the node dropped those watches (``CANCEL_*``). Each push of a wat
 the previous one ended, so a client sees any lost push as a gap in the revisions.
 
 Decoding never raises anything but ``DecodeError``: unknown version or kind, bad msgpack,
-wrong types, negative or oversized integers, wrong array lengths. Raft semantics (addressing,
-terms, entry order) are the core's to check (it counts and drops what is wrong).
+wrong types, negative or oversized integers, wrong array lengths, nesting as deep as msgpack
+allows (its unpacker refuses more than 1,024 levels; error messages never print a
+container). Raft semantics (addressing, terms, entry order) are the core's to check (it counts
+and drops what is wrong).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
 
-from nameservice.errors import DecodeError
+from nameservice.errors import DecodeError, shown
 
 if TYPE_CHECKING:
     from nameservice.raft import messages as m
@@ -51,6 +53,11 @@ MAX_CLIENT_FRAME = 8 << 20
 """Largest client request or reply frame accepted."""
 MAX_BATCH = 65_536
 """Most messages, requests or replies one frame may hold."""
+MAX_REPLY_BYTES = MAX_CLIENT_FRAME - (1 << 20)
+"""Most key and value bytes the replies to one request frame carry (7 MiB), so that they fit in
+one reply frame with room for the frame's other replies. A RANGE whose reply alone would be
+larger is refused (BAD_REQUEST, "reply too large"); a read that would take the frame's replies
+past it is answered BUSY (the client retries it)."""
 
 # Client operations.
 OP_WRITE, OP_GET, OP_RANGE, OP_STATUS = 1, 2, 3, 4
@@ -104,9 +111,20 @@ def split_frame(data: bytes, limit: int) -> tuple[int, list]:
         )
     except Exception as exc:  # msgpack raises many kinds on garbage; all mean the same here
         raise DecodeError(f"not valid msgpack ({type(exc).__name__}: {exc})") from None
-    if type(body) is not list or len(body) > MAX_BATCH:
-        raise DecodeError("a frame must hold an array of at most 65,536 items")
+    if type(body) is not list:
+        raise DecodeError("a frame must hold an array")
+    if len(body) > MAX_BATCH:
+        raise OversizedBatch(len(body), body)
     return kind, body
+
+
+class OversizedBatch(DecodeError):
+    """A frame holding more than ``MAX_BATCH`` items; ``body`` is what it held (a node answers
+    each request in it that has a request id)."""
+
+    def __init__(self, count: int, body: list) -> None:
+        super().__init__(f"a frame holds at most {MAX_BATCH:,} items, this one {count:,}")
+        self.body = body
 
 
 def frame_kind(data: bytes) -> int:
@@ -169,7 +187,7 @@ def message_to_wire(msg: m.Message) -> list:
 
 def _uint(v: Any) -> int:
     if type(v) is not int or not 0 <= v <= _MAX_INT:
-        raise DecodeError(f"expected a non-negative int, got {v!r:.40}")
+        raise DecodeError(f"expected a non-negative int, got {shown(v)}")
     return v
 
 
@@ -222,7 +240,7 @@ def message_from_wire(w: Any) -> m.Message:
         raise DecodeError("a peer message is an array of at least 4")
     tag = w[0]
     if type(tag) is not int or not 0 <= tag < len(_DECODERS):
-        raise DecodeError(f"unknown peer message tag {tag!r:.20}")
+        raise DecodeError(f"unknown peer message tag {shown(tag)}")
     cls, checks = _DECODERS[tag]
     if len(w) != 4 + len(checks):
         raise DecodeError(f"{cls.__name__}: expected {len(checks)} fields, got {len(w) - 4}")
@@ -245,6 +263,13 @@ def decode_peer_batch(body: list) -> list:
 # ------------------------------------------------------------------------- client side
 
 
+def request_id(w: Any) -> int | None:
+    """The request id of a request that may be malformed, or None if it has none."""
+    if type(w) is list and w and type(w[0]) is int and 0 <= w[0] <= _MAX_INT:
+        return w[0]
+    return None
+
+
 def check_request(w: Any) -> tuple[int, int]:
     """Check the header of one client request; return ``(rid, op)``.
 
@@ -256,7 +281,7 @@ def check_request(w: Any) -> tuple[int, int]:
     if type(rid) is not int or not 0 <= rid <= _MAX_INT:
         raise DecodeError("a request id is a non-negative int")
     if type(op) is not int or op not in _OPS:
-        raise DecodeError(f"unknown op {op!r:.20}")
+        raise DecodeError(f"unknown op {shown(op)}")
     return rid, op
 
 

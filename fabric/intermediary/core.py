@@ -203,7 +203,8 @@ class Intermediary:
         for identity, request in control.receive():
             self.stats.control_requests += 1
             if request.command == "status":
-                control.reply(identity, self.status())
+                control.reply(identity, {**self.status(),
+                                         "control_bad_requests": control.bad_requests})
             else:
                 self._drain_waiters.append(identity)
                 self.request_drain(request.timeout)

@@ -258,8 +258,8 @@ class Channel:
             self._send_frames(address, items)
 
     def _send_frames(self, address: str, items: list) -> None:
-        data = wire.frame(wire.REQUEST, items)
-        if len(data) > wire.MAX_CLIENT_FRAME and len(items) > 1:
+        data = wire.frame(wire.REQUEST, items) if len(items) <= wire.MAX_BATCH else b""
+        if (not data or len(data) > wire.MAX_CLIENT_FRAME) and len(items) > 1:
             half = len(items) // 2
             self._send_frames(address, items[:half])
             self._send_frames(address, items[half:])

@@ -12,6 +12,7 @@ from typing import Any, Callable, TypeVar
 
 import msgpack
 
+from ..errors import shown
 from .commands import (
     Batch,
     Cas,
@@ -108,7 +109,7 @@ def _check(condition: bool, message: str) -> None:
 
 def _int(value: object) -> int:
     if type(value) is not int or value < 0:
-        raise DecodeError(f"expected a non-negative int, got {value!r:.40}")
+        raise DecodeError(f"expected a non-negative int, got {shown(value)}")
     return value
 
 
@@ -169,7 +170,7 @@ def _cas_from_wire(w: list[Any]) -> Cas:
         return Cas(key, value, expect_value=expect, lease=lease)
     if kind == _EXPECT_MOD_REVISION:
         return Cas(key, value, expect_mod_revision=expect, lease=lease)
-    _check(kind == _EXPECT_ABSENT and expect is None, f"unknown Cas condition {kind!r:.20}")
+    _check(kind == _EXPECT_ABSENT and expect is None, f"unknown Cas condition {shown(kind)}")
     return Cas(key, value, expect_absent=True, lease=lease)
 
 
@@ -204,7 +205,7 @@ def _command_from_wire(w: Any) -> Command:
         return Put(w[1], w[2], w[3], w[4])
     decoder = _COMMAND_DECODERS.get(tag) if type(tag) is int else None
     if decoder is None:
-        raise DecodeError(f"unknown command tag {tag!r:.20}")
+        raise DecodeError(f"unknown command tag {shown(tag)}")
     return decoder(w)
 
 
@@ -298,7 +299,7 @@ def result_from_wire(w: Any) -> Result:
     if tag == _R_REJECTED and len(w) == 3:
         _check(type(w[2]) is str, "a rejection message is a string")
         return Rejected(RejectCode(_int(w[1])), w[2])
-    raise DecodeError(f"unknown result tag {tag!r:.20} or wrong length {len(w)}")
+    raise DecodeError(f"unknown result tag {shown(tag)} or wrong length {len(w)}")
 
 
 def encode_result(result: Result) -> bytes:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
+from ..errors import shown
 from .results import Result
 
 __all__ = ["ClientSession", "SessionTable"]
@@ -165,4 +166,4 @@ class SessionTable:
 
 def _non_negative(value: Any) -> None:
     if type(value) is not int or value < 0:
-        raise ValueError(f"expected a non-negative int, got {value!r:.40}")
+        raise ValueError(f"expected a non-negative int, got {shown(value)}")

@@ -49,6 +49,7 @@ from nameservice.raft.membership import ConfTracker, any_reserved
 from nameservice.raft.progress import SNAPSHOT, Progress
 from nameservice.raft.reads import PendingReads
 from nameservice.raft.types import (
+    MAX_TERM,
     NONE,
     Config,
     ConfState,
@@ -126,6 +127,8 @@ class RaftCore(LeaderMixin):
             "dropped_invalid": 0,
             "dropped_stale": 0,
             "ignored_non_member": 0,
+            "ignored_behind": 0,
+            "term_at_bound": 0,
         }
         # Leader only: every other member, and removed ones until their removal commits.
         self.progress: dict[int, Progress] = {}
@@ -248,12 +251,21 @@ class RaftCore(LeaderMixin):
             return
         if m.term > self.term:
             if isinstance(m, msg.VoteRequest):
+                if not self.log.is_up_to_date(m.last_index, m.last_term):
+                    # It cannot win our vote, so its term must not reach us either: a node with
+                    # a stale log (or a forged request) would otherwise depose a live leader
+                    # and raise the term with each attempt. Nodes that can win learn the higher
+                    # term from our answers to their own requests, and then win.
+                    self.counters["ignored_behind"] += 1
+                    return
                 in_lease = (
                     self.config.check_quorum
                     and self.leader != NONE
                     and self.election_elapsed < self.config.election_timeout_min
                 )
-                if in_lease and not m.transfer:
+                # A transfer comes from our leader's TimeoutNow: its target campaigns in the
+                # term after the leader's, which is ours while the lease holds.
+                if in_lease and not (m.transfer and m.term == self.term + 1):
                     self.counters["dropped_stale"] += 1
                     return
                 if not m.pre_vote:
@@ -269,8 +281,9 @@ class RaftCore(LeaderMixin):
                 # A stale leader: tell it our term so it steps down (needed with CheckQuorum and
                 # PreVote, where our higher term would otherwise never reach it).
                 self._send(msg.AppendResponse(self.id, m.frm, self.term, 0))
-            elif isinstance(m, msg.VoteRequest) and m.pre_vote:
-                self._send(msg.VoteResponse(self.id, m.frm, self.term, False, True))
+            elif isinstance(m, msg.VoteRequest):
+                # Our term tells the candidate why it lost; it campaigns again above it.
+                self._send(msg.VoteResponse(self.id, m.frm, self.term, False, m.pre_vote))
             else:
                 self.counters["dropped_stale"] += 1
             return
@@ -511,8 +524,11 @@ class RaftCore(LeaderMixin):
         self._dirty.update(self.progress)
 
     def _campaign(self, pre_vote: bool, transfer: bool) -> None:
-        if self.id not in self._voter_set:
-            # Learners, removed servers and nodes still joining never campaign.
+        if self.id not in self._voter_set or self.term >= MAX_TERM:
+            # Learners, removed servers and nodes still joining never campaign; nor does a node
+            # whose next term would be beyond the bound (no one would take its requests).
+            if self.term >= MAX_TERM:
+                self.counters["term_at_bound"] += 1
             self.election_elapsed = 0
             self._randomize_timeout()
             return

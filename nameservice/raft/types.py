@@ -17,6 +17,13 @@ NodeId = int
 
 NONE: NodeId = 0
 
+MAX_TERM = 1 << 62
+"""The highest term a node takes from a message or reaches itself. A message carrying a larger
+term is malformed (counted, dropped). Why 2**62: ``term + 1`` (the term a node campaigns in)
+always fits the non-negative 64-bit integers of the wire, and no honest cluster gets near it
+(an election every millisecond would take 146 million years). A node at this term does not
+campaign; see docs/raft.md ("Terms and votes that cannot win")."""
+
 
 class Entry(NamedTuple):
     """One log entry. ``data`` is opaque to the core, with two exceptions: an empty ``data`` is

@@ -2,14 +2,14 @@
 
 The wire codec already guarantees field types; these checks cover what a well-typed but
 wrong message could still get wrong: addressing, negative numbers, and entries that do not
-follow ``prev_index`` or carry a term newer than the message.
+follow ``prev_index`` or carry a term newer than the message, and terms beyond ``MAX_TERM``.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, cast
 
 from nameservice.raft import messages as msg
-from nameservice.raft.types import Entry, Snapshot
+from nameservice.raft.types import MAX_TERM, Entry, Snapshot
 
 
 def _nonneg_ints(*values: object) -> bool:
@@ -50,7 +50,7 @@ def is_valid(m: object, self_id: int) -> bool:
     frm = m.frm
     if m.to != self_id or type(frm) is not int or frm <= 0 or frm == self_id:
         return False
-    if type(m.term) is not int or m.term < 0:
+    if type(m.term) is not int or not 0 <= m.term <= MAX_TERM:
         return False
     return _CHECKS[t](m)
 
@@ -69,12 +69,18 @@ def _snapshot_ok(m: msg.SnapshotRequest) -> bool:
 
 # Each check is given a message of exactly the type it is filed under.
 _CHECKS: dict[type, Callable[[Any], bool]] = {
-    msg.VoteRequest: lambda m: _nonneg_ints(m.last_index, m.last_term) and m.term > 0,
+    # A candidate's log holds no entry of a term after the one it campaigns in.
+    msg.VoteRequest: lambda m: (
+        _nonneg_ints(m.last_index, m.last_term) and m.term > 0 and m.last_term <= m.term
+    ),
     msg.VoteResponse: lambda m: type(m.granted) is bool,
     msg.AppendRequest: lambda m: (
-        _nonneg_ints(m.prev_index, m.prev_term, m.commit) and _entries_ok(m)
+        _nonneg_ints(m.prev_index, m.prev_term, m.commit) and m.prev_term <= m.term
+        and _entries_ok(m)
     ),
-    msg.AppendResponse: lambda m: _nonneg_ints(m.index, m.hint_index, m.hint_term),
+    msg.AppendResponse: lambda m: (
+        _nonneg_ints(m.index, m.hint_index, m.hint_term) and m.hint_term <= MAX_TERM
+    ),
     msg.Heartbeat: lambda m: _nonneg_ints(m.commit) and type(m.ctx) is bytes,
     msg.HeartbeatResponse: lambda m: type(m.ctx) is bytes,
     msg.SnapshotRequest: _snapshot_ok,

@@ -15,9 +15,12 @@ address; while no leader is known it is **parked** (at most ``max_parked``, unti
 ``timeout_s``) and dispatched again when one appears (``release_parked``). Busy limits: the
 batcher's and the read service's ``full``, answered BUSY.
 
-Failure rules: bad frames and bad requests are counted (``counters``) and dropped, or answered
-BAD_REQUEST when they carry a request id; the log line is rate-limited. A connection may open
-``MAX_SESSIONS_PER_CLIENT`` sessions per window (``quotas.py``); beyond, BAD_REQUEST.
+Failure rules: bad frames and bad requests are counted (``counters``); every request that
+carries a request id is answered, BAD_REQUEST if it is malformed (an unknown op, bad
+arguments, a frame of more than ``wire.MAX_BATCH`` requests); what has no id is dropped. The
+log line is rate-limited. The replies to one frame share a ``ReplyBudget`` (``reads.py``). A
+connection may open ``MAX_SESSIONS_PER_CLIENT`` sessions per window (``quotas.py``); beyond,
+BAD_REQUEST.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ from nameservice.raft.types import NONE, Role
 from nameservice.server.leases import LeaseClock
 from nameservice.server.members import MembershipService
 from nameservice.server.quotas import SessionQuota
-from nameservice.server.reads import ReadService
+from nameservice.server.reads import ReadService, ReplyBudget
 from nameservice.server.seam import Reply
 from nameservice.server.stale import StaleWrites
 from nameservice.server.watches import WatchHub
@@ -87,7 +90,8 @@ class RequestIntake:
         self._term_start = term_start
         self.timeout_s = timeout_s
         self.max_parked = max_parked
-        self._parked: deque[tuple[float, bytes, list]] = deque()  # (deadline, identity, request)
+        # (deadline, identity, request, its frame's reply budget)
+        self._parked: deque[tuple[float, bytes, list, ReplyBudget | None]] = deque()
         self._bad_logged = 0
         self.sessions = SessionQuota()
         self.counters = {"bad_peer_frames": 0, "bad_client_frames": 0, "bad_requests": 0,
@@ -120,14 +124,17 @@ class RequestIntake:
             except DecodeError as exc:
                 self._bad_frame("bad_peer_frames" if is_peer else "bad_client_frames",
                                 identity, exc)
+                if type(exc) is wire.OversizedBatch and wire.frame_kind(data) == wire.REQUEST:
+                    self._refuse_all(identity, exc.body, str(exc))
                 continue
             if kind == wire.PEER:
                 for msg in messages:
                     step(msg)
             else:
                 per_item = len(data) // max(1, len(body))
+                budget = ReplyBudget()  # shared by the replies to this frame
                 for w in body:
-                    self.handle_request(identity, w, per_item)
+                    self.handle_request(identity, w, per_item, budget)
 
     def _bad_frame(self, counter: str, identity: bytes, exc: Exception) -> None:
         self.counters[counter] += 1
@@ -136,15 +143,30 @@ class RequestIntake:
             log.warning("dropped a bad frame from %r (%s; %d so far): %s", identity[:16],
                         counter, self._bad_logged, exc)
 
+    def _refuse_all(self, identity: bytes, body: list, reason: str) -> None:
+        """Answer BAD_REQUEST every request of a frame refused as a whole that has an id."""
+        for w in body:
+            rid = wire.request_id(w)
+            if rid is not None:
+                self._bad_request(identity, rid, reason)
+
     # ------------------------------------------------------------------ requests
 
-    def handle_request(self, identity: bytes, w: list, size: int) -> None:
-        """Route one client request ``w`` (about ``size`` bytes on the wire)."""
+    def handle_request(self, identity: bytes, w: list, size: int,
+                       budget: ReplyBudget | None = None) -> None:
+        """Route one client request ``w`` (about ``size`` bytes on the wire); ``budget``: the
+        reply bytes its frame has left (a fresh one if not given)."""
         try:
             rid, op = wire.check_request(w)
         except DecodeError as exc:
-            self._bad_frame("bad_requests", identity, exc)
+            known = wire.request_id(w)
+            if known is None:  # nothing to answer to
+                self._bad_frame("bad_requests", identity, exc)
+            else:
+                self._bad_request(identity, known, exc)
             return
+        if budget is None:
+            budget = ReplyBudget()
         if op == wire.OP_WRITE:
             self._write(identity, rid, w, size)
         elif op == wire.OP_STATUS:
@@ -161,9 +183,9 @@ class RequestIntake:
         elif op >= wire.OP_WATCH:
             self._reply(identity, rid, *self._watches.handle(identity, w))
         else:
-            self._read(identity, rid, op, w)
+            self._read(identity, rid, op, w, budget)
 
-    def _read(self, identity: bytes, rid: int, op: int, w: list) -> None:
+    def _read(self, identity: bytes, rid: int, op: int, w: list, budget: ReplyBudget) -> None:
         try:
             key, limit, consistent = wire.read_args(w)
         except DecodeError as exc:
@@ -172,13 +194,13 @@ class RequestIntake:
         self.counters["reads"] += 1
         core = self._core
         if not consistent:
-            self._reply(identity, rid, wire.ST_OK, self._reads.stale_payload(op, key, limit))
+            self._reply(identity, rid, *self._reads.stale_answer(op, key, limit, budget))
         elif core.role is not Role.LEADER and core.leader == NONE:
-            self._park(identity, w)
+            self._park(identity, w, budget)
         elif self._reads.full:
             self._busy(identity, rid)
         else:
-            self._reads.add(identity, rid, op, key, limit)
+            self._reads.add(identity, rid, op, key, limit, budget)
 
     def _write(self, identity: bytes, rid: int, w: list, size: int) -> None:
         if not self._leading_or_redirect(identity, rid, w):
@@ -242,7 +264,7 @@ class RequestIntake:
             self._reply(identity, rid, wire.ST_NOT_LEADER, self._leader_address())
         return False
 
-    def _bad_request(self, identity: bytes, rid: int, exc: Exception) -> None:
+    def _bad_request(self, identity: bytes, rid: int, exc: Exception | str) -> None:
         self.counters["bad_requests"] += 1
         self._reply(identity, rid, wire.ST_BAD_REQUEST, str(exc))
 
@@ -252,11 +274,11 @@ class RequestIntake:
 
     # ------------------------------------------------------------------ parked requests
 
-    def _park(self, identity: bytes, w: list) -> None:
+    def _park(self, identity: bytes, w: list, budget: ReplyBudget | None = None) -> None:
         if len(self._parked) >= self.max_parked:
             self._reply(identity, w[0], wire.ST_UNAVAILABLE, "no leader known; too many waiting")
             return
-        self._parked.append((time.monotonic() + self.timeout_s, identity, w))
+        self._parked.append((time.monotonic() + self.timeout_s, identity, w, budget))
 
     def release_parked(self) -> None:
         """A leader is known: dispatch the parked requests again, and propose the writes and
@@ -264,8 +286,8 @@ class RequestIntake:
         if not self._parked:
             return
         parked, self._parked = self._parked, deque()
-        for _, identity, w in parked:
-            self.handle_request(identity, w, 64)
+        for _, identity, w, budget in parked:
+            self.handle_request(identity, w, 64, budget)
         self._writes.propose()
         self._reads.start()
 
@@ -274,5 +296,5 @@ class RequestIntake:
         self.sessions.prune(now)
         parked = self._parked
         while parked and parked[0][0] <= now:
-            _, identity, w = parked.popleft()
+            _, identity, w, _ = parked.popleft()
             self._reply(identity, w[0], wire.ST_UNAVAILABLE, "no leader elected in time")

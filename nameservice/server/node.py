@@ -163,8 +163,8 @@ class Node:
     @property
     def counters(self) -> dict[str, int]:
         """The node's counters (each part keeps its own), in the order they are reported."""
-        return {**self.intake.counters, **self.writes.counters, **self.pipeline.counters,
-                **self.membership.counters}
+        return {**self.intake.counters, **self.reads.counters, **self.writes.counters,
+                **self.pipeline.counters, **self.membership.counters}
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -15,6 +15,12 @@ A group whose index never comes (the leader changed, a timeout) is failed (``fai
 ``expire``): the client retries. Bound: at most ``max_pending`` consistent reads collected or
 waiting (``full``); the intake answers BUSY beyond.
 
+Replies are bounded in bytes (``wire.MAX_REPLY_BYTES``): a RANGE whose reply alone would pass
+it is refused (BAD_REQUEST, "reply too large", counted in ``replies_too_large``) as soon as
+the key-values counted so far pass it, before the rest is looked at; a read that would take its
+frame's ``ReplyBudget`` past it is answered BUSY (``replies_over_budget``) and the client
+retries it. No reply larger than the limit is ever built.
+
 Histograms (observed once per group): ``latency``, from the first read of a group reaching the
 service to the group being served, weighted by its reads; ``index_wait``, from asking for the
 read index to the core confirming it.
@@ -32,10 +38,27 @@ from nameservice.metrics import Buckets
 from nameservice.server.seam import Reply
 from nameservice.server.stale import StaleWrites
 
-__all__ = ["MAX_PENDING_READS", "ReadService"]
+__all__ = ["MAX_PENDING_READS", "ReadService", "ReplyBudget"]
 
 MAX_PENDING_READS = 200_000
 """Consistent reads waiting for their read index; beyond, answered BUSY."""
+_KV_OVERHEAD = 48
+"""Bytes a key-value costs on the wire besides its key and value (array header, four ints,
+two bin headers), rounded up: the reply budget counts with it."""
+
+
+class ReplyBudget:
+    """The key and value bytes the replies to one request frame may still carry
+    (``wire.MAX_REPLY_BYTES`` at first)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int = wire.MAX_REPLY_BYTES) -> None:
+        self.left = limit
+
+
+def _kv_size(kv) -> int:
+    return len(kv.key) + len(kv.value) + _KV_OVERHEAD
 
 
 class ReadService:
@@ -54,8 +77,8 @@ class ReadService:
         self._reply = reply
         self.timeout_s = timeout_s
         self.max_pending = max_pending
-        # Collected this step: (identity, rid, op, key, limit).
-        self._collected: list[tuple[bytes, int, int, bytes, int]] = []
+        # Collected this step: (identity, rid, op, key, limit, budget).
+        self._collected: list[tuple[bytes, int, int, bytes, int, ReplyBudget]] = []
         self._first_at = 0.0  # when the first read collected came
         # In flight: ctx -> (deadline, reads, first read's arrival, read index asked at).
         self._groups: dict[bytes, tuple[float, list, float, float]] = {}
@@ -68,6 +91,7 @@ class ReadService:
         """Seconds from a consistent read's arrival to its being served (per read)."""
         self.index_wait = Buckets()
         """Seconds from asking for a read index to its confirmation (per group)."""
+        self.counters = {"replies_too_large": 0, "replies_over_budget": 0}
 
     @property
     def full(self) -> bool:
@@ -81,11 +105,12 @@ class ReadService:
 
     # ------------------------------------------------------------------ consistent reads
 
-    def add(self, identity: bytes, rid: int, op: int, key: bytes, limit: int) -> None:
+    def add(self, identity: bytes, rid: int, op: int, key: bytes, limit: int,
+            budget: ReplyBudget | None = None) -> None:
         """Collect a consistent GET or RANGE for this step's read index."""
         if not self._collected:
             self._first_at = time.monotonic()
-        self._collected.append((identity, rid, op, key, limit))
+        self._collected.append((identity, rid, op, key, limit, budget or ReplyBudget()))
         self.pending += 1
 
     def start(self) -> None:
@@ -140,28 +165,68 @@ class ReadService:
 
     def _fail(self, reads: list, status: int, payload: object) -> None:
         self.pending -= len(reads)
-        for identity, rid, _, _, _ in reads:
+        for identity, rid, *_ in reads:
             self._reply(identity, rid, status, payload)
 
     def _serve(self, reads: list) -> None:
         self.pending -= len(reads)
-        payload = self.payload
-        for identity, rid, op, key, limit in reads:
-            self._reply(identity, rid, wire.ST_OK, payload(op, key, limit))
+        answer = self.answer
+        for identity, rid, op, key, limit, budget in reads:
+            self._reply(identity, rid, *answer(op, key, limit, budget))
 
     # ------------------------------------------------------------------ payloads
 
-    def payload(self, op: int, key: bytes, limit: int) -> list:
-        """The reply to a GET or RANGE from the applied state: ``[kv|nil, revision]`` or
-        ``[[kv...], revision]``."""
+    def answer(self, op: int, key: bytes, limit: int,
+               budget: ReplyBudget | None = None) -> tuple[int, object]:
+        """``(status, payload)`` of a GET or RANGE from the applied state: ``[kv|nil, revision]``
+        or ``[[kv...], revision]``, unless it is too large (see the module docstring)."""
         machine = self._machine
+        budget = budget or ReplyBudget()
         if op == wire.OP_GET:
             kv = machine.get(key)
-            return [None if kv is None else kv_to_wire(kv), machine.revision]
-        return [[kv_to_wire(kv) for kv in machine.range(key, limit)], machine.revision]
+            if kv is not None and not self._charge(budget, _kv_size(kv)):
+                return self._over_budget(budget)
+            return wire.ST_OK, [None if kv is None else kv_to_wire(kv), machine.revision]
+        out, size = [], 0
+        for kv in machine.range(key, limit):
+            size += _kv_size(kv)
+            if size > wire.MAX_REPLY_BYTES:
+                return self._too_large(size)
+            out.append(kv_to_wire(kv))
+        if not self._charge(budget, size):
+            return self._over_budget(budget)
+        return wire.ST_OK, [out, machine.revision]
 
-    def stale_payload(self, op: int, key: bytes, limit: int) -> list:
+    def stale_answer(self, op: int, key: bytes, limit: int,
+                     budget: ReplyBudget | None = None) -> tuple[int, object]:
         """A stale read: the applied state with this node's quorum-less writes laid over."""
+        budget = budget or ReplyBudget()
         if not len(self._stale.overlay):
-            return self.payload(op, key, limit)
-        return self._stale.read_payload(self._machine, op == wire.OP_GET, key, limit)
+            return self.answer(op, key, limit, budget)
+        payload = self._stale.read_payload(self._machine, op == wire.OP_GET, key, limit)
+        kvs = [payload[0]] if op == wire.OP_GET else payload[0]
+        size = sum(len(w[0]) + len(w[1]) + _KV_OVERHEAD for w in kvs if w is not None)
+        if size > wire.MAX_REPLY_BYTES:
+            return self._too_large(size)
+        if not self._charge(budget, size):
+            return self._over_budget(budget)
+        return wire.ST_OK, payload
+
+    @staticmethod
+    def _charge(budget: ReplyBudget, size: int) -> bool:
+        if size > budget.left:
+            return False
+        budget.left -= size
+        return True
+
+    def _too_large(self, size: int) -> tuple[int, object]:
+        self.counters["replies_too_large"] += 1
+        return wire.ST_BAD_REQUEST, (
+            f"reply too large: more than {size:,} bytes, limit {wire.MAX_REPLY_BYTES:,}; "
+            "ask for fewer keys (a limit, a longer prefix)")
+
+    def _over_budget(self, budget: ReplyBudget) -> tuple[int, object]:
+        self.counters["replies_over_budget"] += 1
+        return wire.ST_BUSY, (
+            f"the replies to this frame reached {wire.MAX_REPLY_BYTES - budget.left:,} "
+            f"bytes, limit {wire.MAX_REPLY_BYTES:,}; retry")

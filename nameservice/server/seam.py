@@ -3,7 +3,7 @@ transport builds its frames with.
 
 A node receives ``[identity, frame]`` messages (peers and clients alike) and sends three kinds
 of output, queued during a step and sent by ``flush`` — Raft messages (one PEER frame per peer),
-replies (one REPLY frame per client) and watch pushes (EVENT frames, cut to fit
+replies (one REPLY frame per client, cut like pushes) and watch pushes (EVENT frames, cut to fit
 ``wire.MAX_CLIENT_FRAME``). ``Transport`` is that contract; ``NodeTransport`` (``transport.py``,
 ZeroMQ sockets) and ``MemoryTransport`` (``memtransport.py``, one process, one loop) implement
 it. Both queue into an ``Outbox`` and encode with ``nameservice.wire``, so they carry the very
@@ -128,9 +128,15 @@ class Outbox:
         return [(peer, wire.encode_peer_frame(msgs)) for peer, msgs in out.items()]
 
     def reply_frames(self) -> list[tuple[bytes, bytes]]:
-        """Take the queued replies as one REPLY frame per client."""
+        """Take the queued replies as REPLY frames: one per client, more when its replies
+        would pass ``wire.MAX_BATCH`` items or ``wire.MAX_CLIENT_FRAME`` bytes."""
         out, self.replies = self.replies, {}
-        return [(identity, wire.frame(wire.REPLY, replies)) for identity, replies in out.items()]
+        frames: list[tuple[bytes, bytes]] = []
+        for identity, replies in out.items():
+            for start in range(0, len(replies), wire.MAX_BATCH):
+                for _, data in _cut(wire.REPLY, replies[start:start + wire.MAX_BATCH], []):
+                    frames.append((identity, data))
+        return frames
 
     def take_pushes(self) -> dict[bytes, list]:
         """Take the queued pushes, by client (``push_frames`` makes their frames)."""
@@ -144,15 +150,18 @@ def push_frames(items: list) -> list[tuple[list, bytes]]:
     client's limit)."""
     frames: list[tuple[list, bytes]] = []
     for start in range(0, len(items), PUSHES_PER_FRAME):
-        _event_frames(items[start:start + PUSHES_PER_FRAME], frames)
+        _cut(wire.EVENT, items[start:start + PUSHES_PER_FRAME], frames)
     return frames
 
 
-def _event_frames(items: list, out: list) -> None:
-    data = wire.frame(wire.EVENT, items)
+def _cut(kind: int, items: list, out: list) -> list[tuple[list, bytes]]:
+    """``items`` as frames of ``kind``, halved while a frame exceeds ``wire.MAX_CLIENT_FRAME``
+    (a single item may); appended to ``out`` as ``(items, frame)`` pairs."""
+    data = wire.frame(kind, items)
     if len(data) > wire.MAX_CLIENT_FRAME and len(items) > 1:
         half = len(items) // 2
-        _event_frames(items[:half], out)
-        _event_frames(items[half:], out)
+        _cut(kind, items[:half], out)
+        _cut(kind, items[half:], out)
     else:
         out.append((items, data))
+    return out

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from ..errors import shown
 from ..raft.types import Entry, HardState, Snapshot, SnapshotMeta
 from .errors import CorruptFileError, CorruptLogError
 
@@ -98,14 +99,14 @@ def decode_ops(payload: bytes) -> list[Op]:
     ops = []
     for item in raw:
         if not isinstance(item, list) or not item or not isinstance(item[0], int):
-            raise ValueError(f"malformed operation {item!r:.80}")
+            raise ValueError(f"malformed operation {shown(item)}")
         kind = item[0]
         if kind == OP_ENTRIES and len(item) == 2 and isinstance(item[1], list) and item[1]:
             entries = []
             for e in item[1]:
                 if (not isinstance(e, list) or len(e) != 3 or not isinstance(e[0], int)
                         or not isinstance(e[1], int) or not isinstance(e[2], bytes)):
-                    raise ValueError(f"malformed entry {e!r:.80}")
+                    raise ValueError(f"malformed entry {shown(e)}")
                 entries.append(Entry(e[0], e[1], e[2]))
             ops.append(Op(OP_ENTRIES, entries[0].index, entries[0].term, entries))
         elif kind == OP_RESET and len(item) == 3 and all(isinstance(x, int) for x in item):
@@ -113,7 +114,7 @@ def decode_ops(payload: bytes) -> list[Op]:
         elif kind == OP_COMMIT and len(item) == 2 and isinstance(item[1], int):
             ops.append(Op(OP_COMMIT, item[1]))
         else:
-            raise ValueError(f"unknown or malformed operation {item!r:.80}")
+            raise ValueError(f"unknown or malformed operation {shown(item)}")
     return ops
 
 
@@ -230,7 +231,7 @@ def decode_hard_state(data: bytes, path: str) -> HardState:
     value = _decode_file(HARD_STATE_MAGIC, data, path)
     if (not isinstance(value, list) or len(value) != 3
             or not all(isinstance(x, int) and x >= 0 for x in value)):
-        raise CorruptFileError(path, f"malformed hard state {value!r:.80}")
+        raise CorruptFileError(path, f"malformed hard state {shown(value)}")
     return HardState(*value)
 
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ..raft.types import Entry, HardState, Ready, Snapshot
+from ..raft.types import MAX_TERM, NONE, Entry, HardState, Ready, Snapshot
 from . import codec
 from .base import (
     DEFAULT_SNAPSHOT_BYTES,
@@ -38,6 +38,9 @@ SNAPSHOT_FILE = "snapshot"
 SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})\.log$")
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_MAX_UNSYNCED_BYTES = 16 << 20
+RESTART_TERM = MAX_TERM // 2
+"""Where a hard-state term at or above ``MAX_TERM`` is brought back to at recovery (see
+``_term_within_bound``)."""
 
 
 @dataclass(slots=True)
@@ -136,6 +139,7 @@ class DiskStorage(StateReads):
         for segment, highest in zip(self._segments, replayed.segment_max_index):
             segment.max_index = highest
         self._live, reset = reconcile(replayed, snapshot, hard_state, self._dir)
+        self._term_within_bound(hs_path)
         self._durable_hard_state = self._live.hard_state
         if not self._segments:
             self._segments.append(self._create_segment(1))
@@ -144,6 +148,27 @@ class DiskStorage(StateReads):
             # Record the reset so that entries appended from here on continue the log on disk.
             self._write_records([(codec.pack_reset_op(snapshot.meta.index, snapshot.meta.term),
                                   snapshot.meta.index)])
+
+    def _term_within_bound(self, path: str) -> None:
+        """Bring a term at or beyond the bound back to ``RESTART_TERM``, with no vote.
+
+        Before terms were bounded, one forged vote request could leave a node at 2**63 - 1,
+        where it could never campaign again. No honest election gets past 2**61, so the node
+        took part (voted, followed a leader) only in terms below ``RESTART_TERM``: restarting
+        there without a vote cannot make it vote twice in one term, and leaves 2**61 terms of
+        room. A log holding entries of a later term (a forged leader's) keeps that term.
+        """
+        live = self._live
+        hs = live.hard_state
+        if hs.term < MAX_TERM:
+            return
+        last_term = live.log.term(live.log.last_index) or 0
+        fixed = HardState(max(RESTART_TERM, last_term), NONE, hs.commit)
+        log.warning("%s: term %d is beyond the bound %d (a forged message before this version "
+                    "refused them); restarting at term %d with no vote", path, hs.term,
+                    MAX_TERM, fixed.term)
+        write_atomic(self._dir, self._dir_fd, HARD_STATE_FILE, codec.encode_hard_state(fixed))
+        live.hard_state = fixed
 
     def _truncate(self, path: str, size: int) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)

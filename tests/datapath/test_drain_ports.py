@@ -152,7 +152,8 @@ async def test_a_consumer_drain_hands_what_it_holds_to_its_handler_first():
 def test_control_requests_are_checked():
     assert parse_request(b'{"command": "drain", "timeout": 2}').timeout == 2.0
     for bad in [b"", b"[1]", b'{"command": "reboot"}', b'{"command": "drain", "timeout": -1}',
-                b"\xff"]:
+                b"\xff", b"[" * 1000 + b"]" * 1000, b'{"command": "drain", "timeout": true}',
+                b'{"command": "drain", "timeout": NaN}']:
         with pytest.raises(ControlError):
             parse_request(bad)
 
@@ -167,12 +168,13 @@ async def test_the_control_server_answers_status_drain_and_bad_requests():
 
     server = ControlServer(lambda: {"kind": "test"}, drain).start()
     try:
-        assert await control_request(server.endpoint, "status", 5) == {"kind": "test"}
+        status = {"kind": "test", "control_bad_requests": 0}
+        assert await control_request(server.endpoint, "status", 5) == status
         first = asyncio.ensure_future(control_request(server.endpoint, "drain", 5,
                                                       drain_timeout=3))
         await async_wait_for(lambda: calls, 5, "the drain to start")
         second = asyncio.ensure_future(control_request(server.endpoint, "drain", 5))
-        assert await control_request(server.endpoint, "status", 5) == {"kind": "test"}
+        assert await control_request(server.endpoint, "status", 5) == status
         release.set()
         assert await first == await second == {"complete": True}
         assert calls == [3.0], "one drain, both answered"
