@@ -338,7 +338,7 @@ class SnapshotStreams:
         """Stream messages from a SNAP frame."""
         sender, receiver = self.sender, self.receiver
         for m in messages:
-            if m.to != self._me:
+            if m.to != self._me or m.frm == self._me:
                 ok = False
             elif type(m) is wire.SnapChunk:
                 ok = receiver.handle_chunk(m)
