@@ -290,6 +290,11 @@ class SnapshotReceiver:
 
     def _finish(self, s: _Incoming) -> None:
         offer = s.offer
+        if s.term < self._current_term():
+            # The core would drop it (a deposed leader's term): keep the whole image for the
+            # next leader's offer of the same snapshot, which then finishes at once.
+            self._forget(s)
+            return
         data = s.spool.read_all()
         if len(data) != offer.size or zlib.crc32(data) != offer.crc:
             self.counters["snapshot_receives_corrupt"] += 1
@@ -312,10 +317,14 @@ class SnapshotReceiver:
         """Forget a stream whose leader went silent (its file stays for a resume)."""
         s = self._stream
         if s is not None and self._clock() - s.last_heard >= self.timeout_s:
-            s.spool.close()
-            self._stream = None
-            if self.spool_dir is None:
-                self._memory = s
+            self._forget(s)
+
+    def _forget(self, s: _Incoming) -> None:
+        """Stop receiving ``s``; what it holds stays for a resume (its file, or in memory)."""
+        s.spool.close()
+        self._stream = None
+        if self.spool_dir is None:
+            self._memory = s
 
     def close(self) -> None:
         """Close the partial file (it stays on disk)."""
