@@ -123,7 +123,7 @@ class _MemorySpool:
 
 class _Incoming:
     __slots__ = ("offer", "ident", "leader", "term", "spool", "expected", "nacked_at",
-                 "last_heard")
+                 "last_heard", "started", "resumed_from")
 
     def __init__(self, offer: wire.SnapOffer, spool: _FileSpool | _MemorySpool,
                  now: float) -> None:
@@ -134,7 +134,8 @@ class _Incoming:
         self.spool = spool
         self.expected = 0  # the file holds [0, expected), every chunk of it checked
         self.nacked_at = -1  # the offset a gap was last answered for
-        self.last_heard = now
+        self.last_heard = self.started = now
+        self.resumed_from = 0
 
 
 def _ident(offer: wire.SnapOffer) -> tuple[int, int, int, int]:
@@ -165,6 +166,9 @@ class SnapshotReceiver:
         self._stream: _Incoming | None = None
         self._memory: _Incoming | None = None  # an in-memory stream kept for a resume
         self._unknown_sent = -UNKNOWN_EVERY_S
+        self.last_completed: dict | None = None
+        """The last stream completed: ``leader``, ``index``, ``bytes``, ``resumed_from``,
+        ``stream_s`` (from the offer this run accepted to the image verified)."""
         self.counters = {"snapshot_receives_started": 0, "snapshot_receives_resumed": 0,
                          "snapshot_receives_completed": 0, "snapshot_receives_corrupt": 0,
                          "snapshot_chunks_received": 0, "snapshot_chunks_refused": 0,
@@ -228,6 +232,7 @@ class SnapshotReceiver:
                      offer.frm, resumed, offer.size)
         s.offer, s.leader, s.term = offer, offer.frm, offer.term
         s.expected, s.nacked_at, s.last_heard = resumed, -1, now
+        s.started, s.resumed_from = now, resumed
         self._ack(s, wire.ACK_REWIND, resumed)
         if resumed == offer.size:
             self._finish(s)
@@ -308,6 +313,9 @@ class SnapshotReceiver:
         self._stream = None
         meta = SnapshotMeta(offer.index, offer.snap_term, offer.voters, offer.learners)
         self.counters["snapshot_receives_completed"] += 1
+        self.last_completed = {"leader": s.leader, "index": offer.index, "bytes": offer.size,
+                               "resumed_from": s.resumed_from,
+                               "stream_s": round(self._clock() - s.started, 4)}
         self._deliver(SnapshotRequest(s.leader, self._me, s.term, Snapshot(meta, data)))
         self._ack(s, wire.ACK_DONE, offer.size)
 

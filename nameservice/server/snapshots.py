@@ -76,8 +76,8 @@ class _Outgoing:
     """One stream to one peer."""
 
     __slots__ = ("peer", "term", "index", "snapshot", "view", "size", "crc", "state", "acked",
-                 "next", "sent_max", "started", "last_heard", "last_progress", "last_offer",
-                 "done_at")
+                 "next", "sent_max", "started", "offered", "last_heard", "last_progress",
+                 "last_offer", "done_at")
 
     def __init__(self, request: SnapshotRequest, now: float) -> None:
         self.peer = request.to
@@ -92,7 +92,7 @@ class _Outgoing:
         self.next = 0  # the next byte to send
         self.sent_max = 0  # bytes below this were sent at least once
         self.started = self.last_heard = self.last_progress = now
-        self.last_offer = 0.0
+        self.offered = self.last_offer = 0.0
         self.done_at = 0.0
 
 
@@ -118,6 +118,9 @@ class SnapshotSender:
         self.timeout_s = timeout_s
         self._streams: dict[int, _Outgoing] = {}
         self._crcs: dict[tuple[int, int], tuple[bytes, int]] = {}  # (index, term) -> image, crc
+        self.last_completed: dict | None = None
+        """The last stream completed: ``peer``, ``index``, ``bytes``, ``prepare_s`` (the CRC),
+        ``stream_s`` (from the first offer to DONE)."""
         self.counters = {"snapshot_streams_started": 0, "snapshot_streams_resumed": 0,
                          "snapshot_streams_completed": 0, "snapshot_streams_expired": 0,
                          "snapshot_requests_coalesced": 0, "snapshot_chunks_sent": 0,
@@ -126,6 +129,10 @@ class SnapshotSender:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def peers(self) -> list[int]:
+        """The peers with a stream (running, or finished a moment ago)."""
+        return list(self._streams)
 
     def stream_state(self, peer: int) -> dict | None:
         """The stream to ``peer`` (``term``, ``index``, ``size``, ``acked``, ``next``,
@@ -186,7 +193,8 @@ class SnapshotSender:
         if self._streams.get(s.peer) is not s:
             return  # replaced or dropped meanwhile
         s.crc = crc
-        self._send_offer(s, self._clock())
+        s.offered = self._clock()
+        self._send_offer(s, s.offered)
 
     def _send_offer(self, s: _Outgoing, now: float) -> None:
         assert s.crc is not None
@@ -225,8 +233,11 @@ class SnapshotSender:
             s.view = memoryview(b"")  # the image is no longer needed here
             s.snapshot = s.snapshot._replace(data=b"")
             self.counters["snapshot_streams_completed"] += 1
+            self.last_completed = {"peer": s.peer, "index": s.index, "bytes": s.size,
+                                   "prepare_s": round(s.offered - s.started, 4),
+                                   "stream_s": round(now - s.offered, 4)}
             log.info("snapshot %d (%d bytes) streamed to node %d in %.2f s", s.index, s.size,
-                     s.peer, now - s.started)
+                     s.peer, now - s.offered)
             return True
         if offset > s.size or (offset % self.chunk_size and offset != s.size):
             return False
@@ -318,6 +329,13 @@ class SnapshotStreams:
     def counters(self) -> dict[str, int]:
         """Both sides' counters."""
         return {**self.sender.counters, **self.receiver.counters, **self._dropped}
+
+    def status(self) -> dict:
+        """What ``fabric ns status`` shows: the streams running and the last ones completed."""
+        sender = self.sender
+        sending = {str(peer): sender.stream_state(peer) for peer in sender.peers()}
+        return {"sending": sending, "receiving": self.receiver.receiving,
+                "last_sent": sender.last_completed, "last_received": self.receiver.last_completed}
 
     def intercept(self, messages: list) -> list:
         """Take the ``SnapshotRequest``s out of ``messages`` (they are streamed); the rest."""
