@@ -70,7 +70,8 @@ async def _measure(cluster: LocalCluster, megabytes: int) -> dict:
             await ns.put(b"tick", b"%d" % i)
             if (await _status(ns, cluster, leader))["counters"]["snapshots"] > snapshots:
                 break
-        commit = (await _status(ns, cluster, leader))["commit_index"]
+        st = await _status(ns, cluster, leader)
+        commit, term = st["commit_index"], st["term"]
         started = time.perf_counter()
         cluster.start(follower)
         while True:
@@ -86,15 +87,18 @@ async def _measure(cluster: LocalCluster, megabytes: int) -> dict:
         catch_up_s = time.perf_counter() - started
         got = st["snapshot_stream"]["last_received"]
         c = st["counters"]
-        sent = await _status(ns, cluster, leader)
+        sender = await _status(ns, cluster, got["leader"])  # the leader may have changed
+        sent = sender["snapshot_stream"]["last_sent"] or {}
         stream_s = got["stream_s"]
         return {
             "megabytes": megabytes, "image_bytes": got["bytes"],
             "stream_s": stream_s, "stream_mb_s": round(got["bytes"] / 1e6 / stream_s, 1),
-            "leader_crc_s": sent["snapshot_stream"]["last_sent"]["prepare_s"],
+            "resumed_from": got["resumed_from"], "leader_crc_s": sent.get("prepare_s"),
             "catch_up_s": round(catch_up_s, 3),
             "chunks": c["snapshot_chunks_received"], "chunks_refused": c["snapshot_chunks_refused"],
-            "chunks_resent": sent["counters"]["snapshot_chunks_resent"],
+            "chunks_resent": sender["counters"]["snapshot_chunks_resent"],
+            "snapshots_received": c["snapshot_receives_completed"],
+            "leader_changes": sender["term"] - term,
         }
 
 
