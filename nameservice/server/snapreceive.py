@@ -191,8 +191,8 @@ class SnapshotReceiver:
 
     def handle_offer(self, offer: wire.SnapOffer) -> bool:
         """An offer: start, resume or refuse a stream; False if it is dropped."""
-        if offer.term < self._current_term() or offer.size > MAX_SNAPSHOT_BYTES:
-            return False  # a deposed leader's, or absurd
+        if offer.term < self._current_term() or not 0 < offer.size <= MAX_SNAPSHOT_BYTES:
+            return False  # a deposed leader's, or absurd (a state machine's image is not empty)
         now = self._clock()
         s = self._stream
         if s is not None and offer.term < s.term:

@@ -298,7 +298,7 @@ _messages = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_messages, max_size=30))
-def test_stray_stream_messages_never_crash_either_side_or_install_garbage(tmp_path_factory,
+def test_stray_stream_messages_never_crash_either_side_or_install_anything(tmp_path_factory,
                                                                             messages):
     pair = Pair(str(tmp_path_factory.mktemp("spool")))
     pair.request(image(300))  # a stream runs while the garbage arrives
@@ -307,9 +307,7 @@ def test_stray_stream_messages_never_crash_either_side_or_install_garbage(tmp_pa
         pair.follower.handle([m])
     pair.to_follower.clear()
     pair.to_leader.clear()
-    # Only intact images go in: the stream's own, or (random offers being well-formed, if
-    # unauthenticated) an empty one, the only image a random CRC matches.
-    assert all(r.snapshot == image(300) or r.snapshot.data == b"" for r in pair.delivered)
+    assert all(r.snapshot == image(300) for r in pair.delivered)
 
 
 def test_a_stream_whose_leader_was_deposed_is_kept_whole_for_the_next_leader(pair, tmp_path):
