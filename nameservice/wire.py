@@ -4,7 +4,8 @@ Every ZeroMQ frame a node or client sends is::
 
     byte 0     VERSION (1)
     byte 1     kind: PEER (Raft messages between nodes), REQUEST (client → node),
-               REPLY (node → client), EVENT (node → client: watch pushes)
+               REPLY (node → client), EVENT (node → client: watch pushes),
+               SNAP (node → node: a snapshot streamed in chunks, and its acknowledgements)
     bytes 2..  one msgpack array: a batch of messages / requests / replies
 
 Batching is the point: a node sends one frame per peer per loop iteration holding every Raft
@@ -13,7 +14,12 @@ flush holding every request it has queued.
 
 Peer message: ``[tag, frm, to, term, field...]`` with ``tag`` the index of the type in
 ``raft.messages.MESSAGE_TYPES`` and the fields in declaration order; an entry is
-``[term, index, data]``, a snapshot ``[index, term, [voter...], data]``.
+``[term, index, data]``, a snapshot ``[index, term, [voter...], data, [learner...]]``.
+
+Snapshot stream message (in SNAP frames; see "Snapshot streaming" in docs/nameservice.md):
+``[0, frm, to, term, index, snap_term, [voter...], [learner...], size, crc, chunk_size]``
+offers a snapshot, ``[1, frm, to, term, index, offset, crc, data]`` carries one chunk of it,
+``[2, frm, to, term, index, status, offset]`` acknowledges (``ACK_*``).
 
 Client request: ``[rid, op, arg...]``; reply ``[rid, status, payload]`` (see the ``OP_*`` and
 ``ST_*`` constants and docs/nameservice.md). ``rid`` is the client's own request number, echoed.
@@ -33,6 +39,7 @@ and drops what is wrong).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
@@ -44,11 +51,15 @@ if TYPE_CHECKING:
     from nameservice.raft.types import ChangeKind, Entry, Snapshot
 
 VERSION = 1
-PEER, REQUEST, REPLY, EVENT = 1, 2, 3, 4
-_HEADERS = {kind: bytes([VERSION, kind]) for kind in (PEER, REQUEST, REPLY, EVENT)}
+PEER, REQUEST, REPLY, EVENT, SNAP = 1, 2, 3, 4, 5
+_HEADERS = {kind: bytes([VERSION, kind]) for kind in (PEER, REQUEST, REPLY, EVENT, SNAP)}
 
 MAX_PEER_FRAME = 512 << 20
-"""Largest peer frame accepted (a snapshot travels in one message)."""
+"""Largest peer frame accepted (an old-style SnapshotRequest carries a whole snapshot)."""
+MAX_SNAP_CHUNK = 4 << 20
+"""Largest chunk of a streamed snapshot (and its ``chunk_size``)."""
+MAX_SNAP_FRAME = MAX_SNAP_CHUNK + 4096
+"""Largest SNAP frame accepted: one chunk and its header."""
 MAX_CLIENT_FRAME = 8 << 20
 """Largest client request or reply frame accepted."""
 MAX_BATCH = 65_536
@@ -258,6 +269,126 @@ def encode_peer_frame(messages: list) -> bytes:
 def decode_peer_batch(body: list) -> list:
     """The Raft messages of a PEER frame's batch (from ``split_frame``)."""
     return [message_from_wire(w) for w in body]
+
+
+# ------------------------------------------------------------------------- snapshot streams
+# A leader streams a snapshot to a follower in SNAP frames instead of one SnapshotRequest
+# (nameservice/server/snapshots.py). Every message names its stream by (frm or to: the
+# leader, term: the leader's term when it offered, index: the snapshot's last index).
+
+SNAP_OFFER, SNAP_CHUNK, SNAP_ACK = 0, 1, 2
+ACK_PROGRESS, ACK_REWIND, ACK_DONE, ACK_UNKNOWN = 0, 1, 2, 3
+"""Acknowledgement statuses: PROGRESS — the receiver holds ``[0, offset)``, verified;
+REWIND — send from ``offset`` next (the answer to an offer, a gap, a refused chunk);
+DONE — the whole image verified and handed to Raft; UNKNOWN — no such stream here: offer
+again."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapOffer:
+    """A leader offers a snapshot: its meta, ``size`` bytes with CRC32 ``crc``, sent in chunks
+    of ``chunk_size`` bytes (the last one shorter)."""
+
+    frm: int
+    to: int
+    term: int
+    index: int
+    snap_term: int
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
+    size: int
+    crc: int
+    chunk_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapChunk:
+    """Bytes ``offset .. offset + len(data)`` of the offered snapshot; ``crc`` is their CRC32.
+    ``data`` may be any bytes-like object when encoding; it decodes as ``bytes``."""
+
+    frm: int
+    to: int
+    term: int
+    index: int
+    offset: int
+    crc: int
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SnapAck:
+    """The receiver's answer (``status``: an ``ACK_*``) about the stream ``(to, term, index)``."""
+
+    frm: int
+    to: int
+    term: int
+    index: int
+    status: int
+    offset: int
+
+
+SnapMessage = SnapOffer | SnapChunk | SnapAck
+
+
+def snap_to_wire(x: SnapMessage) -> list:
+    """The msgpack-ready array of one stream message."""
+    if type(x) is SnapChunk:
+        return [SNAP_CHUNK, x.frm, x.to, x.term, x.index, x.offset, x.crc, x.data]
+    if type(x) is SnapAck:
+        return [SNAP_ACK, x.frm, x.to, x.term, x.index, x.status, x.offset]
+    assert type(x) is SnapOffer
+    return [SNAP_OFFER, x.frm, x.to, x.term, x.index, x.snap_term, list(x.voters),
+            list(x.learners), x.size, x.crc, x.chunk_size]
+
+
+def _crc(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= 0xFFFFFFFF:
+        raise DecodeError(f"expected a CRC32, got {v!r:.20}")
+    return v
+
+
+def snap_from_wire(w: Any) -> SnapMessage:
+    """Check and rebuild one stream message; ``DecodeError`` if malformed."""
+    if type(w) is not list or not w:
+        raise DecodeError("a stream message is a non-empty array")
+    tag = w[0]
+    if tag == SNAP_CHUNK and type(tag) is int:
+        if len(w) != 8:
+            raise DecodeError("a chunk is [1, frm, to, term, index, offset, crc, data]")
+        data = _bytes(w[7])
+        if len(data) > MAX_SNAP_CHUNK:
+            raise DecodeError(f"a chunk of {len(data)} bytes is over {MAX_SNAP_CHUNK}")
+        return SnapChunk(_uint(w[1]), _uint(w[2]), _uint(w[3]), _uint(w[4]), _uint(w[5]),
+                         _crc(w[6]), data)
+    if tag == SNAP_ACK and type(tag) is int:
+        if len(w) != 7:
+            raise DecodeError("an ack is [2, frm, to, term, index, status, offset]")
+        status = _uint(w[5])
+        if status > ACK_UNKNOWN:
+            raise DecodeError(f"unknown ack status {status}")
+        return SnapAck(_uint(w[1]), _uint(w[2]), _uint(w[3]), _uint(w[4]), status,
+                       _uint(w[6]))
+    if tag == SNAP_OFFER and type(tag) is int:
+        if len(w) != 11 or type(w[6]) is not list or type(w[7]) is not list:
+            raise DecodeError("an offer is [0, frm, to, term, index, snap_term, [voter...], "
+                              "[learner...], size, crc, chunk_size]")
+        chunk_size = _uint(w[10])
+        if not 0 < chunk_size <= MAX_SNAP_CHUNK:
+            raise DecodeError(f"chunk size {chunk_size} is not in 1..{MAX_SNAP_CHUNK}")
+        return SnapOffer(_uint(w[1]), _uint(w[2]), _uint(w[3]), _uint(w[4]), _uint(w[5]),
+                         tuple(_uint(v) for v in w[6]), tuple(_uint(v) for v in w[7]),
+                         _uint(w[8]), _crc(w[9]), chunk_size)
+    raise DecodeError(f"unknown stream message tag {tag!r:.20}")
+
+
+def encode_snap_frame(messages: list) -> bytes:
+    """One SNAP frame holding ``messages`` (stream messages for one peer)."""
+    return frame(SNAP, [snap_to_wire(x) for x in messages])
+
+
+def decode_snap_batch(body: list) -> list:
+    """The stream messages of a SNAP frame's batch (from ``split_frame``)."""
+    return [snap_from_wire(w) for w in body]
 
 
 # ------------------------------------------------------------------------- client side

@@ -1,7 +1,8 @@
 """Request intake: the frames a node receives, decoded and routed.
 
 ``handle_frames`` takes the messages drained from the transport. Peer frames are decoded and
-their Raft messages stepped into the core. Each client request is routed by its op:
+their Raft messages stepped into the core; snapshot-stream frames (SNAP) are decoded and handed
+to ``on_stream`` (the node's ``SnapshotStreams``). Each client request is routed by its op:
 
 * WRITE (on the leader): decoded with the key-value codec and handed to the ``WriteBatcher``;
 * GET / RANGE: consistent ones to the ``ReadService`` (one ReadIndex per step), stale ones
@@ -60,6 +61,7 @@ MAX_PARKED = 20_000
 """Requests held while no leader is known; beyond, answered UNAVAILABLE."""
 
 _CLIENT_COMMANDS = (Request, OpenSession, CloseSession)
+_LIMITS = {wire.PEER: wire.MAX_PEER_FRAME, wire.SNAP: wire.MAX_SNAP_FRAME}
 
 
 class RequestIntake:
@@ -67,7 +69,9 @@ class RequestIntake:
     known (see module docstring).
 
     ``leader_address()`` is what a NOT_LEADER reply carries; ``status()`` the STATUS reply;
-    ``term_start()`` the index of this leader's first entry (``LeaderTracker.term_start``).
+    ``term_start()`` the index of this leader's first entry (``LeaderTracker.term_start``);
+    ``on_stream(messages)`` takes the snapshot-stream messages of a SNAP frame (None: such
+    frames are refused as bad peer frames).
     """
 
     def __init__(self, core: RaftCore, machine: KvStateMachine, *, writes: WriteBatcher,
@@ -75,7 +79,8 @@ class RequestIntake:
                  stale: StaleWrites, members: MembershipService, reply: Reply,
                  leader_address: Callable[[], str | None],
                  status: Callable[[], dict], term_start: Callable[[], int],
-                 timeout_s: float, max_parked: int = MAX_PARKED) -> None:
+                 timeout_s: float, max_parked: int = MAX_PARKED,
+                 on_stream: Callable[[list], None] | None = None) -> None:
         self._core = core
         self._machine = machine
         self._writes = writes
@@ -88,6 +93,7 @@ class RequestIntake:
         self._leader_address = leader_address
         self._status = status
         self._term_start = term_start
+        self._on_stream = on_stream
         self.timeout_s = timeout_s
         self.max_parked = max_parked
         # (deadline, identity, request, its frame's reply budget)
@@ -113,12 +119,14 @@ class RequestIntake:
                     f"{len(parts) - 1} frames in one message, expected 1"))
                 continue
             identity, data = parts
-            is_peer = wire.frame_kind(data) == wire.PEER
+            kind = wire.frame_kind(data)
+            is_peer = kind == wire.PEER or kind == wire.SNAP
             try:
-                kind, body = wire.split_frame(
-                    data, wire.MAX_PEER_FRAME if is_peer else wire.MAX_CLIENT_FRAME)
+                kind, body = wire.split_frame(data, _LIMITS.get(kind, wire.MAX_CLIENT_FRAME))
                 if kind == wire.PEER:
                     messages = wire.decode_peer_batch(body)
+                elif kind == wire.SNAP and self._on_stream is not None:
+                    messages = wire.decode_snap_batch(body)
                 elif kind != wire.REQUEST:
                     raise DecodeError(f"a node does not accept frames of kind {kind}")
             except DecodeError as exc:
@@ -130,6 +138,9 @@ class RequestIntake:
             if kind == wire.PEER:
                 for msg in messages:
                     step(msg)
+            elif kind == wire.SNAP:
+                assert self._on_stream is not None  # checked above
+                self._on_stream(messages)
             else:
                 per_item = len(data) // max(1, len(body))
                 budget = ReplyBudget()  # shared by the replies to this frame

@@ -164,6 +164,13 @@ class MemoryTransport:
         """Whether a message is waiting."""
         return bool(self._inbox)
 
+    def send_peer(self, peer: int, data: bytes) -> None:
+        """Deliver one frame to node ``peer`` now (dropped and counted if it is not bound)."""
+        address = self._peers.get(peer)
+        if address is not None and not self._network.send_to_node(
+                self.address, address, self._identity, data):
+            self.peer_drops += 1
+
     def flush(self) -> bool:
         """Deliver everything queued; whether input is waiting after sending to clients."""
         out, network, me = self._out, self._network, self.address

@@ -2,9 +2,9 @@
 
 ``NODE_METRICS`` is the table (docs/operations.md, "Metrics", lists the same, and a test keeps
 the two equal); ``node_samples(node)`` reads the current values: the counters each part keeps
-(``RequestIntake``, ``WriteBatcher``, ``ReadyPipeline``, the transport, the Raft core, the
-``WatchHub``, ``StaleWrites``, ``LeaseClock``), the core's role, term and indexes, the state
-machine's sizes, and the parts' histograms. ``NodeCollector(node)`` serves them.
+(``RequestIntake``, ``WriteBatcher``, ``ReadyPipeline``, ``SnapshotStreams``, the transport,
+the Raft core, the ``WatchHub``, ``StaleWrites``, ``LeaseClock``), the core's role, term and
+indexes, the state machine's sizes, and the parts' histograms. ``NodeCollector(node)`` serves them.
 
 Counters are the node process's own: they start at 0 when it starts (Prometheus's ``rate``
 and ``increase`` handle the reset).
@@ -61,6 +61,16 @@ NODE_METRICS: tuple[Metric, ...] = (
     Metric("fabric_ns_snapshots_total", _C, "Snapshots taken (and the log compacted)."),
     Metric("fabric_ns_snapshots_installed_total", _C, "Snapshots received from a leader and "
                                                       "installed."),
+    Metric("fabric_ns_snapshot_chunks_total", _C, "Chunks of streamed snapshots: sent, resent "
+           "(leader); received, refused (bad CRC), dropped (out of order or stale) (follower).",
+           ("event",)),
+    Metric("fabric_ns_snapshot_streams_total", _C, "Snapshot streams to followers: started, "
+           "resumed (from bytes the follower held), completed, expired (receiver silent).",
+           ("event",)),
+    Metric("fabric_ns_snapshot_receives_total", _C, "Snapshot streams received: started, "
+           "resumed, completed, corrupt (the whole image failed its CRC).", ("event",)),
+    Metric("fabric_ns_snapshot_bytes_total", _C, "Bytes of streamed snapshots: sent, skipped "
+           "(held by the follower already), received.", ("direction",)),
     Metric("fabric_ns_peer_send_drops_total", _C, "Raft messages to a peer dropped (its queue "
                                                   "was full)."),
     Metric("fabric_ns_reply_drops_total", _C, "Replies to a client dropped (its queue was "
@@ -139,6 +149,16 @@ def node_samples(node: Any) -> Iterator[Sample]:
     yield "fabric_ns_fsyncs_total", (), counters["syncs"]
     yield "fabric_ns_snapshots_total", (), counters["snapshots"]
     yield "fabric_ns_snapshots_installed_total", (), counters["snapshots_installed"]
+    for event in ("sent", "resent", "received", "refused", "dropped"):
+        yield "fabric_ns_snapshot_chunks_total", (event,), counters[f"snapshot_chunks_{event}"]
+    for event in ("started", "resumed", "completed", "expired"):
+        yield "fabric_ns_snapshot_streams_total", (event,), counters[f"snapshot_streams_{event}"]
+    for event in ("started", "resumed", "completed", "corrupt"):
+        yield ("fabric_ns_snapshot_receives_total", (event,),
+               counters[f"snapshot_receives_{event}"])
+    for direction in ("sent", "skipped", "received"):
+        yield ("fabric_ns_snapshot_bytes_total", (direction,),
+               counters[f"snapshot_bytes_{direction}"])
     transport = node.transport
     yield "fabric_ns_peer_send_drops_total", (), getattr(transport, "peer_drops", 0)
     yield "fabric_ns_reply_drops_total", (), getattr(transport, "reply_drops", 0)

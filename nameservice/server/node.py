@@ -42,6 +42,8 @@ Parts (each owns its state; this class builds them, wires their callbacks and ru
     apply.py       Applier        committed entries into the machine; writers answered
     pipeline.py    ReadyPipeline  persist -> send -> apply -> advance; fsync worker; snapshots
     leadership.py  LeaderTracker  leader changes, told to the parts
+    snapshots.py   SnapshotStreams  snapshots streamed to followers far behind, and received
+                                  (``snapreceive.py``): the core's SnapshotRequests go there
     leases.py      LeaseClock     the leader's lease deadlines
     members.py     MemberBook, MembershipService  members' addresses; MEMBERS, MEMBER_CHANGE
     watches.py     WatchHub       watches and their pushes
@@ -63,6 +65,7 @@ import time
 from nameservice import wire
 from nameservice.kv import KvConfig, KvStateMachine
 from nameservice.raft.core import RaftCore
+from nameservice.raft.messages import SnapshotRequest
 from nameservice.raft.types import NONE, Role
 from nameservice.server.apply import Applier
 from nameservice.server.clock import TickClock
@@ -74,6 +77,7 @@ from nameservice.server.members import MemberBook, MembershipService
 from nameservice.server.pipeline import ReadyPipeline
 from nameservice.server.reads import ReadService
 from nameservice.server.seam import Transport, TransportFactory
+from nameservice.server.snapshots import SnapshotStreams
 from nameservice.server.stale import StaleReplayer, StaleWrites
 from nameservice.server.status import status_report
 from nameservice.server.transport import zmq_transport
@@ -147,11 +151,16 @@ class Node:
         self.writes = WriteBatcher(self.core.propose, self._reply, self.leader_address)
         self.reads = ReadService(self.machine, self.stale, self.core.read_index, self._reply,
                                  timeout_s=timeout_s)
+        self.snapshots = SnapshotStreams(
+            settings.id, self._send_frame, self._deliver_snapshot,
+            committed_index=lambda: self.core.commit_index, current_term=lambda: self.core.term,
+            spool_dir=getattr(self.storage, "data_dir", None), run_in_thread=self._in_thread)
         self.intake = RequestIntake(
             self.core, self.machine, writes=self.writes, reads=self.reads, leases=self.leases,
             watches=self.watches, stale=self.stale, members=self.membership, reply=self._reply,
             leader_address=self.leader_address, status=self.status,
-            term_start=lambda: self.leadership.term_start, timeout_s=timeout_s)
+            term_start=lambda: self.leadership.term_start, timeout_s=timeout_s,
+            on_stream=self.snapshots.handle)
         self.applier = Applier(self.machine, writes=self.writes, reads=self.reads,
                                leases=self.leases, watches=self.watches)
         self.pipeline = ReadyPipeline(
@@ -164,7 +173,7 @@ class Node:
     def counters(self) -> dict[str, int]:
         """The node's counters (each part keeps its own), in the order they are reported."""
         return {**self.intake.counters, **self.reads.counters, **self.writes.counters,
-                **self.pipeline.counters, **self.membership.counters}
+                **self.pipeline.counters, **self.membership.counters, **self.snapshots.counters}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -197,6 +206,7 @@ class Node:
                 except asyncio.CancelledError:
                     pass
             self.pipeline.close()
+            self.snapshots.close()
             self.transport.close()
             if self.pipeline.failed is None:
                 self.storage.close()
@@ -287,6 +297,7 @@ class Node:
             self.core.tick(due)
         self.intake.expire(now)
         self.reads.expire(now)
+        self.snapshots.tick()
         self.watches.tick(now, self.core.leader != NONE)
         if self.leases.active:
             self.leases.expire(now, self.machine.has_lease, self.core.propose)
@@ -304,6 +315,7 @@ class Node:
     def _lost_leadership(self) -> None:
         self.leases.stop()
         self.membership.fail_all(self.leader_address())
+        self.snapshots.abandon()
         self.writes.fail_all()
         self.reads.fail_groups(wire.ST_NOT_LEADER, self.leader_address())
 
@@ -319,7 +331,20 @@ class Node:
 
     def _send_messages(self, messages: list) -> None:
         assert self.transport is not None
-        self.transport.queue_messages(messages)
+        self.transport.queue_messages(self.snapshots.intercept(messages))
+
+    def _send_frame(self, peer: int, data: bytes) -> None:
+        if self.transport is not None and not self._shut_down:
+            self.transport.send_peer(peer, data)
+
+    def _deliver_snapshot(self, request: SnapshotRequest) -> None:
+        """A streamed snapshot arrived whole: into the core, as if it came in one message
+        (called while a batch of input is handled; ``_after_input`` follows)."""
+        self.core.step(request)
+
+    def _in_thread(self, fn, *args) -> asyncio.Future:
+        assert self._loop is not None  # snapshots are streamed only while the node runs
+        return self._loop.run_in_executor(None, fn, *args)
 
     def _reply(self, identity: bytes, rid: int, status: int, payload) -> None:
         assert self.transport is not None

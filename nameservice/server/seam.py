@@ -60,6 +60,12 @@ class Transport(Protocol):
         """Queue Raft messages (each has ``.to``)."""
         ...
 
+    def send_peer(self, peer: int, data: bytes) -> None:
+        """Send one frame to node ``peer`` now, outside the queued output (a snapshot stream's
+        frames); dropped, and counted in ``peer_drops``, if the peer is down or its queue
+        full."""
+        ...
+
     def queue_reply(self, identity: bytes, rid: int, status: int, payload: object) -> None:
         """Queue a reply ``[rid, status, payload]`` to a client."""
         ...

@@ -28,4 +28,5 @@ def status_report(node: Any) -> dict:
         "last_index": core.last_index, "revision": node.machine.revision,
         "keys": stats["keys"], "leases": stats["leases"],
         "watches": len(node.watches), "counters": counters, "stale": node.stale.status(),
+        "snapshot_stream": node.snapshots.status(),
     }

@@ -8,6 +8,7 @@ import asyncio
 from nameservice import wire
 from nameservice.kv import CasResult, PutResult
 from nameservice.raft.types import NONE, Role
+from nameservice.storage import MemoryStorage
 from tests.server.inprocess import InProcessCluster, cas_absent, cas_value
 from tests.waiting import async_wait_for
 
@@ -170,3 +171,23 @@ async def test_a_node_counts_and_drops_bad_frames():
         assert status == wire.ST_BAD_REQUEST
         counters = cluster.nodes[1].status()["counters"]
         assert counters["bad_client_frames"] == 2 and counters["bad_requests"] == 1
+
+
+async def test_a_crashed_follower_catches_up_by_a_snapshot_streamed_in_memory():
+    cluster = InProcessCluster(3)
+    cluster.storages = {i: MemoryStorage(snapshot_threshold=20) for i in cluster.ids}
+    async with cluster:
+        leader = await cluster.wait_for_leader()
+        follower = next(i for i in cluster.ids if i != leader)
+        ns = cluster.client()
+        await ns.open_session()
+        await cluster.crash(follower)
+        for i in range(60):  # one entry each: the leader compacts past the follower's log
+            await ns.put(b"s/%d" % i, b"%d" % i * 100)
+        cluster.start(follower)
+        await cluster.wait_caught_up()
+        node = cluster.nodes[follower]
+        assert node.counters["snapshot_receives_completed"] == 1
+        assert node.counters["snapshots_installed"] == 1
+        assert [node.machine.get(b"s/%d" % i).value for i in range(60)] == [
+            b"%d" % i * 100 for i in range(60)]

@@ -161,3 +161,22 @@ def test_a_client_may_not_expire_leases_itself():
     (_, rid, status, message), = s.replies
     assert (rid, status) == (1, wire.ST_BAD_REQUEST) and "may not send" in message
     assert s.writes.pending == 0
+
+
+def test_snap_frames_go_to_the_stream_part_and_bad_ones_are_counted():
+    s = Setup()
+    streamed: list = []
+    s.intake._on_stream = streamed.extend  # what the node passes as on_stream
+    ack = wire.SnapAck(2, 1, 3, 50, wire.ACK_PROGRESS, 16)
+    s.intake.handle_frames([[b"peer", wire.encode_snap_frame([ack])],
+                            [b"peer", b"\x01\x05" + b"\xc1"],  # not msgpack
+                            [b"peer", wire.frame(wire.SNAP, [[7, 1, 2, 3]])]])  # unknown tag
+    assert streamed == [ack] and s.core.stepped == []
+    assert s.intake.counters["bad_peer_frames"] == 2
+
+
+def test_without_a_stream_part_snap_frames_are_bad_peer_frames():
+    s = Setup()
+    s.intake.handle_frames([[b"peer", wire.encode_snap_frame([
+        wire.SnapAck(2, 1, 3, 50, wire.ACK_PROGRESS, 16)])]])
+    assert s.intake.counters["bad_peer_frames"] == 1
