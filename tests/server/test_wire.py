@@ -109,7 +109,7 @@ def test_keepalive_and_stale_write_args():
     for w in ([1, 9, b"k"], [1, 9, "k", b"v"], [1, 9, b"k", 5], [1, 9, b"k", b"v", 1]):
         with pytest.raises(DecodeError):
             wire.stale_write_args(w)
-    for op in (5, 6, 7, 12):  # unassigned (10 and 11 are the watch ops)
+    for op in (5, 6, 7, 14):  # unassigned (10, 11: the watch ops; 12, 13: membership)
         with pytest.raises(DecodeError):
             wire.check_request([1, op])
 
