@@ -79,13 +79,16 @@ async def measure_add(cluster: LocalCluster, megabytes: int) -> dict:
             if row.get("lag", 1 << 30) <= 64 and installed_at is not None:
                 break
             await asyncio.sleep(0.01)
+        caught_up = time.monotonic()
         await client.member_change(wire.MEMBER_PROMOTE, 4, timeout=60.0)
         done = time.monotonic()
         status = await _status(client, address) or {}
         stream = (status.get("snapshot_stream") or {}).get("last_received") or {}
         return {"state_bytes": size, "add_ms": round((done - started) * 1000),
                 "installed_s": round(installed_at - started, 3),
+                "caught_up_s": round(caught_up - started, 3),
                 "snapshot_bytes": stream.get("bytes"), "stream_s": stream.get("stream_s"),
+                "resumed_from": stream.get("resumed_from"),
                 "snapshot_mb_s": round(stream["bytes"] / 1e6 / stream["stream_s"], 1)
                 if stream.get("stream_s") else None}
 
@@ -156,7 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the JSON report only")
     parser.add_argument("--sizes-mb", default="10,100")
-    parser.add_argument("--snapshot-threshold", type=int, default=2000)
+    parser.add_argument("--snapshot-threshold", type=int, default=500,
+                        help="entries between snapshots (10 MB of state is 1,000 entries)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per puts row")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--election-timeout", default="150-300")
