@@ -42,7 +42,7 @@ from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
 from fabric.errors import DecodeError
 from fabric.intermediary.batchqueue import BatchQueue
 from fabric.intermediary.claims import Answer, ClaimRounds
-from fabric.intermediary.peers import IntermediaryStats, Peer, drain_leftovers
+from fabric.intermediary.peers import IntermediaryStats, Peer, drain_leftovers, peers_summary
 from fabric.intermediary.router import REBIND_PATIENCE, bind_router
 from fabric.intermediary.stall import OffCpuClock
 from fabric.timing import Timing
@@ -181,21 +181,11 @@ class Intermediary:
 
     def status(self) -> dict:
         """A JSON-able summary (the control socket's ``status``)."""
-        producers = [pr for pr in self._peers.values() if pr.role == p.ROLE_PRODUCER]
-        consumers = [pr for pr in self._peers.values() if pr.role == p.ROLE_CONSUMER]
-        return {
-            "kind": "intermediary", "name": self.name, "channel": self.channel,
-            "endpoints": [self.endpoint], "draining": self._draining,
-            "producers": sum(pr.alive for pr in producers), "consumers": len(consumers),
-            "consumers_leaving": sum(c.leaving for c in consumers),
-            "claim_rounds_open": len(self._rounds),
-            "in_flight": {"queued_messages": self._queue.messages(),
-                          "queued_bytes": self._queue.bytes,
-                          "parked_messages": self._queue.parked_messages(),
-                          "at_consumers": sum(e[1] - e[2] for c in consumers
-                                              for e in c.inflight.values())},
-            "counters": dataclasses.asdict(self.stats),
-        }
+        return {"kind": "intermediary", "name": self.name, "channel": self.channel,
+                "endpoints": [self.endpoint], "draining": self._draining,
+                **peers_summary(self._peers.values(), self._queue),
+                "claim_rounds_open": len(self._rounds),
+                "counters": dataclasses.asdict(self.stats)}
 
     # -- control and drain --------------------------------------------------------------------
 
