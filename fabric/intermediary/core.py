@@ -15,7 +15,8 @@ consumer acknowledges it end to end):
 Rules (docs/datapath.md tells why, docs/protocol.md frame by frame):
 - a HELLO on a new connection starts a peer afresh: a producer's queued and parked batches are
   dropped (it resends what it sent on the old connection), a consumer's in-flight batches are
-  redelivered, flagged; a HELLO with AGAIN (the answer to WHO) keeps everything;
+  sent back to it, flagged (no other consumer could recognise a copy); a HELLO with AGAIN (the
+  answer to WHO) keeps everything;
 - a silent consumer is dead: its batches are redelivered, flagged, and every producer is told
   (PEER_GONE); a silent producer's record is kept (bounded) and its batches are parked
   (:mod:`fabric.intermediary.batchqueue`) until it says HELLO again: a stranger meanwhile
@@ -42,7 +43,7 @@ from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
 from fabric.errors import DecodeError
 from fabric.intermediary.batchqueue import BatchQueue
 from fabric.intermediary.claims import Answer, ClaimRounds
-from fabric.intermediary.peers import IntermediaryStats, Peer, drain_leftovers
+from fabric.intermediary.peers import IntermediaryStats, Peer, drain_leftovers, peers_summary
 from fabric.intermediary.router import REBIND_PATIENCE, bind_router
 from fabric.intermediary.stall import OffCpuClock
 from fabric.timing import Timing
@@ -181,21 +182,11 @@ class Intermediary:
 
     def status(self) -> dict:
         """A JSON-able summary (the control socket's ``status``)."""
-        producers = [pr for pr in self._peers.values() if pr.role == p.ROLE_PRODUCER]
-        consumers = [pr for pr in self._peers.values() if pr.role == p.ROLE_CONSUMER]
-        return {
-            "kind": "intermediary", "name": self.name, "channel": self.channel,
-            "endpoints": [self.endpoint], "draining": self._draining,
-            "producers": sum(pr.alive for pr in producers), "consumers": len(consumers),
-            "consumers_leaving": sum(c.leaving for c in consumers),
-            "claim_rounds_open": len(self._rounds),
-            "in_flight": {"queued_messages": self._queue.messages(),
-                          "queued_bytes": self._queue.bytes,
-                          "parked_messages": self._queue.parked_messages(),
-                          "at_consumers": sum(e[1] - e[2] for c in consumers
-                                              for e in c.inflight.values())},
-            "counters": dataclasses.asdict(self.stats),
-        }
+        return {"kind": "intermediary", "name": self.name, "channel": self.channel,
+                "endpoints": [self.endpoint], "draining": self._draining,
+                **peers_summary(self._peers.values(), self._queue),
+                "claim_rounds_open": len(self._rounds),
+                "counters": dataclasses.asdict(self.stats)}
 
     # -- control and drain --------------------------------------------------------------------
 
@@ -369,11 +360,14 @@ class Intermediary:
                         for key in [key for key in peer.inflight if key[0] == hello.peer_id]:
                             del peer.inflight[key]
             elif old is not None:
-                # A new connection: what was in flight on the old one may be lost. The consumer
-                # drops copies of what it did receive; the rest reaches someone, flagged.
-                self._requeue_inflight(old)
                 self._leave_rounds(rid)  # a CLAIM sent on the old connection may be lost too
-            self._peers[rid] = Peer(hello.role, rid, self._now, credit=hello.credit)
+            fresh = self._peers[rid] = Peer(hello.role, rid, self._now, credit=hello.credit)
+            if old is not None and old.role == p.ROLE_CONSUMER:
+                # A new connection: what was in flight on the old one may be lost, or may have
+                # come through this one (libzmq routes to it from the moment it is attached,
+                # before this HELLO is read). Only this consumer can tell: it gets it all back
+                # and drops the copies of what it received, through either connection.
+                self._requeue_inflight(old, back_to=fresh)
         self._send(rid, p.heartbeat_frame())
         if self._draining and hello.role == p.ROLE_PRODUCER:
             self._tell_draining(self._peers[rid])
@@ -545,8 +539,10 @@ class Intermediary:
 
     # -- peers coming and going ---------------------------------------------------------------
 
-    def _requeue_inflight(self, peer: Peer) -> None:
-        """Put a consumer's unacknowledged batches back at the head of the queue, flagged."""
+    def _requeue_inflight(self, peer: Peer, back_to: Peer | None = None) -> None:
+        """Put a consumer's unacknowledged batches back, flagged: sent to ``back_to`` (the same
+        consumer on a new connection) if given and it can take them, else at the head of the
+        queue."""
         for (pid, seq), (frame, count, acked) in peer.inflight.items():
             self.stats.redelivered_batches += 1
             frame = p.mark_redelivered(frame, acked)
@@ -554,6 +550,10 @@ class Intermediary:
             producer = self._peers.get(item[0])
             if producer is not None and not producer.alive:
                 self._queue.park_item(item)  # its producer will not want it back after a cut
+            elif back_to is not None and self._send(back_to.rid, frame):
+                back_to.credit -= count
+                back_to.inflight[(pid, seq)] = [frame, count, acked]
+                self.stats.batches_out += 1
             else:
                 self._queue.put_back(item)
         peer.inflight.clear()

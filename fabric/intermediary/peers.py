@@ -1,5 +1,6 @@
-"""What an intermediary keeps per connected peer, its counters, and what a drain that ran out
-of time left behind (pure: computed from the peers and the queue)."""
+"""What an intermediary keeps per connected peer, its counters, a summary of its peers for its
+status, and what a drain that ran out of time left behind (pure: computed from the peers and
+the queue)."""
 from __future__ import annotations
 
 import logging
@@ -49,6 +50,21 @@ class IntermediaryStats:
     unknown_claims: int = 0  # CLAIMED for a round that is not open, or from a consumer not asked
     rebinds: int = 0
     control_requests: int = 0
+
+
+def peers_summary(peers: Iterable[Peer], queue: BatchQueue) -> dict:
+    """The peers and in-flight part of an intermediary's status (JSON-able)."""
+    peers = list(peers)
+    consumers = [peer for peer in peers if peer.role == p.ROLE_CONSUMER]
+    return {
+        "producers": sum(peer.alive for peer in peers if peer.role == p.ROLE_PRODUCER),
+        "consumers": len(consumers),
+        "consumers_leaving": sum(c.leaving for c in consumers),
+        "in_flight": {"queued_messages": queue.messages(), "queued_bytes": queue.bytes,
+                      "parked_messages": queue.parked_messages(),
+                      "at_consumers": sum(e[1] - e[2] for c in consumers
+                                          for e in c.inflight.values())},
+    }
 
 
 def drain_leftovers(endpoint: str, queue: BatchQueue, peers: Iterable[Peer]

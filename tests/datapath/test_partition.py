@@ -168,8 +168,8 @@ def test_a_partition_that_heals_mid_stream_loses_and_duplicates_nothing(island, 
     for proc, _ in consumers:
         cluster.stop(proc)
     # A batch the healed intermediary forwarded to a consumer's old connection before that
-    # consumer came back is lost in it: requeued when the consumer says HELLO again, it arrives
-    # flagged (the intermediary cannot know it was never handled). Flagged, but once.
+    # consumer came back is lost in it: sent back to that consumer when it says HELLO again, it
+    # arrives flagged (test_reconnect_handover.py). Flagged, but once.
     flagged = check_exactly_once(outs, EXPECTED, flagged_ok=True)
     assert all(s["intermediaries_lost"] >= 1 for s in stats)
     counters = stats_from(cluster.stop(cut))
