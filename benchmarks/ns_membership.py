@@ -71,7 +71,10 @@ async def measure_add(cluster: LocalCluster, megabytes: int) -> dict:
         await client.member_change(wire.MEMBER_ADD_LEARNER, 4, address, timeout=60.0)
         await asyncio.to_thread(cluster.start, 4)
         installed_at = None
+        deadline = started + 300.0
         while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the learner did not catch up in 300 s")
             status = await _status(client, address)
             if installed_at is None and status and status["applied_index"] >= snapshot_at:
                 installed_at = time.monotonic()
@@ -160,7 +163,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the JSON report only")
     parser.add_argument("--sizes-mb", default="10,100")
     parser.add_argument("--snapshot-threshold", type=int, default=500,
-                        help="entries between snapshots (10 MB of state is 1,000 entries)")
+                        help="entries between snapshots")
+    parser.add_argument("--snapshot-bytes", type=int, default=4_000_000,
+                        help="log bytes between snapshots (puts are batched: 10 MB of state "
+                             "is a few dozen entries)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per puts row")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--election-timeout", default="150-300")
@@ -168,7 +174,8 @@ def main() -> None:
     lo, hi = (int(x) for x in args.election_timeout.split("-"))
     report: dict = {"election_timeout_ms": [lo, hi], "load_average_before": os.getloadavg(),
                     "cpus": os.cpu_count()}
-    node_args = ["--snapshot-threshold", str(args.snapshot_threshold)]
+    node_args = ["--snapshot-threshold", str(args.snapshot_threshold),
+                 "--snapshot-bytes", str(args.snapshot_bytes)]
     with tempfile.TemporaryDirectory(prefix="ns-membership-") as tmp:
         adds = {}
         for mb in (int(x) for x in args.sizes_mb.split(",")):

@@ -363,16 +363,31 @@ class NameServiceClient:
 
     async def members(self, *, address: str | None = None, timeout: float | None = None
                       ) -> dict:
-        """The configuration as a node sees it (the leader, unless ``address`` pins one):
-        ``{"members": [{"id", "address", "role", "match", "lag"}...], "leader", "term",
-        "pending_change"}`` (``match`` and ``lag`` only from the leader). The client connects
-        to every member listed, so it follows members that joined."""
+        """The configuration: ``{"members": [{"id", "address", "role", "match", "lag"}...],
+        "id" (the node that answered), "leader", "term", "pending_change"}``. Asked of the
+        leader when one is known (only it reports ``match`` and ``lag``), else of whichever node
+        answers; ``address`` pins the question to one node. The client connects to every
+        member listed, so it follows members that joined."""
         chan = self._chan()
-        payload = await chan.call(wire.OP_MEMBERS, [], address=address, timeout=timeout)
-        if not isinstance(payload, dict) or not isinstance(payload.get("members"), list):
-            raise DecodeError("bad MEMBERS reply from the name service")
+        payload = await self._members_of(address, timeout)
+        leader = payload.get("leader")
+        if address is None and leader and payload.get("id") != leader:
+            where = [m.get("address") for m in payload["members"]
+                     if isinstance(m, dict) and m.get("id") == leader]
+            if where and isinstance(where[0], str) and where[0]:
+                try:
+                    payload = await self._members_of(where[0], timeout)
+                except NameServiceError:
+                    pass  # the leader did not answer: the follower's view will do
         chan.learn([m["address"] for m in payload["members"]
                     if isinstance(m, dict) and isinstance(m.get("address"), str) and m["address"]])
+        return payload
+
+    async def _members_of(self, address: str | None, timeout: float | None) -> dict:
+        payload = await self._chan().call(wire.OP_MEMBERS, [], address=address,
+                                          timeout=timeout)
+        if not isinstance(payload, dict) or not isinstance(payload.get("members"), list):
+            raise DecodeError("bad MEMBERS reply from the name service")
         return payload
 
     async def member_change(self, kind: int, node: int, address: str = "", *,

@@ -128,7 +128,7 @@ class MembershipService:
                     row["lag"] = last - match
                 rows.append(row)
         status = core.status()
-        return {"members": rows, "leader": core.leader, "term": core.term,
+        return {"members": rows, "id": core.id, "leader": core.leader, "term": core.term,
                 "pending_change": status.pending_conf_index}
 
     def change(self, identity: bytes, rid: int, w: list) -> None:
