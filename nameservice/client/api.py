@@ -368,7 +368,6 @@ class NameServiceClient:
         leader when one is known (only it reports ``match`` and ``lag``), else of whichever node
         answers; ``address`` pins the question to one node. The client connects to every
         member listed, so it follows members that joined."""
-        chan = self._chan()
         payload = await self._members_of(address, timeout)
         leader = payload.get("leader")
         if address is None and leader and payload.get("id") != leader:
@@ -379,9 +378,13 @@ class NameServiceClient:
                     payload = await self._members_of(where[0], timeout)
                 except NameServiceError:
                     pass  # the leader did not answer: the follower's view will do
-        chan.learn([m["address"] for m in payload["members"]
-                    if isinstance(m, dict) and isinstance(m.get("address"), str) and m["address"]])
+        self._learn(payload)
         return payload
+
+    def _learn(self, payload: dict) -> None:
+        """Connect to every member a MEMBERS map lists."""
+        self._chan().learn([m["address"] for m in payload["members"] if isinstance(m, dict)
+                            and isinstance(m.get("address"), str) and m["address"]])
 
     async def _members_of(self, address: str | None, timeout: float | None) -> dict:
         payload = await self._chan().call(wire.OP_MEMBERS, [], address=address,
@@ -398,8 +401,9 @@ class NameServiceClient:
         force already returns at once. ``RequestRejected`` with the reason when refused."""
         payload = await self._chan().call(wire.OP_MEMBER_CHANGE, [kind, node, address],
                                           timeout=timeout)
-        if not isinstance(payload, dict):
+        if not isinstance(payload, dict) or not isinstance(payload.get("members"), list):
             raise DecodeError("bad MEMBER_CHANGE reply from the name service")
+        self._learn(payload)  # the members that joined, before those it knew are removed
         return payload
 
     async def status(self, address: str, *, timeout: float = 1.0) -> dict:
