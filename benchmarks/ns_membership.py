@@ -12,7 +12,10 @@ while members change, and what two more voters cost.
   promote it, remove a follower, remove the leader; the longest time between two acknowledged
   puts during any change. The target: no gap longer than the election timeout's upper bound.
 * **puts_3, puts_5** — puts/s of 64 clients against a 3-node and a 5-node cluster, measured in
-  the same invocation (the anchor is the 3-node cluster); ``puts_5_over_3`` their ratio.
+  the same invocation, ``--repeats`` times each, interleaved (the anchor is the 3-node
+  cluster); the medians, and ``puts_5_over_3`` their ratio. Each row also gives the CPU the
+  leader and an average follower spent per put: every node shares this machine's cores, so
+  a 5-node cluster spends about L + 4F per put where a 3-node one spends L + 2F.
 
 Usage:
     python benchmarks/ns_membership.py [--json] [--sizes-mb 10,100] [--duration 3]
@@ -24,6 +27,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -92,7 +96,9 @@ async def measure_add(cluster: LocalCluster, megabytes: int) -> dict:
                 "caught_up_s": round(caught_up - started, 3),
                 "snapshot_bytes": stream.get("bytes"), "stream_s": stream.get("stream_s"),
                 "resumed_from": stream.get("resumed_from"),
-                "snapshot_mb_s": round(stream["bytes"] / 1e6 / stream["stream_s"], 1)
+                # A resumed stream moved only the bytes after ``resumed_from``.
+                "snapshot_mb_s": round((stream["bytes"] - (stream.get("resumed_from") or 0))
+                                       / 1e6 / stream["stream_s"], 1)
                 if stream.get("stream_s") else None}
 
 
@@ -150,12 +156,37 @@ async def measure_gaps(cluster: LocalCluster) -> dict:
         return gaps
 
 
-def puts_per_s(root: str, nodes: int, pool, duration: float, workers: int) -> int:
-    with LocalCluster(os.path.join(root, f"puts{nodes}"), nodes) as cluster:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _leader_id(cluster: LocalCluster) -> int:
+    async with NameServiceClient(cluster.ns_arg, timeout=10.0) as client:
+        while True:
+            for node, address in cluster.addresses.items():
+                status = await _status(client, address)
+                if status and status["role"] == "leader":
+                    return node
+            await asyncio.sleep(0.05)
+
+
+def puts_per_s(root: str, nodes: int, pool, duration: float, workers: int) -> dict:
+    """One puts row against a fresh cluster, with the CPU each node spent per put."""
+    with LocalCluster(tempfile.mkdtemp(prefix=f"puts{nodes}-", dir=root), nodes) as cluster:
         cluster.start()
+        leader = asyncio.run(_leader_id(cluster))
+        before = {i: _cpu_s(p.pid) for i, p in cluster.procs.items()}
         row = run_load(pool, cluster.ns_arg, "put", 64, workers, duration, b"v" * 64)
+        spent = {i: _cpu_s(p.pid) - before[i] for i, p in cluster.procs.items()}
         cluster.stop()
-    return row["ops_s"]
+    puts = row["ops_s"] * duration
+    followers = [spent[i] for i in spent if i != leader]
+    return {"puts_s": row["ops_s"],
+            "leader_cpu_us_per_put": round(spent[leader] / puts * 1e6, 1),
+            "follower_cpu_us_per_put": round(statistics.mean(followers) / puts * 1e6, 1)}
 
 
 def main() -> None:
@@ -169,6 +200,7 @@ def main() -> None:
                              "is a few dozen entries)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per puts row")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="puts rows per cluster size")
     parser.add_argument("--election-timeout", default="150-300")
     args = parser.parse_args()
     lo, hi = (int(x) for x in args.election_timeout.split("-"))
@@ -196,9 +228,15 @@ def main() -> None:
         report["write_gaps_ms"] = gaps
         report["max_write_gap_ms"] = max(gaps.values())
         ctx = multiprocessing.get_context("spawn")
+        runs: dict[int, list[dict]] = {3: [], 5: []}
         with ctx.Pool(args.workers) as pool:
-            report["puts_3"] = puts_per_s(tmp, 3, pool, args.duration, args.workers)
-            report["puts_5"] = puts_per_s(tmp, 5, pool, args.duration, args.workers)
+            for _ in range(args.repeats):  # interleaved: a load spike hits both sizes alike
+                for nodes in (3, 5):
+                    runs[nodes].append(puts_per_s(tmp, nodes, pool, args.duration,
+                                                  args.workers))
+        report["puts_3"] = int(statistics.median(r["puts_s"] for r in runs[3]))
+        report["puts_5"] = int(statistics.median(r["puts_s"] for r in runs[5]))
+        report["puts_runs"] = {"3": runs[3], "5": runs[5]}
         report["puts_5_over_3"] = round(report["puts_5"] / report["puts_3"], 3)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
