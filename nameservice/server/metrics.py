@@ -34,6 +34,10 @@ NODE_METRICS: tuple[Metric, ...] = (
     Metric("fabric_ns_applied_index", _G, "Index of the last entry applied to the key-value "
                                           "state."),
     Metric("fabric_ns_last_index", _G, "Index of the last entry in the node's log."),
+    Metric("fabric_ns_members", _G, "Members of the configuration in force here, by role.",
+           ("role",)),
+    Metric("fabric_ns_member_lag_entries", _G, "How many entries each member's log is behind "
+           "the leader's (the leader only).", ("member",)),
     Metric("fabric_ns_revision", _G, "The key-value state's revision."),
     Metric("fabric_ns_keys", _G, "Keys in the key-value state."),
     Metric("fabric_ns_leases", _G, "Leases in the key-value state."),
@@ -91,6 +95,12 @@ NODE_METRICS: tuple[Metric, ...] = (
     Metric("fabric_ns_quota_refusals_total", _C, "Requests refused at a client's quota: "
                                                  "watches, leases (per session), sessions.",
            ("quota",)),
+    Metric("fabric_ns_member_changes_total", _C, "Membership changes asked of this node as "
+           "leader: proposed, refused (never possible), deferred (not yet: BUSY).",
+           ("outcome",)),
+    Metric("fabric_ns_replies_limited_total", _C, "Reads refused for their reply's size: "
+           "over_budget (the frame's replies passed 7 MiB; BUSY), too_large (one reply would).",
+           ("reason",)),
     Metric("fabric_ns_stale_writes_refused_total", _C, "Quorum-less writes refused (backlog "
                                                        "full)."),
     Metric("fabric_ns_stale_conflicts_total", _C, "Quorum-less writes dropped in conflict "
@@ -125,6 +135,13 @@ def node_samples(node: Any) -> Iterator[Sample]:
     yield "fabric_ns_commit_index", (), core.commit_index
     yield "fabric_ns_applied_index", (), machine.applied_index
     yield "fabric_ns_last_index", (), core.last_index
+    conf = core.conf_state
+    yield "fabric_ns_members", ("voter",), len(conf.voters)
+    yield "fabric_ns_members", ("learner",), len(conf.learners)
+    if core.role is Role.LEADER:
+        last = core.last_index
+        for peer, progress in core.progress.items():
+            yield "fabric_ns_member_lag_entries", (str(peer),), last - progress.match
     stats = machine.stats()
     yield "fabric_ns_revision", (), stats["revision"]
     yield "fabric_ns_keys", (), stats["keys"]
@@ -176,6 +193,13 @@ def node_samples(node: Any) -> Iterator[Sample]:
     yield "fabric_ns_quota_refusals_total", ("watches",), watch["watch_quota_refused"]
     yield "fabric_ns_quota_refusals_total", ("leases",), stats["leases_refused"]
     yield "fabric_ns_quota_refusals_total", ("sessions",), node.intake.sessions.refused
+    members = node.membership.counters
+    yield "fabric_ns_member_changes_total", ("proposed",), members["member_changes"]
+    yield "fabric_ns_member_changes_total", ("refused",), members["member_changes_refused"]
+    yield "fabric_ns_member_changes_total", ("deferred",), members["member_changes_deferred"]
+    reads = node.reads.counters
+    yield "fabric_ns_replies_limited_total", ("over_budget",), reads["replies_over_budget"]
+    yield "fabric_ns_replies_limited_total", ("too_large",), reads["replies_too_large"]
     stale = node.stale
     yield "fabric_ns_stale_writes_refused_total", (), stale.refused
     yield "fabric_ns_stale_conflicts_total", (), stale.overlay.conflict_count
