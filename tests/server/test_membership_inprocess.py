@@ -7,6 +7,7 @@ import pytest
 
 from nameservice import wire
 from nameservice.server.members import member_key
+from nameservice.server.metrics import node_samples
 from tests.server.inprocess import InProcessCluster, Refused
 from tests.waiting import async_wait_for
 
@@ -50,6 +51,15 @@ async def test_a_node_added_as_learner_catches_up_is_promoted_and_counts_in_the_
         # Four voters: a quorum is three; with one of the original three down, writes commit.
         leader = await cluster.wait_for_leader()
         assert cluster.nodes[leader].core.quorum == 3
+        samples = {(name, labels): value
+                   for name, labels, value in node_samples(cluster.nodes[leader])}
+        assert samples[("fabric_ns_members", ("voter",))] == 4
+        assert samples[("fabric_ns_members", ("learner",))] == 0
+        assert ("fabric_ns_member_lag_entries", ("4",)) in samples
+        proposed = sum(value for i in (1, 2, 3) for name, labels, value
+                       in node_samples(cluster.nodes[i])
+                       if name == "fabric_ns_member_changes_total" and labels == ("proposed",))
+        assert proposed >= 2  # the addition and the promotion
         down = [i for i in (1, 2, 3) if i != leader][0]
         await cluster.crash(down)
         await client.put(b"after", b"promotion")
