@@ -7,7 +7,6 @@ frames are counted."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import socket
 
