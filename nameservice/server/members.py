@@ -127,9 +127,9 @@ class MembershipService:
                     row["match"] = match
                     row["lag"] = last - match
                 rows.append(row)
-        status = core.status()
+        newest = core.conf.last_index  # the newest configuration entry, 0 if none in the log
         return {"members": rows, "id": core.id, "leader": core.leader, "term": core.term,
-                "pending_change": status.pending_conf_index}
+                "pending_change": newest if newest > core.commit_index else 0}
 
     def change(self, identity: bytes, rid: int, w: list) -> None:
         """Handle a MEMBER_CHANGE on the leader (the caller checked that it leads)."""

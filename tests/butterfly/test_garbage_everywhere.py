@@ -20,6 +20,7 @@ from nameservice.address import parse_address
 from nameservice.client import NameServiceClient
 from nameservice.control import control_request, process_name
 from nameservice.names import Names
+from tests.procfs import rss_bytes
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,12 +47,10 @@ async def _spray(endpoint: str, rng: random.Random) -> None:
     try:
         for _ in range(3):
             sock = ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
             sock.connect(endpoint)
             for frames in _garbage(rng):
                 await sock.send_multipart(frames)
-            await asyncio.sleep(0.2)  # let the frames leave before the socket closes
-            sock.close(0)
+            sock.close(linger=5000)  # the frames still queued leave before ctx.term returns
     finally:
         ctx.term()
 
@@ -65,14 +64,6 @@ def _raw_abuse(host: str, port: int) -> list[socket.socket]:
     for _ in range(IDLE_CONNECTIONS):
         held.append(socket.create_connection((host, port), timeout=5))
     return held
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 async def _endpoints(ns_arg: str, names: list[str]) -> dict[str, str]:
@@ -93,7 +84,7 @@ def test_garbage_at_every_socket_loses_nothing_and_crashes_nothing(deployment):
     controls = asyncio.run(_endpoints(d.ns, names))
     pids = {"ns-1": d.cluster.procs[1].pid, "int-g": intermediary.popen.pid,
             "cons-g": consumer.popen.pid, "prod-g": producer.popen.pid}
-    rss_before = {name: _rss(pid) for name, pid in pids.items()}
+    rss_before = {name: rss_bytes(pid) for name, pid in pids.items()}
     ns_endpoint = "tcp://" + d.cluster.addresses[1]
     targets = [ns_endpoint, data_endpoint, *controls.values()]
 
@@ -117,7 +108,7 @@ def test_garbage_at_every_socket_loses_nothing_and_crashes_nothing(deployment):
         status = asyncio.run(control_request(endpoint, "status", 10))
         assert status, name
     for name, pid in pids.items():
-        grown = _rss(pid) - rss_before[name]
+        grown = rss_bytes(pid) - rss_before[name]
         assert grown < RSS_GROWTH_LIMIT, f"{name} grew by {grown >> 20} MiB"
 
     async def ns_counters() -> dict:

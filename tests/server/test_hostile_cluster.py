@@ -4,7 +4,6 @@ client requests that got no reply or a huge one."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -16,6 +15,7 @@ from nameservice.client import NameServiceClient
 from nameservice.raft import messages as msg
 from nameservice.raft.types import MAX_TERM, HardState
 from nameservice.storage import codec
+from tests.procfs import rss_bytes
 from tests.server.conftest import caught_up, leader_of, statuses
 from tests.waiting import async_wait_for
 
@@ -92,13 +92,6 @@ async def test_a_cluster_left_at_an_absurd_term_elects_a_leader_after_a_restart(
         await asyncio.wait_for(ns.put("new", "write"), 10)
 
 
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 async def _collect(sock, rids: set[int], answers: dict[int, int]) -> int:
     """Receive replies until every one of ``rids`` is answered; the largest frame's size."""
     largest = 0
@@ -145,7 +138,7 @@ async def test_every_hostile_request_gets_a_bounded_reply_and_the_node_keeps_ser
             assert 0 < got.count(wire.ST_OK) <= 7 and set(got) == {wire.ST_OK, wire.ST_BUSY}
             # (Consistent reads fail NOT_LEADER if the leadership moved meanwhile.)
             assert [answers[w[0]] for w in consistent].count(wire.ST_OK) <= 7
-            assert _rss_bytes(cluster.procs[leader].pid) < 400 << 20
+            assert rss_bytes(cluster.procs[leader].pid) < 400 << 20
             counters = (await ns.status(address))["counters"]
             assert counters["bad_requests"] >= 3 + wire.MAX_BATCH + 1
             assert counters["replies_over_budget"] >= 268 - 7

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from nameservice.client import NameServiceClient
+from tests.procfs import rss_bytes
 from tests.server.conftest import caught_up
 from tests.waiting import async_wait_for
 
@@ -21,15 +22,6 @@ HISTORY_BYTES = 4 * MIB
 SNAPSHOT_BYTES = 4 * MIB
 VALUES_PER_CYCLE = 16
 CYCLES = 6
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid``, from /proc."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 async def test_memory_of_every_node_stops_growing_across_put_delete_cycles(make_cluster):
