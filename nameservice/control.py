@@ -32,7 +32,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from nameservice.errors import ControlError
+from nameservice.errors import ConfigError, ControlError
+from nameservice.security.context import current as security
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,12 @@ def _bind(sock: zmq.Socket, endpoint: str) -> str:
     sock.setsockopt(zmq.RCVHWM, 1000)
     sock.setsockopt(zmq.SNDHWM, 1000)
     try:
+        security().serve(sock)
         sock.bind(endpoint)
     except zmq.ZMQError:
         sock.close(linger=0)
         raise
-    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    return security().advertise(sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
 
 class ControlSocket(_BadRequests):
@@ -288,8 +290,8 @@ async def control_request(endpoint: str, command: str, timeout: float = 10.0, *,
     sock.setsockopt(zmq.LINGER, 0)
     try:
         try:
-            sock.connect(endpoint)
-        except zmq.ZMQError as exc:
+            sock.connect(security().connect(sock, endpoint))
+        except (zmq.ZMQError, ConfigError) as exc:
             raise ControlError(f"cannot connect to {endpoint}: {exc}") from None
         await sock.send(encode_request(command, **fields))
         try:

@@ -369,7 +369,7 @@ def test_ns_start_and_python_m_nameservice_server_take_the_same_node_options():
     from nameservice.server.cli import node_command
 
     # On both, worded for each: fabric's are its group-or-command options.
-    logs = {"log_level", "log_format", "events"}
+    logs = {"log_level", "log_format", "events", "keys"}
 
     def options(command: click.Command) -> dict[str, tuple]:
         return {p.name: (tuple(p.opts), p.default, repr(p.type), p.required,

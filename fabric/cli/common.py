@@ -2,9 +2,9 @@
 conventions"): exit codes, one-line errors, the options a command takes on itself or on the
 group, the logging setup, Ctrl-C.
 
-* ``--ns``, ``--json``, ``--log-level`` and ``--log-format`` may be given once on the group
-  (``fabric --ns X kv get k``) or on the command (``fabric kv get k --ns X``; the command's
-  wins). Every option also reads ``FABRIC_<OPTION>`` for the group's options and
+* ``--ns``, ``--keys``, ``--json``, ``--log-level`` and ``--log-format`` may be given once on
+  the group (``fabric --ns X kv get k``) or on the command (``fabric kv get k --ns X``; the
+  command's wins). Every option also reads ``FABRIC_<OPTION>`` for the group's options and
   ``FABRIC_<COMMAND>_<OPTION>`` for a command's own (click's ``auto_envvar_prefix``):
   ``FABRIC_NS``, ``FABRIC_JSON=1``, ``FABRIC_LOG_LEVEL=debug``, ``FABRIC_KV_GET_TIMEOUT=2``.
 * Errors are one line on stderr, prefixed once by the command (``fabric kv get: ...``).
@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130
 LEVELS = ("debug", "info", "warning", "error", "critical")  # nameservice.logs.LEVELS
 FORMATS = ("text", "json")  # nameservice.logs.FORMATS
 _SETTINGS = "fabric.settings"  # where a command's resolved settings live in ctx.meta
-_GLOBALS = ("ns", "as_json", "log_level", "log_format")
+_GLOBALS = ("ns", "keys", "as_json", "log_level", "log_format")
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -43,6 +43,7 @@ class Settings:
     """A command's resolved group-or-command options."""
 
     ns: str | None = None
+    keys: str | None = None
     json: bool = False
     log_level: str = "info"
     log_format: str = "text"
@@ -59,9 +60,9 @@ def settings() -> Settings:
     return Settings()
 
 
-def _global_options(root: bool, ns: bool, json: bool) -> list[click.Option]:
-    """``--ns``, ``--json``, ``--log-level``, ``--log-format``: on the group with their
-    ``FABRIC_*`` variables and defaults; on a command, unset unless given there."""
+def _global_options(root: bool, ns: bool, json: bool, keys: bool) -> list[click.Option]:
+    """``--ns``, ``--keys``, ``--json``, ``--log-level``, ``--log-format``: on the group with
+    their ``FABRIC_*`` variables and defaults; on a command, unset unless given there."""
     where = "" if root else " (or on the group: fabric --OPTION ...)"
     common: dict[str, Any] = {"allow_from_autoenv": root, "show_envvar": root}
     options = []
@@ -70,6 +71,11 @@ def _global_options(root: bool, ns: bool, json: bool) -> list[click.Option]:
             ["--ns", "ns"], metavar="HOST:PORT,...", **common,
             help="Name-service nodes [default: the nodes of cluster $FABRIC_NS_CLUSTER, or "
                  "'default', found with zeroconf]" + where + "."))
+    if keys:
+        options.append(click.Option(
+            ["--keys", "keys"], metavar="DIR", **common,
+            help="This process's key pair and the keys it trusts (docs/security.md): CURVE "
+                 "on every socket [default: none, insecure mode]" + where + "."))
     if json:
         options.append(click.Option(
             ["--json", "as_json"], is_flag=True, default=False, **common,
@@ -109,11 +115,12 @@ class FabricCommand(click.Command):
     environment), and logging is set up (:func:`nameservice.logs.setup`)."""
 
     def __init__(self, *args: Any, ns: bool = False, json: bool = True, events: bool = False,
-                 **kwargs: Any) -> None:
+                 keys: bool | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._takes = {"ns": ns, "as_json": json}
+        self._keys = ns if keys is None else keys
         self.has_events = events
-        self.params.extend(_global_options(False, ns, json))
+        self.params.extend(_global_options(False, ns, json, self._keys))
         if events:
             self.params.append(events_option())
 
@@ -125,6 +132,14 @@ class FabricCommand(click.Command):
         from nameservice import logs
 
         logs.setup(found.log_level, found.log_format, events=found.events)
+        if self._keys:
+            from nameservice.errors import ConfigError
+            from nameservice.security.context import configure
+
+            try:
+                configure(found.keys or None)
+            except ConfigError as exc:
+                fail(f"--keys: {exc}", EXIT_USAGE)
         return super().invoke(ctx)
 
 
@@ -141,7 +156,7 @@ def resolve(ctx: click.Context) -> Settings:
     events = bool(ctx.params.pop("events", False))
     command = ctx.command
     found = Settings(
-        ns=values["ns"], json=bool(values["as_json"]),
+        ns=values["ns"], keys=values["keys"], json=bool(values["as_json"]),
         log_level=(values["log_level"] or "info").lower(),
         log_format=values["log_format"] or "text",
         events=events or (bool(values["as_json"]) and getattr(command, "has_events", False)))
@@ -165,7 +180,7 @@ class FabricGroup(click.Group):
         context_settings.setdefault("help_option_names", ["-h", "--help"])
         context_settings.setdefault("max_content_width", 100)
         super().__init__(*args, context_settings=context_settings, **kwargs)
-        self.params.extend(_global_options(True, True, True))
+        self.params.extend(_global_options(True, True, True, True))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})

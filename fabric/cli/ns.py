@@ -30,7 +30,7 @@ def ns_group() -> None:
 ns_group.add_command(member_group)
 
 
-@ns_group.command("start", cls=FabricCommand, events=True)
+@ns_group.command("start", cls=FabricCommand, events=True, keys=True)
 @node_options
 def ns_start(as_json: bool, **options: Any) -> None:
     """Run one name-service node until SIGTERM, Ctrl-C or ``fabric drain NAME``.

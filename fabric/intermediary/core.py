@@ -48,6 +48,7 @@ from fabric.intermediary.router import REBIND_PATIENCE, bind_router
 from fabric.intermediary.stall import OffCpuClock
 from fabric.timing import Timing
 from nameservice.control import ControlSocket
+from nameservice.security.context import current as security
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Intermediary:
         """Bind the ROUTER socket and return the bound endpoint."""
         self._sock = bind_router(self._ctx, self.endpoint or self._want)
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return self.endpoint
+        return security().advertise(self.endpoint)
 
     def serve(self) -> None:
         """Serve until :meth:`stop` is called (returns within one tick of it)."""

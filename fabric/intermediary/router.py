@@ -7,6 +7,7 @@ import time
 import zmq
 
 from fabric import protocol as p
+from nameservice.security.context import current as security
 
 HWM = 100_000
 REBIND_PATIENCE = 5.0  # seconds to wait for the old port to be released
@@ -26,6 +27,7 @@ def bind_router(ctx: zmq.Context, endpoint: str, patience: float = 0.0) -> zmq.S
         # Frames above MAX_FRAME are counted and dropped by the code; far larger ones make
         # libzmq close the offending connection before it can use up memory.
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * p.MAX_FRAME)
+        security().serve(sock)
         try:
             sock.bind(endpoint)
             return sock

@@ -23,6 +23,7 @@ from fabric.errors import ConfigError
 from fabric.ports import monitor
 from fabric.ports.reader import Reader
 from fabric.timing import Timing
+from nameservice.security.context import current as security
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,8 @@ class LinkSet:
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * p.MAX_FRAME)
         mon = monitor.open_monitor(sock)
         try:
-            sock.connect(link.endpoint)
-        except zmq.ZMQError as exc:
+            sock.connect(security().connect(sock, link.endpoint))
+        except (zmq.ZMQError, ConfigError) as exc:
             mon.close(linger=0)
             sock.close(linger=0)
             del self._links[link.endpoint]

@@ -36,12 +36,26 @@ import zmq.asyncio
 from nameservice import wire
 from nameservice.address import connect_endpoint, parse_address
 from nameservice.errors import DecodeError, RequestRejected, Unavailable
+from nameservice.security.context import current as security
 
 RETRY_DELAY_S = 0.005
 TIMER_S = 0.005
 SCAN_EVERY = 10  # timer ticks between scans of every pending call for timeouts
 _EVENT = struct.Struct("=HI")
-_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+                   | _HANDSHAKE_FAILED)
+
+
+def handshake_failure(event: int, value: int) -> str:
+    """Why a handshake failed (a monitor event and its value), for the caller's error."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "the node refused this process's key"
+    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return ("the node uses another security mechanism (one side has keys, the other not: "
+                "--keys / FABRIC_KEYS)")
+    return "the handshake failed (is the node's key the one trusted for its address?)"
 
 
 class _Call:
@@ -62,12 +76,13 @@ class _Call:
 
 
 class _Link:
-    __slots__ = ("address", "sock", "raw", "monitor", "up", "tasks")
+    __slots__ = ("address", "sock", "raw", "monitor", "up", "tasks", "refused")
 
     def __init__(self, address: str, sock: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket):
         self.address = address
         self.sock = sock
         self.raw: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        self.refused = ""  # why its last handshake failed (a key problem: not transient)
         self.monitor = monitor
         self.up = False
         self.tasks: list[asyncio.Task] = []
@@ -154,7 +169,7 @@ class Channel:
                            (zmq.RCVHWM, 100_000), (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME)):
             sock.setsockopt(opt, value)
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-        sock.connect(connect_endpoint(address))
+        sock.connect(connect_endpoint(security().connect(sock, address)))
         link = _Link(address, sock, monitor)
         self._links[address] = link
         link.tasks.append(asyncio.ensure_future(self._receive(link)))
@@ -375,8 +390,11 @@ class Channel:
             frames = await monitor.recv_multipart()
             if len(frames) != 2 or len(frames[0]) != _EVENT.size:
                 continue
-            event, _ = _EVENT.unpack(frames[0])
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            event, value = _EVENT.unpack(frames[0])
+            if event & _HANDSHAKE_FAILED:
+                link.refused = handshake_failure(event, value)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.refused = ""
                 link.up = True
                 self._connected.set()
                 self._retry_unsent(time.monotonic())
@@ -418,11 +436,25 @@ class Channel:
             self._scan_timeouts(now)
         self._timer = self._loop.call_later(TIMER_S, self._on_timer)
 
+    def refused(self) -> str:
+        """Why no node will talk to this client, when every one refused its handshake (a
+        key or mechanism mismatch, which retrying does not mend); empty otherwise."""
+        links = list(self._links.values())
+        if not links or not all(link.refused for link in links):
+            return ""
+        reasons: dict[str, list[str]] = {}
+        for link in links:
+            reasons.setdefault(link.refused, []).append(link.address)
+        return "; ".join(f"{why} ({', '.join(where)})" for why, where in reasons.items())
+
     def _scan_timeouts(self, now: float) -> None:
+        refused = self.refused()
         for call in list(self._pending.values()):
             if call.future.done():
                 continue
-            if now >= call.deadline:
+            if refused and (call.pinned is None or self._links[call.pinned].refused):
+                call.future.set_exception(Unavailable(f"refused: {refused}"))
+            elif now >= call.deadline:
                 last = f"; the last answer: {call.refusal}" if call.refusal else ""
                 call.future.set_exception(Unavailable(
                     f"no answer from the name service in time "

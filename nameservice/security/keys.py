@@ -8,16 +8,20 @@ binding's ``zcert``):
 
     metadata
         name = "NAME"
+        address = "HOST:PORT"                  (a name-service node's, optional)
     curve
         public-key = "<40 Z85 characters>"
         secret-key = "<40 Z85 characters>"     (the secret file only)
 
-The keys trusted beyond the bootstrap live in the name service (docs/security.md); files are
-only where a process starts from.
+A trusted certificate with an ``address`` is a name-service node's: it says which key the
+node listening there must prove it holds, as ``known_hosts`` does for ssh. The keys trusted
+beyond the bootstrap live in the name service (docs/security.md); files are only where a
+process starts from.
 """
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from nameservice.address import parse_address
 from nameservice.errors import ConfigError
 
 __all__ = ["KeyPair", "Keys", "generate", "load_keys", "check_name"]
@@ -48,6 +53,9 @@ class Keys:
 
     own: KeyPair
     trusted: dict[str, bytes]
+    nodes: dict[str, bytes] = field(default_factory=dict)
+    """Name-service nodes' keys by the ``HOST:PORT`` they listen on (trusted certificates
+    with an ``address``)."""
 
 
 def check_name(name: str) -> str:
@@ -60,9 +68,11 @@ def check_name(name: str) -> str:
 
 
 def _certificate(kind: str, warning: str, name: str, public: bytes,
-                 secret: bytes | None) -> bytes:
-    lines = [_BANNER.format(kind=kind, warning=warning), "metadata\n",
-             f'    name = "{name}"\n', "curve\n", f'    public-key = "{public.decode()}"\n']
+                 secret: bytes | None, address: str | None) -> bytes:
+    lines = [_BANNER.format(kind=kind, warning=warning), "metadata\n", f'    name = "{name}"\n']
+    if address is not None:
+        lines.append(f'    address = "{address}"\n')
+    lines += ["curve\n", f'    public-key = "{public.decode()}"\n']
     if secret is not None:
         lines.append(f'    secret-key = "{secret.decode()}"\n')
     return "".join(lines).encode()
@@ -80,10 +90,14 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def generate(directory: str | os.PathLike[str], name: str) -> KeyPair:
+def generate(directory: str | os.PathLike[str], name: str,
+             address: str | None = None) -> KeyPair:
     """Make a new key pair ``NAME`` in ``directory`` (created 0700 if missing): ``NAME.key``
-    (public, 0644) and ``NAME.key_secret`` (0600). ConfigError if either exists."""
+    (public, 0644) and ``NAME.key_secret`` (0600). ``address`` (``HOST:PORT``) marks a
+    name-service node's pair with where it listens. ConfigError if either file exists."""
     check_name(name)
+    if address is not None:
+        parse_address(address)
     path = Path(directory)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     public_file, secret_file = path / f"{name}.key", path / f"{name}.key_secret"
@@ -92,10 +106,25 @@ def generate(directory: str | os.PathLike[str], name: str) -> KeyPair:
             raise ConfigError(f"{existing} exists: a key pair is never overwritten")
     public, secret = zmq.curve_keypair()
     _write_new(secret_file, _certificate("**Secret**", "keep it to yourself: mode 0600",
-                                         name, public, secret), 0o600)
+                                         name, public, secret, address), 0o600)
     _write_new(public_file, _certificate("Public", "give this file to the peers that trust "
-                                         "you", name, public, None), 0o644)
+                                         "you", name, public, None, address), 0o644)
     return KeyPair(name, public, secret)
+
+
+_ADDRESS = re.compile(r'^\s+address\s*=\s*"([^"]*)"\s*$', re.MULTILINE)
+
+
+def _address(path: Path) -> str | None:
+    """The ``address`` in a certificate's metadata (None: none); ConfigError if malformed."""
+    found = _ADDRESS.search(path.read_text(errors="replace"))
+    if found is None:
+        return None
+    try:
+        parse_address(found.group(1))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return found.group(1)
 
 
 def _load(path: Path, want_secret: bool) -> tuple[bytes, bytes | None]:
@@ -129,8 +158,18 @@ def load_keys(directory: str | os.PathLike[str]) -> Keys:
     assert secret is not None  # checked by _load
     own = KeyPair(secret_file.name[:-len(".key_secret")], public, secret)
     trusted: dict[str, bytes] = {}
+    nodes: dict[str, bytes] = {}
+    own_address = _address(secret_file)
+    if own_address is not None:
+        nodes[own_address] = public
     trusted_dir = path / "trusted"
     if trusted_dir.is_dir():
         for key_file in sorted(trusted_dir.glob("*.key")):
-            trusted[key_file.name[:-len(".key")]] = _load(key_file, False)[0]
-    return Keys(own, trusted)
+            trusted[key_file.name[:-len(".key")]] = key = _load(key_file, False)[0]
+            address = _address(key_file)
+            if address is not None:
+                if nodes.get(address, key) != key:
+                    raise ConfigError(f"two different keys for the name-service node at "
+                                      f"{address} in {path}")
+                nodes[address] = key
+    return Keys(own, trusted, nodes)

@@ -159,13 +159,20 @@ def run_node(settings: NodeSettings, *, events: bool = False,
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="text",
               show_default=True, envvar="FABRIC_LOG_FORMAT", show_envvar=True,
               help="Logs as text lines or as JSON objects, one per line.")
-def node_command(events: bool, log_level: str, log_format: str, **options: Any) -> None:
+@click.option("--keys", metavar="DIR", envvar="FABRIC_KEYS", show_envvar=True,
+              help="This process's key pair and the keys it trusts (docs/security.md): CURVE "
+                   "on every socket [default: none, insecure mode].")
+def node_command(events: bool, log_level: str, log_format: str, keys: str | None,
+                 **options: Any) -> None:
     """Run one name-service node (the same as ``fabric ns start``; docs/operations.md)."""
     from nameservice.errors import ConfigError, NameServiceError
     from nameservice.metrics import check_metrics_address
 
+    from nameservice.security.context import configure
+
     logs.setup(log_level.lower(), log_format, events=events)
     try:
+        configure(keys or None)
         metrics = check_metrics_address(options.pop("metrics"))
         settings = settings_from(**options)
     except ConfigError as exc:

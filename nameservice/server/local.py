@@ -39,6 +39,9 @@ class LocalCluster:
 
     ``ports``: one per node (default: free ports picked now); each node's control socket gets a
     free port picked now too (``controls``; ``extra_args`` may override it).
+    ``secure``: names of the processes that will use the cluster (``"admin"``, ...): every
+    node and each of them gets a key directory (``keys[NAME]``; a node's is ``node-ID``), all
+    trusting each other, and the nodes run with CURVE on.
     ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with
     zeroconf under this name (default: do not advertise, so test clusters stay out of each
     other's way).
@@ -47,7 +50,8 @@ class LocalCluster:
     def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, *,
                  host: str = "127.0.0.1", ports: list[int] | None = None,
                  election_timeout: str = "150-300", extra_args: list[str] | None = None,
-                 cluster_name: str | None = None) -> None:
+                 cluster_name: str | None = None, secure: tuple[str, ...] | None = None,
+                 ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         # The control sockets' ports are picked with the nodes' own: a node binding "any port"
@@ -67,6 +71,13 @@ class LocalCluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.joined: set[int] = set()  # nodes added later: started with --join
         self.host = host
+        self.keys: dict[str, Path] = {}
+        if secure is not None:
+            from nameservice.security.keyring import make_keyring
+
+            self.keys = make_keyring(self.data_dir / "keys",
+                                     {f"node-{i}": a for i, a in self.addresses.items()},
+                                     list(secure))
 
     @property
     def cluster_arg(self) -> str:
@@ -117,9 +128,13 @@ class LocalCluster:
                    *self._membership_args(i), "--data-dir", str(self.node_dir(i)),
                    "--election-timeout", self.election_timeout, "--control", self.controls[i],
                    *self.extra_args]
+            env = dict(os.environ)
+            env.pop("FABRIC_KEYS", None)
+            if self.keys:
+                env["FABRIC_KEYS"] = str(self.keys[f"node-{i}"])
             try:
                 self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
-                                                 stdin=subprocess.DEVNULL)
+                                                 stdin=subprocess.DEVNULL, env=env)
             finally:
                 log.close()
         for i in ids:

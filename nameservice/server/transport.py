@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from nameservice import wire
 from nameservice.address import bind_endpoint, connect_endpoint
+from nameservice.security.context import current as security
 from nameservice.server.seam import Outbox, PushFailed, push_frames
 
 PEER_HWM = 10_000
@@ -42,6 +43,7 @@ class NodeTransport:
         for opt, value in ((zmq.LINGER, 0), (zmq.RCVHWM, RECV_HWM), (zmq.SNDHWM, CLIENT_HWM),
                            (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME), (zmq.ROUTER_MANDATORY, 1)):
             self.router.setsockopt(opt, value)
+        security().serve(self.router)
         self.router.bind(bind_endpoint(cluster[node_id]))
         self._ctx = ctx
         self._peers: dict[int, zmq.Socket] = {}
@@ -73,7 +75,7 @@ class NodeTransport:
             for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, PEER_HWM), (zmq.IMMEDIATE, 1),
                                (zmq.RECONNECT_IVL, 20), (zmq.RECONNECT_IVL_MAX, 200)):
                 sock.setsockopt(opt, value)
-            sock.connect(connect_endpoint(address))
+            sock.connect(connect_endpoint(security().connect(sock, address)))
             self._peer_async[peer] = (address, sock)
             self._peers[peer] = zmq.Socket.shadow(sock.underlying)
 

@@ -1,0 +1,165 @@
+"""The process's security: its keys, or none, applied to every socket fabric opens.
+
+With keys (``--keys DIR`` / ``FABRIC_KEYS``), every server socket is a CURVE server that
+admits only the keys its ZAP handler allows (deny by default), and every client socket is a
+CURVE client that talks only to the server holding the key it expects. Where that key comes
+from:
+
+* an endpoint a server published in the registry carries it: ``tcp://HOST:PORT;curve=KEY``
+  (:meth:`Security.advertise`), so the registry — read over CURVE from nodes whose keys are
+  known — vouches for the servers it lists;
+* a name-service node's address (``HOST:PORT``) is looked up in the trusted certificates that
+  name it (``Keys.nodes``), as ssh's ``known_hosts`` does.
+
+Without keys the process is in insecure mode: it says so once, loudly, when it first serves a
+socket, and it refuses to connect to a secured endpoint (one line naming the option to give)
+rather than half-work.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import zmq
+
+from nameservice.errors import ConfigError
+from nameservice.security.keys import Keys, load_keys
+from nameservice.security.sockets import secure_client, secure_server
+from nameservice.security.zap import ZapHandler
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KEY_MARK", "Security", "configure", "current", "split_endpoint"]
+
+KEY_MARK = ";curve="
+"""Between an endpoint and its server's public key (``;`` is not a Z85 character)."""
+ENV = "FABRIC_KEYS"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, bytes | None]:
+    """``ENDPOINT;curve=KEY`` → ``(ENDPOINT, KEY)``; a plain endpoint → ``(endpoint, None)``."""
+    plain, mark, key = endpoint.partition(KEY_MARK)
+    if not mark:
+        return endpoint, None
+    if len(key) != 40:
+        raise ConfigError(f"bad server key in {endpoint!r}: expected 40 Z85 characters")
+    return plain, key.encode()
+
+
+def _context_of(sock: zmq.Socket) -> zmq.Context:
+    """A plain context on the socket's own (asyncio contexts included), for the ZAP thread."""
+    return zmq.Context.shadow(sock.context.underlying)
+
+
+class Security:
+    """What a process secures its sockets with: ``keys``, or None for insecure mode."""
+
+    def __init__(self, keys: Keys | None) -> None:
+        self.keys = keys
+        self._lock = threading.Lock()
+        self._handlers: dict[int, ZapHandler] = {}
+        self._allowed = self._bootstrap_allowed()
+        self._warned = False
+
+    @property
+    def secure(self) -> bool:
+        """Whether this process has keys (CURVE on every socket)."""
+        return self.keys is not None
+
+    def _bootstrap_allowed(self) -> dict[bytes, str]:
+        if self.keys is None:
+            return {}
+        allowed = {key: name for name, key in self.keys.trusted.items()}
+        allowed[self.keys.own.public] = self.keys.own.name
+        return allowed
+
+    def allow(self, allowed: dict[bytes, str]) -> None:
+        """From now on admit exactly these public keys (Z85) → user ids, on every socket."""
+        with self._lock:
+            self._allowed = dict(allowed)
+            for handler in self._handlers.values():
+                handler.allow(self._allowed)
+
+    def serve(self, sock: zmq.Socket) -> None:
+        """Secure a server socket (before bind): CURVE with this process's key, and only the
+        allowed keys admitted. In insecure mode: nothing, after one loud warning."""
+        if self.keys is None:
+            self._warn_insecure()
+            return
+        secure_server(sock, self.keys.own)
+        underlying = sock.context.underlying
+        with self._lock:
+            if underlying not in self._handlers:
+                self._handlers[underlying] = ZapHandler(_context_of(sock),
+                                                        self._allowed).start()
+
+    def connect(self, sock: zmq.Socket, target: str) -> str:
+        """Secure a client socket for ``target`` (an endpoint, maybe with ``;curve=KEY``, or a
+        name-service node's ``HOST:PORT``) and return what to connect it to. ConfigError when
+        the server's key is unknown, or when the target is secured and this process is not."""
+        plain, key = split_endpoint(target)
+        if self.keys is None:
+            if key is not None:
+                raise ConfigError(f"{plain} is secured (CURVE) and this process has no keys: "
+                                  f"give it --keys DIR or {ENV}")
+            return plain
+        if key is None:
+            key = self.keys.nodes.get(plain.removeprefix("tcp://"))
+        if key is None:
+            raise ConfigError(f"no key is known for {plain}: put the certificate of the "
+                              f"name-service node listening there (fabric keys generate NAME "
+                              f"--address HOST:PORT) in the trusted/ directory of the keys")
+        secure_client(sock, self.keys.own, key)
+        return plain
+
+    def advertise(self, endpoint: str) -> str:
+        """The endpoint to publish for a socket this process serves: with its key if secure."""
+        return endpoint if self.keys is None else f"{endpoint}{KEY_MARK}" \
+            f"{self.keys.own.public.decode()}"
+
+    def counters(self) -> dict[str, int]:
+        """The ZAP handlers' counters, summed (empty in insecure mode)."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for handler in self._handlers.values():
+                for name, value in handler.counters.items():
+                    out[name] = out.get(name, 0) + value
+        return out
+
+    def _warn_insecure(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("INSECURE MODE: no keys (--keys DIR / %s), so every socket of this "
+                        "process admits anyone who reaches it; see docs/security.md", ENV)
+
+    def close(self) -> None:
+        """Stop the ZAP handlers (their sockets then admit nobody new)."""
+        with self._lock:
+            handlers, self._handlers = list(self._handlers.values()), {}
+        for handler in handlers:
+            handler.close()
+
+
+_current: Security | None = None
+_current_lock = threading.Lock()
+
+
+def configure(directory: str | os.PathLike[str] | None) -> Security:
+    """Make the keys in ``directory`` (None: insecure mode) this process's security.
+    ConfigError, in one line, for a key directory that cannot be used."""
+    global _current
+    security = Security(None if directory is None else load_keys(directory))
+    with _current_lock:
+        previous, _current = _current, security
+    if previous is not None:
+        previous.close()
+    return security
+
+
+def current() -> Security:
+    """This process's security: as configured, else from ``FABRIC_KEYS`` (unset or empty:
+    insecure mode)."""
+    with _current_lock:
+        found = _current
+    return found if found is not None else configure(os.environ.get(ENV) or None)
