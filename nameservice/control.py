@@ -17,7 +17,8 @@ blocking socket the intermediary polls in its own loop; :class:`ControlServer` s
 protocol on asyncio for processes built on ports; :func:`control_request` is the client.
 Every request gets an answer: a malformed one (not JSON, nested deeper than ``MAX_NESTING``,
 an unknown command, a message of other than two frames) an error answer, counted in
-``bad_requests`` (shown by ``status`` as ``control_bad_requests``) and logged, at most ten times
+``bad_requests`` (shown by ``status`` as ``control_bad_requests``, beside ``security``: the
+process's mode and its ZAP handlers' counters) and logged, at most ten times
 then once per thousand. A process never fails because of one, and keeps answering.
 """
 from __future__ import annotations
@@ -237,6 +238,7 @@ class ControlServer(_BadRequests):
                 try:
                     status = self._status()
                     status["control_bad_requests"] = self.bad_requests
+                    status["security"] = security().status()
                     await self._reply(identity, status)
                 except Exception as exc:  # a status bug must not kill the control socket
                     log.exception("status failed")

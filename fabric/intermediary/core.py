@@ -79,6 +79,7 @@ class Intermediary:
         self._ctx = ctx or zmq.Context.instance()
         self.stats = IntermediaryStats()
         self.endpoint = ""
+        self._bound = ""  # the endpoint as bound (without the key)
         self._peers: dict[bytes, Peer] = {}
         self._queue = BatchQueue(max_queue_bytes)
         self._rounds = ClaimRounds()
@@ -101,10 +102,12 @@ class Intermediary:
     # -- socket lifecycle -------------------------------------------------------------------
 
     def bind(self) -> str:
-        """Bind the ROUTER socket and return the bound endpoint."""
-        self._sock = bind_router(self._ctx, self.endpoint or self._want)
-        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return security().advertise(self.endpoint)
+        """Bind the ROUTER socket and return the bound endpoint (with this process's key, in
+        a process with keys: what producers and consumers connect to)."""
+        self._sock = bind_router(self._ctx, self._bound or self._want)
+        self._bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = security().advertise(self._bound)
+        return self.endpoint
 
     def serve(self) -> None:
         """Serve until :meth:`stop` is called (returns within one tick of it)."""
@@ -196,7 +199,8 @@ class Intermediary:
             self.stats.control_requests += 1
             if request.command == "status":
                 control.reply(identity, {**self.status(),
-                                         "control_bad_requests": control.bad_requests})
+                                         "control_bad_requests": control.bad_requests,
+                                         "security": security().status()})
             else:
                 self._drain_waiters.append(identity)
                 self.request_drain(request.timeout)
@@ -287,7 +291,7 @@ class Intermediary:
         self._peers.clear()
         self._queue.clear()
         self._rounds.clear()
-        self._sock = bind_router(self._ctx, self.endpoint, patience=REBIND_PATIENCE)
+        self._sock = bind_router(self._ctx, self._bound, patience=REBIND_PATIENCE)
 
     # -- frames -----------------------------------------------------------------------------
 

@@ -107,9 +107,10 @@ class Security:
         if key is None:
             key = self.keys.nodes.get(plain.removeprefix("tcp://"))
         if key is None:
-            raise ConfigError(f"no key is known for {plain}: put the certificate of the "
-                              f"name-service node listening there (fabric keys generate NAME "
-                              f"--address HOST:PORT) in the trusted/ directory of the keys")
+            raise ConfigError(f"no key is known for {plain}: give the endpoint as the registry "
+                              f"lists it (ENDPOINT{KEY_MARK}KEY) or, for a name-service node, "
+                              f"trust the certificate that names its address (fabric keys "
+                              f"generate NAME --address HOST:PORT)")
         secure_client(sock, self.keys.own, key)
         return plain
 
@@ -117,6 +118,13 @@ class Security:
         """The endpoint to publish for a socket this process serves: with its key if secure."""
         return endpoint if self.keys is None else f"{endpoint}{KEY_MARK}" \
             f"{self.keys.own.public.decode()}"
+
+    def status(self) -> dict:
+        """For a process's status: ``{"mode": "curve"|"insecure", "key": ..., counters}``."""
+        if self.keys is None:
+            return {"mode": "insecure"}
+        return {"mode": "curve", "key": self.keys.own.public.decode(),
+                "identity": self.keys.own.name, **self.counters()}
 
     def counters(self) -> dict[str, int]:
         """The ZAP handlers' counters, summed (empty in insecure mode)."""

@@ -167,7 +167,6 @@ def node_command(events: bool, log_level: str, log_format: str, keys: str | None
     """Run one name-service node (the same as ``fabric ns start``; docs/operations.md)."""
     from nameservice.errors import ConfigError, NameServiceError
     from nameservice.metrics import check_metrics_address
-
     from nameservice.security.context import configure
 
     logs.setup(log_level.lower(), log_format, events=events)

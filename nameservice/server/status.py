@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nameservice.security.context import current as security
+
 
 def status_report(node: Any) -> dict:
     """Role, term, leader, indexes, state-machine sizes and every counter of ``node``."""
@@ -28,5 +30,5 @@ def status_report(node: Any) -> dict:
         "last_index": core.last_index, "revision": node.machine.revision,
         "keys": stats["keys"], "leases": stats["leases"],
         "watches": len(node.watches), "counters": counters, "stale": node.stale.status(),
-        "snapshot_stream": node.snapshots.status(),
+        "snapshot_stream": node.snapshots.status(), "security": security().status(),
     }
