@@ -20,7 +20,8 @@ anything fabric or its name service raises; ``except TimeoutError`` catches ever
         ├── Unavailable         no node answered in time (also a TimeoutError)
         ├── OutcomeUnknown      a retried write whose first attempt cannot be told
         ├── RequestRejected     the cluster refused the request
-        │   └── LeaseNotFound   the lease expired or was revoked
+        │   ├── LeaseNotFound   the lease expired or was revoked
+        │   └── Forbidden       the sender's key has no right to that request
         ├── KeyNotFound         no such key
         ├── Compacted           a watch asked for revisions no longer kept
         ├── KvError             the key-value machine's own (stale-write backlog)
@@ -40,6 +41,7 @@ from nameservice.errors import (
     ControlError,
     DecodeError,
     FabricError,
+    Forbidden,
     KeyNotFound,
     LeaseNotFound,
     NameNotFound,
@@ -51,7 +53,8 @@ from nameservice.errors import (
 )
 
 __all__ = [
-    "Compacted", "ConfigError", "ControlError", "DecodeError", "FabricError", "KeyNotFound",
+    "Compacted", "ConfigError", "ControlError", "DecodeError", "FabricError", "Forbidden",
+    "KeyNotFound",
     "LeaseNotFound", "MessageTooLarge", "NameNotFound", "NameServiceError", "OutcomeUnknown",
     "PortClosed", "PortTimeout", "ProtocolError", "RequestRejected", "Unavailable",
 ]

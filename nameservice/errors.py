@@ -21,7 +21,8 @@ is defined once; the packages that raise one re-export it where their callers lo
         ├── OutcomeUnknown      a write was not applied now, and whether an earlier attempt
         │                       of it was cannot be told (its client session expired)
         ├── RequestRejected     the cluster refused the request (bad key, missing lease, ...)
-        │   └── LeaseNotFound   the lease named does not exist (expired or revoked)
+        │   ├── LeaseNotFound   the lease named does not exist (expired or revoked)
+        │   └── Forbidden       the sender's key has no right to that request
         ├── KeyNotFound         a key that was asked for does not exist
         ├── Compacted           events from a revision no node (or this history) keeps any
         │                       more: reload with a range and watch from its revision
@@ -35,7 +36,8 @@ dropped. Lower-level errors (``zmq.ZMQError``, ``OSError``) are translated where
 from __future__ import annotations
 
 __all__ = [
-    "Compacted", "ConfigError", "ControlError", "DecodeError", "FabricError", "KeyNotFound",
+    "Compacted", "ConfigError", "ControlError", "DecodeError", "FabricError", "Forbidden",
+    "KeyNotFound",
     "LeaseNotFound", "NameNotFound", "NameServiceError", "OutcomeUnknown", "ProtocolError",
     "RequestRejected", "Unavailable", "shown",
 ]
@@ -101,6 +103,10 @@ class RequestRejected(NameServiceError):
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Forbidden(RequestRejected):
+    """The sender's key has no right to that request (docs/security.md)."""
 
 
 class LeaseNotFound(RequestRejected):

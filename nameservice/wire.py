@@ -87,6 +87,8 @@ MEMBER_ADD_LEARNER, MEMBER_PROMOTE, MEMBER_REMOVE = 1, 2, 3
 """The kinds of a MEMBER_CHANGE (the Raft core's ``ChangeKind`` values)."""
 # Reply statuses.
 ST_OK, ST_NOT_LEADER, ST_BUSY, ST_BAD_REQUEST, ST_UNAVAILABLE = 0, 1, 2, 3, 4
+ST_FORBIDDEN = 5
+"""The sender's key has no right to this request (docs/security.md)."""
 # Watch push kinds and the reasons a node drops a watch.
 PUSH_EVENTS, PUSH_CANCEL = 0, 1
 CANCEL_COMPACTED, CANCEL_OVERFLOW, CANCEL_RESTORED, CANCEL_NO_LEADER = 1, 2, 3, 4
@@ -452,7 +454,7 @@ def reply_from_wire(w: Any) -> tuple[int, int, Any]:
     if type(w) is not list or len(w) != 3:
         raise DecodeError("a reply is an array [rid, status, payload]")
     rid, status = w[0], w[1]
-    if type(rid) is not int or type(status) is not int or not ST_OK <= status <= ST_UNAVAILABLE:
+    if type(rid) is not int or type(status) is not int or not ST_OK <= status <= ST_FORBIDDEN:
         raise DecodeError("a reply has an int request id and a known status")
     return rid, status, w[2]
 

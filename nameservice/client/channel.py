@@ -35,7 +35,7 @@ import zmq.asyncio
 
 from nameservice import wire
 from nameservice.address import connect_endpoint, parse_address
-from nameservice.errors import DecodeError, RequestRejected, Unavailable
+from nameservice.errors import DecodeError, Forbidden, RequestRejected, Unavailable
 from nameservice.security.context import current as security
 
 RETRY_DELAY_S = 0.005
@@ -358,6 +358,9 @@ class Channel:
             self._on_refusal(call, address, status, payload, now)
 
     def _on_refusal(self, call: _Call, address: str, status: int, payload, now: float) -> None:
+        if status == wire.ST_FORBIDDEN:
+            call.future.set_exception(Forbidden(str(payload), status))
+            return
         if status == wire.ST_BAD_REQUEST or call.pinned and status != wire.ST_BUSY:
             call.future.set_exception(RequestRejected(str(payload), status))
             return

@@ -11,6 +11,13 @@ from:
 * a name-service node's address (``HOST:PORT``) is looked up in the trusted certificates that
   name it (``Keys.nodes``), as ssh's ``known_hosts`` does.
 
+Who may do what is in :mod:`nameservice.security.rules`: the ZAP handlers admit the keys the
+rules allow, and :meth:`Security.sender` gives a server the rule of a message's sender. When the
+rules change (``set_rules``), keys no longer allowed lose their open connections at once: each
+server socket's connections are known by the descriptor their messages came in on
+(``ZMQ_SRCFD``), and those of a revoked key are shut down (libzmq sees the peer go; the ZAP
+handler refuses it when it comes back).
+
 Without keys the process is in insecure mode: it says so once, loudly, when it first serves a
 socket, and it refuses to connect to a secured endpoint (one line naming the option to give)
 rather than half-work.
@@ -19,12 +26,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 
 import zmq
 
 from nameservice.errors import ConfigError
 from nameservice.security.keys import Keys, load_keys
+from nameservice.security.rules import Rule, Rules
 from nameservice.security.sockets import secure_client, secure_server
 from nameservice.security.zap import ZapHandler
 
@@ -35,6 +44,8 @@ __all__ = ["KEY_MARK", "Security", "configure", "current", "split_endpoint"]
 KEY_MARK = ";curve="
 """Between an endpoint and its server's public key (``;`` is not a Z85 character)."""
 ENV = "FABRIC_KEYS"
+MAX_TRACKED = 65_536
+"""Connections whose sender is remembered for revocation (descriptors are bounded anyway)."""
 
 
 def split_endpoint(endpoint: str) -> tuple[str, bytes | None]:
@@ -45,6 +56,15 @@ def split_endpoint(endpoint: str) -> tuple[str, bytes | None]:
     if len(key) != 40:
         raise ConfigError(f"bad server key in {endpoint!r}: expected 40 Z85 characters")
     return plain, key.encode()
+
+
+def _peer(fd: int) -> object:
+    """The remote address of a connected socket descriptor (None: not one)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            return sock.getpeername()
+    except OSError:
+        return None
 
 
 def _context_of(sock: zmq.Socket) -> zmq.Context:
@@ -59,27 +79,84 @@ class Security:
         self.keys = keys
         self._lock = threading.Lock()
         self._handlers: dict[int, ZapHandler] = {}
-        self._allowed = self._bootstrap_allowed()
+        self.rules = Rules(bootstrap=self._bootstrap())
+        self._allowed = self.rules.allowed()
         self._warned = False
+        self._conns: dict[int, tuple[bytes, object]] = {}  # fd -> (user id, peer address)
+        self._monitors = 0
+        self.cut_connections = 0
+        """Connections shut down because their key was revoked."""
+        self.bad_rules = 0
+        """Entries under ``security/`` that are not rules (skipped)."""
 
     @property
     def secure(self) -> bool:
         """Whether this process has keys (CURVE on every socket)."""
         return self.keys is not None
 
-    def _bootstrap_allowed(self) -> dict[bytes, str]:
+    def _bootstrap(self) -> dict[bytes, Rule]:
+        """Keys trusted by file: ns-peer when a certificate names a node address, else admin."""
         if self.keys is None:
             return {}
-        allowed = {key: name for name, key in self.keys.trusted.items()}
-        allowed[self.keys.own.public] = self.keys.own.name
-        return allowed
+        nodes = {key: address for address, key in self.keys.nodes.items()}
+        named = {**self.keys.trusted, self.keys.own.name: self.keys.own.public}
+        return {key: Rule(name, key, "ns-peer" if key in nodes else "admin",
+                          address=nodes.get(key, ""))
+                for name, key in named.items()}
 
-    def allow(self, allowed: dict[bytes, str]) -> None:
-        """From now on admit exactly these public keys (Z85) → user ids, on every socket."""
+    def set_rules(self, stored: dict[bytes, Rule], revoked: frozenset[bytes]) -> list[bytes]:
+        """The rules in the name service are now these: admit exactly the keys they and the
+        bootstrap allow, and cut the open connections of the keys no longer allowed (which
+        are returned)."""
         with self._lock:
-            self._allowed = dict(allowed)
+            before = set(self._allowed)
+            self.rules = Rules(self.rules.bootstrap, dict(stored), revoked)
+            self._allowed = self.rules.allowed()
             for handler in self._handlers.values():
                 handler.allow(self._allowed)
+        gone = sorted(before - set(self._allowed))
+        if gone:
+            self.cut({key.decode() for key in gone})
+        return gone
+
+    def sender(self, frame: zmq.Frame) -> Rule | None:
+        """The rule of the key a received message came from (None: no rule, or insecure
+        mode); remembers its connection so that a revocation can cut it."""
+        if self.keys is None:
+            return None
+        try:
+            user = frame.get("User-Id")
+            fd = frame.get(zmq.SRCFD)
+        except zmq.ZMQError:  # not from a CURVE connection
+            return None
+        if not isinstance(user, str) or not isinstance(fd, int):
+            return None
+        if self._conns.get(fd, (None,))[0] != user.encode() and len(self._conns) < MAX_TRACKED:
+            self._conns[fd] = (user.encode(), _peer(fd))
+        return self.rules.rule(user.encode())
+
+    def _forget(self, fd: int) -> None:
+        self._conns.pop(fd, None)
+
+    def cut(self, users: set[str]) -> int:
+        """Shut down the tracked connections of these user ids (public keys); how many."""
+        cut = 0
+        for fd, (user, peer) in list(self._conns.items()):
+            if user.decode() not in users:
+                continue
+            del self._conns[fd]
+            if peer is not None and _peer(fd) == peer:  # the descriptor was not reused
+                try:
+                    with socket.socket(fileno=os.dup(fd)) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    cut += 1
+                except OSError:
+                    pass
+        self.cut_connections += cut
+        if cut:
+            log.warning("cut %d connection(s) of revoked key(s) %s", cut,
+                        ", ".join(sorted(users)))
+        return cut
 
     def serve(self, sock: zmq.Socket) -> None:
         """Secure a server socket (before bind): CURVE with this process's key, and only the
@@ -93,6 +170,13 @@ class Security:
             if underlying not in self._handlers:
                 self._handlers[underlying] = ZapHandler(_context_of(sock),
                                                         self._allowed).start()
+            handler = self._handlers[underlying]
+        # Its connections' ends, seen by the handler's thread: a descriptor that closed is
+        # forgotten, so that a revocation never cuts the connection that reused its number.
+        self._monitors += 1
+        address = f"inproc://fabric.security.monitor.{id(self)}.{self._monitors}"
+        sock.monitor(address, zmq.EVENT_DISCONNECTED)
+        handler.watch(address, self._forget)
 
     def connect(self, sock: zmq.Socket, target: str) -> str:
         """Secure a client socket for ``target`` (an endpoint, maybe with ``;curve=KEY``, or a
@@ -124,7 +208,10 @@ class Security:
         if self.keys is None:
             return {"mode": "insecure"}
         return {"mode": "curve", "key": self.keys.own.public.decode(),
-                "identity": self.keys.own.name, **self.counters()}
+                "identity": self.keys.own.name, "rules": len(self.rules.stored),
+                "revoked": len(self.rules.revoked), "cut_connections": self.cut_connections,
+                "bad_rules": self.bad_rules,
+                **self.counters()}
 
     def counters(self) -> dict[str, int]:
         """The ZAP handlers' counters, summed (empty in insecure mode)."""

@@ -32,7 +32,7 @@ import zmq.auth
 from nameservice.address import parse_address
 from nameservice.errors import ConfigError
 
-__all__ = ["KeyPair", "Keys", "generate", "load_keys", "check_name"]
+__all__ = ["KeyPair", "Keys", "generate", "load_keys", "check_name", "read_public"]
 
 _BANNER = ("#   ZeroMQ CURVE {kind} certificate, made by fabric keys generate\n"
            "#   {warning}\n\n")
@@ -135,6 +135,11 @@ def _load(path: Path, want_secret: bool) -> tuple[bytes, bytes | None]:
     if len(public) != 40 or (want_secret and (secret is None or len(secret) != 40)):
         raise ConfigError(f"{path} is not a CURVE certificate (Z85 keys of 40 characters)")
     return public, secret
+
+
+def read_public(path: str | os.PathLike[str]) -> bytes:
+    """The public key (Z85) of a certificate file; ConfigError if it is not one."""
+    return _load(Path(path), False)[0]
 
 
 def load_keys(directory: str | os.PathLike[str]) -> Keys:

@@ -14,8 +14,9 @@ Refusals are counted by reason and logged once per peer address and key (at most
 from __future__ import annotations
 
 import logging
+import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import zmq
 from zmq.utils import z85
@@ -29,6 +30,7 @@ DOMAIN = "fabric"
 MAX_LOGGED = 1000
 """Distinct refused (address, key) pairs logged one by one."""
 _ENDPOINT = "inproc://zeromq.zap.01"
+_EVENT = struct.Struct("=HI")
 
 
 class ZapHandler:
@@ -40,12 +42,18 @@ class ZapHandler:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._logged: set[tuple[str, bytes]] = set()
+        self._watch_next: list[tuple[str, Callable[[int], None]]] = []
         self.counters = {"zap_allowed": 0, "zap_refused_unknown_key": 0,
                          "zap_refused_mechanism": 0, "zap_bad_requests": 0}
 
     def allow(self, allowed: Mapping[bytes, str]) -> None:
         """From now on allow exactly these public keys (Z85) -> user ids."""
         self._allowed = dict(allowed)  # replaced whole: the handler thread reads it unlocked
+
+    def watch(self, address: str, on_event: Callable[[int], None]) -> None:
+        """Also read the socket monitor at ``address`` (inproc), calling ``on_event(value)``
+        for each of its events (the value of a DISCONNECTED event is the descriptor)."""
+        self._watch_next.append((address, on_event))
 
     def user_id(self, public: bytes) -> str | None:
         """The user id of an allowed key (None: not allowed)."""
@@ -64,9 +72,20 @@ class ZapHandler:
     def _serve(self, sock: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        monitors: dict[zmq.Socket, Callable[[int], None]] = {}
         try:
             while not self._stop.is_set():
-                if not poller.poll(100):
+                while self._watch_next:
+                    address, on_event = self._watch_next.pop()
+                    monitor = self._ctx.socket(zmq.PAIR)
+                    monitor.connect(address)
+                    poller.register(monitor, zmq.POLLIN)
+                    monitors[monitor] = on_event
+                ready = dict(poller.poll(100))
+                for monitor, on_event in monitors.items():
+                    if monitor in ready:
+                        self._monitor_events(monitor, on_event)
+                if sock not in ready:
                     continue
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -77,6 +96,18 @@ class ZapHandler:
             pass
         finally:
             sock.close(0)
+            for monitor in monitors:
+                monitor.close(0)
+
+    @staticmethod
+    def _monitor_events(monitor: zmq.Socket, on_event: Callable[[int], None]) -> None:
+        while True:
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) == 2 and len(frames[0]) == _EVENT.size:
+                on_event(_EVENT.unpack(frames[0])[1])
 
     def _answer(self, frames: list[bytes]) -> list[bytes]:
         if len(frames) < 6 or frames[0] != b"1.0":

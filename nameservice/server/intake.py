@@ -44,6 +44,7 @@ from nameservice.kv import DecodeError as KvDecodeError
 from nameservice.kv.codec import proposal_from_wire
 from nameservice.raft.core import RaftCore
 from nameservice.raft.types import NONE, Role
+from nameservice.server.guard import Guard
 from nameservice.server.leases import LeaseClock
 from nameservice.server.members import MembershipService
 from nameservice.server.quotas import SessionQuota
@@ -102,6 +103,8 @@ class RequestIntake:
         self.sessions = SessionQuota()
         self.counters = {"bad_peer_frames": 0, "bad_client_frames": 0, "bad_requests": 0,
                          "busy": 0, "writes": 0, "reads": 0}
+        self.guard: Guard | None = None
+        """The access checks of a secured node (None: insecure mode, no checks)."""
 
     @property
     def parked(self) -> int:
@@ -134,6 +137,8 @@ class RequestIntake:
                                 identity, exc)
                 if type(exc) is wire.OversizedBatch and wire.frame_kind(data) == wire.REQUEST:
                     self._refuse_all(identity, exc.body, str(exc))
+                continue
+            if is_peer and self.guard is not None and not self.guard.peer(identity):
                 continue
             if kind == wire.PEER:
                 for msg in messages:
@@ -178,6 +183,11 @@ class RequestIntake:
             return
         if budget is None:
             budget = ReplyBudget()
+        if self.guard is not None and op != wire.OP_WRITE:
+            refused = self.guard.request(identity, op, w)
+            if refused is not None:
+                self._reply(identity, rid, wire.ST_FORBIDDEN, refused)
+                return
         if op == wire.OP_WRITE:
             self._write(identity, rid, w, size)
         elif op == wire.OP_STATUS:
@@ -226,6 +236,11 @@ class RequestIntake:
         except (DecodeError, KvDecodeError, TypeError, ValueError) as exc:
             self._bad_request(identity, rid, exc)
             return
+        if self.guard is not None:
+            refused = self.guard.write(identity, item)
+            if refused is not None:
+                self._reply(identity, rid, wire.ST_FORBIDDEN, refused)
+                return
         if self._writes.full:
             self._busy(identity, rid)
             return

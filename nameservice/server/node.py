@@ -70,6 +70,7 @@ from nameservice.raft.types import NONE, Role
 from nameservice.server.apply import Applier
 from nameservice.server.clock import TickClock
 from nameservice.server.config import NodeSettings
+from nameservice.server.guard import Guard
 from nameservice.server.intake import RequestIntake
 from nameservice.server.leadership import LeaderTracker
 from nameservice.server.leases import LeaseClock
@@ -183,6 +184,9 @@ class Node:
         self._stop = stop
         self.pipeline.start(loop)
         self.transport = self._transport_factory(self.settings.id, self.settings.cluster)
+        sender = getattr(self.transport, "sender", None)  # a secured ZeroMQ transport's
+        if sender is not None and getattr(self.transport, "secure", False):
+            self.intake.guard = Guard(sender)
         self._follow_members(time.monotonic())
         self.watches.attach(self.transport)
         if on_listening is not None:

@@ -35,6 +35,8 @@ from nameservice.client.api import NameServiceClient
 from nameservice.control import DEFAULT_TTL, ControlServer, process_name
 from nameservice.names import Names
 from nameservice.raft.types import NONE
+from nameservice.security.context import current as security
+from nameservice.security.follow import follow_rules
 from nameservice.server.config import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class NodePresence:
         self._registering: asyncio.Task | None = None
         self._registration: Any = None
         self._client: Any = None
+        self._rules: asyncio.Future | None = None  # the access rules followed (with keys)
         self.endpoint = ""
         # A context of its own, terminated at close: that is what makes the answer to a drain
         # leave before the process exits (an unterminated context drops what it still holds).
@@ -112,6 +115,7 @@ class NodePresence:
     async def _register(self) -> None:
         self._client = NameServiceClient(list(self.settings.cluster.values()))
         await self._client.connect(wait=1.0)
+        self._rules = asyncio.ensure_future(follow_rules(self._client, security()))
         names = Names(self._client)
         meta = {"kind": "nameservice", "node": self.settings.id, "address": self.settings.address}
         failures = 0
@@ -159,6 +163,8 @@ class NodePresence:
     async def close(self) -> None:
         """The node stopped: answer a waiting drain, then close the socket and the client."""
         self._stopped.set()
+        if self._rules is not None:
+            self._rules.cancel()
         if self._server is not None:
             if self._server.drain_requested.is_set():
                 await self._server.answered(timeout=2.0)

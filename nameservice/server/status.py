@@ -22,6 +22,8 @@ def status_report(node: Any) -> dict:
         lag = {str(peer): core.last_index - pr.match for peer, pr in core.progress.items()}
     counters["leases_refused"] = stats["leases_refused"]
     counters["session_quota_refused"] = node.intake.sessions.refused
+    if node.intake.guard is not None:
+        counters.update(node.intake.guard.counters)
     return {
         "voters": list(conf.voters), "learners": list(conf.learners), "lag": lag,
         "id": node.settings.id, "address": node.settings.address, "role": core.role.value,

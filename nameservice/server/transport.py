@@ -27,11 +27,14 @@ import zmq.asyncio
 from nameservice import wire
 from nameservice.address import bind_endpoint, connect_endpoint
 from nameservice.security.context import current as security
+from nameservice.security.rules import Rule
 from nameservice.server.seam import Outbox, PushFailed, push_frames
 
 PEER_HWM = 10_000
 CLIENT_HWM = 10_000
 RECV_HWM = 100_000
+MAX_SENDERS = 100_000
+"""Connections whose sender is remembered between two drains (then forgotten, and relearned)."""
 
 
 class NodeTransport:
@@ -43,8 +46,11 @@ class NodeTransport:
         for opt, value in ((zmq.LINGER, 0), (zmq.RCVHWM, RECV_HWM), (zmq.SNDHWM, CLIENT_HWM),
                            (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME), (zmq.ROUTER_MANDATORY, 1)):
             self.router.setsockopt(opt, value)
-        security().serve(self.router)
+        self._security = security()
+        self.secure = self._security.secure
+        self._security.serve(self.router)
         self.router.bind(bind_endpoint(cluster[node_id]))
+        self._senders: dict[bytes, Rule | None] = {}
         self._ctx = ctx
         self._peers: dict[int, zmq.Socket] = {}
         self._peer_async: dict[int, tuple[str, zmq.asyncio.Socket]] = {}
@@ -81,18 +87,35 @@ class NodeTransport:
 
     async def receive(self) -> list[bytes]:
         """Wait for the next message on the ROUTER (``[identity, ...]``)."""
+        if self.secure:
+            return self._note(await self.router.recv_multipart(copy=False))
         return await self.router.recv_multipart()
 
     def drain(self, limit: int) -> list[list[bytes]]:
         """Receive up to ``limit`` waiting messages without blocking (each ``[identity, ...]``)."""
         out: list[list[bytes]] = []
-        recv = self._router.recv_multipart
         try:
-            while len(out) < limit:
-                out.append(recv(zmq.NOBLOCK))
+            if self.secure:
+                if len(self._senders) > MAX_SENDERS:
+                    self._senders.clear()  # refilled by the next message of each connection
+                while len(out) < limit:
+                    out.append(self._note(self._router.recv_multipart(zmq.NOBLOCK, copy=False)))
+            else:
+                recv = self._router.recv_multipart
+                while len(out) < limit:
+                    out.append(recv(zmq.NOBLOCK))
         except zmq.Again:
             pass
         return out
+
+    def _note(self, frames: list[zmq.Frame]) -> list[bytes]:
+        """A message's bytes, noting whose key sent it (by its connection's identity)."""
+        self._senders[frames[0].bytes] = self._security.sender(frames[-1])
+        return [frame.bytes for frame in frames]
+
+    def sender(self, identity: bytes) -> Rule | None:
+        """The rule of the key behind ``identity``'s latest message (None: no rule)."""
+        return self._senders.get(identity)
 
     def has_input(self) -> bool:
         """Whether a message is waiting on the ROUTER now.
