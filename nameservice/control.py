@@ -98,11 +98,33 @@ def encode_reply(result: dict | None = None, error: str | None = None) -> bytes:
     return json.dumps({"ok": True, "result": result}, default=str).encode()
 
 
+FORBIDDEN = "forbidden: draining a process needs an admin key"
+
+
 class _BadRequests:
-    """The count of bad requests of one control socket, and its rate-limited log."""
+    """The count of bad and forbidden requests of one control socket, and its rate-limited
+    log."""
 
     def __init__(self) -> None:
         self.bad_requests = 0
+        self.forbidden_requests = 0
+        self._security = security()
+
+    def _checked(self, raw: list) -> tuple[bytes, Request | str]:
+        """A received message's sender identity and its request, or why it is refused: the
+        reason it is malformed, or, with keys, a drain from a key that is not an admin's."""
+        if not self._security.secure:
+            return _split(raw)
+        identity, request = _split([part.bytes for part in raw])
+        if isinstance(request, Request) and request.command == "drain":
+            rule = self._security.sender(raw[-1])
+            if rule is None or rule.role != "admin":
+                self.forbidden_requests += 1
+                if self.forbidden_requests <= 10:
+                    log.warning("control socket: refused a drain from %s",
+                                rule.identity if rule is not None else "an unknown key")
+                return identity, FORBIDDEN
+        return identity, request
 
     def _bad(self, identity: bytes, reason: str) -> None:
         self.bad_requests += 1
@@ -154,10 +176,13 @@ class ControlSocket(_BadRequests):
         out = []
         for _ in range(limit):
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+                raw = self.socket.recv_multipart(zmq.NOBLOCK, copy=not self._security.secure)
             except zmq.Again:
                 break
-            identity, request = _split(frames)
+            identity, request = self._checked(raw)
+            if request is FORBIDDEN:
+                self.reply(identity, error=FORBIDDEN)
+                continue
             if isinstance(request, str):
                 self._bad(identity, request)
                 self.reply(identity, error=request)
@@ -226,10 +251,13 @@ class ControlServer(_BadRequests):
     async def _serve(self) -> None:
         while True:
             try:
-                frames = await self._sock.recv_multipart()
+                raw = await self._sock.recv_multipart(copy=not self._security.secure)
             except (zmq.ZMQError, asyncio.CancelledError):
                 return
-            identity, request = _split(frames)
+            identity, request = self._checked(raw)
+            if request is FORBIDDEN:
+                await self._reply(identity, error=FORBIDDEN)
+                continue
             if isinstance(request, str):
                 self._bad(identity, request)
                 await self._reply(identity, error=request)
@@ -238,7 +266,8 @@ class ControlServer(_BadRequests):
                 try:
                     status = self._status()
                     status["control_bad_requests"] = self.bad_requests
-                    status["security"] = security().status()
+                    status["security"] = {**security().status(),
+                                          "control_forbidden_requests": self.forbidden_requests}
                     await self._reply(identity, status)
                 except Exception as exc:  # a status bug must not kill the control socket
                     log.exception("status failed")

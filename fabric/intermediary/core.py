@@ -49,6 +49,7 @@ from fabric.intermediary.stall import OffCpuClock
 from fabric.timing import Timing
 from nameservice.control import ControlSocket
 from nameservice.security.context import current as security
+from nameservice.security.rules import Rule
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class Intermediary:
         self.stats = IntermediaryStats()
         self.endpoint = ""
         self._bound = ""  # the endpoint as bound (without the key)
+        self._security = security()
+        self._refused_logged: set[tuple[str, bytes]] = set()
         self._peers: dict[bytes, Peer] = {}
         self._queue = BatchQueue(max_queue_bytes)
         self._rounds = ClaimRounds()
@@ -200,7 +203,10 @@ class Intermediary:
             if request.command == "status":
                 control.reply(identity, {**self.status(),
                                          "control_bad_requests": control.bad_requests,
-                                         "security": security().status()})
+                                         "security": {
+                                             **security().status(),
+                                             "control_forbidden_requests":
+                                                 control.forbidden_requests}})
             else:
                 self._drain_waiters.append(identity)
                 self.request_drain(request.timeout)
@@ -268,10 +274,17 @@ class Intermediary:
         """Handle what is waiting, for at most one tick: timers must keep running."""
         end = now + self.timing.tick
         clock = time.monotonic
+        secure = self._security.secure
         while True:
             for _ in range(READ_CHECK_EVERY):
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                    if secure:
+                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        frames = [part.bytes for part in parts]
+                        if not self._may_send(frames[0], self._security.sender(parts[-1])):
+                            continue
+                    else:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     self._behind_since = None
                     return
@@ -280,6 +293,26 @@ class Intermediary:
                 break
         if self._behind_since is None:
             self._behind_since = now
+
+    def _may_send(self, rid: bytes, rule: Rule | None) -> bool:
+        """Whether the key behind a frame may send it here: producers need the produce right
+        on this channel, consumers the consume right (anything else needs an allowed key)."""
+        if rule is not None:
+            if rid[:1] == PRODUCER_PREFIX:
+                allowed = rule.may_channel("produce", self.channel)
+            elif rid[:1] == CONSUMER_PREFIX:
+                allowed = rule.may_channel("consume", self.channel)
+            else:
+                allowed = True
+            if allowed:
+                return True
+        self.stats.forbidden_frames += 1
+        who = f"{rule.identity} ({rule.key.decode()})" if rule is not None else "an unknown key"
+        if (who, rid[:1]) not in self._refused_logged and len(self._refused_logged) < 1000:
+            self._refused_logged.add((who, rid[:1]))
+            log.warning("refused frames from %s: no right to %s on channel %s", who,
+                        "produce" if rid[:1] == PRODUCER_PREFIX else "consume", self.channel)
+        return False
 
     def _rebind(self) -> None:
         """Close and rebind the socket: every peer sees a new process and starts afresh."""

@@ -51,6 +51,8 @@ _COUNTERS = {
     "peers_left": ("fabric_intermediary_peers_left_total", "Peers that left cleanly (GOODBYE) "
                                                            "and were forgotten at once."),
     "rebinds": ("fabric_intermediary_rebinds_total", "Socket rebinds after a freeze."),
+    "forbidden_frames": ("fabric_intermediary_forbidden_frames_total", "Frames dropped because "
+                         "the sender's key may not produce or consume on the channel."),
     "control_requests": ("fabric_intermediary_control_requests_total", "Control-socket "
                                                                        "requests served."),
 }

@@ -50,6 +50,7 @@ class IntermediaryStats:
     unknown_claims: int = 0  # CLAIMED for a round that is not open, or from a consumer not asked
     rebinds: int = 0
     control_requests: int = 0
+    forbidden_frames: int = 0  # from a key without the right to produce or consume here
 
 
 def peers_summary(peers: Iterable[Peer], queue: BatchQueue) -> dict:

@@ -53,6 +53,8 @@ from fabric.runtime import runner
 from fabric.runtime.registry import watch_channel
 from fabric.runtime.resolver import Change, Resolver
 from nameservice.logs import event
+from nameservice.security.context import current as security
+from nameservice.security.follow import follow_rules
 
 if TYPE_CHECKING:
     from fabric.ports.metrics import PortCollector
@@ -300,6 +302,9 @@ class ComponentProcess:
         if served is not None:
             self.ctx.metrics = served[1]
         server = ControlServer(self.status, self._drain, self.control_endpoint).start()
+        client = getattr(self.names, "client", None)  # the access rules, with keys
+        rules = asyncio.ensure_future(follow_rules(client, security())) \
+            if client is not None else None
         event(log, "control", endpoint=server.endpoint)
         loop = asyncio.get_running_loop()
 
@@ -321,6 +326,8 @@ class ComponentProcess:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if rules is not None:
+                rules.cancel()
             server.close()
             if served is not None:
                 served[0].close()

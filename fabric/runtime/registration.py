@@ -5,7 +5,9 @@ thread of their own running an event loop with a name-service client. The thread
 ``(name, endpoint, meta)`` with a lease, retrying until the name service takes it, and
 deregisters at once when stopped. Keeping the leases alive, registering again if one is ever
 lost (the name service was unreachable for longer than the TTL), and putting an entry back that
-someone else deleted or overwrote, is each ``nameservice.names.Registration``'s own job.
+someone else deleted or overwrote, is each ``nameservice.names.Registration``'s own job. With
+keys, the thread also keeps the process's access rules as the name service has them
+(``nameservice.security.follow``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import time
 from collections.abc import Callable
 
 from fabric.runtime.registry import DEFAULT_TTL
+from nameservice.security.context import current as security
+from nameservice.security.follow import follow_rules
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +84,11 @@ class RegistrationThread:
         async with NameServiceClient(self._addresses) as client:
             regs = self._regs
             registering = asyncio.ensure_future(self._register_all(Names(client), regs))
+            rules = asyncio.ensure_future(follow_rules(client, security()))
             try:
                 await self._stop.wait()
             finally:
+                rules.cancel()
                 registering.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await registering
