@@ -12,10 +12,11 @@ One rule per allowed public key, under ``security/keys/<key as 64 hex digits>`` 
   serve as an intermediary (``*``: any).
 * ``read``, ``write``: key-value prefixes it may read and write (``""``: every key).
 
-Beyond its rule, every key may read the registry (``names/``), register processes
-(``names/process/``), keep leases and ask for status; serving a channel implies writing its
-registry entries (``names/channel/C/``). Only ``admin`` and ``ns-peer`` keys read or write
-``security/`` itself. The user id a ZAP handler gives a connection is its public key (Z85),
+Beyond its rule, every key may read the registry (``names/``) and the rules themselves
+(``security/``: public keys and rights, which every server needs to admit its peers), register
+processes (``names/process/``), keep leases and ask for status; serving a channel implies
+writing its registry entries (``names/channel/C/``). Only ``admin`` and ``ns-peer`` keys write
+``security/``. The user id a ZAP handler gives a connection is its public key (Z85),
 so a server finds the rule of every message's sender.
 
 The bootstrap: keys trusted by file (``DIR/trusted/``) are ``admin``, or ``ns-peer`` when their
@@ -42,6 +43,7 @@ MAX_ITEMS = 256
 """Channels or prefixes one rule may list."""
 _LISTS = ("produce", "consume", "serve", "read", "write")
 _REGISTRY = b"names/"
+_RULES = b"security/"
 _PROCESSES = b"names/process/"
 _CHANNELS = "names/channel/"
 _PRIVILEGED = ("admin", "ns-peer")
@@ -84,14 +86,16 @@ class Rule:
 
     def may_read(self, key: bytes) -> bool:
         """Read ``key`` (or the keys from ``key``, for a prefix)."""
-        if self.privileged or key.startswith(_REGISTRY):
+        if self.privileged or key.startswith(_REGISTRY) or key.startswith(_RULES):
             return True
         return _under(key, self.read)
 
     def may_write(self, key: bytes) -> bool:
-        """Write (put, delete) ``key``."""
+        """Write (put, delete) ``key`` (or the keys from ``key``, for a prefix)."""
         if self.privileged or key.startswith(_PROCESSES):
             return True
+        if key.startswith(_RULES) or _RULES.startswith(key):
+            return False  # the rules themselves: whatever prefix was granted
         if key.startswith(_CHANNELS.encode()):
             channel = key[len(_CHANNELS):].rpartition(b"/")[0].decode(errors="replace")
             if self.may_channel("serve", channel):

@@ -72,7 +72,8 @@ class Guard:
             return None if rule.privileged else self._refuse(rule, "membership changes need "
                                                                    "an admin key")
         if op in (wire.OP_GET, wire.OP_RANGE, wire.OP_WATCH):
-            key = w[2] if len(w) > 2 and type(w[2]) is bytes else b""
+            at = 3 if op == wire.OP_WATCH else 2  # WATCH: [rid, op, watch_id, key, ...]
+            key = w[at] if len(w) > at and type(w[at]) is bytes else b""
             return None if rule.may_read(key) else self._refuse(
                 rule, f"no read right on {key[:64]!r}")
         if op == wire.OP_STALE_WRITE:
