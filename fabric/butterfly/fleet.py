@@ -150,9 +150,12 @@ class Fleet:
         self.env = dict(env if env is not None else os.environ)
         self.procs: dict[str, Proc] = {}
 
-    def start(self, name: str, argv: list[str]) -> Proc:
-        """Start ``argv`` as process ``name`` (a name is used once)."""
-        proc = Proc(name, argv, env=self.env, cwd=self.cwd, log_dir=self.log_dir)
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        """Start ``argv`` as process ``name`` (a name is used once, unless the process it
+        named was killed), with the fleet's environment plus ``env`` (this process's own
+        variables, e.g. its ``FABRIC_KEYS``)."""
+        proc = Proc(name, argv, env={**self.env, **(env or {})}, cwd=self.cwd,
+                    log_dir=self.log_dir)
         self.procs[name] = proc
         return proc
 

@@ -17,11 +17,14 @@ def draw(outcome: Any, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nameservice.security.context import KEY_MARK
+
     fig, ax = plt.subplots(figsize=(11, 5))
     for endpoint, counts in sorted(outcome.timeline.items()):
         name = outcome.intermediaries.get(endpoint, endpoint)
+        plain = endpoint.partition(KEY_MARK)[0]  # the server's key (--secure) is no label
         xs = [i * BIN_S for i in range(len(counts))]
-        ax.plot(xs, [c / BIN_S for c in counts], label=f"{name} ({endpoint})", linewidth=1.2)
+        ax.plot(xs, [c / BIN_S for c in counts], label=f"{name} ({plain})", linewidth=1.2)
     top = ax.get_ylim()[1]
     for at, text in outcome.events:
         if not text.startswith("("):

@@ -10,7 +10,9 @@ message (id, arrival time, intermediary number, redelivered). From those alone:
   ``FAILOVER_WINDOW_S`` later (time to the first delivery after the kill included);
 * ``throughput_msgs_s``: deliveries per second from the first to the last.
 
-``reresolve_ms`` and ``drain_ms`` are measured by the scenario and passed in.
+``reresolve_ms`` and ``drain_ms`` are measured by the scenario and passed in, and so is
+``secure`` (whether every process ran with keys). With keys, :func:`security_summary` sums
+what the processes' statuses said of their security.
 """
 from __future__ import annotations
 
@@ -18,12 +20,15 @@ import bisect
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 RECORD = struct.Struct("<QdHB")  # the layout of fabric/butterfly/consumer.py
 ID_SHIFT = 40
 FAILOVER_WINDOW_S = 2.0
 FIELDS = ("sent", "delivered", "duplicates", "lost", "redelivered", "failover_ms",
-          "reresolve_ms", "drain_ms", "throughput_msgs_s")
+          "reresolve_ms", "drain_ms", "throughput_msgs_s", "secure")
+ZAP_COUNTERS = ("zap_allowed", "zap_refused_unknown_key", "zap_refused_mechanism",
+                "zap_bad_requests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +65,7 @@ def longest_gap_ms(times: list[float], start: float, window: float) -> float:
 
 def summarize(sent: dict[int, int], deliveries: Iterable[Delivery], *,
               kill_at: float | None, reresolve_ms: float | None,
-              drain_ms: float | None) -> dict[str, float | int | None]:
+              drain_ms: float | None, secure: bool = False) -> dict[str, float | int | None]:
     """The demo's result, with exactly the keys in :data:`FIELDS`."""
     seen: set[int] = set()
     total = redelivered = 0
@@ -86,7 +91,23 @@ def summarize(sent: dict[int, int], deliveries: Iterable[Delivery], *,
         "reresolve_ms": None if reresolve_ms is None else round(reresolve_ms, 1),
         "drain_ms": None if drain_ms is None else round(drain_ms, 1),
         "throughput_msgs_s": round(total / span) if span > 0 else 0,
+        "secure": secure,
     }
+
+
+def security_summary(statuses: dict[str, dict]) -> dict[str, Any]:
+    """From each process's ``security`` status (process name -> the dict its status gave,
+    the last one before it stopped): its mode, identity and ZAP counters (and ``error`` if it
+    could not be asked), the processes in CURVE mode (``curve``), the counters summed over
+    every process (``ZAP_COUNTERS``) and ``refused`` (every refusal)."""
+    processes = {name: {"mode": found.get("mode", "?"), "identity": found.get("identity"),
+                        **{c: int(found.get(c, 0)) for c in ZAP_COUNTERS},
+                        **({"error": found["error"]} if "error" in found else {})}
+                 for name, found in sorted(statuses.items())}
+    totals = {c: sum(p[c] for p in processes.values()) for c in ZAP_COUNTERS}
+    return {"processes": processes,
+            "curve": sum(p["mode"] == "curve" for p in processes.values()),
+            **totals, "refused": sum(v for c, v in totals.items() if c != "zap_allowed")}
 
 
 def timeline(deliveries: Iterable[Delivery], start: float,

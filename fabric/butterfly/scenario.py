@@ -11,6 +11,13 @@
 Each step waits for the previous one's effect (with a deadline) and for the delivered count
 to reach its share of the messages, so the events are spread over the run. The result is
 computed by :mod:`fabric.butterfly.report` from the consumers' record files.
+
+``secure``: CURVE on every socket. Every process gets a key directory of its own, all made
+before anything starts and all trusting each other (``IDENTITIES``; the nodes' are
+``node-ID``; an intermediary started again keeps its identity's), given as ``FABRIC_KEYS``;
+the scenario's own name-service and control requests (and ``fabric drain``) use
+``butterfly``'s. Just before a process is stopped or killed, the scenario asks for its status
+and keeps what it says of its security (for the nodes: whenever it asks them who leads).
 """
 from __future__ import annotations
 
@@ -37,6 +44,12 @@ CONSUMER = "fabric.butterfly.consumer:main"
 TRIGGERS = {"a": 0.15, "b": 0.30, "c": 0.45, "d": 0.60}
 START_TIMEOUT = 30.0
 STEP_TIMEOUT = 30.0
+SCENARIO = "butterfly"
+"""The scenario's own identity, for its requests, with ``secure``."""
+IDENTITIES = (SCENARIO, "intermediary-a", "intermediary-b", "producer-1", "producer-2",
+              "consumer-1", "consumer-2")
+"""One key pair each, with ``secure`` (the name-service nodes get theirs too)."""
+STATUS_TIMEOUT = 2.0
 
 
 class ScenarioError(Exception):
@@ -55,6 +68,7 @@ class Options:
     work_dir: Path | None = None
     log_level: str = "info"  # every process's (their logs are NAME.log in the work directory)
     log_format: str = "text"
+    secure: bool = False  # CURVE on every socket, one key pair per process
 
     def producer_rate(self) -> float:
         return self.rate or max(100.0, self.messages / 2 / self.duration)
@@ -86,6 +100,8 @@ class Scenario:
         self.exits: dict[str, int] = {}
         self.start = time.time()
         self._timeline: dict[str, list[int]] = {}
+        self.keys: dict[str, Path] = {}  # identity -> key directory (``secure`` only)
+        self.security: dict[str, dict[str, Any]] = {}  # process -> its status's "security"
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -106,6 +122,29 @@ class Scenario:
             counts = proc.latest("received") or proc.latest("progress")
             total += counts["unique"] if counts else 0
         return total
+
+    def _env(self, identity: str) -> dict[str, str]:
+        """The variables of a process running as ``identity``: its key directory, if secure."""
+        return {"FABRIC_KEYS": str(self.keys[identity])} if self.keys else {}
+
+    def _keep_security(self, name: str, label: str = "") -> None:
+        """With keys: ask ``name`` for its status over its control socket and keep its
+        ``security`` (as ``label``, default ``name``); a process that does not answer is
+        recorded as such."""
+        if not self.keys:
+            return
+        from nameservice.control import control_request
+
+        control = self.fleet.procs[name].latest("control")
+        found: dict[str, Any] = {"mode": "?", "error": "no control socket announced"}
+        if control is not None:
+            try:
+                status = asyncio.run(control_request(control["endpoint"], "status",
+                                                     STATUS_TIMEOUT))
+                found = status.get("security", {"mode": "?", "error": "no security status"})
+            except Exception as exc:  # reported, never a reason to stop the scenario
+                found = {"mode": "?", "error": str(exc) or type(exc).__name__}
+        self.security[label or name] = found
 
     def _wait(self, condition, timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
@@ -136,7 +175,7 @@ class Scenario:
         while True:
             proc = self.fleet.start(name, self._fabric(
                 "intermediary", "--channel", CHANNEL, "--listen", "127.0.0.1:0", "--name",
-                name, "--ns", self.ns, "--events"))
+                name, "--ns", self.ns, "--events"), self._env(name))
             _, info = proc.wait_event("registered", START_TIMEOUT)
             if info["endpoint"] != avoid:
                 break
@@ -151,11 +190,12 @@ class Scenario:
         for key, value in params.items():
             argv += ["--param", f"{key}={value}"]
         self._must_live.add(name)
-        return self.fleet.start(name, argv)
+        return self.fleet.start(name, argv, self._env(name))
 
     def _stop(self, name: str, *, how: int = signal.SIGTERM, timeout: float | None = None) -> float:
         """SIGTERM (drain) ``name`` and wait for its exit; the milliseconds it took."""
         proc = self.fleet.procs[name]
+        self._keep_security(name)
         self._must_live.discard(name)
         began = time.monotonic()
         proc.signal(how)
@@ -169,13 +209,14 @@ class Scenario:
         """Run ``fabric drain NAME`` and wait for the process to exit 0; the drain's own
         duration (its report) and the whole command's, in milliseconds."""
         proc = self.fleet.procs[name]
+        self._keep_security(name)
         self._must_live.discard(name)
         began = time.monotonic()
         done = subprocess.run(
             self._fabric("drain", name, "--ns", self.ns,
                          "--timeout", str(self.options.drain_timeout + 5)),
             capture_output=True, timeout=self.options.drain_timeout + 30, cwd=self.fleet.cwd,
-            env=self.fleet.env)
+            env={**self.fleet.env, **self._env(SCENARIO)})
         command_ms = (time.monotonic() - began) * 1000
         if done.returncode != 0:
             raise ScenarioError(f"fabric drain {name} exited {done.returncode}: "
@@ -192,21 +233,32 @@ class Scenario:
 
     def run(self) -> Outcome:
         """Run every step; processes are gone when it returns (or raises)."""
+        from nameservice.security.context import configure
         from nameservice.server.local import LocalCluster
 
         work = self.options.work_dir or Path(tempfile.mkdtemp(prefix="fabric-butterfly-"))
         work.mkdir(parents=True, exist_ok=True)
         self._must_live: set[str] = set()
-        env = {k: v for k, v in os.environ.items() if k != "FABRIC_NS"}
+        # Every process's keys (or none) are the scenario's to give.
+        env = {k: v for k, v in os.environ.items() if k not in ("FABRIC_NS", "FABRIC_KEYS")}
         node_logs = ["--log-level", self.options.log_level,
                      "--log-format", self.options.log_format]
-        with LocalCluster(work / "ns", 3, extra_args=node_logs) as cluster, \
+        with LocalCluster(work / "ns", 3, extra_args=node_logs,
+                          secure=IDENTITIES if self.options.secure else None) as cluster, \
                 Fleet(os.getcwd(), work, env) as fleet:
             self.fleet = fleet
-            cluster.start(timeout=START_TIMEOUT)
-            self.ns = cluster.ns_arg
-            self._event(f"name service: 3 nodes at {self.ns}")
-            result = self._steps(cluster, work)
+            self.keys = cluster.keys
+            configure(self.keys[SCENARIO] if self.keys else None)
+            try:
+                if self.keys:
+                    self._event(f"keys: one CURVE key pair per process, in "
+                                f"{work / 'ns' / 'keys'}")
+                cluster.start(timeout=START_TIMEOUT)
+                self.ns = cluster.ns_arg
+                self._event(f"name service: 3 nodes at {self.ns}")
+                result = self._steps(cluster, work)
+            finally:
+                configure(None)
         return Outcome(result=result, events=self.events, intermediaries=self.intermediaries,
                        exits=self.exits, start=self.start, work_dir=str(work),
                        timeline=self._timeline, stalls=count_stalls(work))
@@ -230,6 +282,7 @@ class Scenario:
                     f"{2 * rate:,.0f} msgs/s")
 
         self._wait_delivered(TRIGGERS["a"])
+        self._keep_security("intermediary-a", "intermediary-a-killed")
         kill_at = self._event("(a) SIGKILL intermediary a")
         self._must_live.discard("intermediary-a")
         self.fleet.procs["intermediary-a"].kill()
@@ -306,15 +359,21 @@ class Scenario:
 
         async def ask() -> int | None:
             alive = [a for i, a in cluster.addresses.items() if cluster.running(i)]
+            found = None
             async with NameServiceClient(alive, timeout=2.0) as client:
                 for address in alive:
                     try:
                         status = await client.status(address, timeout=1.0)
                     except Exception:
                         continue
-                    if status.get("role") == "leader":
-                        return int(status["id"])
-            return None
+                    if self.keys:  # every node is asked, and its security kept
+                        self.security[f"node-{status['id']}"] = status.get(
+                            "security", {"mode": "?", "error": "no security status"})
+                    if status.get("role") == "leader" and found is None:
+                        found = int(status["id"])
+                        if not self.keys:
+                            break
+            return found
 
         leader = asyncio.run(ask())
         if leader is None and not quiet:
@@ -337,8 +396,12 @@ class Scenario:
             vias = {int(k): v for k, v in received["vias"].items()}
             deliveries += report.read_deliveries((work / f"consumer-{i}.bin").read_bytes(), vias)
         self._timeline = report.timeline(deliveries, self.start)
-        return report.summarize(sent, deliveries, kill_at=kill_at, reresolve_ms=reresolve_ms,
-                                drain_ms=drain_ms)
+        result: dict[str, Any] = report.summarize(
+            sent, deliveries, kill_at=kill_at, reresolve_ms=reresolve_ms, drain_ms=drain_ms,
+            secure=bool(self.keys))
+        if self.keys:
+            result["security"] = report.security_summary(self.security)
+        return result
 
 
 

@@ -24,12 +24,16 @@ from fabric.cli.common import EXIT_FAILED, EXIT_USAGE, FabricCommand, fail, sett
               help="Draw delivered messages per intermediary over time to this PNG.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the logs and record files here [default: a new temporary directory].")
+@click.option("--secure", is_flag=True, default=False,
+              help="CURVE on every socket: each process gets a key pair of its own (made in "
+                   "the work directory), all trusting each other; the report adds what each "
+                   "process's status said of its security.")
 def butterfly(messages: int, duration: float, rate: float, plot_path: str | None,
-              work_dir: str | None, as_json: bool) -> None:
+              work_dir: str | None, secure: bool, as_json: bool) -> None:
     """Run the butterfly failover demo: 3 name-service nodes, 2 intermediaries, 2 producers,
     2 consumers; kill an intermediary, move it, drain the other, kill the name-service leader,
-    drain everything; then report what was sent, delivered, lost and duplicated (--json: one
-    object on stdout; the progress goes to stderr)."""
+    drain everything; then report what was sent, delivered, lost and duplicated, and whether
+    it ran with CURVE (--json: one object on stdout; the progress goes to stderr)."""
     import json
     from pathlib import Path
 
@@ -44,7 +48,7 @@ def butterfly(messages: int, duration: float, rate: float, plot_path: str | None
     found = settings()
     options = Options(messages=messages, rate=rate, duration=duration,
                       work_dir=Path(work_dir) if work_dir else None,
-                      log_level=found.log_level, log_format=found.log_format)
+                      log_level=found.log_level, log_format=found.log_format, secure=secure)
     progress = Progress(messages, sys.stderr)
     try:
         outcome = Scenario(options, progress).run()
@@ -82,6 +86,7 @@ def _print_report(result: dict, work_dir: str, plot_path: str | None, stalls: in
                "every port)")
     click.echo(f"  drain        {result['drain_ms']:>12} ms (intermediary b)")
     click.echo(f"  throughput   {result['throughput_msgs_s']:>12,} msgs/s")
+    click.echo(f"  secure       {'yes' if result['secure'] else 'no':>12}" + _security_note(result))
     click.echo(f"  logs         {work_dir}")
     if plot_path:
         click.echo(f"  plot         {plot_path}")
@@ -91,3 +96,14 @@ def _print_report(result: dict, work_dir: str, plot_path: str | None, stalls: in
                    "make a message arrive twice")
     click.echo("  " + ("OK: nothing lost, nothing duplicated" if ok
                       else "FAILED: messages were lost or duplicated"))
+
+
+def _security_note(result: dict) -> str:
+    """After ``secure``: how many processes ran with CURVE and what their ZAP handlers did."""
+    found = result.get("security")
+    if not result["secure"]:
+        return "   (insecure mode; --secure for CURVE on every socket)"
+    if not found:
+        return ""
+    return (f"   (CURVE in {found['curve']} of {len(found['processes'])} processes; "
+            f"handshakes {found['zap_allowed']:,} allowed, {found['refused']:,} refused)")

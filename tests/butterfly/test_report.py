@@ -7,6 +7,7 @@ from fabric.butterfly.report import (
     Delivery,
     longest_gap_ms,
     read_deliveries,
+    security_summary,
     summarize,
     timeline,
 )
@@ -61,3 +62,21 @@ def test_stalls_are_counted_from_every_process_log(tmp_path):
     (tmp_path / "b.log").write_text("y WARNING intermediary butterfly was frozen; rebinding\n")
     (tmp_path / "c.out").write_text("frozen\n")  # stdout copies are not logs
     assert count_stalls(tmp_path) == 2
+
+
+def test_the_security_summary_keeps_each_process_and_sums_the_counters():
+    s = security_summary({
+        "node-1": {"mode": "curve", "key": "K" * 40, "identity": "node-1", "zap_allowed": 7,
+                   "zap_refused_unknown_key": 0, "zap_refused_mechanism": 0,
+                   "zap_bad_requests": 0},
+        "consumer-1": {"mode": "curve", "identity": "consumer-1", "zap_allowed": 2,
+                       "zap_refused_unknown_key": 3},
+        "producer-1": {"mode": "?", "error": "no answer"},
+    })
+    assert list(s["processes"]) == ["consumer-1", "node-1", "producer-1"]
+    assert s["processes"]["node-1"] == {"mode": "curve", "identity": "node-1",
+                                        "zap_allowed": 7, "zap_refused_unknown_key": 0,
+                                        "zap_refused_mechanism": 0, "zap_bad_requests": 0}
+    assert s["processes"]["producer-1"]["error"] == "no answer"
+    assert (s["curve"], s["zap_allowed"], s["zap_refused_unknown_key"], s["refused"]) == \
+        (2, 9, 3, 3)
