@@ -25,6 +25,7 @@ Watch pushes (EVENT frames) are not calls: they go to ``push_handler``, and link
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import time
 from collections import deque
@@ -35,8 +36,16 @@ import zmq.asyncio
 
 from nameservice import wire
 from nameservice.address import connect_endpoint, parse_address
-from nameservice.errors import DecodeError, Forbidden, RequestRejected, Unavailable
+from nameservice.errors import (
+    ConfigError,
+    DecodeError,
+    Forbidden,
+    RequestRejected,
+    Unavailable,
+)
 from nameservice.security.context import current as security
+
+log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 0.005
 TIMER_S = 0.005
@@ -474,6 +483,8 @@ class Channel:
         for address in new:
             try:
                 self._link(address)
+            except ConfigError as exc:  # a member whose key this process does not know
+                log.warning("not connecting to the member at %s: %s", address, exc)
             except ValueError:
                 continue  # not an address this channel can use
         return new

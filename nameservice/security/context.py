@@ -189,7 +189,7 @@ class Security:
                                   f"give it --keys DIR or {ENV}")
             return plain
         if key is None:
-            key = self.keys.nodes.get(plain.removeprefix("tcp://"))
+            key = self._node_key(plain.removeprefix("tcp://"))
         if key is None:
             raise ConfigError(f"no key is known for {plain}: give the endpoint as the registry "
                               f"lists it (ENDPOINT{KEY_MARK}KEY) or, for a name-service node, "
@@ -197,6 +197,16 @@ class Security:
                               f"generate NAME --address HOST:PORT)")
         secure_client(sock, self.keys.own, key)
         return plain
+
+    def _node_key(self, address: str) -> bytes | None:
+        """The key of the name-service node at ``address``: from a trusted certificate, else
+        from an ns-peer rule that names it."""
+        assert self.keys is not None
+        key = self.keys.nodes.get(address)
+        if key is None:
+            key = next((rule.key for rule in self.rules.stored.values()
+                        if rule.role == "ns-peer" and rule.address == address), None)
+        return key
 
     def advertise(self, endpoint: str) -> str:
         """The endpoint to publish for a socket this process serves: with its key if secure."""
