@@ -1,5 +1,5 @@
 """Child processes of a benchmark: spawn the benchmark's own script in a role, read its JSON
-lines, kill every child on exit."""
+lines, kill every child on exit; the CPU time a process has used."""
 from __future__ import annotations
 
 import json
@@ -25,11 +25,13 @@ class Procs:
         self.procs.append(proc)
         return proc
 
-    def role(self, role: str, **opts) -> subprocess.Popen:
+    def role(self, role: str, env: dict[str, str] | None = None, **opts) -> subprocess.Popen:
+        """The script in ``role`` with ``--KEY VALUE`` for each of ``opts``; ``env`` is added
+        to this process's environment."""
         argv = [sys.executable, self.script, "--role", role]
         for key, value in opts.items():
             argv += [f"--{key}", str(value)]
-        return self.spawn(argv)
+        return self.spawn(argv, env)
 
     def __enter__(self) -> "Procs":
         return self
@@ -47,3 +49,10 @@ def line(proc: subprocess.Popen) -> dict:
     if not text:
         raise RuntimeError(f"child exited early with code {proc.wait()}")
     return json.loads(text) if text.startswith("{") else {"line": text.strip()}
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

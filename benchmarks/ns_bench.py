@@ -7,12 +7,24 @@ another; the coroutines are spread over ``--workers`` processes, each with one p
 ``NameServiceClient`` (so a process sends many clients' requests in one frame). Latency is
 measured per request, from the call to the answer.
 
+CURVE (``--curve``): two more 3-node clusters side by side, one with CURVE on every socket
+(``LocalCluster(secure=...)``: each node and the load generators have key directories that
+trust each other) and one without; puts, then consistent gets, with 64 clients, each row on
+one cluster then on the other (so that both see the same machine load; the order alternates),
+``--curve-repeats`` times. The load processes of each are a pool of their own, configured once
+(``configure``) with the generators' key directory or with none. ``"curve"`` in the report:
+the medians of puts/s and gets/s with CURVE and ``ratio`` = puts/s with CURVE / without;
+beyond these, the rates without, every row, the gets' ratio, the puts' p99 and the CPU time
+the three nodes spent per operation (a cost that other load on the machine barely moves).
+
 Failover: SIGKILL the leader, then time a put from the kill until it is acknowledged; restart
 the killed node and wait until the cluster is whole again; ``--trials`` times.
 
+The report ends with the load average (1 minute) when it was written.
+
 Usage:
     python benchmarks/ns_bench.py [--json] [--duration 3] [--election-timeout 150-300]
-        [--trials 20] [--workers 2] [--no-load] [--no-failover]
+        [--trials 20] [--workers 2] [--no-load] [--no-failover] [--curve [--curve-repeats 3]]
 """
 from __future__ import annotations
 
@@ -23,12 +35,18 @@ import json
 import multiprocessing
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
 
+from _procs import proc_cpu_s
+
 from nameservice.client import NameServiceClient
+from nameservice.security.context import configure
 from nameservice.server.local import LocalCluster
+
+CURVE_CLIENTS = 64
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -87,6 +105,65 @@ def _worker(args: tuple) -> tuple[int, list[float]]:
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     return asyncio.run(_load(*args))
+
+
+def _secure(keys: str | None) -> None:
+    """A load process's security, once when it starts: these keys, or none (insecure)."""
+    configure(keys)
+
+
+def run_curve(tmp: str, args, value: bytes) -> dict:
+    """Puts and gets with ``CURVE_CLIENTS`` clients on a cluster with CURVE and on one
+    without, row by row, ``--curve-repeats`` times (see the module docstring)."""
+    ctx = multiprocessing.get_context("spawn")
+    rates: dict[tuple[str, str], list[float]] = {}
+    p99s: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}  # the nodes' CPU µs per operation
+    with LocalCluster(os.path.join(tmp, "plain"), extra_args=args.node_args.split()) as plain, \
+            LocalCluster(os.path.join(tmp, "curve"), extra_args=args.node_args.split(),
+                         secure=("bench",)) as curve, \
+            ctx.Pool(args.workers, _secure, (None,)) as plain_pool, \
+            ctx.Pool(args.workers, _secure, (str(curve.keys["bench"]),)) as curve_pool:
+        plain.start()
+        curve.start()
+        runs = [("plain", plain_pool, plain), ("curve", curve_pool, curve)]
+        for i in range(args.curve_repeats):
+            for op in ("put", "get"):
+                for name, pool, cluster in (runs if i % 2 == 0 else runs[::-1]):
+                    pids = [proc.pid for proc in cluster.procs.values()]
+                    before = sum(proc_cpu_s(pid) for pid in pids)
+                    row = run_load(pool, cluster.ns_arg, op, CURVE_CLIENTS, args.workers,
+                                   args.duration, value)
+                    used = sum(proc_cpu_s(pid) for pid in pids) - before
+                    rates.setdefault((op, name), []).append(row["ops_s"])
+                    p99s.setdefault((op, name), []).append(row["p99_ms"])
+                    cpu.setdefault((op, name), []).append(
+                        used / max(1, row["ops_s"] * args.duration) * 1e6)
+                    if not args.json:
+                        print(name, row, file=sys.stderr)
+        plain.stop()
+        curve.stop()
+
+    def median(values: dict[tuple[str, str], list[float]], op: str, name: str) -> float:
+        return statistics.median(values[op, name])
+
+    return {
+        "puts_s": round(median(rates, "put", "curve")),
+        "gets_s": round(median(rates, "get", "curve")),
+        "ratio": round(median(rates, "put", "curve") / median(rates, "put", "plain"), 2),
+        "gets_ratio": round(median(rates, "get", "curve") / median(rates, "get", "plain"), 2),
+        "without": {"puts_s": round(median(rates, "put", "plain")),
+                    "gets_s": round(median(rates, "get", "plain"))},
+        "runs_puts_s": rates["put", "curve"], "runs_puts_without_s": rates["put", "plain"],
+        "runs_gets_s": rates["get", "curve"], "runs_gets_without_s": rates["get", "plain"],
+        "put_p99_ms": median(p99s, "put", "curve"),
+        "put_p99_without_ms": median(p99s, "put", "plain"),
+        "nodes_cpu_us_per_put": round(median(cpu, "put", "curve"), 1),
+        "nodes_cpu_us_per_put_without": round(median(cpu, "put", "plain"), 1),
+        "nodes_cpu_us_per_get": round(median(cpu, "get", "curve"), 1),
+        "nodes_cpu_us_per_get_without": round(median(cpu, "get", "plain"), 1),
+        "clients": CURVE_CLIENTS, "repeats": args.curve_repeats,
+    }
 
 
 def run_load(pool, ns_arg: str, op: str, clients: int, workers: int, duration: float,
@@ -180,6 +257,10 @@ def main() -> None:
     parser.add_argument("--node-args", default="", help="extra daemon arguments")
     parser.add_argument("--no-load", action="store_true")
     parser.add_argument("--no-failover", action="store_true")
+    parser.add_argument("--curve", action="store_true",
+                        help="also puts and gets, 64 clients, with CURVE and without")
+    parser.add_argument("--curve-repeats", type=int, default=3,
+                        help="with --curve: rows of each (median reported)")
     args = parser.parse_args()
     value = b"v" * args.value_size
     report: dict = {}
@@ -206,6 +287,8 @@ def main() -> None:
                 report["load"] = rows
                 report["leader_changes_under_load"] = asyncio.run(_terms(cluster)) - first_term
                 cluster.stop()
+        if args.curve:
+            report["curve"] = run_curve(tmp, args, value)
         if not args.no_failover and args.trials:
             with LocalCluster(os.path.join(tmp, "failover"),
                               election_timeout=args.election_timeout,
@@ -220,6 +303,7 @@ def main() -> None:
                     "max_ms": round(times[-1], 1),
                 }
                 cluster.stop()
+    report["load_average"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
 
 

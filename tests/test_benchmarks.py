@@ -1,0 +1,41 @@
+"""The benchmarks' ``--curve`` option, run at a tiny size: the runs with CURVE connect, and the
+report carries the keys it promises (docs/datapath.md and docs/nameservice.md read them)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *args: str) -> dict:
+    """The JSON report of ``benchmarks/SCRIPT ARGS --json`` (its last line of stdout)."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--json"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_fabric_bench_with_curve_reports_throughput_ratio_and_latency_with_curve():
+    report = run("fabric_bench.py", "--curve", "--messages", "2000", "--repeats", "1",
+                 "--trials", "0")
+    curve = report["curve"]
+    assert {"fabric_msgs_s", "ratio", "latency_p50_us"} <= curve.keys()
+    assert curve["fabric_msgs_s"] > 0 and curve["ratio"] > 0 and curve["latency_p50_us"] > 0
+    assert "failover_gap_ms" not in report  # --trials 0: no failover trials
+    assert report["load_average"] >= 0
+
+
+def test_ns_bench_with_curve_reports_puts_gets_and_the_puts_ratio_with_curve():
+    report = run("ns_bench.py", "--curve", "--curve-repeats", "1", "--no-load", "--no-failover",
+                 "--duration", "0.3")
+    curve = report["curve"]
+    assert {"puts_s", "gets_s", "ratio"} <= curve.keys()
+    assert curve["puts_s"] > 0 and curve["gets_s"] > 0 and curve["ratio"] > 0
+    assert report["load_average"] >= 0
