@@ -16,11 +16,12 @@ from fabric.intermediary.metrics import INTERMEDIARY_METRICS
 from fabric.ports.metrics import PORT_METRICS
 from nameservice.errors import ConfigError
 from nameservice.metrics import ENV, Buckets, Metric, TableCollector, metrics_address, start_metrics
+from nameservice.security.metrics import SECURITY_METRICS
 from nameservice.server.metrics import NODE_METRICS
 from tests.scrape import collect, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPORTED = (*NODE_METRICS, *INTERMEDIARY_METRICS, *PORT_METRICS)
+EXPORTED = (*NODE_METRICS, *INTERMEDIARY_METRICS, *PORT_METRICS, *SECURITY_METRICS)
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -156,7 +157,7 @@ def test_the_metrics_in_the_operations_doc_are_exactly_those_exported():
 
 def test_every_metric_name_is_a_prometheus_name_with_its_prefix_and_unit():
     for metric in EXPORTED:
-        assert re.fullmatch(r"fabric_(ns_|intermediary_|producer_|consumer_)[a-z0-9_]+",
+        assert re.fullmatch(r"fabric_(ns_|intermediary_|producer_|consumer_|security_)[a-z0-9_]+",
                             metric.name), metric.name
         if metric.kind == "histogram":
             assert metric.name.endswith(("_seconds", "_messages")), metric.name

@@ -7,6 +7,7 @@ from fabric.drain import DEFAULT_TIMEOUT, DrainReport
 from fabric.intermediary.core import DRAIN_LINGER_MS, Intermediary
 from nameservice.control import ControlSocket
 from nameservice.metrics import metrics_address, start_metrics
+from nameservice.security.metrics import SecurityCollector
 
 
 def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=None,
@@ -35,7 +36,7 @@ def run_until_signalled(channel: str, endpoint: str, *, announce=print, report=N
     if address is not None:  # first: a bad address fails before anything is bound
         from fabric.intermediary.metrics import IntermediaryCollector
 
-        served = start_metrics(address, IntermediaryCollector(node))
+        served = start_metrics(address, IntermediaryCollector(node), SecurityCollector())
     announce(node.bind())
     if control is not None:
         node.control = ControlSocket(control, ctx)

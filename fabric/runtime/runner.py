@@ -20,6 +20,7 @@ from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from nameservice.control import DEFAULT_ENDPOINT, ControlServer
 from nameservice.metrics import MetricsServer, metrics_address, start_metrics
+from nameservice.security.metrics import SecurityCollector
 
 if TYPE_CHECKING:
     from fabric.ports.metrics import PortCollector
@@ -41,7 +42,7 @@ def serve_port_metrics(metrics: str | None, ports: Sequence[Port] = ()
     from fabric.ports.metrics import PortCollector
 
     collector = PortCollector(ports)
-    return start_metrics(address, collector), collector
+    return start_metrics(address, collector, SecurityCollector()), collector
 
 
 def ports_status(name: str, ports: Sequence[Port], draining: bool) -> dict:

@@ -15,6 +15,7 @@ import zmq
 from nameservice.address import parse_address
 from nameservice.errors import ConfigError, NameServiceError
 from nameservice.metrics import metrics_address, start_metrics
+from nameservice.security.metrics import SecurityCollector
 from nameservice.server.config import NodeSettings
 from nameservice.server.node import Node
 from nameservice.server.presence import NodePresence
@@ -59,7 +60,7 @@ async def _serve(settings: NodeSettings, announce: Callable[[str], None],
     if metrics is not None:
         from nameservice.server.metrics import NodeCollector
 
-        served = start_metrics(metrics, NodeCollector(node))
+        served = start_metrics(metrics, NodeCollector(node), SecurityCollector())
     # SIGTERM, SIGINT and ``fabric drain NAME`` all start the same clean stop.
     presence = NodePresence(node, stop)
     presence.start()

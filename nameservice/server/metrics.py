@@ -58,6 +58,9 @@ NODE_METRICS: tuple[Metric, ...] = (
     Metric("fabric_ns_bad_frames_total", _C, "Frames dropped because they did not decode.",
            ("source",)),
     Metric("fabric_ns_bad_requests_total", _C, "Requests answered BAD_REQUEST or dropped."),
+    Metric("fabric_ns_forbidden_total", _C, "Refused for the sender's rights (with keys): "
+           "requests answered FORBIDDEN, peer frames from keys that are not an ns-peer's.",
+           ("kind",)),
     Metric("fabric_ns_entries_proposed_total", _C, "Log entries proposed by this node (each a "
                                                    "batch of writes)."),
     Metric("fabric_ns_readies_total", _C, "Raft Readies handled."),
@@ -161,6 +164,9 @@ def node_samples(node: Any) -> Iterator[Sample]:
     yield "fabric_ns_bad_frames_total", ("peer",), counters["bad_peer_frames"]
     yield "fabric_ns_bad_frames_total", ("client",), counters["bad_client_frames"]
     yield "fabric_ns_bad_requests_total", (), counters["bad_requests"]
+    guard = node.intake.guard.counters if node.intake.guard is not None else {}
+    yield "fabric_ns_forbidden_total", ("request",), guard.get("forbidden_requests", 0)
+    yield "fabric_ns_forbidden_total", ("peer_frame",), guard.get("forbidden_peer_frames", 0)
     yield "fabric_ns_entries_proposed_total", (), counters["entries_proposed"]
     yield "fabric_ns_readies_total", (), counters["readies"]
     yield "fabric_ns_fsyncs_total", (), counters["syncs"]
