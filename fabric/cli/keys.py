@@ -93,7 +93,8 @@ def keys_allow(identity: str, key: str, role: str | None, produce: tuple[str, ..
                consume: tuple[str, ...], serve: tuple[str, ...], read: tuple[str, ...],
                write: tuple[str, ...], address: str, ns: str | None, as_json: bool,
                timeout: float) -> None:
-    """Allow KEY (40 Z85 characters, or a NAME.key file) as IDENTITY, cluster-wide: every
+    """Allow KEY (40 Z85 characters — after '--' if it starts with '-' — or a NAME.key
+    file) as IDENTITY, cluster-wide: every
     process admits it from the next change of the rules on (within a second). A second key
     for an IDENTITY, given no --role, takes the first one's role and rights: allow the new key,
     move the process to it, then revoke the old one."""
@@ -137,7 +138,7 @@ def keys_allow(identity: str, key: str, role: str | None, produce: tuple[str, ..
 def keys_revoke(what: str, ns: str | None, as_json: bool, timeout: float) -> None:
     """Revoke WHAT — a public key (or NAME.key file), or an identity (all its keys): every
     process refuses it from then on and cuts its open connections (within a second). Also
-    revokes a key trusted by file (bootstrap)."""
+    revokes a key trusted by file (bootstrap). A key that starts with '-' goes after '--'."""
     from fabric.cli.nsclient import run
     from nameservice.security.rules import encode_rule, revoked_key, rule_key
 
