@@ -9,7 +9,9 @@ the rules change. The user id is what the server sees as the ``User-Id`` propert
 message from that peer.
 
 Refusals are counted by reason and logged once per peer address and key (at most
-``MAX_LOGGED`` distinct ones, then every 1,000th), so a flood of strangers costs no log volume.
+``MAX_LOGGED`` distinct ones, then every 1,000th), so a flood of strangers costs no log volume;
+the handlers of one process share what they logged (``RefusalLog``), so a peer refused by
+several of its sockets is logged once.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from zmq.utils import z85
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DOMAIN", "MAX_LOGGED", "ZapHandler"]
+__all__ = ["DOMAIN", "MAX_LOGGED", "RefusalLog", "ZapHandler"]
 
 DOMAIN = "fabric"
 """The ZAP domain of every socket fabric secures."""
@@ -31,15 +33,40 @@ MAX_LOGGED = 1000
 _ENDPOINT = "inproc://zeromq.zap.01"
 
 
-class ZapHandler:
-    """Answers the ZAP requests of ``ctx``'s sockets from the allowed keys (``allow``)."""
+class RefusalLog:
+    """Which refused (peer address, key) pairs were logged: the first ``MAX_LOGGED`` distinct
+    ones, each once, then every 1,000th refusal. Thread-safe: shared by the ZAP handlers of a
+    process."""
 
-    def __init__(self, ctx: zmq.Context, allowed: Mapping[bytes, str] | None = None) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._logged: set[tuple[str, bytes]] = set()
+        self._refused = 0
+
+    def first(self, peer: str, public: bytes) -> bool:
+        """Count one refusal; whether to log it."""
+        with self._lock:
+            self._refused += 1
+            if (peer, public) in self._logged:
+                return False
+            if len(self._logged) < MAX_LOGGED:
+                self._logged.add((peer, public))
+                return True
+            return self._refused % 1000 == 0
+
+
+class ZapHandler:
+    """Answers the ZAP requests of ``ctx``'s sockets from the allowed keys (``allow``);
+    ``refusals``: what the process logged already (default: this handler's own)."""
+
+    def __init__(self, ctx: zmq.Context, allowed: Mapping[bytes, str] | None = None,
+                 refusals: RefusalLog | None = None) -> None:
         self._ctx = ctx
         self._allowed: Mapping[bytes, str] = dict(allowed or {})
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._logged: set[tuple[str, bytes]] = set()
+        self._ended = threading.Event()
+        self._refusals = refusals or RefusalLog()
         self.counters = {"zap_allowed": 0, "zap_refused_unknown_key": 0,
                          "zap_refused_mechanism": 0, "zap_bad_requests": 0}
 
@@ -50,6 +77,11 @@ class ZapHandler:
     def user_id(self, public: bytes) -> str | None:
         """The user id of an allowed key (None: not allowed)."""
         return self._allowed.get(public)
+
+    @property
+    def serving(self) -> bool:
+        """Whether it still answers: false once closed or its context was terminated."""
+        return self._thread is not None and not self._ended.is_set()
 
     def start(self) -> ZapHandler:
         """Bind the ZAP endpoint and answer in a background thread."""
@@ -76,6 +108,7 @@ class ZapHandler:
         except zmq.ContextTerminated:
             pass
         finally:
+            self._ended.set()  # before the close that lets the context's term() return
             sock.close(0)
 
     def _answer(self, frames: list[bytes]) -> list[bytes]:
@@ -100,14 +133,7 @@ class ZapHandler:
 
     def _log_refusal(self, address: bytes, public: bytes, why: str) -> None:
         peer = address.decode(errors="replace")
-        key = (peer, public)
-        refused = (self.counters["zap_refused_unknown_key"]
-                   + self.counters["zap_refused_mechanism"])
-        if key in self._logged:
-            return
-        if len(self._logged) < MAX_LOGGED:
-            self._logged.add(key)
-        elif refused % 1000:
+        if not self._refusals.first(peer, public):
             return
         log.warning("refused a connection from %s (key %s): %s", peer,
                     public.decode() or "-", why)
