@@ -1,6 +1,6 @@
 """Handshakes refused before the ZAP handler is asked (a peer without keys, a peer expecting
-another server key) are counted on the server: real CURVE sockets over TCP; a process's
-handlers outlive no context of theirs."""
+another server key) are counted on the server, and read by the client: real CURVE sockets
+over TCP; a process's handlers outlive no context of theirs."""
 from __future__ import annotations
 
 import struct
@@ -8,6 +8,7 @@ import struct
 import pytest
 import zmq
 
+from nameservice.client.channel import handshake_failure
 from nameservice.security.context import Security
 from nameservice.security.handshakes import (
     COUNTERS,
@@ -34,6 +35,23 @@ from tests.waiting import wait_for
 def test_each_failed_handshake_event_adds_to_its_counter(event, value, counter):
     assert refusal(event, value) == counter
     assert counter is None or counter in COUNTERS
+
+
+@pytest.mark.parametrize(("event", "value", "keyed", "why"), [
+    (zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400, True, "the node refused this process's key"),
+    (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH, False,
+     "the node uses another security mechanism"),
+    (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH, True,
+     "the node uses another security mechanism"),
+    (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 104, True,
+     "the handshake failed (is the node's key the one trusted for its address?)"),
+    # Cut short for a keyless client: the node saw the mismatch first; the retry tells.
+    (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 104, False, ""),
+])
+def test_a_client_says_why_its_handshake_failed_and_only_when_it_knows(event, value, keyed,
+                                                                       why):
+    found = handshake_failure(event, value, keyed)
+    assert found.startswith(why) and bool(found) == bool(why)
 
 
 def test_a_monitor_message_is_parsed_and_anything_else_is_not():
