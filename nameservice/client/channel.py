@@ -57,13 +57,19 @@ _MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.
                    | _HANDSHAKE_FAILED)
 
 
-def handshake_failure(event: int, value: int) -> str:
-    """Why a handshake failed (a monitor event and its value), for the caller's error."""
+def handshake_failure(event: int, value: int, keyed: bool = True) -> str:
+    """Why a handshake failed (a monitor event and its value), for the caller's error; empty
+    when the failure says nothing for sure: a keyless client's handshake cut short is a secured
+    node that saw the mechanism mismatch first and hung up before the client read its
+    greeting (which side sees it first is a race; the next attempt tells)."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return "the node refused this process's key"
-    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+    if (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
         return ("the node uses another security mechanism (one side has keys, the other not: "
                 "--keys / FABRIC_KEYS)")
+    if not keyed and event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return ""
     return "the handshake failed (is the node's key the one trusted for its address?)"
 
 
@@ -123,7 +129,7 @@ class Channel:
         self._in_flight = 0
         self._slot_waiters: deque[asyncio.Future] = deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._connected = asyncio.Event()
+        self._settled = asyncio.Event()  # a link is up, or every node refused us (refused())
         self._closed = False
         self._loop: asyncio.AbstractEventLoop  # set by open()
         self.redirects = 0
@@ -136,13 +142,15 @@ class Channel:
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self, wait: float | None = None) -> None:
-        """Connect to every node; wait until one link is up (or ``wait`` seconds passed)."""
+        """Connect to every node; wait until one link is up, every node refused this
+        client's handshake (the calls then fail at once, saying why), or ``wait`` seconds
+        passed."""
         self._loop = asyncio.get_running_loop()
         for address in self._addresses:
             self._link(address)
         self._timer = self._loop.call_later(TIMER_S, self._on_timer)
         try:
-            await asyncio.wait_for(self._connected.wait(), self.timeout if wait is None else wait)
+            await asyncio.wait_for(self._settled.wait(), self.timeout if wait is None else wait)
         except asyncio.TimeoutError:
             pass  # calls will wait for a link, up to their own timeout
 
@@ -404,11 +412,14 @@ class Channel:
                 continue
             event, value = _EVENT.unpack(frames[0])
             if event & _HANDSHAKE_FAILED:
-                link.refused = handshake_failure(event, value)
+                keyed = link.raw.getsockopt(zmq.MECHANISM) == zmq.CURVE
+                link.refused = handshake_failure(event, value, keyed) or link.refused
+                if self.refused():
+                    self._settled.set()
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.refused = ""
                 link.up = True
-                self._connected.set()
+                self._settled.set()
                 self._retry_unsent(time.monotonic())
                 self._tell_listeners(link.address, True)
             elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):

@@ -32,10 +32,11 @@ import threading
 import zmq
 
 from nameservice.errors import ConfigError
+from nameservice.security.handshakes import HandshakeWatch
 from nameservice.security.keys import Keys, load_keys
 from nameservice.security.rules import Rule, Rules
 from nameservice.security.sockets import secure_client, secure_server
-from nameservice.security.zap import ZapHandler
+from nameservice.security.zap import RefusalLog, ZapHandler
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,13 @@ class Security:
         self.keys = keys
         self._lock = threading.Lock()
         self._handlers: dict[int, ZapHandler] = {}
+        self._watches: dict[int, HandshakeWatch] = {}
+        self._retired: dict[str, int] = {}  # the counters of the handlers of ended contexts
+        self._refusals = RefusalLog()  # a refused peer is logged once, whichever socket
         self.rules = Rules(bootstrap=self._bootstrap())
         self._allowed = self.rules.allowed()
         self._warned = False
         self._conns: dict[int, tuple[bytes, object]] = {}  # fd -> (user id, peer address)
-        self._monitors = 0
         self.cut_connections = 0
         """Connections shut down because their key was revoked."""
         self.bad_rules = 0
@@ -159,24 +162,36 @@ class Security:
         return cut
 
     def serve(self, sock: zmq.Socket) -> None:
-        """Secure a server socket (before bind): CURVE with this process's key, and only the
-        allowed keys admitted. In insecure mode: nothing, after one loud warning."""
+        """Secure a server socket (before bind): CURVE with this process's key, only the
+        allowed keys admitted, and the handshakes refused before the ZAP handler is asked
+        counted (handshakes.py). In insecure mode: nothing, after one loud warning."""
         if self.keys is None:
             self._warn_insecure()
             return
         secure_server(sock, self.keys.own)
         underlying = sock.context.underlying
         with self._lock:
-            if underlying not in self._handlers:
-                self._handlers[underlying] = ZapHandler(_context_of(sock),
-                                                        self._allowed).start()
-            handler = self._handlers[underlying]
-        # Its connections' ends, seen by the handler's thread: a descriptor that closed is
-        # forgotten, so that a revocation never cuts the connection that reused its number.
-        self._monitors += 1
-        address = f"inproc://fabric.security.monitor.{id(self)}.{self._monitors}"
-        sock.monitor(address, zmq.EVENT_DISCONNECTED)
-        handler.watch(address, self._forget)
+            handler = self._handlers.get(underlying)
+            if handler is None or not handler.serving:
+                # None yet for this context, or the one there served a context since
+                # terminated, whose address this new context reuses.
+                if handler is not None:
+                    self._retire(handler, self._watches.pop(underlying))
+                self._handlers[underlying] = ZapHandler(_context_of(sock), self._allowed,
+                                                        self._refusals).start()
+                # Its connections' ends too: a descriptor that closed is forgotten, so that a
+                # revocation never cuts the connection that reused its number.
+                self._watches[underlying] = HandshakeWatch(_context_of(sock),
+                                                           self._forget).start()
+            watch = self._watches[underlying]
+        watch.watch(sock)
+
+    def _retire(self, handler: ZapHandler, watch: HandshakeWatch) -> None:
+        """Close the handlers of a terminated context, keeping their counts (lock held)."""
+        watch.close()
+        for counted in (handler.counters, watch.counters):
+            for name, value in counted.items():
+                self._retired[name] = self._retired.get(name, 0) + value
 
     def connect(self, sock: zmq.Socket, target: str) -> str:
         """Secure a client socket for ``target`` (an endpoint, maybe with ``;curve=KEY``, or a
@@ -224,11 +239,13 @@ class Security:
                 **self.counters()}
 
     def counters(self) -> dict[str, int]:
-        """The ZAP handlers' counters, summed (empty in insecure mode)."""
-        out: dict[str, int] = {}
+        """The ZAP handlers' counters and the refused handshakes' (handshakes.py), summed
+        (empty in insecure mode)."""
         with self._lock:
-            for handler in self._handlers.values():
-                for name, value in handler.counters.items():
+            out = dict(self._retired)
+            for counted in [*(h.counters for h in self._handlers.values()),
+                            *(w.counters for w in self._watches.values())]:
+                for name, value in counted.items():
                     out[name] = out.get(name, 0) + value
         return out
 
@@ -239,9 +256,12 @@ class Security:
                         "process admits anyone who reaches it; see docs/security.md", ENV)
 
     def close(self) -> None:
-        """Stop the ZAP handlers (their sockets then admit nobody new)."""
+        """Stop the ZAP handlers (their sockets then admit nobody new) and the counting of
+        refused handshakes."""
         with self._lock:
-            handlers, self._handlers = list(self._handlers.values()), {}
+            handlers: list[ZapHandler | HandshakeWatch] = [*self._handlers.values(),
+                                                           *self._watches.values()]
+            self._handlers, self._watches = {}, {}
         for handler in handlers:
             handler.close()
 

@@ -9,40 +9,64 @@ the rules change. The user id is what the server sees as the ``User-Id`` propert
 message from that peer.
 
 Refusals are counted by reason and logged once per peer address and key (at most
-``MAX_LOGGED`` distinct ones, then every 1,000th), so a flood of strangers costs no log volume.
+``MAX_LOGGED`` distinct ones, then every 1,000th), so a flood of strangers costs no log volume;
+the handlers of one process share what they logged (``RefusalLog``), so a peer refused by
+several of its sockets is logged once.
 """
 from __future__ import annotations
 
 import logging
-import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import zmq
 from zmq.utils import z85
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DOMAIN", "MAX_LOGGED", "ZapHandler"]
+__all__ = ["DOMAIN", "MAX_LOGGED", "RefusalLog", "ZapHandler"]
 
 DOMAIN = "fabric"
 """The ZAP domain of every socket fabric secures."""
 MAX_LOGGED = 1000
 """Distinct refused (address, key) pairs logged one by one."""
 _ENDPOINT = "inproc://zeromq.zap.01"
-_EVENT = struct.Struct("=HI")
+
+
+class RefusalLog:
+    """Which refused (peer address, key) pairs were logged: the first ``MAX_LOGGED`` distinct
+    ones, each once, then every 1,000th refusal. Thread-safe: shared by the ZAP handlers of a
+    process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._logged: set[tuple[str, bytes]] = set()
+        self._refused = 0
+
+    def first(self, peer: str, public: bytes) -> bool:
+        """Count one refusal; whether to log it."""
+        with self._lock:
+            self._refused += 1
+            if (peer, public) in self._logged:
+                return False
+            if len(self._logged) < MAX_LOGGED:
+                self._logged.add((peer, public))
+                return True
+            return self._refused % 1000 == 0
 
 
 class ZapHandler:
-    """Answers the ZAP requests of ``ctx``'s sockets from the allowed keys (``allow``)."""
+    """Answers the ZAP requests of ``ctx``'s sockets from the allowed keys (``allow``);
+    ``refusals``: what the process logged already (default: this handler's own)."""
 
-    def __init__(self, ctx: zmq.Context, allowed: Mapping[bytes, str] | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, allowed: Mapping[bytes, str] | None = None,
+                 refusals: RefusalLog | None = None) -> None:
         self._ctx = ctx
         self._allowed: Mapping[bytes, str] = dict(allowed or {})
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._logged: set[tuple[str, bytes]] = set()
-        self._watch_next: list[tuple[str, Callable[[int], None]]] = []
+        self._ended = threading.Event()
+        self._refusals = refusals or RefusalLog()
         self.counters = {"zap_allowed": 0, "zap_refused_unknown_key": 0,
                          "zap_refused_mechanism": 0, "zap_bad_requests": 0}
 
@@ -50,14 +74,14 @@ class ZapHandler:
         """From now on allow exactly these public keys (Z85) -> user ids."""
         self._allowed = dict(allowed)  # replaced whole: the handler thread reads it unlocked
 
-    def watch(self, address: str, on_event: Callable[[int], None]) -> None:
-        """Also read the socket monitor at ``address`` (inproc), calling ``on_event(value)``
-        for each of its events (the value of a DISCONNECTED event is the descriptor)."""
-        self._watch_next.append((address, on_event))
-
     def user_id(self, public: bytes) -> str | None:
         """The user id of an allowed key (None: not allowed)."""
         return self._allowed.get(public)
+
+    @property
+    def serving(self) -> bool:
+        """Whether it still answers: false once closed or its context was terminated."""
+        return self._thread is not None and not self._ended.is_set()
 
     def start(self) -> ZapHandler:
         """Bind the ZAP endpoint and answer in a background thread."""
@@ -72,20 +96,9 @@ class ZapHandler:
     def _serve(self, sock: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        monitors: dict[zmq.Socket, Callable[[int], None]] = {}
         try:
             while not self._stop.is_set():
-                while self._watch_next:
-                    address, on_event = self._watch_next.pop()
-                    monitor = self._ctx.socket(zmq.PAIR)
-                    monitor.connect(address)
-                    poller.register(monitor, zmq.POLLIN)
-                    monitors[monitor] = on_event
-                ready = dict(poller.poll(100))
-                for monitor, on_event in monitors.items():
-                    if monitor in ready:
-                        self._monitor_events(monitor, on_event)
-                if sock not in ready:
+                if not poller.poll(100):
                     continue
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -95,19 +108,8 @@ class ZapHandler:
         except zmq.ContextTerminated:
             pass
         finally:
+            self._ended.set()  # before the close that lets the context's term() return
             sock.close(0)
-            for monitor in monitors:
-                monitor.close(0)
-
-    @staticmethod
-    def _monitor_events(monitor: zmq.Socket, on_event: Callable[[int], None]) -> None:
-        while True:
-            try:
-                frames = monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) == 2 and len(frames[0]) == _EVENT.size:
-                on_event(_EVENT.unpack(frames[0])[1])
 
     def _answer(self, frames: list[bytes]) -> list[bytes]:
         if len(frames) < 6 or frames[0] != b"1.0":
@@ -131,14 +133,7 @@ class ZapHandler:
 
     def _log_refusal(self, address: bytes, public: bytes, why: str) -> None:
         peer = address.decode(errors="replace")
-        key = (peer, public)
-        refused = (self.counters["zap_refused_unknown_key"]
-                   + self.counters["zap_refused_mechanism"])
-        if key in self._logged:
-            return
-        if len(self._logged) < MAX_LOGGED:
-            self._logged.add(key)
-        elif refused % 1000:
+        if not self._refusals.first(peer, public):
             return
         log.warning("refused a connection from %s (key %s): %s", peer,
                     public.decode() or "-", why)

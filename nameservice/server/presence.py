@@ -35,6 +35,7 @@ from nameservice.client.api import NameServiceClient
 from nameservice.control import DEFAULT_TTL, ControlServer, process_name
 from nameservice.names import Names
 from nameservice.raft.types import NONE
+from nameservice.security.context import KEY_MARK, split_endpoint
 from nameservice.security.context import current as security
 from nameservice.security.follow import follow_rules
 from nameservice.server.config import NodeSettings
@@ -64,6 +65,16 @@ def control_endpoints(settings: NodeSettings) -> tuple[str, str]:
     except ValueError:
         bind_host = "127.0.0.1" if host == "localhost" else "*"
     return f"tcp://{bind_host}:{port}", f"tcp://{host}:{{port}}"
+
+
+def registered_endpoint(advertised: str, served: str) -> str:
+    """The control endpoint to register: ``advertised`` (``tcp://HOST:{port}``, from
+    :func:`control_endpoints`) with the port of ``served`` (what the control server says it
+    serves), and the key ``served`` carries in a process with keys (``ENDPOINT;curve=KEY``;
+    the port is read from the endpoint alone: a Z85 key may hold a ``:``)."""
+    bound, key = split_endpoint(served)
+    endpoint = advertised.format(port=bound.rpartition(":")[2])
+    return endpoint if key is None else f"{endpoint}{KEY_MARK}{key.decode()}"
 
 
 class NodePresence:
@@ -99,8 +110,7 @@ class NodePresence:
             self._server = ControlServer(self.status, self._drain, bind, ctx=self._ctx).start()
         except zmq.ZMQError as exc:
             raise OSError(f"cannot bind the control socket on {bind}: {exc}") from None
-        port = self._server.endpoint.rpartition(":")[2]
-        self.endpoint = advertised.format(port=port)
+        self.endpoint = registered_endpoint(advertised, self._server.endpoint)
         return self.endpoint
 
     def status(self) -> dict:

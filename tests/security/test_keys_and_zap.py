@@ -155,3 +155,15 @@ def test_fabric_keys_generate_writes_a_pair_and_never_overwrites_one(tmp_path):
     assert again.stderr.decode().splitlines() == [
         f"fabric keys generate: {tmp_path / 'node-1.key'} exists: a key pair is never "
         f"overwritten"]
+
+
+def test_a_refusal_is_logged_once_per_address_and_key_then_one_in_a_thousand(monkeypatch):
+    from nameservice.security import zap
+
+    monkeypatch.setattr(zap, "MAX_LOGGED", 2)
+    shared = zap.RefusalLog()  # what the ZAP handlers of one process logged
+    assert shared.first("10.0.0.1", b"k1")
+    assert not shared.first("10.0.0.1", b"k1")  # another socket, the same peer: not again
+    assert shared.first("10.0.0.2", b"k1")
+    logged = [shared.first("10.0.0.3", b"k%d" % i) for i in range(3, 2000)]
+    assert logged.count(True) == 2 and not logged[0]  # past MAX_LOGGED: the 1,000th ones

@@ -1,0 +1,165 @@
+"""Handshakes a CURVE server refuses before its ZAP handler is asked: counted from the monitors
+of the server sockets.
+
+Two kinds of stranger never reach the ZAP handler (zap.py), so its counters cannot see them:
+
+* a peer without keys greets with another mechanism (NULL): libzmq drops it during the greeting
+  (ZMTP "mechanism mismatch");
+* a CURVE peer that expects another server key: its HELLO does not decrypt, and libzmq drops
+  it (ZMTP "cryptographic" error) — a client given the wrong certificate for this address, or
+  a forged handshake.
+
+Both show only as ``HANDSHAKE_FAILED_PROTOCOL`` events on the server socket's monitor.
+:class:`HandshakeWatch` monitors every socket the process secures, in a thread of its own, and
+counts them (``handshake_refused_mechanism``, ``handshake_refused_crypto``), with every other
+failed handshake (malformed, cut short, timed out) as ``handshake_failed_other``. Which side
+of a mechanism mismatch notices it first is a race: a keyless peer that does hangs up before
+its greeting reaches the server, which then sees a handshake cut short — a keyless peer is
+counted in one of ``handshake_refused_mechanism`` and ``handshake_failed_other``. A refusal by
+the ZAP handler (``HANDSHAKE_FAILED_AUTH``) is the handler's to count. Each kind is logged the
+first time on each endpoint, then every 1,000th time: a monitor event names the endpoint the
+server listens on, not the peer, so a flood of strangers costs no log volume.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import struct
+import threading
+from collections.abc import Callable
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COUNTERS", "EVENTS", "HandshakeWatch", "parse_event", "refusal"]
+
+REFUSED_MECHANISM = "handshake_refused_mechanism"
+REFUSED_CRYPTO = "handshake_refused_crypto"
+FAILED_OTHER = "handshake_failed_other"
+COUNTERS = (REFUSED_MECHANISM, REFUSED_CRYPTO, FAILED_OTHER)
+EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+          | zmq.EVENT_DISCONNECTED | zmq.EVENT_MONITOR_STOPPED)
+"""What a watched socket reports: its failed handshakes, its connections' ends (for
+``on_disconnected``), and the end of its monitor."""
+_WHY = {REFUSED_MECHANISM: "the peer has no keys (it speaks another mechanism than CURVE)",
+        REFUSED_CRYPTO: "the peer's CURVE handshake does not decrypt (it expects another "
+                        "server key here)",
+        FAILED_OTHER: "a handshake failed (malformed, cut short or timed out)"}
+_EVENT = struct.Struct("=HI")
+_ids = itertools.count(1)
+
+
+def parse_event(frames: list[bytes]) -> tuple[int, int, str] | None:
+    """``(event, value, endpoint)`` of a monitor message; None if it is not one."""
+    if len(frames) != 2 or len(frames[0]) != _EVENT.size:
+        return None
+    event, value = _EVENT.unpack(frames[0])
+    return event, value, frames[1].decode(errors="replace")
+
+
+def refusal(event: int, value: int) -> str | None:
+    """The counter a server socket's monitor event adds to (None: not a failed handshake, or
+    one the ZAP handler counts)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return REFUSED_MECHANISM
+        if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            return REFUSED_CRYPTO
+        return FAILED_OTHER
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return FAILED_OTHER
+    return None
+
+
+class HandshakeWatch:
+    """Counts the failed handshakes of the server sockets of ``ctx`` it watches (``watch``);
+    ``on_disconnected(fd)`` is told, in the watch's thread, of every connection that ended."""
+
+    def __init__(self, ctx: zmq.Context,
+                 on_disconnected: Callable[[int], None] | None = None) -> None:
+        self._ctx = ctx
+        self._on_disconnected = on_disconnected
+        self._new: queue.SimpleQueue[zmq.Socket] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._logged: set[tuple[str, str]] = set()
+        self.counters = dict.fromkeys(COUNTERS, 0)
+
+    def watch(self, sock: zmq.Socket) -> None:
+        """Count the failed handshakes of server socket ``sock`` from now on (call it from the
+        thread that owns ``sock``; until ``sock`` is closed)."""
+        address = f"inproc://fabric.handshakes.{next(_ids)}"
+        sock.monitor(address, EVENTS)
+        events = self._ctx.socket(zmq.PAIR)
+        events.linger = 0
+        events.connect(address)
+        self._new.put(events)  # handed to the watch's thread (the queue is the memory barrier)
+
+    def start(self) -> HandshakeWatch:
+        """Read the monitors in a background thread."""
+        self._thread = threading.Thread(target=self._serve, name="handshakes", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        watched: set[zmq.Socket] = set()
+        try:
+            while not self._stop.is_set():
+                while not self._new.empty():
+                    events = self._new.get()
+                    watched.add(events)
+                    poller.register(events, zmq.POLLIN)
+                for events, _ in poller.poll(100):
+                    if self._read(events):
+                        continue
+                    poller.unregister(events)
+                    watched.discard(events)
+                    events.close(0)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            while not self._new.empty():
+                watched.add(self._new.get())
+            for events in watched:
+                events.close(0)
+
+    def _read(self, events: zmq.Socket) -> bool:
+        """Count what one monitor reported; False once its socket is closed."""
+        try:
+            frames = events.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return True
+        parsed = parse_event(frames)
+        if parsed is None:
+            return True
+        event, value, endpoint = parsed
+        if event == zmq.EVENT_MONITOR_STOPPED:
+            return False
+        if event == zmq.EVENT_DISCONNECTED:
+            if self._on_disconnected is not None:
+                self._on_disconnected(value)
+            return True
+        counter = refusal(event, value)
+        if counter is not None:
+            self.counters[counter] += 1
+            self._log(counter, endpoint)
+        return True
+
+    def _log(self, counter: str, endpoint: str) -> None:
+        first = (endpoint, counter) not in self._logged
+        if not first and self.counters[counter] % 1000:
+            return
+        self._logged.add((endpoint, counter))
+        level = logging.INFO if counter == FAILED_OTHER else logging.WARNING
+        log.log(level, "refused a connection on %s (%d so far): %s", endpoint,
+                self.counters[counter], _WHY[counter])
+
+    def close(self) -> None:
+        """Stop counting (the watched sockets keep serving)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
