@@ -35,7 +35,7 @@ from nameservice.errors import ConfigError
 from nameservice.security.keys import Keys, load_keys
 from nameservice.security.rules import Rule, Rules
 from nameservice.security.sockets import secure_client, secure_server
-from nameservice.security.zap import ZapHandler
+from nameservice.security.zap import DOMAIN, PEER_DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Security:
         self._handlers: dict[int, ZapHandler] = {}
         self.rules = Rules(bootstrap=self._bootstrap())
         self._allowed = self.rules.allowed()
+        self._peers = self.rules.peers()
         self._warned = False
         self._conns: dict[int, tuple[bytes, object]] = {}  # fd -> (user id, peer address)
         self._monitors = 0
@@ -109,12 +110,13 @@ class Security:
         bootstrap allow, and cut the open connections of the keys no longer allowed (which
         are returned)."""
         with self._lock:
-            before = set(self._allowed)
+            before, before_peers = set(self._allowed), set(self._peers)
             self.rules = Rules(self.rules.bootstrap, dict(stored), revoked)
             self._allowed = self.rules.allowed()
+            self._peers = self.rules.peers()
             for handler in self._handlers.values():
-                handler.allow(self._allowed)
-        gone = sorted(before - set(self._allowed))
+                handler.allow(self._allowed, self._peers)
+        gone = sorted((before - set(self._allowed)) | (before_peers - set(self._peers)))
         if gone:
             self.cut({key.decode() for key in gone})
         return gone
@@ -158,18 +160,19 @@ class Security:
                         ", ".join(sorted(users)))
         return cut
 
-    def serve(self, sock: zmq.Socket) -> None:
+    def serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
         """Secure a server socket (before bind): CURVE with this process's key, and only the
-        allowed keys admitted. In insecure mode: nothing, after one loud warning."""
+        allowed keys admitted (``peers_only``: only ns-peer keys, a node's peer port). In
+        insecure mode: nothing, after one loud warning."""
         if self.keys is None:
             self._warn_insecure()
             return
-        secure_server(sock, self.keys.own)
+        secure_server(sock, self.keys.own, PEER_DOMAIN if peers_only else DOMAIN)
         underlying = sock.context.underlying
         with self._lock:
             if underlying not in self._handlers:
-                self._handlers[underlying] = ZapHandler(_context_of(sock),
-                                                        self._allowed).start()
+                self._handlers[underlying] = ZapHandler(_context_of(sock), self._allowed,
+                                                        self._peers).start()
             handler = self._handlers[underlying]
         # Its connections' ends, seen by the handler's thread: a descriptor that closed is
         # forgotten, so that a revocation never cuts the connection that reused its number.
