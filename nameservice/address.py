@@ -6,8 +6,8 @@ import ipaddress
 
 from nameservice.errors import ConfigError
 
-__all__ = ["bind_endpoint", "connect_endpoint", "parse_address", "parse_addresses",
-           "parse_cluster", "parse_control"]
+__all__ = ["bind_endpoint", "client_address", "connect_endpoint", "parse_address",
+           "parse_addresses", "parse_cluster", "parse_control", "parse_member", "peer_address"]
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -19,6 +19,34 @@ def parse_address(text: str) -> tuple[str, int]:
     if not host.replace(".", "").replace("-", "").replace(":", "").isalnum():
         raise ConfigError(f"bad address {text!r}: {host!r} is not a host name or IP address")
     return host, int(port)
+
+
+def parse_member(text: str) -> tuple[str, str]:
+    """A member's address, ``HOST:PORT`` or ``HOST:PORT/PEERPORT`` → ``(client, peer)``, both
+    ``HOST:PORT``: where clients connect, and where the other members send Raft messages (the
+    same, unless the member has a peer port of its own). ConfigError on anything else."""
+    text = text.strip()
+    client, sep, peer_port = text.partition("/")
+    host, _port = parse_address(client)
+    if not sep:
+        return client, client
+    if not peer_port.isdigit() or not 0 < int(peer_port) < 65536:
+        raise ConfigError(f"bad address {text!r}: expected HOST:PORT/PEERPORT with a peer port "
+                          f"in 1..65535")
+    peer = client[:client.rindex(":")] + f":{int(peer_port)}"
+    if peer == client:
+        raise ConfigError(f"bad address {text!r}: the peer port must differ from the port")
+    return client, peer
+
+
+def client_address(member: str) -> str:
+    """Where clients connect to a member (``HOST:PORT``, its peer port left out)."""
+    return member.partition("/")[0].strip()
+
+
+def peer_address(member: str) -> str:
+    """Where the other members send a member Raft messages (``HOST:PORT``)."""
+    return parse_member(member)[1]
 
 
 def parse_control(text: str) -> tuple[str, int]:
@@ -40,7 +68,8 @@ def parse_addresses(text: str) -> list[str]:
 
 
 def parse_cluster(text: str) -> dict[int, str]:
-    """``ID=HOST:PORT,...`` → ``{id: "HOST:PORT"}``; ids are distinct positive integers."""
+    """``ID=HOST:PORT[/PEERPORT],...`` → ``{id: "HOST:PORT[/PEERPORT]"}``; ids are distinct
+    positive integers."""
     cluster: dict[int, str] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -48,13 +77,13 @@ def parse_cluster(text: str) -> dict[int, str]:
         node, sep, addr = part.partition("=")
         if not sep or not node.strip().isdigit() or int(node) <= 0:
             raise ConfigError(f"bad cluster member {part!r}: expected ID=HOST:PORT with ID > 0")
-        parse_address(addr)
+        parse_member(addr)
         if int(node) in cluster:
             raise ConfigError(f"node id {int(node)} appears twice in the cluster list")
         cluster[int(node)] = addr.strip()
     if not cluster:
         raise ConfigError("empty cluster list: expected ID=HOST:PORT,...")
-    if len(set(cluster.values())) != len(cluster):
+    if len({client_address(a) for a in cluster.values()}) != len(cluster):
         raise ConfigError("two cluster members share an address")
     return cluster
 

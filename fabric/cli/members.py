@@ -70,7 +70,7 @@ def member_list(ns: str | None, as_json: bool, timeout: float) -> None:
 
 @member_group.command("add", cls=FabricCommand, ns=True)
 @click.argument("node_id", metavar="ID", type=click.IntRange(min=1))
-@click.argument("address", metavar="HOST:PORT")
+@click.argument("address", metavar="HOST:PORT[/PEERPORT]")
 @click.option("--learner", is_flag=True,
               help="Leave the node a learner (it receives the log, does not vote).")
 @_TIMEOUT
@@ -78,11 +78,11 @@ def member_add(node_id: int, address: str, learner: bool, ns: str | None, as_jso
                timeout: float) -> None:
     """Add node ID, listening at HOST:PORT: as a learner, then, once it has caught up, as a
     voter. Start the node with ``fabric ns start --id ID --listen HOST:PORT --join NODE``."""
-    from nameservice.address import parse_address
+    from nameservice.address import parse_member
     from nameservice.errors import ConfigError
 
     try:
-        parse_address(address)
+        parse_member(address)
     except ConfigError as exc:
         from fabric.cli.common import EXIT_USAGE, fail
 

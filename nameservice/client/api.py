@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any
 
 from nameservice import wire
-from nameservice.address import parse_addresses
+from nameservice.address import client_address, parse_addresses
 from nameservice.errors import (
     DecodeError,
     LeaseNotFound,
@@ -375,7 +375,7 @@ class NameServiceClient:
                      if isinstance(m, dict) and m.get("id") == leader]
             if where and isinstance(where[0], str) and where[0]:
                 try:
-                    payload = await self._members_of(where[0], timeout)
+                    payload = await self._members_of(client_address(where[0]), timeout)
                 except NameServiceError:
                     pass  # the leader did not answer: the follower's view will do
         self._learn(payload)
@@ -383,8 +383,9 @@ class NameServiceClient:
 
     def _learn(self, payload: dict) -> None:
         """Connect to every member a MEMBERS map lists."""
-        self._chan().learn([m["address"] for m in payload["members"] if isinstance(m, dict)
-                            and isinstance(m.get("address"), str) and m["address"]])
+        self._chan().learn([client_address(m["address"]) for m in payload["members"]
+                            if isinstance(m, dict) and isinstance(m.get("address"), str)
+                            and m["address"]])
 
     async def _members_of(self, address: str | None, timeout: float | None) -> dict:
         payload = await self._chan().call(wire.OP_MEMBERS, [], address=address,

@@ -36,7 +36,7 @@ from nameservice.security.handshakes import HandshakeWatch
 from nameservice.security.keys import Keys, load_keys
 from nameservice.security.rules import Rule, Rules
 from nameservice.security.sockets import secure_client, secure_server
-from nameservice.security.zap import RefusalLog, ZapHandler
+from nameservice.security.zap import DOMAIN, PEER_DOMAIN, RefusalLog, ZapHandler
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Security:
         self._refusals = RefusalLog()  # a refused peer is logged once, whichever socket
         self.rules = Rules(bootstrap=self._bootstrap())
         self._allowed = self.rules.allowed()
+        self._peers = self.rules.peers()
         self._warned = False
         self._conns: dict[int, tuple[bytes, object]] = {}  # fd -> (user id, peer address)
         self.cut_connections = 0
@@ -112,12 +113,13 @@ class Security:
         bootstrap allow, and cut the open connections of the keys no longer allowed (which
         are returned)."""
         with self._lock:
-            before = set(self._allowed)
+            before, before_peers = set(self._allowed), set(self._peers)
             self.rules = Rules(self.rules.bootstrap, dict(stored), revoked)
             self._allowed = self.rules.allowed()
+            self._peers = self.rules.peers()
             for handler in self._handlers.values():
-                handler.allow(self._allowed)
-        gone = sorted(before - set(self._allowed))
+                handler.allow(self._allowed, self._peers)
+        gone = sorted((before - set(self._allowed)) | (before_peers - set(self._peers)))
         if gone:
             self.cut({key.decode() for key in gone})
         return gone
@@ -161,14 +163,15 @@ class Security:
                         ", ".join(sorted(users)))
         return cut
 
-    def serve(self, sock: zmq.Socket) -> None:
+    def serve(self, sock: zmq.Socket, peers_only: bool = False) -> None:
         """Secure a server socket (before bind): CURVE with this process's key, only the
-        allowed keys admitted, and the handshakes refused before the ZAP handler is asked
-        counted (handshakes.py). In insecure mode: nothing, after one loud warning."""
+        allowed keys admitted (``peers_only``: only ns-peer keys, a node's peer port), and
+        the handshakes refused before the ZAP handler is asked counted (handshakes.py). In
+        insecure mode: nothing, after one loud warning."""
         if self.keys is None:
             self._warn_insecure()
             return
-        secure_server(sock, self.keys.own)
+        secure_server(sock, self.keys.own, PEER_DOMAIN if peers_only else DOMAIN)
         underlying = sock.context.underlying
         with self._lock:
             handler = self._handlers.get(underlying)
@@ -178,7 +181,7 @@ class Security:
                 if handler is not None:
                     self._retire(handler, self._watches.pop(underlying))
                 self._handlers[underlying] = ZapHandler(_context_of(sock), self._allowed,
-                                                        self._refusals).start()
+                                                        self._refusals, self._peers).start()
                 # Its connections' ends too: a descriptor that closed is forgotten, so that a
                 # revocation never cuts the connection that reused its number.
                 self._watches[underlying] = HandshakeWatch(_context_of(sock),

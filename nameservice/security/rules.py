@@ -171,6 +171,11 @@ class Rules:
             return None
         return self.stored.get(public) or self.bootstrap.get(public)
 
+    def peers(self) -> dict[bytes, str]:
+        """The allowed ns-peer keys → their ZAP user ids (a peer port admits only these)."""
+        return {key: key.decode() for key in self.allowed()
+                if (rule := self.rule(key)) is not None and rule.role == "ns-peer"}
+
     def allowed(self) -> dict[bytes, str]:
         """Every allowed key → its ZAP user id (the key itself)."""
         return {key: key.decode() for key in {*self.bootstrap, *self.stored} - self.revoked}

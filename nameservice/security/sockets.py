@@ -9,13 +9,13 @@ from nameservice.security.zap import DOMAIN
 __all__ = ["secure_client", "secure_server"]
 
 
-def secure_server(sock: zmq.Socket, own: KeyPair) -> None:
+def secure_server(sock: zmq.Socket, own: KeyPair, domain: str = DOMAIN) -> None:
     """Make ``sock`` a CURVE server with ``own`` keys that admits only the peers the ZAP
-    handler allows (and nobody when no handler answers). Call before bind."""
+    handler allows for ``domain`` (and nobody when no handler answers). Call before bind."""
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_SECRETKEY, own.secret)
     sock.setsockopt(zmq.CURVE_PUBLICKEY, own.public)
-    sock.setsockopt(zmq.ZAP_DOMAIN, DOMAIN.encode())
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
     sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 

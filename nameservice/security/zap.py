@@ -24,13 +24,16 @@ from zmq.utils import z85
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DOMAIN", "MAX_LOGGED", "RefusalLog", "ZapHandler"]
+__all__ = ["DOMAIN", "MAX_LOGGED", "PEER_DOMAIN", "RefusalLog", "ZapHandler"]
 
 DOMAIN = "fabric"
-"""The ZAP domain of every socket fabric secures."""
+"""The ZAP domain of every socket fabric secures (but peer ports)."""
+PEER_DOMAIN = "fabric-peers"
+"""The ZAP domain of a name-service node's peer port: only ns-peer keys."""
 MAX_LOGGED = 1000
 """Distinct refused (address, key) pairs logged one by one."""
 _ENDPOINT = "inproc://zeromq.zap.01"
+_PEER_DOMAIN = PEER_DOMAIN.encode()
 
 
 class RefusalLog:
@@ -60,9 +63,11 @@ class ZapHandler:
     ``refusals``: what the process logged already (default: this handler's own)."""
 
     def __init__(self, ctx: zmq.Context, allowed: Mapping[bytes, str] | None = None,
-                 refusals: RefusalLog | None = None) -> None:
+                 refusals: RefusalLog | None = None,
+                 peers: Mapping[bytes, str] | None = None) -> None:
         self._ctx = ctx
         self._allowed: Mapping[bytes, str] = dict(allowed or {})
+        self._peers: Mapping[bytes, str] = dict(peers or {})
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ended = threading.Event()
@@ -70,9 +75,13 @@ class ZapHandler:
         self.counters = {"zap_allowed": 0, "zap_refused_unknown_key": 0,
                          "zap_refused_mechanism": 0, "zap_bad_requests": 0}
 
-    def allow(self, allowed: Mapping[bytes, str]) -> None:
-        """From now on allow exactly these public keys (Z85) -> user ids."""
+    def allow(self, allowed: Mapping[bytes, str], peers: Mapping[bytes, str] | None = None
+              ) -> None:
+        """From now on allow exactly these public keys (Z85) -> user ids; on peer ports
+        (``PEER_DOMAIN``), exactly ``peers`` (unchanged if None)."""
         self._allowed = dict(allowed)  # replaced whole: the handler thread reads it unlocked
+        if peers is not None:
+            self._peers = dict(peers)
 
     def user_id(self, public: bytes) -> str | None:
         """The user id of an allowed key (None: not allowed)."""
@@ -116,14 +125,15 @@ class ZapHandler:
             self.counters["zap_bad_requests"] += 1
             request_id = frames[1] if len(frames) > 1 else b""
             return [b"1.0", request_id, b"500", b"malformed ZAP request", b"", b""]
-        request_id, _domain, address, _identity, mechanism = frames[1:6]
+        request_id, domain, address, _identity, mechanism = frames[1:6]
         credentials = frames[6:]
         if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != 32:
             self.counters["zap_refused_mechanism"] += 1
             self._log_refusal(address, b"", f"mechanism {mechanism[:16]!r}")
             return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
         public = z85.encode(credentials[0])
-        user = self._allowed.get(public)
+        table = self._peers if domain == _PEER_DOMAIN else self._allowed
+        user = table.get(public)
         if user is None:
             self.counters["zap_refused_unknown_key"] += 1
             self._log_refusal(address, public, "key not allowed")

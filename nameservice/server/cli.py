@@ -30,13 +30,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 NODE_OPTIONS: list[Callable[[F], F]] = [
     click.option("--id", "node_id", type=int, required=True, metavar="ID",
                  help="This node's id (in --cluster)."),
-    click.option("--cluster", metavar="ID=HOST:PORT,...",
-                 help="Every member: id and the address it listens on (not with --join)."),
+    click.option("--cluster", metavar="ID=HOST:PORT[/PEERPORT],...",
+                 help="Every member: id and the address it listens on, and the port its peers' "
+                      "Raft messages go to when apart (with keys, open only to the members' "
+                      "keys) (not with --join)."),
     click.option("--join", metavar="HOST:PORT,...",
                  help="Join a running cluster through any of these members (after `fabric ns "
                       "member add ID HOST:PORT`); needs --listen."),
-    click.option("--listen", metavar="HOST:PORT",
-                 help="With --join: the address this node listens on."),
+    click.option("--listen", metavar="HOST:PORT[/PEERPORT]",
+                 help="With --join: the address this node listens on (and its peer port)."),
     click.option("--data-dir", type=click.Path(file_okay=False),
                  help="Where this node keeps its log and snapshots "
                       "[default: $XDG_DATA_HOME/fabric/ns/node-ID]."),
@@ -98,7 +100,7 @@ def settings_from(*, node_id: int, cluster: str | None, join: str | None, listen
                   control: str) -> NodeSettings:
     """The node's settings from its options; ``ConfigError`` for a bad value. With ``join``
     the members are asked who they are (``Unavailable`` if none answers)."""
-    from nameservice.address import parse_address, parse_cluster
+    from nameservice.address import parse_cluster, parse_member
     from nameservice.errors import ConfigError
     from nameservice.server.config import NodeSettings, parse_min_lease_ttl, parse_timeout_range
     from nameservice.server.joining import members_to_join
@@ -110,7 +112,7 @@ def settings_from(*, node_id: int, cluster: str | None, join: str | None, listen
     if join:
         if cluster or not listen:
             raise ConfigError("--join takes --listen HOST:PORT and no --cluster")
-        parse_address(listen)
+        parse_member(listen)
         members, learners = members_to_join(join, node_id, listen)
     elif cluster:
         if listen:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nameservice.address import parse_control
+from nameservice.address import client_address, parse_control
 from nameservice.errors import ConfigError
 from nameservice.raft.types import Config
 
@@ -106,8 +106,18 @@ class NodeSettings:
 
     @property
     def address(self) -> str:
-        """This node's ``HOST:PORT``."""
+        """This node's member address: ``HOST:PORT``, or ``HOST:PORT/PEERPORT`` with a peer
+        port of its own."""
         return self.cluster[self.id]
+
+    @property
+    def client_address(self) -> str:
+        """Where clients connect to this node: ``HOST:PORT``."""
+        return client_address(self.cluster[self.id])
+
+    def client_addresses(self) -> list[str]:
+        """Where clients connect to each node of the start-up list."""
+        return [client_address(member) for member in self.cluster.values()]
 
     def tick(self) -> int:
         """The tick length in milliseconds."""

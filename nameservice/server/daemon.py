@@ -107,7 +107,7 @@ async def _advertise(settings: NodeSettings, stop: asyncio.Event) -> None:
     """
     from nameservice.discovery import Advertiser
 
-    host, port = parse_address(settings.address)
+    host, port = parse_address(settings.client_address)
     advertiser = Advertiser(settings.id, host, port, settings.cluster_name,
                             size=len(settings.cluster))
     try:

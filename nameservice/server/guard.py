@@ -4,8 +4,9 @@ may make (the rules: :mod:`nameservice.security.rules`).
 The transport says whose key each message came from (``sender``: the rule, or None); the
 intake asks the guard before it steps a peer frame or routes a request:
 
-* Raft and snapshot-stream frames only from ``ns-peer`` keys — the peer messages of anyone
-  else are dropped unread;
+* Raft and snapshot-stream frames only from ``ns-peer`` keys — on a node with a peer port of
+  its own, only from that port, whose handshake admits nothing else; the peer messages of
+  anyone else are dropped unread;
 * reads (GET, RANGE, WATCH) need the read right on their key or prefix, writes (every key a
   WRITE or STALE_WRITE touches, batches included) the write right; membership changes an
   ``admin`` or ``ns-peer`` key; status, member lists, keepalives and sessions any allowed key.
@@ -22,6 +23,7 @@ from typing import Any, Callable
 from nameservice import wire
 from nameservice.kv import Batch, Cas, Delete, DeleteRange, Put, Request, StaleWrite
 from nameservice.security.rules import Rule
+from nameservice.server.seam import PEER_MARK
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,23 @@ def written_keys(item: Any) -> list[bytes]:
 class Guard:
     """The access checks of one node; ``sender(identity)`` gives a connection's rule."""
 
-    def __init__(self, sender: Callable[[bytes], Rule | None]) -> None:
+    def __init__(self, sender: Callable[[bytes], Rule | None], peer_port: bool = False) -> None:
         self._sender = sender
+        self._peer_port = peer_port
         self.counters = {"forbidden_requests": 0, "forbidden_peer_frames": 0}
         self._logged: set[tuple[bytes, str]] = set()
 
     def peer(self, identity: bytes) -> bool:
-        """Whether a peer frame from ``identity`` may be stepped."""
-        rule = self._sender(identity)
-        if rule is not None and rule.role == "ns-peer":
-            return True
+        """Whether a peer frame from ``identity`` may be stepped: with a peer port, only what
+        came in there (its handshake admitted only ns-peer keys); else from an ns-peer key."""
+        if self._peer_port:
+            if identity.startswith(PEER_MARK):
+                return True
+            rule = self._sender(identity)
+        else:
+            rule = self._sender(identity)
+            if rule is not None and rule.role == "ns-peer":
+                return True
         self.counters["forbidden_peer_frames"] += 1
         self._log(rule, "peer messages from a key that is not an ns-peer's")
         return False

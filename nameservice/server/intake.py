@@ -49,7 +49,7 @@ from nameservice.server.leases import LeaseClock
 from nameservice.server.members import MembershipService
 from nameservice.server.quotas import SessionQuota
 from nameservice.server.reads import ReadService, ReplyBudget
-from nameservice.server.seam import Reply
+from nameservice.server.seam import PEER_MARK, Reply
 from nameservice.server.stale import StaleWrites
 from nameservice.server.watches import WatchHub
 from nameservice.server.writes import WriteBatcher
@@ -139,6 +139,10 @@ class RequestIntake:
                     self._refuse_all(identity, exc.body, str(exc))
                 continue
             if is_peer and self.guard is not None and not self.guard.peer(identity):
+                continue
+            if kind == wire.REQUEST and identity.startswith(PEER_MARK):
+                self._bad_frame("bad_peer_frames", identity, DecodeError(
+                    "a request on the peer port"))
                 continue
             if kind == wire.PEER:
                 for msg in messages:

@@ -41,7 +41,8 @@ class LocalCluster:
     free port picked now too (``controls``; ``extra_args`` may override it).
     ``secure``: names of the processes that will use the cluster (``"admin"``, ...): every
     node and each of them gets a key directory (``keys[NAME]``; a node's is ``node-ID``), all
-    trusting each other, and the nodes run with CURVE on.
+    trusting each other, and the nodes run with CURVE on, each with a peer port of its own
+    (``peer_ports``; ``member(ID)`` is a node's ``HOST:PORT/PEERPORT``).
     ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with
     zeroconf under this name (default: do not advertise, so test clusters stay out of each
     other's way).
@@ -71,6 +72,10 @@ class LocalCluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.joined: set[int] = set()  # nodes added later: started with --join
         self.host = host
+        self.peer_ports: dict[int, int] = {}
+        """Node id -> its peer port (secured clusters: the peers' Raft frames apart)."""
+        if secure is not None:
+            self.peer_ports = dict(zip(self.ids, free_ports(nodes, host)))
         self.keys: dict[str, Path] = {}
         if secure is not None:
             from nameservice.security.keyring import make_keyring
@@ -79,10 +84,15 @@ class LocalCluster:
                                      {f"node-{i}": a for i, a in self.addresses.items()},
                                      list(secure))
 
+    def member(self, node_id: int) -> str:
+        """Node ``node_id``'s member address: ``HOST:PORT``, or ``HOST:PORT/PEERPORT``."""
+        peer = self.peer_ports.get(node_id)
+        return self.addresses[node_id] + (f"/{peer}" if peer else "")
+
     @property
     def cluster_arg(self) -> str:
-        """The ``--cluster`` value of the nodes it started with: ``ID=HOST:PORT,...``."""
-        return ",".join(f"{i}={a}" for i, a in self.addresses.items() if i not in self.joined)
+        """The ``--cluster`` value of the nodes it started with: ``ID=MEMBER,...``."""
+        return ",".join(f"{i}={self.member(i)}" for i in self.addresses if i not in self.joined)
 
     @property
     def ns_arg(self) -> str:
@@ -98,7 +108,9 @@ class LocalCluster:
         control port; ``start(node_id)`` then starts it with ``--join``. Its address."""
         if node_id in self.addresses:
             raise ValueError(f"node {node_id} is known already")
-        port, control = free_ports(2, self.host)
+        port, control, peer = free_ports(3, self.host)
+        if self.peer_ports:
+            self.peer_ports[node_id] = peer
         self.ids.append(node_id)
         self.addresses[node_id] = f"{self.host}:{port}"
         self.controls[node_id] = f"{self.host}:{control}"
@@ -111,12 +123,13 @@ class LocalCluster:
         self.ids.remove(node_id)
         self.joined.discard(node_id)
         del self.addresses[node_id], self.controls[node_id]
+        self.peer_ports.pop(node_id, None)
 
     def _membership_args(self, node_id: int) -> list[str]:
         if node_id not in self.joined:
             return ["--cluster", self.cluster_arg]
         others = ",".join(a for i, a in self.addresses.items() if i != node_id)
-        return ["--join", others, "--listen", self.addresses[node_id]]
+        return ["--join", others, "--listen", self.member(node_id)]
 
     def start(self, node_id: int | None = None, timeout: float = 10.0) -> None:
         """Start one node (or every node not running) and wait until each listens."""

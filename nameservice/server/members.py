@@ -34,7 +34,7 @@ import logging
 from typing import Callable
 
 from nameservice import wire
-from nameservice.address import parse_address
+from nameservice.address import parse_member
 from nameservice.kv import KvStateMachine
 from nameservice.kv.codec import encode_command
 from nameservice.kv.commands import Delete, Put
@@ -136,7 +136,7 @@ class MembershipService:
         try:
             kind, node, address = wire.member_change_args(w)
             if kind is ChangeKind.ADD_LEARNER:
-                parse_address(address)
+                parse_member(address)
         except (wire.DecodeError, ValueError) as exc:
             self._refuse(identity, rid, str(exc))
             return

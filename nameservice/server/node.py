@@ -63,6 +63,7 @@ import random
 import time
 
 from nameservice import wire
+from nameservice.address import client_address
 from nameservice.kv import KvConfig, KvStateMachine
 from nameservice.raft.core import RaftCore
 from nameservice.raft.messages import SnapshotRequest
@@ -133,7 +134,7 @@ class Node:
         self.watches = WatchHub(self.machine, 4 * settings.election_timeout_ms[1] / 1000.0)
         self.leases = LeaseClock()  # deadlines, while this node leads
         self.stale = stale if stale is not None else StaleWrites(settings.data_dir)
-        self.replayer = StaleReplayer(self.stale, list(settings.cluster.values()),
+        self.replayer = StaleReplayer(self.stale, settings.client_addresses(),
                                        lambda: self.core.leader != NONE)
         self.clock = TickClock(settings.tick() / 1000.0, self._on_tick)
         self.leadership = LeaderTracker(self.core, on_gained=self._gained_leadership,
@@ -186,11 +187,11 @@ class Node:
         self.transport = self._transport_factory(self.settings.id, self.settings.cluster)
         sender = getattr(self.transport, "sender", None)  # a secured ZeroMQ transport's
         if sender is not None and getattr(self.transport, "secure", False):
-            self.intake.guard = Guard(sender)
+            self.intake.guard = Guard(sender, getattr(self.transport, "peer_port", False))
         self._follow_members(time.monotonic())
         self.watches.attach(self.transport)
         if on_listening is not None:
-            on_listening(self.settings.address)
+            on_listening(self.settings.client_address)
         self.clock.start(loop, time.monotonic())
         receiver = asyncio.create_task(self._receive_loop())
         replayer = asyncio.create_task(self.replayer.run())
@@ -368,7 +369,8 @@ class Node:
     def leader_address(self) -> str | None:
         """The client address of the leader this node knows (None: none known)."""
         leader = self.core.leader
-        return self.book.address(leader) if leader != NONE else None
+        member = self.book.address(leader) if leader != NONE else None
+        return client_address(member) if member is not None else None
 
     # ------------------------------------------------------------------ membership
 

@@ -58,7 +58,7 @@ def control_endpoints(settings: NodeSettings) -> tuple[str, str]:
     own address with any port: the control socket is reachable wherever the node is. A host
     name binds every interface and is registered as it is."""
     host, port = parse_control(settings.control) if settings.control else (
-        parse_address(settings.address)[0], 0)
+        parse_address(settings.client_address)[0], 0)
     try:
         ipaddress.ip_address(host)
         bind_host = host
@@ -123,11 +123,12 @@ class NodePresence:
         self._registering = asyncio.ensure_future(self._register())
 
     async def _register(self) -> None:
-        self._client = NameServiceClient(list(self.settings.cluster.values()))
+        self._client = NameServiceClient(self.settings.client_addresses())
         await self._client.connect(wait=1.0)
         self._rules = asyncio.ensure_future(follow_rules(self._client, security()))
         names = Names(self._client)
-        meta = {"kind": "nameservice", "node": self.settings.id, "address": self.settings.address}
+        meta = {"kind": "nameservice", "node": self.settings.id,
+                "address": self.settings.client_address}
         failures = 0
         while True:
             try:
@@ -155,7 +156,7 @@ class NodePresence:
         return {"kind": "nameservice", "name": self.name, "complete": True,
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
                 "left_messages": 0, "left": [],
-                "leader": self.settings.cluster.get(leader) if leader != NONE else None}
+                "leader": self.node.leader_address() if leader != NONE else None}
 
     async def _deregister(self) -> None:
         if self._registering is not None:

@@ -29,6 +29,10 @@ PushFailed = Callable[[bytes, list, bool], None]
 """``on_push_failed(identity, items, gone)``: pushes that could not be sent (``gone``: the client
 is not connected; else its queue is full)."""
 
+PEER_MARK = b"\xffpeer:"
+"""Before the identity of a frame that came in on a node's peer port (a port of its own, apart
+from the client port): the intake takes peer frames only from there, and no request."""
+
 
 class Transport(Protocol):
     """What a node needs of its transport. Sending is queue, then ``flush`` once per step."""
@@ -40,12 +44,14 @@ class Transport(Protocol):
     on_push_failed: PushFailed | None
     """Told of watch pushes that could not be sent (set by the watch hub)."""
 
-    async def receive(self) -> list[bytes]:
-        """Wait for the next message (``[identity, frame]``)."""
+    async def receive(self) -> list[bytes] | None:
+        """Wait for the next message (``[identity, frame]``), or until input is waiting
+        (None: ``drain`` takes it)."""
         ...
 
     def set_peers(self, peers: dict[int, str]) -> None:
-        """Send Raft messages to exactly these peers (id -> ``HOST:PORT``) from now on."""
+        """Send Raft messages to exactly these peers (id -> member address, ``HOST:PORT`` or
+        ``HOST:PORT/PEERPORT``) from now on."""
         ...
 
     def drain(self, limit: int) -> list[list[bytes]]:

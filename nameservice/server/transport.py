@@ -1,15 +1,21 @@
-"""The node's ZeroMQ sockets: one ROUTER that peers and clients send to, one DEALER per peer.
+"""The node's ZeroMQ sockets: the ROUTER clients send to, the ROUTER peers send to (the same
+one unless the node has a peer port of its own), one DEALER per peer.
 
-Every node binds one ROUTER on its ``HOST:PORT``. Peers and clients connect DEALERs to it; a
-node's replies to a client go back through the ROUTER, its Raft messages to peer ``j`` through
-its own DEALER connected to ``j``'s ROUTER. Peer DEALERs set ZMQ_IMMEDIATE, so a message for a
+Every node binds a ROUTER on its client ``HOST:PORT``; a node with a peer port
+(``HOST:PORT/PEERPORT`` in the cluster list) binds a second one there for its peers' Raft and
+snapshot frames. With keys the peer port admits only ``ns-peer`` keys (its own ZAP domain), and
+the client port then takes no peer frame at all; a peer port's frames reach the intake with
+``PEER_MARK`` before their identity, so it can tell where they came in. A node's replies to a
+client go back through the client ROUTER, its Raft messages to peer ``j`` through its own
+DEALER connected to ``j``'s peer address. Peer DEALERs set ZMQ_IMMEDIATE, so a message for a
 peer that is down is dropped at once (Raft resends what matters) instead of piling up for a
 process that may never return.
 
 Bounds: a peer DEALER queues at most ``PEER_HWM`` frames (beyond: dropped and counted); the
 ROUTER queues at most ``CLIENT_HWM`` frames per client (beyond: ZeroMQ drops replies to a client
 that does not read them; the client times out and retries); ZMQ_MAXMSGSIZE makes ZeroMQ cut a
-connection that sends a frame over ``wire.MAX_PEER_FRAME``. All sends are non-blocking. The
+connection that sends a frame over ``wire.MAX_PEER_FRAME`` (over ``CLIENT_MAX_MSG`` on a client
+port apart from the peer port). All sends are non-blocking. The
 ROUTER is ZMQ_ROUTER_MANDATORY, so a frame for a client whose queue is full, or that is gone,
 fails visibly: a failed watch push is reported to ``on_push_failed`` (the watch hub cancels
 the watches or forgets the client), a failed reply is counted.
@@ -25,14 +31,23 @@ import zmq
 import zmq.asyncio
 
 from nameservice import wire
-from nameservice.address import bind_endpoint, connect_endpoint
+from nameservice.address import (
+    bind_endpoint,
+    client_address,
+    connect_endpoint,
+    parse_member,
+    peer_address,
+)
 from nameservice.security.context import current as security
 from nameservice.security.rules import Rule
-from nameservice.server.seam import Outbox, PushFailed, push_frames
+from nameservice.server.seam import PEER_MARK, Outbox, PushFailed, push_frames
 
 PEER_HWM = 10_000
 CLIENT_HWM = 10_000
 RECV_HWM = 100_000
+CLIENT_MAX_MSG = 2 * wire.MAX_CLIENT_FRAME
+"""A client port's frame limit when the peers have a port of their own (libzmq cuts the
+connection; frames between ``MAX_CLIENT_FRAME`` and this are counted and dropped)."""
 MAX_SENDERS = 100_000
 """Connections whose sender is remembered between two drains (then forgotten, and relearned)."""
 
@@ -41,15 +56,23 @@ class NodeTransport:
     """The sockets of one node. Receiving is ``await receive()`` then ``drain()``."""
 
     def __init__(self, ctx: zmq.asyncio.Context, node_id: int, cluster: dict[int, str]) -> None:
-        self.router = ctx.socket(zmq.ROUTER)
-        self._router: zmq.Socket[bytes] = zmq.Socket.shadow(self.router.underlying)
-        for opt, value in ((zmq.LINGER, 0), (zmq.RCVHWM, RECV_HWM), (zmq.SNDHWM, CLIENT_HWM),
-                           (zmq.MAXMSGSIZE, wire.MAX_PEER_FRAME), (zmq.ROUTER_MANDATORY, 1)):
-            self.router.setsockopt(opt, value)
+        client, peer = parse_member(cluster[node_id])
+        self.peer_port = peer != client
+        """Whether peers send to a port of their own."""
         self._security = security()
         self.secure = self._security.secure
-        self._security.serve(self.router)
-        self.router.bind(bind_endpoint(cluster[node_id]))
+        self.router = self._bind(ctx, client, CLIENT_MAX_MSG if self.peer_port
+                                 else wire.MAX_PEER_FRAME, peers_only=False)
+        self._router: zmq.Socket[bytes] = zmq.Socket.shadow(self.router.underlying)
+        self.peer_router: zmq.asyncio.Socket | None = None
+        self._peer_router: zmq.Socket[bytes] | None = None
+        self._poller: zmq.asyncio.Poller | None = None
+        if self.peer_port:
+            self.peer_router = self._bind(ctx, peer, wire.MAX_PEER_FRAME, peers_only=True)
+            self._peer_router = zmq.Socket.shadow(self.peer_router.underlying)
+            self._poller = zmq.asyncio.Poller()
+            self._poller.register(self.router, zmq.POLLIN)
+            self._poller.register(self.peer_router, zmq.POLLIN)
         self._senders: dict[bytes, Rule | None] = {}
         self._ctx = ctx
         self._peers: dict[int, zmq.Socket] = {}
@@ -66,6 +89,20 @@ class NodeTransport:
         """Called with ``(identity, items, gone)`` for pushes that could not be sent; ``gone``:
         the client is not connected (else its queue is full)."""
 
+    def _bind(self, ctx: zmq.asyncio.Context, address: str, max_msg: int,
+              peers_only: bool) -> zmq.asyncio.Socket:
+        sock = ctx.socket(zmq.ROUTER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.RCVHWM, RECV_HWM), (zmq.SNDHWM, CLIENT_HWM),
+                           (zmq.MAXMSGSIZE, max_msg), (zmq.ROUTER_MANDATORY, 1)):
+            sock.setsockopt(opt, value)
+        self._security.serve(sock, peers_only=peers_only)
+        try:
+            sock.bind(bind_endpoint(address))
+        except zmq.ZMQError:
+            sock.close(0)
+            raise
+        return sock
+
     def set_peers(self, peers: dict[int, str]) -> None:
         """Keep one DEALER to each of ``peers`` (id -> ``HOST:PORT``): connect the new ones,
         close those no longer listed or whose address changed (their queued frames are dropped;
@@ -81,23 +118,46 @@ class NodeTransport:
             for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, PEER_HWM), (zmq.IMMEDIATE, 1),
                                (zmq.RECONNECT_IVL, 20), (zmq.RECONNECT_IVL_MAX, 200)):
                 sock.setsockopt(opt, value)
-            sock.connect(connect_endpoint(security().connect(sock, address)))
+            # The node's key is the one trusted for its client address; its peer port is where
+            # the frames go.
+            security().connect(sock, client_address(address))
+            sock.connect(connect_endpoint(peer_address(address)))
             self._peer_async[peer] = (address, sock)
             self._peers[peer] = zmq.Socket.shadow(sock.underlying)
 
-    async def receive(self) -> list[bytes]:
-        """Wait for the next message on the ROUTER (``[identity, ...]``)."""
+    async def receive(self) -> list[bytes] | None:
+        """Wait for the next message on the client ROUTER (``[identity, ...]``); with a peer
+        port, wait until either ROUTER has input and return None (``drain`` takes it)."""
+        if self._poller is not None:
+            await self._poller.poll()
+            return None
         if self.secure:
             return self._note(await self.router.recv_multipart(copy=False))
         return await self.router.recv_multipart()
 
     def drain(self, limit: int) -> list[list[bytes]]:
-        """Receive up to ``limit`` waiting messages without blocking (each ``[identity, ...]``)."""
+        """Receive up to ``limit`` waiting messages without blocking (each ``[identity, ...]``):
+        the peer port's first (their identities marked ``PEER_MARK``), then the clients'."""
         out: list[list[bytes]] = []
+        if self.secure and len(self._senders) > MAX_SENDERS:
+            self._senders.clear()  # refilled by the next message of each connection
+        if self._peer_router is not None:
+            recv_peer = self._peer_router.recv_multipart
+            sender = self._security.sender if self.secure else None
+            try:
+                while len(out) < limit:
+                    if sender is None:
+                        frames = recv_peer(zmq.NOBLOCK)
+                    else:  # known by key, so that a revoked member's connection is cut
+                        parts = recv_peer(zmq.NOBLOCK, copy=False)
+                        sender(parts[-1])
+                        frames = [part.bytes for part in parts]
+                    frames[0] = PEER_MARK + frames[0]
+                    out.append(frames)
+            except zmq.Again:
+                pass
         try:
             if self.secure:
-                if len(self._senders) > MAX_SENDERS:
-                    self._senders.clear()  # refilled by the next message of each connection
                 while len(out) < limit:
                     out.append(self._note(self._router.recv_multipart(zmq.NOBLOCK, copy=False)))
             else:
@@ -125,6 +185,8 @@ class NodeTransport:
         checks this after sending and drains at once.
         """
         events: int = self._router.get(zmq.EVENTS)  # type: ignore[assignment]  # an int option
+        if self._peer_router is not None:
+            events |= int(self._peer_router.get(zmq.EVENTS))
         return bool(events & zmq.POLLIN)
 
     def send_peer(self, peer: int, data: bytes) -> None:
@@ -183,6 +245,8 @@ class NodeTransport:
         self._peer_async.clear()
         self._peers.clear()
         self.router.close(0)
+        if self.peer_router is not None:
+            self.peer_router.close(0)
 
 
 def zmq_transport(node_id: int, cluster: dict[int, str]) -> NodeTransport:
