@@ -167,32 +167,36 @@ class Security:
         """Secure a server socket (before bind): CURVE with this process's key, only the
         allowed keys admitted (``peers_only``: only ns-peer keys, a node's peer port), and
         the handshakes refused before the ZAP handler is asked counted (handshakes.py). In
-        insecure mode: nothing, after one loud warning."""
+        insecure mode: no CURVE, after one loud warning. Either way the socket's connections
+        are bounded (``handshakes.max_connections``)."""
         if self.keys is None:
             self._warn_insecure()
-            return
-        secure_server(sock, self.keys.own, PEER_DOMAIN if peers_only else DOMAIN)
+        else:
+            secure_server(sock, self.keys.own, PEER_DOMAIN if peers_only else DOMAIN)
         underlying = sock.context.underlying
         with self._lock:
-            handler = self._handlers.get(underlying)
-            if handler is None or not handler.serving:
+            watch = self._watches.get(underlying)
+            if watch is None or not watch.serving:
                 # None yet for this context, or the one there served a context since
                 # terminated, whose address this new context reuses.
-                if handler is not None:
-                    self._retire(handler, self._watches.pop(underlying))
-                self._handlers[underlying] = ZapHandler(_context_of(sock), self._allowed,
-                                                        self._refusals, self._peers).start()
+                if watch is not None:
+                    self._retire(self._watches.pop(underlying),
+                                 self._handlers.pop(underlying, None))
                 # Its connections' ends too: a descriptor that closed is forgotten, so that a
                 # revocation never cuts the connection that reused its number.
                 self._watches[underlying] = HandshakeWatch(_context_of(sock),
                                                            self._forget).start()
+                if self.keys is not None:
+                    self._handlers[underlying] = ZapHandler(
+                        _context_of(sock), self._allowed, self._refusals, self._peers).start()
             watch = self._watches[underlying]
         watch.watch(sock)
 
-    def _retire(self, handler: ZapHandler, watch: HandshakeWatch) -> None:
-        """Close the handlers of a terminated context, keeping their counts (lock held)."""
+    def _retire(self, watch: HandshakeWatch, handler: ZapHandler | None) -> None:
+        """Close the watch and handler of a terminated context, keeping their counts (lock
+        held)."""
         watch.close()
-        for counted in (handler.counters, watch.counters):
+        for counted in (watch.counters, handler.counters if handler is not None else {}):
             for name, value in counted.items():
                 self._retired[name] = self._retired.get(name, 0) + value
 
@@ -234,7 +238,8 @@ class Security:
     def status(self) -> dict:
         """For a process's status: ``{"mode": "curve"|"insecure", "key": ..., counters}``."""
         if self.keys is None:
-            return {"mode": "insecure"}
+            return {"mode": "insecure",
+                    "connections_refused": self.counters().get("connections_refused", 0)}
         return {"mode": "curve", "key": self.keys.own.public.decode(),
                 "identity": self.keys.own.name, "rules": len(self.rules.stored),
                 "revoked": len(self.rules.revoked), "cut_connections": self.cut_connections,

@@ -1,5 +1,5 @@
-"""Handshakes a CURVE server refuses before its ZAP handler is asked: counted from the monitors
-of the server sockets.
+"""Handshakes a CURVE server refuses before its ZAP handler is asked, and connections beyond a
+listening socket's limit: both seen through the monitors of the server sockets.
 
 Two kinds of stranger never reach the ZAP handler (zap.py), so its counters cannot see them:
 
@@ -19,12 +19,23 @@ counted in one of ``handshake_refused_mechanism`` and ``handshake_failed_other``
 the ZAP handler (``HANDSHAKE_FAILED_AUTH``) is the handler's to count. Each kind is logged the
 first time on each endpoint, then every 1,000th time: a monitor event names the endpoint the
 server listens on, not the peer, so a flood of strangers costs no log volume.
+
+**Connections per listening socket** (keys or not): each watched socket admits at most
+``max_connections`` open connections (``FABRIC_MAX_CONNECTIONS``; default half the process's
+descriptor limit, at most 10,000). A connection accepted beyond is shut down at once (the peer
+sees it close, and reconnects later), counted in ``connections_refused`` and logged the first
+time on each endpoint, then every 1,000th time: a flood of idle connections cannot use up the
+process's descriptors or memory, and a socket's own budget keeps another one (the control
+socket) reachable.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
+import resource
+import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -33,22 +44,49 @@ import zmq
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COUNTERS", "EVENTS", "HandshakeWatch", "parse_event", "refusal"]
+__all__ = ["COUNTERS", "EVENTS", "HandshakeWatch", "max_connections", "parse_event",
+           "refusal"]
 
 REFUSED_MECHANISM = "handshake_refused_mechanism"
 REFUSED_CRYPTO = "handshake_refused_crypto"
 FAILED_OTHER = "handshake_failed_other"
-COUNTERS = (REFUSED_MECHANISM, REFUSED_CRYPTO, FAILED_OTHER)
+CONNECTIONS_REFUSED = "connections_refused"
+COUNTERS = (REFUSED_MECHANISM, REFUSED_CRYPTO, FAILED_OTHER, CONNECTIONS_REFUSED)
 EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-          | zmq.EVENT_DISCONNECTED | zmq.EVENT_MONITOR_STOPPED)
-"""What a watched socket reports: its failed handshakes, its connections' ends (for
-``on_disconnected``), and the end of its monitor."""
+          | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_MONITOR_STOPPED)
+"""What a watched socket reports: its failed handshakes, its connections' starts and ends, and
+the end of its monitor."""
+ENV = "FABRIC_MAX_CONNECTIONS"
+MAX_DEFAULT = 10_000
 _WHY = {REFUSED_MECHANISM: "the peer has no keys (it speaks another mechanism than CURVE)",
         REFUSED_CRYPTO: "the peer's CURVE handshake does not decrypt (it expects another "
                         "server key here)",
-        FAILED_OTHER: "a handshake failed (malformed, cut short or timed out)"}
+        FAILED_OTHER: "a handshake failed (malformed, cut short or timed out)",
+        CONNECTIONS_REFUSED: "a connection beyond the socket's limit (FABRIC_MAX_CONNECTIONS) "
+                             "was shut down"}
 _EVENT = struct.Struct("=HI")
 _ids = itertools.count(1)
+
+
+def max_connections() -> int:
+    """Open connections one listening socket admits: ``FABRIC_MAX_CONNECTIONS``, else half
+    the process's descriptor limit, at most ``MAX_DEFAULT`` (and at least 16)."""
+    given = os.environ.get(ENV, "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_DEFAULT
+    return max(16, min(MAX_DEFAULT, soft // 2))
+
+
+def _shut(fd: int) -> None:
+    """End the connection on ``fd`` (libzmq, which owns the descriptor, then closes it)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def parse_event(frames: list[bytes]) -> tuple[int, int, str] | None:
@@ -78,9 +116,14 @@ class HandshakeWatch:
     ``on_disconnected(fd)`` is told, in the watch's thread, of every connection that ended."""
 
     def __init__(self, ctx: zmq.Context,
-                 on_disconnected: Callable[[int], None] | None = None) -> None:
+                 on_disconnected: Callable[[int], None] | None = None,
+                 limit: int | None = None) -> None:
         self._ctx = ctx
         self._on_disconnected = on_disconnected
+        self.limit = limit if limit is not None else max_connections()
+        """Open connections each watched socket admits."""
+        self._open: dict[zmq.Socket, set[int]] = {}  # a monitor -> its socket's connections
+        self._ended = threading.Event()
         self._new: queue.SimpleQueue[zmq.Socket] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,10 +164,16 @@ class HandshakeWatch:
         except zmq.ContextTerminated:
             pass
         finally:
+            self._ended.set()
             while not self._new.empty():
                 watched.add(self._new.get())
             for events in watched:
                 events.close(0)
+
+    @property
+    def serving(self) -> bool:
+        """Whether the watch still reads its monitors (not after its context ended)."""
+        return self._thread is not None and not self._ended.is_set()
 
     def _read(self, events: zmq.Socket) -> bool:
         """Count what one monitor reported; False once its socket is closed."""
@@ -137,8 +186,19 @@ class HandshakeWatch:
             return True
         event, value, endpoint = parsed
         if event == zmq.EVENT_MONITOR_STOPPED:
+            self._open.pop(events, None)
             return False
+        open_fds = self._open.setdefault(events, set())
+        if event == zmq.EVENT_ACCEPTED:
+            if len(open_fds) >= self.limit:
+                _shut(value)
+                self.counters[CONNECTIONS_REFUSED] += 1
+                self._log(CONNECTIONS_REFUSED, endpoint)
+            else:
+                open_fds.add(value)
+            return True
         if event == zmq.EVENT_DISCONNECTED:
+            open_fds.discard(value)
             if self._on_disconnected is not None:
                 self._on_disconnected(value)
             return True
@@ -154,6 +214,10 @@ class HandshakeWatch:
             return
         self._logged.add((endpoint, counter))
         level = logging.INFO if counter == FAILED_OTHER else logging.WARNING
+        if counter == CONNECTIONS_REFUSED:
+            log.warning("refused a connection on %s (%d so far): %s (%d open)", endpoint,
+                        self.counters[counter], _WHY[counter], self.limit)
+            return
         log.log(level, "refused a connection on %s (%d so far): %s", endpoint,
                 self.counters[counter], _WHY[counter])
 

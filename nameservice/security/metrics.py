@@ -26,6 +26,8 @@ SECURITY_METRICS: tuple[Metric, ...] = (
     Metric("fabric_security_revoked_keys", _G, "Keys revoked in the name service."),
     Metric("fabric_security_cut_connections_total", _C, "Open connections cut because their "
                                                         "key was revoked."),
+    Metric("fabric_security_connections_refused_total", _C, "Connections shut down because "
+           "their listening socket had its limit open (FABRIC_MAX_CONNECTIONS), keys or not."),
 )
 
 
@@ -42,6 +44,8 @@ def security_samples(found: Security | None = None) -> Iterator[Sample]:
     yield "fabric_security_rules", (), len(sec.rules.stored)
     yield "fabric_security_revoked_keys", (), len(sec.rules.revoked)
     yield "fabric_security_cut_connections_total", (), sec.cut_connections
+    yield ("fabric_security_connections_refused_total", (),
+           counters.get("connections_refused", 0))
 
 
 class SecurityCollector(TableCollector):

@@ -169,7 +169,8 @@ async def test_the_control_server_answers_status_drain_and_bad_requests():
     server = ControlServer(lambda: {"kind": "test"}, drain).start()
     try:
         status = {"kind": "test", "control_bad_requests": 0,
-                  "security": {"mode": "insecure", "control_forbidden_requests": 0}}
+                  "security": {"mode": "insecure", "connections_refused": 0,
+                               "control_forbidden_requests": 0}}
         assert await control_request(server.endpoint, "status", 5) == status
         first = asyncio.ensure_future(control_request(server.endpoint, "drain", 5,
                                                       drain_timeout=3))
