@@ -129,6 +129,9 @@ class HandshakeWatch:
         self._thread: threading.Thread | None = None
         self._logged: set[tuple[str, str]] = set()
         self.counters = dict.fromkeys(COUNTERS, 0)
+        # The thread sleeps in poll until a monitor or this says something: an idle process
+        # (or a test process holding many contexts) pays nothing for its watches.
+        self._wake_address = f"inproc://fabric.handshakes.wake.{next(_ids)}"
 
     def watch(self, sock: zmq.Socket) -> None:
         """Count the failed handshakes of server socket ``sock`` from now on (call it from the
@@ -139,6 +142,21 @@ class HandshakeWatch:
         events.linger = 0
         events.connect(address)
         self._new.put(events)  # handed to the watch's thread (the queue is the memory barrier)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make the watch's thread look at its queue and stop flag now."""
+        try:
+            kick = self._ctx.socket(zmq.PUSH)
+        except zmq.ZMQError:  # the context ended: so did the thread
+            return
+        kick.linger = 100
+        kick.connect(self._wake_address)
+        try:
+            kick.send(b"", zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        kick.close()
 
     def start(self) -> HandshakeWatch:
         """Read the monitors in a background thread."""
@@ -149,13 +167,21 @@ class HandshakeWatch:
     def _serve(self) -> None:
         poller = zmq.Poller()
         watched: set[zmq.Socket] = set()
+        wake = self._ctx.socket(zmq.PULL)
+        wake.linger = 0
         try:
+            wake.bind(self._wake_address)
+            poller.register(wake, zmq.POLLIN)
             while not self._stop.is_set():
                 while not self._new.empty():
                     events = self._new.get()
                     watched.add(events)
                     poller.register(events, zmq.POLLIN)
-                for events, _ in poller.poll(100):
+                for events, _ in poller.poll():
+                    if events is wake:
+                        while wake.poll(0):
+                            wake.recv()
+                        continue
                     if self._read(events):
                         continue
                     poller.unregister(events)
@@ -165,6 +191,7 @@ class HandshakeWatch:
             pass
         finally:
             self._ended.set()
+            wake.close(0)
             while not self._new.empty():
                 watched.add(self._new.get())
             for events in watched:
@@ -224,6 +251,7 @@ class HandshakeWatch:
     def close(self) -> None:
         """Stop counting (the watched sockets keep serving)."""
         self._stop.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
