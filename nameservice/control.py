@@ -35,6 +35,7 @@ import zmq.asyncio
 
 from nameservice.errors import ConfigError, ControlError
 from nameservice.security.context import current as security
+from nameservice.security.handshakes import HANDSHAKE_FAILED, handshake_failure, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,18 @@ class ControlServer(_BadRequests):
             self._own_ctx = None
 
 
+async def _refused(monitor: zmq.asyncio.Socket, keyed: bool) -> str:
+    """Wait until the monitor of a request's socket says why its handshake definitely failed
+    (a keyless client's handshake cut short says nothing sure: it retries)."""
+    while True:
+        frames = await monitor.recv_multipart()
+        parsed = parse_event(frames)
+        if parsed is not None:
+            why = handshake_failure(parsed[0], parsed[1], keyed, who="process")
+            if why:
+                return why
+
+
 async def control_request(endpoint: str, command: str, timeout: float = 10.0, *,
                           drain_timeout: float | None = None) -> dict:
     """Send ``command`` to the control socket at ``endpoint`` and return its result dict.
@@ -319,17 +332,31 @@ async def control_request(endpoint: str, command: str, timeout: float = 10.0, *,
     ctx = zmq.asyncio.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    monitor = sock.get_monitor_socket(HANDSHAKE_FAILED)
+    keyed = security().secure
     try:
         try:
             sock.connect(security().connect(sock, endpoint))
         except (zmq.ZMQError, ConfigError) as exc:
             raise ControlError(f"cannot connect to {endpoint}: {exc}") from None
         await sock.send(encode_request(command, **fields))
+        answer = asyncio.ensure_future(sock.recv())
+        refused = asyncio.ensure_future(_refused(monitor, keyed))
         try:
-            frame = await asyncio.wait_for(sock.recv(), timeout)
-        except asyncio.TimeoutError:
-            raise ControlError(f"no answer from {endpoint} within {timeout:g} s") from None
+            done, _ = await asyncio.wait({answer, refused}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (answer, refused):
+                task.cancel()
+        if answer in done:
+            frame = answer.result()
+        elif refused in done:
+            raise ControlError(f"{endpoint} refused: {refused.result()}")
+        else:
+            raise ControlError(f"no answer from {endpoint} within {timeout:g} s")
     finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
         sock.close(linger=0)
     try:
         reply = json.loads(frame)

@@ -44,6 +44,7 @@ from nameservice.errors import (
     Unavailable,
 )
 from nameservice.security.context import current as security
+from nameservice.security.handshakes import HANDSHAKE_FAILED, handshake_failure
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +52,8 @@ RETRY_DELAY_S = 0.005
 TIMER_S = 0.005
 SCAN_EVERY = 10  # timer ticks between scans of every pending call for timeouts
 _EVENT = struct.Struct("=HI")
-_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-                   | _HANDSHAKE_FAILED)
-
-
-def handshake_failure(event: int, value: int, keyed: bool = True) -> str:
-    """Why a handshake failed (a monitor event and its value), for the caller's error; empty
-    when the failure says nothing for sure: a keyless client's handshake cut short is a secured
-    node that saw the mechanism mismatch first and hung up before the client read its
-    greeting (which side sees it first is a race; the next attempt tells)."""
-    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return "the node refused this process's key"
-    if (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
-        return ("the node uses another security mechanism (one side has keys, the other not: "
-                "--keys / FABRIC_KEYS)")
-    if not keyed and event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-        return ""
-    return "the handshake failed (is the node's key the one trusted for its address?)"
+                   | HANDSHAKE_FAILED)
 
 
 class _Call:
@@ -411,7 +394,7 @@ class Channel:
             if len(frames) != 2 or len(frames[0]) != _EVENT.size:
                 continue
             event, value = _EVENT.unpack(frames[0])
-            if event & _HANDSHAKE_FAILED:
+            if event & HANDSHAKE_FAILED:
                 keyed = link.raw.getsockopt(zmq.MECHANISM) == zmq.CURVE
                 link.refused = handshake_failure(event, value, keyed) or link.refused
                 if self.refused():

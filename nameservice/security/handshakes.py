@@ -44,8 +44,8 @@ import zmq
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COUNTERS", "EVENTS", "HandshakeWatch", "max_connections", "parse_event",
-           "refusal"]
+__all__ = ["COUNTERS", "EVENTS", "HANDSHAKE_FAILED", "HandshakeWatch", "handshake_failure",
+           "max_connections", "parse_event", "refusal"]
 
 REFUSED_MECHANISM = "handshake_refused_mechanism"
 REFUSED_CRYPTO = "handshake_refused_crypto"
@@ -87,6 +87,27 @@ def _shut(fd: int) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+"""A client socket's monitor events that say its handshake failed."""
+
+
+def handshake_failure(event: int, value: int, keyed: bool = True, who: str = "node") -> str:
+    """Why a handshake failed (a monitor event and its value), for the caller's error; empty
+    when the failure says nothing for sure: a keyless client's handshake cut short is a secured
+    node that saw the mechanism mismatch first and hung up before the client read its
+    greeting (which side sees it first is a race; the next attempt tells)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return f"the {who} refused this process's key"
+    if (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+        return (f"the {who} uses another security mechanism (one side has keys, the other "
+                f"not: --keys / FABRIC_KEYS)")
+    if not keyed and event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return ""
+    return f"the handshake failed (is the {who}'s key the one trusted for its address?)"
 
 
 def parse_event(frames: list[bytes]) -> tuple[int, int, str] | None:

@@ -8,10 +8,10 @@ import struct
 import pytest
 import zmq
 
-from nameservice.client.channel import handshake_failure
 from nameservice.security.context import Security
 from nameservice.security.handshakes import (
     COUNTERS,
+    handshake_failure,
     parse_event,
     refusal,
 )
