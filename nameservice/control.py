@@ -111,6 +111,10 @@ class _BadRequests:
         self.forbidden_requests = 0
         self._security = security()
 
+    def security_status(self) -> dict:
+        """The process's security status, with this socket's refused drains."""
+        return {**self._security.status(), "control_forbidden_requests": self.forbidden_requests}
+
     def _checked(self, raw: list) -> tuple[bytes, Request | str]:
         """A received message's sender identity and its request, or why it is refused: the
         reason it is malformed, or, with keys, a drain from a key that is not an admin's."""
@@ -267,8 +271,7 @@ class ControlServer(_BadRequests):
                 try:
                     status = self._status()
                     status["control_bad_requests"] = self.bad_requests
-                    status["security"] = {**security().status(),
-                                          "control_forbidden_requests": self.forbidden_requests}
+                    status["security"] = self.security_status()
                     await self._reply(identity, status)
                 except Exception as exc:  # a status bug must not kill the control socket
                     log.exception("status failed")

@@ -101,7 +101,7 @@ def keys_allow(identity: str, key: str, role: str | None, produce: tuple[str, ..
     from fabric.cli.nsclient import run
     from nameservice.errors import ConfigError
     from nameservice.security.keys import check_name
-    from nameservice.security.rules import Rule, encode_rule, revoked_key, rule_key
+    from nameservice.security.rules import Rule, encode_rule, revoked_key, rule_fields, rule_key
 
     public = _public_key(key)
     try:
@@ -114,7 +114,7 @@ def keys_allow(identity: str, key: str, role: str | None, produce: tuple[str, ..
                                   "read": read, "write": write, "address": address}
         chosen = role
         if chosen is None:
-            sibling = next((r for r in await _rules(client) if r.identity == identity), None)
+            sibling = next((r for r in (await _stored(client))[0] if r.identity == identity), None)
             if sibling is None:
                 raise ConfigError(f"{identity} has no key yet: give its --role")
             chosen = sibling.role
@@ -127,7 +127,7 @@ def keys_allow(identity: str, key: str, role: str | None, produce: tuple[str, ..
 
     rule = run(ns, timeout, action)
     if as_json:
-        click.echo(json.dumps(_as_dict(rule)))
+        click.echo(json.dumps(rule_fields(rule)))
     else:
         click.echo(f"allowed {rule.key.decode()} as {rule.identity} ({rule.role})", err=True)
 
@@ -143,7 +143,7 @@ def keys_revoke(what: str, ns: str | None, as_json: bool, timeout: float) -> Non
     from nameservice.security.rules import encode_rule, revoked_key, rule_key
 
     async def action(client: Any) -> list[bytes]:
-        rules = await _rules(client)
+        rules = (await _stored(client))[0]
         if len(what) == 40 or os.path.exists(what):
             keys = [_public_key(what)]
         else:
@@ -172,16 +172,15 @@ def keys_list(ns: str | None, as_json: bool, timeout: float) -> None:
     """The keys the cluster allows (beyond each process's bootstrap files), and those revoked:
     one line each, IDENTITY ROLE KEY RIGHTS (--json: one object)."""
     from fabric.cli.nsclient import run
-    from nameservice.security.follow import ROOT, rules_from
+    from nameservice.security.rules import rule_fields
 
     async def action(client: Any) -> tuple[list, list]:
-        kvs = await client.range(ROOT)
-        stored, revoked, _bad = rules_from({kv.key: kv.value for kv in kvs})
-        return sorted(stored.values(), key=lambda r: (r.identity, r.key)), sorted(revoked)
+        stored, revoked = await _stored(client)
+        return sorted(stored, key=lambda r: (r.identity, r.key)), sorted(revoked)
 
     rules, revoked = run(ns, timeout, action)
     if as_json:
-        click.echo(json.dumps({"allowed": [_as_dict(r) for r in rules],
+        click.echo(json.dumps({"allowed": [rule_fields(r) for r in rules],
                                "revoked": [k.decode() for k in revoked]}))
         return
     for rule in rules:
@@ -193,15 +192,9 @@ def keys_list(ns: str | None, as_json: bool, timeout: float) -> None:
         click.echo(f"- revoked {public.decode()}")
 
 
-async def _rules(client: Any) -> list:
+async def _stored(client: Any) -> tuple[list, frozenset[bytes]]:
+    """The rules the name service holds, and the keys revoked."""
     from nameservice.security.follow import ROOT, rules_from
 
-    stored, _revoked, _bad = rules_from({kv.key: kv.value for kv in await client.range(ROOT)})
-    return list(stored.values())
-
-
-def _as_dict(rule: Any) -> dict:
-    return {"identity": rule.identity, "key": rule.key.decode(), "role": rule.role,
-            "produce": list(rule.produce), "consume": list(rule.consume),
-            "serve": list(rule.serve), "read": list(rule.read), "write": list(rule.write),
-            "address": rule.address}
+    stored, revoked, _bad = rules_from({kv.key: kv.value for kv in await client.range(ROOT)})
+    return list(stored.values()), revoked

@@ -41,20 +41,25 @@ import zmq
 from fabric import protocol as p
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover
 from fabric.errors import DecodeError
+from fabric.intermediary.admission import Admission
 from fabric.intermediary.batchqueue import BatchQueue
 from fabric.intermediary.claims import Answer, ClaimRounds
-from fabric.intermediary.peers import IntermediaryStats, Peer, drain_leftovers, peers_summary
+from fabric.intermediary.peers import (
+    CONSUMER_PREFIX,
+    PRODUCER_PREFIX,
+    IntermediaryStats,
+    Peer,
+    drain_leftovers,
+    peers_summary,
+)
 from fabric.intermediary.router import REBIND_PATIENCE, bind_router
 from fabric.intermediary.stall import OffCpuClock
 from fabric.timing import Timing
 from nameservice.control import ControlSocket
 from nameservice.security.context import current as security
-from nameservice.security.rules import Rule
 
 log = logging.getLogger(__name__)
 
-PRODUCER_PREFIX = b"P"
-CONSUMER_PREFIX = b"C"
 MAX_DEAD_PRODUCERS = 10_000  # records of silent producers kept in case they come back
 DRAIN_LINGER_MS = 1000  # after a drain, time given to the last acks to leave the socket
 READ_CHECK_EVERY = 256  # frames handled between looks at the clock while reading a backlog
@@ -82,7 +87,7 @@ class Intermediary:
         self.endpoint = ""
         self._bound = ""  # the endpoint as bound (without the key)
         self._security = security()
-        self._refused_logged: set[tuple[str, bytes]] = set()
+        self._admission = Admission(channel, self._security, self.stats)
         self._peers: dict[bytes, Peer] = {}
         self._queue = BatchQueue(max_queue_bytes)
         self._rounds = ClaimRounds()
@@ -109,7 +114,7 @@ class Intermediary:
         a process with keys: what producers and consumers connect to)."""
         self._sock = bind_router(self._ctx, self._bound or self._want)
         self._bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.endpoint = security().advertise(self._bound)
+        self.endpoint = self._security.advertise(self._bound)
         return self.endpoint
 
     def serve(self) -> None:
@@ -203,10 +208,7 @@ class Intermediary:
             if request.command == "status":
                 control.reply(identity, {**self.status(),
                                          "control_bad_requests": control.bad_requests,
-                                         "security": {
-                                             **security().status(),
-                                             "control_forbidden_requests":
-                                                 control.forbidden_requests}})
+                                         "security": control.security_status()})
             else:
                 self._drain_waiters.append(identity)
                 self.request_drain(request.timeout)
@@ -281,7 +283,7 @@ class Intermediary:
                     if secure:
                         parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         frames = [part.bytes for part in parts]
-                        if not self._may_send(frames[0], self._security.sender(parts[-1])):
+                        if not self._admission.admits(frames[0], parts[-1]):
                             continue
                     else:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -293,26 +295,6 @@ class Intermediary:
                 break
         if self._behind_since is None:
             self._behind_since = now
-
-    def _may_send(self, rid: bytes, rule: Rule | None) -> bool:
-        """Whether the key behind a frame may send it here: producers need the produce right
-        on this channel, consumers the consume right (anything else needs an allowed key)."""
-        if rule is not None:
-            if rid[:1] == PRODUCER_PREFIX:
-                allowed = rule.may_channel("produce", self.channel)
-            elif rid[:1] == CONSUMER_PREFIX:
-                allowed = rule.may_channel("consume", self.channel)
-            else:
-                allowed = True
-            if allowed:
-                return True
-        self.stats.forbidden_frames += 1
-        who = f"{rule.identity} ({rule.key.decode()})" if rule is not None else "an unknown key"
-        if (who, rid[:1]) not in self._refused_logged and len(self._refused_logged) < 1000:
-            self._refused_logged.add((who, rid[:1]))
-            log.warning("refused frames from %s: no right to %s on channel %s", who,
-                        "produce" if rid[:1] == PRODUCER_PREFIX else "consume", self.channel)
-        return False
 
     def _rebind(self) -> None:
         """Close and rebind the socket: every peer sees a new process and starts afresh."""

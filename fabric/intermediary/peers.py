@@ -13,6 +13,11 @@ from fabric.intermediary.batchqueue import BatchQueue
 
 log = logging.getLogger(__name__)
 
+PRODUCER_PREFIX = b"P"
+"""The first byte of a producer's routing id (then its peer id)."""
+CONSUMER_PREFIX = b"C"
+"""The first byte of a consumer's routing id."""
+
 
 @dataclass(slots=True)
 class Peer:

@@ -32,7 +32,7 @@ import threading
 import zmq
 
 from nameservice.errors import ConfigError
-from nameservice.security.handshakes import HandshakeWatch
+from nameservice.security.handshakes import HandshakeWatch, shut_down
 from nameservice.security.keys import Keys, load_keys
 from nameservice.security.rules import Rule, Rules
 from nameservice.security.sockets import secure_client, secure_server
@@ -84,8 +84,6 @@ class Security:
         self._retired: dict[str, int] = {}  # the counters of the handlers of ended contexts
         self._refusals = RefusalLog()  # a refused peer is logged once, whichever socket
         self.rules = Rules(bootstrap=self._bootstrap())
-        self._allowed = self.rules.allowed()
-        self._peers = self.rules.peers()
         self._warned = False
         self._conns: dict[int, tuple[bytes, object]] = {}  # fd -> (user id, peer address)
         self.cut_connections = 0
@@ -108,18 +106,20 @@ class Security:
                           address=nodes.get(key, ""))
                 for name, key in named.items()}
 
-    def set_rules(self, stored: dict[bytes, Rule], revoked: frozenset[bytes]) -> list[bytes]:
-        """The rules in the name service are now these: admit exactly the keys they and the
-        bootstrap allow, and cut the open connections of the keys no longer allowed (which
-        are returned)."""
+    def set_rules(self, stored: dict[bytes, Rule], revoked: frozenset[bytes],
+                  bad: int = 0) -> list[bytes]:
+        """The rules in the name service are now these (``bad``: entries that were not
+        rules): admit exactly the keys they and the bootstrap allow, and cut the open
+        connections of the keys no longer allowed (which are returned)."""
         with self._lock:
-            before, before_peers = set(self._allowed), set(self._peers)
-            self.rules = Rules(self.rules.bootstrap, dict(stored), revoked)
-            self._allowed = self.rules.allowed()
-            self._peers = self.rules.peers()
+            old = self.rules
+            self.rules = new = Rules(old.bootstrap, dict(stored), revoked)
+            self.bad_rules = bad
+            allowed, peers = new.allowed(), new.peers()
             for handler in self._handlers.values():
-                handler.allow(self._allowed, self._peers)
-        gone = sorted((before - set(self._allowed)) | (before_peers - set(self._peers)))
+                handler.allow(allowed, peers)
+        gone = sorted((old.allowed().keys() - allowed.keys())
+                      | (old.peers().keys() - peers.keys()))
         if gone:
             self.cut({key.decode() for key in gone})
         return gone
@@ -150,13 +150,8 @@ class Security:
             if user.decode() not in users:
                 continue
             del self._conns[fd]
-            if peer is not None and _peer(fd) == peer:  # the descriptor was not reused
-                try:
-                    with socket.socket(fileno=os.dup(fd)) as sock:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    cut += 1
-                except OSError:
-                    pass
+            if peer is not None and _peer(fd) == peer and shut_down(fd):  # fd not reused
+                cut += 1
         self.cut_connections += cut
         if cut:
             log.warning("cut %d connection(s) of revoked key(s) %s", cut,
@@ -188,7 +183,8 @@ class Security:
                                                            self._forget).start()
                 if self.keys is not None:
                     self._handlers[underlying] = ZapHandler(
-                        _context_of(sock), self._allowed, self._refusals, self._peers).start()
+                        _context_of(sock), self.rules.allowed(), self._refusals,
+                        self.rules.peers()).start()
             watch = self._watches[underlying]
         watch.watch(sock)
 

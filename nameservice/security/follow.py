@@ -88,6 +88,4 @@ def _change(values: dict[bytes, bytes], event: Any) -> None:
 
 
 def _apply(security: Security, values: dict[bytes, bytes]) -> None:
-    stored, revoked, bad = rules_from(values)
-    security.bad_rules = bad
-    security.set_rules(stored, revoked)
+    security.set_rules(*rules_from(values))

@@ -45,7 +45,7 @@ import zmq
 log = logging.getLogger(__name__)
 
 __all__ = ["COUNTERS", "EVENTS", "HANDSHAKE_FAILED", "HandshakeWatch", "handshake_failure",
-           "max_connections", "parse_event", "refusal"]
+           "max_connections", "parse_event", "refusal", "shut_down"]
 
 REFUSED_MECHANISM = "handshake_refused_mechanism"
 REFUSED_CRYPTO = "handshake_refused_crypto"
@@ -80,13 +80,15 @@ def max_connections() -> int:
     return max(16, min(MAX_DEFAULT, soft // 2))
 
 
-def _shut(fd: int) -> None:
-    """End the connection on ``fd`` (libzmq, which owns the descriptor, then closes it)."""
+def shut_down(fd: int) -> bool:
+    """End the connection on ``fd`` (libzmq, which owns the descriptor, then closes it);
+    False if it is no connection any more."""
     try:
         with socket.socket(fileno=os.dup(fd)) as sock:
             sock.shutdown(socket.SHUT_RDWR)
+        return True
     except OSError:
-        pass
+        return False
 
 
 HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -239,7 +241,7 @@ class HandshakeWatch:
         open_fds = self._open.setdefault(events, set())
         if event == zmq.EVENT_ACCEPTED:
             if len(open_fds) >= self.limit:
-                _shut(value)
+                shut_down(value)
                 self.counters[CONNECTIONS_REFUSED] += 1
                 self._log(CONNECTIONS_REFUSED, endpoint)
             else:

@@ -34,7 +34,7 @@ from zmq.utils import z85
 from nameservice.errors import ConfigError
 
 __all__ = ["PREFIX", "REVOKED_PREFIX", "ROLES", "Rule", "Rules", "rule_key", "revoked_key",
-           "decode_rule", "encode_rule", "key_of"]
+           "decode_rule", "encode_rule", "key_of", "rule_fields"]
 
 PREFIX = b"security/keys/"
 REVOKED_PREFIX = b"security/revoked/"
@@ -127,13 +127,18 @@ def key_of(stored_key: bytes) -> bytes | None:
     return z85.encode(raw) if len(raw) == 32 else None
 
 
-def encode_rule(rule: Rule) -> bytes:
-    """The stored form of a rule."""
+def rule_fields(rule: Rule) -> dict[str, Any]:
+    """A rule as plain fields (what is stored, and what ``fabric keys list --json`` shows)."""
     fields: dict[str, Any] = {"identity": rule.identity, "key": rule.key.decode(),
                               "role": rule.role, "address": rule.address}
     for name in _LISTS:
         fields[name] = list(getattr(rule, name))
-    return msgpack.packb(fields, use_bin_type=True)
+    return fields
+
+
+def encode_rule(rule: Rule) -> bytes:
+    """The stored form of a rule."""
+    return msgpack.packb(rule_fields(rule), use_bin_type=True)
 
 
 def decode_rule(value: bytes) -> Rule:

@@ -120,7 +120,7 @@ class NodeTransport:
                 sock.setsockopt(opt, value)
             # The node's key is the one trusted for its client address; its peer port is where
             # the frames go.
-            security().connect(sock, client_address(address))
+            self._security.connect(sock, client_address(address))
             sock.connect(connect_endpoint(peer_address(address)))
             self._peer_async[peer] = (address, sock)
             self._peers[peer] = zmq.Socket.shadow(sock.underlying)
