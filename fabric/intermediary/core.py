@@ -102,6 +102,9 @@ class Intermediary:
         self.drain_timeout = drain_timeout
         self._drain_request: float | None = None  # set from a signal handler or thread
         self._draining = False
+        # Every consumer that was here left after asking to leave (DRAIN, then GOODBYE): they
+        # removed this intermediary, so what is queued here goes back to its producers.
+        self._left_by_consumers = False
         self._drain_started = self._drain_deadline = 0.0
         self._drain_waiters: list[bytes] = []  # control clients waiting for the report
         self.drain_report: DrainReport | None = None
@@ -245,8 +248,10 @@ class Intermediary:
 
     def _consumers_left(self) -> bool:
         """False when the queue can never be delivered here: every consumer is leaving, or
-        none is connected while this intermediary drains."""
-        leaving = False
+        none is connected and either this intermediary drains or the last consumers went
+        after asking to leave (they removed it: a tick need not have seen them leaving, as
+        DRAIN and GOODBYE can both arrive between two ticks)."""
+        leaving = self._left_by_consumers
         for peer in self._peers.values():
             if peer.role == p.ROLE_CONSUMER:
                 if not peer.leaving:
@@ -388,6 +393,8 @@ class Intermediary:
                 # before this HELLO is read). Only this consumer can tell: it gets it all back
                 # and drops the copies of what it received, through either connection.
                 self._requeue_inflight(old, back_to=fresh)
+        if hello.role == p.ROLE_CONSUMER:
+            self._left_by_consumers = False
         self._send(rid, p.heartbeat_frame())
         if self._draining and hello.role == p.ROLE_PRODUCER:
             self._tell_draining(self._peers[rid])
@@ -415,6 +422,9 @@ class Intermediary:
             return
         self._requeue_inflight(peer)
         self._leave_rounds(rid)  # a round waiting for its answer will not get it
+        if peer.leaving and not any(other.role == p.ROLE_CONSUMER
+                                    for other in self._peers.values()):
+            self._left_by_consumers = True
         self._dispatch_queue()
 
     def _on_drain_frame(self, rid: bytes, peer: Peer | None) -> None:

@@ -57,3 +57,22 @@ async def heard_beats(port, beats: int = 3, timeout: float = 5.0) -> None:
                 times.append(link.last_heard)
         return all(len(times) > beats for times in heard)
     await async_wait_for(counted, timeout, f"{beats} more heartbeats from the intermediaries")
+
+
+def dealer(rid: bytes, endpoint: str) -> zmq.asyncio.Socket:
+    """A DEALER with routing id ``rid`` connected once to ``endpoint``: a test speaks the
+    protocol through it as a producer (``b"P" + id``) or a consumer (``b"C" + id``)."""
+    sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, rid)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, -1)  # one socket, one connection
+    sock.connect(endpoint)
+    return sock
+
+
+async def next_frame(sock: zmq.asyncio.Socket, *kinds: int, timeout: float = 10) -> p.Frame:
+    """The next frame of one of ``kinds`` on ``sock`` (heartbeats and the rest skipped)."""
+    async def one():
+        raw = await sock.recv()
+        return p.decode(raw) if p.frame_type(raw) in kinds else None
+    return await async_wait_for(one, timeout, f"a frame of type {kinds}", interval=0)

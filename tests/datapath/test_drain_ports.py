@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 
 import pytest
 
 from fabric import InputPort, OutputPort, PortClosed
+from fabric import protocol as p
 from fabric.errors import ControlError
 from fabric.timing import Timing
 from nameservice.control import ControlServer, control_request, parse_request
-from tests.datapath.helpers import running_intermediary
+from tests.datapath.helpers import dealer, next_frame, running_intermediary
 from tests.waiting import async_wait_for
 
 N = 30_000
@@ -205,3 +207,27 @@ async def test_an_intermediary_removed_and_added_back_is_used_again():
             await producer.flush(timeout=10)
         assert set(seen.counts) == set(range(1_000)) and max(seen.counts.values()) == 1
         assert seen.flagged == 0
+
+
+async def test_a_queue_left_by_consumers_that_removed_the_intermediary_goes_back_to_its_producer():
+    # Ticks a second apart: the consumer's DRAIN, the batch and its GOODBYE all arrive between
+    # two of them, so no tick ever sees a consumer leaving; the queue must still go back.
+    slow_ticks = Timing(heartbeat=1, misses=30, tick=1.0, consumer_timeout=60)
+    pid, cid = os.urandom(16), os.urandom(16)
+    async with running_intermediary("left", timing=slow_ticks) as node:
+        producer, consumer = dealer(b"P" + pid, node.endpoint), dealer(b"C" + cid, node.endpoint)
+        try:
+            await producer.send(p.encode(p.Hello(p.ROLE_PRODUCER, pid, 0, "left")))
+            await consumer.send(p.encode(p.Hello(p.ROLE_CONSUMER, cid, 0, "left")))  # no credit
+            await next_frame(producer, p.T_HEARTBEAT)
+            await next_frame(consumer, p.T_HEARTBEAT)  # both introduced
+            await consumer.send(p.drain_frame())
+            await next_frame(consumer, p.T_DRAIN)  # nothing in flight to it: answered at once
+            await producer.send(p.encode(p.Batch(pid, 0, 1, p.encode_payloads([1]))))
+            await consumer.send(p.goodbye_frame())
+            nack = await next_frame(producer, p.T_NACK, timeout=10)
+            assert nack.first_seqs == (0,)
+            assert node.stats.nacked_batches == 1 and node.status()["consumers"] == 0
+        finally:
+            producer.close()
+            consumer.close()

@@ -19,29 +19,12 @@ import zmq.asyncio
 
 from fabric import protocol as p
 from fabric.timing import Timing
-from tests.datapath.helpers import running_intermediary
+from tests.datapath.helpers import dealer, next_frame, running_intermediary
 from tests.waiting import async_wait_for
 
 CHANNEL = "handover"
 # Nobody is declared dead while the test holds a connection silent on purpose.
 PATIENT = Timing(heartbeat=0.1, misses=100, consumer_timeout=60)
-
-
-def dealer(rid: bytes, endpoint: str) -> zmq.asyncio.Socket:
-    sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.ROUTING_ID, rid)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RECONNECT_IVL, -1)  # one socket, one connection
-    sock.connect(endpoint)
-    return sock
-
-
-async def next_frame(sock: zmq.asyncio.Socket, *kinds: int) -> p.Frame:
-    """The next frame of one of ``kinds`` on ``sock`` (heartbeats and the rest skipped)."""
-    async def one():
-        raw = await sock.recv()
-        return p.decode(raw) if p.frame_type(raw) in kinds else None
-    return await async_wait_for(one, 10, f"a frame of type {kinds}", interval=0)
 
 
 async def first_batch(sockets: dict[str, zmq.asyncio.Socket]) -> tuple[str, p.Batch]:

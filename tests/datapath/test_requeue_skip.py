@@ -8,30 +8,11 @@ already had.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 
-import zmq
-import zmq.asyncio
-
 from fabric import protocol as p
-from tests.datapath.helpers import running_intermediary
+from tests.datapath.helpers import dealer, next_frame, running_intermediary
 from tests.waiting import async_wait_for
-
-
-def dealer(rid: bytes, endpoint: str) -> zmq.asyncio.Socket:
-    sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.ROUTING_ID, rid)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    return sock
-
-
-async def next_batch(sock: zmq.asyncio.Socket) -> p.Batch:
-    while True:
-        msg = p.decode(await asyncio.wait_for(sock.recv(), 5))
-        if isinstance(msg, p.Batch):
-            return msg
 
 
 async def test_a_batch_requeued_before_any_acknowledgement_keeps_its_skip():
@@ -48,13 +29,13 @@ async def test_a_batch_requeued_before_any_acknowledgement_keeps_its_skip():
             # Resent after its first consumer died having handled 2 of its 3 messages.
             resent = p.Batch(pid, 0, 3, p.encode_payloads([1, 2, 3]), skip=2, redelivered=True)
             await producer.send(p.encode(resent))
-            assert (await next_batch(first)).skip == 2
+            assert (await next_frame(first, p.T_BATCH, timeout=5)).skip == 2
             # The consumer comes back on a new connection before acknowledging anything: what
             # was in flight on the old one is requeued, and sent to it again.
             first.close()
             second = dealer(b"C" + cid, node.endpoint)
             await second.send(p.encode(p.Hello(p.ROLE_CONSUMER, cid, 100, "skip")))
-            again = await next_batch(second)
+            again = await next_frame(second, p.T_BATCH, timeout=5)
             assert again.redelivered and again.first_seq == 0
             assert again.skip == 2  # the two handled messages are still not delivered
         finally:
