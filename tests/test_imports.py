@@ -49,8 +49,9 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (8, ("fabric.ports",)),
     (8, ("fabric.intermediary",)),
     (9, ("fabric.runtime",)),
-    (10, ("fabric.butterfly",)),
-    (11, ("fabric.cli", "fabric.__main__")),
+    (10, ("fabric.stateful",)),
+    (11, ("fabric.butterfly",)),
+    (12, ("fabric.cli", "fabric.__main__")),
 ]
 PACKAGE_ROOTS = ("fabric", "nameservice")
 

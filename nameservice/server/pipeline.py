@@ -12,7 +12,7 @@
    runs the next step, whose Ready holds everything that arrived meanwhile (group commit); or
    inline on the loop thread ("inline", and "auto" on a follower), the clock paused meanwhile
    (``pause_clock``);
-4. finishing a durable Ready: its messages sent, its snapshot installed (``Applier.restore``),
+4. finishing a durable Ready: its messages sent, its snapshot installed (``EntryApplier.restore``),
    the core advanced, and a snapshot taken if the storage says so.
 
 A Ready that only moves the commit index needs no fsync (``needs_sync``). While a sync or a
@@ -30,19 +30,43 @@ import asyncio
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
-from nameservice.kv import DecodeError as KvDecodeError
-from nameservice.kv import KvStateMachine
+from nameservice.errors import DecodeError
 from nameservice.metrics import Buckets
 from nameservice.raft.core import RaftCore
-from nameservice.raft.types import Ready, Role, Snapshot
-from nameservice.server.apply import Applier
+from nameservice.raft.types import Entry, ReadState, Ready, Role, Snapshot
 from nameservice.storage import RaftStorage
 
-__all__ = ["ReadyPipeline", "SYNC_MODES"]
+__all__ = ["EntryApplier", "ReadyPipeline", "SYNC_MODES", "SnapshottedMachine"]
 
 SYNC_MODES = ("thread", "inline", "auto")
+
+
+class SnapshottedMachine(Protocol):
+    """What the pipeline needs of a state machine: how far it has applied, and its state as
+    bytes (the name service's key-value machine; a stateful component's replica machine)."""
+
+    @property
+    def applied_index(self) -> int:
+        """The index of the last entry applied."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state, as bytes ``restore`` takes back."""
+        ...
+
+
+class EntryApplier(Protocol):
+    """Where committed entries go, and snapshots are installed (``server.apply.Applier``)."""
+
+    def apply(self, entries: Sequence[Entry], read_states: Sequence[ReadState] = ()) -> None:
+        """Apply committed entries (skipping those applied already)."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's (``DecodeError`` if it is damaged)."""
+        ...
 
 
 class ReadyPipeline:
@@ -54,8 +78,8 @@ class ReadyPipeline:
     the logical clock for an inline fsync; ``on_fatal(exc)`` is told of a storage failure.
     """
 
-    def __init__(self, core: RaftCore, storage: RaftStorage, machine: KvStateMachine,
-                 applier: Applier, *, sync_mode: str, send: Callable[[list], None],
+    def __init__(self, core: RaftCore, storage: RaftStorage, machine: SnapshottedMachine,
+                 applier: EntryApplier, *, sync_mode: str, send: Callable[[list], None],
                  flush: Callable[[], None], after_core_step: Callable[[], None],
                  resume: Callable[[], None], pause_clock: Callable[[float], None],
                  on_fatal: Callable[[BaseException], None]) -> None:
@@ -201,7 +225,7 @@ class ReadyPipeline:
         if rd.snapshot is not None:
             try:
                 self._applier.restore(rd.snapshot.data)
-            except KvDecodeError as exc:  # the leader's own snapshot: nothing safe to do
+            except DecodeError as exc:  # the leader's own snapshot: nothing safe to do
                 self._die(exc)
                 return
             self.counters["snapshots_installed"] += 1

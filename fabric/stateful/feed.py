@@ -1,0 +1,204 @@
+"""The leader's feed: input messages into the log, acknowledged once their entry is applied.
+
+Only the leader replica consumes. When this replica becomes leader the feed opens an
+``InputPort`` (``auto_ack=False``) on the component's input channel; every message the port
+delivers is buffered, and once per turn of the event loop the buffer becomes ONE log entry
+(runs of consecutive messages per producer, at most ``max_entry_messages``). When that entry
+is applied, in the term it was proposed in, its messages are acknowledged: the producers
+learn a message is handled only once it is on a quorum's disks and in the state.
+
+When this replica stops leading, the port is closed without acknowledging anything pending:
+the intermediaries give what it held to the next leader (flagged redelivered), and whatever of
+it was committed after all is skipped there as a duplicate. A message is thus applied once
+whatever fails: lost never (unacknowledged until committed), applied twice never (the machine
+remembers each producer's applied numbers).
+
+Bounds: the port's credit (``prefetch`` per intermediary) bounds what waits here, in the buffer
+and in entries not yet applied; while the machine's outbox is full nothing is proposed (the
+buffer waits, the port's credit runs out, the intermediaries hold the rest).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fabric.ports.input import InputPort
+from fabric.ports.received import Message
+from fabric.stateful.group import GroupMember
+from fabric.stateful.machine import ReplicaMachine, encode_input
+from nameservice.raft.types import Entry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LeaderFeed", "OpenPort"]
+
+MAX_ENTRY_MESSAGES = 4096
+RETRY_S = 0.01
+StopFollowing = Callable[[], Awaitable[None]]
+OpenPort = Callable[[Callable[[Message], None]], Awaitable[tuple[InputPort, StopFollowing]]]
+"""``open_port(handler)``: an input port on the component's channel, started and following its
+intermediaries, and how to stop following them (the feed calls it, then closes the port)."""
+
+
+class LeaderFeed:
+    """Feeds the log from the input channel while this replica leads (see module docstring)."""
+
+    def __init__(self, member: GroupMember, machine: ReplicaMachine, open_port: OpenPort, *,
+                 max_entry_messages: int = MAX_ENTRY_MESSAGES) -> None:
+        self._member = member
+        self._machine = machine
+        self._open_port = open_port
+        self.max_entry_messages = max_entry_messages
+        self.port: InputPort | None = None
+        self._stop_following: StopFollowing | None = None
+        self._buffer: list[Message] = []
+        self._pending: dict[int, tuple[int, list[Message]]] = {}  # index -> (term, messages)
+        self._flush_scheduled = False
+        self._task: asyncio.Task | None = None
+        self._closing: set[asyncio.Task] = set()
+        self.counters = {"entries_proposed": 0, "messages_proposed": 0, "messages_acked": 0,
+                         "messages_abandoned": 0}
+
+    # ------------------------------------------------------------------ role changes
+
+    def on_role(self, is_leader: bool) -> None:
+        """This replica became leader (open the port) or stopped leading (close it)."""
+        if is_leader:
+            if self._task is None and self.port is None:
+                self._task = asyncio.ensure_future(self._open())
+        else:
+            self._let_go()
+
+    async def _open(self) -> None:
+        try:
+            port, stop_following = await self._open_port(self._on_message)
+        except Exception as exc:
+            log.warning("could not open the input port: %s", exc)
+            self._task = None
+            if self._member.is_leader:  # try again shortly
+                asyncio.get_running_loop().call_later(0.5, self.on_role, True)
+            return
+        self._task = None
+        if not self._member.is_leader:  # lost the role while the port was opening
+            await stop_following()
+            await port.close()
+            return
+        self.port, self._stop_following = port, stop_following
+        log.info("leading: consuming from channel %r", port.channel)
+
+    def _let_go(self) -> None:
+        abandoned = len(self._buffer) + sum(len(m) for _, m in self._pending.values())
+        self.counters["messages_abandoned"] += abandoned
+        self._buffer = []
+        self._pending.clear()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        port, self.port = self.port, None
+        if port is not None:
+            log.info("no longer leading: %d messages left to the next leader", abandoned)
+            task = asyncio.ensure_future(self._shut(port, None))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Stop consuming: what is not applied is left to the next leader."""
+        self._let_go()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking messages, wait (at most ``timeout``) until everything proposed is
+        applied and acknowledged, then close the port cleanly."""
+        port = self.port
+        if port is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._buffer or self._pending) and self._member.is_leader \
+                and loop.time() < deadline:
+            await asyncio.sleep(RETRY_S)
+        self.port = None
+        await self._shut(port, max(0.1, deadline - loop.time()))
+
+    async def _shut(self, port: InputPort, drain_timeout: float | None) -> None:
+        """Stop following the intermediaries, then drain the port (``drain_timeout``) or close
+        it at once (None: what it holds unacknowledged goes to the next leader)."""
+        stop, self._stop_following = self._stop_following, None
+        if stop is not None:
+            await stop()
+        if drain_timeout is None:
+            await port.close()
+        else:
+            await port.drain(drain_timeout)
+
+    # ------------------------------------------------------------------ input -> log
+
+    def _on_message(self, message: Message) -> None:
+        self._buffer.append(message)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        member = self._member
+        proposed = False
+        while self._buffer and not self._machine.outbox_full:
+            chunk = self._buffer[:self.max_entry_messages]
+            placed = member.propose(encode_input(_runs(chunk)))
+            if placed is None:
+                break
+            term, index = placed
+            del self._buffer[:len(chunk)]
+            self._pending[index] = (term, chunk)
+            self.counters["entries_proposed"] += 1
+            self.counters["messages_proposed"] += len(chunk)
+            proposed = True
+        if proposed:
+            member.after_input()
+        if self._buffer and not self._flush_scheduled and self.port is not None:
+            self._flush_scheduled = True  # refused for now: try again shortly
+            asyncio.get_running_loop().call_later(RETRY_S, self._flush)
+
+    def on_applied(self, entries: Sequence[Entry]) -> None:
+        """Entries applied: acknowledge the messages of those this leader proposed."""
+        pending = self._pending
+        if not pending:
+            return
+        for entry in entries:
+            mine = pending.pop(entry.index, None)
+            if mine is None:
+                continue
+            term, messages = mine
+            if term != entry.term:  # another leader's entry took its place: not ours
+                self.counters["messages_abandoned"] += len(messages)
+                continue
+            for message in messages:
+                message.ack()
+            self.counters["messages_acked"] += len(messages)
+
+    def status(self) -> dict[str, Any]:
+        """What the feed holds now, and its counters."""
+        return {"consuming": self.port is not None, "buffered": len(self._buffer),
+                "pending_entries": len(self._pending),
+                "pending_messages": sum(len(m) for _, m in self._pending.values()),
+                **self.counters}
+
+
+def _runs(messages: list[Message]) -> list[tuple[bytes, int, list[Any]]]:
+    """Messages as runs of consecutive sequence numbers of one producer, in delivery order."""
+    runs: list[tuple[bytes, int, list[Any]]] = []
+    last_pid, next_seq = b"", -1
+    payloads: list[Any] = []
+    for message in messages:
+        pid, seq = message.producer_id, message.seq
+        if pid != last_pid or seq != next_seq:
+            payloads = []
+            runs.append((pid, seq, payloads))
+            last_pid = pid
+        payloads.append(message.payload)
+        next_seq = seq + 1
+    return runs

@@ -1,0 +1,230 @@
+"""The replica machine: what a stateful component's Raft log is applied to (pure, no I/O).
+
+Every replica holds one. Its state is the component's own plus what makes a replayed or
+resent message harmless:
+
+* **applied messages, per producer** (``AppliedSeqs``): a message is identified by its
+  producer id and sequence number; one seen before is skipped (``duplicates_skipped``), so a
+  batch resent after a leader's failover, or a log entry that carries a message twice, changes
+  nothing. Kept small: everything below a producer's *floor* is applied, and only the applied
+  numbers above it are listed.
+* **the outbox**: what ``apply`` emitted, numbered in order (``emitted``: the number of the
+  next one), kept until the leader learns that consumers acknowledged it. The numbers are the
+  same on every replica, so a new leader that sends the outbox again sends the same messages
+  under the same numbers.
+
+Log entries (msgpack, never starting with 0x00, which is the Raft core's):
+
+* ``[1, [[producer_id, first_seq, [payload, ...]], ...]]`` — INPUT: runs of consecutive
+  messages of one producer;
+* ``[2, acked_below]`` — OUTBOX_ACKED: emitted messages below this number are acknowledged
+  downstream and leave the outbox.
+
+An entry that does not decode is counted (``malformed_entries``) and changes nothing but the
+applied index: every replica decides the same. ``apply`` raising is counted
+(``apply_errors``) and logged; the message counts as applied (deterministic code raises on
+every replica alike).
+
+Bounds: at most ``max_producers`` producers are remembered (the one applied longest ago is
+forgotten first: a message of it resent after that would be applied again); a producer's list
+above its floor holds at most ``max_gap`` numbers (beyond, the floor jumps to the lowest listed:
+a message that never came — sent to another consumer group — stops holding it back); the
+outbox holds at most ``max_outbox`` messages (``outbox_full``: the leader proposes no more
+input until consumers catch up).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import msgpack
+
+from fabric.errors import DecodeError
+from fabric.stateful.component import Input, Stateful
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AppliedSeqs", "INPUT", "OUTBOX_ACKED", "ReplicaMachine", "encode_input",
+           "encode_outbox_acked"]
+
+INPUT = 1
+OUTBOX_ACKED = 2
+SNAPSHOT_VERSION = 1
+MAX_PRODUCERS = 100_000
+MAX_GAP = 1 << 20
+MAX_OUTBOX = 1 << 20
+
+
+def encode_input(runs: list[tuple[bytes, int, list[Any]]]) -> bytes:
+    """An INPUT entry: ``runs`` of ``(producer_id, first_seq, payloads)``."""
+    return msgpack.packb([INPUT, runs], use_bin_type=True)
+
+
+def encode_outbox_acked(acked_below: int) -> bytes:
+    """An OUTBOX_ACKED entry."""
+    return msgpack.packb([OUTBOX_ACKED, acked_below], use_bin_type=True)
+
+
+class AppliedSeqs:
+    """The sequence numbers of one producer's applied messages: all below ``floor``, and those
+    listed in ``above``."""
+
+    __slots__ = ("floor", "above")
+
+    def __init__(self, floor: int = 0, above: set[int] | None = None) -> None:
+        self.floor = floor
+        self.above: set[int] = above if above is not None else set()
+
+    def add(self, seq: int, max_gap: int) -> bool:
+        """Record ``seq`` as applied; False if it was already."""
+        if seq < self.floor or seq in self.above:
+            return False
+        if seq == self.floor:
+            floor = seq + 1
+            above = self.above
+            while floor in above:
+                above.discard(floor)
+                floor += 1
+            self.floor = floor
+            return True
+        self.above.add(seq)
+        if len(self.above) > max_gap:
+            self.floor = min(self.above)
+            self.add(self.floor, max_gap)  # folds the run that starts there into the floor
+        return True
+
+
+class ReplicaMachine:
+    """A stateful component's replicated state (see module docstring)."""
+
+    def __init__(self, component: Stateful, *, max_producers: int = MAX_PRODUCERS,
+                 max_gap: int = MAX_GAP, max_outbox: int = MAX_OUTBOX) -> None:
+        self.component = component
+        self.max_producers = max_producers
+        self.max_gap = max_gap
+        self.max_outbox = max_outbox
+        self.applied_index = 0
+        self.producers: dict[bytes, AppliedSeqs] = {}  # least recently applied first
+        self.outbox: list[Any] = []  # emitted, not acknowledged: numbers outbox_floor.. on
+        self.outbox_floor = 0
+        self.counters = {"applied_messages": 0, "duplicates_skipped": 0, "apply_errors": 0,
+                         "malformed_entries": 0, "producers_forgotten": 0}
+        self._emitted_now: list[Any] = []
+        component.__dict__["_fabric_outbox"] = self._emitted_now
+
+    @property
+    def emitted(self) -> int:
+        """The number the next emitted message gets."""
+        return self.outbox_floor + len(self.outbox)
+
+    @property
+    def outbox_full(self) -> bool:
+        """Whether the outbox is at its bound (the leader proposes no new input)."""
+        return len(self.outbox) >= self.max_outbox
+
+    # ------------------------------------------------------------------ applying
+
+    def apply_entry(self, index: int, data: bytes) -> int:
+        """Apply log entry ``index``; the number of messages it applied (0 for an entry
+        applied already, a no-op, the Raft core's own, or one that does not decode)."""
+        if index <= self.applied_index:
+            return 0
+        self.applied_index = index
+        if not data or data[:1] == b"\x00":
+            return 0
+        try:
+            kind, body = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if kind == INPUT:
+                return self._apply_input(index, body)
+            if kind == OUTBOX_ACKED:
+                self._acked(int(body))
+                return 0
+            raise DecodeError(f"unknown entry kind {kind!r}")
+        except (ValueError, TypeError, DecodeError, msgpack.UnpackException) as exc:
+            self.counters["malformed_entries"] += 1
+            log.warning("entry %d does not decode, skipped: %s", index, exc)
+            return 0
+
+    def _apply_input(self, index: int, runs: list) -> int:
+        counters = self.counters
+        applied = 0
+        for pid, first_seq, payloads in runs:
+            if type(pid) is not bytes or type(first_seq) is not int or type(payloads) is not list:
+                raise DecodeError("an INPUT run is not [bytes, int, list]")
+            seqs = self._seqs_of(pid)
+            for offset, payload in enumerate(payloads):
+                seq = first_seq + offset
+                if not seqs.add(seq, self.max_gap):
+                    counters["duplicates_skipped"] += 1
+                    continue
+                self._apply_one(Input(payload, pid, seq, index))
+                applied += 1
+        counters["applied_messages"] += applied
+        return applied
+
+    def _seqs_of(self, pid: bytes) -> AppliedSeqs:
+        producers = self.producers
+        seqs = producers.pop(pid, None)  # re-inserted last: the most recently applied
+        if seqs is None:
+            seqs = AppliedSeqs()
+            if len(producers) >= self.max_producers:
+                del producers[next(iter(producers))]
+                self.counters["producers_forgotten"] += 1
+        producers[pid] = seqs
+        return seqs
+
+    def _apply_one(self, message: Input) -> None:
+        emitted = self._emitted_now
+        try:
+            self.component.apply(message)
+        except Exception as exc:  # the user's code: every replica fails alike
+            self.counters["apply_errors"] += 1
+            if self.counters["apply_errors"] <= 10 or self.counters["apply_errors"] % 1000 == 0:
+                log.warning("apply raised for %r: %r", message, exc)
+        if emitted:
+            self.outbox.extend(emitted)
+            emitted.clear()
+
+    def _acked(self, acked_below: int) -> None:
+        drop = min(acked_below, self.emitted) - self.outbox_floor
+        if drop > 0:
+            del self.outbox[:drop]
+            self.outbox_floor += drop
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The whole replicated state as bytes (``restore`` takes it back)."""
+        return msgpack.packb({
+            "v": SNAPSHOT_VERSION, "index": self.applied_index,
+            "state": self.component.snapshot(),
+            "producers": [[pid, s.floor, sorted(s.above)] for pid, s in self.producers.items()],
+            "outbox_floor": self.outbox_floor, "outbox": self.outbox,
+        }, use_bin_type=True)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's; ``DecodeError`` (nothing changed) if it does
+        not decode."""
+        try:
+            snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if snap.get("v") != SNAPSHOT_VERSION:
+                raise DecodeError(f"unknown snapshot version {snap.get('v')!r}")
+            producers = {bytes(pid): AppliedSeqs(int(floor), set(above))
+                         for pid, floor, above in snap["producers"]}
+            index, floor = int(snap["index"]), int(snap["outbox_floor"])
+            outbox = list(snap["outbox"])
+        except (ValueError, TypeError, KeyError, AttributeError,
+                msgpack.UnpackException) as exc:
+            raise DecodeError(f"a replica snapshot that does not decode: {exc}") from exc
+        self.component.restore(snap["state"])
+        self.applied_index = index
+        self.producers = producers
+        self.outbox_floor = floor
+        self.outbox = outbox
+
+    def state_digest(self) -> str:
+        """A digest of the replicated state (equal on replicas that applied the same log)."""
+        snap = msgpack.unpackb(self.snapshot(), raw=False, strict_map_key=False)
+        del snap["index"]  # the same state may sit at different indexes (no-ops)
+        return hashlib.sha256(msgpack.packb(snap, use_bin_type=True)).hexdigest()[:16]

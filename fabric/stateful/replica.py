@@ -1,0 +1,311 @@
+"""One replica of a stateful component, in this process: its identity, its group found through
+the name service, its Raft member, the leader's feed and the plan of seats.
+
+    replica = Replica(Counter(), names, name="counter", data_dir="/var/lib/counter-1")
+    await replica.run(stop)            # until stop is set; a leader hands over first
+
+Identity: a node id made once per data directory (``replica.id``, written and fsynced before
+anything else), so a replica restarted with its disk is itself and one on an empty disk is a
+new member (``seats.py`` tells why ids are never reused).
+
+Finding the group (name-service keys of ``stateful/<name>/p<partition>``):
+
+* ``.../group`` holds the group's founder and size. The first replica to create it (a CAS on
+  its absence) founds the group: it starts as the only voter and leads at once. Every other
+  one starts with no configuration and waits for the leader's log.
+* each replica registers under the name ``stateful/<name>/p<partition>`` (its Raft address,
+  its id in the meta; kept alive by a lease) and watches that name: its transport connects to
+  every replica registered, and the leader plans its seats from it (``seats.plan``: learners
+  added, promoted, the lost removed), one configuration change at a time.
+
+Status (``status()``, the control socket's answer): the member's role, term, log and apply
+positions; the feed's counts; the machine's counters, outbox and state digest (equal on
+replicas that applied the same log), and the state itself when it is small.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from fabric.errors import ConfigError
+from fabric.ports.input import InputPort
+from fabric.ports.received import Message
+from fabric.stateful.component import Stateful
+from fabric.stateful.feed import LeaderFeed, OpenPort, StopFollowing
+from fabric.stateful.group import GroupMember
+from fabric.stateful.machine import ReplicaMachine
+from fabric.stateful.seats import GRACE_S, Seats, plan
+from nameservice.names import Names
+from nameservice.raft.types import ConfChange
+from nameservice.server.config import NodeSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Replica", "group_name", "load_node_id"]
+
+ID_FILE = "replica.id"
+PILOT_S = 0.1
+"""How often the leader compares its configuration with the replicas registered."""
+SMALL_STATE = 64 << 10
+"""A state whose snapshot is at most this many bytes is shown whole in the status."""
+
+
+def group_name(name: str, partition: int) -> str:
+    """The name-service name a replica group's members register under."""
+    return f"stateful/{name}/p{partition}"
+
+
+def load_node_id(data_dir: str) -> int:
+    """This data directory's replica id: read, or made (random, 1..2^53) and fsynced."""
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, ID_FILE)
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        node_id = secrets.randbelow((1 << 53) - 1) + 1
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{node_id}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return node_id
+    if not text.isdigit() or not 0 < int(text) < 1 << 63:
+        raise ConfigError(f"{path} holds no replica id ({text[:40]!r})")
+    return int(text)
+
+
+def listen_address(listen: str) -> str:
+    """``HOST:PORT`` to bind; port 0 picks a free port now."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"expected HOST:PORT, got {listen!r}")
+    if int(port):
+        return listen
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host.strip("[]"), 0))
+        return f"{host}:{probe.getsockname()[1]}"
+
+
+class Replica:
+    """One replica of a stateful component's group (see module docstring).
+
+    ``open_port(handler)``: how the leader opens its input port (default: on channel
+    ``input``, following the intermediaries registered for it).
+    """
+
+    def __init__(self, component: Stateful, names: Names, *, name: str, data_dir: str,
+                 partition: int = 0, size: int = 3, listen: str = "127.0.0.1:0",
+                 input: str | None = None, open_port: OpenPort | None = None,
+                 election_timeout_ms: tuple[int, int] = (150, 300),
+                 snapshot_threshold: int = 10_000, sync_mode: str = "auto",
+                 grace_s: float = GRACE_S, prefetch: int = 8192) -> None:
+        if size < 1:
+            raise ConfigError("a replica group needs at least one replica")
+        self.component = component
+        self.names = names
+        self.name = name
+        self.partition = partition
+        self.size = size
+        self.data_dir = data_dir
+        self.listen = listen
+        self.channel = input or component.input
+        if open_port is None and not self.channel:
+            raise ConfigError(f"{type(component).__name__} names no input channel")
+        self._open_port = open_port or self._follow_channel
+        self.election_timeout_ms = election_timeout_ms
+        self.snapshot_threshold = snapshot_threshold
+        self.sync_mode = sync_mode
+        self.grace_s = grace_s
+        self.prefetch = prefetch
+        self.machine = ReplicaMachine(component)
+        self.member: GroupMember | None = None
+        self.feed: LeaderFeed | None = None
+        self.address = ""
+        self.node_id = 0
+        self.registered: dict[int, str] = {}  # id -> address, as the name service lists them
+        self._last_seen: dict[int, float] = {}
+        self._started = 0.0
+        self.ready = asyncio.Event()
+        """Set once the replica is registered and its member runs."""
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
+        """Serve until ``stop`` is set; then a leader finishes what it proposed (at most
+        ``drain_timeout``) and hands its leadership over."""
+        self.node_id = load_node_id(self.data_dir)
+        self.address = listen_address(self.listen)
+        founder = await self._founder()
+        settings = NodeSettings(id=self.node_id, cluster={self.node_id: self.address},
+                                data_dir=self.data_dir,
+                                election_timeout_ms=self.election_timeout_ms,
+                                snapshot_threshold=self.snapshot_threshold,
+                                sync_mode=self.sync_mode, advertise=False)
+        member = self.member = GroupMember(
+            settings, self.machine, on_applied=self._on_applied, on_role=self._on_role,
+            voters=(self.node_id,) if founder == self.node_id else ())
+        self.feed = LeaderFeed(member, self.machine, self._open_port)
+        member_stop = asyncio.Event()
+        member_task = asyncio.ensure_future(member.run(member_stop))
+        registration = None
+        tasks: list[asyncio.Future] = []
+        try:
+            registration = await self.names.register(
+                group_name(self.name, self.partition), self.address, {"id": self.node_id})
+            self._started = time.monotonic()
+            tasks = [asyncio.ensure_future(self._watch_group()),
+                     asyncio.ensure_future(self._pilot())]
+            log.info("replica %d of %s p%d at %s (%s)", self.node_id, self.name,
+                     self.partition, self.address,
+                     "founder" if founder == self.node_id else "member")
+            self.ready.set()
+            stopped = asyncio.ensure_future(stop.wait())
+            tasks.append(stopped)
+            await asyncio.wait({member_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not member_task.done():
+                await self.feed.drain(drain_timeout)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self.feed.close()
+            if registration is not None:
+                try:
+                    await registration.close()
+                except Exception as exc:  # the lease expires by itself
+                    log.warning("could not deregister: %s", exc)
+            member_stop.set()
+            await member_task  # raises a storage failure
+
+    async def _founder(self) -> int:
+        """The group's founder: this replica if it creates the group key now."""
+        client = self.names.client
+        key = f"{group_name(self.name, self.partition)}/group"
+        value = msgpack.packb({"founder": self.node_id, "size": self.size})
+        result = await client.cas(key, value, expect_absent=True)
+        if result.succeeded:
+            log.info("founded the replica group %s", group_name(self.name, self.partition))
+            return self.node_id
+        current = await client.get(key)
+        if current is None:  # deleted meanwhile: try once more
+            return await self._founder()
+        group = msgpack.unpackb(current.value)
+        if group.get("size") != self.size:
+            log.warning("the group was founded with %s replicas; this one was told %d",
+                        group.get("size"), self.size)
+        return int(group["founder"])
+
+    async def _follow_channel(self, handler: Callable[[Message], None]
+                              ) -> tuple[InputPort, StopFollowing]:
+        from fabric.runtime.registry import watch_channel
+        from fabric.runtime.resolver import Resolver
+
+        channel = self.channel
+        assert channel is not None
+        port = InputPort(channel, handler=handler, auto_ack=False, prefetch=self.prefetch)
+        await port.start()
+        resolver = Resolver(port, lambda: watch_channel(self.names, channel)).start()
+        return port, resolver.close
+
+    # ------------------------------------------------------------------ the group
+
+    async def _watch_group(self) -> None:
+        async for endpoints in self.names.watch_name(group_name(self.name, self.partition)):
+            registered = {}
+            for item in endpoints:
+                node = item.meta.get("id")
+                if isinstance(node, int) and node > 0:
+                    registered[node] = item.endpoint
+            now = time.monotonic()
+            for node in registered:
+                self._last_seen[node] = now
+            for node in self.registered.keys() - registered.keys():
+                self._last_seen[node] = now  # gone from now on
+            self.registered = registered
+            assert self.member is not None
+            self.member.set_peers(registered)
+
+    async def _pilot(self) -> None:
+        while True:
+            await asyncio.sleep(PILOT_S)
+            change = self.next_change()
+            if change is not None:
+                self._propose_change(change)
+
+    def next_change(self) -> ConfChange | None:
+        """The configuration change the leader should propose now (None: none, or not the
+        leader)."""
+        member = self.member
+        if member is None or not member.is_leader:
+            return None
+        core = member.core
+        conf = core.conf_state
+        now = time.monotonic()
+        members = set(conf.voters) | set(conf.learners)
+        gone_for = {node: now - self._last_seen.get(node, self._started)
+                    for node in members if node not in self.registered}
+        lag = core.config.max_promotion_lag
+        caught_up = frozenset(node for node in conf.learners
+                              if node in core.progress
+                              and core.progress[node].match >= core.last_index - lag)
+        return plan(Seats(me=self.node_id, size=self.size, conf=conf,
+                          registered=frozenset(self.registered), gone_for=gone_for,
+                          caught_up=caught_up), self.grace_s)
+
+    def _propose_change(self, change: ConfChange) -> None:
+        member = self.member
+        assert member is not None
+        try:
+            member.core.propose_conf_change(change)
+        except Exception as exc:  # not now (an uncommitted change, a transfer): next time
+            log.debug("configuration change %s not proposed: %s", change, exc)
+            return
+        log.info("proposed %s of replica %d", change.kind.name.lower(), change.node)
+        member.after_input()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_role(self, is_leader: bool) -> None:
+        if self.feed is not None:
+            self.feed.on_role(is_leader)
+
+    def _on_applied(self, entries) -> None:
+        if self.feed is not None:
+            self.feed.on_applied(entries)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """What the control socket answers to ``status`` (see module docstring)."""
+        machine = self.machine
+        out: dict[str, Any] = {
+            "kind": "stateful", "name": self.name, "partition": self.partition,
+            "address": self.address, "registered": sorted(self.registered),
+            "counters": dict(machine.counters), "outbox": len(machine.outbox),
+            "emitted": machine.emitted, "state_digest": machine.state_digest(),
+        }
+        if self.member is not None:
+            core = self.member.core
+            out.update(self.member.status())
+            out["voters"], out["learners"] = list(core.conf_state.voters), \
+                list(core.conf_state.learners)
+        if self.feed is not None:
+            out["feed"] = self.feed.status()
+        state = msgpack.packb(self.component.snapshot(), use_bin_type=True)
+        if len(state) <= SMALL_STATE:
+            out["state"] = self.component.snapshot()
+        return out
