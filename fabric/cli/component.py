@@ -1,9 +1,11 @@
-"""``fabric component run MODULE:FUNC``: run a component function as a fabric process.
+"""``fabric component run MODULE:FUNC``: run a component function as a fabric process;
+``fabric component run MODULE:CLASS --replicas N --data DIR``: run a replica of a stateful
+component (a ``fabric.stateful.Stateful`` class).
 
 Exit codes: 0 the function returned (or was stopped by SIGTERM or ``fabric drain``) and every
 port drained; 130 the same after Ctrl-C; 1 it failed, or something could not be flushed within
 the drain timeout, or the name service is unreachable; 2 usage error (a bad MODULE:FUNC, a bad
---param).
+--param, a stateful class without --data).
 """
 from __future__ import annotations
 
@@ -40,20 +42,46 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--control", default="127.0.0.1:0", show_default=True,
               help="HOST:PORT of the control socket (status, drain).")
 @metrics_option
+@click.option("--replicas", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Stateful: the size of each replica group.")
+@click.option("--data", "data_dir", default=None, metavar="DIR",
+              help="Stateful: where this replica keeps its log and snapshots (required).")
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Stateful: how many partitions (groups) the component has.")
+@click.option("--partition", "only", type=click.IntRange(min=0), multiple=True,
+              help="Stateful: run a replica of this partition only (repeatable; default: "
+                   "every partition).")
+@click.option("--input", "input_channel", default=None, metavar="CHANNEL",
+              help="Stateful: the channel to consume (default: the class's input).")
+@click.option("--listen-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="Stateful: the address the replicas' Raft ports bind (any free port).")
+@click.option("--replace-after", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, metavar="S",
+              help="Stateful: seconds a replica may be gone before a new one takes its seat.")
+@click.option("--snapshot-entries", type=click.IntRange(min=1), default=10_000,
+              show_default=True, metavar="N",
+              help="Stateful: snapshot the state and compact the log every N entries.")
 def component_run(target: str, name: str | None, params: tuple[str, ...], drain_timeout: float,
-                  control: str, metrics: str | None, ns: str | None, as_json: bool) -> None:
-    """Run the async function FUNC of MODULE (a module or a path/to/file.py) as a component.
+                  control: str, metrics: str | None, replicas: int, data_dir: str | None,
+                  partitions: int, only: tuple[int, ...], input_channel: str | None,
+                  listen_host: str, replace_after: float, snapshot_entries: int,
+                  ns: str | None, as_json: bool) -> None:
+    """Run the async function FUNC of MODULE (a module or a path/to/file.py) as a component,
+    or a replica of the stateful component CLASS.
 
-    It gets a context with ports by channel name; on SIGTERM, Ctrl-C or ``fabric drain NAME``
-    it stops, drains its ports and exits. Its events (control, endpoints, connected, drained,
-    and the function's own) are logged, and with --events written on stdout as JSON lines.
+    A function gets a context with ports by channel name; on SIGTERM, Ctrl-C or ``fabric
+    drain NAME`` it stops, drains its ports and exits. Its events (control, endpoints,
+    connected, drained, and the function's own) are logged, and with --events written on
+    stdout as JSON lines. A stateful class runs as one replica of each partition, whose group
+    its peers find through the name service (docs/stateful.md).
     """
     import asyncio
     import os
 
     from fabric.endpoints import parse_listen
     from fabric.errors import ConfigError
-    from fabric.runtime.component import load_target, run_component
+    from fabric.runtime.component import load_object, load_target, run_component
+    from fabric.stateful.component import Stateful
 
     values = _params(params)
     from nameservice.metrics import check_metrics_address
@@ -67,9 +95,15 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
     except ConfigError as exc:
         fail(f"--metrics: {exc}", EXIT_USAGE)
     try:
-        func = load_target(target)
+        found = load_object(target)
+        stateful = isinstance(found, type) and issubclass(found, Stateful)
+        func = None if stateful else load_target(target)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    if stateful and not data_dir:
+        fail(f"{target} is a stateful component: give --data DIR", EXIT_USAGE)
+    if any(p >= partitions for p in only):
+        fail(f"--partition must be below --partitions ({partitions})", EXIT_USAGE)
     from fabric.cli.nsclient import cluster
 
     addresses = cluster(ns)
@@ -80,6 +114,17 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
         from nameservice.names import Names
 
         async with NameServiceClient(addresses) as client:
+            if stateful:
+                from fabric.stateful.process import run_replicas
+
+                assert data_dir is not None
+                return await run_replicas(
+                    found, Names(client), name=name, data_dir=data_dir, size=replicas,
+                    partitions=list(only or range(partitions)), listen_host=listen_host,
+                    input=input_channel, control=control_endpoint,
+                    drain_timeout=drain_timeout, grace_s=replace_after,
+                    snapshot_threshold=snapshot_entries)
+            assert func is not None
             return await run_component(func, name, Names(client), params=values,
                                        drain_timeout=drain_timeout, control=control_endpoint,
                                        metrics=metrics or "")

@@ -68,12 +68,12 @@ CONNECT_POLL_S = 0.001
 ComponentFunction = Callable[["ComponentContext"], Awaitable[Any]]
 
 
-def load_target(spec: str) -> ComponentFunction:
-    """``MODULE:FUNC`` or ``path/to/file.py:FUNC`` -> the function; :class:`ConfigError` if it
-    cannot be found or is not an ``async`` function. The current directory is importable."""
-    module_name, sep, func_name = spec.rpartition(":")
-    if not sep or not module_name or not func_name:
-        raise ConfigError(f"expected MODULE:FUNC, got {spec!r}")
+def load_object(spec: str) -> Any:
+    """``MODULE:NAME`` or ``path/to/file.py:NAME`` -> that object of the module;
+    :class:`ConfigError` if it cannot be found. The current directory is importable."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"expected MODULE:NAME, got {spec!r}")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
@@ -92,9 +92,18 @@ def load_target(spec: str) -> ComponentFunction:
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"cannot import {module_name}: {exc}") from None
-    func = getattr(module, func_name, None)
-    if func is None:
-        raise ConfigError(f"{module_name} has no {func_name}")
+    found = getattr(module, attr, None)
+    if found is None:
+        raise ConfigError(f"{module_name} has no {attr}")
+    return found
+
+
+def load_target(spec: str) -> ComponentFunction:
+    """``MODULE:FUNC`` or ``path/to/file.py:FUNC`` -> the function; :class:`ConfigError` if it
+    cannot be found or is not an ``async`` function. The current directory is importable."""
+    if spec.rpartition(":")[1] != ":" or not all(spec.rpartition(":")[::2]):
+        raise ConfigError(f"expected MODULE:FUNC, got {spec!r}")
+    func = load_object(spec)
     if not inspect.iscoroutinefunction(func):
         raise ConfigError(f"{spec} is not an async function")
     return func

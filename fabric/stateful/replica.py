@@ -295,14 +295,14 @@ class Replica:
         out: dict[str, Any] = {
             "kind": "stateful", "name": self.name, "partition": self.partition,
             "address": self.address, "registered": sorted(self.registered),
-            "counters": dict(machine.counters), "outbox": len(machine.outbox),
-            "emitted": machine.emitted, "state_digest": machine.state_digest(),
+            "outbox": len(machine.outbox), "emitted": machine.emitted,
+            "state_digest": machine.state_digest(), "counters": dict(machine.counters),
         }
         if self.member is not None:
-            core = self.member.core
-            out.update(self.member.status())
-            out["voters"], out["learners"] = list(core.conf_state.voters), \
-                list(core.conf_state.learners)
+            member = self.member.status()
+            out.update(member, counters={**member["counters"], **machine.counters})
+            conf = self.member.core.conf_state
+            out["voters"], out["learners"] = list(conf.voters), list(conf.learners)
         if self.feed is not None:
             out["feed"] = self.feed.status()
         state = msgpack.packb(self.component.snapshot(), use_bin_type=True)

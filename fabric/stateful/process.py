@@ -1,0 +1,104 @@
+"""A replica as a process: ``fabric component run MOD:CLASS --replicas N --data DIR``.
+
+The process runs one ``Replica`` of each partition it is given (each partition is a group of
+its own, with its own Raft address and its data in ``DIR/p<P>``). It serves a control socket
+(``status``: every replica's status; ``drain``: stop cleanly) registered as ``process/<name>``
+with ``{"kind": "stateful"}``, and stops cleanly on SIGTERM or SIGINT: a leader replica lets
+what it proposed be applied and acknowledged, hands its leadership over, then the process exits
+0. Its events: ``control`` (``endpoint``) at start; ``replica`` (``partition``, ``id``,
+``address``) once each replica runs; ``stopped`` at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from fabric.stateful.component import Stateful
+from fabric.stateful.replica import Replica
+from nameservice.logs import event
+from nameservice.security.context import current as security
+from nameservice.security.follow import follow_rules
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_replicas"]
+
+
+async def run_replicas(component_class: type[Stateful], names: Any, *, name: str,
+                       data_dir: str, size: int, partitions: list[int], listen_host: str,
+                       input: str | None, control: str, drain_timeout: float,
+                       election_timeout_ms: tuple[int, int] = (150, 300),
+                       snapshot_threshold: int = 10_000, grace_s: float = 10.0) -> int:
+    """Run one replica of each of ``partitions`` until asked to stop; the exit code (0)."""
+    from fabric.runtime.registry import process_name
+    from nameservice.control import ControlServer
+
+    replicas = [Replica(component_class(), names, name=name, partition=partition, size=size,
+                        data_dir=os.path.join(data_dir, f"p{partition}"),
+                        listen=f"{listen_host}:0", input=input,
+                        election_timeout_ms=election_timeout_ms,
+                        snapshot_threshold=snapshot_threshold, grace_s=grace_s)
+                for partition in partitions]
+    stop = asyncio.Event()
+
+    def status() -> dict[str, Any]:
+        return {"kind": "stateful", "name": name, "draining": stop.is_set(),
+                "replicas": [replica.status() for replica in replicas]}
+
+    async def drain(timeout: float | None) -> dict[str, Any]:
+        stop.set()
+        await asyncio.gather(*runs, return_exceptions=True)
+        return {"kind": "stateful", "name": name, "complete": True}
+
+    server = ControlServer(status, drain, control).start()
+    event(log, "control", endpoint=server.endpoint)
+    client = getattr(names, "client", None)
+    rules = asyncio.ensure_future(follow_rules(client, security())) if client else None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runs = [asyncio.ensure_future(replica.run(stop, drain_timeout=drain_timeout))
+            for replica in replicas]
+    registration = None
+    try:
+        for replica in replicas:
+            await _ready(replica, runs)
+            event(log, "replica", partition=replica.partition, id=replica.node_id,
+                  address=replica.address)
+        registration = await names.register(process_name(name), server.endpoint,
+                                            {"kind": "stateful"})
+        results = await asyncio.gather(*runs, return_exceptions=True)
+    finally:
+        stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if registration is not None:
+            try:
+                await registration.close()
+            except Exception as exc:  # the lease expires by itself
+                log.warning("could not deregister %s: %s", name, exc)
+        if rules is not None:
+            rules.cancel()
+        await server.answered()
+        server.close()
+    failed = [r for r in results if isinstance(r, BaseException)]
+    for error in failed:
+        log.error("replica failed: %s", error, exc_info=error)
+    event(log, "stopped", failed=len(failed))
+    return 1 if failed else 0
+
+
+async def _ready(replica: Replica, runs: Sequence[asyncio.Future]) -> None:
+    """Wait until ``replica`` runs; raise what a replica failed with first."""
+    ready = asyncio.ensure_future(replica.ready.wait())
+    await asyncio.wait({ready, *runs}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        ready.cancel()
+        for run in runs:
+            if run.done():
+                run.result()  # raises
+        raise RuntimeError("a replica stopped before it was ready")
