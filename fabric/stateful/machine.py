@@ -78,21 +78,24 @@ class AppliedSeqs:
 
     def add(self, seq: int, max_gap: int) -> bool:
         """Record ``seq`` as applied; False if it was already."""
-        if seq < self.floor or seq in self.above:
+        above = self.above
+        if seq < self.floor or seq in above:
             return False
         if seq == self.floor:
-            floor = seq + 1
-            above = self.above
-            while floor in above:
-                above.discard(floor)
-                floor += 1
-            self.floor = floor
-            return True
-        self.above.add(seq)
-        if len(self.above) > max_gap:
-            self.floor = min(self.above)
-            self.add(self.floor, max_gap)  # folds the run that starts there into the floor
+            self._fold(seq + 1)
+        else:
+            above.add(seq)
+            if len(above) > max_gap:
+                self._fold(min(above))  # the gap below it will never be filled here
         return True
+
+    def _fold(self, floor: int) -> None:
+        """Move the floor to ``floor``, then past the listed numbers that follow it."""
+        above = self.above
+        while floor in above:
+            above.discard(floor)
+            floor += 1
+        self.floor = floor
 
 
 class ReplicaMachine:

@@ -42,3 +42,81 @@ def test_the_leader_replica_killed_mid_stream_loses_and_repeats_nothing(group):
     statuses = group.wait_state(count, total, ["r1", "r2", "r3"], timeout=90)
     assert len({s["state_digest"] for s in statuses.values()}) == 1
     stop_producers(producers)
+
+
+def test_a_frozen_leader_and_a_killed_intermediary_at_once_lose_and_repeat_nothing(group):
+    inter_a = group.intermediary("inter-a")
+    group.intermediary("inter-b")
+    for name in ("r1", "r2", "r3"):
+        group.replica(name)
+    group.wait_voters(3)
+    producers = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in (1, 2)]
+    leader = group.leader()
+    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
+             60, "the stream to be under way")
+    term = group.status(leader)["term"]
+    frozen = group.replicas[leader]
+    frozen.signal(signal.SIGSTOP)
+    inter_a.signal(signal.SIGKILL)
+    try:
+        group.leader(but=leader)  # elected past the election timeout, and consuming
+    finally:
+        frozen.signal(signal.SIGCONT)  # it wakes up deposed: it must apply, not lead
+    count, total = expected()
+    statuses = group.wait_state(count, total, ["r1", "r2", "r3"], timeout=90)
+    assert len({s["state_digest"] for s in statuses.values()}) == 1
+    assert all(s["term"] > term for s in statuses.values())  # the frozen one was deposed
+    stop_producers(producers)
+
+
+def test_every_replica_killed_and_restarted_rebuilds_the_same_state(group):
+    group.intermediary("inter-a")
+    group.intermediary("inter-b")
+    for name in ("r1", "r2", "r3"):
+        # Small snapshots: the restart installs a snapshot, then replays the log after it.
+        group.replica(name, "--snapshot-entries", "50")
+    group.wait_voters(3)
+    producers = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in (1, 2)]
+    leader = group.leader()
+    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
+             60, "the stream to be under way")
+    for proc in group.replicas.values():
+        proc.signal(signal.SIGKILL)
+    for proc in group.replicas.values():
+        proc.wait(10)
+    for name in ("r1", "r2", "r3"):
+        group.replica(name, "--snapshot-entries", "50")
+    count, total = expected()
+    statuses = group.wait_state(count, total, ["r1", "r2", "r3"], timeout=90)
+    assert len({s["state_digest"] for s in statuses.values()}) == 1
+    assert all(s["counters"]["snapshots"] > 0 for s in statuses.values())
+    stop_producers(producers)
+
+
+def test_a_replica_on_an_empty_disk_takes_the_seat_of_a_lost_one(group):
+    group.intermediary("inter-a")
+    for name in ("r1", "r2", "r3"):
+        group.replica(name, "--snapshot-entries", "50", "--replace-after", "1")
+    group.wait_voters(3)
+    producers = [group.producer("producer-1", 1, MESSAGES, RATE)]
+    leader = group.leader()
+    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
+             60, "the stream to be under way")
+    lost = next(name for name in ("r1", "r2", "r3") if name != leader)
+    lost_id = group.status(lost)["id"]
+    group.replicas.pop(lost).signal(signal.SIGKILL)
+    # Another host, an empty disk: a new member, brought up to date by a snapshot stream.
+    group.replica("r4", "--snapshot-entries", "50", "--replace-after", "1")
+    new_id = group.status("r4")["id"]
+    assert new_id != lost_id
+    count = MESSAGES
+    total = sum(range(1 << 40, (1 << 40) + MESSAGES))
+    names = sorted(group.replicas)
+    statuses = group.wait_state(count, total, names, timeout=90)
+    wait_for(lambda: all(set(s["voters"]) == {st["id"] for st in statuses.values()}
+                         and not s["learners"]
+                         for s in map(group.status, names) if s), 30,
+             "the lost replica's seat to pass to the new one")
+    assert len({s["state_digest"] for s in statuses.values()}) == 1
+    assert statuses["r4"]["counters"]["snapshots_installed"] >= 1
+    stop_producers(producers)

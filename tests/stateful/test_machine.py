@@ -1,0 +1,133 @@
+"""The replica machine on its own: what a log entry does to it, and what a snapshot keeps."""
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from fabric.errors import DecodeError
+from fabric.stateful import Input, Stateful
+from fabric.stateful.machine import (
+    AppliedSeqs,
+    ReplicaMachine,
+    encode_input,
+    encode_outbox_acked,
+)
+
+A, B = b"a" * 16, b"b" * 16
+
+
+class Log(Stateful):
+    """Keeps every payload it applied, in order; emits the even ones."""
+
+    def __init__(self) -> None:
+        self.state = []
+
+    def apply(self, message: Input) -> None:
+        if message.payload == "boom":
+            raise ValueError("boom")
+        self.state.append(message.payload)
+        if message.payload % 2 == 0:
+            self.emit(message.payload)
+
+
+def machine(**options) -> ReplicaMachine:
+    return ReplicaMachine(Log(), **options)
+
+
+def test_a_message_applied_once_is_skipped_when_it_comes_again_in_any_entry():
+    m = machine()
+    assert m.apply_entry(1, encode_input([(A, 0, [0, 1, 2]), (B, 5, [50])])) == 4
+    # A resend after a failover: the same messages, cut differently, with one new one.
+    assert m.apply_entry(2, encode_input([(A, 1, [1, 2, 3]), (B, 5, [50])])) == 1
+    assert m.component.state == [0, 1, 2, 50, 3]
+    assert m.counters["duplicates_skipped"] == 3
+    assert m.apply_entry(2, encode_input([(A, 9, [9])])) == 0  # an index applied already
+    assert m.applied_index == 2
+
+
+def test_messages_out_of_order_are_each_applied_once():
+    seqs = AppliedSeqs()
+    assert [seqs.add(s, 100) for s in (2, 0, 3, 1, 2, 4)] == [True, True, True, True, False, True]
+    assert seqs.floor == 5 and not seqs.above
+
+
+def test_a_gap_that_never_fills_stops_holding_the_floor_back_beyond_its_bound():
+    seqs = AppliedSeqs()
+    for seq in range(1, 5):  # 0 never comes (another consumer group took it)
+        seqs.add(seq, max_gap=3)
+    assert seqs.floor == 5 and not seqs.above
+
+
+def test_the_producer_applied_longest_ago_is_forgotten_at_the_bound():
+    m = machine(max_producers=2)
+    for index, pid in enumerate((A, B, b"c" * 16), start=1):
+        m.apply_entry(index, encode_input([(pid, 0, [1])]))
+    assert list(m.producers) == [B, b"c" * 16] and m.counters["producers_forgotten"] == 1
+
+
+def test_what_apply_emits_is_numbered_in_the_outbox_until_acknowledged():
+    m = machine()
+    m.apply_entry(1, encode_input([(A, 0, [0, 1, 2, 3, 4])]))
+    assert m.outbox == [0, 2, 4] and m.emitted == 3
+    m.apply_entry(2, encode_outbox_acked(2))
+    assert m.outbox == [4] and m.outbox_floor == 2 and m.emitted == 3
+    m.apply_entry(3, encode_outbox_acked(10))  # never past what was emitted
+    assert m.outbox == [] and m.emitted == 3
+
+
+def test_an_apply_that_raises_is_counted_and_the_message_counts_as_applied():
+    m = machine()
+    m.apply_entry(1, encode_input([(A, 0, [1, "boom", 3])]))
+    assert m.component.state == [1, 3] and m.counters["apply_errors"] == 1
+    assert m.apply_entry(2, encode_input([(A, 1, ["boom"])])) == 0  # not again
+
+
+@pytest.mark.parametrize("data", [b"\x93\x01\x02\x03", msgpack.packb([7, []]),
+                                  msgpack.packb([1, [["not bytes", 0, [1]]]]),
+                                  msgpack.packb([1, [[A, 0, "not a list"]]]), b"\xc1"])
+def test_an_entry_that_does_not_decode_changes_nothing_but_the_applied_index(data):
+    m = machine()
+    m.apply_entry(1, encode_input([(A, 0, [2])]))
+    before = m.snapshot()
+    assert m.apply_entry(2, data) == 0
+    assert m.counters["malformed_entries"] == 1 and m.applied_index == 2
+    restored = machine()
+    restored.restore(before)
+    assert restored.state_digest() == m.state_digest()
+
+
+def test_no_ops_and_the_raft_cores_own_entries_only_advance_the_index():
+    m = machine()
+    assert m.apply_entry(1, b"") == 0 and m.apply_entry(2, b"\x00C\x01rest") == 0
+    assert m.applied_index == 2 and m.counters["malformed_entries"] == 0
+
+
+def test_a_snapshot_restores_state_applied_numbers_and_outbox():
+    m = machine()
+    m.apply_entry(1, encode_input([(A, 0, [0, 1]), (B, 3, [4])]))
+    m.apply_entry(2, encode_outbox_acked(1))
+    other = machine()
+    other.restore(m.snapshot())
+    assert other.component.state == [0, 1, 4] and other.applied_index == 2
+    assert other.outbox == [4] and other.outbox_floor == 1
+    assert other.state_digest() == m.state_digest()
+    # It remembers what was applied: the same resend is skipped on both.
+    resend = encode_input([(A, 0, [0, 1]), (B, 3, [4]), (B, 0, [6])])
+    assert other.apply_entry(3, resend) == m.apply_entry(3, resend) == 1
+    assert other.state_digest() == m.state_digest()
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", msgpack.packb({"v": 99}),
+                                  msgpack.packb({"v": 1, "index": 1})])
+def test_a_snapshot_that_does_not_decode_is_refused_and_changes_nothing(data):
+    m = machine()
+    m.apply_entry(1, encode_input([(A, 0, [2])]))
+    digest = m.state_digest()
+    with pytest.raises(DecodeError):
+        m.restore(data)
+    assert m.state_digest() == digest and m.applied_index == 1
+
+
+def test_emit_outside_apply_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="inside apply"):
+        Log().emit(1)
