@@ -53,6 +53,8 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
                    "every partition).")
 @click.option("--input", "input_channel", default=None, metavar="CHANNEL",
               help="Stateful: the channel to consume (default: the class's input).")
+@click.option("--output", "output_channel", default=None, metavar="CHANNEL",
+              help="Stateful: the channel to emit to (default: the class's output).")
 @click.option("--listen-host", default="127.0.0.1", show_default=True, metavar="HOST",
               help="Stateful: the address the replicas' Raft ports bind (any free port).")
 @click.option("--replace-after", type=click.FloatRange(min=0, min_open=True), default=10.0,
@@ -64,8 +66,8 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
 def component_run(target: str, name: str | None, params: tuple[str, ...], drain_timeout: float,
                   control: str, metrics: str | None, replicas: int, data_dir: str | None,
                   partitions: int, only: tuple[int, ...], input_channel: str | None,
-                  listen_host: str, replace_after: float, snapshot_entries: int,
-                  ns: str | None, as_json: bool) -> None:
+                  output_channel: str | None, listen_host: str, replace_after: float,
+                  snapshot_entries: int, ns: str | None, as_json: bool) -> None:
     """Run the async function FUNC of MODULE (a module or a path/to/file.py) as a component,
     or a replica of the stateful component CLASS.
 
@@ -121,7 +123,7 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
                 return await run_replicas(
                     found, Names(client), name=name, data_dir=data_dir, size=replicas,
                     partitions=list(only or range(partitions)), listen_host=listen_host,
-                    input=input_channel, control=control_endpoint,
+                    input=input_channel, output=output_channel, control=control_endpoint,
                     drain_timeout=drain_timeout, grace_s=replace_after,
                     snapshot_threshold=snapshot_entries)
             assert func is not None

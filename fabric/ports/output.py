@@ -145,12 +145,13 @@ class OutputPort(Port):
                  window: int = 50_000, batch_max: int = 1024, batch_bytes: int = 256 * 1024,
                  window_bytes: int = 64 * 1024 * 1024, linger: float = 0.001,
                  timing: Timing = Timing(), producer_id: bytes | None = None,
-                 drain_timeout: float = DEFAULT_TIMEOUT,
+                 first_seq: int = 0, drain_timeout: float = DEFAULT_TIMEOUT,
                  ctx: zmq.asyncio.Context | None = None) -> None:
-        if (window < 1 or window_bytes < 1 or batch_max < 1
+        if (window < 1 or window_bytes < 1 or batch_max < 1 or first_seq < 0
                 or not 0 < batch_bytes <= p.MAX_FRAME - p.BATCH_HEADER_SIZE):
             raise ConfigError("window, batch_max and batch_bytes must be positive "
-                              f"(batch_bytes at most {p.MAX_FRAME - p.BATCH_HEADER_SIZE})")
+                              f"(batch_bytes at most {p.MAX_FRAME - p.BATCH_HEADER_SIZE}), "
+                              "first_seq not negative")
         self.producer_id = producer_id or os.urandom(p.ID_SIZE)
         self.window = window
         self.window_bytes = window_bytes
@@ -167,7 +168,7 @@ class OutputPort(Port):
         self._packer = msgpack.Packer(use_bin_type=True)
         self._parts: list[Any] = []
         self._part_bytes = 0
-        self._next_seq = 0
+        self._next_seq = first_seq
         self._unacked = 0  # messages in batches held, plus the open batch
         self._held_bytes = 0  # payload bytes of the same
         self._store: dict[int, _Sent] = {}
@@ -269,6 +270,16 @@ class OutputPort(Port):
         """Messages sent (or batched) and not yet acknowledged."""
         return self._unacked
 
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next message sent gets."""
+        return self._next_seq + len(self._parts)
+
+    @property
+    def acked_below(self) -> int:
+        """Every message numbered below this is acknowledged."""
+        return self._acked_below()
+
     # -- sending ------------------------------------------------------------------------------
 
     async def send(self, payload: Any) -> None:
@@ -276,24 +287,8 @@ class OutputPort(Port):
         if (self._unacked >= self.window or self._held_bytes >= self.window_bytes
                 or self._closed or self._draining):
             await self._wait_for_space()
-        kind = type(payload)
-        if kind is bytes or kind is str and payload.isascii():
-            size = len(payload) + 5  # at most 5 bytes of msgpack header below 4 GiB
-        else:
-            size = len(self._packer.pack(payload))
-        if self._part_bytes + size > self.batch_bytes:
-            if size > self.batch_bytes:
-                raise MessageTooLarge(f"payload of {size} bytes exceeds {self.batch_bytes}")
-            self._flush()
-        parts = self._parts
-        parts.append(payload)
-        self._part_bytes += size
-        self._held_bytes += size
-        self._unacked += 1
-        if self._unacked == 1:
-            self._drained.clear()
-        if len(parts) >= self.batch_max:
-            self._flush()
+        self._add(payload)
+        if not self._parts:  # it filled the batch, which went out
             # A caller that never waits would starve acks and heartbeats: yield now and then.
             now = time.monotonic()
             if now - self._last_yield > YIELD_EVERY:
@@ -301,12 +296,53 @@ class OutputPort(Port):
                 await asyncio.sleep(0)
         elif not self._flush_scheduled:
             loop = asyncio.get_running_loop()
-            if (loop.time() - self._last_flush > self.linger
-                    or not self._flushed_this_turn and self._unacked - len(parts) < self.batch_max):
+            if (loop.time() - self._last_flush > self.linger or not self._flushed_this_turn
+                    and self._unacked - len(self._parts) < self.batch_max):
                 self._flush()  # idle or lightly loaded: nothing worth waiting for, send at once
             else:
                 self._flush_scheduled = True  # busy: gather what this turn of the loop sends
                 loop.call_soon(self._flush)
+
+    async def send_batch(self, payloads: list[Any]) -> None:
+        """Send ``payloads`` as batches of their own, cut exactly as ``send`` cuts them from an
+        empty batch (the batch open now goes out first). The same payloads sent again from the
+        same sequence number make the same batches, which consumers recognise as copies: so
+        this waits for window space for all of them before it sends any (a list longer than
+        the window waits until nothing is unacknowledged)."""
+        self._flush()
+        need = min(len(payloads), self.window)
+        while True:
+            if self._closed:
+                raise PortClosed("send on a closed port")
+            if self._draining:
+                raise PortClosed("send on a draining port: it takes no new messages")
+            if self._unacked + need <= self.window and self._held_bytes < self.window_bytes:
+                break
+            self._space.clear()
+            await self._space.wait()
+        for payload in payloads:
+            self._add(payload)
+        self._flush()
+
+    def _add(self, payload: Any) -> None:
+        """Batch one payload, cutting the batch by count and bytes (no flush timing)."""
+        kind = type(payload)
+        if kind is bytes or kind is str and payload.isascii():
+            size = len(payload) + 5
+        else:
+            size = len(self._packer.pack(payload))
+        if self._part_bytes + size > self.batch_bytes:
+            if size > self.batch_bytes:
+                raise MessageTooLarge(f"payload of {size} bytes exceeds {self.batch_bytes}")
+            self._flush()
+        self._parts.append(payload)
+        self._part_bytes += size
+        self._held_bytes += size
+        self._unacked += 1
+        if self._unacked == 1:
+            self._drained.clear()
+        if len(self._parts) >= self.batch_max:
+            self._flush()
 
     async def _wait_for_space(self) -> None:
         while True:

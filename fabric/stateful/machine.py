@@ -9,9 +9,10 @@ resent message harmless:
   nothing. Kept small: everything below a producer's *floor* is applied, and only the applied
   numbers above it are listed.
 * **the outbox**: what ``apply`` emitted, numbered in order (``emitted``: the number of the
-  next one), kept until the leader learns that consumers acknowledged it. The numbers are the
-  same on every replica, so a new leader that sends the outbox again sends the same messages
-  under the same numbers.
+  next one) and cut into batches (an entry's emits, at most ``OUTBOX_BATCH`` to a batch), kept
+  until the leader learns that consumers acknowledged them. Numbers and batches are the same on
+  every replica, so a new leader that sends the outbox again sends the same batches under the
+  same numbers, and consumers recognise the copies.
 
 Log entries (msgpack, never starting with 0x00, which is the Raft core's):
 
@@ -54,6 +55,7 @@ SNAPSHOT_VERSION = 1
 MAX_PRODUCERS = 100_000
 MAX_GAP = 1 << 20
 MAX_OUTBOX = 1 << 20
+OUTBOX_BATCH = 1024
 
 
 def encode_input(runs: list[tuple[bytes, int, list[Any]]]) -> bytes:
@@ -109,8 +111,10 @@ class ReplicaMachine:
         self.max_outbox = max_outbox
         self.applied_index = 0
         self.producers: dict[bytes, AppliedSeqs] = {}  # least recently applied first
-        self.outbox: list[Any] = []  # emitted, not acknowledged: numbers outbox_floor.. on
+        # Emitted, not acknowledged: batches (first number, payloads), from outbox_floor on.
+        self.outbox: list[tuple[int, list[Any]]] = []
         self.outbox_floor = 0
+        self.outbox_messages = 0
         self.counters = {"applied_messages": 0, "duplicates_skipped": 0, "apply_errors": 0,
                          "malformed_entries": 0, "producers_forgotten": 0}
         self._emitted_now: list[Any] = []
@@ -119,12 +123,17 @@ class ReplicaMachine:
     @property
     def emitted(self) -> int:
         """The number the next emitted message gets."""
-        return self.outbox_floor + len(self.outbox)
+        return self.outbox_floor + self.outbox_messages
 
     @property
     def outbox_full(self) -> bool:
         """Whether the outbox is at its bound (the leader proposes no new input)."""
-        return len(self.outbox) >= self.max_outbox
+        return self.outbox_messages >= self.max_outbox
+
+    def outbox_from(self, number: int) -> list[tuple[int, list[Any]]]:
+        """The outbox batches holding messages numbered ``number`` and on (a batch that
+        ``number`` falls inside comes whole)."""
+        return [batch for batch in self.outbox if batch[0] + len(batch[1]) > number]
 
     # ------------------------------------------------------------------ applying
 
@@ -164,6 +173,12 @@ class ReplicaMachine:
                 self._apply_one(Input(payload, pid, seq, index))
                 applied += 1
         counters["applied_messages"] += applied
+        emitted = self._emitted_now
+        if emitted:
+            for start in range(0, len(emitted), OUTBOX_BATCH):
+                self.outbox.append((self.emitted, emitted[start:start + OUTBOX_BATCH]))
+                self.outbox_messages += len(self.outbox[-1][1])
+            emitted.clear()
         return applied
 
     def _seqs_of(self, pid: bytes) -> AppliedSeqs:
@@ -179,21 +194,27 @@ class ReplicaMachine:
 
     def _apply_one(self, message: Input) -> None:
         emitted = self._emitted_now
+        mark = len(emitted)
         try:
             self.component.apply(message)
         except Exception as exc:  # the user's code: every replica fails alike
+            del emitted[mark:]  # what it emitted before raising is not sent
             self.counters["apply_errors"] += 1
             if self.counters["apply_errors"] <= 10 or self.counters["apply_errors"] % 1000 == 0:
                 log.warning("apply raised for %r: %r", message, exc)
-        if emitted:
-            self.outbox.extend(emitted)
-            emitted.clear()
 
     def _acked(self, acked_below: int) -> None:
-        drop = min(acked_below, self.emitted) - self.outbox_floor
-        if drop > 0:
-            del self.outbox[:drop]
-            self.outbox_floor += drop
+        acked_below = min(acked_below, self.emitted)
+        outbox = self.outbox
+        while outbox and outbox[0][0] < acked_below:
+            first, payloads = outbox[0]
+            done = min(len(payloads), acked_below - first)
+            if done == len(payloads):
+                outbox.pop(0)
+            else:
+                outbox[0] = (first + done, payloads[done:])
+            self.outbox_messages -= done
+        self.outbox_floor = max(self.outbox_floor, acked_below)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -203,7 +224,8 @@ class ReplicaMachine:
             "v": SNAPSHOT_VERSION, "index": self.applied_index,
             "state": self.component.snapshot(),
             "producers": [[pid, s.floor, sorted(s.above)] for pid, s in self.producers.items()],
-            "outbox_floor": self.outbox_floor, "outbox": self.outbox,
+            "outbox_floor": self.outbox_floor,
+            "outbox": [[first, payloads] for first, payloads in self.outbox],
         }, use_bin_type=True)
 
     def restore(self, data: bytes) -> None:
@@ -216,7 +238,7 @@ class ReplicaMachine:
             producers = {bytes(pid): AppliedSeqs(int(floor), set(above))
                          for pid, floor, above in snap["producers"]}
             index, floor = int(snap["index"]), int(snap["outbox_floor"])
-            outbox = list(snap["outbox"])
+            outbox = [(int(first), list(payloads)) for first, payloads in snap["outbox"]]
         except (ValueError, TypeError, KeyError, AttributeError,
                 msgpack.UnpackException) as exc:
             raise DecodeError(f"a replica snapshot that does not decode: {exc}") from exc
@@ -225,6 +247,7 @@ class ReplicaMachine:
         self.producers = producers
         self.outbox_floor = floor
         self.outbox = outbox
+        self.outbox_messages = sum(len(payloads) for _, payloads in outbox)
 
     def state_digest(self) -> str:
         """A digest of the replicated state (equal on replicas that applied the same log)."""

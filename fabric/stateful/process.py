@@ -30,7 +30,7 @@ __all__ = ["run_replicas"]
 
 async def run_replicas(component_class: type[Stateful], names: Any, *, name: str,
                        data_dir: str, size: int, partitions: list[int], listen_host: str,
-                       input: str | None, control: str, drain_timeout: float,
+                       input: str | None, output: str | None, control: str, drain_timeout: float,
                        election_timeout_ms: tuple[int, int] = (150, 300),
                        snapshot_threshold: int = 10_000, grace_s: float = 10.0) -> int:
     """Run one replica of each of ``partitions`` until asked to stop; the exit code (0)."""
@@ -39,7 +39,7 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
 
     replicas = [Replica(component_class(), names, name=name, partition=partition, size=size,
                         data_dir=os.path.join(data_dir, f"p{partition}"),
-                        listen=f"{listen_host}:0", input=input,
+                        listen=f"{listen_host}:0", input=input, output=output,
                         election_timeout_ms=election_timeout_ms,
                         snapshot_threshold=snapshot_threshold, grace_s=grace_s)
                 for partition in partitions]

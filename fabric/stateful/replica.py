@@ -37,8 +37,10 @@ import msgpack
 
 from fabric.errors import ConfigError
 from fabric.ports.input import InputPort
+from fabric.ports.output import OutputPort
 from fabric.ports.received import Message
 from fabric.stateful.component import Stateful
+from fabric.stateful.emitter import LeaderEmitter, OpenOutput, output_id
 from fabric.stateful.feed import LeaderFeed, OpenPort, StopFollowing
 from fabric.stateful.group import GroupMember
 from fabric.stateful.machine import ReplicaMachine
@@ -110,7 +112,8 @@ class Replica:
 
     def __init__(self, component: Stateful, names: Names, *, name: str, data_dir: str,
                  partition: int = 0, size: int = 3, listen: str = "127.0.0.1:0",
-                 input: str | None = None, open_port: OpenPort | None = None,
+                 input: str | None = None, output: str | None = None,
+                 open_port: OpenPort | None = None, open_output: OpenOutput | None = None,
                  election_timeout_ms: tuple[int, int] = (150, 300),
                  snapshot_threshold: int = 10_000, sync_mode: str = "auto",
                  grace_s: float = GRACE_S, prefetch: int = 8192) -> None:
@@ -127,6 +130,8 @@ class Replica:
         if open_port is None and not self.channel:
             raise ConfigError(f"{type(component).__name__} names no input channel")
         self._open_port = open_port or self._follow_channel
+        self.output = output or component.output
+        self._open_output = open_output or (self._follow_output if self.output else None)
         self.election_timeout_ms = election_timeout_ms
         self.snapshot_threshold = snapshot_threshold
         self.sync_mode = sync_mode
@@ -135,6 +140,7 @@ class Replica:
         self.machine = ReplicaMachine(component)
         self.member: GroupMember | None = None
         self.feed: LeaderFeed | None = None
+        self.emitter: LeaderEmitter | None = None
         self.address = ""
         self.node_id = 0
         self.registered: dict[int, str] = {}  # id -> address, as the name service lists them
@@ -160,6 +166,8 @@ class Replica:
             settings, self.machine, on_applied=self._on_applied, on_role=self._on_role,
             voters=(self.node_id,) if founder == self.node_id else ())
         self.feed = LeaderFeed(member, self.machine, self._open_port)
+        self.emitter = LeaderEmitter(member, self.machine, self._open_output,
+                                     output_id(self.name, self.partition))
         member_stop = asyncio.Event()
         member_task = asyncio.ensure_future(member.run(member_stop))
         registration = None
@@ -183,6 +191,7 @@ class Replica:
             for task in tasks:
                 task.cancel()
             await self.feed.close()
+            await self.emitter.close()
             if registration is not None:
                 try:
                     await registration.close()
@@ -217,6 +226,18 @@ class Replica:
         channel = self.channel
         assert channel is not None
         port = InputPort(channel, handler=handler, auto_ack=False, prefetch=self.prefetch)
+        await port.start()
+        resolver = Resolver(port, lambda: watch_channel(self.names, channel)).start()
+        return port, resolver.close
+
+    async def _follow_output(self, producer_id: bytes, first_seq: int
+                             ) -> tuple[OutputPort, StopFollowing]:
+        from fabric.runtime.registry import watch_channel
+        from fabric.runtime.resolver import Resolver
+
+        channel = self.output
+        assert channel is not None
+        port = OutputPort(channel, producer_id=producer_id, first_seq=first_seq)
         await port.start()
         resolver = Resolver(port, lambda: watch_channel(self.names, channel)).start()
         return port, resolver.close
@@ -280,12 +301,14 @@ class Replica:
     # ------------------------------------------------------------------ callbacks
 
     def _on_role(self, is_leader: bool) -> None:
-        if self.feed is not None:
+        if self.feed is not None and self.emitter is not None:
             self.feed.on_role(is_leader)
+            self.emitter.on_role(is_leader)
 
     def _on_applied(self, entries) -> None:
-        if self.feed is not None:
+        if self.feed is not None and self.emitter is not None:
             self.feed.on_applied(entries)
+            self.emitter.on_applied()
 
     # ------------------------------------------------------------------ status
 
@@ -295,7 +318,7 @@ class Replica:
         out: dict[str, Any] = {
             "kind": "stateful", "name": self.name, "partition": self.partition,
             "address": self.address, "registered": sorted(self.registered),
-            "outbox": len(machine.outbox), "emitted": machine.emitted,
+            "outbox": machine.outbox_messages, "emitted": machine.emitted,
             "state_digest": machine.state_digest(), "counters": dict(machine.counters),
         }
         if self.member is not None:
@@ -303,8 +326,9 @@ class Replica:
             out.update(member, counters={**member["counters"], **machine.counters})
             conf = self.member.core.conf_state
             out["voters"], out["learners"] = list(conf.voters), list(conf.learners)
-        if self.feed is not None:
+        if self.feed is not None and self.emitter is not None:
             out["feed"] = self.feed.status()
+            out["emitter"] = self.emitter.status()
         state = msgpack.packb(self.component.snapshot(), use_bin_type=True)
         if len(state) <= SMALL_STATE:
             out["state"] = self.component.snapshot()

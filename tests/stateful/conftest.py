@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fabric.butterfly.fleet import Fleet, Proc
-from fabric.butterfly.scenario import PRODUCER
+from fabric.butterfly.scenario import CONSUMER, PRODUCER
 from nameservice.control import control_request
 from nameservice.server.local import LocalCluster
 from tests.waiting import wait_for
@@ -40,19 +40,21 @@ class Group:
     def fabric(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "fabric", *args]
 
-    def intermediary(self, name: str) -> Proc:
-        """Start an intermediary of the channel and wait until it is registered."""
+    def intermediary(self, name: str, channel: str | None = None) -> Proc:
+        """Start an intermediary of the channel (or ``channel``) and wait until it is
+        registered."""
         proc = self.fleet.start(name, self.fabric(
-            "intermediary", "--channel", self.channel, "--name", name, "--ns", self.ns,
-            "--events"))
+            "intermediary", "--channel", channel or self.channel, "--name", name,
+            "--ns", self.ns, "--events"))
         proc.wait_event("registered", 30)
         return proc
 
-    def replica(self, name: str, *args: str, data: str | None = None) -> Proc:
-        """Start (or restart) replica ``name`` with its data in ``tmp/name`` (or ``data``)
-        and wait until it runs."""
+    def replica(self, name: str, *args: str, data: str | None = None,
+                target: str = COUNTER) -> Proc:
+        """Start (or restart) replica ``name`` of ``target`` with its data in ``tmp/name`` (or
+        ``data``) and wait until it runs."""
         proc = self.fleet.start(name, self.fabric(
-            "component", "run", COUNTER, "--name", "counter", "--replicas", "3",
+            "component", "run", target, "--name", "counter", "--replicas", "3",
             "--data", str(self.tmp / (data or name)), "--input", self.channel,
             "--ns", self.ns, "--events", *args))
         _, control = proc.wait_event("control", 30)
@@ -66,6 +68,14 @@ class Group:
             "component", "run", PRODUCER, "--name", name, "--events", "--ns", self.ns,
             "--param", f"channel={self.channel}", "--param", f"index={index}",
             "--param", f"messages={messages}", "--param", f"rate={rate}"))
+
+    def consumer(self, name: str, channel: str) -> Proc:
+        """Start a butterfly consumer of ``channel`` (it counts unique ids and duplicates)."""
+        proc = self.fleet.start(name, self.fabric(
+            "component", "run", CONSUMER, "--name", name, "--events", "--ns", self.ns,
+            "--param", f"channel={channel}", "--param", f"out={self.tmp / (name + '.bin')}"))
+        proc.wait_event("ready", 30)
+        return proc
 
     def status(self, name: str) -> dict | None:
         """Replica ``name``'s status (its one partition), None if it does not answer."""

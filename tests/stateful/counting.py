@@ -15,3 +15,11 @@ class Counter(Stateful):
     def apply(self, message: Input) -> None:
         self.state["count"] += 1
         self.state["sum"] += message.payload
+
+
+class Echo(Counter):
+    """Counts like ``Counter``, and emits every payload it applies."""
+
+    def apply(self, message: Input) -> None:
+        super().apply(message)
+        self.emit(message.payload)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 
 from tests.stateful.conftest import producer_ids
+
+ECHO = "tests.stateful.counting:Echo"
 from tests.waiting import wait_for
 
 MESSAGES = 20_000  # per producer
@@ -119,4 +121,34 @@ def test_a_replica_on_an_empty_disk_takes_the_seat_of_a_lost_one(group):
              "the lost replica's seat to pass to the new one")
     assert len({s["state_digest"] for s in statuses.values()}) == 1
     assert statuses["r4"]["counters"]["snapshots_installed"] >= 1
+    stop_producers(producers)
+
+
+def test_what_the_leader_emitted_reaches_the_downstream_consumer_once_across_a_failover(group):
+    group.intermediary("inter-a")
+    group.intermediary("inter-b")
+    downstream = f"{group.channel}-out"
+    group.intermediary("out-a", downstream)
+    group.intermediary("out-b", downstream)
+    consumer = group.consumer("downstream", downstream)
+    for name in ("r1", "r2", "r3"):
+        group.replica(name, "--output", downstream, target=ECHO)
+    group.wait_voters(3)
+    producers = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in (1, 2)]
+    leader = group.leader()
+    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
+             60, "the stream to be under way")
+    group.replicas[leader].signal(signal.SIGKILL)
+    group.leader(but=leader)
+    count, total = expected()
+    statuses = group.wait_state(count, total, [n for n in ("r1", "r2", "r3") if n != leader])
+    progress = wait_for(lambda: (p := consumer.latest("progress")) and p["unique"] >= count
+                        and p, 60, "every emitted message downstream")
+    wait_for(lambda: all(s["outbox"] == 0 for s in map(group.status, statuses) if s), 30,
+             "the outbox to be acknowledged")
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(30) == 0
+    final = consumer.latest("received")
+    assert final["unique"] == count and final["duplicates"] == 0, final
+    assert progress["unique"] == count
     stop_producers(producers)

@@ -68,17 +68,26 @@ def test_the_producer_applied_longest_ago_is_forgotten_at_the_bound():
 def test_what_apply_emits_is_numbered_in_the_outbox_until_acknowledged():
     m = machine()
     m.apply_entry(1, encode_input([(A, 0, [0, 1, 2, 3, 4])]))
-    assert m.outbox == [0, 2, 4] and m.emitted == 3
-    m.apply_entry(2, encode_outbox_acked(2))
-    assert m.outbox == [4] and m.outbox_floor == 2 and m.emitted == 3
-    m.apply_entry(3, encode_outbox_acked(10))  # never past what was emitted
-    assert m.outbox == [] and m.emitted == 3
+    m.apply_entry(2, encode_input([(A, 5, [6, 8])]))
+    assert m.outbox == [(0, [0, 2, 4]), (3, [6, 8])] and m.emitted == 5  # a batch per entry
+    m.apply_entry(3, encode_outbox_acked(2))
+    assert m.outbox == [(2, [4]), (3, [6, 8])] and m.outbox_floor == 2
+    assert m.outbox_from(3) == [(3, [6, 8])] and m.outbox_from(2) == m.outbox
+    m.apply_entry(4, encode_outbox_acked(10))  # never past what was emitted
+    assert m.outbox == [] and m.emitted == 5 and m.outbox_floor == 5
+
+
+def test_an_entry_emitting_more_than_a_batch_holds_is_cut_the_same_way_everywhere():
+    m = machine()
+    m.apply_entry(1, encode_input([(A, 0, list(range(0, 2 * 3000, 2)))]))
+    assert [(first, len(p)) for first, p in m.outbox] == [(0, 1024), (1024, 1024), (2048, 952)]
 
 
 def test_an_apply_that_raises_is_counted_and_the_message_counts_as_applied():
     m = machine()
     m.apply_entry(1, encode_input([(A, 0, [1, "boom", 3])]))
     assert m.component.state == [1, 3] and m.counters["apply_errors"] == 1
+    assert m.outbox == []  # nothing emitted: both odd
     assert m.apply_entry(2, encode_input([(A, 1, ["boom"])])) == 0  # not again
 
 
@@ -109,7 +118,7 @@ def test_a_snapshot_restores_state_applied_numbers_and_outbox():
     other = machine()
     other.restore(m.snapshot())
     assert other.component.state == [0, 1, 4] and other.applied_index == 2
-    assert other.outbox == [4] and other.outbox_floor == 1
+    assert other.outbox == [(1, [4])] and other.outbox_floor == 1
     assert other.state_digest() == m.state_digest()
     # It remembers what was applied: the same resend is skipped on both.
     resend = encode_input([(A, 0, [0, 1]), (B, 3, [4]), (B, 0, [6])])
