@@ -6,10 +6,9 @@ from __future__ import annotations
 import signal
 
 from tests.stateful.conftest import producer_ids
-
-ECHO = "tests.stateful.counting:Echo"
 from tests.waiting import wait_for
 
+ECHO = "tests.stateful.counting:Echo"
 MESSAGES = 20_000  # per producer
 RATE = 5_000  # per producer, messages per second: the kill lands mid-stream
 
