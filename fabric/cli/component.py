@@ -122,7 +122,8 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
                 assert data_dir is not None
                 return await run_replicas(
                     found, Names(client), name=name, data_dir=data_dir, size=replicas,
-                    partitions=list(only or range(partitions)), listen_host=listen_host,
+                    partitions=list(only or range(partitions)),
+                    total_partitions=partitions, listen_host=listen_host,
                     input=input_channel, output=output_channel, control=control_endpoint,
                     drain_timeout=drain_timeout, grace_s=replace_after,
                     snapshot_threshold=snapshot_entries)
@@ -139,8 +140,8 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
         code = asyncio.run(main())
     except NameServiceError as exc:
         fail(f"name service: {exc}", EXIT_FAILED)
-    except ConfigError as exc:  # the metrics address cannot be served
-        fail(f"--metrics: {exc}", EXIT_FAILED)
+    except ConfigError as exc:  # the metrics address cannot be served, a partition count
+        fail(str(exc) if stateful else f"--metrics: {exc}", EXIT_FAILED)
     except asyncio.TimeoutError:
         fail("no answer from the name service in time", EXIT_FAILED)
     except zmq.ZMQError as exc:

@@ -282,8 +282,10 @@ class OutputPort(Port):
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def send(self, payload: Any) -> None:
-        """Queue one message; waits while the window of unacknowledged messages is full."""
+    async def send(self, payload: Any, key: Any = None) -> None:
+        """Queue one message; waits while the window of unacknowledged messages is full.
+        (``key`` routes a message among a channel's partitions, see ``PartitionedOutput``; a
+        channel of one partition has nothing to route.)"""
         if (self._unacked >= self.window or self._held_bytes >= self.window_bytes
                 or self._closed or self._draining):
             await self._wait_for_space()

@@ -48,9 +48,10 @@ from typing import TYPE_CHECKING, Any
 from fabric.errors import ConfigError, FabricError
 from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
+from fabric.ports.partitioned import PartitionedOutput, partition_channel
 from fabric.ports.received import Handler
 from fabric.runtime import runner
-from fabric.runtime.registry import watch_channel
+from fabric.runtime.registry import channel_partitions, watch_channel
 from fabric.runtime.resolver import Change, Resolver
 from nameservice.logs import event
 from nameservice.security.context import current as security
@@ -139,16 +140,26 @@ class ComponentContext:
         ``--events``, a JSON line ``{"event": KIND, "time": ..., **fields}`` on stdout."""
         event(self.log, kind, **fields)
 
-    async def output(self, channel: str, *, wait: float = 10.0, **options: Any) -> OutputPort:
+    async def output(self, channel: str, *, wait: float = 10.0,
+                     **options: Any) -> OutputPort | PartitionedOutput:
         """An :class:`OutputPort` on ``channel``, connected to its registered intermediaries
-        (waits up to ``wait`` seconds for the name service's first answer)."""
-        port = OutputPort(channel, **options)
-        await port.start()
-        self.outputs.append(port)
-        if self.metrics is not None:
-            self.metrics.add(port)
-        await self._follow(port, channel, wait)
-        return port
+        (waits up to ``wait`` seconds for the name service's first answer); for a channel
+        declared with several partitions, a :class:`PartitionedOutput` (``send(payload,
+        key=...)``) with a port on each."""
+        client = getattr(self._names, "client", None)
+        partitions = 1 if client is None else await asyncio.wait_for(
+            channel_partitions(client, channel), wait)
+        ports = []
+        for partition in range(partitions):
+            name = partition_channel(channel, partition, partitions)
+            port = OutputPort(name, **options)
+            await port.start()
+            self.outputs.append(port)
+            if self.metrics is not None:
+                self.metrics.add(port)
+            await self._follow(port, name, wait)
+            ports.append(port)
+        return ports[0] if partitions == 1 else PartitionedOutput(channel, ports)
 
     async def input(self, channel: str, handler: Handler, *, wait: float = 10.0,
                     **options: Any) -> InputPort:

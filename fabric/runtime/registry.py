@@ -20,11 +20,13 @@ from typing import Any
 
 import msgpack
 
+from fabric.errors import ConfigError
 from nameservice.control import DEFAULT_TTL, PROCESS, process_name
 from nameservice.errors import NameNotFound
 
-__all__ = ["CHANNEL", "DEFAULT_TTL", "NAMES_PREFIX", "PROCESS", "channel_name", "find_process",
-           "list_names", "process_name", "watch_channel"]
+__all__ = ["CHANNEL", "DEFAULT_TTL", "NAMES_PREFIX", "PARTITIONS", "PROCESS", "channel_name",
+           "channel_partitions", "declare_partitions", "find_process", "list_names",
+           "process_name", "watch_channel"]
 
 CHANNEL = "channel/"
 NAMES_PREFIX = b"names/"
@@ -40,6 +42,36 @@ async def watch_channel(names: Any, channel: str) -> AsyncIterator[list[str]]:
     full list again after every change (for :class:`fabric.runtime.resolver.Resolver`)."""
     async for endpoints in names.watch_name(channel_name(channel)):
         yield sorted(e.endpoint for e in endpoints)
+
+
+PARTITIONS = "partitions/"
+"""``partitions/<C>`` holds how many partitions channel C has (absent: one)."""
+
+
+async def channel_partitions(client: Any, channel: str) -> int:
+    """How many partitions ``channel`` has (1 unless declared)."""
+    found = await client.get(PARTITIONS + channel)
+    if found is None:
+        return 1
+    try:
+        count = int(found.value)
+    except ValueError:
+        raise ConfigError(f"{PARTITIONS}{channel} holds {found.value[:20]!r}, not a count") \
+            from None
+    if count < 1:
+        raise ConfigError(f"{PARTITIONS}{channel} holds {count}, not a count")
+    return count
+
+
+async def declare_partitions(client: Any, channel: str, count: int) -> None:
+    """Declare that ``channel`` has ``count`` partitions (once: ConfigError if it was declared
+    with another count — moving partitions is not done by changing the count)."""
+    result = await client.cas(PARTITIONS + channel, str(count), expect_absent=True)
+    if result.succeeded:
+        return
+    have = await channel_partitions(client, channel)
+    if have != count:
+        raise ConfigError(f"channel {channel!r} has {have} partitions, not {count}")
 
 
 async def find_process(names: Any, name: str) -> list[Any]:

@@ -17,6 +17,8 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from fabric.errors import ConfigError
+from fabric.ports.partitioned import partition_channel
 from fabric.stateful.component import Stateful
 from fabric.stateful.replica import Replica
 from nameservice.logs import event
@@ -29,17 +31,28 @@ __all__ = ["run_replicas"]
 
 
 async def run_replicas(component_class: type[Stateful], names: Any, *, name: str,
-                       data_dir: str, size: int, partitions: list[int], listen_host: str,
+                       data_dir: str, size: int, partitions: list[int],
+                       total_partitions: int, listen_host: str,
                        input: str | None, output: str | None, control: str, drain_timeout: float,
                        election_timeout_ms: tuple[int, int] = (150, 300),
                        snapshot_threshold: int = 10_000, grace_s: float = 10.0) -> int:
-    """Run one replica of each of ``partitions`` until asked to stop; the exit code (0)."""
-    from fabric.runtime.registry import process_name
+    """Run one replica of each of ``partitions`` (of ``total_partitions``) until asked to stop;
+    the exit code (0; 1 if a replica failed). With several partitions, the input channel is
+    declared with that many (``ConfigError`` if it was declared with another count) and the
+    replica of partition P consumes ``partition_channel(input, P, total_partitions)``."""
+    from fabric.runtime.registry import declare_partitions, process_name
     from nameservice.control import ControlServer
 
+    channel = input or component_class.input
+    if channel is None:
+        raise ConfigError(f"{component_class.__name__} names no input channel: give --input")
+    if total_partitions > 1:
+        await declare_partitions(names.client, channel, total_partitions)
     replicas = [Replica(component_class(), names, name=name, partition=partition, size=size,
                         data_dir=os.path.join(data_dir, f"p{partition}"),
-                        listen=f"{listen_host}:0", input=input, output=output,
+                        listen=f"{listen_host}:0",
+                        input=partition_channel(channel, partition, total_partitions),
+                        output=output,
                         election_timeout_ms=election_timeout_ms,
                         snapshot_threshold=snapshot_threshold, grace_s=grace_s)
                 for partition in partitions]

@@ -58,10 +58,15 @@ class Group:
             "--data", str(self.tmp / (data or name)), "--input", self.channel,
             "--ns", self.ns, "--events", *args))
         _, control = proc.wait_event("control", 30)
-        proc.wait_event("replica", 30)
+        wait_for(lambda: len(proc.events("replica")) == self._partitions(args), 30,
+                 f"{name}'s replicas to run")
         self.replicas[name] = proc
         self.controls[name] = control["endpoint"]
         return proc
+
+    @staticmethod
+    def _partitions(args: tuple[str, ...]) -> int:
+        return int(args[args.index("--partitions") + 1]) if "--partitions" in args else 1
 
     def producer(self, name: str, index: int, messages: int, rate: int) -> Proc:
         return self.fleet.start(name, self.fabric(
@@ -84,6 +89,14 @@ class Group:
         except Exception:  # down, stopped, busy: the caller waits
             return None
         return answer["replicas"][0]
+
+    def status_all(self, name: str) -> list[dict] | None:
+        """Replica ``name``'s status of each of its partitions, None if it does not answer."""
+        try:
+            answer = asyncio.run(control_request(self.controls[name], "status", timeout=1))
+        except Exception:  # down, stopped, busy: the caller waits
+            return None
+        return answer["replicas"]
 
     def live_statuses(self) -> dict[str, dict]:
         out = {}
