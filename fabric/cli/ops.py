@@ -177,6 +177,10 @@ def _print_table(result: dict) -> None:
         rates = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:,.0f}" for k, v in row["rates"].items())
         if row.get("kind") == "nameservice":  # a name-service node: no messages, a role
             rates = f"{st.get('role', '?')}, term {st.get('term', '?')}"
+        elif row.get("kind") == "stateful":  # replicas: a role and an applied index each
+            rates = "; ".join(f"p{r.get('partition')} {r.get('role', '?')} term "
+                              f"{r.get('term', '?')} applied {r.get('applied_index', '?')}"
+                              for r in st.get("replicas", ()))
         click.echo(f"{row['name']:<24} {row.get('kind', '?'):<13} "
                    f"{row.get('channel', '') or '':<12} {_in_flight(st):>9}  {rates or '-'}")
 

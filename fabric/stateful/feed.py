@@ -109,19 +109,22 @@ class LeaderFeed:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def drain(self, timeout: float) -> None:
-        """Stop taking messages, wait (at most ``timeout``) until everything proposed is
-        applied and acknowledged, then close the port cleanly."""
+    async def drain(self, timeout: float) -> int:
+        """Wait (at most ``timeout``) until everything received is applied and acknowledged,
+        then close the port cleanly; the messages left unacknowledged (the intermediaries
+        give them to the next leader)."""
         port = self.port
         if port is None:
-            return
+            return 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (self._buffer or self._pending) and self._member.is_leader \
                 and loop.time() < deadline:
             await asyncio.sleep(RETRY_S)
+        left = len(self._buffer) + sum(len(m) for _, m in self._pending.values())
         self.port = None
         await self._shut(port, max(0.1, deadline - loop.time()))
+        return left
 
     async def _shut(self, port: InputPort, drain_timeout: float | None) -> None:
         """Stop following the intermediaries, then drain the port (``drain_timeout``) or close

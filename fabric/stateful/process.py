@@ -11,6 +11,7 @@ what it proposed be applied and acknowledged, hands its leadership over, then th
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -27,7 +28,10 @@ from nameservice.security.follow import follow_rules
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_replicas"]
+__all__ = ["STOP_GRACE_S", "run_replicas"]
+
+STOP_GRACE_S = 10.0
+"""Beyond the drain timeout, how long a stop may take before the process gives up on it."""
 
 
 async def run_replicas(component_class: type[Stateful], names: Any, *, name: str,
@@ -63,17 +67,29 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
                 "replicas": [replica.status() for replica in replicas]}
 
     async def drain(timeout: float | None) -> dict[str, Any]:
-        stop.set()
-        await asyncio.gather(*runs, return_exceptions=True)
-        return {"kind": "stateful", "name": name, "complete": True}
+        on_signal()
+        results = await asyncio.gather(*runs, return_exceptions=True)
+        left = sum(replica.left_unacknowledged for replica in replicas)
+        failed = [str(r) for r in results if isinstance(r, BaseException)]
+        return {"kind": "stateful", "name": name, "complete": not left and not failed,
+                "left_messages": left, "failed": failed,
+                "left": [{"messages": left, "where": "received by the leader, not applied",
+                          "fate": "redelivered to the next leader"}] if left else []}
 
     server = ControlServer(status, drain, control).start()
     event(log, "control", endpoint=server.endpoint)
     client = getattr(names, "client", None)
     rules = asyncio.ensure_future(follow_rules(client, security())) if client else None
     loop = asyncio.get_running_loop()
+    watchdog: list[asyncio.TimerHandle] = []
+
+    def on_signal() -> None:
+        stop.set()
+        if not watchdog:  # a stop that hangs says where, and ends anyway
+            watchdog.append(loop.call_later(drain_timeout + STOP_GRACE_S, _stuck, name))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     runs = [asyncio.ensure_future(replica.run(stop, drain_timeout=drain_timeout))
             for replica in replicas]
     registration = None
@@ -83,10 +99,12 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
             event(log, "replica", partition=replica.partition, id=replica.node_id,
                   address=replica.address)
         registration = await names.register(process_name(name), server.endpoint,
-                                            {"kind": "stateful"})
+                                            {"kind": "stateful", "channel": channel})
         results = await asyncio.gather(*runs, return_exceptions=True)
     finally:
         stop.set()
+        for handle in watchdog:
+            handle.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if registration is not None:
@@ -103,6 +121,14 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
         log.error("replica failed: %s", error, exc_info=error)
     event(log, "stopped", failed=len(failed))
     return 1 if failed else 0
+
+
+def _stuck(name: str) -> None:
+    """The stop did not end in time: every thread's stack to stderr, then exit 1."""
+    log.error("%s did not stop within its drain timeout + %g s; stacks follow", name,
+              STOP_GRACE_S)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(1)
 
 
 async def _ready(replica: Replica, runs: Sequence[asyncio.Future]) -> None:

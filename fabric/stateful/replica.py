@@ -148,6 +148,9 @@ class Replica:
         self._started = 0.0
         self.ready = asyncio.Event()
         """Set once the replica is registered and its member runs."""
+        self.left_unacknowledged = 0
+        """Messages the leader held unacknowledged when it stopped (the next leader gets
+        them from the intermediaries)."""
 
     # ------------------------------------------------------------------ running
 
@@ -186,7 +189,7 @@ class Replica:
             tasks.append(stopped)
             await asyncio.wait({member_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not member_task.done():
-                await self.feed.drain(drain_timeout)
+                self.left_unacknowledged = await self.feed.drain(drain_timeout)
         finally:
             for task in tasks:
                 task.cancel()

@@ -3,7 +3,9 @@ real process: whatever is killed or frozen, every replica ends with exactly the 
 none lost, none applied twice — and the replicas agree."""
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 
 from tests.stateful.conftest import producer_ids
 from tests.waiting import wait_for
@@ -151,3 +153,30 @@ def test_what_the_leader_emitted_reaches_the_downstream_consumer_once_across_a_f
     assert final["unique"] == count and final["duplicates"] == 0, final
     assert progress["unique"] == count
     stop_producers(producers)
+
+
+def test_a_leader_stopped_with_sigterm_hands_over_and_the_group_drains_by_name(group):
+    group.intermediary("inter-a")
+    for name in ("r1", "r2", "r3"):
+        group.replica(name)
+    group.wait_voters(3)
+    producers = [group.producer("producer-1", 1, MESSAGES, RATE)]
+    leader = group.leader()
+    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
+             60, "the stream to be under way")
+    group.replicas[leader].signal(signal.SIGTERM)
+    assert group.replicas[leader].wait(30) == 0, group.replicas[leader].log_tail()
+    rest = [n for n in ("r1", "r2", "r3") if n != leader]
+    statuses = group.wait_state(MESSAGES, sum(range(1 << 40, (1 << 40) + MESSAGES)), rest)
+    assert len({s["state_digest"] for s in statuses.values()}) == 1
+    stop_producers(producers)
+    shown = subprocess.run(group.fabric("status", "--json", "--ns", group.ns),
+                           capture_output=True, text=True, timeout=60)
+    rows = [r for r in json.loads(shown.stdout)["processes"] if r["name"] == "counter"]
+    assert len(rows) == 2 and {r["kind"] for r in rows} == {"stateful"}
+    assert sorted(r["status"]["replicas"][0]["role"] for r in rows) == ["follower", "leader"]
+    drained = subprocess.run(group.fabric("drain", "counter", "--ns", group.ns),
+                             capture_output=True, text=True, timeout=60)
+    assert drained.returncode == 0, drained.stderr
+    for name in rest:
+        assert group.replicas[name].wait(30) == 0
