@@ -45,7 +45,7 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -58,7 +58,14 @@ from fabric.errors import ConfigError, DecodeError
 from fabric.ports.base import Port
 from fabric.ports.claim_answers import ClaimAnswers
 from fabric.ports.links import Link, LinkSet
-from fabric.ports.received import Handler, Message, ProducerWindow, ReceivedBatch
+from fabric.ports.received import (
+    BatchHandler,
+    DeliveredBatch,
+    Handler,
+    Message,
+    ProducerWindow,
+    ReceivedBatch,
+)
 from fabric.timing import Timing
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,10 @@ ACK_FLUSH_ENTRIES = 64
 YIELD_EVERY = 0.02  # seconds of handler work after which delivery yields to the event loop
 INLINE_MAX = 16  # batches this small are delivered as they arrive when the port is idle
 MAX_PRODUCERS = 10_000
+
+
+def _batches_only(message: Message) -> None:
+    raise AssertionError("a port with a batch handler delivers batches, not messages")
 
 
 @dataclass(slots=True)
@@ -102,9 +113,13 @@ class InputPort(Port):
                  handler: Handler | None = None, *, auto_ack: bool = True,
                  prefetch: int = 8192, max_tracked: int = 65_536, timing: Timing = Timing(),
                  consumer_id: bytes | None = None, drain_timeout: float = DEFAULT_TIMEOUT,
-                 ctx: zmq.asyncio.Context | None = None) -> None:
-        if handler is None:
-            raise ConfigError("an InputPort needs a handler")
+                 ctx: zmq.asyncio.Context | None = None,
+                 batch_handler: BatchHandler | None = None) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ConfigError("an InputPort needs a handler or a batch handler (not both)")
+        if batch_handler is not None and (auto_ack or inspect.iscoroutinefunction(
+                batch_handler)):
+            raise ConfigError("a batch handler is a plain function, with auto_ack=False")
         if prefetch < 1 or max_tracked < 1:
             raise ConfigError("prefetch and max_tracked must be positive")
         self.consumer_id = consumer_id or os.urandom(p.ID_SIZE)
@@ -114,7 +129,8 @@ class InputPort(Port):
         self._credit_flush = max(1, prefetch // 4)
         self.timing = timing
         self.stats = InputStats()
-        self._handler = handler
+        self._handler: Handler = handler if handler is not None else _batches_only
+        self._batch_handler = batch_handler
         self._is_async = inspect.iscoroutinefunction(handler)
         self._plain = auto_ack and not self._is_async  # the fast path
         self._delivering = False
@@ -128,6 +144,7 @@ class InputPort(Port):
         # (link or None, producer_id) -> {first_seq: handled}; None = any live intermediary
         self._acks: dict[tuple[Link | None, bytes], dict[int, int]] = {}
         self._ack_entries = 0
+        self._acking_many = False  # ack_messages runs: one flush at its end, not one per ack
         self._holds: dict[bytes, dict[int, int]] = {}  # rerouted, waiting for a live link
         self._claims = ClaimAnswers(self.consumer_id, timing.timeout, self._links.find,
                                     self._held_through)
@@ -363,7 +380,10 @@ class InputPort(Port):
                 continue
             state, payloads = queue[0]
             budget_end = clock() + YIELD_EVERY
-            if plain:
+            if self._batch_handler is not None:
+                queue.popleft()
+                self._deliver_batch(state, payloads)
+            elif plain:
                 if self._deliver_plain(state, payloads, budget_end):
                     queue.popleft()
             else:
@@ -391,6 +411,17 @@ class InputPort(Port):
                     self._delivering = False
                 self._delivered(state, state.count - start)
             await asyncio.sleep(0)  # let acks, heartbeats and new batches through
+
+    def _deliver_batch(self, state: ReceivedBatch, payloads: list[Any]) -> None:
+        """Hand what is left of a batch to the batch handler, in one call."""
+        start = state.handled
+        assert self._batch_handler is not None
+        try:
+            self._batch_handler(DeliveredBatch(state, start, payloads[start:], self._ack_range))
+        except Exception:  # a handler bug must not stop delivery
+            self.stats.handler_errors += 1
+            log.exception("batch handler failed on a batch of %d messages", state.count - start)
+        self._delivered(state, state.count - start)
 
     def _deliver_plain(self, state: ReceivedBatch, payloads: list[Any],
                        budget_end: float = float("inf")) -> bool:
@@ -458,7 +489,53 @@ class InputPort(Port):
             state.done.add(index)
             return
         self._credit_and_ack(state, state.handled - before)
-        if self._ack_entries >= ACK_FLUSH_ENTRIES or not self._queue:
+        if self._ack_entries >= ACK_FLUSH_ENTRIES or not self._queue and not self._acking_many:
+            self._flush_acks()
+
+    def _ack_range(self, state: ReceivedBatch, start: int, end: int) -> None:
+        """Acknowledge messages ``start .. end-1`` of a batch (a batch handler's ``ack``)."""
+        if self._closed or end <= state.handled:
+            return
+        if start > state.handled:  # acknowledged ahead of earlier ones: noted for later
+            if state.done is None:
+                state.done = set()
+            state.done.update(range(start, end))
+            return
+        before = state.handled
+        state.handled = end
+        done = state.done
+        if done:
+            done.difference_update(range(before, end))
+            while state.handled in done:
+                done.discard(state.handled)
+                state.handled += 1
+        self._credit_and_ack(state, state.handled - before)
+        if self._ack_entries >= ACK_FLUSH_ENTRIES or not self._queue and not self._acking_many:
+            self._flush_acks()
+
+    def ack_batches(self, batches: Iterable[DeliveredBatch]) -> None:
+        """Acknowledge the messages of many delivered batches at once (one ACK frame per
+        intermediary and producer)."""
+        self._acking_many = True
+        try:
+            for batch in batches:
+                batch.ack()
+        finally:
+            self._acking_many = False
+        if self._ack_entries:
+            self._flush_acks()
+
+    def ack_messages(self, messages: Iterable[Message]) -> None:
+        """Acknowledge many messages at once (``auto_ack=False``): what ``message.ack()``
+        does for each, sent as one ACK frame per intermediary and producer instead of a frame
+        per message."""
+        self._acking_many = True
+        try:
+            for message in messages:
+                message.ack()
+        finally:
+            self._acking_many = False
+        if self._ack_entries:
             self._flush_acks()
 
     # -- acknowledging ------------------------------------------------------------------------

@@ -78,6 +78,39 @@ class Message:
 Handler = Callable[[Message], Union[Awaitable[None], None]]
 
 
+class DeliveredBatch:
+    """The messages of one received batch, handed over at once to a batch handler
+    (``InputPort(batch_handler=...)``): ``payloads`` are messages ``first_seq``, ``first_seq``
+    + 1, ... of ``producer_id``; ``ack()`` acknowledges them all."""
+
+    __slots__ = ("payloads", "first_seq", "_state", "_start", "_ack")
+
+    def __init__(self, state: ReceivedBatch, start: int, payloads: list[Any],
+                 ack: Callable[[ReceivedBatch, int, int], None]) -> None:
+        self.payloads = payloads
+        self.first_seq = state.first_seq + start
+        self._state = state
+        self._start = start
+        self._ack = ack
+
+    @property
+    def producer_id(self) -> bytes:
+        """The 16-byte id of the producer that sent these messages."""
+        return self._state.producer_id
+
+    @property
+    def redelivered(self) -> bool:
+        """True if another consumer may already have handled these messages."""
+        return self._state.redelivered
+
+    def ack(self) -> None:
+        """Acknowledge every message of this batch."""
+        self._ack(self._state, self._start, self._start + len(self.payloads))
+
+
+BatchHandler = Callable[[DeliveredBatch], None]
+
+
 class ProducerWindow:
     """Batches received from one producer, remembered to recognise copies (bounded)."""
 

@@ -1,11 +1,12 @@
 """The leader's feed: input messages into the log, acknowledged once their entry is applied.
 
 Only the leader replica consumes. When this replica becomes leader the feed opens an
-``InputPort`` (``auto_ack=False``) on the component's input channel; every message the port
-delivers is buffered, and once per turn of the event loop the buffer becomes ONE log entry
-(runs of consecutive messages per producer, at most ``max_entry_messages``). When that entry
-is applied, in the term it was proposed in, its messages are acknowledged: the producers
-learn a message is handled only once it is on a quorum's disks and in the state.
+``InputPort`` on the component's input channel with a batch handler (whole batches, no
+per-message work here, acknowledged by hand); every batch the port delivers is buffered, and
+once per turn of the event loop the buffer becomes ONE log entry (each batch a run of
+consecutive messages of its producer; an entry closes once it holds ``max_entry_messages``).
+When that entry is applied, in the term it was proposed in, its batches are acknowledged: the
+producers learn a message is handled only once it is on a quorum's disks and in the state.
 
 When this replica stops leading, the port is closed without acknowledging anything pending:
 the intermediaries give what it held to the next leader (flagged redelivered), and whatever of
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fabric.ports.input import InputPort
-from fabric.ports.received import Message
+from fabric.ports.received import DeliveredBatch
 from fabric.stateful.group import GroupMember
 from fabric.stateful.machine import ReplicaMachine, encode_input
 from nameservice.raft.types import Entry
@@ -37,9 +38,11 @@ __all__ = ["LeaderFeed", "OpenPort"]
 MAX_ENTRY_MESSAGES = 4096
 RETRY_S = 0.01
 StopFollowing = Callable[[], Awaitable[None]]
-OpenPort = Callable[[Callable[[Message], None]], Awaitable[tuple[InputPort, StopFollowing]]]
-"""``open_port(handler)``: an input port on the component's channel, started and following its
-intermediaries, and how to stop following them (the feed calls it, then closes the port)."""
+OpenPort = Callable[[Callable[[DeliveredBatch], None]],
+                   Awaitable[tuple[InputPort, StopFollowing]]]
+"""``open_port(batch_handler)``: an input port on the component's channel (``auto_ack=False``,
+delivering to ``batch_handler``), started and following its intermediaries, and how to stop
+following them (the feed calls it, then closes the port)."""
 
 
 class LeaderFeed:
@@ -53,8 +56,9 @@ class LeaderFeed:
         self.max_entry_messages = max_entry_messages
         self.port: InputPort | None = None
         self._stop_following: StopFollowing | None = None
-        self._buffer: list[Message] = []
-        self._pending: dict[int, tuple[int, list[Message]]] = {}  # index -> (term, messages)
+        self._buffer: list[DeliveredBatch] = []
+        self._buffered = 0  # messages in the buffer
+        self._pending: dict[int, tuple[int, list[DeliveredBatch]]] = {}  # index -> (term, ...)
         self._flush_scheduled = False
         self._task: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
@@ -73,7 +77,7 @@ class LeaderFeed:
 
     async def _open(self) -> None:
         try:
-            port, stop_following = await self._open_port(self._on_message)
+            port, stop_following = await self._open_port(self._on_batch)
         except Exception as exc:
             log.warning("could not open the input port: %s", exc)
             self._task = None
@@ -89,9 +93,10 @@ class LeaderFeed:
         log.info("leading: consuming from channel %r", port.channel)
 
     def _let_go(self) -> None:
-        abandoned = len(self._buffer) + sum(len(m) for _, m in self._pending.values())
+        abandoned = self._held()
         self.counters["messages_abandoned"] += abandoned
         self._buffer = []
+        self._buffered = 0
         self._pending.clear()
         if self._task is not None:
             self._task.cancel()
@@ -121,7 +126,7 @@ class LeaderFeed:
         while (self._buffer or self._pending) and self._member.is_leader \
                 and loop.time() < deadline:
             await asyncio.sleep(RETRY_S)
-        left = len(self._buffer) + sum(len(m) for _, m in self._pending.values())
+        left = self._held()
         self.port = None
         await self._shut(port, max(0.1, deadline - loop.time()))
         return left
@@ -139,8 +144,14 @@ class LeaderFeed:
 
     # ------------------------------------------------------------------ input -> log
 
-    def _on_message(self, message: Message) -> None:
-        self._buffer.append(message)
+    def _held(self) -> int:
+        """Messages received and not acknowledged: buffered, or in entries not applied."""
+        return self._buffered + sum(len(b.payloads) for _, batches in self._pending.values()
+                                    for b in batches)
+
+    def _on_batch(self, batch: DeliveredBatch) -> None:
+        self._buffer.append(batch)
+        self._buffered += len(batch.payloads)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -150,15 +161,22 @@ class LeaderFeed:
         member = self._member
         proposed = False
         while self._buffer and not self._machine.outbox_full:
-            chunk = self._buffer[:self.max_entry_messages]
-            placed = member.propose(encode_input(_runs(chunk)))
+            chunk, count = [], 0
+            for batch in self._buffer:
+                chunk.append(batch)
+                count += len(batch.payloads)
+                if count >= self.max_entry_messages:
+                    break
+            runs = [(b.producer_id, b.first_seq, b.payloads) for b in chunk]
+            placed = member.propose(encode_input(runs))
             if placed is None:
                 break
             term, index = placed
             del self._buffer[:len(chunk)]
+            self._buffered -= count
             self._pending[index] = (term, chunk)
             self.counters["entries_proposed"] += 1
-            self.counters["messages_proposed"] += len(chunk)
+            self.counters["messages_proposed"] += count
             proposed = True
         if proposed:
             member.after_input()
@@ -167,41 +185,27 @@ class LeaderFeed:
             asyncio.get_running_loop().call_later(RETRY_S, self._flush)
 
     def on_applied(self, entries: Sequence[Entry]) -> None:
-        """Entries applied: acknowledge the messages of those this leader proposed."""
+        """Entries applied: acknowledge the batches of those this leader proposed."""
         pending = self._pending
         if not pending:
             return
+        done: list[DeliveredBatch] = []
         for entry in entries:
             mine = pending.pop(entry.index, None)
             if mine is None:
                 continue
-            term, messages = mine
+            term, batches = mine
+            count = sum(len(b.payloads) for b in batches)
             if term != entry.term:  # another leader's entry took its place: not ours
-                self.counters["messages_abandoned"] += len(messages)
+                self.counters["messages_abandoned"] += count
                 continue
-            for message in messages:
-                message.ack()
-            self.counters["messages_acked"] += len(messages)
+            done += batches
+            self.counters["messages_acked"] += count
+        if done and self.port is not None:
+            self.port.ack_batches(done)
 
     def status(self) -> dict[str, Any]:
         """What the feed holds now, and its counters."""
-        return {"consuming": self.port is not None, "buffered": len(self._buffer),
+        return {"consuming": self.port is not None, "buffered": self._buffered,
                 "pending_entries": len(self._pending),
-                "pending_messages": sum(len(m) for _, m in self._pending.values()),
-                **self.counters}
-
-
-def _runs(messages: list[Message]) -> list[tuple[bytes, int, list[Any]]]:
-    """Messages as runs of consecutive sequence numbers of one producer, in delivery order."""
-    runs: list[tuple[bytes, int, list[Any]]] = []
-    last_pid, next_seq = b"", -1
-    payloads: list[Any] = []
-    for message in messages:
-        pid, seq = message.producer_id, message.seq
-        if pid != last_pid or seq != next_seq:
-            payloads = []
-            runs.append((pid, seq, payloads))
-            last_pid = pid
-        payloads.append(message.payload)
-        next_seq = seq + 1
-    return runs
+                "pending_messages": self._held() - self._buffered, **self.counters}

@@ -91,6 +91,21 @@ class AppliedSeqs:
                 self._fold(min(above))  # the gap below it will never be filled here
         return True
 
+    def add_run(self, first: int, count: int, max_gap: int) -> bool:
+        """Record ``first .. first+count-1`` as applied if none of them was; False (nothing
+        recorded) if any was — the caller then takes them one by one."""
+        end = first + count
+        above = self.above
+        if first < self.floor or above and not above.isdisjoint(range(first, end)):
+            return False
+        if first == self.floor:
+            self._fold(end)
+        else:
+            above.update(range(first, end))
+            if len(above) > max_gap:
+                self._fold(min(above))
+        return True
+
     def _fold(self, floor: int) -> None:
         """Move the floor to ``floor``, then past the listed numbers that follow it."""
         above = self.above
@@ -165,6 +180,11 @@ class ReplicaMachine:
             if type(pid) is not bytes or type(first_seq) is not int or type(payloads) is not list:
                 raise DecodeError("an INPUT run is not [bytes, int, list]")
             seqs = self._seqs_of(pid)
+            if seqs.add_run(first_seq, len(payloads), self.max_gap):  # all new: the usual case
+                for offset, payload in enumerate(payloads):
+                    self._apply_one(Input(payload, pid, first_seq + offset, index))
+                applied += len(payloads)
+                continue
             for offset, payload in enumerate(payloads):
                 seq = first_seq + offset
                 if not seqs.add(seq, self.max_gap):

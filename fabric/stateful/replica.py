@@ -38,7 +38,7 @@ import msgpack
 from fabric.errors import ConfigError
 from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
-from fabric.ports.received import Message
+from fabric.ports.received import DeliveredBatch
 from fabric.stateful.component import Stateful
 from fabric.stateful.emitter import LeaderEmitter, OpenOutput, output_id
 from fabric.stateful.feed import LeaderFeed, OpenPort, StopFollowing
@@ -221,14 +221,15 @@ class Replica:
                         group.get("size"), self.size)
         return int(group["founder"])
 
-    async def _follow_channel(self, handler: Callable[[Message], None]
+    async def _follow_channel(self, handler: Callable[[DeliveredBatch], None]
                               ) -> tuple[InputPort, StopFollowing]:
         from fabric.runtime.registry import watch_channel
         from fabric.runtime.resolver import Resolver
 
         channel = self.channel
         assert channel is not None
-        port = InputPort(channel, handler=handler, auto_ack=False, prefetch=self.prefetch)
+        port = InputPort(channel, batch_handler=handler, auto_ack=False,
+                         prefetch=self.prefetch)
         await port.start()
         resolver = Resolver(port, lambda: watch_channel(self.names, channel)).start()
         return port, resolver.close

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from fabric import protocol as p
-from fabric.errors import MessageTooLarge, PortClosed
+from fabric.errors import ConfigError, MessageTooLarge, PortClosed
 from fabric.ports.input import InputPort
 from fabric.ports.output import OutputPort
 from fabric.ports.sync import SyncInputPort, SyncOutputPort
@@ -274,3 +274,56 @@ async def test_claims_survive_an_intermediary_and_are_resent_when_the_claimer_di
             assert producer.stats.batches_resent >= 1  # resent on PEER_GONE, not on a's loss
     assert sorted(m.payload for m in got) == list(range(20))
     assert all(m.redelivered for m in got)
+
+
+async def test_a_batch_handler_gets_whole_batches_and_releases_them_only_when_acked():
+    got = []
+    async with running_intermediary("batches") as node:
+        consumer = await InputPort("batches", [node.endpoint], batch_handler=got.append,
+                                   auto_ack=False).start()
+        try:
+            async with OutputPort("batches", [node.endpoint], batch_max=100) as producer:
+                for i in range(1000):
+                    await producer.send(i)
+                await async_wait_for(lambda: sum(len(b.payloads) for b in got) == 1000, 10,
+                                     "every batch")
+                assert producer.unacked == 1000  # delivered, not acknowledged
+                seqs = [s for b in got for s in range(b.first_seq, b.first_seq + len(b.payloads))]
+                assert sorted(seqs) == list(range(1000))
+                assert [x for b in sorted(got, key=lambda b: b.first_seq) for x in b.payloads] \
+                    == list(range(1000))
+                assert {b.producer_id for b in got} == {producer.producer_id}
+                assert not any(b.redelivered for b in got)
+                consumer.ack_batches(got[1:])  # out of order first ...
+                consumer.ack_batches(got[:1])  # ... then the rest
+                await producer.flush(timeout=10)
+                assert producer.acked_below == 1000
+        finally:
+            await consumer.close()
+
+
+def test_a_port_takes_a_handler_or_a_batch_handler_and_a_batch_handler_acks_by_hand():
+    with pytest.raises(ConfigError):
+        InputPort("x", [], print, batch_handler=print, auto_ack=False)
+    with pytest.raises(ConfigError):
+        InputPort("x", [])
+    with pytest.raises(ConfigError, match="auto_ack=False"):
+        InputPort("x", [], batch_handler=print)
+
+
+async def test_payloads_sent_again_from_the_same_number_are_recognised_as_copies():
+    got = []
+    pid = b"p" * 16
+    async with running_intermediary("again") as node, \
+            InputPort("again", [node.endpoint], got.append) as consumer:
+        for _ in range(2):  # a producer, then another one taking over its id and its numbers
+            port = await OutputPort("again", [node.endpoint], producer_id=pid, first_seq=100,
+                                    batch_max=10).start()
+            await port.send(-1)  # open when send_batch starts: it goes first, alone
+            await port.send_batch(list(range(25)))
+            assert port.next_seq == 126
+            await port.flush(timeout=10)
+            await port.close()
+    assert [m.seq for m in got] == list(range(100, 126))
+    assert [m.payload for m in got] == [-1, *range(25)]
+    assert consumer.stats.duplicate_batches == 4  # [100], [101-110], [111-120], [121-125]

@@ -31,7 +31,8 @@ def ns(tmp_path):
 
 def fixed_ports(endpoints: list[str]):
     async def open_port(handler):
-        port = InputPort("counted", endpoints, handler, auto_ack=False, timing=TIMING)
+        port = InputPort("counted", endpoints, batch_handler=handler, auto_ack=False,
+                         timing=TIMING)
         await port.start()
 
         async def stop_following() -> None:

@@ -140,3 +140,13 @@ def test_a_snapshot_that_does_not_decode_is_refused_and_changes_nothing(data):
 def test_emit_outside_apply_is_a_clear_error():
     with pytest.raises(RuntimeError, match="inside apply"):
         Log().emit(1)
+
+
+def test_a_run_is_recorded_whole_only_when_none_of_it_was_applied():
+    seqs = AppliedSeqs()
+    assert seqs.add_run(0, 10, 100) and seqs.floor == 10
+    assert seqs.add_run(20, 5, 100) and seqs.above == set(range(20, 25))
+    assert not seqs.add_run(18, 4, 100)  # 20 and 21 were applied: nothing recorded
+    assert seqs.above == set(range(20, 25)) and seqs.floor == 10
+    assert seqs.add_run(10, 10, 100) and seqs.floor == 25 and not seqs.above
+    assert not seqs.add_run(5, 1, 100)
