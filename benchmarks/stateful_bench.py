@@ -298,17 +298,20 @@ def failover(bench: Bench, trials: int) -> dict:
         victim: list[str] = []
 
         def kill(victim: list[str] = victim) -> None:
-            for name, member in group.items():
-                status = bench.status(member)
-                if status and status[0]["role"] == "leader":
-                    member["proc"].send_signal(signal.SIGKILL)
-                    victim.append(name)
-                    return
+            def leader() -> str | None:
+                for name, member in group.items():
+                    status = bench.status(member)
+                    if status and status[0]["role"] == "leader":
+                        return name
+                return None
+            name = wait(leader, 10, "a leader to kill")  # (a transient election may run)
+            group[name]["proc"].send_signal(signal.SIGKILL)
+            victim.append(name)
         result = bench.produce([channel], [endpoints], per_trial, sent, rate=20_000,
                                on_kill=kill)
         sent += per_trial
         if not victim:
-            raise RuntimeError("no leader to kill")
+            raise RuntimeError(f"no leader to kill: {[bench.status(m) for m in group.values()]}")
         killed = group[victim[0]]
         killed["proc"].wait(10)
         gaps.append(_gap_after_kill(result["acks"], per_trial))

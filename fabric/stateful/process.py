@@ -14,6 +14,7 @@ import asyncio
 import faulthandler
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Sequence
 from typing import Any
@@ -52,11 +53,12 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
         raise ConfigError(f"{component_class.__name__} names no input channel: give --input")
     if total_partitions > 1:
         await declare_partitions(names.client, channel, total_partitions)
+    token = secrets.token_hex(8)  # this process, among those running the same partitions
     replicas = [Replica(component_class(), names, name=name, partition=partition, size=size,
                         data_dir=os.path.join(data_dir, f"p{partition}"),
                         listen=f"{listen_host}:0",
                         input=partition_channel(channel, partition, total_partitions),
-                        output=output,
+                        output=output, process=token, balance=total_partitions > 1,
                         election_timeout_ms=election_timeout_ms,
                         snapshot_threshold=snapshot_threshold, grace_s=grace_s)
                 for partition in partitions]

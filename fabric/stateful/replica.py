@@ -44,9 +44,9 @@ from fabric.stateful.emitter import LeaderEmitter, OpenOutput, output_id
 from fabric.stateful.feed import LeaderFeed, OpenPort, StopFollowing
 from fabric.stateful.group import GroupMember
 from fabric.stateful.machine import ReplicaMachine
-from fabric.stateful.seats import GRACE_S, Seats, plan
+from fabric.stateful.seats import GRACE_S, Seats, plan, preferred_leader
 from nameservice.names import Names
-from nameservice.raft.types import ConfChange
+from nameservice.raft.types import NONE, ConfChange
 from nameservice.server.config import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ __all__ = ["Replica", "group_name", "load_node_id"]
 ID_FILE = "replica.id"
 PILOT_S = 0.1
 """How often the leader compares its configuration with the replicas registered."""
+BALANCE_AFTER_S = 2.0
+"""How long a replica leads before it hands over to its partition's preferred leader."""
 SMALL_STATE = 64 << 10
 """A state whose snapshot is at most this many bytes is shown whole in the status."""
 
@@ -116,7 +118,8 @@ class Replica:
                  open_port: OpenPort | None = None, open_output: OpenOutput | None = None,
                  election_timeout_ms: tuple[int, int] = (150, 300),
                  snapshot_threshold: int = 10_000, sync_mode: str = "auto",
-                 grace_s: float = GRACE_S, prefetch: int = 8192) -> None:
+                 grace_s: float = GRACE_S, prefetch: int = 8192, process: str = "",
+                 balance: bool = False) -> None:
         if size < 1:
             raise ConfigError("a replica group needs at least one replica")
         self.component = component
@@ -137,6 +140,11 @@ class Replica:
         self.sync_mode = sync_mode
         self.grace_s = grace_s
         self.prefetch = prefetch
+        self.process = process or secrets.token_hex(8)
+        """The token of the process this replica runs in (leaders are spread by it)."""
+        self.balance = balance
+        self.processes: dict[int, str] = {}  # replica id -> its process's token
+        self._leading_since = 0.0
         self.machine = ReplicaMachine(component)
         self.member: GroupMember | None = None
         self.feed: LeaderFeed | None = None
@@ -177,7 +185,8 @@ class Replica:
         tasks: list[asyncio.Future] = []
         try:
             registration = await self.names.register(
-                group_name(self.name, self.partition), self.address, {"id": self.node_id})
+                group_name(self.name, self.partition), self.address,
+                {"id": self.node_id, "process": self.process})
             self._started = time.monotonic()
             tasks = [asyncio.ensure_future(self._watch_group()),
                      asyncio.ensure_future(self._pilot())]
@@ -250,17 +259,19 @@ class Replica:
 
     async def _watch_group(self) -> None:
         async for endpoints in self.names.watch_name(group_name(self.name, self.partition)):
-            registered = {}
+            registered, processes = {}, {}
             for item in endpoints:
                 node = item.meta.get("id")
                 if isinstance(node, int) and node > 0:
                     registered[node] = item.endpoint
+                    processes[node] = str(item.meta.get("process", ""))
             now = time.monotonic()
             for node in registered:
                 self._last_seen[node] = now
             for node in self.registered.keys() - registered.keys():
                 self._last_seen[node] = now  # gone from now on
             self.registered = registered
+            self.processes = processes
             assert self.member is not None
             self.member.set_peers(registered)
 
@@ -270,6 +281,8 @@ class Replica:
             change = self.next_change()
             if change is not None:
                 self._propose_change(change)
+            elif self.balance:
+                self._hand_to_preferred()
 
     def next_change(self) -> ConfChange | None:
         """The configuration change the leader should propose now (None: none, or not the
@@ -291,6 +304,26 @@ class Replica:
                           registered=frozenset(self.registered), gone_for=gone_for,
                           caught_up=caught_up), self.grace_s)
 
+    def _hand_to_preferred(self) -> None:
+        """A leader that has led for ``BALANCE_AFTER_S`` hands over to the partition's preferred
+        leader (``seats.preferred_leader``) once that one is a caught-up voter."""
+        member = self.member
+        if member is None or not member.is_leader \
+                or time.monotonic() - self._leading_since < BALANCE_AFTER_S:
+            return
+        core = member.core
+        target = preferred_leader(self.partition, self.processes)
+        if target is None or target == self.node_id or target not in core.conf_state.voters \
+                or core.transferee != NONE:
+            return
+        progress = core.progress.get(target)
+        if progress is None or progress.match < core.last_index - core.config.max_promotion_lag:
+            return
+        log.info("handing leadership of p%d to replica %d (its preferred leader)",
+                 self.partition, target)
+        core.transfer_leadership(target)
+        member.after_input()
+
     def _propose_change(self, change: ConfChange) -> None:
         member = self.member
         assert member is not None
@@ -305,6 +338,8 @@ class Replica:
     # ------------------------------------------------------------------ callbacks
 
     def _on_role(self, is_leader: bool) -> None:
+        if is_leader:
+            self._leading_since = time.monotonic()
         if self.feed is not None and self.emitter is not None:
             self.feed.on_role(is_leader)
             self.emitter.on_role(is_leader)

@@ -19,6 +19,11 @@ makes at most one single-server change at a time (the Raft core allows no other)
 4. a live voter beyond ``size`` (the size was lowered) is removed, never the leader itself.
 
 ``plan`` returns the change to propose now, or None.
+
+Leaders are spread too: when one process runs replicas of several partitions, each group's
+leaders would otherwise gather wherever the groups were founded (all in the first process
+started). ``preferred_leader`` names, for partition P, the replica in the P-th process (in the
+order of their tokens) that hosts P; the leader hands over to it once it is a caught-up voter.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 
 from nameservice.raft.types import ChangeKind, ConfChange, ConfState
 
-__all__ = ["GRACE_S", "Seats", "plan"]
+__all__ = ["GRACE_S", "Seats", "plan", "preferred_leader"]
 
 GRACE_S = 10.0
 """How long a member may stay unregistered (restarting, cut off) before it is removed."""
@@ -72,3 +77,14 @@ def plan(seats: Seats, grace_s: float = GRACE_S) -> ConfChange | None:
         for node in sorted(live_voters - {seats.me}, reverse=True):
             return ConfChange(ChangeKind.REMOVE, node)
     return None
+
+
+def preferred_leader(partition: int, processes: Mapping[int, str]) -> int | None:
+    """The replica that should lead ``partition``: among ``processes`` (replica id -> the token
+    of the process it runs in), the one in process number ``partition`` modulo their count,
+    processes ordered by token (None: no replica registered)."""
+    tokens = sorted(set(processes.values()))
+    if not tokens:
+        return None
+    token = tokens[partition % len(tokens)]
+    return min(node for node, t in processes.items() if t == token)

@@ -60,6 +60,14 @@ def test_two_partitions_each_apply_the_keys_that_route_to_them(group):
     for p in range(2):
         assert len({s[p]["state_digest"] for s in statuses}) == 1
         assert {s[p]["partition"] for s in statuses} == {p}
+
+    def leading_processes():  # for each partition, the process whose replica leads it
+        found = {n: group.status_all(n) for n in ("r1", "r2", "r3")}
+        leads = {p: [n for n, s in found.items() if s and s[p]["role"] == "leader"]
+                 for p in range(2)}
+        return leads if all(len(v) == 1 for v in leads.values()) \
+            and leads[0] != leads[1] else None
+    wait_for(leading_processes, 30, "the partitions' leaders to be in different processes")
     producer.signal(signal.SIGTERM)
     assert producer.wait(30) == 0, producer.log_tail()
 

@@ -1,7 +1,7 @@
 """The leader's plan for its group's seats: one change at a time, never fewer live voters."""
 from __future__ import annotations
 
-from fabric.stateful.seats import Seats, plan
+from fabric.stateful.seats import Seats, plan, preferred_leader
 from nameservice.raft.types import ChangeKind, ConfChange, ConfState
 
 ADD, PROMOTE, REMOVE = ChangeKind.ADD_LEARNER, ChangeKind.PROMOTE, ChangeKind.REMOVE
@@ -48,3 +48,9 @@ def test_a_voter_beyond_the_size_is_removed_but_never_the_leader():
 
 def test_learners_are_added_only_up_to_the_size():
     assert plan(seats([1, 2, 3], [4, 5, 6], registered=[1, 2, 3, 4, 5, 6, 7])) is None
+
+
+def test_partitions_prefer_leaders_in_different_processes():
+    processes = {11: "b", 12: "a", 13: "c", 14: "a"}  # replica id -> process token
+    assert [preferred_leader(p, processes) for p in range(4)] == [12, 11, 13, 12]
+    assert preferred_leader(0, {}) is None
