@@ -5,8 +5,9 @@
 1. ``core.has_ready()`` (on a leader this also queues the AppendRequests due), the early
    messages sent at once, then ``after_core_step()`` (the node notices leader changes);
 2. if no sync is running: ``ready()``; its committed entries are applied and answered at once
-   (they are on a quorum's disks already, so this need not wait for our own write); its
-   snapshot, entries and hard state saved;
+   (they are on a quorum's disks already, so this need not wait for our own write) — except
+   when the fsync runs inline, where they are applied once the Ready's messages have left;
+   its snapshot, entries and hard state saved;
 3. the sync: in the fsync worker thread (``sync_mode`` "thread", and "auto" on a leader) — the
    loop goes back to receiving and, when it completes, the Ready is finished and ``resume()``
    runs the next step, whose Ready holds everything that arrived meanwhile (group commit); or
@@ -142,7 +143,10 @@ class ReadyPipeline:
             rd = core.ready()
             self.counters["readies"] += 1
             self._send(rd.early_messages)
-            if rd.snapshot is None:
+            needs_sync = self.needs_sync(rd)
+            inline = needs_sync and (self.sync_mode == "inline" or (
+                self.sync_mode == "auto" and core.role is not Role.LEADER))
+            if rd.snapshot is None and not inline:
                 # Committed entries are on a quorum's disks already: apply (and answer) them
                 # now, while this node's own write of the Ready is still under way.
                 self._applier.apply(rd.committed, rd.read_states)
@@ -150,7 +154,6 @@ class ReadyPipeline:
                 self._finish(rd)
                 continue
             try:
-                needs_sync = self.needs_sync(rd)
                 self._storage.save(rd)
             except Exception as exc:  # a storage failure: the node must restart
                 self._die(exc)
@@ -160,11 +163,13 @@ class ReadyPipeline:
                 continue
             self.counters["syncs"] += 1
             self._flush()  # early messages and replies leave before the fsync
-            if self.sync_mode == "inline" or (
-                    self.sync_mode == "auto" and core.role is not Role.LEADER):
+            if inline:
                 if not self._sync_inline():
                     return
-                self._finish(rd)
+                # The loop waited for the fsync: its acknowledgements leave first, and the
+                # committed entries are applied after (a follower's apply would delay the
+                # leader's commit otherwise).
+                self._finish(rd, apply_after_send=True)
                 continue
             self._syncing = True
             assert self._loop is not None  # steps run only after start()
@@ -219,9 +224,14 @@ class ReadyPipeline:
         self._finish(rd)
         self._resume()
 
-    def _finish(self, rd: Ready) -> None:
-        """The Ready's writes are durable: send its messages, install its snapshot, advance."""
+    def _finish(self, rd: Ready, apply_after_send: bool = False) -> None:
+        """The Ready's writes are durable: send its messages, install its snapshot (or, with
+        ``apply_after_send``, apply its committed entries once the messages are out),
+        advance."""
         self._send(rd.messages)
+        if apply_after_send and rd.snapshot is None:
+            self._flush()
+            self._applier.apply(rd.committed, rd.read_states)
         if rd.snapshot is not None:
             try:
                 self._applier.restore(rd.snapshot.data)
