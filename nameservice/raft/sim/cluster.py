@@ -7,6 +7,11 @@ messages, write to its simulated disk (taking ``disk_delay_us``; the node keeps 
 meanwhile, one write at a time), then send the other messages, then apply. A crash loses what
 was not yet written; a crash during a write may leave a torn prefix of the entries on disk.
 
+Each node applies committed entries to a state machine of its own (``machine(node_id)`` makes
+one; a hash chain by default), snapshots it when its log has grown by ``snapshot_every``
+entries, and installs the snapshots its leader sends. A crash loses the machine with the rest
+of the node's memory: a restart makes a new one and restores the snapshot on disk.
+
 The cluster starts with voters 1..size; ``spares`` more nodes run from the start as joiners
 (an empty configuration), waiting for a configuration change to add them.
 """
@@ -16,7 +21,7 @@ import hashlib
 import heapq
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from nameservice.raft.core import RaftCore
 from nameservice.raft.membership import is_conf_change
@@ -58,10 +63,55 @@ class Disk:
             self.hard_state = rd.hard_state
 
 
+class StateMachine(Protocol):
+    """What a node applies committed entries to; the snapshots hold its ``snapshot()``."""
+
+    @property
+    def applied_index(self) -> int:
+        """The index of the last entry applied."""
+        ...
+
+    def apply_entry(self, index: int, data: bytes) -> object:
+        """Apply the committed entry ``index`` (the next one after ``applied_index``)."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state, as bytes ``restore`` takes back."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's."""
+        ...
+
+
+class HashChain:
+    """The default state machine: a hash chain over the applied commands (equal chains, equal
+    states); configuration changes only move the index."""
+
+    def __init__(self) -> None:
+        self.applied_index = 0
+        self.chain = b""
+
+    def apply_entry(self, index: int, data: bytes) -> None:
+        """Chain ``data`` in (unless it is a configuration change)."""
+        self.applied_index = index
+        if data and not is_conf_change(data):
+            self.chain = hashlib.blake2b(self.chain + data, digest_size=16).digest()
+
+    def snapshot(self) -> bytes:
+        """The index and the chain."""
+        return self.applied_index.to_bytes(8, "big") + self.chain
+
+    def restore(self, data: bytes) -> None:
+        """Take back what ``snapshot`` returned."""
+        self.applied_index = int.from_bytes(data[:8], "big")
+        self.chain = data[8:]
+
+
 class SimNode:
     """One simulated server: a RaftCore (None while crashed), its disk and its state machine."""
 
-    def __init__(self, node_id: int, phase_us: int):
+    def __init__(self, node_id: int, phase_us: int, machine: StateMachine):
         self.id = node_id
         self.phase = phase_us
         self.core: RaftCore | None = None
@@ -72,31 +122,22 @@ class SimNode:
         self.disk_delay_us = 0
         self.incarnation = 0
         self.checked_commit = 0  # the highest commit index of this node checked as leader
-        # The state machine is a hash chain over applied commands: equal chains, equal states.
-        self.sm_index = 0
-        self.sm_hash = b""
+        self.machine = machine
 
     @property
     def up(self) -> bool:
         return self.core is not None
+
+    @property
+    def sm_index(self) -> int:
+        """The index of the last entry the node's state machine applied."""
+        return self.machine.applied_index
 
     def live_core(self) -> RaftCore:
         """The core of a node that is up."""
         core = self.core
         assert core is not None, f"node {self.id} is down"
         return core
-
-    def sm_snapshot(self) -> bytes:
-        return self.sm_index.to_bytes(8, "big") + self.sm_hash
-
-    def sm_restore(self, data: bytes) -> None:
-        self.sm_index = int.from_bytes(data[:8], "big") if data else 0
-        self.sm_hash = data[8:]
-
-    def sm_apply(self, entry: Entry) -> None:
-        self.sm_index = entry.index
-        if entry.data and not is_conf_change(entry.data):
-            self.sm_hash = hashlib.blake2b(self.sm_hash + entry.data, digest_size=16).digest()
 
 
 class SimCluster:
@@ -112,12 +153,14 @@ class SimCluster:
         snapshot_every: int = 0,
         check: bool = True,
         spares: int = 0,
+        machine: Callable[[int], StateMachine] | None = None,
     ):
         self.rng = random.Random(seed)
         self.seed = seed
         self.initial_voters = tuple(range(1, size + 1))
         self.ids = tuple(range(1, size + spares + 1))
         self.make_config = config
+        self.make_machine: Callable[[int], StateMachine] = machine or (lambda _: HashChain())
         self.tick_us = tick_us
         self.snapshot_every = snapshot_every
         self.net = Network(network or NetworkModel(), random.Random(self.rng.random()))
@@ -126,8 +169,11 @@ class SimCluster:
         # (time, sequence, kind, node, payload): the payload's type depends on the kind.
         self._queue: list[tuple[int, int, int, int, Any]] = []
         self._seq = 0
-        self.nodes = {i: SimNode(i, self.rng.randrange(tick_us)) for i in self.ids}
+        self.nodes = {
+            i: SimNode(i, self.rng.randrange(tick_us), self.make_machine(i)) for i in self.ids
+        }
         self.messages_sent = 0
+        self.snapshots_installed = 0  # snapshots a node received from its leader
         self.on_message: Callable[[object], None] | None = None
         # Return False to lose a message on purpose (a test's targeted fault).
         self.message_filter: Callable[[object], bool] | None = None
@@ -186,7 +232,8 @@ class SimCluster:
             list(disk.entries),
         )
         node.checked_commit = core.commit_index
-        node.sm_restore(disk.snapshot.data if disk.snapshot else b"")
+        if disk.snapshot is not None:
+            node.machine.restore(disk.snapshot.data)
         node.ticks = (self.now - node.phase) // self.tick_us if self.now >= node.phase else -1
         node.busy = False
         self._after_input(node)
@@ -195,6 +242,7 @@ class SimCluster:
         """Stop a node at once: memory is lost, only its disk remains."""
         node = self.nodes[node_id]
         node.core = None
+        node.machine = self.make_machine(node_id)
         node.busy = False
         node.wake_version += 1
 
@@ -284,12 +332,14 @@ class SimCluster:
         if checker is not None and rd.entries:
             checker.on_persist(node.id, rd.entries, core.log)
         self._send_all(rd.messages)
+        machine = node.machine
         if rd.snapshot is not None:
-            node.sm_restore(rd.snapshot.data)
+            machine.restore(rd.snapshot.data)
+            self.snapshots_installed += 1
         for entry in rd.committed:
-            if entry.index <= node.sm_index:
+            if entry.index <= machine.applied_index:
                 continue
-            node.sm_apply(entry)
+            machine.apply_entry(entry.index, entry.data)
             if checker is not None:
                 checker.on_apply(node.id, entry)
             if self.on_apply is not None:
@@ -320,7 +370,7 @@ class SimCluster:
     def _take_snapshot(self, node: SimNode) -> None:
         core = node.live_core()
         index = node.sm_index
-        snapshot = Snapshot(core.snapshot_meta(index), node.sm_snapshot())
+        snapshot = Snapshot(core.snapshot_meta(index), node.machine.snapshot())
         core.compact(snapshot)
         disk = node.disk
         disk.snapshot = snapshot

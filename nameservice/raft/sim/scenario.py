@@ -9,16 +9,21 @@ learners added and promoted, voters and learners removed, voters replaced, the l
 them. The safety checker runs throughout. At the end every fault is repaired and the cluster
 must elect a leader, commit a fresh write and apply it on every member of its configuration
 within a deadline (liveness).
+
+Each node applies its committed entries to a state machine of its own, a hash chain unless
+``run_scenario`` is given a ``machine`` factory; ``write`` gives the data of the client writes
+(the default is a unique string per write).
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from nameservice.raft.core import RaftCore
 from nameservice.raft.errors import RaftError
 from nameservice.raft.sim.checker import SafetyChecker
-from nameservice.raft.sim.cluster import SimCluster, SimNode, default_config
+from nameservice.raft.sim.cluster import SimCluster, SimNode, StateMachine, default_config
 from nameservice.raft.sim.network import NetworkModel
 from nameservice.raft.sim.reconfig import Reconfigurer
 from nameservice.raft.types import Entry, ReadState
@@ -42,6 +47,7 @@ class ScenarioResult:
     leaders: int
     messages: int
     conf_changes: int = 0  # configuration entries committed
+    snapshots_installed: int = 0  # snapshots sent by a leader and installed
     faults: list[str] = field(default_factory=list)
 
 
@@ -49,8 +55,20 @@ def replay_command(seed: int) -> str:
     return f"python -m nameservice.raft.sim --seed {seed}"
 
 
-def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> ScenarioResult:
-    """Run scenario ``seed``; raises SafetyViolation or LivenessFailure on a bug."""
+def run_scenario(
+    seed: int,
+    duration_ms: int = 3_000,
+    verbose: bool = False,
+    *,
+    machine: Callable[[int], StateMachine] | None = None,
+    write: Callable[[], bytes] | None = None,
+) -> ScenarioResult:
+    """Run scenario ``seed``; raises SafetyViolation or LivenessFailure on a bug.
+
+    ``machine(node_id)`` makes a node's state machine (at start and after each crash);
+    ``write()`` the data of one client write. Neither draws from the scenario's randomness,
+    so a seed runs the same faults whatever they are.
+    """
     rng = random.Random(seed)
     # Membership draws come from a stream of their own: a scenario without membership changes
     # is exactly what it was before they existed.
@@ -76,7 +94,7 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
     )
     cluster = SimCluster(
         size, rng.randrange(1 << 30), config, model, tick_us=10 * MS,
-        snapshot_every=rng.choice((0, 5, 20, 100)), spares=spares,
+        snapshot_every=rng.choice((0, 5, 20, 100)), spares=spares, machine=machine,
     )
     cluster.torn_writes = rng.random() < 0.5
     # Leader churn: some scenarios crash a leader moments after it proposes, and bring it back
@@ -124,7 +142,7 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         datas = []
         for _ in range(count):
             counter[0] += 1
-            datas.append(b"w%d" % counter[0])
+            datas.append(b"w%d" % counter[0] if write is None else write())
 
         def go(core: RaftCore) -> None:
             try:
@@ -228,22 +246,23 @@ def run_scenario(seed: int, duration_ms: int = 3_000, verbose: bool = False) -> 
         if not node.up:
             cluster.start(node.id)
     log("repair: heal, restart all, no loss")
-    _check_liveness(cluster, counter, pending, checker)
+    marker = b"final-%d" % counter[0] if write is None else write()
+    _check_liveness(cluster, marker, pending, checker)
     result.committed = checker.max_committed
     result.conf_changes = len(checker.conf_indexes)
     result.leaders = len(checker.leader_of_term)
     result.messages = cluster.messages_sent
+    result.snapshots_installed = cluster.snapshots_installed
     return result
 
 
 def _check_liveness(
     cluster: SimCluster,
-    counter: list[int],
+    marker: bytes,
     pending: dict[int, tuple[int, bytes]],
     checker: SafetyChecker,
 ) -> None:
     deadline = cluster.now + 10_000 * MS
-    marker = b"final-%d" % counter[0]
     proposal: list[tuple[int, int]] = []  # (index, term) of the marker's latest proposal
 
     def try_propose() -> None:
