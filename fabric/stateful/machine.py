@@ -174,11 +174,15 @@ class ReplicaMachine:
             return 0
 
     def _apply_input(self, index: int, runs: list) -> int:
+        # Checked whole before any run is applied: an entry that does not decode changes nothing.
+        if type(runs) is not list or not all(
+            type(run) is list and len(run) == 3 and type(run[0]) is bytes
+            and type(run[1]) is int and type(run[2]) is list for run in runs
+        ):
+            raise DecodeError("an INPUT entry is not a list of [bytes, int, list] runs")
         counters = self.counters
         applied = 0
         for pid, first_seq, payloads in runs:
-            if type(pid) is not bytes or type(first_seq) is not int or type(payloads) is not list:
-                raise DecodeError("an INPUT run is not [bytes, int, list]")
             seqs = self._seqs_of(pid)
             if seqs.add_run(first_seq, len(payloads), self.max_gap):  # all new: the usual case
                 for offset, payload in enumerate(payloads):

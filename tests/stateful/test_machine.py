@@ -93,7 +93,8 @@ def test_an_apply_that_raises_is_counted_and_the_message_counts_as_applied():
 
 @pytest.mark.parametrize("data", [b"\x93\x01\x02\x03", msgpack.packb([7, []]),
                                   msgpack.packb([1, [["not bytes", 0, [1]]]]),
-                                  msgpack.packb([1, [[A, 0, "not a list"]]]), b"\xc1"])
+                                  msgpack.packb([1, [[A, 0, "not a list"]]]), b"\xc1",
+                                  msgpack.packb([1, [[A, 1, [4]], ["not bytes", 0, [1]]]])])
 def test_an_entry_that_does_not_decode_changes_nothing_but_the_applied_index(data):
     m = machine()
     m.apply_entry(1, encode_input([(A, 0, [2])]))
