@@ -5,7 +5,8 @@ partitions, message loss and duplication, compaction, InstallSnapshot to lagging
 membership changes) applies its log to a real ``ReplicaMachine`` wrapping a small
 deterministic component. The clients write INPUT entries — new messages, messages resent in
 later entries (the same producer and sequence numbers, as after a failover), messages twice in
-one entry, gaps that never fill — and now and then an OUTBOX_ACKED entry.
+one entry, gaps that never fill, now and then an entry that does not decode — and now and then
+an OUTBOX_ACKED entry.
 
 Checked on every node, after every entry it applies and every snapshot it restores, against a
 reference machine that applies the committed log once, from scratch:
@@ -225,6 +226,9 @@ class Clients:
                 self.next_seq[producer] = seq + len(payloads)
                 runs.append((producer, seq, payloads))
                 self.sent.append(runs[-1])
+        if rng.random() < 0.03:
+            # A run that does not decode after good ones: the whole entry changes nothing.
+            runs.append(("not a producer id", 0, [0]))  # type: ignore[arg-type]
         return encode_input(runs)
 
 
