@@ -102,7 +102,7 @@ class AppliedSeqs:
             self._fold(end)
         else:
             above.update(range(first, end))
-            if len(above) > max_gap:
+            while len(above) > max_gap:  # a run may overflow the bound by more than one gap
                 self._fold(min(above))
         return True
 

@@ -1,6 +1,8 @@
 """The replica machine on its own: what a log entry does to it, and what a snapshot keeps."""
 from __future__ import annotations
 
+import random
+
 import msgpack
 import pytest
 
@@ -151,3 +153,20 @@ def test_a_run_is_recorded_whole_only_when_none_of_it_was_applied():
     assert seqs.above == set(range(20, 25)) and seqs.floor == 10
     assert seqs.add_run(10, 10, 100) and seqs.floor == 25 and not seqs.above
     assert not seqs.add_run(5, 1, 100)
+
+
+def test_a_run_recorded_at_once_leaves_what_its_messages_one_by_one_would():
+    # Beyond the gap bound too: a run may overflow it by more than one gap.
+    seqs = AppliedSeqs(7, {19, *range(53, 60)})
+    assert seqs.add_run(60, 4, 8) and (seqs.floor, seqs.above) == (64, set())
+    rng = random.Random(0)
+    for _ in range(2000):
+        whole, single, gap = AppliedSeqs(), AppliedSeqs(), rng.randint(1, 6)
+        for _ in range(rng.randint(1, 15)):
+            first, count = rng.randint(0, 40), rng.randint(0, 8)
+            if whole.add_run(first, count, gap):
+                assert all(single.add(seq, gap) for seq in range(first, first + count))
+            else:
+                for seq in range(first, first + count):
+                    assert whole.add(seq, gap) == single.add(seq, gap)
+            assert (whole.floor, whole.above) == (single.floor, single.above)
