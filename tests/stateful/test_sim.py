@@ -16,7 +16,8 @@ reference machine that applies the committed log once, from scratch:
 * every message (producer, seq) is applied at a single log index, the same on every node:
   never twice;
 * its outbox numbering: the floor and the next number are the reference's, and each number
-  carries the same emitted message on every node.
+  carries the same emitted message on every node;
+* each producer's applied numbers: at most ``MAX_GAP`` listed, all above the floor.
 
 At the end of each scenario the reference's log is also cut at a random index: snapshot there,
 restore into a fresh machine, replay the rest, same state. A failure names its seed;
@@ -156,6 +157,10 @@ class Oracle:
                                  f"{self.numbered.get(number)}")
         if machine.counters["apply_errors"]:
             raise Divergence(f"{who}: apply raised")
+        for producer, seqs in machine.producers.items():
+            if len(seqs.above) > MAX_GAP or any(seq <= seqs.floor for seq in seqs.above):
+                raise Divergence(f"{who}: producer {producer.hex()[:8]} has floor {seqs.floor} "
+                                 f"and above it {sorted(seqs.above)} (at most {MAX_GAP})")
 
 
 class CheckedReplica:
