@@ -104,8 +104,15 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
         fail(str(exc), EXIT_USAGE)
     if stateful and not data_dir:
         fail(f"{target} is a stateful component: give --data DIR", EXIT_USAGE)
+    if stateful and not name:
+        fail(f"{target} is a stateful component: give --name NAME (its replicas find each "
+             f"other by it)", EXIT_USAGE)
+    if stateful and listen_host.strip("[]") in ("0.0.0.0", "::", ""):
+        fail("--listen-host must be an address the other replicas can reach, not "
+             f"{listen_host!r}", EXIT_USAGE)
     if any(p >= partitions for p in only):
         fail(f"--partition must be below --partitions ({partitions})", EXIT_USAGE)
+    only = tuple(sorted(set(only)))
     from fabric.cli.nsclient import cluster
 
     addresses = cluster(ns)
@@ -135,9 +142,16 @@ def component_run(target: str, name: str | None, params: tuple[str, ...], drain_
     import zmq
 
     from nameservice.errors import NameServiceError
+    from nameservice.storage import StorageError
 
     try:
         code = asyncio.run(main())
+    except StorageError as exc:  # a replica's data directory
+        fail(f"--data {data_dir}: {exc}", EXIT_FAILED)
+    except (OSError, ValueError) as exc:
+        if not stateful:
+            raise
+        fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)  # a directory, an address, a name
     except NameServiceError as exc:
         fail(f"name service: {exc}", EXIT_FAILED)
     except ConfigError as exc:  # the metrics address cannot be served, a partition count

@@ -62,11 +62,13 @@ class Stateful:
 
     def emit(self, payload: Any) -> None:
         """Emit ``payload`` on the output channel (sent by the leader replica only, once the
-        entry that caused it is committed)."""
-        outbox = self.__dict__.get("_fabric_outbox")
-        if outbox is None:
+        entry that caused it is committed). What is emitted is a copy, taken now: changing
+        the object afterwards changes nothing. ``ValueError`` if msgpack cannot encode it or
+        it is over 256 KiB encoded."""
+        emit = self.__dict__.get("_fabric_emit")
+        if emit is None:
             raise RuntimeError("emit() is only valid inside apply()")
-        outbox.append(payload)
+        emit(payload)
 
     def snapshot(self) -> Any:
         """The state as a msgpack-able object (default: ``self.state``)."""

@@ -33,14 +33,18 @@ log = logging.getLogger(__name__)
 __all__ = ["LeaderEmitter", "OpenOutput", "output_id"]
 
 ACK_EVERY_S = 0.05
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 5.0
 OpenOutput = Callable[[bytes, int], Awaitable[tuple[OutputPort, StopFollowing]]]
 """``open_output(producer_id, first_seq)``: an output port on the output channel, started and
 following its intermediaries, and how to stop following them."""
 
 
-def output_id(name: str, partition: int) -> bytes:
-    """The producer id a replica group emits under (16 bytes, from its name)."""
-    return hashlib.sha256(f"fabric-stateful/{name}/p{partition}".encode()).digest()[:16]
+def output_id(name: str, partition: int, nonce: str) -> bytes:
+    """The producer id a replica group emits under (16 bytes, from its name and the nonce
+    made when it was founded: the same on every replica, another for a group founded
+    again)."""
+    return hashlib.sha256(f"fabric-stateful/{name}/p{partition}/{nonce}".encode()).digest()[:16]
 
 
 class LeaderEmitter:
@@ -57,12 +61,13 @@ class LeaderEmitter:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._proposed_ack = -1  # the acked_below last proposed in this leadership
+        self._closed = False
         self.counters = {"batches_emitted": 0, "messages_emitted": 0, "outbox_acks_proposed": 0}
 
     def on_role(self, is_leader: bool) -> None:
         """This replica became leader (start sending) or stopped leading (stop at once)."""
         if is_leader:
-            if self._task is None:
+            if self._task is None and not self._closed:
                 self._proposed_ack = -1
                 self._task = asyncio.ensure_future(self._lead())
         else:
@@ -75,7 +80,9 @@ class LeaderEmitter:
         self._wake.set()
 
     async def close(self) -> None:
-        """Stop sending (what is unacknowledged stays in the outbox for the next leader)."""
+        """Stop sending for good (what is unacknowledged stays in the outbox for the next
+        leader)."""
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -83,17 +90,26 @@ class LeaderEmitter:
         await self._let_go()
 
     async def _lead(self) -> None:
-        try:
-            if self._open_output is None:
-                await self._acknowledge_all()
-            else:
-                await self._send_outbox(self._open_output)
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # the port could not open: the next leadership tries again
-            log.warning("emitting stopped: %s", exc)
-        finally:
-            await self._let_go()
+        """Send while leading; a failure (the port would not open, an intermediary refused)
+        is logged and the sending starts again after a pause, from the outbox's floor."""
+        pause = RETRY_MIN_S
+        while True:
+            try:
+                if self._open_output is None:
+                    await self._acknowledge_all()
+                else:
+                    await self._send_outbox(self._open_output)
+            except asyncio.CancelledError:
+                await self._let_go()
+                raise
+            except Exception as exc:
+                log.warning("emitting failed, again in %.1f s: %r", pause, exc)
+                await self._let_go()
+                await asyncio.sleep(pause)
+                pause = min(RETRY_MAX_S, pause * 2)
+                continue
+            await self._let_go()  # the floor moved past the port: a new port from there
+            pause = RETRY_MIN_S
 
     async def _acknowledge_all(self) -> None:
         machine = self._machine
@@ -105,18 +121,19 @@ class LeaderEmitter:
 
     async def _send_outbox(self, open_output: OpenOutput) -> None:
         machine = self._machine
-        self.port, self._stop_following = await open_output(self.producer_id,
-                                                            machine.outbox_floor)
+        floor = machine.outbox_floor
+        self.port, self._stop_following = await open_output(self.producer_id, floor)
         port = self.port
-        sent = machine.outbox_floor  # everything below this number is sent (or acked)
+        sent = floor  # everything below this number is sent (or acknowledged)
         while True:
             self._wake.clear()
             for first, payloads in machine.outbox_from(sent):
                 if first < sent:  # cut by an acknowledgement since: send only the rest
                     payloads, first = payloads[sent - first:], sent
                 if first != port.next_seq:
-                    raise RuntimeError(f"outbox batch {first} but the port is at "
-                                       f"{port.next_seq}")
+                    # Acknowledged past what this port sent (an earlier leader's OUTBOX_ACKED
+                    # applied since): start again from the outbox's floor.
+                    return
                 await port.send_batch(payloads)
                 sent = first + len(payloads)
                 self.counters["batches_emitted"] += 1

@@ -37,6 +37,7 @@ __all__ = ["LeaderFeed", "OpenPort"]
 
 MAX_ENTRY_MESSAGES = 4096
 RETRY_S = 0.01
+RETRY_OPEN_S = 0.5
 StopFollowing = Callable[[], Awaitable[None]]
 OpenPort = Callable[[Callable[[DeliveredBatch], None]],
                    Awaitable[tuple[InputPort, StopFollowing]]]
@@ -62,15 +63,16 @@ class LeaderFeed:
         self._flush_scheduled = False
         self._task: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
+        self._closed = False
         self.counters = {"entries_proposed": 0, "messages_proposed": 0, "messages_acked": 0,
                          "messages_abandoned": 0}
 
     # ------------------------------------------------------------------ role changes
 
     def on_role(self, is_leader: bool) -> None:
-        """This replica became leader (open the port) or stopped leading (close it)."""
+        """This replica leads and may consume (open the port), or not (close it)."""
         if is_leader:
-            if self._task is None and self.port is None:
+            if self._task is None and self.port is None and not self._closed:
                 self._task = asyncio.ensure_future(self._open())
         else:
             self._let_go()
@@ -81,11 +83,11 @@ class LeaderFeed:
         except Exception as exc:
             log.warning("could not open the input port: %s", exc)
             self._task = None
-            if self._member.is_leader:  # try again shortly
-                asyncio.get_running_loop().call_later(0.5, self.on_role, True)
+            if self._member.is_leader and not self._closed:  # try again shortly
+                asyncio.get_running_loop().call_later(RETRY_OPEN_S, self.on_role, True)
             return
         self._task = None
-        if not self._member.is_leader:  # lost the role while the port was opening
+        if not self._member.is_leader or self._closed:  # lost the role meanwhile
             await stop_following()
             await port.close()
             return
@@ -102,45 +104,34 @@ class LeaderFeed:
             self._task.cancel()
             self._task = None
         port, self.port = self.port, None
+        stop, self._stop_following = self._stop_following, None
         if port is not None:
             log.info("no longer leading: %d messages left to the next leader", abandoned)
-            task = asyncio.ensure_future(self._shut(port, None))
+            task = asyncio.ensure_future(_shut(port, stop))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        """Stop consuming: what is not applied is left to the next leader."""
+        """Stop consuming for good: what is not applied is left to the next leader."""
+        self._closed = True
         self._let_go()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def drain(self, timeout: float) -> int:
-        """Wait (at most ``timeout``) until everything received is applied and acknowledged,
-        then close the port cleanly; the messages left unacknowledged (the intermediaries
-        give them to the next leader)."""
+        """Drain the port while the feed goes on (at most ``timeout``): the intermediaries
+        route nothing more here, what arrived is proposed, applied and acknowledged, then the
+        port closes. The messages left unacknowledged (the next leader gets them)."""
         port = self.port
         if port is None:
             return 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self._buffer or self._pending) and self._member.is_leader \
-                and loop.time() < deadline:
-            await asyncio.sleep(RETRY_S)
-        left = self._held()
-        self.port = None
-        await self._shut(port, max(0.1, deadline - loop.time()))
-        return left
-
-    async def _shut(self, port: InputPort, drain_timeout: float | None) -> None:
-        """Stop following the intermediaries, then drain the port (``drain_timeout``) or close
-        it at once (None: what it holds unacknowledged goes to the next leader)."""
         stop, self._stop_following = self._stop_following, None
         if stop is not None:
             await stop()
-        if drain_timeout is None:
-            await port.close()
-        else:
-            await port.drain(drain_timeout)
+        report = await port.drain(timeout)  # acks keep flowing to it meanwhile
+        left = 0 if report.complete else max(report.left_messages, self._held())
+        self.port = None
+        return left
 
     # ------------------------------------------------------------------ input -> log
 
@@ -150,6 +141,8 @@ class LeaderFeed:
                                     for b in batches)
 
     def _on_batch(self, batch: DeliveredBatch) -> None:
+        if self.port is None and self._task is None:  # a port being let go: not ours now
+            return
         self._buffer.append(batch)
         self._buffered += len(batch.payloads)
         if not self._flush_scheduled:
@@ -209,3 +202,11 @@ class LeaderFeed:
         return {"consuming": self.port is not None, "buffered": self._buffered,
                 "pending_entries": len(self._pending),
                 "pending_messages": self._held() - self._buffered, **self.counters}
+
+
+async def _shut(port: InputPort, stop_following: StopFollowing | None) -> None:
+    """Stop following the intermediaries, then close the port at once (what it holds
+    unacknowledged goes to the next leader)."""
+    if stop_following is not None:
+        await stop_following()
+    await port.close()

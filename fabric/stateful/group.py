@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from fabric.stateful.machine import ReplicaMachine
+from fabric.stateful.machine import ApplyFailed, ReplicaMachine
 from nameservice import wire
 from nameservice.errors import DecodeError
 from nameservice.raft.core import RaftCore
@@ -49,16 +49,26 @@ class _Applier:
     """Committed entries into the machine, then to the member's listener."""
 
     def __init__(self, machine: ReplicaMachine, on_applied: Callable[[Sequence[Entry]], None],
-                 on_restored: Callable[[], None]) -> None:
+                 on_restored: Callable[[], None],
+                 on_fatal: Callable[[BaseException], None]) -> None:
         self._machine = machine
         self._on_applied = on_applied
         self._on_restored = on_restored
+        self._on_fatal = on_fatal
+        self.failed = False
 
     def apply(self, entries: Sequence[Entry], read_states: Sequence[ReadState] = ()) -> None:
         machine = self._machine
+        if self.failed:
+            return
         fresh = [entry for entry in entries if entry.index > machine.applied_index]
         for entry in fresh:
-            machine.apply_entry(entry.index, entry.data)
+            try:
+                machine.apply_entry(entry.index, entry.data)
+            except ApplyFailed as exc:  # this replica can no longer be trusted to agree
+                self.failed = True
+                self._on_fatal(exc)
+                return
         if fresh:
             self._on_applied(fresh)
 
@@ -114,7 +124,8 @@ class GroupMember:
             committed_index=lambda: self.core.commit_index, current_term=lambda: self.core.term,
             spool_dir=settings.data_dir, run_in_thread=self._in_thread)
         self.pipeline = ReadyPipeline(
-            self.core, self.storage, machine, _Applier(machine, on_applied, on_restored),
+            self.core, self.storage, machine,
+            _Applier(machine, on_applied, on_restored, self._die),
             sync_mode=settings.sync_mode, send=self._send_messages, flush=self._flush_output,
             after_core_step=self.leadership.check, resume=self.after_input,
             pause_clock=self.clock.pause, on_fatal=self._die)
@@ -199,6 +210,7 @@ class GroupMember:
                 return
             if core.transferee == NONE:
                 target = max(core.peers, key=lambda peer: core.progress[peer].match)
+                log.info("stopping: handing leadership to replica %d", target)
                 core.transfer_leadership(target)
                 self.after_input()
             await asyncio.sleep(self.clock.tick_s)

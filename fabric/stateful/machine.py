@@ -37,17 +37,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from typing import Any
 
 import msgpack
 
-from fabric.errors import DecodeError
+from fabric.errors import DecodeError, FabricError
 from fabric.stateful.component import Input, Stateful
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AppliedSeqs", "INPUT", "OUTBOX_ACKED", "ReplicaMachine", "encode_input",
-           "encode_outbox_acked"]
+__all__ = ["AppliedSeqs", "ApplyFailed", "INPUT", "OUTBOX_ACKED", "ReplicaMachine",
+           "encode_input", "encode_outbox_acked"]
 
 INPUT = 1
 OUTBOX_ACKED = 2
@@ -55,7 +56,16 @@ SNAPSHOT_VERSION = 1
 MAX_PRODUCERS = 100_000
 MAX_GAP = 1 << 20
 MAX_OUTBOX = 1 << 20
+MAX_OUTBOX_BYTES = 256 << 20
 OUTBOX_BATCH = 1024
+MAX_EMIT_BYTES = 256 * 1024 - 64
+"""The largest emitted message, encoded (it must fit a data-path batch of its own)."""
+
+
+class ApplyFailed(FabricError):
+    """``apply`` failed in a way that depends on the process, not on the message (recursion
+    too deep, memory exhausted): counting it as applied could make replicas differ, so the
+    replica stops instead."""
 
 
 def encode_input(runs: list[tuple[bytes, int, list[Any]]]) -> bytes:
@@ -119,21 +129,25 @@ class ReplicaMachine:
     """A stateful component's replicated state (see module docstring)."""
 
     def __init__(self, component: Stateful, *, max_producers: int = MAX_PRODUCERS,
-                 max_gap: int = MAX_GAP, max_outbox: int = MAX_OUTBOX) -> None:
+                 max_gap: int = MAX_GAP, max_outbox: int = MAX_OUTBOX,
+                 max_outbox_bytes: int = MAX_OUTBOX_BYTES) -> None:
         self.component = component
         self.max_producers = max_producers
         self.max_gap = max_gap
         self.max_outbox = max_outbox
+        self.max_outbox_bytes = max_outbox_bytes
         self.applied_index = 0
         self.producers: dict[bytes, AppliedSeqs] = {}  # least recently applied first
         # Emitted, not acknowledged: batches (first number, payloads), from outbox_floor on.
-        self.outbox: list[tuple[int, list[Any]]] = []
+        self.outbox: deque[tuple[int, list[Any]]] = deque()
         self.outbox_floor = 0
         self.outbox_messages = 0
+        self.outbox_bytes = 0  # encoded, as counted at emit (and again after a restore)
         self.counters = {"applied_messages": 0, "duplicates_skipped": 0, "apply_errors": 0,
                          "malformed_entries": 0, "producers_forgotten": 0}
         self._emitted_now: list[Any] = []
-        component.__dict__["_fabric_outbox"] = self._emitted_now
+        self._emitted_bytes = 0
+        self._digest: tuple[int, str] | None = None  # (applied index, digest)
 
     @property
     def emitted(self) -> int:
@@ -142,13 +156,29 @@ class ReplicaMachine:
 
     @property
     def outbox_full(self) -> bool:
-        """Whether the outbox is at its bound (the leader proposes no new input)."""
-        return self.outbox_messages >= self.max_outbox
+        """Whether the outbox is at its bound, in messages or bytes (the leader proposes no
+        new input)."""
+        return (self.outbox_messages >= self.max_outbox
+                or self.outbox_bytes >= self.max_outbox_bytes)
 
     def outbox_from(self, number: int) -> list[tuple[int, list[Any]]]:
         """The outbox batches holding messages numbered ``number`` and on (a batch that
         ``number`` falls inside comes whole)."""
         return [batch for batch in self.outbox if batch[0] + len(batch[1]) > number]
+
+    def _emit(self, payload: Any) -> None:
+        """``Stateful.emit`` while ``apply`` runs: a copy of ``payload`` as msgpack gives it
+        back (so changing the object later changes nothing, and every replica holds the same),
+        refused (``ValueError``, counted as the message's apply error) if it cannot be encoded
+        or is too large to send."""
+        try:
+            packed = msgpack.packb(payload, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"emit: the payload cannot be encoded: {exc}") from None
+        if len(packed) > MAX_EMIT_BYTES:
+            raise ValueError(f"emit: {len(packed)} bytes encoded, at most {MAX_EMIT_BYTES}")
+        self._emitted_now.append(msgpack.unpackb(packed, raw=False, strict_map_key=False))
+        self._emitted_bytes += len(packed)
 
     # ------------------------------------------------------------------ applying
 
@@ -182,6 +212,26 @@ class ReplicaMachine:
             raise DecodeError("an INPUT entry is not a list of [bytes, int, list] runs")
         counters = self.counters
         applied = 0
+        component = self.component
+        component.__dict__["_fabric_emit"] = self._emit  # emit() works inside apply only
+        try:
+            applied = self._apply_runs(index, runs)
+        finally:
+            del component.__dict__["_fabric_emit"]
+        counters["applied_messages"] += applied
+        emitted = self._emitted_now
+        if emitted:
+            for start in range(0, len(emitted), OUTBOX_BATCH):
+                self.outbox.append((self.emitted, emitted[start:start + OUTBOX_BATCH]))
+                self.outbox_messages += len(self.outbox[-1][1])
+            self.outbox_bytes += self._emitted_bytes
+            emitted.clear()
+            self._emitted_bytes = 0
+        return applied
+
+    def _apply_runs(self, index: int, runs: list) -> int:
+        counters = self.counters
+        applied = 0
         for pid, first_seq, payloads in runs:
             seqs = self._seqs_of(pid)
             if seqs.add_run(first_seq, len(payloads), self.max_gap):  # all new: the usual case
@@ -196,13 +246,6 @@ class ReplicaMachine:
                     continue
                 self._apply_one(Input(payload, pid, seq, index))
                 applied += 1
-        counters["applied_messages"] += applied
-        emitted = self._emitted_now
-        if emitted:
-            for start in range(0, len(emitted), OUTBOX_BATCH):
-                self.outbox.append((self.emitted, emitted[start:start + OUTBOX_BATCH]))
-                self.outbox_messages += len(self.outbox[-1][1])
-            emitted.clear()
         return applied
 
     def _seqs_of(self, pid: bytes) -> AppliedSeqs:
@@ -218,11 +261,14 @@ class ReplicaMachine:
 
     def _apply_one(self, message: Input) -> None:
         emitted = self._emitted_now
-        mark = len(emitted)
+        mark, mark_bytes = len(emitted), self._emitted_bytes
         try:
             self.component.apply(message)
+        except (RecursionError, MemoryError) as exc:
+            raise ApplyFailed(f"apply failed for {message!r}: {exc!r}") from exc
         except Exception as exc:  # the user's code: every replica fails alike
             del emitted[mark:]  # what it emitted before raising is not sent
+            self._emitted_bytes = mark_bytes
             self.counters["apply_errors"] += 1
             if self.counters["apply_errors"] <= 10 or self.counters["apply_errors"] % 1000 == 0:
                 log.warning("apply raised for %r: %r", message, exc)
@@ -230,15 +276,21 @@ class ReplicaMachine:
     def _acked(self, acked_below: int) -> None:
         acked_below = min(acked_below, self.emitted)
         outbox = self.outbox
+        before = self.outbox_messages
         while outbox and outbox[0][0] < acked_below:
             first, payloads = outbox[0]
             done = min(len(payloads), acked_below - first)
             if done == len(payloads):
-                outbox.pop(0)
+                outbox.popleft()
             else:
                 outbox[0] = (first + done, payloads[done:])
             self.outbox_messages -= done
         self.outbox_floor = max(self.outbox_floor, acked_below)
+        removed = before - self.outbox_messages
+        if not outbox:
+            self.outbox_bytes = 0
+        elif removed:  # in proportion: the bound only holds back the leader's proposals
+            self.outbox_bytes -= self.outbox_bytes * removed // before
 
     # ------------------------------------------------------------------ snapshots
 
@@ -262,19 +314,32 @@ class ReplicaMachine:
             producers = {bytes(pid): AppliedSeqs(int(floor), set(above))
                          for pid, floor, above in snap["producers"]}
             index, floor = int(snap["index"]), int(snap["outbox_floor"])
-            outbox = [(int(first), list(payloads)) for first, payloads in snap["outbox"]]
+            outbox = deque((int(first), list(payloads)) for first, payloads in snap["outbox"])
+            state = snap["state"]
         except (ValueError, TypeError, KeyError, AttributeError,
                 msgpack.UnpackException) as exc:
             raise DecodeError(f"a replica snapshot that does not decode: {exc}") from exc
-        self.component.restore(snap["state"])
+        try:
+            self.component.restore(state)
+        except Exception as exc:  # the user's restore: the snapshot is no use to it
+            raise DecodeError(f"the component could not restore the snapshot: {exc!r}") \
+                from exc
         self.applied_index = index
         self.producers = producers
         self.outbox_floor = floor
         self.outbox = outbox
         self.outbox_messages = sum(len(payloads) for _, payloads in outbox)
+        self.outbox_bytes = sum(len(msgpack.packb(p, use_bin_type=True))
+                                for _, payloads in outbox for p in payloads)
+        self._digest = None
 
     def state_digest(self) -> str:
-        """A digest of the replicated state (equal on replicas that applied the same log)."""
+        """A digest of the replicated state (equal on replicas that applied the same log);
+        computed once per applied index."""
+        if self._digest is not None and self._digest[0] == self.applied_index:
+            return self._digest[1]
         snap = msgpack.unpackb(self.snapshot(), raw=False, strict_map_key=False)
         del snap["index"]  # the same state may sit at different indexes (no-ops)
-        return hashlib.sha256(msgpack.packb(snap, use_bin_type=True)).hexdigest()[:16]
+        digest = hashlib.sha256(msgpack.packb(snap, use_bin_type=True)).hexdigest()[:16]
+        self._digest = (self.applied_index, digest)
+        return digest

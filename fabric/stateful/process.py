@@ -23,6 +23,7 @@ from fabric.errors import ConfigError
 from fabric.ports.partitioned import partition_channel
 from fabric.stateful.component import Stateful
 from fabric.stateful.replica import Replica
+from fabric.stateful.seats import GRACE_S
 from nameservice.logs import event
 from nameservice.security.context import current as security
 from nameservice.security.follow import follow_rules
@@ -40,12 +41,12 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
                        total_partitions: int, listen_host: str,
                        input: str | None, output: str | None, control: str, drain_timeout: float,
                        election_timeout_ms: tuple[int, int] = (150, 300),
-                       snapshot_threshold: int = 10_000, grace_s: float = 10.0) -> int:
+                       snapshot_threshold: int = 10_000, grace_s: float = GRACE_S) -> int:
     """Run one replica of each of ``partitions`` (of ``total_partitions``) until asked to stop;
     the exit code (0; 1 if a replica failed). With several partitions, the input channel is
     declared with that many (``ConfigError`` if it was declared with another count) and the
     replica of partition P consumes ``partition_channel(input, P, total_partitions)``."""
-    from fabric.runtime.registry import declare_partitions, process_name
+    from fabric.runtime.registry import channel_partitions, declare_partitions, process_name
     from nameservice.control import ControlServer
 
     channel = input or component_class.input
@@ -53,8 +54,14 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
         raise ConfigError(f"{component_class.__name__} names no input channel: give --input")
     if total_partitions > 1:
         await declare_partitions(names.client, channel, total_partitions)
+    elif (have := await channel_partitions(names.client, channel)) != 1:
+        raise ConfigError(f"channel {channel!r} has {have} partitions: give --partitions {have}")
+    out = output or component_class.output
+    if out is not None and (have := await channel_partitions(names.client, out)) != 1:
+        raise ConfigError(f"the output channel {out!r} has {have} partitions; a stateful "
+                          f"component emits to a channel of one")
     token = secrets.token_hex(8)  # this process, among those running the same partitions
-    replicas = [Replica(component_class(), names, name=name, partition=partition, size=size,
+    replicas = [Replica(_make(component_class), names, name=name, partition=partition, size=size,
                         data_dir=os.path.join(data_dir, f"p{partition}"),
                         listen=f"{listen_host}:0",
                         input=partition_channel(channel, partition, total_partitions),
@@ -121,8 +128,17 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
     failed = [r for r in results if isinstance(r, BaseException)]
     for error in failed:
         log.error("replica failed: %s", error, exc_info=error)
-    event(log, "stopped", failed=len(failed))
+    event(log, "stopped", failed=len(failed),
+          left=sum(replica.left_unacknowledged for replica in replicas))
     return 1 if failed else 0
+
+
+def _make(component_class: type[Stateful]) -> Stateful:
+    """A new instance of the component; ConfigError (one line) if its constructor fails."""
+    try:
+        return component_class()
+    except Exception as exc:
+        raise ConfigError(f"{component_class.__name__}() failed: {exc!r}") from exc
 
 
 def _stuck(name: str) -> None:

@@ -30,7 +30,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -48,6 +49,7 @@ from fabric.stateful.seats import GRACE_S, Seats, plan, preferred_leader
 from nameservice.names import Names
 from nameservice.raft.types import NONE, ConfChange
 from nameservice.server.config import NodeSettings
+from nameservice.storage import DiskStorage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ __all__ = ["Replica", "group_name", "load_node_id"]
 ID_FILE = "replica.id"
 PILOT_S = 0.1
 """How often the leader compares its configuration with the replicas registered."""
+RETRY_S = 0.5
+"""Pause before the group watch or the pilot runs again after failing."""
+WAITING_SAY_S = 30.0
+"""How often a replica that no configuration includes says it is waiting."""
 BALANCE_AFTER_S = 2.0
 """How long a replica leads before it hands over to its partition's preferred leader."""
 SMALL_STATE = 64 << 10
@@ -67,8 +73,9 @@ def group_name(name: str, partition: int) -> str:
     return f"stateful/{name}/p{partition}"
 
 
-def load_node_id(data_dir: str) -> int:
-    """This data directory's replica id: read, or made (random, 1..2^53) and fsynced."""
+def load_node_id(data_dir: str) -> tuple[int, bool]:
+    """This data directory's replica id, and whether it was made now (random, 1..2^53,
+    fsynced) rather than read."""
     os.makedirs(data_dir, exist_ok=True)
     path = os.path.join(data_dir, ID_FILE)
     try:
@@ -87,10 +94,31 @@ def load_node_id(data_dir: str) -> int:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return node_id
+        return node_id, True
     if not text.isdigit() or not 0 < int(text) < 1 << 63:
         raise ConfigError(f"{path} holds no replica id ({text[:40]!r})")
-    return int(text)
+    return int(text), False
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """What the name service keeps of a group (``.../group``): its founder, its size, and a
+    nonce made at its founding (so a group founded again under the same name emits under a
+    new producer id, and its consumers do not take its messages for old ones)."""
+
+    founder: int
+    size: int
+    nonce: str
+
+    @classmethod
+    def decode(cls, key: str, value: bytes) -> GroupRecord:
+        """The record stored at ``key``; ConfigError if it is not one."""
+        try:
+            got = msgpack.unpackb(value, raw=False)
+            return cls(int(got["founder"]), int(got["size"]), str(got["nonce"]))
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            raise ConfigError(f"{key} in the name service is not a replica group's record "
+                              f"({exc!r}); delete it to found the group again") from None
 
 
 def listen_address(listen: str) -> str:
@@ -153,7 +181,10 @@ class Replica:
         self.node_id = 0
         self.registered: dict[int, str] = {}  # id -> address, as the name service lists them
         self._last_seen: dict[int, float] = {}
+        self._addresses: dict[int, str] = {}  # members' and registered replicas' addresses
         self._started = 0.0
+        self._stopping = False
+        self._said_waiting = 0.0
         self.ready = asyncio.Event()
         """Set once the replica is registered and its member runs."""
         self.left_unacknowledged = 0
@@ -163,22 +194,32 @@ class Replica:
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
-        """Serve until ``stop`` is set; then a leader finishes what it proposed (at most
-        ``drain_timeout``) and hands its leadership over."""
-        self.node_id = load_node_id(self.data_dir)
+        """Serve until ``stop`` is set; then a leader finishes what it received (at most
+        ``drain_timeout``) and hands its leadership over before deregistering."""
+        self.node_id, created = load_node_id(self.data_dir)
         self.address = listen_address(self.listen)
-        founder = await self._founder()
+        group = await self._join()
+        self.size = group.size
         settings = NodeSettings(id=self.node_id, cluster={self.node_id: self.address},
                                 data_dir=self.data_dir,
                                 election_timeout_ms=self.election_timeout_ms,
                                 snapshot_threshold=self.snapshot_threshold,
                                 sync_mode=self.sync_mode, advertise=False)
+        storage = DiskStorage(self.data_dir, snapshot_threshold=self.snapshot_threshold)
+        hard_state, snapshot, entries = storage.initial_state()
+        empty = not hard_state.term and not snapshot.meta.index and not entries
+        if group.founder == self.node_id and empty and not created:
+            storage.close()
+            raise ConfigError(
+                f"this replica founded {group_name(self.name, self.partition)} but its log "
+                f"is gone from {self.data_dir}: start it with an empty directory (it joins as "
+                f"a new member) or restore the whole directory")
         member = self.member = GroupMember(
             settings, self.machine, on_applied=self._on_applied, on_role=self._on_role,
-            voters=(self.node_id,) if founder == self.node_id else ())
+            voters=(self.node_id,) if group.founder == self.node_id else (), storage=storage)
         self.feed = LeaderFeed(member, self.machine, self._open_port)
         self.emitter = LeaderEmitter(member, self.machine, self._open_output,
-                                     output_id(self.name, self.partition))
+                                     output_id(self.name, self.partition, group.nonce))
         member_stop = asyncio.Event()
         member_task = asyncio.ensure_future(member.run(member_stop))
         registration = None
@@ -188,18 +229,22 @@ class Replica:
                 group_name(self.name, self.partition), self.address,
                 {"id": self.node_id, "process": self.process})
             self._started = time.monotonic()
-            tasks = [asyncio.ensure_future(self._watch_group()),
-                     asyncio.ensure_future(self._pilot())]
+            tasks = [asyncio.ensure_future(self._supervised(self._watch_group)),
+                     asyncio.ensure_future(self._supervised(self._pilot))]
             log.info("replica %d of %s p%d at %s (%s)", self.node_id, self.name,
                      self.partition, self.address,
-                     "founder" if founder == self.node_id else "member")
+                     "founder" if group.founder == self.node_id else "member")
             self.ready.set()
             stopped = asyncio.ensure_future(stop.wait())
             tasks.append(stopped)
             await asyncio.wait({member_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            self._stopping = True  # the pilot neither gives nor plans seats from now on
             if not member_task.done():
                 self.left_unacknowledged = await self.feed.drain(drain_timeout)
+            member_stop.set()  # a leader hands over while still registered
+            await asyncio.wait({member_task})
         finally:
+            self._stopping = True
             for task in tasks:
                 task.cancel()
             await self.feed.close()
@@ -212,23 +257,38 @@ class Replica:
             member_stop.set()
             await member_task  # raises a storage failure
 
-    async def _founder(self) -> int:
-        """The group's founder: this replica if it creates the group key now."""
+    async def _join(self) -> GroupRecord:
+        """The group's record: made now, with this replica as its founder, if the group has
+        none yet. The group's size is the one it was founded with."""
         client = self.names.client
         key = f"{group_name(self.name, self.partition)}/group"
-        value = msgpack.packb({"founder": self.node_id, "size": self.size})
-        result = await client.cas(key, value, expect_absent=True)
-        if result.succeeded:
-            log.info("founded the replica group %s", group_name(self.name, self.partition))
-            return self.node_id
-        current = await client.get(key)
-        if current is None:  # deleted meanwhile: try once more
-            return await self._founder()
-        group = msgpack.unpackb(current.value)
-        if group.get("size") != self.size:
-            log.warning("the group was founded with %s replicas; this one was told %d",
-                        group.get("size"), self.size)
-        return int(group["founder"])
+        mine = GroupRecord(self.node_id, self.size, secrets.token_hex(8))
+        for _ in range(3):  # deleted between the CAS and the read: try again
+            value = msgpack.packb({"founder": mine.founder, "size": mine.size,
+                                   "nonce": mine.nonce})
+            if (await client.cas(key, value, expect_absent=True)).succeeded:
+                log.info("founded the replica group %s", group_name(self.name, self.partition))
+                return mine
+            current = await client.get(key)
+            if current is not None:
+                group = GroupRecord.decode(key, current.value)
+                if group.size != self.size:
+                    log.warning("the group was founded with %d replicas; this one was told "
+                                "%d: it keeps %d", group.size, self.size, group.size)
+                return group
+        raise ConfigError(f"{key} keeps changing in the name service")
+
+    async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop`` again, after a pause, whenever it fails (a watch cut off, a name
+        service busy): the replica must keep following its group."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s failed, again in %.1f s: %r", loop.__name__, RETRY_S, exc)
+            await asyncio.sleep(RETRY_S)
 
     async def _follow_channel(self, handler: Callable[[DeliveredBatch], None]
                               ) -> tuple[InputPort, StopFollowing]:
@@ -272,17 +332,66 @@ class Replica:
                 self._last_seen[node] = now  # gone from now on
             self.registered = registered
             self.processes = processes
-            assert self.member is not None
-            self.member.set_peers(registered)
+            self._follow_members()
 
     async def _pilot(self) -> None:
         while True:
             await asyncio.sleep(PILOT_S)
+            if self._stopping:
+                continue
+            self._consume_if_ready()
+            self._follow_members()
             change = self.next_change()
             if change is not None:
                 self._propose_change(change)
             elif self.balance:
                 self._hand_to_preferred()
+            self._say_if_waiting()
+
+    def _quorum_of_size(self) -> bool:
+        """Whether the configuration has a majority of the group's size as voters: before
+        that, a message committed could be on fewer disks than the group promises."""
+        member = self.member
+        return member is not None and len(member.core.conf_state.voters) > self.size // 2
+
+    def _consume_if_ready(self) -> None:
+        """The leader consumes once its group has a majority of its size as voters."""
+        member, feed = self.member, self.feed
+        if member is not None and feed is not None and member.is_leader \
+                and self._quorum_of_size():
+            feed.on_role(True)
+
+    def _follow_members(self) -> None:
+        """Keep the Raft connections to the configuration's members at their last known
+        address, registered or not (a lease lost with the name service does not cut a member
+        off its group); connect to every replica registered."""
+        member = self.member
+        if member is None:
+            return
+        conf = member.core.conf_state
+        members = set(conf.voters) | set(conf.learners)
+        for node in list(self._addresses):
+            if node not in members and node not in self.registered:
+                del self._addresses[node]
+        self._addresses.update(self.registered)
+        member.set_peers(dict(self._addresses))
+
+    def _say_if_waiting(self) -> None:
+        """A replica that is no member of its group's configuration says so now and then
+        (it waits for the leader to add it; a group whose members are all gone never will)."""
+        member = self.member
+        if member is None:
+            return
+        conf = member.core.conf_state
+        now = time.monotonic()
+        if self.node_id in conf.voters or self.node_id in conf.learners \
+                or now - self._started < WAITING_SAY_S or now - self._said_waiting < WAITING_SAY_S:
+            return
+        self._said_waiting = now
+        log.warning("replica %d is not a member of %s yet: waiting for its leader to add it "
+                    "(if every member of the group is gone for good, delete %s/ from the "
+                    "name service and the replicas' data to found it again)", self.node_id,
+                    group_name(self.name, self.partition), group_name(self.name, self.partition))
 
     def next_change(self) -> ConfChange | None:
         """The configuration change the leader should propose now (None: none, or not the
@@ -340,9 +449,12 @@ class Replica:
     def _on_role(self, is_leader: bool) -> None:
         if is_leader:
             self._leading_since = time.monotonic()
-        if self.feed is not None and self.emitter is not None:
-            self.feed.on_role(is_leader)
+        if self.feed is not None and self.emitter is not None and not self._stopping:
+            self.feed.on_role(is_leader and self._quorum_of_size())
             self.emitter.on_role(is_leader)
+        elif not is_leader and self.feed is not None and self.emitter is not None:
+            self.feed.on_role(False)
+            self.emitter.on_role(False)
 
     def _on_applied(self, entries) -> None:
         if self.feed is not None and self.emitter is not None:

@@ -10,13 +10,14 @@ makes at most one single-server change at a time (the Raft core allows no other)
 
 1. a registered replica that is not a member is added as a learner (at most ``size``
    learners): it receives the log (a snapshot stream first, if it is far behind);
-2. while fewer than ``size`` voters are alive (registered), a learner that is caught up is
-   promoted;
+2. while fewer than ``size`` voters are alive (registered, or gone for less than
+   ``grace_s``: restarting), a learner that is caught up is promoted;
 3. a member gone (not registered) for ``grace_s`` is removed: a learner at once, a voter
    only while ``size`` live voters remain without it. So a lost voter is replaced first (a
    learner promoted), then removed, and the group never has fewer live voters than before;
    with no replacement it stays a member, and takes its seat back when it returns;
-4. a live voter beyond ``size`` (the size was lowered) is removed, never the leader itself.
+4. a voter beyond ``size`` is removed (one not registered now first), never the leader
+   itself.
 
 ``plan`` returns the change to propose now, or None.
 
@@ -56,10 +57,12 @@ def plan(seats: Seats, grace_s: float = GRACE_S) -> ConfChange | None:
     voters, learners = set(seats.conf.voters), set(seats.conf.learners)
     members = voters | learners
     alive = seats.registered | {seats.me}
-    live_voters = voters & alive
 
     def gone(node: int) -> bool:
         return node not in alive and seats.gone_for.get(node, 0.0) >= grace_s
+
+    # A voter unregistered for less than the grace (restarting with its disk) still counts.
+    live_voters = {node for node in voters if not gone(node)}
 
     for node in sorted(seats.registered - members):
         if len(learners) < seats.size:
@@ -73,8 +76,8 @@ def plan(seats: Seats, grace_s: float = GRACE_S) -> ConfChange | None:
     for node in sorted(voters):
         if gone(node) and len(live_voters) >= seats.size:
             return ConfChange(ChangeKind.REMOVE, node)
-    if len(live_voters) > seats.size:
-        for node in sorted(live_voters - {seats.me}, reverse=True):
+    if len(live_voters) > seats.size:  # the one not registered now first, then the newest
+        for node in sorted(live_voters - {seats.me}, key=lambda n: (n in alive, -n)):
             return ConfChange(ChangeKind.REMOVE, node)
     return None
 

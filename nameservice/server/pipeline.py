@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence
@@ -42,6 +43,10 @@ from nameservice.storage import RaftStorage
 __all__ = ["EntryApplier", "ReadyPipeline", "SYNC_MODES", "SnapshottedMachine"]
 
 SYNC_MODES = ("thread", "inline", "auto")
+SNAPSHOT_RETRY_ENTRIES = 1000
+"""After a snapshot of the state failed, entries applied before the next try."""
+
+log = logging.getLogger(__name__)
 
 
 class SnapshottedMachine(Protocol):
@@ -103,7 +108,9 @@ class ReadyPipeline:
         self._closed = False
         self.failed: BaseException | None = None
         """The storage failure that stopped the pipeline, if any."""
-        self.counters = {"readies": 0, "syncs": 0, "snapshots": 0, "snapshots_installed": 0}
+        self.counters = {"readies": 0, "syncs": 0, "snapshots": 0, "snapshots_installed": 0,
+                         "snapshot_failures": 0}
+        self._snapshot_failed_at = -SNAPSHOT_RETRY_ENTRIES
         self.fsync_latency = Buckets()
         """Seconds per ``storage.sync()``."""
 
@@ -274,8 +281,18 @@ class ReadyPipeline:
         entry is read from the storage, which is being compacted.
         """
         index = self._machine.applied_index
+        if index - self._snapshot_failed_at < SNAPSHOT_RETRY_ENTRIES:
+            return
         meta = self._core.snapshot_meta(index)
-        snapshot = Snapshot(meta, self._machine.snapshot())
+        try:
+            data = self._machine.snapshot()
+        except Exception as exc:  # the state cannot be written (a component's own snapshot)
+            self._snapshot_failed_at = index
+            self.counters["snapshot_failures"] += 1
+            log.error("could not snapshot the state at index %d (the log is not compacted; "
+                      "next try %d entries on): %r", index, SNAPSHOT_RETRY_ENTRIES, exc)
+            return
+        snapshot = Snapshot(meta, data)
         self._syncing = True
         assert self._loop is not None
         future = self._loop.run_in_executor(self._executor, self._storage.compact, snapshot)

@@ -14,7 +14,12 @@ def fabric(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, says", [
     (["tests.stateful.counting:Counter", "--ns", "127.0.0.1:1"], "give --data DIR"),
-    (["tests.stateful.counting:Counter", "--data", "x", "--partitions", "2", "--partition", "2",
+    (["tests.stateful.counting:Counter", "--data", "x", "--ns", "127.0.0.1:1"],
+     "give --name NAME"),
+    (["tests.stateful.counting:Counter", "--data", "x", "--name", "c", "--listen-host",
+      "0.0.0.0", "--ns", "127.0.0.1:1"], "not '0.0.0.0'"),
+    (["tests.stateful.counting:Counter", "--data", "x", "--name", "c", "--partitions", "2",
+      "--partition", "2",
       "--ns", "127.0.0.1:1"], "--partition must be below --partitions (2)"),
     (["tests.stateful.counting:Missing", "--data", "x", "--ns", "127.0.0.1:1"], "has no Missing"),
     (["tests.stateful.counting:Input", "--data", "x", "--ns", "127.0.0.1:1"],
@@ -35,7 +40,7 @@ def test_a_data_directory_holding_no_replica_id_is_refused_in_one_line(tmp_path)
     with LocalCluster(tmp_path / "ns", 1) as cluster:
         cluster.start()
         done = fabric("component", "run", "tests.stateful.counting:Counter", "--data",
-                      str(tmp_path / "r"), "--ns", cluster.ns_arg)
+                      str(tmp_path / "r"), "--name", "c", "--ns", cluster.ns_arg)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "holds no replica id" in last and "Traceback" not in done.stderr, done.stderr

@@ -166,6 +166,11 @@ def test_a_leader_stopped_with_sigterm_hands_over_and_the_group_drains_by_name(g
              60, "the stream to be under way")
     group.replicas[leader].signal(signal.SIGTERM)
     assert group.replicas[leader].wait(30) == 0, group.replicas[leader].log_tail()
+    # Everything it received was applied and acknowledged (the intermediaries stopped routing
+    # to it first), and it handed leadership over instead of leaving the group to time out.
+    assert group.replicas[leader].latest("stopped")["left"] == 0
+    assert "stopping: handing leadership to replica" in \
+        group.replicas[leader].log_path.read_text()
     rest = [n for n in ("r1", "r2", "r3") if n != leader]
     statuses = group.wait_state(MESSAGES, sum(range(1 << 40, (1 << 40) + MESSAGES)), rest)
     assert len({s["state_digest"] for s in statuses.values()}) == 1

@@ -71,12 +71,12 @@ def test_what_apply_emits_is_numbered_in_the_outbox_until_acknowledged():
     m = machine()
     m.apply_entry(1, encode_input([(A, 0, [0, 1, 2, 3, 4])]))
     m.apply_entry(2, encode_input([(A, 5, [6, 8])]))
-    assert m.outbox == [(0, [0, 2, 4]), (3, [6, 8])] and m.emitted == 5  # a batch per entry
+    assert list(m.outbox) == [(0, [0, 2, 4]), (3, [6, 8])] and m.emitted == 5  # a batch per entry
     m.apply_entry(3, encode_outbox_acked(2))
-    assert m.outbox == [(2, [4]), (3, [6, 8])] and m.outbox_floor == 2
-    assert m.outbox_from(3) == [(3, [6, 8])] and m.outbox_from(2) == m.outbox
+    assert list(m.outbox) == [(2, [4]), (3, [6, 8])] and m.outbox_floor == 2
+    assert m.outbox_from(3) == [(3, [6, 8])] and m.outbox_from(2) == list(m.outbox)
     m.apply_entry(4, encode_outbox_acked(10))  # never past what was emitted
-    assert m.outbox == [] and m.emitted == 5 and m.outbox_floor == 5
+    assert not m.outbox and m.emitted == 5 and m.outbox_floor == 5
 
 
 def test_an_entry_emitting_more_than_a_batch_holds_is_cut_the_same_way_everywhere():
@@ -89,7 +89,7 @@ def test_an_apply_that_raises_is_counted_and_the_message_counts_as_applied():
     m = machine()
     m.apply_entry(1, encode_input([(A, 0, [1, "boom", 3])]))
     assert m.component.state == [1, 3] and m.counters["apply_errors"] == 1
-    assert m.outbox == []  # nothing emitted: both odd
+    assert not m.outbox  # nothing emitted: both odd
     assert m.apply_entry(2, encode_input([(A, 1, ["boom"])])) == 0  # not again
 
 
@@ -121,7 +121,7 @@ def test_a_snapshot_restores_state_applied_numbers_and_outbox():
     other = machine()
     other.restore(m.snapshot())
     assert other.component.state == [0, 1, 4] and other.applied_index == 2
-    assert other.outbox == [(1, [4])] and other.outbox_floor == 1
+    assert list(other.outbox) == [(1, [4])] and other.outbox_floor == 1
     assert other.state_digest() == m.state_digest()
     # It remembers what was applied: the same resend is skipped on both.
     resend = encode_input([(A, 0, [0, 1]), (B, 3, [4]), (B, 0, [6])])
@@ -170,3 +170,66 @@ def test_a_run_recorded_at_once_leaves_what_its_messages_one_by_one_would():
                 for seq in range(first, first + count):
                     assert whole.add(seq, gap) == single.add(seq, gap)
             assert (whole.floor, whole.above) == (single.floor, single.above)
+
+
+class Recent(Stateful):
+    """Emits the list it keeps, then changes it: the outbox must hold what was emitted."""
+
+    def __init__(self) -> None:
+        self.state = {"recent": []}
+
+    def apply(self, message: Input) -> None:
+        if message.payload == "too big":
+            self.emit(b"x" * (300 * 1024))
+        if message.payload == "a set":
+            self.emit({1, 2})
+        if message.payload == "deep":
+            raise RecursionError("maximum recursion depth exceeded")
+        self.state["recent"].append(message.payload)
+        self.emit(self.state["recent"])
+
+
+def test_what_is_emitted_is_a_copy_taken_at_emit_the_same_on_every_replica():
+    live, restored = ReplicaMachine(Recent()), ReplicaMachine(Recent())
+    live.apply_entry(1, encode_input([(A, 0, [1])]))
+    restored.restore(live.snapshot())
+    for m in (live, restored):
+        m.apply_entry(2, encode_input([(A, 1, [2])]))
+    assert list(live.outbox) == list(restored.outbox) == [(0, [[1]]), (1, [[1, 2]])]
+    assert live.state_digest() == restored.state_digest()
+
+
+def test_an_emit_that_cannot_be_sent_is_the_messages_apply_error_on_every_replica():
+    m = ReplicaMachine(Recent())
+    m.apply_entry(1, encode_input([(A, 0, ["too big", "a set", 3])]))
+    assert m.counters["apply_errors"] == 2
+    assert list(m.outbox) == [(0, [[3]])]  # only the message that emitted what can be sent
+    assert m.component.state == {"recent": [3]}
+
+
+def test_emit_outside_apply_is_refused_even_on_a_component_a_machine_holds():
+    m = ReplicaMachine(Recent())
+    m.apply_entry(1, encode_input([(A, 0, [1])]))
+    with pytest.raises(RuntimeError, match="inside apply"):
+        m.component.emit("from a thread")
+    assert m.emitted == 1
+
+
+def test_an_apply_failing_for_reasons_of_the_process_stops_the_replica():
+    from fabric.stateful.machine import ApplyFailed
+
+    m = ReplicaMachine(Recent())
+    with pytest.raises(ApplyFailed):
+        m.apply_entry(1, encode_input([(A, 0, ["deep"])]))
+
+
+class Fussy(Log):
+    def restore(self, state) -> None:
+        raise ValueError("not my format")
+
+
+def test_a_restore_the_component_refuses_is_a_decode_error():
+    m = machine()
+    m.apply_entry(1, encode_input([(A, 0, [2])]))
+    with pytest.raises(DecodeError, match="could not restore"):
+        ReplicaMachine(Fussy()).restore(m.snapshot())

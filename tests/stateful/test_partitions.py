@@ -77,7 +77,7 @@ def test_a_partition_count_that_contradicts_the_declared_one_is_refused(group):
     proc = group.fleet.start("r2", group.fabric(
         "component", "run", "tests.stateful.counting:Counter", "--replicas", "3",
         "--data", str(group.tmp / "r2"), "--input", group.channel, "--partitions", "3",
-        "--ns", group.ns))
+        "--name", "counter", "--ns", group.ns))
     assert proc.wait(30) == 1
     log = proc.log_path.read_text()
     assert "has 2 partitions, not 3" in log and "Traceback" not in log, log[-2000:]

@@ -34,7 +34,11 @@ def test_a_lost_voter_is_replaced_first_then_removed():
 
 
 def test_a_voter_gone_for_less_than_the_grace_keeps_its_seat():
-    assert plan(seats([1, 2, 3, 4], registered=[1, 2, 4], gone_for={3: 2.0}), 10.0) is None
+    assert plan(seats([1, 2, 3], registered=[1, 2], gone_for={3: 2.0}), 10.0) is None
+    # One voter too many (a replacement promoted, then the lost one came back): the one not
+    # registered goes first.
+    assert plan(seats([1, 2, 3, 4], registered=[1, 2, 4], gone_for={3: 2.0}),
+                10.0) == ConfChange(REMOVE, 3)
 
 
 def test_a_lost_learner_is_removed_after_the_grace():
@@ -54,3 +58,10 @@ def test_partitions_prefer_leaders_in_different_processes():
     processes = {11: "b", 12: "a", 13: "c", 14: "a"}  # replica id -> process token
     assert [preferred_leader(p, processes) for p in range(4)] == [12, 11, 13, 12]
     assert preferred_leader(0, {}) is None
+
+
+def test_a_voter_restarting_within_the_grace_keeps_its_seat_from_a_waiting_learner():
+    restarting = seats([1, 2, 3], [4], registered=[1, 2, 4], gone_for={3: 2.0}, caught_up=[4])
+    assert plan(restarting, 10.0) is None
+    assert plan(seats([1, 2, 3], [4], registered=[1, 2, 4], gone_for={3: 11.0},
+                      caught_up=[4]), 10.0) == ConfChange(PROMOTE, 4)
