@@ -335,6 +335,7 @@ class InputPort(Port):
         self.stats.batches_received += 1
         state = ReceivedBatch(pid, seq, count, batch.skip, link, batch.redelivered,
                               self._manual_ack)
+        state.size = len(batch.body)
         link.owed += batch.skip
         batches = window.batches
         batches[seq] = state

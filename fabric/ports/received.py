@@ -13,7 +13,7 @@ class ReceivedBatch:
     """A batch this port received: how much of it is handled, and where to acknowledge it."""
 
     __slots__ = ("producer_id", "first_seq", "count", "handled", "done", "via", "charged",
-                 "charged_epoch", "redelivered", "ack", "through")
+                 "charged_epoch", "redelivered", "ack", "through", "size")
 
     def __init__(self, producer_id: bytes, first_seq: int, count: int, skip: int,
                  via: Link, redelivered: bool, ack: Callable[["ReceivedBatch", int], None]
@@ -29,6 +29,7 @@ class ReceivedBatch:
         self.redelivered = redelivered
         self.ack = ack  # the port's manual acknowledgement
         self.through = via.endpoint  # the intermediary of the last copy received (kept on loss)
+        self.size = 0  # bytes of its payloads, encoded
 
 
 class Message:
@@ -102,6 +103,12 @@ class DeliveredBatch:
     def redelivered(self) -> bool:
         """True if another consumer may already have handled these messages."""
         return self._state.redelivered
+
+    @property
+    def size(self) -> int:
+        """About how many bytes these payloads took encoded (their share of the batch's)."""
+        state = self._state
+        return state.size * len(self.payloads) // max(1, state.count)
 
     def ack(self) -> None:
         """Acknowledge every message of this batch."""

@@ -4,7 +4,8 @@ Only the leader replica consumes. When this replica becomes leader the feed open
 ``InputPort`` on the component's input channel with a batch handler (whole batches, no
 per-message work here, acknowledged by hand); every batch the port delivers is buffered, and
 once per turn of the event loop the buffer becomes ONE log entry (each batch a run of
-consecutive messages of its producer; an entry closes once it holds ``max_entry_messages``).
+consecutive messages of its producer; an entry closes once it holds ``max_entry_messages``
+or ``max_entry_bytes``).
 When that entry is applied, in the term it was proposed in, its batches are acknowledged: the
 producers learn a message is handled only once it is on a quorum's disks and in the state.
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 __all__ = ["LeaderFeed", "OpenPort"]
 
 MAX_ENTRY_MESSAGES = 4096
+MAX_ENTRY_BYTES = 4 << 20
+"""An entry closes once it holds this many bytes of payloads (at least one batch): entries
+are replicated whole, in frames of bounded size."""
 RETRY_S = 0.01
 RETRY_OPEN_S = 0.5
 StopFollowing = Callable[[], Awaitable[None]]
@@ -50,11 +54,13 @@ class LeaderFeed:
     """Feeds the log from the input channel while this replica leads (see module docstring)."""
 
     def __init__(self, member: GroupMember, machine: ReplicaMachine, open_port: OpenPort, *,
-                 max_entry_messages: int = MAX_ENTRY_MESSAGES) -> None:
+                 max_entry_messages: int = MAX_ENTRY_MESSAGES,
+                 max_entry_bytes: int = MAX_ENTRY_BYTES) -> None:
         self._member = member
         self._machine = machine
         self._open_port = open_port
         self.max_entry_messages = max_entry_messages
+        self.max_entry_bytes = max_entry_bytes
         self.port: InputPort | None = None
         self._stop_following: StopFollowing | None = None
         self._buffer: list[DeliveredBatch] = []
@@ -154,11 +160,12 @@ class LeaderFeed:
         member = self._member
         proposed = False
         while self._buffer and not self._machine.outbox_full:
-            chunk, count = [], 0
+            chunk, count, size = [], 0, 0
             for batch in self._buffer:
                 chunk.append(batch)
                 count += len(batch.payloads)
-                if count >= self.max_entry_messages:
+                size += batch.size
+                if count >= self.max_entry_messages or size >= self.max_entry_bytes:
                     break
             runs = [(b.producer_id, b.first_seq, b.payloads) for b in chunk]
             placed = member.propose(encode_input(runs))
