@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,12 +141,14 @@ class Bench:
         self.procs = procs
         self.ns = ns
         self.runs = 0
+        self.live: list[subprocess.Popen] = []  # this run's processes, stopped at its end
 
     def intermediaries(self, channel: str) -> list[str]:
         endpoints = []
         for _ in range(2):
             proc = self.procs.spawn([FABRIC, "intermediary", "--channel", channel, "--listen",
                                      "127.0.0.1:0", "--ns", self.ns, "--events"])
+            self.live.append(proc)
             while (got := line(proc)).get("event") != "registered":
                 pass
             endpoints.append(got["endpoint"])
@@ -160,7 +163,18 @@ class Bench:
             members[f"r{r}"] = self.replica(name, channel, data, partitions, snapshot_entries)
         wait(lambda: all(len(self.voters(m, p)) == 3 for m in members.values()
                          for p in range(partitions)), 60, "three voters")
+        if partitions > 1:  # measured once the leaders are spread over the processes
+            wait(lambda: self.leaders_spread(members, partitions), 60, "leaders spread")
         return members
+
+    def leaders_spread(self, members: dict, partitions: int) -> bool:
+        leading = []
+        for member in members.values():
+            status = self.status(member)
+            if status is None:
+                return False
+            leading.append(sum(s["role"] == "leader" for s in status))
+        return sum(leading) == partitions and max(leading) <= -(-partitions // len(members))
 
     def replica(self, name: str, channel: str, data: Path, partitions: int = 1,
                 snapshot_entries: int = 10_000) -> dict:
@@ -179,6 +193,20 @@ class Bench:
         return {"proc": proc, "control": control, "data": data, "name": name,
                 "channel": channel, "partitions": partitions,
                 "snapshot_entries": snapshot_entries}
+
+    def end_run(self) -> None:
+        """Stop what this run started: idle processes still tick, and the next run would
+        share the CPU with them."""
+        for proc in self.live:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.live:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.live = []
 
     def status(self, member: dict) -> list[dict] | None:
         from nameservice.control import control_request
@@ -231,6 +259,7 @@ def run_stateless(bench: Bench, count: int) -> float:
     line(consumer)  # ready
     result = bench.produce([channel], [endpoints], count, 0)
     consumer.wait(30)
+    bench.end_run()
     return count / result["elapsed_s"]
 
 
@@ -253,6 +282,7 @@ def run_stateful(bench: Bench, count: int, k: int) -> tuple[float, dict]:
         member["proc"].send_signal(signal.SIGTERM)
     for member in group.values():
         member["proc"].wait(30)
+    bench.end_run()
     return count / result["elapsed_s"], check
 
 
@@ -322,6 +352,7 @@ def failover(bench: Bench, trials: int) -> dict:
         member["proc"].send_signal(signal.SIGTERM)
     for member in group.values():
         member["proc"].wait(30)
+    bench.end_run()
     return {"gaps_ms": [round(g * 1000, 1) for g in gaps], "check": check,
             "recovery": recovery, "messages": sent}
 
