@@ -55,6 +55,7 @@ import zmq.asyncio
 from fabric import protocol as p
 from fabric.drain import DEFAULT_TIMEOUT, DrainReport, Leftover, Stopwatch, group_leftovers
 from fabric.errors import ConfigError, DecodeError
+from fabric.ports.acks import AckOutbox
 from fabric.ports.base import Port
 from fabric.ports.claim_answers import ClaimAnswers
 from fabric.ports.links import Link, LinkSet
@@ -141,11 +142,8 @@ class InputPort(Port):
         self._producers: OrderedDict[bytes, ProducerWindow] = OrderedDict()
         self._queue: deque[tuple[ReceivedBatch, list[Any]]] = deque()
         self._wake = asyncio.Event()
-        # (link or None, producer_id) -> {first_seq: handled}; None = any live intermediary
-        self._acks: dict[tuple[Link | None, bytes], dict[int, int]] = {}
-        self._ack_entries = 0
-        self._acking_many = False  # ack_messages runs: one flush at its end, not one per ack
-        self._holds: dict[bytes, dict[int, int]] = {}  # rerouted, waiting for a live link
+        self._outbox = AckOutbox(self.consumer_id, self._links, prefetch, self._carried_by)
+        self._acking_many = False  # ack_batches runs: one flush at its end, not one per ack
         self._claims = ClaimAnswers(self.consumer_id, timing.timeout, self._links.find,
                                     self._held_through)
 
@@ -228,7 +226,7 @@ class InputPort(Port):
         its producers resend what it claimed. (PEER_GONE at once could overtake the claims it
         sent through another intermediary just before: those batches would never be
         resent.)"""
-        if self._holds or self._acks or self._queue or self._delivering:
+        if self._outbox or self._queue or self._delivering:
             return None
         for window in self._producers.values():
             for state in window.batches.values():
@@ -247,7 +245,7 @@ class InputPort(Port):
 
     def _quiet(self) -> bool:
         """Nothing received waits for the handler, and no acknowledgement waits to be sent."""
-        return not (self._queue or self._delivering or self._holds or self._acks)
+        return not (self._queue or self._delivering or self._outbox)
 
     def _leftovers(self) -> tuple[Leftover, ...]:
         batches = []
@@ -461,7 +459,7 @@ class InputPort(Port):
             stats.redelivered_messages += delivered
         if self.auto_ack:
             self._credit_and_ack(state, delivered)
-        if self._ack_entries >= ACK_FLUSH_ENTRIES:
+        if self._outbox.entries >= ACK_FLUSH_ENTRIES:
             self._flush_acks()
 
     def _credit_and_ack(self, state: ReceivedBatch, handled: int) -> None:
@@ -474,24 +472,7 @@ class InputPort(Port):
                 self._flush_acks()
 
     def _manual_ack(self, state: ReceivedBatch, index: int) -> None:
-        if self._closed or index < state.handled:
-            return
-        before = state.handled
-        if index == before:
-            state.handled = before + 1
-            done = state.done
-            if done:
-                while state.handled in done:
-                    done.discard(state.handled)
-                    state.handled += 1
-        else:
-            if state.done is None:
-                state.done = set()
-            state.done.add(index)
-            return
-        self._credit_and_ack(state, state.handled - before)
-        if self._ack_entries >= ACK_FLUSH_ENTRIES or not self._queue and not self._acking_many:
-            self._flush_acks()
+        self._ack_range(state, index, index + 1)
 
     def _ack_range(self, state: ReceivedBatch, start: int, end: int) -> None:
         """Acknowledge messages ``start .. end-1`` of a batch (a batch handler's ``ack``)."""
@@ -511,73 +492,34 @@ class InputPort(Port):
                 done.discard(state.handled)
                 state.handled += 1
         self._credit_and_ack(state, state.handled - before)
-        if self._ack_entries >= ACK_FLUSH_ENTRIES or not self._queue and not self._acking_many:
+        if self._outbox.entries >= ACK_FLUSH_ENTRIES or not self._queue \
+                and not self._acking_many:
             self._flush_acks()
 
-    def ack_batches(self, batches: Iterable[DeliveredBatch]) -> None:
-        """Acknowledge the messages of many delivered batches at once (one ACK frame per
-        intermediary and producer)."""
+    def ack_batches(self, batches: Iterable[DeliveredBatch | Message]) -> None:
+        """Acknowledge many delivered batches (or messages, ``auto_ack=False``) at once: what
+        ``ack()`` does for each, sent as one ACK frame per intermediary and producer instead of
+        a frame per call."""
         self._acking_many = True
         try:
             for batch in batches:
                 batch.ack()
         finally:
             self._acking_many = False
-        if self._ack_entries:
-            self._flush_acks()
-
-    def ack_messages(self, messages: Iterable[Message]) -> None:
-        """Acknowledge many messages at once (``auto_ack=False``): what ``message.ack()``
-        does for each, sent as one ACK frame per intermediary and producer instead of a frame
-        per message."""
-        self._acking_many = True
-        try:
-            for message in messages:
-                message.ack()
-        finally:
-            self._acking_many = False
-        if self._ack_entries:
+        if self._outbox.entries:
             self._flush_acks()
 
     # -- acknowledging ------------------------------------------------------------------------
 
     def _add_ack(self, state: ReceivedBatch) -> None:
-        self._add_ack_entry(state.via, state.producer_id, state.first_seq, state.handled)
+        self._outbox.add(state.via, state.producer_id, state.first_seq, state.handled)
 
     def _add_ack_entry(self, link: Link | None, pid: bytes, seq: int, handled: int) -> None:
-        if link is not None and not link.up:
-            link = None
-        entries = self._acks.get((link, pid))
-        if entries is None:
-            entries = self._acks[(link, pid)] = {}
-        if seq not in entries:
-            self._ack_entries += 1
-        entries[seq] = handled
+        self._outbox.add(link, pid, seq, handled)
 
     def _flush_acks(self) -> None:
         """Send every pending acknowledgement and the credit owed to each intermediary."""
-        acks, self._acks, self._ack_entries = self._acks, {}, 0
-        cid = self.consumer_id
-        for (link, pid), entries in acks.items():
-            if link is None or not link.up:
-                live = self._links.up()
-                if not live:
-                    # No intermediary: keep them (merged) until one comes up.
-                    self._holds.setdefault(pid, {}).update(entries)
-                    continue
-                link = live[0]
-                self._carried_by(link, pid, entries)
-            credit, link.owed = link.owed, 0
-            frame = p.encode(p.Ack(pid, cid, credit, tuple(entries.items())))
-            if not link.send(frame):
-                link.owed += credit
-                self._holds.setdefault(pid, {}).update(entries)
-        for link in self._links.up():
-            if link.owed >= self.prefetch // 2:
-                # Credit alone (no producer to acknowledge): an ACK frame without entries.
-                credit, link.owed = link.owed, 0
-                if not link.send(p.encode(p.Ack(bytes(p.ID_SIZE), cid, credit, ()))):
-                    link.owed += credit
+        self._outbox.flush()
 
     def _carried_by(self, link: Link, pid: bytes, entries: dict[int, int]) -> None:
         """Batches no intermediary carries any more (claimed after a loss) are acknowledged
@@ -614,7 +556,7 @@ class InputPort(Port):
 
     def _on_link_up(self, link: Link) -> None:
         link.owed = 0  # the HELLO granted full credit afresh
-        self._send_holds()
+        self._outbox.send_holds()
 
     def _on_link_down(self, link: Link, silence: float) -> None:
         self.stats.intermediaries_lost += 1
@@ -628,23 +570,8 @@ class InputPort(Port):
             for state in window.batches.values():
                 if state.via is link:
                     state.via = None
-                    self._holds.setdefault(pid, {})[state.first_seq] = state.handled
-        self._send_holds()
-
-    def _send_holds(self) -> None:
-        if not self._holds:
-            return
-        live = self._links.up()
-        if not live:
-            return
-        holds, self._holds = self._holds, {}
-        cid = self.consumer_id
-        for pid, entries in holds.items():
-            items = list(entries.items())
-            for start in range(0, len(items), 4096):
-                frame = p.encode(p.Ack(pid, cid, 0, tuple(items[start:start + 4096]), hold=True))
-                if not any(lk.send(frame) for lk in live):
-                    self._holds.setdefault(pid, {}).update(items[start:start + 4096])
+                    self._outbox.hold(pid, state.first_seq, state.handled)
+        self._outbox.send_holds()
 
     def _on_claim(self, link: Link, frame: bytes) -> None:
         """A producer lost an intermediary and asks what we hold of what came through it."""
@@ -672,7 +599,7 @@ class InputPort(Port):
         while True:
             await asyncio.sleep(self.timing.tick)
             self._links.tick(loop.time())
-            self._send_holds()
+            self._outbox.send_holds()
             self._answer_claims()
             if not self._queue:
                 self._flush_acks()
