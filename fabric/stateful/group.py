@@ -30,7 +30,7 @@ from nameservice.raft.core import RaftCore
 from nameservice.raft.types import NONE, Entry, ReadState, Role
 from nameservice.server.clock import TickClock
 from nameservice.server.config import NodeSettings
-from nameservice.server.leadership import LeaderTracker
+from nameservice.server.leadership import LeaderTracker, hand_over
 from nameservice.server.pipeline import ReadyPipeline
 from nameservice.server.seam import PEER_MARK, Transport, TransportFactory
 from nameservice.server.snapshots import SnapshotStreams
@@ -180,7 +180,9 @@ class GroupMember:
         try:
             await stop.wait()
             if self.pipeline.failed is None:
-                await self._hand_over()
+                await hand_over(self.core, self.after_input, tick_s=self.clock.tick_s,
+                                timeout_s=self.settings.election_timeout_ms[1] * 2 / 1000.0,
+                                what="replica")
         finally:
             self._shut_down = True
             self.pipeline.stop()
@@ -197,23 +199,6 @@ class GroupMember:
                 self.storage.close()
         if self.pipeline.failed is not None:
             raise self.pipeline.failed
-
-    async def _hand_over(self) -> None:
-        """A stopping leader hands leadership to the most caught-up voter (at most two election
-        timeouts), so that the group goes on at once instead of after an election timeout."""
-        core = self.core
-        if core.role is not Role.LEADER or not core.peers:
-            return
-        deadline = time.monotonic() + self.settings.election_timeout_ms[1] * 2 / 1000.0
-        while time.monotonic() < deadline:
-            if core.role is not Role.LEADER:
-                return
-            if core.transferee == NONE:
-                target = max(core.peers, key=lambda peer: core.progress[peer].match)
-                log.info("stopping: handing leadership to replica %d", target)
-                core.transfer_leadership(target)
-                self.after_input()
-            await asyncio.sleep(self.clock.tick_s)
 
     def _die(self, exc: BaseException) -> None:
         log.error("replica %d stopping: %s", self.settings.id, exc)

@@ -13,7 +13,9 @@ state machine has applied it, the new leader may not know every lease yet.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Callable
 
 from nameservice.raft.core import RaftCore
@@ -21,7 +23,7 @@ from nameservice.raft.types import NONE, Role
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LeaderTracker"]
+__all__ = ["LeaderTracker", "hand_over"]
 
 
 class LeaderTracker:
@@ -60,3 +62,32 @@ class LeaderTracker:
                      self._leader or "unknown")
             self._leader = leader
             self._on_changed(leader, is_leader)
+
+
+async def hand_over(core: RaftCore, step: Callable[[], None], *, tick_s: float,
+                    timeout_s: float, what: str = "node") -> bool:
+    """A leader that is stopping hands its leadership to the most caught-up voter first, so
+    that its group goes on at once instead of after an election timeout: tries each voter in
+    turn (``step()`` after each try sends what the core queued) until another one leads, for at
+    most ``timeout_s``. Whether another one took it (False at once when this one does not lead
+    or is alone). ``what`` names the members in the log lines."""
+    if core.role is not Role.LEADER or not core.peers:
+        return False
+    deadline = time.monotonic() + timeout_s
+    tried: set[int] = set()
+    while time.monotonic() < deadline:
+        if core.role is not Role.LEADER:
+            if core.leader not in (NONE, core.id):
+                log.info("leadership handed to %s %d", what, core.leader)
+                return True
+        elif core.transferee == NONE:  # not started yet, or the last attempt was abandoned
+            candidates = [p for p in core.peers if p not in tried] or list(core.peers)
+            target = max(candidates, key=lambda peer: core.progress[peer].match)
+            tried.add(target)
+            log.info("stopping: handing leadership to %s %d", what, target)
+            core.transfer_leadership(target)
+            step()
+        await asyncio.sleep(tick_s)
+    log.warning("stopping without handing leadership over (no %s took it in %.1f s)", what,
+                timeout_s)
+    return False

@@ -73,7 +73,7 @@ from nameservice.server.clock import TickClock
 from nameservice.server.config import NodeSettings
 from nameservice.server.guard import Guard
 from nameservice.server.intake import RequestIntake
-from nameservice.server.leadership import LeaderTracker
+from nameservice.server.leadership import LeaderTracker, hand_over
 from nameservice.server.leases import LeaseClock
 from nameservice.server.members import MemberBook, MembershipService
 from nameservice.server.pipeline import ReadyPipeline
@@ -197,8 +197,9 @@ class Node:
         replayer = asyncio.create_task(self.replayer.run())
         try:
             await stop.wait()
-            if self.pipeline.failed is None:
-                await self._hand_over()  # serves on meanwhile: stop is set, not _shut_down
+            if self.pipeline.failed is None:  # serves on meanwhile: stop is set, not _shut_down
+                await hand_over(self.core, self._after_input, tick_s=self.clock.tick_s,
+                                timeout_s=self._timeout_s)
         finally:
             self._shut_down = True
             self.pipeline.stop()
@@ -217,33 +218,6 @@ class Node:
                 self.storage.close()
         if self.pipeline.failed is not None:
             raise self.pipeline.failed
-
-    async def _hand_over(self) -> None:
-        """A leader that is stopping hands its leadership to the most caught-up voter first,
-        so that writes move to the new leader at once instead of after an election timeout.
-        Waits (at most two election timeouts) until another node leads; then the node stops
-        either way."""
-        core = self.core
-        me = self.settings.id
-        if core.role is not Role.LEADER or not core.peers:
-            return
-        deadline = time.monotonic() + self._timeout_s
-        tried: set[int] = set()
-        while time.monotonic() < deadline:
-            if core.role is not Role.LEADER:
-                if core.leader not in (NONE, me):
-                    log.info("leadership handed to node %d", core.leader)
-                    return
-            elif core.transferee == NONE:  # not started yet, or the last attempt was abandoned
-                candidates = [p for p in core.peers if p not in tried] or list(core.peers)
-                target = max(candidates, key=lambda peer: core.progress[peer].match)
-                tried.add(target)
-                log.info("stopping: handing leadership to node %d", target)
-                core.transfer_leadership(target)
-                self._after_input()
-            await asyncio.sleep(self.clock.tick_s)
-        log.warning("stopping without handing leadership over (no node took it in %.1f s)",
-                    self._timeout_s)
 
     def _die(self, exc: BaseException) -> None:
         log.error("node %d stopping: %s", self.settings.id, exc)

@@ -84,11 +84,8 @@ class Group:
 
     def status(self, name: str) -> dict | None:
         """Replica ``name``'s status (its one partition), None if it does not answer."""
-        try:
-            answer = asyncio.run(control_request(self.controls[name], "status", timeout=1))
-        except Exception:  # down, stopped, busy: the caller waits
-            return None
-        return answer["replicas"][0]
+        found = self.status_all(name)
+        return None if found is None else found[0]
 
     def status_all(self, name: str) -> list[dict] | None:
         """Replica ``name``'s status of each of its partitions, None if it does not answer."""

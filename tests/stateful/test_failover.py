@@ -7,7 +7,7 @@ import json
 import signal
 import subprocess
 
-from tests.stateful.conftest import producer_ids
+from tests.stateful.conftest import COUNTER, producer_ids
 from tests.waiting import wait_for
 
 ECHO = "tests.stateful.counting:Echo"
@@ -28,16 +28,23 @@ def stop_producers(producers) -> None:
         assert proc.wait(60) == 0, proc.log_tail()
 
 
-def test_the_leader_replica_killed_mid_stream_loses_and_repeats_nothing(group):
-    group.intermediary("inter-a")
-    group.intermediary("inter-b")
+def stream(group, *replica_args: str, producers=(1, 2), target: str = COUNTER):
+    """Three voting replicas (started with ``replica_args``), the producers sending, and the
+    stream under way: the producers and the leader."""
     for name in ("r1", "r2", "r3"):
-        group.replica(name)
+        group.replica(name, *replica_args, target=target)
     group.wait_voters(3)
-    producers = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in (1, 2)]
+    started = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in producers]
     leader = group.leader()
     wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
              60, "the stream to be under way")
+    return started, leader
+
+
+def test_the_leader_replica_killed_mid_stream_loses_and_repeats_nothing(group):
+    group.intermediary("inter-a")
+    group.intermediary("inter-b")
+    producers, leader = stream(group)
     group.replicas[leader].signal(signal.SIGKILL)
     group.leader(but=leader)  # a new one is elected
     group.replica(leader)  # back, with its disk
@@ -50,13 +57,7 @@ def test_the_leader_replica_killed_mid_stream_loses_and_repeats_nothing(group):
 def test_a_frozen_leader_and_a_killed_intermediary_at_once_lose_and_repeat_nothing(group):
     inter_a = group.intermediary("inter-a")
     group.intermediary("inter-b")
-    for name in ("r1", "r2", "r3"):
-        group.replica(name)
-    group.wait_voters(3)
-    producers = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in (1, 2)]
-    leader = group.leader()
-    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
-             60, "the stream to be under way")
+    producers, leader = stream(group)
     term = group.status(leader)["term"]
     frozen = group.replicas[leader]
     frozen.signal(signal.SIGSTOP)
@@ -75,14 +76,8 @@ def test_a_frozen_leader_and_a_killed_intermediary_at_once_lose_and_repeat_nothi
 def test_every_replica_killed_and_restarted_rebuilds_the_same_state(group):
     group.intermediary("inter-a")
     group.intermediary("inter-b")
-    for name in ("r1", "r2", "r3"):
-        # Small snapshots: the restart installs a snapshot, then replays the log after it.
-        group.replica(name, "--snapshot-entries", "50")
-    group.wait_voters(3)
-    producers = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in (1, 2)]
-    leader = group.leader()
-    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
-             60, "the stream to be under way")
+    # Small snapshots: the restart installs a snapshot, then replays the log after it.
+    producers, leader = stream(group, "--snapshot-entries", "50")
     for proc in group.replicas.values():
         proc.signal(signal.SIGKILL)
     for proc in group.replicas.values():
@@ -98,13 +93,8 @@ def test_every_replica_killed_and_restarted_rebuilds_the_same_state(group):
 
 def test_a_replica_on_an_empty_disk_takes_the_seat_of_a_lost_one(group):
     group.intermediary("inter-a")
-    for name in ("r1", "r2", "r3"):
-        group.replica(name, "--snapshot-entries", "50", "--replace-after", "1")
-    group.wait_voters(3)
-    producers = [group.producer("producer-1", 1, MESSAGES, RATE)]
-    leader = group.leader()
-    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
-             60, "the stream to be under way")
+    producers, leader = stream(group, "--snapshot-entries", "50", "--replace-after", "1",
+                               producers=(1,))
     lost = next(name for name in ("r1", "r2", "r3") if name != leader)
     lost_id = group.status(lost)["id"]
     group.replicas.pop(lost).signal(signal.SIGKILL)
@@ -132,13 +122,7 @@ def test_what_the_leader_emitted_reaches_the_downstream_consumer_once_across_a_f
     group.intermediary("out-a", downstream)
     group.intermediary("out-b", downstream)
     consumer = group.consumer("downstream", downstream)
-    for name in ("r1", "r2", "r3"):
-        group.replica(name, "--output", downstream, target=ECHO)
-    group.wait_voters(3)
-    producers = [group.producer(f"producer-{i}", i, MESSAGES, RATE) for i in (1, 2)]
-    leader = group.leader()
-    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
-             60, "the stream to be under way")
+    producers, leader = stream(group, "--output", downstream, target=ECHO)
     group.replicas[leader].signal(signal.SIGKILL)
     group.leader(but=leader)
     count, total = expected()
@@ -157,13 +141,7 @@ def test_what_the_leader_emitted_reaches_the_downstream_consumer_once_across_a_f
 
 def test_a_leader_stopped_with_sigterm_hands_over_and_the_group_drains_by_name(group):
     group.intermediary("inter-a")
-    for name in ("r1", "r2", "r3"):
-        group.replica(name)
-    group.wait_voters(3)
-    producers = [group.producer("producer-1", 1, MESSAGES, RATE)]
-    leader = group.leader()
-    wait_for(lambda: (s := group.status(leader)) and s["state"]["count"] >= MESSAGES // 2,
-             60, "the stream to be under way")
+    producers, leader = stream(group, producers=(1,))
     group.replicas[leader].signal(signal.SIGTERM)
     assert group.replicas[leader].wait(30) == 0, group.replicas[leader].log_tail()
     # Everything it received was applied and acknowledged (the intermediaries stopped routing
