@@ -74,7 +74,7 @@ def load_object(spec: str) -> Any:
     :class:`ConfigError` if it cannot be found. The current directory is importable."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"expected MODULE:NAME, got {spec!r}")
+        raise ConfigError(f"expected MODULE:FUNC (or MODULE:CLASS), got {spec!r}")
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
