@@ -49,6 +49,9 @@ async def run_replicas(component_class: type[Stateful], names: Any, *, name: str
     from fabric.runtime.registry import channel_partitions, declare_partitions, process_name
     from nameservice.control import ControlServer
 
+    if security().secure:
+        raise ConfigError("stateful components do not run with keys yet (their replicas' Raft "
+                          "port has no rule of its own: docs/stateful.md, \"Not yet\")")
     channel = input or component_class.input
     if channel is None:
         raise ConfigError(f"{component_class.__name__} names no input channel: give --input")

@@ -12,10 +12,12 @@ One rule per allowed public key, under ``security/keys/<key as 64 hex digits>`` 
   serve as an intermediary (``*``: any).
 * ``read``, ``write``: key-value prefixes it may read and write (``""``: every key).
 
-Beyond its rule, every key may read the registry (``names/``) and the rules themselves
-(``security/``: public keys and rights, which every server needs to admit its peers), register
-processes (``names/process/``), keep leases and ask for status; serving a channel implies
-writing its registry entries (``names/channel/C/``). Only ``admin`` and ``ns-peer`` keys write
+Beyond its rule, every key may read the registry (``names/``), the channels' partition counts
+(``partitions/``) and the rules themselves (``security/``: public keys and rights, which every
+server needs to admit its peers), register processes (``names/process/``), keep leases and ask
+for status; serving a channel implies writing its registry entries (``names/channel/C/``), and
+serving or consuming it, declaring its partitions (``partitions/C``). A right on channel C
+covers its partitions, ``C/p0``, ``C/p1``, ... Only ``admin`` and ``ns-peer`` keys write
 ``security/``. The user id a ZAP handler gives a connection is its public key (Z85),
 so a server finds the rule of every message's sender.
 
@@ -46,6 +48,7 @@ _REGISTRY = b"names/"
 _RULES = b"security/"
 _PROCESSES = b"names/process/"
 _CHANNELS = "names/channel/"
+_PARTITIONS = "partitions/"
 _PRIVILEGED = ("admin", "ns-peer")
 
 
@@ -82,11 +85,16 @@ class Rule:
         if self.role == "admin":
             return True
         allowed: tuple[str, ...] = getattr(self, action)
-        return "*" in allowed or channel in allowed
+        if "*" in allowed or channel in allowed:
+            return True
+        # A right on channel C covers its partitions, C/p0, C/p1, ...
+        base, sep, number = channel.rpartition("/p")
+        return bool(sep) and number.isdigit() and base in allowed
 
     def may_read(self, key: bytes) -> bool:
         """Read ``key`` (or the keys from ``key``, for a prefix)."""
-        if self.privileged or key.startswith(_REGISTRY) or key.startswith(_RULES):
+        if self.privileged or key.startswith(_REGISTRY) or key.startswith(_RULES) \
+                or key.startswith(_PARTITIONS.encode()):
             return True
         return _under(key, self.read)
 
@@ -99,6 +107,10 @@ class Rule:
         if key.startswith(_CHANNELS.encode()):
             channel = key[len(_CHANNELS):].rpartition(b"/")[0].decode(errors="replace")
             if self.may_channel("serve", channel):
+                return True
+        if key.startswith(_PARTITIONS.encode()):  # declaring a channel's partitions
+            channel = key[len(_PARTITIONS):].decode(errors="replace")
+            if self.may_channel("consume", channel) or self.may_channel("serve", channel):
                 return True
         return _under(key, self.write)
 

@@ -167,3 +167,15 @@ def test_a_refusal_is_logged_once_per_address_and_key_then_one_in_a_thousand(mon
     assert shared.first("10.0.0.2", b"k1")
     logged = [shared.first("10.0.0.3", b"k%d" % i) for i in range(3, 2000)]
     assert logged.count(True) == 2 and not logged[0]  # past MAX_LOGGED: the 1,000th ones
+
+
+def test_a_channel_right_covers_its_partitions_and_their_count():
+    from nameservice.security.rules import Rule
+
+    rule = Rule("c", b"k" * 40, "component", produce=("orders",), consume=("counts",))
+    assert rule.may_channel("produce", "orders/p3") and rule.may_channel("produce", "orders")
+    assert not rule.may_channel("produce", "orders/px") and not rule.may_channel("produce",
+                                                                                "ordersp1")
+    assert not rule.may_channel("consume", "orders/p0")
+    assert rule.may_read(b"partitions/anything")  # every key reads partition counts
+    assert rule.may_write(b"partitions/counts") and not rule.may_write(b"partitions/orders")

@@ -44,3 +44,16 @@ def test_a_data_directory_holding_no_replica_id_is_refused_in_one_line(tmp_path)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "holds no replica id" in last and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_stateful_component_with_keys_is_refused_in_one_line(tmp_path):
+    from nameservice.server.local import LocalCluster
+
+    with LocalCluster(tmp_path / "ns", 1, secure=("admin",)) as cluster:
+        cluster.start()
+        done = fabric("component", "run", "tests.stateful.counting:Counter", "--data",
+                      str(tmp_path / "r"), "--name", "c", "--ns", cluster.ns_arg,
+                      "--keys", str(cluster.keys["admin"]))
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "do not run with keys yet" in last and "Traceback" not in done.stderr, done.stderr
