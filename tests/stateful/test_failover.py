@@ -153,9 +153,13 @@ def test_a_leader_stopped_with_sigterm_hands_over_and_the_group_drains_by_name(g
     statuses = group.wait_state(MESSAGES, sum(range(1 << 40, (1 << 40) + MESSAGES)), rest)
     assert len({s["state_digest"] for s in statuses.values()}) == 1
     stop_producers(producers)
-    shown = subprocess.run(group.fabric("status", "--json", "--ns", group.ns),
-                           capture_output=True, text=True, timeout=60)
-    rows = [r for r in json.loads(shown.stdout)["processes"] if r["name"] == "counter"]
+
+    def shown() -> list[dict] | None:  # a process busy past the 1 s status timeout: ask again
+        done = subprocess.run(group.fabric("status", "--json", "--ns", group.ns),
+                              capture_output=True, text=True, timeout=60)
+        rows = [r for r in json.loads(done.stdout)["processes"] if r["name"] == "counter"]
+        return None if any("error" in r["status"] for r in rows) else rows
+    rows = wait_for(shown, 30, "every replica process to answer fabric status")
     assert len(rows) == 2 and {r["kind"] for r in rows} == {"stateful"}
     assert sorted(r["status"]["replicas"][0]["role"] for r in rows) == ["follower", "leader"]
     drained = subprocess.run(group.fabric("drain", "counter", "--ns", group.ns),
