@@ -310,7 +310,7 @@ class InputPort(Port):
             self.stats.duplicate_batches += 1
             self.stats.stale_batches += 1
             link.owed += count
-            self._add_ack_entry(link, pid, seq, count)
+            self._outbox.add(link, pid, seq, count)
             return
         known = window.batches.get(seq)
         if known is not None and known.count == count:
@@ -328,12 +328,11 @@ class InputPort(Port):
         except DecodeError:
             # Cannot be delivered, ever: acknowledge it so nobody keeps it (counted as bad).
             link.owed += count
-            self._add_ack_entry(link, pid, seq, count)
+            self._outbox.add(link, pid, seq, count)
             raise
         self.stats.batches_received += 1
         state = ReceivedBatch(pid, seq, count, batch.skip, link, batch.redelivered,
-                              self._manual_ack)
-        state.size = len(batch.body)
+                              self._ack_range, len(batch.body))
         link.owed += batch.skip
         batches = window.batches
         batches[seq] = state
@@ -416,7 +415,7 @@ class InputPort(Port):
         start = state.handled
         assert self._batch_handler is not None
         try:
-            self._batch_handler(DeliveredBatch(state, start, payloads[start:], self._ack_range))
+            self._batch_handler(DeliveredBatch(state, start, payloads[start:]))
         except Exception:  # a handler bug must not stop delivery
             self.stats.handler_errors += 1
             log.exception("batch handler failed on a batch of %d messages", state.count - start)
@@ -471,11 +470,9 @@ class InputPort(Port):
                 # Give credit back early: waiting for an empty queue would drain the pipeline.
                 self._flush_acks()
 
-    def _manual_ack(self, state: ReceivedBatch, index: int) -> None:
-        self._ack_range(state, index, index + 1)
-
     def _ack_range(self, state: ReceivedBatch, start: int, end: int) -> None:
-        """Acknowledge messages ``start .. end-1`` of a batch (a batch handler's ``ack``)."""
+        """Acknowledge messages ``start .. end-1`` of a batch (``ack()`` of a message or of a
+        delivered batch, with ``auto_ack=False``)."""
         if self._closed or end <= state.handled:
             return
         if start > state.handled:  # acknowledged ahead of earlier ones: noted for later
@@ -513,9 +510,6 @@ class InputPort(Port):
 
     def _add_ack(self, state: ReceivedBatch) -> None:
         self._outbox.add(state.via, state.producer_id, state.first_seq, state.handled)
-
-    def _add_ack_entry(self, link: Link | None, pid: bytes, seq: int, handled: int) -> None:
-        self._outbox.add(link, pid, seq, handled)
 
     def _flush_acks(self) -> None:
         """Send every pending acknowledgement and the credit owed to each intermediary."""

@@ -312,16 +312,7 @@ class OutputPort(Port):
         this waits for window space for all of them before it sends any (a list longer than
         the window waits until nothing is unacknowledged)."""
         self._flush()
-        need = min(len(payloads), self.window)
-        while True:
-            if self._closed:
-                raise PortClosed("send on a closed port")
-            if self._draining:
-                raise PortClosed("send on a draining port: it takes no new messages")
-            if self._unacked + need <= self.window and self._held_bytes < self.window_bytes:
-                break
-            self._space.clear()
-            await self._space.wait()
+        await self._wait_for_space(min(len(payloads), self.window))
         for payload in payloads:
             self._add(payload)
         self._flush()
@@ -330,7 +321,7 @@ class OutputPort(Port):
         """Batch one payload, cutting the batch by count and bytes (no flush timing)."""
         kind = type(payload)
         if kind is bytes or kind is str and payload.isascii():
-            size = len(payload) + 5
+            size = len(payload) + 5  # at most 5 bytes of msgpack header below 4 GiB
         else:
             size = len(self._packer.pack(payload))
         if self._part_bytes + size > self.batch_bytes:
@@ -346,13 +337,15 @@ class OutputPort(Port):
         if len(self._parts) >= self.batch_max:
             self._flush()
 
-    async def _wait_for_space(self) -> None:
+    async def _wait_for_space(self, need: int = 1) -> None:
+        """Wait until ``need`` more messages fit the window (PortClosed if the port closes or
+        drains meanwhile)."""
         while True:
             if self._closed:
                 raise PortClosed("send on a closed port")
             if self._draining:
                 raise PortClosed("send on a draining port: it takes no new messages")
-            if self._unacked < self.window and self._held_bytes < self.window_bytes:
+            if self._unacked + need <= self.window and self._held_bytes < self.window_bytes:
                 return
             self._space.clear()
             await self._space.wait()

@@ -16,8 +16,8 @@ class ReceivedBatch:
                  "charged_epoch", "redelivered", "ack", "through", "size")
 
     def __init__(self, producer_id: bytes, first_seq: int, count: int, skip: int,
-                 via: Link, redelivered: bool, ack: Callable[["ReceivedBatch", int], None]
-                 ) -> None:
+                 via: Link, redelivered: bool,
+                 ack: Callable[["ReceivedBatch", int, int], None], size: int = 0) -> None:
         self.producer_id = producer_id
         self.first_seq = first_seq
         self.count = count
@@ -27,9 +27,9 @@ class ReceivedBatch:
         self.charged = via  # the intermediary whose credit this batch used
         self.charged_epoch = via.epoch
         self.redelivered = redelivered
-        self.ack = ack  # the port's manual acknowledgement
+        self.ack = ack  # the port's manual acknowledgement of messages [start, end)
         self.through = via.endpoint  # the intermediary of the last copy received (kept on loss)
-        self.size = 0  # bytes of its payloads, encoded
+        self.size = size  # bytes of its payloads, encoded
 
 
 class Message:
@@ -69,7 +69,7 @@ class Message:
 
     def ack(self) -> None:
         """Acknowledge this message (with ``auto_ack=False``; harmless otherwise)."""
-        self._state.ack(self._state, self._index)
+        self._state.ack(self._state, self._index, self._index + 1)
 
     def __repr__(self) -> str:
         return (f"Message(seq={self.seq}, producer={self.producer_id.hex()[:8]}, "
@@ -84,15 +84,13 @@ class DeliveredBatch:
     (``InputPort(batch_handler=...)``): ``payloads`` are messages ``first_seq``, ``first_seq``
     + 1, ... of ``producer_id``; ``ack()`` acknowledges them all."""
 
-    __slots__ = ("payloads", "first_seq", "_state", "_start", "_ack")
+    __slots__ = ("payloads", "first_seq", "_state", "_start")
 
-    def __init__(self, state: ReceivedBatch, start: int, payloads: list[Any],
-                 ack: Callable[[ReceivedBatch, int, int], None]) -> None:
+    def __init__(self, state: ReceivedBatch, start: int, payloads: list[Any]) -> None:
         self.payloads = payloads
         self.first_seq = state.first_seq + start
         self._state = state
         self._start = start
-        self._ack = ack
 
     @property
     def producer_id(self) -> bytes:
@@ -112,7 +110,7 @@ class DeliveredBatch:
 
     def ack(self) -> None:
         """Acknowledge every message of this batch."""
-        self._ack(self._state, self._start, self._start + len(self.payloads))
+        self._state.ack(self._state, self._start, self._start + len(self.payloads))
 
 
 BatchHandler = Callable[[DeliveredBatch], None]

@@ -23,6 +23,7 @@ object that fabric snapshots itself; override ``snapshot`` and ``restore`` for a
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 __all__ = ["Input", "Stateful"]
@@ -45,8 +46,9 @@ class Input:
                 f"index={self.index}, payload={self.payload!r})")
 
 
-class Stateful:
-    """Base class of a stateful component (see module docstring).
+class Stateful(ABC):
+    """Base class of a stateful component (see module docstring): a subclass defines
+    ``apply`` (one without it cannot be made: TypeError).
 
     ``input``/``output``: the channels it consumes and emits to (the command line may name
     others). ``state``: what the default ``snapshot``/``restore`` keep.
@@ -56,9 +58,9 @@ class Stateful:
     output: str | None = None
     state: Any = None
 
+    @abstractmethod
     def apply(self, message: Input) -> None:
         """Change the state for one message; may call ``emit``. Must be deterministic."""
-        raise NotImplementedError(f"{type(self).__name__} must define apply(message)")
 
     def emit(self, payload: Any) -> None:
         """Emit ``payload`` on the output channel (sent by the leader replica only, once the

@@ -94,8 +94,7 @@ class LeaderFeed:
             return
         self._task = None
         if not self._member.is_leader or self._closed:  # lost the role meanwhile
-            await stop_following()
-            await port.close()
+            await _shut(port, stop_following)
             return
         self.port, self._stop_following = port, stop_following
         log.info("leading: consuming from channel %r", port.channel)

@@ -33,6 +33,7 @@ from nameservice.server.config import NodeSettings
 from nameservice.server.leadership import LeaderTracker, hand_over
 from nameservice.server.pipeline import ReadyPipeline
 from nameservice.server.seam import PEER_MARK, Transport, TransportFactory
+from nameservice.server.serving import receive_loop, shut_down
 from nameservice.server.snapshots import SnapshotStreams
 from nameservice.server.transport import zmq_transport
 from nameservice.storage import DiskStorage, RaftStorage
@@ -176,7 +177,7 @@ class GroupMember:
         self.transport = self._transport_factory(self.settings.id, self.settings.cluster)
         self.transport.set_peers(self._peers)
         self.clock.start(loop, time.monotonic())
-        receiver = asyncio.create_task(self._receive_loop())
+        receiver = asyncio.create_task(receive_loop(self.transport, self._drain))
         try:
             await stop.wait()
             if self.pipeline.failed is None:
@@ -185,18 +186,8 @@ class GroupMember:
                                 what="replica")
         finally:
             self._shut_down = True
-            self.pipeline.stop()
-            receiver.cancel()
-            self.clock.stop()
-            try:
-                await receiver
-            except asyncio.CancelledError:
-                pass
-            self.pipeline.close()
-            self.snapshots.close()
-            self.transport.close()
-            if self.pipeline.failed is None:
-                self.storage.close()
+            await shut_down(pipeline=self.pipeline, clock=self.clock, snapshots=self.snapshots,
+                            transport=self.transport, storage=self.storage, tasks=(receiver,))
         if self.pipeline.failed is not None:
             raise self.pipeline.failed
 
@@ -206,15 +197,6 @@ class GroupMember:
         self._stop.set()
 
     # ------------------------------------------------------------------ input
-
-    async def _receive_loop(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        while True:
-            first = await transport.receive()
-            while self._drain(first):
-                first = None
-                await asyncio.sleep(0)
 
     def _drain(self, first: list | None = None) -> bool:
         self._drain_scheduled = False

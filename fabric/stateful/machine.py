@@ -296,13 +296,17 @@ class ReplicaMachine:
 
     def snapshot(self) -> bytes:
         """The whole replicated state as bytes (``restore`` takes it back)."""
-        return msgpack.packb({
-            "v": SNAPSHOT_VERSION, "index": self.applied_index,
+        return msgpack.packb({"v": SNAPSHOT_VERSION, "index": self.applied_index,
+                              **self._state_fields()}, use_bin_type=True)
+
+    def _state_fields(self) -> dict[str, Any]:
+        """The snapshot's fields but its version and index (what replicas must agree on)."""
+        return {
             "state": self.component.snapshot(),
             "producers": [[pid, s.floor, sorted(s.above)] for pid, s in self.producers.items()],
             "outbox_floor": self.outbox_floor,
             "outbox": [[first, payloads] for first, payloads in self.outbox],
-        }, use_bin_type=True)
+        }
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot's; ``DecodeError`` (nothing changed) if it does
@@ -338,8 +342,8 @@ class ReplicaMachine:
         computed once per applied index."""
         if self._digest is not None and self._digest[0] == self.applied_index:
             return self._digest[1]
-        snap = msgpack.unpackb(self.snapshot(), raw=False, strict_map_key=False)
-        del snap["index"]  # the same state may sit at different indexes (no-ops)
-        digest = hashlib.sha256(msgpack.packb(snap, use_bin_type=True)).hexdigest()[:16]
+        # Without the index: the same state may sit at different indexes (no-ops).
+        packed = msgpack.packb(self._state_fields(), use_bin_type=True)
+        digest = hashlib.sha256(packed).hexdigest()[:16]
         self._digest = (self.applied_index, digest)
         return digest

@@ -480,7 +480,7 @@ class Replica:
         if self.feed is not None and self.emitter is not None:
             out["feed"] = self.feed.status()
             out["emitter"] = self.emitter.status()
-        state = msgpack.packb(self.component.snapshot(), use_bin_type=True)
-        if len(state) <= SMALL_STATE:
-            out["state"] = self.component.snapshot()
+        state = self.component.snapshot()
+        if len(msgpack.packb(state, use_bin_type=True)) <= SMALL_STATE:
+            out["state"] = state
         return out

@@ -41,6 +41,8 @@ Parts (each owns its state; this class builds them, wires their callbacks and ru
     reads.py       ReadService    ReadIndex groups, reads waiting for apply, stale reads
     apply.py       Applier        committed entries into the machine; writers answered
     pipeline.py    ReadyPipeline  persist -> send -> apply -> advance; fsync worker; snapshots
+    serving.py     receive_loop, shut_down  the loop's receiving and its parts' stop order
+                                  (shared with a stateful component's replicas)
     leadership.py  LeaderTracker  leader changes, told to the parts
     snapshots.py   SnapshotStreams  snapshots streamed to followers far behind, and received
                                   (``snapreceive.py``): the core's SnapshotRequests go there
@@ -79,6 +81,7 @@ from nameservice.server.members import MemberBook, MembershipService
 from nameservice.server.pipeline import ReadyPipeline
 from nameservice.server.reads import ReadService
 from nameservice.server.seam import Transport, TransportFactory
+from nameservice.server.serving import receive_loop, shut_down
 from nameservice.server.snapshots import SnapshotStreams
 from nameservice.server.stale import StaleReplayer, StaleWrites
 from nameservice.server.status import status_report
@@ -193,7 +196,7 @@ class Node:
         if on_listening is not None:
             on_listening(self.settings.client_address)
         self.clock.start(loop, time.monotonic())
-        receiver = asyncio.create_task(self._receive_loop())
+        receiver = asyncio.create_task(receive_loop(self.transport, self._drain))
         replayer = asyncio.create_task(self.replayer.run())
         try:
             await stop.wait()
@@ -202,20 +205,9 @@ class Node:
                                 timeout_s=self._timeout_s)
         finally:
             self._shut_down = True
-            self.pipeline.stop()
-            receiver.cancel()
-            replayer.cancel()
-            self.clock.stop()
-            for task in (receiver, replayer):
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-            self.pipeline.close()
-            self.snapshots.close()
-            self.transport.close()
-            if self.pipeline.failed is None:
-                self.storage.close()
+            await shut_down(pipeline=self.pipeline, clock=self.clock, snapshots=self.snapshots,
+                            transport=self.transport, storage=self.storage,
+                            tasks=(receiver, replayer))
         if self.pipeline.failed is not None:
             raise self.pipeline.failed
 
@@ -225,15 +217,6 @@ class Node:
         self._stop.set()
 
     # ------------------------------------------------------------------ input
-
-    async def _receive_loop(self) -> None:
-        transport = self.transport
-        assert transport is not None  # set by run() before this loop starts
-        while True:
-            first: list[bytes] | None = await transport.receive()
-            while self._drain(first):
-                first = None
-                await asyncio.sleep(0)  # more is waiting: let the callbacks run, then go on
 
     def _drain(self, first: list | None = None) -> bool:
         """Handle what is waiting on the transport; True if more may be waiting."""
