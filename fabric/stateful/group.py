@@ -22,8 +22,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from fabric.stateful.machine import ApplyFailed, ReplicaMachine
+from fabric.stateful.machine import ApplyFailed
 from nameservice import wire
 from nameservice.errors import DecodeError
 from nameservice.raft.core import RaftCore
@@ -40,16 +41,34 @@ from nameservice.storage import DiskStorage, RaftStorage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GroupMember"]
+__all__ = ["GroupMachine", "GroupMember"]
 
 MAX_DRAIN = 4096
 _LIMITS = {wire.PEER: wire.MAX_PEER_FRAME, wire.SNAP: wire.MAX_SNAP_FRAME}
 
 
+class GroupMachine(Protocol):
+    """What a group's log is applied to: deterministic, the same on every replica. An entry
+    that cannot be applied safely raises ``ApplyFailed`` (the replica stops)."""
+
+    @property
+    def applied_index(self) -> int:
+        """The index of the last entry applied (or restored)."""
+
+    def apply_entry(self, index: int, data: bytes) -> object:
+        """Apply the committed entry at ``index``."""
+
+    def snapshot(self) -> bytes:
+        """The whole state, as ``restore`` takes it."""
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's."""
+
+
 class _Applier:
     """Committed entries into the machine, then to the member's listener."""
 
-    def __init__(self, machine: ReplicaMachine, on_applied: Callable[[Sequence[Entry]], None],
+    def __init__(self, machine: GroupMachine, on_applied: Callable[[Sequence[Entry]], None],
                  on_restored: Callable[[], None],
                  on_fatal: Callable[[BaseException], None]) -> None:
         self._machine = machine
@@ -87,7 +106,7 @@ class GroupMember:
     every member of ``settings.cluster``.
     """
 
-    def __init__(self, settings: NodeSettings, machine: ReplicaMachine, *,
+    def __init__(self, settings: NodeSettings, machine: GroupMachine, *,
                  on_applied: Callable[[Sequence[Entry]], None] = lambda entries: None,
                  on_restored: Callable[[], None] = lambda: None,
                  on_role: Callable[[bool], None] = lambda is_leader: None,
