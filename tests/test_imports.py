@@ -50,8 +50,9 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (8, ("fabric.intermediary",)),
     (9, ("fabric.runtime",)),
     (10, ("fabric.stateful",)),
-    (11, ("fabric.butterfly",)),
-    (12, ("fabric.cli", "fabric.__main__")),
+    (11, ("fabric.tasks",)),
+    (12, ("fabric.butterfly",)),
+    (13, ("fabric.cli", "fabric.__main__")),
 ]
 PACKAGE_ROOTS = ("fabric", "nameservice")
 
