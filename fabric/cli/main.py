@@ -17,7 +17,10 @@ COMMANDS = {
     "kv": "fabric.cli.kv:kv_group",
     "lease": "fabric.cli.kv:lease_group",
     "ns": "fabric.cli.ns:ns_group",
+    "queue": "fabric.cli.tasks:queue_group",
     "status": "fabric.cli.ops:status",
+    "task": "fabric.cli.tasks:task_group",
+    "worker": "fabric.cli.tasks:worker_group",
 }
 """Every command but ``version``: name -> ``module:attribute``."""
 

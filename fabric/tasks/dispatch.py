@@ -229,10 +229,14 @@ class Leases:
         attempt[2] = now + self.lease_s
         return True
 
-    def drop(self, task_id: str) -> str:
-        """Forget an attempt (finished or expired); its worker ("" if none was known)."""
-        attempt = self._attempts.pop(task_id, None)
-        return attempt[1] if attempt is not None else ""
+    def drop(self, task_id: str, epoch: int | None = None) -> str:
+        """Forget an attempt (finished or expired; only attempt ``epoch``, if given); its
+        worker ("" if none was known)."""
+        attempt = self._attempts.get(task_id)
+        if attempt is None or epoch is not None and attempt[0] != epoch:
+            return ""
+        del self._attempts[task_id]
+        return attempt[1]
 
     def lapsed(self, now: float, lost_workers: set[str]) -> list[tuple[str, int, str]]:
         """Attempts lost now, each once: ``(task id, epoch, why)``."""

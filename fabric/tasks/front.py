@@ -336,7 +336,7 @@ class QueueFront:
             if not isinstance(report, list) or len(report) != 4:
                 raise DecodeError("a report is [task id, epoch, ok, value]")
             task_id, epoch, ok, value = report
-            ids.append(task_id)
+            ids.append((task_id, epoch))
             retry_at = 0.0
             task = self.state.tasks.get(task_id)
             if not ok and task is not None:
@@ -347,11 +347,11 @@ class QueueFront:
             if results is None:
                 self._send(ident, p.REDIRECT, rid, self._leader_address())
                 return
-            for task_id, reason in zip(ids, results):
+            for (task_id, epoch), reason in zip(ids, results):
                 if reason:
                     log.warning("refused a result: %s", reason)
                 else:
-                    self.leases.drop(task_id)
+                    self.leases.drop(task_id, epoch)
                 if worker is not None:
                     worker.inflight.discard(task_id)
             self._send(ident, p.RECORDED, rid, results)

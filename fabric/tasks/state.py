@@ -35,8 +35,9 @@ Entries are msgpack ``[now, [command, ...]]``; each command is a list starting w
   accepted, else why it was refused. An error with retries left makes the task ``failed``
   until ``retry_at`` (the leader's back-off with jitter); without, ``dead``.
 * ``[EXPIRE, id, epoch, reason]`` — the attempt was lost (its lease lapsed, its worker left):
-  the task waits again, its next attempt flagged ``redelivered``; a lost attempt counts
-  against the task's retries like a failed one (a task that kills its workers must end).
+  the task waits again, its next attempt flagged ``redelivered``. A lost attempt is no
+  failure (``retries`` counts failures), but a task that loses ``max_lost`` attempts goes
+  ``dead`` (a task that kills its workers must end).
 * ``[FIRE, id]`` — a scheduled or failed task whose time came: waiting (a schedule makes its
   child). Missed firings of a schedule (no leader for a while) are not made up: it fires once,
   counts the periods it skipped (``skipped``) and moves to its next time after ``now``.
@@ -78,7 +79,7 @@ SNAPSHOT_VERSION = 1
 _TASK_FIELDS = ("id", "type", "version", "payload", "key", "key_kept", "state", "attempts",
                 "epoch", "retries", "timeout", "backoff", "run_at", "submitted", "started",
                 "finished", "worker", "result", "errors", "every", "cron", "parent", "fired",
-                "skipped", "lateness", "redelivered", "recorded", "order")
+                "skipped", "lateness", "redelivered", "recorded", "lost", "order")
 
 
 def encode_entry(now: float, commands: list[list[Any]]) -> bytes:
@@ -117,6 +118,7 @@ class Task:
         self.lateness: float | None = fields.get("lateness")
         self.redelivered: bool = fields.get("redelivered", False)
         self.recorded: int = fields.get("recorded", 0)  # the attempt whose result was taken
+        self.lost: int = fields.get("lost", 0)  # attempts lost (lease lapsed, worker gone)
         self.order: int = fields.get("order", 0)
 
     @property
@@ -143,8 +145,10 @@ class QueueState:
     """The queue's replicated state (see module docstring)."""
 
     def __init__(self, *, max_open: int = 1_000_000, max_keys: int = 10_000_000,
-                 max_finished: int = 1_000_000, keep_s: float = 86_400.0) -> None:
+                 max_finished: int = 1_000_000, keep_s: float = 86_400.0,
+                 max_lost: int = 5) -> None:
         self.max_open = max_open
+        self.max_lost = max_lost
         self.max_keys = max_keys
         self.max_finished = max_finished
         self.keep_s = keep_s
@@ -152,7 +156,9 @@ class QueueState:
         self.tasks: dict[str, Task] = {}
         self.keys: dict[str, str] = {}  # key -> the first task submitted with it
         self.kept_keys = 0
-        self.waiting: dict[tuple[str, str], deque[str]] = {}  # (type, version) -> ids, FIFO
+        self.waiting: dict[tuple[str, str], deque[tuple[int, str]]] = {}
+        """(type, version) -> (order, id) in the order tasks started waiting; an entry whose
+        task left ``waiting`` (or waits again under a later order) is stale and skipped."""
         self.timers: list[tuple[float, str]] = []  # (run_at, id): scheduled and failed tasks
         self.finished: deque[str] = deque()  # finished ids, oldest first
         self.open = 0  # tasks not finished
@@ -213,7 +219,7 @@ class QueueState:
             if code == PURGE:
                 return self._purge(now)
             raise ValueError(f"unknown command {code!r}")
-        except (IndexError, KeyError, ValueError, TypeError, CronError) as exc:
+        except (IndexError, KeyError, ValueError, TypeError, OverflowError, CronError) as exc:
             self.counters["malformed_commands"] += 1
             log.warning("a command does not decode: %r", exc)
             return "malformed"
@@ -234,9 +240,11 @@ class QueueState:
         if key is not None and fields["key_kept"] and self.kept_keys >= self.max_keys:
             self.counters["refused_full"] += 1
             return [None, f"queue full: {self.kept_keys} keys kept"]
-        if fields["cron"]:
-            Cron.parse(str(fields["cron"]))  # CronError: malformed, for every replica alike
         run_at = float(fields["run_at"] or 0.0)
+        if fields["cron"]:  # CronError (malformed, or it never fires): for every replica alike
+            run_at = Cron.parse(str(fields["cron"])).next_after(max(run_at, now) - 1e-6)
+        elif fields["every"] and not run_at:
+            run_at = now + float(fields["every"])
         task = Task(task_id, str(fields["type"]), fields["payload"],
                     version=str(fields["version"] or ""),
                     key=None if key is None else str(key), key_kept=bool(fields["key_kept"]),
@@ -284,7 +292,7 @@ class QueueState:
         task = self._current(task_id, epoch)
         if isinstance(task, str):
             known = self.tasks.get(task_id)
-            if known is not None and known.recorded == epoch:  # sent again: taken already
+            if known is not None and epoch and known.recorded == epoch:  # sent again
                 return ""
             self.counters["zombie_results_refused"] += 1
             return task
@@ -297,7 +305,13 @@ class QueueState:
             return ""
         self._record_error(task, str(value))
         self.counters["failed"] += 1
-        self._after_lost_attempt(now, task, retry_at)
+        if task.attempts - task.lost > task.retries:
+            self._end(now, task, "dead")
+            self.counters["dead"] += 1
+        elif retry_at > now:
+            self._schedule(task, "failed", retry_at)
+        else:
+            self._make_waiting(task)
         return ""
 
     def _expire(self, now: float, task_id: str, epoch: int, reason: str) -> str:
@@ -308,17 +322,13 @@ class QueueState:
         self._record_error(task, f"attempt {epoch} lost: {reason}")
         task.worker = ""
         task.redelivered = True
-        self._after_lost_attempt(now, task, now)
-        return ""
-
-    def _after_lost_attempt(self, now: float, task: Task, retry_at: float) -> None:
-        if task.attempts > task.retries:
+        task.lost += 1
+        if task.lost >= self.max_lost:
             self._end(now, task, "dead")
             self.counters["dead"] += 1
-        elif retry_at > now:
-            self._schedule(task, "failed", retry_at)
         else:
             self._make_waiting(task)
+        return ""
 
     def _fire(self, now: float, task_id: str) -> str:
         task = self.tasks.get(task_id)
@@ -330,17 +340,21 @@ class QueueState:
                 task.lateness = now - task.run_at
             self._make_waiting(task)
             return ""
-        task.fired += 1
-        child = Task(f"{task.id}@{task.fired}", task.type, task.payload, version=task.version,
-                     retries=task.retries, timeout=task.timeout, backoff=task.backoff,
-                     parent=task.id, submitted=now, run_at=task.run_at,
-                     lateness=now - task.run_at)
-        self.tasks[child.id] = child
-        self.open += 1
-        self._make_waiting(child)
+        slot = task.run_at
         next_at, skipped = self._next_firing(task, now)
         task.skipped += skipped
         self._schedule(task, "scheduled", next_at)
+        if self.open >= self.max_open:
+            task.skipped += 1
+            self.counters["refused_full"] += 1
+            return "queue full"
+        task.fired += 1
+        child = Task(f"{task.id}@{task.fired}", task.type, task.payload, version=task.version,
+                     retries=task.retries, timeout=task.timeout, backoff=task.backoff,
+                     parent=task.id, submitted=now, run_at=slot, lateness=now - slot)
+        self.tasks[child.id] = child
+        self.open += 1
+        self._make_waiting(child)
         return ""
 
     @staticmethod
@@ -376,7 +390,7 @@ class QueueState:
             return f"queue full: {self.open} tasks not finished"
         self.finished.remove(task_id)  # O(n), rare: an operator's command
         self.open += 1
-        task.attempts = 0
+        task.attempts = task.lost = 0
         task.finished = 0.0
         self.counters["retried"] += 1
         if task.periodic:
@@ -406,7 +420,7 @@ class QueueState:
         task.state = "waiting"
         task.order = self.order
         self.order += 1
-        self.waiting.setdefault((task.type, task.version), deque()).append(task.id)
+        self.waiting.setdefault((task.type, task.version), deque()).append((task.order, task.id))
         self.changed.append(task)
 
     def _drop_head(self, queue: tuple[str, str]) -> None:
@@ -414,8 +428,9 @@ class QueueState:
         leave in order, so the queues stay short on every replica)."""
         ids, tasks = self.waiting.get(queue), self.tasks
         while ids:
-            task = tasks.get(ids[0])
-            if task is not None and task.state == "waiting":
+            order, task_id = ids[0]
+            task = tasks.get(task_id)
+            if task is not None and task.state == "waiting" and task.order == order:
                 return
             ids.popleft()
 
@@ -441,9 +456,9 @@ class QueueState:
     def waiting_ids(self, queue: tuple[str, str]) -> Iterator[str]:
         """The waiting tasks of ``queue`` (type, version), oldest first."""
         tasks = self.tasks
-        for task_id in self.waiting.get(queue, ()):
+        for order, task_id in self.waiting.get(queue, ()):
             task = tasks.get(task_id)
-            if task is not None and task.state == "waiting":
+            if task is not None and task.state == "waiting" and task.order == order:
                 yield task_id
 
     def due(self, now: float, skip: set[str], limit: int = 1024) -> list[str]:
@@ -503,7 +518,8 @@ class QueueState:
     def _fields(self) -> dict[str, Any]:
         return {"v": SNAPSHOT_VERSION, "applied": self.applied_index,
                 "tasks": [task.pack() for task in self.tasks.values()],
-                "keys": self.keys, "finished": list(self.finished), "order": self.order,
+                "keys": self.keys, "kept_keys": self.kept_keys,
+                "finished": list(self.finished), "order": self.order,
                 "counters": self.counters}
 
     def restore(self, data: bytes) -> None:
@@ -515,7 +531,7 @@ class QueueState:
         self.applied_index = int(got["applied"])
         self.tasks = {row[0]: Task.unpack(row) for row in got["tasks"]}
         self.keys = dict(got["keys"])
-        self.kept_keys = sum(1 for task in self.tasks.values() if task.key_kept)
+        self.kept_keys = int(got["kept_keys"])
         self.finished = deque(got["finished"])
         self.order = int(got["order"])
         self.counters.update(got["counters"])
@@ -523,7 +539,8 @@ class QueueState:
         self.waiting, self.timers = {}, []
         for task in sorted(self.tasks.values(), key=lambda t: t.order):
             if task.state == "waiting":
-                self.waiting.setdefault((task.type, task.version), deque()).append(task.id)
+                self.waiting.setdefault((task.type, task.version), deque()).append(
+                    (task.order, task.id))
             elif task.state in ("scheduled", "failed"):
                 self.timers.append((task.run_at, task.id))
         heapq.heapify(self.timers)

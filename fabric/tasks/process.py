@@ -1,0 +1,110 @@
+"""The queue and its workers as processes: ``fabric queue run`` and ``fabric worker run``.
+
+Both stop cleanly on SIGTERM or SIGINT (and ``fabric drain NAME``, through the control socket
+registered as ``process/<name>``): a queue replica that leads lets what it proposed be applied
+and hands its leadership over; a worker takes nothing more, finishes what runs, reports it, and
+deregisters. Events: ``control`` (``endpoint``) at start; ``queue`` (``id``, ``address``,
+``serve``) or ``worker`` (``id``, ``types``) once running; ``stopped`` at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fabric.tasks.service import QueueReplica
+from fabric.tasks.worker import Worker
+from nameservice.logs import event
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_queue", "run_worker"]
+
+
+async def run_queue(names: Any, *, name: str, data_dir: str, size: int, listen_host: str,
+                    control: str, drain_timeout: float, lease_s: float, grace_s: float,
+                    snapshot_threshold: int) -> int:
+    """Run one replica of the queue ``name`` until asked to stop; the exit code."""
+    replica = QueueReplica(names, name=name, data_dir=data_dir, size=size,
+                           listen_host=listen_host, lease_s=lease_s, grace_s=grace_s,
+                           snapshot_threshold=snapshot_threshold)
+
+    async def started() -> None:
+        await replica.ready.wait()
+        event(log, "queue", id=replica.group.node_id, address=replica.group.address,
+              serve=replica.serve)
+
+    return await _serve(names, f"queue-{name}-{os.getpid()}", "queue", replica.status,
+                        lambda stop: replica.run(stop, drain_timeout=drain_timeout),
+                        started, drain_timeout, control)
+
+
+async def run_worker(worker: Worker, names: Any, *, name: str, control: str,
+                     drain_timeout: float) -> int:
+    """Run ``worker`` until asked to stop; the exit code."""
+    def status() -> dict[str, Any]:
+        return {"kind": "worker", "id": worker.id, "queue": worker.queue,
+                "types": {t: v for t, (_, v) in worker.handlers.items()},
+                "capacity": worker.capacity, "running": len(worker.running),
+                "counters": dict(worker.counters)}
+
+    async def started() -> None:
+        event(log, "worker", id=worker.id, types=sorted(worker.handlers))
+
+    return await _serve(names, name, "worker", status,
+                        lambda stop: worker.run(stop, drain_timeout=drain_timeout), started,
+                        drain_timeout, control)
+
+
+async def _serve(names: Any, name: str, kind: str, status: Callable[[], dict[str, Any]],
+                 run: Callable[[asyncio.Event], Awaitable[None]],
+                 started: Callable[[], Awaitable[None]], drain_timeout: float,
+                 control: str = "127.0.0.1:0") -> int:
+    from fabric.runtime.registry import process_name
+    from nameservice.control import ControlServer
+
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(run(stop))
+
+    async def drain(timeout: float | None) -> dict[str, Any]:
+        stop.set()
+        await asyncio.gather(running, return_exceptions=True)
+        failed = running.exception() if running.done() and not running.cancelled() else None
+        return {"kind": kind, "name": name, "complete": failed is None,
+                "failed": [str(failed)] if failed else [], "left": []}
+
+    server = ControlServer(lambda: {"name": name, "draining": stop.is_set(), **status()},
+                           drain, control).start()
+    event(log, "control", endpoint=server.endpoint)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    registration = None
+    try:
+        starting = asyncio.ensure_future(started())
+        await asyncio.wait({starting, running}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            registration = await names.register(process_name(name), server.endpoint,
+                                                {"kind": kind})
+        else:
+            starting.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    finally:
+        stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if registration is not None:
+            try:
+                await registration.close()
+            except Exception as exc:  # the lease expires by itself
+                log.warning("could not deregister %s: %s", name, exc)
+        await server.answered()
+        server.close()
+    failed = running.exception() if not running.cancelled() else None
+    if failed is not None:
+        log.error("%s failed: %s", kind, failed, exc_info=failed)
+    event(log, "stopped", failed=int(failed is not None))
+    return 1 if failed is not None else 0
