@@ -139,9 +139,10 @@ class TaskQueue:
             raise TaskRefused(str(exc)) from None
         (results,) = await self._request(p.SUBMIT, maps)
         handles = []
-        for task_id, created in results:
-            if task_id is None:
-                raise TaskRefused(str(created))
+        for result in results:
+            if not isinstance(result, list) or len(result) != 2 or result[0] is None:
+                raise TaskRefused(str(result[1] if isinstance(result, list) else result))
+            task_id, created = result
             handles.append(TaskHandle(self, task_id, bool(created)))
         return handles
 

@@ -98,6 +98,8 @@ class Dispatcher:
         seat = WorkerSeat(worker_id, ident, dict(types), capacity,
                           [(r[0], r[1]) for r in running])
         seat.draining = bool(info.get("draining"))
+        if old is not None:  # runs sent to it before and not reported yet still hold slots
+            seat.inflight |= old.inflight
         self.workers[worker_id] = seat
         self._idents[ident] = seat
         return seat
@@ -219,6 +221,13 @@ class Leases:
     def start(self, task_id: str, epoch: int, worker: str, now: float) -> None:
         """An attempt was dispatched."""
         self._attempts[task_id] = [epoch, worker, now + self.lease_s, False]
+
+    def adopt(self, task_id: str, epoch: int, worker: str, now: float) -> None:
+        """An attempt applied as running: it gets a lease unless it has one (a dispatch of an
+        earlier leader applied after this one took over has none yet)."""
+        attempt = self._attempts.get(task_id)
+        if attempt is None or attempt[0] != epoch:
+            self._attempts[task_id] = [epoch, worker, now + self.lease_s, False]
 
     def extend(self, task_id: str, epoch: int, worker: str, now: float) -> bool:
         """The worker says it still runs this attempt: False if the attempt is not current

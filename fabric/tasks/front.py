@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -87,6 +88,7 @@ class QueueFront:
         self._wait_count = 0
         self._last_purge = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._check_scheduled = False
         self._lead_task: asyncio.Task | None = None
         self._closed = False
         self.counters = {"bad_frames": 0, "requests": 0, "redirected": 0, "replies_dropped": 0,
@@ -141,8 +143,11 @@ class QueueFront:
             got = results.get(entry.index) if term == entry.term else None
             for first, end, done in callbacks:
                 done(None if got is None else got[first:end])
+        now = time.monotonic()
         for task in changed:
-            if task.state in FINISHED and task.id in self._waits:
+            if task.state == "running":  # dispatched by this leader, or one before it
+                self.leases.adopt(task.id, task.epoch, task.worker, now)
+            elif task.state in FINISHED and task.id in self._waits:
                 view = task.view()
                 for ident, rid, _ in self._waits.pop(task.id):
                     self._wait_count -= 1
@@ -176,24 +181,39 @@ class QueueFront:
     async def _receive(self) -> None:
         sock = self.sock
         while True:
-            frames = await sock.recv_multipart(copy=True)
-            batch = [frames]
-            for _ in range(1000):
-                try:
-                    batch.append(self._sync.recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
-            for frames in batch:
-                self._on_frames(frames)
-            if self._commands:
-                self._flush_soon()
+            self._on_frames(await sock.recv_multipart(copy=True))
+            self._drain_input()
+
+    def _drain_input(self) -> None:
+        """Take what is queued on the socket now (at most 1,000 frames; more: again soon)."""
+        for _ in range(1000):
+            try:
+                frames = self._sync.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._on_frames(frames)
+        else:
+            self._check_input_soon()
+        if self._commands:
+            self._flush_soon()
+
+    def _check_input_soon(self) -> None:
+        if not self._check_scheduled and not self._closed:
+            self._check_scheduled = True
+            asyncio.get_running_loop().call_soon(self._check_input)
+
+    def _check_input(self) -> None:
+        # A send on the shadow socket can take the edge that would wake the receiver: look.
+        self._check_scheduled = False
+        if not self._closed and int(self._sync.get(zmq.EVENTS)) & zmq.POLLIN:
+            self._drain_input()
 
     def _on_frames(self, frames: list[bytes]) -> None:
         try:
             if len(frames) != 2:
                 raise DecodeError(f"{len(frames) - 1} frames, expected 1")
             ident, items = frames[0], p.decode(frames[1])
-            if len(items) < 2 or not isinstance(items[1], int):
+            if len(items) < 2 or not isinstance(items[1], int) or isinstance(items[1], bool):
                 raise DecodeError("no request id")
         except DecodeError as exc:
             self._bad(exc)
@@ -209,8 +229,8 @@ class QueueFront:
             if handler is None:
                 raise DecodeError(f"unknown request {name!r}")
             handler(self, ident, rid, items[2:])
-        except DecodeError as exc:
-            self._send(ident, p.ERROR, rid, str(exc))
+        except (DecodeError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            self._send(ident, p.ERROR, rid, f"malformed {name!r}: {exc}")
             self._bad(exc)
 
     def _bad(self, exc: Exception) -> None:
@@ -223,6 +243,7 @@ class QueueFront:
             self._sync.send_multipart([ident, p.encode(*items)], zmq.NOBLOCK)
         except zmq.ZMQError:  # the peer's queue is full, or it is gone: it asks again
             self.counters["replies_dropped"] += 1
+        self._check_input_soon()
 
     # ------------------------------------------------------------------ client requests
 
@@ -271,7 +292,10 @@ class QueueFront:
     def _list(self, ident: bytes, rid: int, args: list[Any]) -> None:
         query = args[0] if args and isinstance(args[0], dict) else {}
         state, kind = query.get("state"), query.get("type")
-        limit = min(int(query.get("limit") or 100), MAX_LIST)
+        limit = query.get("limit") or 100
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise DecodeError("limit must be a positive integer")
+        limit = min(limit, MAX_LIST)
         out = []
         for task in self.state.tasks.values():
             if (state is None or task.state == state) and (kind is None or task.type == kind):
@@ -284,7 +308,8 @@ class QueueFront:
         if not args or not isinstance(args[0], str):
             raise DecodeError("expected a task id")
         task = self.state.tasks.get(args[0])
-        timeout = args[1] if len(args) > 1 and isinstance(args[1], (int, float)) else 1.0
+        timeout = args[1] if len(args) > 1 and isinstance(args[1], (int, float)) \
+            and math.isfinite(args[1]) else 1.0
         if task is None or task.state in FINISHED or self._wait_count >= MAX_WAITS:
             self._send(ident, p.TASK, rid, task.view() if task is not None else None)
             return
@@ -320,22 +345,32 @@ class QueueFront:
             self._send(ident, p.BEATEN, rid, None)  # say hello (again) first
             return
         attempts = args[0] if args and isinstance(args[0], list) else []
+        if len(attempts) > p.MAX_BATCH or not all(
+                isinstance(a, list) and len(a) == 2 and isinstance(a[0], str)
+                and isinstance(a[1], int) for a in attempts):
+            raise DecodeError(f"a beat lists at most {p.MAX_BATCH} [task id, epoch] pairs")
         now = time.monotonic()
-        lost = [[task_id, epoch] for task_id, epoch in attempts[:p.MAX_BATCH]
+        lost = [[task_id, epoch] for task_id, epoch in attempts
                 if not self.leases.extend(task_id, epoch, worker.id, now)]
         self._send(ident, p.BEATEN, rid, lost)
+        self._flush_soon()  # a worker heard again may take what waits
 
     def _result(self, ident: bytes, rid: int, args: list[Any]) -> None:
         reports = args[0] if args and isinstance(args[0], list) else None
         if not reports or len(reports) > p.MAX_BATCH:
             raise DecodeError(f"a result carries 1..{p.MAX_BATCH} reports")
+        for report in reports:
+            if not isinstance(report, list) or len(report) != 4 \
+                    or not isinstance(report[0], str) or not isinstance(report[1], int) \
+                    or isinstance(report[1], bool):
+                raise DecodeError("a report is [task id, epoch, ok, value]")
         worker = self.dispatcher.by_ident(ident)
         first = len(self._commands)
         ids = []
         for report in reports:
-            if not isinstance(report, list) or len(report) != 4:
-                raise DecodeError("a report is [task id, epoch, ok, value]")
             task_id, epoch, ok, value = report
+            if len(p.encode(value)) > p.MAX_PAYLOAD:
+                ok, value = False, f"the result is over {p.MAX_PAYLOAD} bytes"
             ids.append((task_id, epoch))
             retry_at = 0.0
             task = self.state.tasks.get(task_id)
@@ -418,7 +453,7 @@ class QueueFront:
             self.dispatcher.settled(task_id)
             epoch = results[0] if results else 0
             if not epoch or not self.leading:
-                worker.inflight.discard(task_id)
+                self.dispatcher.release(worker.id, task_id)
                 return
             task = self.state.tasks[task_id]
             self.leases.start(task_id, epoch, worker.id, time.monotonic())
@@ -445,6 +480,7 @@ class QueueFront:
                 self._last_purge = now
                 self._propose([PURGE], lambda results: None)
             self._time_out_waits(mono)
+            self._flush_soon()  # workers that became live may take what waits
             next_at = self.state.next_timer()
             pause = TICK_S if next_at is None else min(TICK_S, max(0.0, next_at - time.time()))
             await asyncio.sleep(pause)
@@ -466,7 +502,8 @@ class QueueFront:
         return done
 
     def _time_out_waits(self, now: float) -> None:
-        for task_id in [i for i, waits in self._waits.items() if waits[0][2] <= now]:
+        for task_id in [i for i, waits in self._waits.items()
+                        if any(deadline <= now for _, _, deadline in waits)]:
             waits = self._waits.pop(task_id)
             task = self.state.tasks.get(task_id)
             view = task.view() if task is not None else None

@@ -84,6 +84,7 @@ class QueueLink:
             assert sock is not None and sync is not None
             try:
                 sync.send(p.encode(name, rid, *args), zmq.NOBLOCK)
+                self._take_waiting(sync)
                 left = deadline - time.monotonic()
                 answer = await asyncio.wait_for(future, max(0.0, min(attempt_s, left)))
             except (asyncio.TimeoutError, zmq.Again):
@@ -186,20 +187,33 @@ class QueueLink:
                                      else Unavailable("the queue link is closed"))
         self.address = ""
 
+    def _take_waiting(self, sync: zmq.Socket) -> None:
+        """Take what is queued now: a send on the shadow socket can take the edge that would
+        wake the receiver."""
+        while int(sync.get(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                self._on_frame(sync.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+
     async def _receive(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            frame = await sock.recv()
-            try:
-                items = p.decode(frame)
-                if len(items) < 2:
-                    raise DecodeError("no request id")
-            except DecodeError as exc:
-                log.warning("dropped a bad frame from the queue: %s", exc)
-                continue
-            if items[0] == p.RUN:
-                if self.on_push is not None:
-                    self.on_push(items)
-                continue
-            future = self._waiting.get(items[1]) if isinstance(items[1], int) else None
-            if future is not None and not future.done():
-                future.set_result(items)
+            self._on_frame(await sock.recv())
+            if self._sync is not None:
+                self._take_waiting(self._sync)
+
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            items = p.decode(frame)
+            if len(items) < 2:
+                raise DecodeError("no request id")
+        except DecodeError as exc:
+            log.warning("dropped a bad frame from the queue: %s", exc)
+            return
+        if items[0] == p.RUN:
+            if self.on_push is not None:
+                self.on_push(items)
+            return
+        future = self._waiting.get(items[1]) if isinstance(items[1], int) else None
+        if future is not None and not future.done():
+            future.set_result(items)

@@ -12,11 +12,13 @@ Requests carry ``rid`` (an integer the sender picks) and get exactly one answer 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import msgpack
 
 from fabric.errors import DecodeError
+from fabric.tasks.cron import Cron, CronError
 
 __all__ = ["MAX_FRAME", "MAX_PAYLOAD", "TaskSpec", "decode", "encode", "spec_from_map"]
 
@@ -52,7 +54,7 @@ def decode(frame: bytes) -> list[Any]:
         raise DecodeError(f"a frame of {len(frame)} bytes (at most {MAX_FRAME})")
     try:
         items = msgpack.unpackb(frame, raw=False, use_list=True, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise DecodeError(f"not msgpack: {exc!r}") from None
     if not isinstance(items, list) or not items or not isinstance(items[0], str):
         raise DecodeError("not an array starting with the message's name")
@@ -121,7 +123,12 @@ def spec_from_map(spec: Any) -> TaskSpec:
     every, cron = _number(spec, "every", low=MIN_EVERY_S), _text(spec, "cron")
     if every is not None and cron is not None:
         raise DecodeError("give every or cron, not both")
-    retries = spec.get("retries", 0)
+    if cron is not None:
+        try:
+            Cron.parse(cron).next_after(time.time())
+        except (CronError, ValueError) as exc:
+            raise DecodeError(f"cron: {exc}") from None
+    retries = spec.get("retries") or 0
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
         raise DecodeError(f"retries must be an integer in 0..1000, not {retries!r}")
     if spec.get("payload") is not None and \

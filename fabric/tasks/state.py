@@ -171,8 +171,8 @@ class QueueState:
         """Each applied entry's command results, by index, until the leader's front takes
         them (``take_results``)."""
         self.changed: list[Task] = []
-        """Tasks that finished or started waiting in the entries applied since the front last
-        looked (``take_changed``)."""
+        """Tasks that finished, started waiting or started running in the entries applied since
+        the front last looked (``take_changed``)."""
         self._digest: tuple[int, str] | None = None
 
     # ------------------------------------------------------------------ applying
@@ -276,6 +276,7 @@ class QueueState:
         task.worker = worker
         task.started = now
         self.counters["dispatched"] += 1
+        self.changed.append(task)
         return task.epoch
 
     def _current(self, task_id: str, epoch: int) -> Task | str:
@@ -498,7 +499,7 @@ class QueueState:
         return results
 
     def take_changed(self) -> list[Task]:
-        """Tasks that finished or started waiting since the last call."""
+        """Tasks that finished, started waiting or started running since the last call."""
         changed, self.changed = self.changed, []
         return changed
 

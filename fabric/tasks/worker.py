@@ -232,7 +232,8 @@ class Worker:
             ok, value = await self._call(handler[0], payload, attempt)
         if ok:
             try:
-                msgpack.packb(value, use_bin_type=True)
+                if len(msgpack.packb(value, use_bin_type=True)) > p.MAX_PAYLOAD:
+                    ok, value = False, f"the result is over {p.MAX_PAYLOAD} bytes"
             except (TypeError, ValueError, OverflowError) as exc:
                 ok, value = False, f"the result does not serialise: {exc!r}"
         self.counters["succeeded" if ok else "failed"] += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import secrets
 from collections.abc import Callable
@@ -229,10 +230,10 @@ class ForeignWorker:
         self.lost: list[list[Any]] = []  # attempts the leader said were not current
         self.refused: list[tuple[str, int, str]] = []
         self.hellos = 0
-        self.held_max = 0
 
     async def run(self) -> None:
         """Serve until cancelled."""
+        self.hello_due.set()
         loops = [asyncio.ensure_future(self._keep_hello()),
                  asyncio.ensure_future(self._report_loop())]
         try:
@@ -246,11 +247,12 @@ class ForeignWorker:
             self.link.close()
 
     def _on_run(self, rows: list[Any]) -> None:
-        for row in rows:
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, list) or len(row) != 8:
+                continue  # malformed: dropped (its attempt's lease lapses)
             task_id, epoch, kind, payload, _timeout, _attempt, _redelivered, _version = row
             self.runs.append(row)
             self.running[task_id] = epoch
-            self.held_max = max(self.held_max, len(self.running))
             try:
                 ok, value = True, self.handler(kind, payload)
             except Exception as exc:
@@ -320,8 +322,7 @@ def square(kind: str, payload: Any) -> Any:
     return payload * payload
 
 
-async def scenario(addresses: list[str]) -> tuple[ForeignClient, list[str]]:
-    client = ForeignClient(addresses)
+async def scenario(client: ForeignClient) -> list[str]:
     # 50 tasks in three batches, each with a random once token.
     specs = [{"type": "sq", "payload": i, "once": secrets.token_hex(12)} for i in range(50)]
     batches = [specs[:20], specs[20:40], specs[40:]]
@@ -357,7 +358,7 @@ async def scenario(addresses: list[str]) -> tuple[ForeignClient, list[str]]:
     assert stats["counters"]["submitted"] == 50  # each made once
     assert stats["counters"]["deduplicated"] >= 21
     assert stats["counts"].get("done") == 50
-    return client, ids
+    return ids
 
 
 async def test_a_foreign_client_and_worker_submit_and_work_tasks(ns, tmp_path):
@@ -376,25 +377,32 @@ async def test_a_foreign_client_and_worker_submit_and_work_tasks(ns, tmp_path):
                 await async_wait_for(lambda: all("go-1" in r.workers for r in group), 10,
                                      "every replica to see the worker registered")
                 worker = ForeignWorker(addresses, "go-1", {"sq": ""}, 4, square)
+                client = ForeignClient(addresses)
                 serving = asyncio.ensure_future(worker.run())
-                playing = asyncio.ensure_future(scenario(addresses))
+                playing = asyncio.ensure_future(scenario(client))
                 try:
                     await asyncio.wait({serving, playing}, timeout=60,
                                        return_when=asyncio.FIRST_COMPLETED)
                     assert not serving.done(), serving  # the worker's loops did not fail
                     assert playing.done(), "the client did not finish within 60 s"
-                    client, ids = playing.result()
-                    client.close()
+                    ids = playing.result()
                 finally:
                     for task in (serving, playing):
                         task.cancel()
                     await asyncio.gather(serving, playing, return_exceptions=True)
+                    client.close()
             assert worker.hellos >= 1
             assert client.link.redirects >= 1 and worker.link.redirects >= 1
             assert {row[0] for row in worker.runs} == set(ids)
             assert not worker.reports  # every result recorded
-            if worker.hellos == 1 and not worker.lost:
-                assert worker.held_max <= 4  # no more attempts at once than its capacity
             await async_wait_for(
                 lambda: len({r.state.state_digest() for r in group}) == 1
                 and len({r.state.applied_index for r in group}) == 1, 10, "replicas to agree")
+
+
+def test_the_foreign_side_uses_nothing_of_fabric():
+    """The classes a port would write use only asyncio, pyzmq and msgpack."""
+    source = "".join(inspect.getsource(part) for part in (Refused, _Moved, Link, ForeignClient,
+                                                          ForeignWorker))
+    for name in ("fabric", "nameservice", "Names", "inprocess", "async_wait_for"):
+        assert name not in source
