@@ -97,7 +97,7 @@ class Task:
         self.version: str = fields.get("version") or ""
         self.key: str | None = fields.get("key")
         self.key_kept: bool = bool(fields.get("key_kept"))
-        self.state: str = fields.get("state", "waiting")
+        self.state: str = fields.get("state", "")  # "": made, not placed yet
         self.attempts: int = fields.get("attempts", 0)
         self.epoch: int = fields.get("epoch", 0)
         self.retries: int = fields.get("retries", 0)
@@ -162,6 +162,7 @@ class QueueState:
         self.timers: list[tuple[float, str]] = []  # (run_at, id): scheduled and failed tasks
         self.finished: deque[str] = deque()  # finished ids, oldest first
         self.open = 0  # tasks not finished
+        self.in_state: dict[str, int] = {}  # state -> how many tasks are in it
         self.order = 0  # the number the next task entering ``waiting`` gets
         self.counters: dict[str, int] = {
             "submitted": 0, "deduplicated": 0, "dispatched": 0, "completed": 0, "failed": 0,
@@ -269,7 +270,7 @@ class QueueState:
         task = self.tasks.get(task_id)
         if task is None or task.state != "waiting":
             return 0
-        task.state = "running"
+        self._move(task, "running")
         self._drop_head((task.type, task.version))
         task.attempts += 1
         task.epoch += 1
@@ -409,6 +410,7 @@ class QueueState:
                 break
             finished.popleft()
             del tasks[task.id]
+            self.in_state[task.state] -= 1
             if task.key is not None and not task.key_kept:
                 self.keys.pop(task.key, None)
             purged += 1
@@ -418,7 +420,7 @@ class QueueState:
     # ------------------------------------------------------------------ transitions
 
     def _make_waiting(self, task: Task) -> None:
-        task.state = "waiting"
+        self._move(task, "waiting")
         task.order = self.order
         self.order += 1
         self.waiting.setdefault((task.type, task.version), deque()).append((task.order, task.id))
@@ -436,12 +438,19 @@ class QueueState:
             ids.popleft()
 
     def _schedule(self, task: Task, state: str, run_at: float) -> None:
-        task.state = state
+        self._move(task, state)
         task.run_at = run_at
         heapq.heappush(self.timers, (run_at, task.id))
 
-    def _end(self, now: float, task: Task, state: str) -> None:
+    def _move(self, task: Task, state: str) -> None:
+        in_state = self.in_state
+        if task.state:
+            in_state[task.state] -= 1
+        in_state[state] = in_state.get(state, 0) + 1
         task.state = state
+
+    def _end(self, now: float, task: Task, state: str) -> None:
+        self._move(task, state)
         task.finished = now
         self.open -= 1
         self.finished.append(task.id)
@@ -505,10 +514,7 @@ class QueueState:
 
     def counts(self) -> dict[str, int]:
         """How many tasks are in each state."""
-        out: dict[str, int] = {}
-        for task in self.tasks.values():
-            out[task.state] = out.get(task.state, 0) + 1
-        return out
+        return {state: n for state, n in self.in_state.items() if n}
 
     # ------------------------------------------------------------------ snapshots
 
@@ -537,6 +543,9 @@ class QueueState:
         self.order = int(got["order"])
         self.counters.update(got["counters"])
         self.open = sum(1 for task in self.tasks.values() if task.state not in FINISHED)
+        self.in_state = {}
+        for task in self.tasks.values():
+            self.in_state[task.state] = self.in_state.get(task.state, 0) + 1
         self.waiting, self.timers = {}, []
         for task in sorted(self.tasks.values(), key=lambda t: t.order):
             if task.state == "waiting":

@@ -2,6 +2,7 @@
 (``apply_entry(index, encode_entry(now, [...]))``) with explicit times: pure, no sockets."""
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -424,3 +425,17 @@ def test_finish_of_epoch_zero_is_refused():
     q(0, [SUBMIT, "a", spec()])
     q(1, [DISPATCH, "a", "w"])
     assert q.one(2, [FINISH, "a", 0, True, "forged", 0.0]) != ""
+
+
+def test_counts_per_state_follow_every_change():
+    q = Log(max_finished=1, keep_s=0.0)
+    q(0, [SUBMIT, "a", spec()], [SUBMIT, "b", spec(run_at=5.0)], [SUBMIT, "c", spec()],
+      [SUBMIT, "p", spec(every=1.0)])
+    q(1, [DISPATCH, "a", "w"], [DISPATCH, "c", "w"])
+    q(2, [FINISH, "a", 1, True, 1, 0.0], [EXPIRE, "c", 1, "gone"], [CANCEL, "c"])
+    q(6, [FIRE, "b"], [FIRE, "p"], [PURGE])
+    brute = Counter(task.state for task in q.state.tasks.values())
+    assert q.state.counts() == dict(brute)
+    restored = QueueState()
+    restored.restore(q.state.snapshot())
+    assert restored.counts() == dict(brute)
