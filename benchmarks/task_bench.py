@@ -6,7 +6,7 @@ where installed, in one run on one machine.
 
 Every part is a real process: a one-node name service, three ``fabric queue run`` replicas
 (fsync on: each entry on a quorum's disks before anything is answered), W ``fabric worker
-run`` processes (default 2) of no-op handlers with C slots each (default 128), and the client
+run`` processes (default 2) of async no-op handlers with C slots each (default 512), and the client
 in this process.
 
 * throughput: N no-op tasks (default 20,000) submitted in batches of 500, four batches in
@@ -176,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=512)
     parser.add_argument("--vs-celery", action="store_true")
     parser.add_argument("--celery-tasks", type=int, default=10_000)
     parser.add_argument("--json", action="store_true")

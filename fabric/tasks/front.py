@@ -89,6 +89,7 @@ class QueueFront:
         self._last_purge = 0.0
         self._tasks: list[asyncio.Task] = []
         self._check_scheduled = False
+        self._runs: dict[bytes, list[list[Any]]] = {}  # worker -> runs to send it
         self._lead_task: asyncio.Task | None = None
         self._closed = False
         self.counters = {"bad_frames": 0, "requests": 0, "redirected": 0, "replies_dropped": 0,
@@ -120,7 +121,7 @@ class QueueFront:
         for _, callbacks in pending.values():
             for _, _, done in callbacks:
                 done(None)
-        self._commands, self._done = [], []
+        self._commands, self._done, self._runs = [], [], {}
         for task_id in list(self._waits):
             for ident, rid, _ in self._waits.pop(task_id):
                 self._send(ident, p.REDIRECT, rid, self._leader_address())
@@ -143,6 +144,9 @@ class QueueFront:
             got = results.get(entry.index) if term == entry.term else None
             for first, end, done in callbacks:
                 done(None if got is None else got[first:end])
+        runs, self._runs = self._runs, {}
+        for ident, rows in runs.items():  # one frame per worker for what this turn dispatched
+            self._send(ident, p.RUN, 0, rows)
         now = time.monotonic()
         for task in changed:
             if task.state == "running":  # dispatched by this leader, or one before it
@@ -457,9 +461,11 @@ class QueueFront:
                 return
             task = self.state.tasks[task_id]
             self.leases.start(task_id, epoch, worker.id, time.monotonic())
-            self._send(worker.ident, p.RUN, 0, [[task_id, epoch, task.type, task.payload,
-                                                  task.timeout, task.attempts,
-                                                  task.redelivered, task.version]])
+            runs = self._runs.get(worker.ident)
+            if runs is None:
+                runs = self._runs[worker.ident] = []
+            runs.append([task_id, epoch, task.type, task.payload, task.timeout,
+                         task.attempts, task.redelivered, task.version])
         self._done.append((len(self._commands), len(self._commands) + 1, done))
         self._commands.append(self.dispatcher.command(task_id, worker))
 

@@ -120,6 +120,7 @@ class Worker:
         self._report_wake = asyncio.Event()
         self._hello_due = asyncio.Event()
         self._draining = False
+        self._shapes: dict[Callable, tuple[bool, bool]] = {}  # fn -> (takes two, is async)
         self._stopped = False  # the loops end (a cancel that wait_for swallowed included)
         self.counters = {"started": 0, "succeeded": 0, "failed": 0, "refused": 0,
                          "lost": 0, "timeouts": 0}
@@ -241,9 +242,12 @@ class Worker:
         self._report_wake.set()
 
     async def _call(self, fn: Callable, payload: Any, attempt: Attempt) -> tuple[bool, Any]:
-        args = (payload, attempt) if _takes_two(fn) else (payload,)
+        shape = self._shapes.get(fn)
+        if shape is None:  # looked at once per handler, not per task
+            shape = self._shapes[fn] = (_takes_two(fn), inspect.iscoroutinefunction(fn))
+        args = (payload, attempt) if shape[0] else (payload,)
         try:
-            if inspect.iscoroutinefunction(fn):
+            if shape[1]:
                 work: Any = fn(*args)
             else:
                 work = asyncio.to_thread(fn, *args)
