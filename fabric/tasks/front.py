@@ -376,6 +376,8 @@ class QueueFront:
             if len(p.encode(value)) > p.MAX_PAYLOAD:
                 ok, value = False, f"the result is over {p.MAX_PAYLOAD} bytes"
             ids.append((task_id, epoch))
+            if worker is not None:  # its slot is free now: the next dispatch rides this entry
+                worker.inflight.discard(task_id)
             retry_at = 0.0
             task = self.state.tasks.get(task_id)
             if not ok and task is not None:
@@ -391,8 +393,6 @@ class QueueFront:
                     log.warning("refused a result: %s", reason)
                 else:
                     self.leases.drop(task_id, epoch)
-                if worker is not None:
-                    worker.inflight.discard(task_id)
             self._send(ident, p.RECORDED, rid, results)
         self._done.append((first, len(self._commands), done))
 
