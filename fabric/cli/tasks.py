@@ -2,8 +2,9 @@
 its tasks; ``fabric worker run MODULE``: a worker of the ``@task`` functions of MODULE
 (docs/tasks.md).
 
-Exit codes: 0 done; 1 failed (the queue did not answer, a replica or worker failed); 2 usage
-(a bad argument, a task the queue refuses as malformed); 4 no such task.
+Exit codes: 0 done; 1 failed (the queue did not answer or refused: full, a task finished
+already; a replica or worker failed; ``--wait``: the task ended dead or cancelled); 2 usage (a
+bad argument, payload or cron expression); 4 no such task.
 """
 from __future__ import annotations
 
@@ -174,8 +175,8 @@ def _ask(ns: str | None, queue_name: str, timeout: float, action: Any) -> Any:
 
     try:
         return asyncio.run(main())
-    except TaskRefused as exc:
-        fail(str(exc), EXIT_NOT_FOUND if str(exc).startswith("no task") else EXIT_USAGE)
+    except TaskRefused as exc:  # a task the queue does not have, or will not take now
+        fail(str(exc), EXIT_NOT_FOUND if str(exc).startswith("no task") else EXIT_FAILED)
     except TaskFailed as exc:
         fail(str(exc), EXIT_FAILED)
     except (Unavailable, TimeoutError) as exc:
@@ -230,6 +231,14 @@ def task_submit(task_type: str, payload: str, queue_name: str, key: str | None,
         fail("give --at or --delay, not both", EXIT_USAGE)
     if every is not None and cron is not None:
         fail("give --every or --cron, not both", EXIT_USAGE)
+    if cron is not None:
+        import time
+
+        from fabric.tasks.cron import Cron, CronError
+        try:
+            Cron.parse(cron).next_after(time.time())
+        except CronError as exc:
+            fail(f"--cron: {exc}", EXIT_USAGE)
 
     async def action(queue: Any) -> Any:
         handle = await queue.submit(task_type, body, key=key, run_at=when, delay=delay,

@@ -2,11 +2,16 @@
 
 The queue is a replica group (``QueueReplica``: a Raft log applied to ``QueueState``) whose
 leader dispatches tasks to workers with free slots, each attempt under a lease and a fencing
-token. See docs/tasks.md.
+token. See docs/tasks.md. Names are imported on first use: a worker does not load the
+queue's replica.
 """
-from fabric.tasks.client import TaskFailed, TaskHandle, TaskQueue, TaskRefused
-from fabric.tasks.protocol import TaskSpec
-from fabric.tasks.worker import Attempt, Worker, task
+from nameservice.lazy import lazy_exports
 
-__all__ = ["Attempt", "TaskFailed", "TaskHandle", "TaskQueue", "TaskRefused", "TaskSpec",
-           "Worker", "task"]
+_EXPORTS = {
+    "TaskFailed": "fabric.tasks.client", "TaskHandle": "fabric.tasks.client",
+    "TaskQueue": "fabric.tasks.client", "TaskRefused": "fabric.tasks.client",
+    "TaskSpec": "fabric.tasks.protocol", "Attempt": "fabric.tasks.worker",
+    "Worker": "fabric.tasks.worker", "task": "fabric.tasks.worker",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

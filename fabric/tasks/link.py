@@ -136,9 +136,8 @@ class QueueLink:
         self._tried = []
         if self.names is None:
             return
-        from fabric.tasks.service import queue_name
         with contextlib.suppress(Exception):  # the name service is away: keep what we had
-            found = await self.names.resolve(queue_name(self.queue))
+            found = await self.names.resolve(p.queue_name(self.queue))
             serves = [e.meta.get("serve") for e in found]
             self.addresses = [s for s in serves if isinstance(s, str) and s]
 

@@ -20,7 +20,8 @@ import msgpack
 from fabric.errors import DecodeError
 from fabric.tasks.cron import Cron, CronError
 
-__all__ = ["MAX_FRAME", "MAX_PAYLOAD", "TaskSpec", "decode", "encode", "spec_from_map"]
+__all__ = ["MAX_FRAME", "MAX_PAYLOAD", "TaskSpec", "decode", "encode", "queue_name",
+           "spec_from_map", "workers_name"]
 
 MAX_FRAME = 8 << 20
 """The largest frame a replica or worker takes (larger: counted and dropped)."""
@@ -40,6 +41,16 @@ HELLO, BEAT, RESULT = "hello", "beat", "result"
 SUBMITTED, TASK, TASKS, OK, ERROR, REDIRECT, WELCOME, BEATEN, RECORDED, RUN = (
     "submitted", "task", "tasks", "ok", "error", "redirect", "welcome", "beaten", "recorded",
     "run")
+
+
+def queue_name(name: str) -> str:
+    """The name-service name a queue's replicas register under."""
+    return f"queue/{name}"
+
+
+def workers_name(name: str) -> str:
+    """The name-service name a queue's workers register under."""
+    return f"queue/{name}/workers"
 
 
 def encode(*items: Any) -> bytes:

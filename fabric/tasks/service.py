@@ -22,6 +22,7 @@ from fabric.stateful.group import GroupMember
 from fabric.stateful.groupreplica import GroupRecord, GroupReplica
 from fabric.stateful.seats import GRACE_S
 from fabric.tasks.front import SNDHWM, QueueFront
+from fabric.tasks.protocol import queue_name, workers_name
 from fabric.tasks.state import QueueState
 from nameservice.names import Names
 from nameservice.raft.types import NONE
@@ -33,16 +34,6 @@ __all__ = ["QueueReplica", "queue_name", "workers_name"]
 LEASE_S = 10.0
 """A running attempt's lease: a worker silent this long has lost its attempts."""
 RETRY_S = 0.5
-
-
-def queue_name(name: str) -> str:
-    """The name-service name a queue's replicas register under."""
-    return f"queue/{name}"
-
-
-def workers_name(name: str) -> str:
-    """The name-service name a queue's workers register under."""
-    return f"queue/{name}/workers"
 
 
 class QueueReplica:

@@ -39,7 +39,6 @@ import msgpack
 from fabric.errors import ConfigError, Unavailable
 from fabric.tasks import protocol as p
 from fabric.tasks.link import QueueLink
-from fabric.tasks.service import workers_name
 from nameservice.names import Names
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ class Worker:
         registration = None
         if self.names is not None:
             registration = await self.names.register(
-                workers_name(self.queue), f"worker:{self.id}",
+                p.workers_name(self.queue), f"worker:{self.id}",
                 {"worker": self.id, "capacity": self.capacity,
                  "types": {t: v for t, (_, v) in self.handlers.items()}})
         loops = [asyncio.ensure_future(self._keep_hello()),
