@@ -181,6 +181,15 @@ def _print_table(result: dict) -> None:
             rates = "; ".join(f"p{r.get('partition')} {r.get('role', '?')} term "
                               f"{r.get('term', '?')} applied {r.get('applied_index', '?')}"
                               for r in st.get("replicas", ()))
+        elif row.get("kind") == "queue":  # a queue replica: its role, and its tasks by state
+            counts = st.get("counts", {})
+            rates = (f"{st.get('role', '?')} term {st.get('term', '?')} applied "
+                     f"{st.get('applied_index', '?')}; " + (", ".join(
+                         f"{state} {n:,}" for state, n in sorted(counts.items())) or "no tasks"))
+        elif row.get("kind") == "worker":  # a worker: slots in use, tasks run
+            counters = st.get("counters", {})
+            rates = (f"running {st.get('running', '?')}/{st.get('capacity', '?')}, done "
+                     f"{counters.get('succeeded', 0):,}, failed {counters.get('failed', 0):,}")
         click.echo(f"{row['name']:<24} {row.get('kind', '?'):<13} "
                    f"{row.get('channel', '') or '':<12} {_in_flight(st):>9}  {rates or '-'}")
 

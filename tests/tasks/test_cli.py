@@ -85,3 +85,26 @@ def test_mistakes_are_one_line_and_an_exit_code(queue, args, code, says):
 def test_a_worker_of_a_module_without_tasks_is_refused(queue):
     got = fabric(queue, "worker", "run", "tests.tasks.test_cli", "--queue", "cli")
     assert got.returncode == 2 and "no @task function" in got.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ("queue", "run", "--name", "k", "--data", "DATA"),
+    ("worker", "run", "tests.tasks.jobs", "--queue", "k"),
+])
+def test_the_queue_and_its_workers_with_keys_are_refused_in_one_line(tmp_path, command):
+    with LocalCluster(tmp_path / "ns", 1, secure=("admin",)) as cluster:
+        cluster.start()
+        args = [str(tmp_path / "q") if a == "DATA" else a for a in command]
+        done = fabric(cluster.ns_arg, *args, "--keys", str(cluster.keys["admin"]))
+    assert done.returncode == 1, done.stderr
+    assert "does not run with keys yet" in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
+
+
+def test_status_shows_the_queue_replica_and_the_worker(queue):
+    assert fabric(queue, "task", "submit", "B", "2", "--queue", "cli", "--wait").returncode == 0
+    got = fabric(queue, "status")
+    assert got.returncode == 0, got.stderr
+    rows = {line.split()[1]: line for line in got.stdout.splitlines()[3:] if line.split()}
+    assert "leader term" in rows["queue"] and "done" in rows["queue"], got.stdout
+    assert "running 0/1" in rows["worker"], got.stdout

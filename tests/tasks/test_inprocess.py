@@ -23,7 +23,9 @@ def ns(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def queue_group(names, tmp_path, count=3, lease_s=2.0):
+async def queue_group(names, tmp_path, count=3, lease_s=2.0, stop_leader=False):
+    """``count`` queue replicas, once one leads with a quorum; with ``stop_leader``, yields
+    ``(group, stop_leader)``: a coroutine function stopping the replica that leads."""
     group = [QueueReplica(names, name="jobs", data_dir=str(tmp_path / f"q{i}"), size=count,
                           lease_s=lease_s) for i in range(count)]
     stops = [asyncio.Event() for _ in group]
@@ -33,7 +35,12 @@ async def queue_group(names, tmp_path, count=3, lease_s=2.0):
                              "replicas running")
         await async_wait_for(lambda: any(r.front and r.front.leading for r in group), 30,
                              "a leader with a quorum")
-        yield group
+
+        async def stop_leading() -> None:
+            i = next(i for i, r in enumerate(group) if r.front and r.front.leading)
+            stops[i].set()
+            await tasks[i]
+        yield (group, stop_leading) if stop_leader else group
     finally:
         for stop in stops:
             stop.set()
