@@ -98,8 +98,8 @@ class Dispatcher:
         seat = WorkerSeat(worker_id, ident, dict(types), capacity,
                           [(r[0], r[1]) for r in running])
         seat.draining = bool(info.get("draining"))
-        if old is not None:  # runs sent to it before and not reported yet still hold slots
-            seat.inflight |= old.inflight
+        if old is not None:  # dispatches not applied yet still hold their slots
+            seat.inflight |= old.inflight & self._claimed
         self.workers[worker_id] = seat
         self._idents[ident] = seat
         return seat
@@ -181,9 +181,11 @@ class Dispatcher:
             seat.inflight.discard(task_id)
 
     def lost_workers(self) -> set[str]:
-        """Workers that were registered and are not any more (they are forgotten)."""
-        live = self._live()
-        lost = {w for w, seat in self.workers.items() if seat.seen_live and w not in live}
+        """Workers that were registered and are not any more, and those never registered and
+        silent for a lease (they are forgotten)."""
+        live, now = self._live(), time.monotonic()
+        lost = {w for w, seat in self.workers.items() if w not in live
+                and (seat.seen_live or now - seat.heard > self.lease_s)}
         for worker_id in lost:
             seat = self.workers.pop(worker_id)
             self._idents.pop(seat.ident, None)
@@ -246,6 +248,12 @@ class Leases:
             return ""
         del self._attempts[task_id]
         return attempt[1]
+
+    def expire_again(self, task_id: str) -> None:
+        """The EXPIRE of this attempt was not applied here: propose it again if still due."""
+        attempt = self._attempts.get(task_id)
+        if attempt is not None:
+            attempt[3] = False
 
     def lapsed(self, now: float, lost_workers: set[str]) -> list[tuple[str, int, str]]:
         """Attempts lost now, each once: ``(task id, epoch, why)``."""

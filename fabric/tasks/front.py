@@ -89,7 +89,7 @@ class QueueFront:
         self._last_purge = 0.0
         self._tasks: list[asyncio.Task] = []
         self._check_scheduled = False
-        self._runs: dict[bytes, list[list[Any]]] = {}  # worker -> runs to send it
+        self._runs: dict[str, list[list[Any]]] = {}  # worker id -> runs to send it
         self._lead_task: asyncio.Task | None = None
         self._closed = False
         self.counters = {"bad_frames": 0, "requests": 0, "redirected": 0, "replies_dropped": 0,
@@ -145,8 +145,11 @@ class QueueFront:
             for first, end, done in callbacks:
                 done(None if got is None else got[first:end])
         runs, self._runs = self._runs, {}
-        for ident, rows in runs.items():  # one frame per worker for what this turn dispatched
-            self._send(ident, p.RUN, 0, rows)
+        for worker_id, rows in runs.items():  # a frame per worker for what this turn dispatched
+            seat = self.dispatcher.workers.get(worker_id)  # its socket now (it may reconnect)
+            if seat is not None:
+                for chunk in p.cut_by_size(rows):
+                    self._send(seat.ident, p.RUN, 0, chunk)
         now = time.monotonic()
         for task in changed:
             if task.state == "running":  # dispatched by this leader, or one before it
@@ -391,8 +394,8 @@ class QueueFront:
             for (task_id, epoch), reason in zip(ids, results):
                 if reason:
                     log.warning("refused a result: %s", reason)
-                else:
-                    self.leases.drop(task_id, epoch)
+                else:  # its slot is free on whichever seat the worker has now
+                    self.dispatcher.release(self.leases.drop(task_id, epoch), task_id)
             self._send(ident, p.RECORDED, rid, results)
         self._done.append((first, len(self._commands), done))
 
@@ -440,7 +443,12 @@ class QueueFront:
                 end += 1  # a request's commands stay in one entry
             mine = [(first - start, last - start, done) for first, last, done in callbacks
                     if start <= first < end]
-            placed = self.member.propose(encode_entry(now, commands[start:end]))
+            try:
+                data = encode_entry(now, commands[start:end])
+            except (ValueError, TypeError, OverflowError) as exc:  # checked on arrival: a bug
+                log.error("an entry of %d commands does not encode: %r", end - start, exc)
+                data = None
+            placed = self.member.propose(data) if data is not None else None
             if placed is None:
                 for _, _, done in mine:
                     done(None)
@@ -461,9 +469,9 @@ class QueueFront:
                 return
             task = self.state.tasks[task_id]
             self.leases.start(task_id, epoch, worker.id, time.monotonic())
-            runs = self._runs.get(worker.ident)
+            runs = self._runs.get(worker.id)
             if runs is None:
-                runs = self._runs[worker.ident] = []
+                runs = self._runs[worker.id] = []
             runs.append([task_id, epoch, task.type, task.payload, task.timeout,
                          task.attempts, task.redelivered, task.version])
         self._done.append((len(self._commands), len(self._commands) + 1, done))
@@ -503,6 +511,9 @@ class QueueFront:
 
     def _when_expired(self, task_id: str) -> Done:
         def done(results: list[Any] | None) -> None:
+            if results is None:  # not proposed, or replaced: proposed again if still lapsed
+                self.leases.expire_again(task_id)
+                return
             worker_id = self.leases.drop(task_id)
             self.dispatcher.release(worker_id, task_id)
         return done

@@ -43,6 +43,24 @@ SUBMITTED, TASK, TASKS, OK, ERROR, REDIRECT, WELCOME, BEATEN, RECORDED, RUN = (
     "run")
 
 
+def cut_by_size(rows: list[Any], limit: int = MAX_FRAME // 2) -> list[list[Any]]:
+    """``rows`` cut into lists whose encoding stays under ``limit`` bytes (a row larger than
+    that alone goes in a list of its own)."""
+    out: list[list[Any]] = []
+    chunk: list[Any] = []
+    size = 0
+    for row in rows:
+        row_size = len(msgpack.packb(row, use_bin_type=True))
+        if chunk and size + row_size > limit:
+            out.append(chunk)
+            chunk, size = [], 0
+        chunk.append(row)
+        size += row_size
+    if chunk:
+        out.append(chunk)
+    return out
+
+
 def queue_name(name: str) -> str:
     """The name-service name a queue's replicas register under."""
     return f"queue/{name}"
@@ -142,9 +160,13 @@ def spec_from_map(spec: Any) -> TaskSpec:
     retries = spec.get("retries") or 0
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
         raise DecodeError(f"retries must be an integer in 0..1000, not {retries!r}")
-    if spec.get("payload") is not None and \
-            len(msgpack.packb(spec["payload"], use_bin_type=True)) > MAX_PAYLOAD:
-        raise DecodeError(f"the payload is over {MAX_PAYLOAD} bytes")
+    if spec.get("payload") is not None:
+        try:  # nested as deep as a log entry nests it: what packs here packs there
+            size = len(msgpack.packb([[[[spec["payload"]]]]], use_bin_type=True))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise DecodeError(f"the payload does not pack: {exc}") from None
+        if size > MAX_PAYLOAD:
+            raise DecodeError(f"the payload is over {MAX_PAYLOAD} bytes")
     return TaskSpec(task_type, spec.get("payload"), key=_text(spec, "key", 1024),
                     once=_text(spec, "once", 128), run_at=_number(spec, "run_at"),
                     delay=_number(spec, "delay"), every=every, cron=cron, retries=retries,

@@ -364,6 +364,8 @@ class QueueState:
         """A schedule's next time strictly after ``now``, and the periods it skips."""
         if task.every:
             periods = math.floor((now - task.run_at) / task.every) + 1
+            while task.run_at + periods * task.every <= now:  # a float step short of a slot
+                periods += 1
             return task.run_at + periods * task.every, max(0, periods - 1)
         cron = Cron.parse(task.cron)
         at, skipped = cron.next_after(task.run_at), 0
@@ -402,7 +404,26 @@ class QueueState:
             self._make_waiting(task)
         return ""
 
+    def _compact(self) -> None:
+        """Drop stale timers and queue entries when they outnumber live ones (derived state,
+        rebuilt alike on every replica)."""
+        tasks = self.tasks
+        timed = self.in_state.get("scheduled", 0) + self.in_state.get("failed", 0)
+        if len(self.timers) > 2 * timed + 1024:
+            self.timers = [t for t in self.timers if not self._stale(*t)]
+            heapq.heapify(self.timers)
+        waiting = self.in_state.get("waiting", 0)
+        if sum(len(q) for q in self.waiting.values()) > 2 * waiting + 1024:
+            for queue, ids in list(self.waiting.items()):
+                kept = deque(e for e in ids if (t := tasks.get(e[1])) is not None
+                             and t.state == "waiting" and t.order == e[0])
+                if kept:
+                    self.waiting[queue] = kept
+                else:
+                    del self.waiting[queue]
+
     def _purge(self, now: float) -> int:
+        self._compact()
         finished, tasks, purged = self.finished, self.tasks, 0
         while finished:
             task = tasks[finished[0]]

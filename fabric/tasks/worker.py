@@ -23,6 +23,7 @@ cannot be stopped: a synchronous handler that overruns goes on in the background
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -30,6 +31,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -120,6 +122,8 @@ class Worker:
         self._hello_due = asyncio.Event()
         self._draining = False
         self._shapes: dict[Callable, tuple[bool, bool]] = {}  # fn -> (takes two, is async)
+        self._threads = ThreadPoolExecutor(max_workers=capacity,
+                                           thread_name_prefix=f"task-{self.id}")
         self._stopped = False  # the loops end (a cancel that wait_for swallowed included)
         self.counters = {"started": 0, "succeeded": 0, "failed": 0, "refused": 0,
                          "lost": 0, "timeouts": 0}
@@ -158,6 +162,7 @@ class Worker:
             await asyncio.gather(*loops, return_exceptions=True)
             for _, run in self.running.values():
                 run.cancel()
+            self._threads.shutdown(wait=False)
             if registration is not None:
                 try:
                     await registration.close()
@@ -248,8 +253,9 @@ class Worker:
         try:
             if shape[1]:
                 work: Any = fn(*args)
-            else:
-                work = asyncio.to_thread(fn, *args)
+            else:  # a thread of this worker's own: one per slot, so none waits for a thread
+                work = asyncio.get_running_loop().run_in_executor(
+                    self._threads, functools.partial(fn, *args))
             if attempt.timeout:
                 return True, await asyncio.wait_for(work, attempt.timeout)
             return True, await work
@@ -257,7 +263,9 @@ class Worker:
             self.counters["timeouts"] += 1
             return False, f"timeout after {attempt.timeout:g} s"
         except asyncio.CancelledError:
-            raise
+            if self._stopped:  # the worker stops: the attempt is left to its lease
+                raise
+            return False, "CancelledError raised by the handler"
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
 
@@ -266,7 +274,7 @@ class Worker:
             await self._report_wake.wait()
             self._report_wake.clear()
             while self._reports:
-                batch = list(self._reports.values())[:p.MAX_BATCH]
+                batch = p.cut_by_size(list(self._reports.values())[:p.MAX_BATCH])[0]
                 try:
                     (reasons,) = await self.link.request(p.RESULT, batch)
                 except (Unavailable, ValueError) as exc:

@@ -51,6 +51,8 @@ async def test_timeouts_and_errors_are_retried_then_dead_with_their_history(ns, 
                 raise RuntimeError(f"failure {calls.count(payload)}")
             if payload == "always":
                 raise ValueError("no")
+            if payload == "cancels-itself":
+                raise asyncio.CancelledError()
             return "ok"
         async with queue_group(names, tmp_path), \
                 running_worker(names, handlers={"job": (flaky, "")}, capacity=4), \
@@ -58,6 +60,10 @@ async def test_timeouts_and_errors_are_retried_then_dead_with_their_history(ns, 
             recovers = await queue.submit("job", "fails-twice", retries=2, backoff=0.05)
             dies = await queue.submit("job", "always", retries=1, backoff=0.05)
             times_out = await queue.submit("job", "slow", timeout=0.2, retries=0)
+            cancels = await queue.submit("job", "cancels-itself")
+            with pytest.raises(TaskFailed) as cancelled:  # not left running for ever
+                await cancels.result(timeout=30)
+            assert cancelled.value.task["errors"] == ["CancelledError raised by the handler"]
             assert await recovers.result(timeout=30) == "ok"
             with pytest.raises(TaskFailed) as dead:
                 await dies.result(timeout=30)

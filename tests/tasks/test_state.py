@@ -439,3 +439,22 @@ def test_counts_per_state_follow_every_change():
     restored = QueueState()
     restored.restore(q.state.snapshot())
     assert restored.counts() == dict(brute)
+
+
+def test_stale_timers_and_queue_entries_are_compacted_on_every_replica():
+    q = Log()
+    for i in range(3000):
+        q(0, [SUBMIT, f"d{i}", spec(run_at=1e9)], [SUBMIT, f"w{i}", spec()])
+        q(1, [CANCEL, f"d{i}"], [CANCEL, f"w{i}"])
+    assert len(q.state.timers) == 3000  # a follower never asks due(): nothing popped them
+    q(2, [PURGE])
+    assert len(q.state.timers) == 0 and not q.state.waiting
+
+
+def test_the_next_slot_of_a_schedule_is_always_after_now():
+    q = Log()
+    q(0.1, [SUBMIT, "p", spec(run_at=0.1, every=0.1)])
+    for _ in range(1, 2000):
+        now = q.task("p").run_at
+        assert q.one(now, [FIRE, "p"]) == ""
+        assert q.task("p").run_at > now
