@@ -147,7 +147,12 @@ class QueueFront:
         runs, self._runs = self._runs, {}
         for worker_id, rows in runs.items():  # a frame per worker for what this turn dispatched
             seat = self.dispatcher.workers.get(worker_id)  # its socket now (it may reconnect)
-            if seat is not None:
+            if seat is None:
+                continue
+            frame = p.encode(p.RUN, 0, rows)
+            if len(frame) <= p.MAX_FRAME // 2:
+                self._send_frame(seat.ident, frame)
+            else:
                 for chunk in p.cut_by_size(rows):
                     self._send(seat.ident, p.RUN, 0, chunk)
         now = time.monotonic()
@@ -246,8 +251,11 @@ class QueueFront:
             log.warning("dropped a bad request: %s", exc)
 
     def _send(self, ident: bytes, *items: Any) -> None:
+        self._send_frame(ident, p.encode(*items))
+
+    def _send_frame(self, ident: bytes, frame: bytes) -> None:
         try:
-            self._sync.send_multipart([ident, p.encode(*items)], zmq.NOBLOCK)
+            self._sync.send_multipart([ident, frame], zmq.NOBLOCK)
         except zmq.ZMQError:  # the peer's queue is full, or it is gone: it asks again
             self.counters["replies_dropped"] += 1
         self._check_input_soon()

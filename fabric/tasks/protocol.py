@@ -46,6 +46,8 @@ SUBMITTED, TASK, TASKS, OK, ERROR, REDIRECT, WELCOME, BEATEN, RECORDED, RUN = (
 def cut_by_size(rows: list[Any], limit: int = MAX_FRAME // 2) -> list[list[Any]]:
     """``rows`` cut into lists whose encoding stays under ``limit`` bytes (a row larger than
     that alone goes in a list of its own)."""
+    if len(msgpack.packb(rows, use_bin_type=True)) <= limit:
+        return [rows]
     out: list[list[Any]] = []
     chunk: list[Any] = []
     size = 0
