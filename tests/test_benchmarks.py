@@ -1,5 +1,6 @@
-"""The benchmarks' ``--curve`` option, run at a tiny size: the runs with CURVE connect, and the
-report carries the keys it promises (docs/datapath.md and docs/nameservice.md read them)."""
+"""Benchmarks run at a tiny size: the ``--curve`` runs connect, the task queue's run loses
+nothing, and each report carries the keys it promises (docs/datapath.md, docs/nameservice.md
+and docs/tasks.md read them)."""
 from __future__ import annotations
 
 import json
@@ -39,3 +40,13 @@ def test_ns_bench_with_curve_reports_puts_gets_and_the_puts_ratio_with_curve():
     assert {"puts_s", "gets_s", "ratio"} <= curve.keys()
     assert curve["puts_s"] > 0 and curve["gets_s"] > 0 and curve["ratio"] > 0
     assert report["load_average"] >= 0
+
+
+def test_task_bench_reports_its_keys_and_loses_nothing():
+    report = run("task_bench.py", "--tasks", "500", "--concurrency", "32")
+    assert {"tasks_s", "submit_s", "dispatch_latency_ms", "delay_lateness_ms", "lost",
+            "completed_twice", "zombie_results_refused"} <= report.keys()
+    assert report["tasks_s"] > 0 and report["submit_s"] > 0
+    assert {"p50", "p99"} <= report["dispatch_latency_ms"].keys()
+    assert {"p50", "p99", "max"} <= report["delay_lateness_ms"].keys()
+    assert report["lost"] == 0 and report["completed_twice"] == 0
