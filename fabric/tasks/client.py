@@ -21,11 +21,11 @@ from fabric.errors import FabricError
 from fabric.tasks import protocol as p
 from fabric.tasks.link import QueueLink
 from fabric.tasks.protocol import TaskSpec
+from fabric.tasks.state import FINISHED
 from nameservice.names import Names
 
 __all__ = ["TaskFailed", "TaskHandle", "TaskQueue", "TaskRefused"]
 
-FINISHED = ("done", "dead", "cancelled")
 WAIT_S = 5.0
 """How long one ``wait`` request is held by the leader (the handle asks again after)."""
 

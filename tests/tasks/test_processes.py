@@ -5,7 +5,6 @@ SIGCONTed (its late results are refused). Every task completes exactly once, non
 tasks ran only on the B worker, the periodic task fired once per period."""
 from __future__ import annotations
 
-import asyncio
 import random
 import signal
 import sys
@@ -74,15 +73,7 @@ class Queue:
                        and (s := await self.status(n)) is not None and s.get("role") == "leader"
                        and s.get("work", {}).get("leading")]
             return leaders[0] if len(leaders) == 1 else None
-        found: list[str] = []
-
-        async def check() -> bool:
-            name = await one()
-            if name:
-                found.append(name)
-            return bool(name)
-        await async_wait_for_async(check, 30, "one leading replica")
-        return found[-1]
+        return await async_wait_for(one, 30, "one leading replica")
 
     def executions(self) -> list[tuple[str, int, str, int]]:
         out = []
@@ -91,14 +82,6 @@ class Queue:
                 task_id, epoch, kind, pid = line.split()
                 out.append((task_id, int(epoch), kind, int(pid)))
         return out
-
-
-async def async_wait_for_async(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -154,7 +137,7 @@ async def test_ten_thousand_tasks_through_kills_and_a_zombie(queue):
                         await tq.list(state="done", type=kind, limit=10_000) if not t["parent"]]
                 return len(done) >= N + 16
             try:
-                await async_wait_for_async(all_done, 180, "every task to be done")
+                await async_wait_for(all_done, 180, "every task to be done")
             except AssertionError:
                 print(await tq.stats(), [await queue.status(w) for w in queue.workers])
                 raise
@@ -199,11 +182,11 @@ async def test_ten_thousand_tasks_through_kills_and_a_zombie(queue):
         found = {(s["applied_index"], s["state_digest"])
                  for n in queue.replicas if (s := await queue.status(n)) is not None}
         return len(found) == 1
-    await async_wait_for_async(agree, 30, "the replicas to agree")
+    await async_wait_for(agree, 30, "the replicas to agree")
 
 
 async def _until_running(queue: Queue, worker: str) -> None:
     async def running() -> bool:
         status = await queue.status(worker)
         return status is not None and status["running"] > 0
-    await async_wait_for_async(running, 60, f"{worker} to run a task")
+    await async_wait_for(running, 60, f"{worker} to run a task")
