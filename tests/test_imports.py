@@ -51,8 +51,9 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (9, ("fabric.runtime",)),
     (10, ("fabric.stateful",)),
     (11, ("fabric.tasks",)),
-    (12, ("fabric.butterfly",)),
-    (13, ("fabric.cli", "fabric.__main__")),
+    (12, ("fabric.cluster",)),
+    (13, ("fabric.butterfly",)),
+    (14, ("fabric.cli", "fabric.__main__")),
 ]
 PACKAGE_ROOTS = ("fabric", "nameservice")
 

@@ -132,6 +132,12 @@ class FabricCommand(click.Command):
         from nameservice import logs
 
         logs.setup(found.log_level, found.log_format, events=found.events)
+        import os
+
+        if "FABRIC_FENCE_FD" in os.environ:  # started by an agent: fenced by its lease
+            from fabric.cluster.fence import guard_from_environment
+
+            guard_from_environment()
         if self._keys:
             from nameservice.errors import ConfigError
             from nameservice.security.context import configure

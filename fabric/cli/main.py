@@ -9,13 +9,16 @@ import click
 from fabric.cli.common import FabricCommand, FabricGroup
 
 COMMANDS = {
+    "agent": "fabric.cli.cluster:agent",
     "butterfly": "fabric.cli.butterfly:butterfly",
     "component": "fabric.cli.component:component_group",
+    "deploy": "fabric.cli.cluster:deploy",
     "drain": "fabric.cli.ops:drain",
     "intermediary": "fabric.cli.intermediary:intermediary",
     "keys": "fabric.cli.keys:keys_group",
     "kv": "fabric.cli.kv:kv_group",
     "lease": "fabric.cli.kv:lease_group",
+    "network": "fabric.cli.cluster:network_group",
     "ns": "fabric.cli.ns:ns_group",
     "queue": "fabric.cli.tasks:queue_group",
     "status": "fabric.cli.ops:status",

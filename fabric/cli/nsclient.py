@@ -2,6 +2,7 @@
 becomes one line and its exit code (docs/operations.md, "Exit codes")."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,3 +77,42 @@ def run(ns: str | None, timeout: float, action: Callable[[Any], Awaitable[Any]])
         fail(str(exc), EXIT_USAGE)
     except (FabricError, OSError, TimeoutError, ValueError, TypeError) as exc:
         fail(str(exc) or type(exc).__name__, EXIT_FAILED)
+
+
+def run_process(ns: str | None, control: str, start: Callable[[Any, str], Awaitable[int]]
+                ) -> None:
+    """Run a long-lived process: ``start(names, control endpoint)`` with a client of the
+    cluster; exits with its code, or with one line and 1 (2 for a bad ``--control``)."""
+    import asyncio
+
+    import zmq
+
+    from fabric.endpoints import parse_listen
+    from fabric.errors import ConfigError
+    from nameservice.errors import NameServiceError
+    from nameservice.storage import StorageError
+
+    try:
+        endpoint = parse_listen(control)
+    except ValueError as exc:
+        fail(f"--control: {exc}", EXIT_USAGE)
+    addresses = cluster(ns)
+
+    async def main() -> int:
+        from nameservice.client import NameServiceClient
+        from nameservice.names import Names
+
+        async with NameServiceClient(addresses) as client:
+            return int(await start(Names(client), endpoint))
+
+    try:
+        code = asyncio.run(main())
+    except StorageError as exc:
+        fail(f"--data: {exc}", EXIT_FAILED)
+    except NameServiceError as exc:
+        fail(f"name service: {exc}", EXIT_FAILED)
+    except (ConfigError, OSError, ValueError) as exc:
+        fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+    except zmq.ZMQError as exc:
+        fail(f"cannot listen: {exc}", EXIT_FAILED)
+    sys.exit(code)

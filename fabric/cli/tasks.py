@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from fabric.cli.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, FabricCommand, fail
+from fabric.cli.nsclient import run_process
 
 _QUEUE = click.option("--queue", "queue_name", default="tasks", show_default=True,
                       metavar="NAME", help="The queue's name.")
@@ -67,7 +68,7 @@ def queue_run(name: str, replicas: int, data_dir: str, listen_host: str, lease: 
     if listen_host.strip("[]") in ("0.0.0.0", "::", ""):
         fail(f"--listen-host must be an address the others can reach, not {listen_host!r}",
              EXIT_USAGE)
-    _run_process(ns, control, lambda names, endpoint: run_queue(
+    run_process(ns, control, lambda names, endpoint: run_queue(
         names, name=name, data_dir=data_dir, size=replicas, listen_host=listen_host,
         control=endpoint, drain_timeout=drain_timeout, lease_s=lease, grace_s=replace_after,
         snapshot_threshold=snapshot_entries))
@@ -111,46 +112,9 @@ def worker_run(module: str, queue_name: str, types: str | None, concurrency: int
     if not handlers:
         fail(f"{module} has no @task function", EXIT_USAGE)
     process = name or f"worker-{os.getpid()}"
-    _run_process(ns, control, lambda names, endpoint: run_worker(
+    run_process(ns, control, lambda names, endpoint: run_worker(
         Worker(names, queue_name, handlers=handlers, capacity=concurrency), names,
         name=process, control=endpoint, drain_timeout=drain_timeout))
-
-
-def _run_process(ns: str | None, control: str, start: Any) -> None:
-    import asyncio
-
-    import zmq
-
-    from fabric.cli.nsclient import cluster
-    from fabric.endpoints import parse_listen
-    from fabric.errors import ConfigError
-    from nameservice.errors import NameServiceError
-    from nameservice.storage import StorageError
-
-    try:
-        endpoint = parse_listen(control)
-    except ValueError as exc:
-        fail(f"--control: {exc}", EXIT_USAGE)
-    addresses = cluster(ns)
-
-    async def main() -> int:
-        from nameservice.client import NameServiceClient
-        from nameservice.names import Names
-
-        async with NameServiceClient(addresses) as client:
-            return int(await start(Names(client), endpoint))
-
-    try:
-        code = asyncio.run(main())
-    except StorageError as exc:
-        fail(f"--data: {exc}", EXIT_FAILED)
-    except NameServiceError as exc:
-        fail(f"name service: {exc}", EXIT_FAILED)
-    except (ConfigError, OSError, ValueError) as exc:
-        fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
-    except zmq.ZMQError as exc:
-        fail(f"cannot listen: {exc}", EXIT_FAILED)
-    sys.exit(code)
 
 
 # ---------------------------------------------------------------------------- task commands

@@ -8,13 +8,11 @@ deregisters. Events: ``control`` (``endpoint``) at start; ``queue`` (``id``, ``a
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fabric.runtime.service import serve_process
 from fabric.tasks.service import QueueReplica
 from fabric.tasks.worker import Worker
 from nameservice.logs import event
@@ -38,7 +36,7 @@ async def run_queue(names: Any, *, name: str, data_dir: str, size: int, listen_h
         event(log, "queue", id=replica.group.node_id, address=replica.group.address,
               serve=replica.serve)
 
-    return await _serve(names, f"queue-{name}-{os.getpid()}", "queue", replica.status,
+    return await serve_process(names, f"queue-{name}-{os.getpid()}", "queue", replica.status,
                         lambda stop: replica.run(stop, drain_timeout=drain_timeout),
                         started, drain_timeout, control)
 
@@ -56,7 +54,7 @@ async def run_worker(worker: Worker, names: Any, *, name: str, control: str,
     async def started() -> None:
         event(log, "worker", id=worker.id, types=sorted(worker.handlers))
 
-    return await _serve(names, name, "worker", status,
+    return await serve_process(names, name, "worker", status,
                         lambda stop: worker.run(stop, drain_timeout=drain_timeout), started,
                         drain_timeout, control)
 
@@ -70,54 +68,3 @@ def _refuse_keys(what: str) -> None:
     if security().secure:
         raise ConfigError(f"{what} does not run with keys yet (its sockets have no access "
                           f"rules: docs/tasks.md, \"Not yet\")")
-
-
-async def _serve(names: Any, name: str, kind: str, status: Callable[[], dict[str, Any]],
-                 run: Callable[[asyncio.Event], Awaitable[None]],
-                 started: Callable[[], Awaitable[None]], drain_timeout: float,
-                 control: str = "127.0.0.1:0") -> int:
-    from fabric.runtime.registry import process_name
-    from nameservice.control import ControlServer
-
-    stop = asyncio.Event()
-    running = asyncio.ensure_future(run(stop))
-
-    async def drain(timeout: float | None) -> dict[str, Any]:
-        stop.set()
-        await asyncio.gather(running, return_exceptions=True)
-        failed = running.exception() if running.done() and not running.cancelled() else None
-        return {"kind": kind, "name": name, "complete": failed is None,
-                "failed": [str(failed)] if failed else [], "left": []}
-
-    server = ControlServer(lambda: {"name": name, "draining": stop.is_set(), **status()},
-                           drain, control).start()
-    event(log, "control", endpoint=server.endpoint)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    registration = None
-    try:
-        starting = asyncio.ensure_future(started())
-        await asyncio.wait({starting, running}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done():
-            registration = await names.register(process_name(name), server.endpoint,
-                                                {"kind": kind})
-        else:
-            starting.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-    finally:
-        stop.set()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        if registration is not None:
-            try:
-                await registration.close()
-            except Exception as exc:  # the lease expires by itself
-                log.warning("could not deregister %s: %s", name, exc)
-        await server.answered()
-        server.close()
-    failed = running.exception() if not running.cancelled() else None
-    if failed is not None:
-        log.error("%s failed: %s", kind, failed, exc_info=failed)
-    event(log, "stopped", failed=int(failed is not None))
-    return 1 if failed is not None else 0

@@ -40,11 +40,18 @@ class LeaseKeeper:
         self.lost = asyncio.Event()
         """Set when the cluster said the lease is gone."""
         self.renewals = 0
+        self.valid_until = 0.0
+        """Until when (``loop.time()``) the lease is surely still valid: when the last
+        grant or keepalive the cluster answered was sent, plus the TTL (the cluster counts
+        from when it received it, or later). A holder that must not act once the lease may
+        have expired stops before this (``fabric/cluster/fence.py``)."""
         self._task: asyncio.Task | None = None
 
     async def start(self) -> LeaseKeeper:
         """Grant the lease and start renewing it."""
+        sent = asyncio.get_running_loop().time()
         self.id = await self._client.lease_grant(self.ttl)
+        self.valid_until = sent + self.ttl
         self._task = asyncio.ensure_future(self._renew())
         return self
 
@@ -90,5 +97,6 @@ class LeaseKeeper:
                     await asyncio.sleep(max(0.0, 0.05 - (loop.time() - started)))
                     continue
                 self.renewals += 1
+                self.valid_until = max(self.valid_until, started + ttl)
                 interval = ttl / 3
                 break

@@ -1,0 +1,61 @@
+"""The command line an agent runs for an instance: ``fabric component run`` for components
+and stateful replicas, ``fabric intermediary`` for a channel's intermediaries."""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Where", "instance_argv", "process_name", "substitute"]
+
+
+@dataclass(frozen=True)
+class Where:
+    """What the agent knows of its host: its name, the address its processes listen on,
+    the name service's ``--ns`` and the instance's data directory."""
+
+    host: str
+    address: str
+    ns: str
+    data: str
+
+
+def process_name(network: str, spec: dict[str, Any]) -> str:
+    """The name the process registers (``process/<name>``): ``NET.ID``, or ``NET.GROUP`` for
+    a stateful replica (its group's replicas share the name and find each other by it)."""
+    if spec.get("kind") == "stateful":
+        return f"{network}.{spec['group']}"
+    return f"{network}.{spec['id']}"
+
+
+def substitute(value: str, fields: dict[str, str]) -> str:
+    """``{network}``, ``{instance}``, ... replaced (the file was checked: no other names)."""
+    return re.sub(r"\{([a-z]+)\}", lambda m: fields.get(m.group(1), m.group(0)), value)
+
+
+def instance_argv(network: str, spec: dict[str, Any], gen: int, where: Where
+                  ) -> list[str]:
+    """The argv of one incarnation of an instance (``spec`` as in a placement)."""
+    fabric = [sys.executable, "-m", "fabric"]
+    name = process_name(network, spec)
+    common = ["--name", name, "--ns", where.ns, "--control", f"{where.address}:0", "--events"]
+    kind = spec.get("kind")
+    if kind == "intermediary":
+        return [*fabric, "intermediary", "--channel", str(spec["channel"]),
+                "--listen", f"{where.address}:0", *common]
+    if kind == "stateful":
+        argv = [*fabric, "component", "run", str(spec["run"]), *common,
+                "--replicas", str(spec["replicas"]), "--data", where.data,
+                "--partitions", str(spec.get("partitions", 1)),
+                "--listen-host", where.address]
+        for key in ("input", "output"):
+            if spec.get(key):
+                argv += [f"--{key}", str(spec[key])]
+        return argv
+    fields = {"network": network, "instance": str(spec["id"]), "index": str(spec["index"]),
+              "gen": str(gen), "host": where.host, "data": where.data}
+    argv = [*fabric, "component", "run", str(spec["run"]), *common]
+    for key, value in sorted(spec.get("params", {}).items()):
+        argv += ["--param", f"{key}={substitute(str(value), fields)}"]
+    return argv

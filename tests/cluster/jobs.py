@@ -1,0 +1,119 @@
+"""Components for the cluster tests, each recording what it did in a file the test reads.
+
+``producer`` sends ids ``index << 40 | gen << 32 | seq`` at ``rate`` per second and appends to
+``out`` one record per message sent and, every tick, how far the fabric has acknowledged;
+``consumer`` appends one record per message received. Records are written with ``os.write``
+(into the kernel at once): a process killed with SIGKILL leaves every record of what it did.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import time
+from pathlib import Path
+
+RECORD = struct.Struct("<BQdB")
+"""kind (0 sent, 1 acknowledged below, 2 received), id or count, time.time(), redelivered."""
+SENT, ACKED, RECEIVED = 0, 1, 2
+CHANNEL = "jobs"
+TICK = 0.01
+
+
+def _open(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+async def producer(ctx) -> None:
+    index, gen = int(ctx.params["index"]), int(ctx.params["gen"])
+    rate = float(ctx.params.get("rate", 100))
+    fd = _open(ctx.params["out"])
+    out = await ctx.output(ctx.params.get("channel", CHANNEL))
+    first = out.next_seq
+    base = index << 40 | gen << 32
+    loop = asyncio.get_running_loop()
+    start, sent, acked = loop.time(), 0, 0
+    while not ctx.stopping.is_set():
+        due = int((loop.time() - start) * rate) + 1
+        while sent < due and not ctx.stopping.is_set():
+            await out.send(base | sent)
+            os.write(fd, RECORD.pack(SENT, base | sent, time.time(), 0))
+            sent += 1
+        now_acked = out.acked_below - first
+        if now_acked != acked:
+            acked = now_acked
+            os.write(fd, RECORD.pack(ACKED, acked, time.time(), 0))
+        await asyncio.sleep(TICK)
+    await ctx.stopping.wait()
+
+
+async def consumer(ctx) -> None:
+    fd = _open(ctx.params["out"])
+
+    def handle(msg) -> None:
+        os.write(fd, RECORD.pack(RECEIVED, msg.payload, time.time(), int(msg.redelivered)))
+
+    await ctx.input(ctx.params.get("channel", CHANNEL), handle)
+    await ctx.stopping.wait()
+
+
+def read_records(root: Path) -> dict[str, list[tuple[int, int, float, int]]]:
+    """Every record file under ``root`` (``*.rec``) -> its records."""
+    found = {}
+    for path in sorted(root.rglob("*.rec")):
+        data = path.read_bytes()
+        whole = len(data) - len(data) % RECORD.size
+        found[str(path)] = [RECORD.unpack_from(data, i) for i in range(0, whole, RECORD.size)]
+    return found
+
+
+def audit(root: Path) -> dict:
+    """What the records under ``root`` show: ``sent``, ``acked`` (ids the fabric acknowledged
+    to a producer), ``received``, ``lost`` (acknowledged, never received), ``duplicates``
+    (received again without the redelivered flag), ``flagged`` (received again, flagged),
+    ``intervals`` (file -> first and last record time: when that incarnation acted) and
+    ``two_acting`` (incarnations of one instance that acted at the same time)."""
+    files = read_records(root)
+    acked: set[int] = set()
+    sent = 0
+    receipts: list[tuple[float, int, int]] = []
+    intervals: dict[str, tuple[float, float]] = {}
+    for path, records in files.items():
+        ids = [r[1] for r in records if r[0] == SENT]
+        sent += len(ids)
+        acked_below = max((r[1] for r in records if r[0] == ACKED), default=0)
+        acked.update(ids[:acked_below])
+        receipts += [(r[2], r[1], r[3]) for r in records if r[0] == RECEIVED]
+        times = [r[2] for r in records if r[0] != ACKED]
+        if times:
+            intervals[path] = (min(times), max(times))
+    seen: set[int] = set()
+    duplicates = flagged = 0
+    for _at, ident, redelivered in sorted(receipts):
+        if ident in seen:
+            if redelivered:
+                flagged += 1
+            else:
+                duplicates += 1
+        seen.add(ident)
+    return {"sent": sent, "acked": len(acked), "received": len(seen),
+            "lost": sorted(acked - seen)[:20], "lost_count": len(acked - seen),
+            "duplicates": duplicates, "flagged": flagged, "intervals": intervals,
+            "two_acting": two_acting(intervals)}
+
+
+def two_acting(intervals: dict[str, tuple[float, float]]) -> list[tuple[str, str]]:
+    """Pairs of incarnations of one instance (files ``INSTANCE-gGEN.rec``) whose acting
+    times overlap."""
+    by_instance: dict[str, list[tuple[int, str]]] = {}
+    for path in intervals:
+        stem = Path(path).stem
+        instance, _, gen = stem.rpartition("-g")
+        by_instance.setdefault(instance, []).append((int(gen), path))
+    found = []
+    for incarnations in by_instance.values():
+        incarnations.sort()
+        for (_g1, older), (_g2, newer) in zip(incarnations, incarnations[1:]):
+            if intervals[newer][0] < intervals[older][1]:
+                found.append((older, newer))
+    return found

@@ -1,0 +1,222 @@
+"""Agents and the manager as real processes on one machine: deploy, lose a host (killed,
+frozen), lose the manager, scale, update, remove — and what the instances recorded shows
+nothing acknowledged lost, no unflagged duplicate, and never two incarnations of one instance
+acting at once."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+
+import msgpack
+import pytest
+
+from nameservice.client import NameServiceClient
+from tests.cluster.conftest import Cluster
+from tests.cluster.jobs import audit
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def network(consumers: int = 2, intermediaries: int = 2, version: str = "1",
+            producers: int = 1, name: str = "jobs") -> str:
+    return f"""
+name = "{name}"
+
+[components.producer]
+run = "tests.cluster.jobs:producer"
+instances = {producers}
+
+[components.producer.params]
+index = "{{index}}"
+gen = "{{gen}}"
+rate = "100"
+out = "{{data}}/{{instance}}-g{{gen}}.rec"
+
+[components.consumer]
+run = "tests.cluster.jobs:consumer"
+instances = {consumers}
+version = "{version}"
+params = {{ out = "{{data}}/{{instance}}-g{{gen}}.rec" }}
+
+[channels.jobs]
+intermediaries = {intermediaries}
+"""
+
+
+def received(cluster: Cluster) -> int:
+    return audit(cluster.tmp)["received"]
+
+
+def more_received(cluster: Cluster, than: int, timeout: float = 30) -> int:
+    return wait_for(lambda: (n := received(cluster)) > than and n, timeout,
+                    f"more than {than} messages received")
+
+
+def finish(cluster: Cluster, name: str = "jobs") -> dict:
+    """Remove the network (every instance drained), then audit what they recorded."""
+    cluster.cli("network", "rm", name, "--wait", "60", timeout=90)
+    found = audit(cluster.tmp)
+    assert found["lost_count"] == 0, found["lost"]
+    assert found["duplicates"] == 0
+    assert found["two_acting"] == []
+    return found
+
+
+def test_deploy_places_spreads_runs_and_removes(cluster):
+    for host in ("a", "b", "c"):
+        cluster.agent(host)
+    report = cluster.deploy(network(), wait=60)
+    assert report["status"]["settled"], report
+    placed = cluster.placements("jobs")
+    assert set(placed) == {"producer-0", "consumer-0", "consumer-1", "jobs-i0", "jobs-i1"}
+    assert placed["jobs-i0"][0] != placed["jobs-i1"][0], "intermediaries spread over hosts"
+    assert all(gen == 1 for _host, gen in placed.values())
+    more_received(cluster, 200)
+    listed = json.loads(cluster.cli("network", "list", "--json").stdout)
+    assert listed == [{"network": "jobs", "instances": 5, "running": 5, "settled": True}]
+    found = finish(cluster)
+    assert found["acked"] > 200
+    assert cluster.cli("network", "status", "jobs", check=False).returncode == 4
+    # Only the agents are left: every instance drained and exited.
+    agents = {proc.pid for proc in cluster.agents.values()}
+    assert set(cluster.instance_pids()) == agents
+
+
+def _host_with(cluster: Cluster, *instances: str) -> str:
+    placed = cluster.placements("jobs")
+    hosts = {placed[i][0] for i in instances}
+    assert len(hosts) == 1, placed
+    return hosts.pop()
+
+
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_a_lost_hosts_instances_run_again_elsewhere_never_twice(cluster, how):
+    """A host's agent killed (its processes lose their fence's far end) or frozen (it cannot
+    kill them): its instances stop by their own fence before its lease ends, and run again
+    elsewhere, each with the next gen; nothing acknowledged is lost."""
+    for host in ("a", "b", "c"):
+        cluster.agent(host)
+    cluster.deploy(network(consumers=3), wait=60)
+    placed = cluster.placements("jobs")
+    victim = placed["jobs-i0"][0]
+    on_victim = sorted(i for i, (host, _gen) in placed.items() if host == victim)
+    agent = cluster.agents[victim]
+    count = more_received(cluster, 100)
+    agent.signal(signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+    try:
+        def moved() -> dict | None:
+            now = cluster.placements("jobs")
+            return now if all(now[i][0] != victim for i in on_victim) else None
+        after = wait_for(moved, 30, f"{on_victim} placed away from {victim}")
+        for ident in on_victim:
+            assert after[ident][1] == placed[ident][1] + 1, (ident, placed, after)
+        cluster.wait_settled("jobs")
+        more_received(cluster, count + 100)
+    finally:
+        if how == "frozen":
+            agent.signal(signal.SIGCONT)
+    if how == "frozen":
+        # Back: it learns its lease is gone, registers again, and starts nothing it lost.
+        wait_for(lambda: _registered(cluster, victim), 30, f"{victim} registered again")
+        status = cluster.wait_settled("jobs")
+        for row in status["instances"]:
+            if row["id"] in on_victim:
+                assert row["host"] != victim and f"on {victim}" not in row["note"], row
+    logs = "".join(p.read_text(errors="replace")
+                   for p in (cluster.tmp / victim / "logs").glob("*.log"))
+    assert "fence: the agent's lease may have expired" in logs
+    finish(cluster)
+
+
+def _registered(cluster: Cluster, host: str) -> bool:
+    return read_key(cluster, f"cluster/agents/{host}") is not None
+
+
+def _manager(cluster: Cluster) -> str | None:
+    """The host of the acting manager, as ``cluster/manager`` says."""
+    found = read_key(cluster, "cluster/manager")
+    return msgpack.unpackb(found)["host"] if found is not None else None
+
+
+def read_key(cluster: Cluster, key: str) -> bytes | None:
+    async def main() -> bytes | None:
+        async with NameServiceClient(cluster.ns.split(",")) as client:
+            kv = await client.get(key)
+            return None if kv is None else kv.value
+    return asyncio.run(main())
+
+
+def test_the_acting_managers_death_costs_one_lease(cluster):
+    for host in ("a", "b", "c"):
+        cluster.agent(host)
+    cluster.deploy(network(consumers=1), wait=60)
+    first = wait_for(lambda: _manager(cluster), 30, "a manager")
+    cluster.agents[first].signal(signal.SIGKILL)
+    second = wait_for(lambda: (m := _manager(cluster)) and m != first and m, 30,
+                      "another manager")
+    assert second in {"a", "b", "c"} - {first}
+    # The new manager acts: it places what the killed host ran, and applies a new file.
+    cluster.deploy(network(consumers=3), wait=60)
+    status = cluster.wait_settled("jobs")
+    assert all(row["host"] != first for row in status["instances"])
+    assert len(status["instances"]) == 1 + 3 + 2
+    finish(cluster)
+
+
+def test_scale_up_down_and_rolling_update_lose_nothing(cluster):
+    for host in ("a", "b", "c"):
+        cluster.agent(host)
+    cluster.deploy(network(consumers=2), wait=60)
+    more_received(cluster, 100)
+    cluster.deploy(network(consumers=4), wait=60)
+    assert sorted(i for i in cluster.placements("jobs") if i.startswith("consumer")) == \
+        [f"consumer-{i}" for i in range(4)]
+    count = more_received(cluster, received(cluster) + 100)
+    before = cluster.placements("jobs")
+    cluster.deploy(network(consumers=4, version="2"), wait=90)
+    after = cluster.placements("jobs")
+    for ident, (_host, gen) in after.items():
+        expected = before[ident][1] + (1 if ident.startswith("consumer") else 0)
+        assert gen == expected, (ident, before, after)
+    more_received(cluster, count + 100)
+    cluster.deploy(network(consumers=1, version="2"), wait=60)
+    assert sorted(i for i in cluster.placements("jobs") if i.startswith("consumer")) == \
+        ["consumer-0"]
+    more_received(cluster, received(cluster) + 50)
+    finish(cluster)
+
+
+def test_cli_mistakes_are_one_line(cluster, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[components.x]\nrun = "m:f"\ninstances = 1\nparms = {}\n')
+    done = cluster.cli("deploy", str(bad), check=False)
+    assert done.returncode == 2
+    assert "unknown key 'parms'" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = cluster.cli("deploy", str(tmp_path / "missing.toml"), check=False)
+    assert done.returncode == 2 and "cannot read" in done.stderr
+    for args in (("network", "status", "nope"), ("network", "rm", "nope")):
+        done = cluster.cli(*args, check=False)
+        assert done.returncode == 4 and "no network 'nope'" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "fabric", "agent", "--labels", "zone", "--ns",
+                           cluster.ns], capture_output=True, text=True, timeout=30,
+                          cwd=str(cluster.tmp))
+    assert done.returncode == 2 and "--labels" in done.stderr
+
+
+def test_a_restarted_agent_waits_for_its_previous_lease(cluster):
+    for host in ("a", "b"):
+        cluster.agent(host)
+    cluster.deploy(network(consumers=2, intermediaries=1), wait=60)
+    more_received(cluster, 100)
+    placed = cluster.placements("jobs")
+    victim = placed["jobs-i0"][0]
+    cluster.agents[victim].signal(signal.SIGKILL)
+    proc = cluster.agent(victim)  # at once, under the same name
+    assert "still registered" in proc.log_tail(20000)
+    cluster.wait_settled("jobs")
+    finish(cluster)
