@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nameservice.errors import Unavailable
@@ -45,14 +46,17 @@ class LocalCluster:
     (``peer_ports``; ``member(ID)`` is a node's ``HOST:PORT/PEERPORT``).
     ``election_timeout``: ``LO-HI`` in milliseconds. ``cluster_name``: advertise the nodes with
     zeroconf under this name (default: do not advertise, so test clusters stay out of each
-    other's way).
+    other's way). ``node_hosts``: each node's own address (nodes on several hosts, e.g. network
+    namespaces; the ports are picked on ``host``), and ``wrap(ID, argv)`` the command that
+    starts node ID there (``ip netns exec NS ...``).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, *,
                  host: str = "127.0.0.1", ports: list[int] | None = None,
                  election_timeout: str = "150-300", extra_args: list[str] | None = None,
                  cluster_name: str | None = None, secure: tuple[str, ...] | None = None,
-                 ) -> None:
+                 node_hosts: list[str] | None = None,
+                 wrap: Callable[[int, list[str]], list[str]] | None = None) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         # The control sockets' ports are picked with the nodes' own: a node binding "any port"
@@ -63,8 +67,12 @@ class LocalCluster:
             raise ValueError(f"{nodes} nodes need {nodes} ports, got {len(ports)}")
         self.data_dir = Path(data_dir)
         self.ids = list(range(1, nodes + 1))
-        self.addresses = {i: f"{host}:{port}" for i, port in zip(self.ids, ports)}
-        self.controls = {i: f"{host}:{port}" for i, port in zip(self.ids, picked[:nodes])}
+        hosts = node_hosts or [host] * nodes
+        if len(hosts) != nodes:
+            raise ValueError(f"{nodes} nodes need {nodes} hosts, got {len(hosts)}")
+        self.addresses = {i: f"{h}:{port}" for i, h, port in zip(self.ids, hosts, ports)}
+        self.controls = {i: f"{h}:{port}" for i, h, port in zip(self.ids, hosts, picked[:nodes])}
+        self.wrap = wrap
         self.election_timeout = election_timeout
         self.extra_args = list(extra_args or [])
         self.cluster_name = cluster_name
@@ -146,6 +154,8 @@ class LocalCluster:
             if self.keys:
                 env["FABRIC_KEYS"] = str(self.keys[f"node-{i}"])
             try:
+                if self.wrap is not None:
+                    cmd = self.wrap(i, cmd)
                 self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
                                                  stdin=subprocess.DEVNULL, env=env)
             finally:
