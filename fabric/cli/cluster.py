@@ -157,8 +157,8 @@ def network_status(name: str, watch: bool, ns: str | None, as_json: bool) -> Non
             _print_status(found, as_json)
             return
         from fabric.cluster import keys
-        from fabric.cluster.mirror import Mirror
         from fabric.cluster.status import status_from_view
+        from nameservice.client.mirror import Mirror
 
         mirror = Mirror(client, keys.ROOT)
         import asyncio

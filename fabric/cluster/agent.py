@@ -31,9 +31,9 @@ from typing import Any
 from fabric.cluster import keys
 from fabric.cluster.commands import Where, instance_argv
 from fabric.cluster.keys import AgentInfo, Placement, Running
-from fabric.cluster.mirror import Mirror
 from fabric.cluster.supervisor import Child, Ident
 from nameservice.client.leases import LeaseKeeper
+from nameservice.client.mirror import Mirror
 from nameservice.errors import LeaseNotFound, NameServiceError
 
 __all__ = ["Agent", "fence_margin"]
@@ -286,7 +286,7 @@ class Agent:
                           on_change=self._wake.set)
             self.children[ident] = child
         else:
-            pause = min(RESTART_MAX_S, RESTART_MIN_S * 2 ** min(child.exits, 10))
+            pause = min(RESTART_MAX_S, RESTART_MIN_S * 2 ** min(child.quick_exits, 10))
             self._next_start[ident] = time.monotonic() + pause
             log.warning("%s %s (%s); started again, next pause %.1f s", child.stem,
                         "exited" if child.code == 0 else "failed", child.detail, pause)

@@ -20,6 +20,7 @@ The clock is ``time.monotonic()``: CLOCK_MONOTONIC, one clock for every process 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 ENV_FD = "FABRIC_FENCE_FD"
 ENV_DEADLINE = "FABRIC_FENCE_DEADLINE"
 _DEADLINE = struct.Struct("<d")
+MAX_WAIT_S = 3600.0
 
 
 class FenceLine:
@@ -94,9 +96,9 @@ def _watch(fd: int, deadline: float) -> None:
             _kill_self(deadline)
             return
         if not open_:
-            time.sleep(remaining)
+            time.sleep(min(remaining, MAX_WAIT_S))
             continue
-        readable, _, _ = select.select([fd], [], [], remaining)
+        readable, _, _ = select.select([fd], [], [], min(remaining, MAX_WAIT_S))
         if not readable:
             continue
         data = os.read(fd, 4096)
@@ -106,8 +108,10 @@ def _watch(fd: int, deadline: float) -> None:
         pending += data
         whole = len(pending) - len(pending) % _DEADLINE.size
         if whole:
-            deadline = _DEADLINE.unpack_from(pending, whole - _DEADLINE.size)[0]
+            found = _DEADLINE.unpack_from(pending, whole - _DEADLINE.size)[0]
             pending = pending[whole:]
+            if math.isfinite(found):  # anything else is not from an agent: ignored
+                deadline = found
 
 
 def guard(fd: int, deadline: float) -> threading.Thread:
@@ -128,6 +132,8 @@ def guard_from_environment() -> threading.Thread | None:
         return None
     try:
         fd, deadline = int(fd_text or ""), float(deadline_text or "")
+        if not math.isfinite(deadline):
+            raise ValueError(f"the deadline must be a finite time, not {deadline_text}")
         os.fstat(fd)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"fence: bad {ENV_FD}/{ENV_DEADLINE} ({exc}): not running "

@@ -5,6 +5,9 @@
     cluster/networks/NET             a deployed network's file            (revisioned)
     cluster/placements/NET/ID        where instance ID runs: host, gen, spec (manager's CAS)
     cluster/running/HOST/NET/ID      what an agent runs: gen, state, pid  (the agent's lease)
+    cluster/unplaced/NET             instances with no host, and why      (the manager)
+    cluster/members/NET              the network's process names (its start barrier; the
+                                     manager writes it, fabric/runtime/peers.py reads it)
 
 Every record is a msgpack map. A record that does not decode is skipped and counted by its
 reader (``Decoded.bad``): whoever wrote it, one bad key never stops an agent or the manager.
@@ -25,6 +28,7 @@ MANAGER = ROOT + "manager"
 NETWORKS = ROOT + "networks/"
 PLACEMENTS = ROOT + "placements/"
 RUNNING = ROOT + "running/"
+UNPLACED = ROOT + "unplaced/"
 
 STATES = ("starting", "running", "draining", "exited", "failed")
 """What an agent says of an instance: started and not yet registered; registered (or, for
@@ -35,6 +39,11 @@ could not start (it is started again after a pause)."""
 def encode(record: dict[str, Any]) -> bytes:
     """A record's bytes."""
     return msgpack.packb(record, use_bin_type=True)
+
+
+def encode_list(items: list[str]) -> bytes:
+    """A list's bytes (the members of a network)."""
+    return msgpack.packb(items, use_bin_type=True)
 
 
 def decode(value: bytes) -> dict[str, Any] | None:

@@ -25,18 +25,20 @@ from typing import Any
 
 from fabric.cluster import keys
 from fabric.cluster.agent import fence_margin
+from fabric.cluster.commands import process_name
 from fabric.cluster.keys import AgentInfo, Placement, Running
-from fabric.cluster.mirror import Mirror
 from fabric.cluster.network import Network, network_from_wire
 from fabric.cluster.placement import plan
 from fabric.errors import ConfigError
+from fabric.runtime.peers import members_key
 from nameservice.client.leases import LeaseKeeper
+from nameservice.client.mirror import Mirror
 from nameservice.errors import LeaseNotFound, NameServiceError
 
 __all__ = ["Manager", "UNPLACED", "View"]
 
 log = logging.getLogger(__name__)
-UNPLACED = keys.ROOT + "unplaced/"
+UNPLACED = keys.UNPLACED
 RETRY_S = 0.2
 REPLAN_S = 1.0
 
@@ -123,6 +125,7 @@ class Manager:
         """Placement writes that failed their CAS (another writer got there first)."""
         self.view = View()
         self._unplaced: dict[str, dict[str, str]] = {}
+        self._members: dict[str, list[str]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Campaign and act until ``stop`` is set."""
@@ -232,6 +235,27 @@ class Manager:
             else:
                 self.conflicts += 1
         await self._publish_unplaced(networks, made.unplaced)
+        await self._publish_members(networks)
+
+    async def _publish_members(self, networks: dict[str, Network]) -> None:
+        """``cluster/members/NET``: the process names of each network (its start barrier)."""
+        for name in set(networks) | set(self._members):
+            network = networks.get(name)
+            members = sorted({process_name(name, spec.to_wire())
+                              for spec in network.instances}) if network else None
+            if self._members.get(name) == members:
+                continue
+            try:
+                if members is not None:
+                    await self.client.put(members_key(name), keys.encode_list(members))
+                else:
+                    await self.client.delete(members_key(name))
+            except NameServiceError:
+                return
+            if members is None:
+                self._members.pop(name, None)
+            else:
+                self._members[name] = members
 
     async def _publish_unplaced(self, networks: dict[str, Network],
                                 unplaced: dict[tuple[str, str], str]) -> None:

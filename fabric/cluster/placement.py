@@ -160,12 +160,19 @@ def _step(net: str, spec: InstanceSpec, p: Placement, agents: dict[str, AgentInf
           ) -> Placement | str | None:
     """The next placement of one placed instance: a new one, None (nothing to do) or a reason
     it cannot move on."""
-    if p.previous is not None:
+    if p.previous is not None and p.previous["host"] in agents:
+        if p.host not in agents:  # the new one's host is gone: try again elsewhere
+            host = hosts.choose(net, spec)
+            if host is None:
+                return hosts.why_not(spec)
+            hosts.take(net, spec.group, host, spec.slots)
+            return _placed(net, spec, host, p.gen + 1, token, previous=p.previous)
         mine = running.get((p.host, net, spec.id))
-        if p.previous["host"] not in agents or p.host not in agents or (
-                mine is not None and mine.gen == p.gen and mine.state == "running"):
+        if mine is not None and mine.gen == p.gen and mine.state == "running":
             return Placement(net, spec.id, p.host, p.gen, p.spec, p.digest, token, None)
         return None  # the new incarnation is not running yet
+    if p.previous is not None and p.host in agents:  # the old one's host is gone
+        return Placement(net, spec.id, p.host, p.gen, p.spec, p.digest, token, None)
     if p.host not in agents:
         host = hosts.choose(net, spec)
         if host is None:

@@ -28,6 +28,7 @@ Ident = tuple[str, str, int]
 """(network, instance id, gen)."""
 READY_EVENTS = frozenset({"control", "registered"})
 MAX_LINE = 1 << 16
+STEADY_S = 10.0
 MAX_OUT_BYTES = 64 << 20
 """A child's stdout kept on disk; past it the file starts again (the latest lines matter)."""
 
@@ -41,11 +42,14 @@ class Child:
         self.argv = argv
         self.state = "starting"
         self.exits = 0
+        self.quick_exits = 0
+        """Exits in a row, each within ``STEADY_S`` of its start (the restart pause grows
+        with them)."""
         self.code: int | None = None
         self.detail = ""
         self.started_at = 0.0
         self.stopping = False
-        self._fence = FenceLine()
+        self._fence: FenceLine | None = None
         self._log_dir = log_dir
         self._cwd = cwd
         self._env = env
@@ -71,29 +75,31 @@ class Child:
 
     async def start(self, deadline: float) -> None:
         """Start the process, fenced at ``deadline`` (``time.monotonic()``)."""
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self._env, **self._fence.env(deadline)}
+        fence = self._fence = FenceLine()  # one per process: the last one's pipe is closed
         self.state, self.code, self.stopping = "starting", None, False
         self.started_at = time.time()
-        with open(self._log_dir / f"{self.stem}.log", "ab") as err:
-            try:
+        try:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, **self._env, **fence.env(deadline)}
+            with open(self._log_dir / f"{self.stem}.log", "ab") as err:
                 self._proc = await asyncio.create_subprocess_exec(
                     *self.argv, stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=err, cwd=self._cwd, env=env,
-                    pass_fds=(self._fence.child_fd,), limit=MAX_LINE, start_new_session=True)
-            except OSError as exc:
-                self._fence.close()
-                self.state, self.code, self.detail = "failed", -1, f"cannot start: {exc}"
-                self.exits += 1
-                self._on_change()
-                return
-        self._fence.started()
+                    pass_fds=(fence.child_fd,), limit=MAX_LINE, start_new_session=True)
+        except (OSError, ValueError) as exc:
+            fence.close()
+            self.state, self.code, self.detail = "failed", -1, f"cannot start: {exc}"
+            self.exits += 1
+            self.quick_exits += 1
+            self._on_change()
+            return
+        fence.started()
         self._done = asyncio.ensure_future(self._follow())
         self._on_change()
 
     def extend(self, deadline: float) -> None:
         """Move the process's fence deadline."""
-        if self.alive:
+        if self.alive and self._fence is not None:
             self._fence.extend(deadline)
 
     async def _follow(self) -> None:
@@ -120,9 +126,12 @@ class Child:
             code = await proc.wait()
         finally:
             out.close()
-        self._fence.close()
+        if self._fence is not None:
+            self._fence.close()
         self.code = code
         self.exits += 1
+        self.quick_exits = self.quick_exits + 1 if time.time() - self.started_at < STEADY_S \
+            else 0
         self.state = "exited" if code == 0 else "failed"
         self.detail = f"exit code {code}" if code >= 0 else \
             f"killed by {signal.Signals(-code).name}"

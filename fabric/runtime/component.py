@@ -51,6 +51,7 @@ from fabric.ports.output import OutputPort
 from fabric.ports.partitioned import PartitionedOutput, partition_channel
 from fabric.ports.received import Handler
 from fabric.runtime import runner
+from fabric.runtime.peers import DEFAULT_BARRIER_S, Peers
 from fabric.runtime.registry import channel_partitions, watch_channel
 from fabric.runtime.resolver import Change, Resolver
 from nameservice.logs import event
@@ -64,6 +65,10 @@ log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 130
 """The exit code after a clean stop asked for with SIGINT (Ctrl-C), as shells expect."""
 
+ENV_NETWORK = "FABRIC_NETWORK"
+"""Set by the agent that started this process: the deployed network it belongs to."""
+ENV_BARRIER = "FABRIC_START_BARRIER_S"
+"""How long the start barrier waits (seconds; default 60)."""
 CONNECT_WAIT_S = 10.0
 CONNECT_POLL_S = 0.001
 ComponentFunction = Callable[["ComponentContext"], Awaitable[Any]]
@@ -118,6 +123,10 @@ class ComponentContext:
     stop producing and return. Ports opened here are drained and closed by the runtime; used
     alone, ``async with ComponentContext(...) as ctx:`` drains them when the block ends
     normally and closes them at once when it raises.
+    ``peers``: in a network deployed with ``fabric deploy`` (docs/cluster.md), its members'
+    registrations (:class:`fabric.runtime.peers.Peers`); ``output`` then waits until every
+    member registered (the start barrier, at most ``barrier_timeout`` seconds), and
+    :meth:`on_peer` tells when a member's registration lapses or comes back.
     """
 
     def __init__(self, name: str, names: Any, params: dict[str, str] | None = None) -> None:
@@ -134,6 +143,15 @@ class ComponentContext:
         """Where the ports opened here are added, when the process serves metrics."""
         self._tasks: set[asyncio.Task] = set()
         self._drained: asyncio.Future | None = None
+        self.peers: Peers | None = None
+        self.barrier_timeout = DEFAULT_BARRIER_S
+
+    def on_peer(self, callback: Callable[[str, bool], None]) -> None:
+        """Call ``callback(process_name, registered)`` when a member of this component's
+        network loses its registration (its lease lapsed: it died, was cut off, or stopped)
+        or registers again. Outside a deployed network there are no peers to tell of."""
+        if self.peers is not None:
+            self.peers.listeners.append(callback)
 
     def event(self, kind: str, /, **fields: Any) -> None:
         """Tell the process's supervisor something (progress, a count): a log record and, with
@@ -145,7 +163,10 @@ class ComponentContext:
         """An :class:`OutputPort` on ``channel``, connected to its registered intermediaries
         (waits up to ``wait`` seconds for the name service's first answer); for a channel
         declared with several partitions, a :class:`PartitionedOutput` (``send(payload,
-        key=...)``) with a port on each."""
+        key=...)``) with a port on each. In a deployed network it first waits for the start
+        barrier (:class:`StartBarrierTimeout` names who is missing)."""
+        if self.peers is not None:
+            await self.peers.wait_ready(self.barrier_timeout)
         client = getattr(self._names, "client", None)
         partitions = 1 if client is None else await asyncio.wait_for(
             channel_partitions(client, channel), wait)
@@ -275,6 +296,10 @@ class ComponentProcess:
         self.failed = False
         self.interrupted = False  # stopped by SIGINT (Ctrl-C)
 
+    def _tell_peer(self, peer: str, registered: bool) -> None:
+        if peer != self.name:  # its own registration ends with every drain
+            self.ctx.event("peer_registered" if registered else "peer_lapsed", peer=peer)
+
     def status(self) -> dict[str, Any]:
         """The control socket's ``status``: kind, name, channel, endpoints, in-flight counts
         and every port's counters."""
@@ -334,9 +359,15 @@ class ComponentProcess:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+        network = os.environ.get(ENV_NETWORK)
         try:
             self._registration = await self.names.register(
                 process_name(self.name), server.endpoint, {"kind": "component"})
+            if network and client is not None:
+                self.ctx.peers = Peers(client, network).start()
+                self.ctx.barrier_timeout = _seconds(os.environ.get(ENV_BARRIER),
+                                                    DEFAULT_BARRIER_S)
+                self.ctx.on_peer(self._tell_peer)
             self._task = asyncio.ensure_future(self.func(self.ctx))
             asked = asyncio.ensure_future(self._drain_asked.wait())
             await asyncio.wait({self._task, asked}, return_when=asyncio.FIRST_COMPLETED)
@@ -348,6 +379,8 @@ class ComponentProcess:
                 loop.remove_signal_handler(sig)
             if rules is not None:
                 rules.cancel()
+            if self.ctx.peers is not None:
+                await self.ctx.peers.close()
             server.close()
             if served is not None:
                 served[0].close()
@@ -358,6 +391,17 @@ class ComponentProcess:
         if self.failed or not report["complete"]:
             return 1
         return EXIT_INTERRUPTED if self.interrupted else 0
+
+
+def _seconds(text: str | None, default: float) -> float:
+    try:
+        found = float(text) if text else default
+    except ValueError:
+        found = -1.0
+    if not found > 0:
+        log.warning("%s=%r is not a number of seconds: using %g", ENV_BARRIER, text, default)
+        return default
+    return found
 
 
 async def run_component(func: ComponentFunction, name: str, names: Any, *,

@@ -22,6 +22,7 @@ from nameservice.lazy import lazy_exports
 _EXPORTS = {
     "Channel": "nameservice.client.channel",
     "LeaseKeeper": "nameservice.client.leases",
+    "Mirror": "nameservice.client.mirror",
     "NameServiceClient": "nameservice.client.api",
     "SyncLeaseKeeper": "nameservice.client.sync",
     "SyncNameServiceClient": "nameservice.client.sync",
@@ -29,7 +30,7 @@ _EXPORTS = {
     "WatchEvent": "nameservice.client.watch",
     "cluster_addresses": "nameservice.client.addresses",
 }
-__all__ = ["Channel", "LeaseKeeper", "NameServiceClient", "SyncLeaseKeeper",
+__all__ = ["Channel", "LeaseKeeper", "Mirror", "NameServiceClient", "SyncLeaseKeeper",
            "SyncNameServiceClient", "Watch", "WatchEvent", "cluster_addresses"]
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from nameservice.client.api import NameServiceClient
     from nameservice.client.channel import Channel
     from nameservice.client.leases import LeaseKeeper
+    from nameservice.client.mirror import Mirror
     from nameservice.client.sync import SyncLeaseKeeper, SyncNameServiceClient
     from nameservice.client.watch import Watch, WatchEvent
 

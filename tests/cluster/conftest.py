@@ -36,8 +36,14 @@ class Cluster:
         self.fleet = fleet
         self.agents: dict[str, Proc] = {}
 
+    def agents_up(self, *hosts: str) -> None:
+        """Start the agents of ``hosts`` together and wait until each registered."""
+        started = [self.agent(host, wait=False) for host in hosts]
+        for proc in started:
+            proc.wait_event("agent", 30)
+
     def agent(self, host: str, *args: str, command: list[str] | None = None,
-              ttl: float = TTL) -> Proc:
+              ttl: float = TTL, wait: bool = True) -> Proc:
         """Start (or restart) the agent of ``host`` and wait until it registered."""
         data = self.tmp / host
         data.mkdir(exist_ok=True)
@@ -45,7 +51,8 @@ class Cluster:
                       "--ttl", str(ttl), "--drain-timeout", "5", "--events", *args)
         proc = self.fleet.start(f"agent-{host}-{len(self.fleet.procs)}",
                                 [*(command or []), *argv])
-        proc.wait_event("agent", 30)
+        if wait:
+            proc.wait_event("agent", 30)
         self.agents[host] = proc
         return proc
 

@@ -67,8 +67,7 @@ def finish(cluster: Cluster, name: str = "jobs") -> dict:
 
 
 def test_deploy_places_spreads_runs_and_removes(cluster):
-    for host in ("a", "b", "c"):
-        cluster.agent(host)
+    cluster.agents_up("a", "b", "c")
     report = cluster.deploy(network(), wait=60)
     assert report["status"]["settled"], report
     placed = cluster.placements("jobs")
@@ -98,8 +97,7 @@ def test_a_lost_hosts_instances_run_again_elsewhere_never_twice(cluster, how):
     """A host's agent killed (its processes lose their fence's far end) or frozen (it cannot
     kill them): its instances stop by their own fence before its lease ends, and run again
     elsewhere, each with the next gen; nothing acknowledged is lost."""
-    for host in ("a", "b", "c"):
-        cluster.agent(host)
+    cluster.agents_up("a", "b", "c")
     cluster.deploy(network(consumers=3), wait=60)
     placed = cluster.placements("jobs")
     victim = placed["producer-0"][0]  # an instance whose acts are recorded
@@ -151,8 +149,7 @@ def read_key(cluster: Cluster, key: str) -> bytes | None:
 
 
 def test_the_acting_managers_death_costs_one_lease(cluster):
-    for host in ("a", "b", "c"):
-        cluster.agent(host)
+    cluster.agents_up("a", "b", "c")
     cluster.deploy(network(consumers=1), wait=60)
     first = wait_for(lambda: _manager(cluster), 30, "a manager")
     cluster.agents[first].signal(signal.SIGKILL)
@@ -168,8 +165,7 @@ def test_the_acting_managers_death_costs_one_lease(cluster):
 
 
 def test_scale_up_down_and_rolling_update_lose_nothing(cluster):
-    for host in ("a", "b", "c"):
-        cluster.agent(host)
+    cluster.agents_up("a", "b", "c")
     cluster.deploy(network(consumers=2), wait=60)
     more_received(cluster, 100)
     cluster.deploy(network(consumers=4), wait=60)
@@ -209,8 +205,7 @@ def test_cli_mistakes_are_one_line(cluster, tmp_path):
 
 
 def test_a_restarted_agent_waits_for_its_previous_lease(cluster):
-    for host in ("a", "b"):
-        cluster.agent(host)
+    cluster.agents_up("a", "b")
     cluster.deploy(network(consumers=2, intermediaries=1), wait=60)
     more_received(cluster, 100)
     placed = cluster.placements("jobs")
@@ -218,5 +213,48 @@ def test_a_restarted_agent_waits_for_its_previous_lease(cluster):
     cluster.agents[victim].signal(signal.SIGKILL)
     proc = cluster.agent(victim)  # at once, under the same name
     assert "still registered" in proc.log_tail(20000)
+    cluster.wait_settled("jobs")
+    finish(cluster)
+
+
+def test_start_barrier_and_peer_lapses(cluster):
+    """A producer emits nothing until every member of its network registered (here: until the
+    consumer, first unplaceable, is placed), says who is missing when the barrier times out,
+    and is told when a peer's registration lapses (its host lost) and comes back."""
+    cluster.fleet.env["FABRIC_START_BARRIER_S"] = "2"
+    cluster.agent("a", "--labels", "role=front")
+    pinned = 'version = "1"\nlabels = {{ {} }}'
+    cluster.deploy(network(consumers=1, intermediaries=1).replace(
+        'version = "1"', pinned.format('zone = "nowhere"')).replace(
+        "intermediaries = 1", 'intermediaries = 1\nlabels = { role = "front" }').replace(
+        'instances = 1\n\n[components.producer.params]',
+        'instances = 1\nlabels = { role = "front" }\n\n[components.producer.params]'))
+    out = cluster.tmp / "a" / "logs"
+
+    def producer_log() -> str:
+        return "".join(p.read_text(errors="replace") for p in out.glob("jobs.producer-0.*"))
+    wait_for(lambda: "these have not registered: jobs.consumer-0" in producer_log(), 30,
+             "the producer's start barrier to time out naming the consumer")
+    assert audit(cluster.tmp)["sent"] == 0, "nothing emitted before the barrier"
+    status = cluster.status("jobs")
+    row = next(r for r in status["instances"] if r["id"] == "consumer-0")
+    assert row["state"] == "unplaced" and "zone=nowhere" in row["note"]
+    # The consumer pinned to host b: placed once b's agent runs; the barrier passes.
+    cluster.agent("b")
+    cluster.deploy(network(consumers=1, intermediaries=1).replace(
+        'version = "1"', pinned.format('host = "b"')).replace(
+        "intermediaries = 1", 'intermediaries = 1\nlabels = { role = "front" }').replace(
+        'instances = 1\n\n[components.producer.params]',
+        'instances = 1\nlabels = { role = "front" }\n\n[components.producer.params]'),
+        wait=60)
+    more_received(cluster, 50)
+    # Host b lost: the producer hears the consumer's registration lapse, then come back.
+    cluster.agents["b"].signal(signal.SIGKILL)
+    wait_for(lambda: '"peer_lapsed", "time"' in producer_log()
+             and '"peer": "jobs.consumer-0"}' in producer_log().split('"peer_lapsed"', 1)[-1],
+             30, "the producer told of the lapse")
+    cluster.agent("b")
+    wait_for(lambda: producer_log().count('"peer_registered", "time"') >= 3, 60,
+             "the producer told of the comeback")
     cluster.wait_settled("jobs")
     finish(cluster)

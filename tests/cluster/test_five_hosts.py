@@ -58,8 +58,11 @@ def five(hosts, tmp_path):
     fleet = Fleet(ROOT, tmp_path / "logs", env={**os.environ, "PYTHONPATH": ROOT})
     made = Cluster(tmp_path, ns, fleet)
     try:
-        for i, host in enumerate(HOSTS):
-            made.agent(host, "--address", hosts.addresses[i], command=hosts.command(i, []))
+        started = [made.agent(host, "--address", hosts.addresses[i],
+                              command=hosts.command(i, []), wait=False)
+                   for i, host in enumerate(HOSTS)]
+        for proc in started:
+            proc.wait_event("agent", 30)
         yield made
     finally:
         fleet.close()
