@@ -48,7 +48,8 @@ def instance_argv(network: str, spec: dict[str, Any], gen: int, where: Where
         argv = [*fabric, "component", "run", str(spec["run"]), *common,
                 "--replicas", str(spec["replicas"]), "--data", where.data,
                 "--partitions", str(spec.get("partitions", 1)),
-                "--listen-host", where.address]
+                "--listen-host", where.address,
+                "--replace-after", str(spec.get("replace_after") or 10.0)]
         for key in ("input", "output"):
             if spec.get(key):
                 argv += [f"--{key}", str(spec[key])]

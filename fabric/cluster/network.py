@@ -19,7 +19,8 @@ it asks for.
 Every table and key is checked (an unknown key is an error: a typo must not deploy a network
 that silently ignores it). A component has either ``instances`` (a function: that many
 processes) or ``replicas`` (a stateful class: a replica group of that size, each replica
-running every one of its ``partitions``). Placement: ``labels`` (an agent must carry every
+running every one of its ``partitions``; a replica gone for ``replace_after`` seconds, default
+10, has its seat taken by a new one). Placement: ``labels`` (an agent must carry every
 one; every agent carries ``host = NAME``), ``spread`` (true: never two instances of one
 component or channel on one host; false: spread when it can; default true for replicas and
 intermediaries, false for function instances), ``slots`` (what one instance takes of an
@@ -56,7 +57,7 @@ PLACEHOLDERS = frozenset({"network", "instance", "index", "gen", "host", "data"}
 KINDS = ("function", "stateful", "intermediary")
 
 _COMPONENT_KEYS = {"run", "instances", "replicas", "partitions", "params", "labels", "spread",
-                   "slots", "version", "input", "output"}
+                   "slots", "version", "input", "output", "replace_after"}
 _CHANNEL_KEYS = {"intermediaries", "labels", "spread", "slots", "version"}
 
 
@@ -76,6 +77,7 @@ class InstanceSpec:
     params: tuple[tuple[str, str], ...] = ()
     replicas: int = 0
     partitions: int = 1
+    replace_after: float = 0.0
     channel: str = ""
     input: str = ""
     output: str = ""
@@ -89,7 +91,8 @@ class InstanceSpec:
         """The spec as the agent receives it in a placement (msgpack-able)."""
         return {"id": self.id, "group": self.group, "kind": self.kind, "index": self.index,
                 "run": self.run, "params": dict(self.params), "replicas": self.replicas,
-                "partitions": self.partitions, "channel": self.channel, "input": self.input,
+                "partitions": self.partitions, "replace_after": self.replace_after,
+                "channel": self.channel, "input": self.input,
                 "output": self.output, "version": self.version}
 
 
@@ -179,9 +182,10 @@ def _component(name: str, table: Any) -> list[InstanceSpec]:
         raise _fail(where, "give instances (a component function) or replicas (a stateful "
                            "class), not both or neither")
     stateful = "replicas" in table
-    if not stateful and ("partitions" in table or "input" in table or "output" in table):
-        raise _fail(where, "partitions, input and output are for stateful components "
-                           "(replicas = N)")
+    if not stateful and any(k in table for k in ("partitions", "input", "output",
+                                                  "replace_after")):
+        raise _fail(where, "partitions, input, output and replace_after are for stateful "
+                           "components (replicas = N)")
     place = _placement(where, table, spread_default=stateful)
     params = _strings(f"{where}.params", table.get("params", {}), True)
     if stateful:
@@ -191,9 +195,13 @@ def _component(name: str, table: Any) -> list[InstanceSpec]:
             raise _fail(f"{where}.params", "a stateful component takes no params")
         input_, output = (_name(f"{where}.{key}", table[key]) if key in table else ""
                           for key in ("input", "output"))
+        replace_after = table.get("replace_after", 10)
+        if type(replace_after) not in (int, float) or not 0 < replace_after <= 86400:
+            raise _fail(f"{where}.replace_after", f"expected seconds (0 < S <= 86400), got "
+                                                  f"{replace_after!r}")
         return [InstanceSpec(id=f"{name}-r{i}", group=name, kind="stateful", index=i, run=run,
                              replicas=replicas, partitions=partitions, input=input_,
-                             output=output, **place)
+                             output=output, replace_after=float(replace_after), **place)
                 for i in range(replicas)]
     count = _int(f"{where}.instances", table["instances"], 0, MAX_INSTANCES)
     return [InstanceSpec(id=f"{name}-{i}", group=name, kind="function", index=i, run=run,

@@ -16,14 +16,16 @@ def status_from_view(kvs: dict[str, Any], name: str) -> dict[str, Any] | None:
 
     ``instances``: one row per instance asked for or still placed or running: ``id``,
     ``host``, ``gen``, ``state`` (the agent's report of that incarnation; ``placed`` before
-    any, ``unplaced``, ``stopping`` for what is no longer asked for), ``note``.
+    any, ``unplaced``, ``lost`` when its host's agent is gone and it has no new host yet,
+    ``stopping`` for what is no longer asked for), ``note``.
     ``settled``: every instance asked for runs its current incarnation and nothing else of
     the network is left."""
-    networks, _agents, placements, running = View().read(kvs)
+    networks, agents, placements, running = View().read(kvs)
     network = networks.get(name)
     unplaced_kv = kvs.get(UNPLACED + name)
     unplaced = (keys.decode(unplaced_kv.value) or {}) if unplaced_kv else {}
     asked = [spec.id for spec in network.instances] if network else []
+    digests = {spec.id: spec.digest for spec in network.instances} if network else {}
     ids = list(asked)
     ids += sorted({i for (n, i) in placements if n == name} - set(asked))
     ids += sorted({i for (_h, n, i) in running if n == name} - set(ids))
@@ -43,6 +45,10 @@ def status_from_view(kvs: dict[str, Any], name: str) -> dict[str, Any] | None:
         elif p is None:
             row["note"] = str(unplaced.get(ident, "waiting for the manager"))
             settled = False
+        elif p.host not in agents:
+            row["state"] = "lost"
+            row["note"] = f"host {p.host} lost; " + str(unplaced.get(ident, "placing again"))
+            settled = False
         else:
             if p.previous:
                 row["note"] = f"replacing gen {p.previous['gen']} on {p.previous['host']}"
@@ -52,9 +58,12 @@ def status_from_view(kvs: dict[str, Any], name: str) -> dict[str, Any] | None:
             if stale:
                 row["note"] = (row["note"] + "; " if row["note"] else "") + ", ".join(
                     f"gen {r.gen} {r.state} on {r.host}" for r in stale)
+            outdated = p.digest != digests[ident]
+            if outdated:
+                row["note"] = (row["note"] + "; " if row["note"] else "") + "update pending"
             if mine and mine.state == "running":
                 count += 1
-            if not (mine and mine.state == "running") or p.previous or stale:
+            if not (mine and mine.state == "running") or p.previous or stale or outdated:
                 settled = False
         rows.append(row)
     return {"network": name, "deployed": network is not None, "instances": rows,

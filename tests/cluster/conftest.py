@@ -14,12 +14,22 @@ from pathlib import Path
 import pytest
 
 from fabric.butterfly.fleet import Fleet, Proc
+from fabric.cluster import keys
+from fabric.cluster.status import status_from_view
+from nameservice.client.sync import SyncNameServiceClient
 from nameservice.server.local import LocalCluster
 from tests.waiting import wait_for
 
 ROOT = str(Path(__file__).resolve().parents[2])
 TTL = 2.0
 """The agents' lease in these tests (seconds)."""
+POLL_S = 0.1
+"""How often the tests look at the cluster's state or the instances' records."""
+
+
+def wait(condition, timeout: float, what: str):
+    """``wait_for`` at the pace these tests look at the cluster (``POLL_S``)."""
+    return wait_for(condition, timeout, what, interval=POLL_S)
 
 
 def fabric(*args: str) -> list[str]:
@@ -35,6 +45,7 @@ class Cluster:
         self.ns = ns.ns_arg
         self.fleet = fleet
         self.agents: dict[str, Proc] = {}
+        self._client: SyncNameServiceClient | None = None
 
     def agents_up(self, *hosts: str) -> None:
         """Start the agents of ``hosts`` together and wait until each registered."""
@@ -72,15 +83,31 @@ class Cluster:
                         timeout=wait + 60)
         return json.loads(done.stdout)
 
+    @property
+    def client(self) -> SyncNameServiceClient:
+        """A client of the test's name service (made on first use; the tests read through it
+        rather than starting a ``fabric`` process per look, which would load the machine)."""
+        if self._client is None:
+            self._client = SyncNameServiceClient(self.ns.split(","))
+        return self._client
+
+    def get(self, key: str) -> bytes | None:
+        found = self.client.get(key)
+        return None if found is None else found.value
+
     def status(self, network: str) -> dict:
-        return json.loads(self.cli("network", "status", network, "--json").stdout)
+        """What ``fabric network status NETWORK --json`` prints (an empty status once it is
+        gone)."""
+        kvs = {kv.key.decode(): kv for kv in self.client.range(keys.ROOT)}
+        return status_from_view(kvs, network) or {"network": network, "instances": [],
+                                                  "running": 0, "settled": False}
 
     def wait_settled(self, network: str, timeout: float = 60) -> dict:
         """The network's status once every instance runs its current incarnation."""
         def settled() -> dict | None:
             found = self.status(network)
             return found if found["settled"] else None
-        return wait_for(settled, timeout, f"network {network} to settle")
+        return wait_for(settled, timeout, f"network {network} to settle", interval=POLL_S)
 
     def placements(self, network: str) -> dict[str, tuple[str, int]]:
         """Instance id -> (host, gen) as the status shows it."""
@@ -92,6 +119,11 @@ class Cluster:
         done = subprocess.run(["pgrep", "-f", "--", f"--ns {self.ns}"], capture_output=True,
                               text=True)
         return [int(pid) for pid in done.stdout.split()]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def kill_everything(self) -> None:
         for pid in self.instance_pids():
@@ -112,6 +144,7 @@ def cluster(tmp_path):
     try:
         yield made
     finally:
+        made.close()
         fleet.close()
         made.kill_everything()
         ns.stop()

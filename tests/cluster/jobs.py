@@ -1,9 +1,12 @@
 """Components for the cluster tests, each recording what it did in a file the test reads.
 
-``producer`` sends ids ``index << 40 | gen << 32 | seq`` at ``rate`` per second and appends to
-``out`` one record per message sent and, every tick, how far the fabric has acknowledged;
-``consumer`` appends one record per message received. Records are written with ``os.write``
-(into the kernel at once): a process killed with SIGKILL leaves every record of what it did.
+Each process writes ``OUT-rRUN.rec``, ``OUT`` its ``out`` parameter (``{data}/{instance}-g{gen}``)
+and ``RUN`` how many processes of this incarnation ran before it on this host (an agent starts
+an incarnation again when its process exits or was stopped by its fence).
+``producer`` sends ids ``stream << 56 | index << 48 | gen << 40 | run << 32 | seq`` at ``rate``
+per second and records each message sent and, every tick, how far the fabric has acknowledged;
+``consumer`` records each message received. Records are written with ``os.write`` (into the
+kernel at once): a process killed with SIGKILL leaves every record of what it did.
 """
 from __future__ import annotations
 
@@ -20,17 +23,24 @@ CHANNEL = "jobs"
 TICK = 0.01
 
 
-def _open(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def _open(out: str) -> tuple[int, int]:
+    """The record file of this process and its run number."""
+    run = 0
+    while True:
+        try:
+            return os.open(f"{out}-r{run}.rec", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                           0o644), run
+        except FileExistsError:
+            run += 1
 
 
 async def producer(ctx) -> None:
     index, gen = int(ctx.params["index"]), int(ctx.params["gen"])
     rate = float(ctx.params.get("rate", 100))
-    fd = _open(ctx.params["out"])
+    fd, run = _open(ctx.params["out"])
     out = await ctx.output(ctx.params.get("channel", CHANNEL))
     first = out.next_seq
-    base = index << 40 | gen << 32
+    base = int(ctx.params.get("stream", 0)) << 56 | index << 48 | gen << 40 | run << 32
     loop = asyncio.get_running_loop()
     start, sent, acked = loop.time(), 0, 0
     while not ctx.stopping.is_set():
@@ -48,7 +58,7 @@ async def producer(ctx) -> None:
 
 
 async def consumer(ctx) -> None:
-    fd = _open(ctx.params["out"])
+    fd, _run = _open(ctx.params["out"])
 
     def handle(msg) -> None:
         os.write(fd, RECORD.pack(RECEIVED, msg.payload, time.time(), int(msg.redelivered)))
@@ -103,13 +113,13 @@ def audit(root: Path) -> dict:
 
 
 def two_acting(intervals: dict[str, tuple[float, float]]) -> list[tuple[str, str]]:
-    """Pairs of incarnations of one instance (files ``INSTANCE-gGEN.rec``) whose acting
+    """Pairs of processes of one instance (files ``INSTANCE-gGEN-rRUN.rec``) whose acting
     times overlap."""
-    by_instance: dict[str, list[tuple[int, str]]] = {}
+    by_instance: dict[str, list[tuple[tuple[int, float], str]]] = {}
     for path in intervals:
-        stem = Path(path).stem
+        stem, _, _run = Path(path).stem.rpartition("-r")
         instance, _, gen = stem.rpartition("-g")
-        by_instance.setdefault(instance, []).append((int(gen), path))
+        by_instance.setdefault(instance, []).append(((int(gen), intervals[path][0]), path))
     found = []
     for incarnations in by_instance.values():
         incarnations.sort()

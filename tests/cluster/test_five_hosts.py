@@ -13,14 +13,22 @@ import pytest
 
 from fabric.butterfly.fleet import Fleet
 from nameservice.server.local import LocalCluster
-from tests.cluster.conftest import ROOT, Cluster
+from tests.cluster.conftest import ROOT, Cluster, wait
 from tests.cluster.jobs import audit
-from tests.cluster.test_agents import _manager, _registered, more_received, received
+from tests.cluster.test_agents import (
+    STATEFUL,
+    _manager,
+    _registered,
+    more_received,
+    received,
+)
 from tests.netns import hosts_fixture  # noqa: F401  (the fixture)
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(400)
 HOSTS = [f"h{i}" for i in range(5)]
+TTL = 4.0
+"""The agents' lease: some 25 processes share two cores here, and an agent that cannot renew
+within the TTL stops its instances (a 2 s lease makes that happen under this load)."""
 
 
 def network(consumers: int, version: str = "1") -> str:
@@ -35,13 +43,13 @@ instances = 2
 index = "{{index}}"
 gen = "{{gen}}"
 rate = "200"
-out = "{{data}}/{{instance}}-g{{gen}}.rec"
+out = "{{data}}/{{instance}}-g{{gen}}"
 
 [components.consumer]
 run = "tests.cluster.jobs:consumer"
 instances = {consumers}
 version = "{version}"
-params = {{ out = "{{data}}/{{instance}}-g{{gen}}.rec" }}
+params = {{ out = "{{data}}/{{instance}}-g{{gen}}" }}
 
 [channels.jobs]
 intermediaries = 3
@@ -59,12 +67,13 @@ def five(hosts, tmp_path):
     made = Cluster(tmp_path, ns, fleet)
     try:
         started = [made.agent(host, "--address", hosts.addresses[i],
-                              command=hosts.command(i, []), wait=False)
+                              command=hosts.command(i, []), ttl=TTL, wait=False)
                    for i, host in enumerate(HOSTS)]
         for proc in started:
             proc.wait_event("agent", 30)
         yield made
     finally:
+        made.close()
         fleet.close()
         made.kill_everything()
         ns.stop()
@@ -77,29 +86,38 @@ def _on(cluster: Cluster, host: str) -> list[str]:
 def test_five_hosts_cut_heal_manager_update_scale(five, hosts):
     cluster = five
     cluster.deploy(network(consumers=4), wait=90)
+    cluster.deploy(STATEFUL, wait=90)  # a 3-replica stateful component and its feeder
     placed = cluster.placements("five")
     assert len({placed[f"jobs-i{i}"][0] for i in range(3)}) == 3, placed
+    replicas = {cluster.placements("ledger")[f"ledger-r{i}"][0]: f"ledger-r{i}"
+                for i in range(3)}
+    assert len(replicas) == 3
     more_received(cluster, 300)
 
-    # Cut a host running an intermediary (one without a name-service node if there is one).
-    victim = next(h for h in reversed(HOSTS) if any(i.startswith("jobs-i")
-                                                    for i in _on(cluster, h)))
+    # Cut a host running an intermediary, a replica if one does too, and preferably no
+    # name-service node.
+    candidates = [h for h in reversed(HOSTS) if any(i.startswith("jobs-i")
+                                                    for i in _on(cluster, h))]
+    victim = next((h for h in candidates if h in replicas), candidates[0])
     index = HOSTS.index(victim)
     lost_ones = _on(cluster, victim)
     count = received(cluster)
     hosts.cut(index)
     try:
-        after = wait_for(lambda: (now := cluster.placements("five")) and all(
+        after = wait(lambda: (now := cluster.placements("five")) and all(
             now[i][0] != victim for i in lost_ones) and now, 60,
             f"{lost_ones} placed away from the cut host {victim}")
         for ident in lost_ones:
             assert after[ident][1] == placed[ident][1] + 1
         cluster.wait_settled("five", 60)
+        cluster.wait_settled("ledger", 60)  # a lost replica's seat taken by a new one
+        if victim in replicas:
+            assert cluster.placements("ledger")[replicas[victim]][0] != victim
         more_received(cluster, count + 300)
     finally:
         hosts.heal(index)
     # Healed: the host's agent learns its lease is gone, registers again, starts nothing stale.
-    wait_for(lambda: _registered(cluster, victim), 60, f"{victim} registered again")
+    wait(lambda: _registered(cluster, victim), 60, f"{victim} registered again")
     status = cluster.wait_settled("five", 60)
     assert all(row["host"] != victim for row in status["instances"] if row["id"] in lost_ones)
     logs = "".join(p.read_text(errors="replace")
@@ -107,9 +125,9 @@ def test_five_hosts_cut_heal_manager_update_scale(five, hosts):
     assert "fence: the agent's lease may have expired" in logs
 
     # Kill the acting manager (its agent, and so the instances there): another takes over.
-    first = wait_for(lambda: _manager(cluster), 30, "a manager")
+    first = wait(lambda: _manager(cluster), 30, "a manager")
     cluster.agents[first].signal(signal.SIGKILL)
-    wait_for(lambda: (m := _manager(cluster)) and m != first, 30, "another manager")
+    wait(lambda: (m := _manager(cluster)) and m != first, 30, "another manager")
     cluster.wait_settled("five", 60)
     assert all(h != first for h, _g in cluster.placements("five").values())
 
@@ -130,6 +148,7 @@ def test_five_hosts_cut_heal_manager_update_scale(five, hosts):
     more_received(cluster, count + 100)
 
     cluster.cli("network", "rm", "five", "--wait", "60", timeout=90)
+    cluster.cli("network", "rm", "ledger", "--wait", "60", timeout=90)
     found = audit(cluster.tmp)
     assert found["lost_count"] == 0, found["lost"]
     assert found["duplicates"] == 0
