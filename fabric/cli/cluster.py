@@ -55,11 +55,13 @@ def _labels(text: str) -> dict[str, str]:
               help="Stand for election as the cluster's manager.")
 @click.option("--drain-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, metavar="S", help="Seconds an instance's drain may take.")
+@click.option("--max-starting", type=click.IntRange(min=1), default=4, show_default=True,
+              metavar="N", help="At most N instances starting at once on this host.")
 @click.option("--control", default="127.0.0.1:0", show_default=True,
               help="HOST:PORT of the control socket (status, drain).")
 def agent(host: str | None, labels: str, slots: int, address: str, data_dir: str,
-          workdir: str | None, ttl: float, manage: bool, drain_timeout: float, control: str,
-          ns: str | None, as_json: bool) -> None:
+          workdir: str | None, ttl: float, manage: bool, drain_timeout: float,
+          max_starting: int, control: str, ns: str | None, as_json: bool) -> None:
     """Run this host's agent: it registers the host, runs the instances placed on it, and
     stops them all when its lease may have run out. It also stands for election as the
     manager, which places every deployed network's instances on the agents."""
@@ -92,7 +94,7 @@ def agent(host: str | None, labels: str, slots: int, address: str, data_dir: str
 
         made = Agent(names.client, host=host, address=address, ns=ns_arg, labels=found,
                      slots=slots, data_dir=data_dir, ttl=ttl, workdir=workdir,
-                     drain_timeout=drain_timeout, env=env)
+                     drain_timeout=drain_timeout, env=env, max_starting=max_starting)
         return await run_agent(names, made, manage=manage, control=endpoint)
 
     run_process(ns, control, start)

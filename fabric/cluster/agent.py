@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
 RETRY_S = 0.2
+STARTING_S = 30.0
+"""A process still starting after this long no longer holds back the next ones."""
 
 
 def fence_margin(ttl: float) -> float:
@@ -57,7 +59,7 @@ class Agent:
                  labels: dict[str, str] | None = None, slots: int = 8,
                  data_dir: str | os.PathLike[str] = ".", ttl: float = 3.0,
                  workdir: str | None = None, drain_timeout: float = 10.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, max_starting: int = 4) -> None:
         self.client = client
         self.info = AgentInfo(host, address, slots, dict(labels or {}), os.getpid())
         self.ns = ns
@@ -67,6 +69,10 @@ class Agent:
         self.workdir = workdir or os.getcwd()
         self.drain_timeout = drain_timeout
         self.env = dict(env or {})
+        self.max_starting = max_starting
+        """At most this many processes starting at once (not yet serving their control
+        socket): dozens of interpreters starting together starve everything else on the
+        host, the name service's nodes and the agent's own renewals included."""
         self.children: dict[Ident, Child] = {}
         self.fenced = 0
         """How many times the agent killed its children because its lease might be gone."""
@@ -260,13 +266,19 @@ class Agent:
                     del self.children[ident]
                     self._next_start.pop(ident, None)
         now = time.monotonic()
+        starting = sum(c.alive and c.state == "starting"
+                       and time.time() - c.started_at < STARTING_S
+                       for c in self.children.values())
         for ident, spec in wanted.items():
+            if starting >= self.max_starting:
+                break  # the rest on a later turn: a host is not flooded with starts
             known = self.children.get(ident)
             if known is not None and (known.alive or now < self._next_start.get(ident, 0)):
                 continue
             if spec.get("kind") == "stateful" and self._older_alive(ident):
                 continue  # a replica's new incarnation waits for the old one to stop
             await self._start(ident, spec, known)
+            starting += 1
 
     def _older_alive(self, ident: Ident) -> bool:
         network, instance, gen = ident

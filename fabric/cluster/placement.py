@@ -94,11 +94,6 @@ class _Hosts:
         return f"spread: every fitting agent already runs an instance of {spec.group}"
 
 
-def _slots(network: Network | None, ident: str) -> int:
-    spec = network.by_id().get(ident) if network else None
-    return spec.slots if spec else 1
-
-
 def plan(networks: dict[str, Network], agents: dict[str, AgentInfo],
          placements: dict[Key, tuple[Placement, int]], running: dict[tuple[str, str, str],
                                                                      Running],
@@ -114,7 +109,7 @@ def plan(networks: dict[str, Network], agents: dict[str, AgentInfo],
     for (net, ident), (p, _rev) in placements.items():
         spec = specs.get(net, {}).get(ident)
         group = spec.group if spec else p.spec.get("group", ident)
-        slots = _slots(networks.get(net), ident)
+        slots = spec.slots if spec else 1
         if p.host in agents:
             hosts.take(net, group, p.host, slots)
         if p.previous and p.previous["host"] in agents:

@@ -12,8 +12,8 @@ import sys
 import msgpack
 import pytest
 
+from fabric.cluster.probe import RECORD, audit
 from tests.cluster.conftest import Cluster, wait
-from tests.cluster.jobs import RECORD, audit
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -24,7 +24,7 @@ def network(consumers: int = 2, intermediaries: int = 2, version: str = "1",
 name = "{name}"
 
 [components.producer]
-run = "tests.cluster.jobs:producer"
+run = "fabric.cluster.probe:producer"
 instances = {producers}
 
 [components.producer.params]
@@ -34,7 +34,7 @@ rate = "100"
 out = "{{data}}/{{instance}}-g{{gen}}"
 
 [components.consumer]
-run = "tests.cluster.jobs:consumer"
+run = "fabric.cluster.probe:consumer"
 instances = {consumers}
 version = "{version}"
 params = {{ out = "{{data}}/{{instance}}-g{{gen}}" }}
@@ -255,7 +255,7 @@ STATEFUL = """
 name = "ledger"
 
 [components.feeder]
-run = "tests.cluster.jobs:producer"
+run = "fabric.cluster.probe:producer"
 instances = 1
 
 [components.feeder.params]
@@ -274,7 +274,7 @@ output = "echoed"
 replace_after = 2
 
 [components.reader]
-run = "tests.cluster.jobs:consumer"
+run = "fabric.cluster.probe:consumer"
 instances = 1
 params = { channel = "echoed", out = "{data}/{instance}-g{gen}" }
 

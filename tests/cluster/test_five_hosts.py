@@ -12,9 +12,9 @@ import signal
 import pytest
 
 from fabric.butterfly.fleet import Fleet
+from fabric.cluster.probe import audit
 from nameservice.server.local import LocalCluster
 from tests.cluster.conftest import ROOT, Cluster, wait
-from tests.cluster.jobs import audit
 from tests.cluster.test_agents import (
     STATEFUL,
     _manager,
@@ -36,7 +36,7 @@ def network(consumers: int, version: str = "1") -> str:
 name = "five"
 
 [components.producer]
-run = "tests.cluster.jobs:producer"
+run = "fabric.cluster.probe:producer"
 instances = 2
 
 [components.producer.params]
@@ -46,7 +46,7 @@ rate = "200"
 out = "{{data}}/{{instance}}-g{{gen}}"
 
 [components.consumer]
-run = "tests.cluster.jobs:consumer"
+run = "fabric.cluster.probe:consumer"
 instances = {consumers}
 version = "{version}"
 params = {{ out = "{{data}}/{{instance}}-g{{gen}}" }}

@@ -1,4 +1,6 @@
-"""Components for the cluster tests, each recording what it did in a file the test reads.
+"""Probe components: deploy them to check what a cluster keeps (the cluster tests and
+benchmarks/scale_bench.py do), each recording what it did in a file, and ``audit`` to read
+the files back.
 
 Each process writes ``OUT-rRUN.rec``, ``OUT`` its ``out`` parameter (``{data}/{instance}-g{gen}``)
 and ``RUN`` how many processes of this incarnation ran before it on this host (an agent starts
@@ -15,6 +17,7 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 RECORD = struct.Struct("<BQdB")
 """kind (0 sent, 1 acknowledged below, 2 received), id or count, time.time(), redelivered."""
@@ -34,7 +37,9 @@ def _open(out: str) -> tuple[int, int]:
             run += 1
 
 
-async def producer(ctx) -> None:
+async def producer(ctx: Any) -> None:
+    """Send numbered ids at ``rate`` per second on ``channel`` (default ``jobs``), recording
+    each, and how far they are acknowledged, in ``OUT-rRUN.rec``."""
     index, gen = int(ctx.params["index"]), int(ctx.params["gen"])
     rate = float(ctx.params.get("rate", 100))
     fd, run = _open(ctx.params["out"])
@@ -57,10 +62,11 @@ async def producer(ctx) -> None:
     await ctx.stopping.wait()
 
 
-async def consumer(ctx) -> None:
+async def consumer(ctx: Any) -> None:
+    """Record every message received on ``channel`` (default ``jobs``) in ``OUT-rRUN.rec``."""
     fd, _run = _open(ctx.params["out"])
 
-    def handle(msg) -> None:
+    def handle(msg: Any) -> None:
         os.write(fd, RECORD.pack(RECEIVED, msg.payload, time.time(), int(msg.redelivered)))
 
     await ctx.input(ctx.params.get("channel", CHANNEL), handle)
@@ -77,7 +83,7 @@ def read_records(root: Path) -> dict[str, list[tuple[int, int, float, int]]]:
     return found
 
 
-def audit(root: Path) -> dict:
+def audit(root: Path) -> dict[str, Any]:
     """What the records under ``root`` show: ``sent``, ``acked`` (ids the fabric acknowledged
     to a producer), ``received``, ``lost`` (acknowledged, never received), ``duplicates``
     (received again without the redelivered flag), ``flagged`` (received again, flagged),
