@@ -106,6 +106,13 @@ async def status(client: NameServiceClient) -> dict:
     return status_from_view(kvs, "scale") or {"instances": [], "settled": False}
 
 
+async def revision(client: NameServiceClient) -> int:
+    """The store's revision now (asked again through a busy moment)."""
+    async def ask() -> int:
+        return (await client.range_revision(keys.ROOT, limit=1))[1]
+    return await wait_until(ask, 60, "the store's revision")
+
+
 async def wait_until(check, timeout: float, what: str, every: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
@@ -246,7 +253,7 @@ async def run(args: argparse.Namespace, hosts: Hosts, tmp: Path) -> dict:
         async with NameServiceClient(ns) as client:
             path = tmp / "scale.toml"
             path.write_text(network_file(args.instances, args.intermediaries, args.rate))
-            _kvs, rev_start = await client.range_revision(keys.ROOT, limit=1)
+            rev_start = await revision(client)
             started = time.monotonic()
             subprocess.run(fabric("deploy", str(path), "--ns", ns_cluster.ns_arg),
                            check=True, capture_output=True, cwd=ROOT)
@@ -254,25 +261,25 @@ async def run(args: argparse.Namespace, hosts: Hosts, tmp: Path) -> dict:
             async def settled() -> dict | None:
                 found = await status(client)
                 return found if found["settled"] else None
-            await wait_until(settled, 600, "the network to run")
+            placed_count = len((await wait_until(settled, 300, "the network to run"))[
+                "instances"])
             deploy_s = time.monotonic() - started
-            placed_count = len((await status(client))["instances"])
             PROGRESS.update(instances=placed_count, deploy_s=round(deploy_s, 2))
 
             # Steady state: messages and name-service writes per second.
-            _kvs, rev0 = await client.range_revision(keys.ROOT, limit=1)
+            rev0 = await revision(client)
             deploy_writes_s = (rev0 - rev_start) / deploy_s
             count0, t0 = received(tmp), time.monotonic()
             await asyncio.sleep(args.steady)
-            _kvs, rev1 = await client.range_revision(keys.ROOT, limit=1)
+            rev1 = await revision(client)
             elapsed = time.monotonic() - t0
             msgs_s = (received(tmp) - count0) / elapsed
             ns_writes_s = (rev1 - rev0) / elapsed
             PROGRESS.update(msgs_s=round(msgs_s, 1), ns_writes_s=round(ns_writes_s, 1))
 
             # A host lost: its instances run again elsewhere.
-            before = {r["id"]: (r["host"], r["gen"]) for r in (await status(client))[
-                "instances"]}
+            before = {r["id"]: (r["host"], r["gen"]) for r in (await wait_until(
+                lambda: status(client), 60, "the status"))["instances"]}
             candidates = names[NS_NODES:]
             victim = max(candidates, key=lambda h: sum(v[0] == h for v in before.values()))
             lost = [i for i, (h, _g) in before.items() if h == victim]
@@ -290,7 +297,7 @@ async def run(args: argparse.Namespace, hosts: Hosts, tmp: Path) -> dict:
                         back[ident] = (now - cut_at) * 1000
                 return len(back) == len(lost)
             await wait_until(all_back, 120, "the lost host's instances to run again", 0.02)
-            _kvs, rev2 = await client.range_revision(keys.ROOT, limit=1)
+            rev2 = await revision(client)
             loss_writes = rev2 - rev1
             hosts.heal(names.index(victim))
 
@@ -376,7 +383,8 @@ def main() -> None:
         else:
             with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
                 result = asyncio.run(run(args, hosts, Path(tmp)))
-    except TimeoutError as exc:  # a phase did not finish: say which, with what was measured
+    except (TimeoutError, NameServiceError) as exc:  # a phase did not finish: which, and
+        # what was measured until then
         result = {"error": str(exc), "hosts": HOSTS, "instances_asked": args.instances,
                   "lease_ttl_s": args.ttl, **PROGRESS}
     finally:

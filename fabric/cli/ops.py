@@ -186,6 +186,12 @@ def _print_table(result: dict) -> None:
             rates = (f"{st.get('role', '?')} term {st.get('term', '?')} applied "
                      f"{st.get('applied_index', '?')}; " + (", ".join(
                          f"{state} {n:,}" for state, n in sorted(counts.items())) or "no tasks"))
+        elif row.get("kind") == "agent":  # a host's agent: its instances; the manager's role
+            states = [i.get("state") for i in st.get("instances", {}).values()]
+            manager = st.get("manager") or {}
+            rates = (f"{states.count('running')}/{len(states)} instances running, slots "
+                     f"{st.get('slots', '?')}, fenced {st.get('fenced', 0)}"
+                     + ("; the acting manager" if manager.get("acting") else ""))
         elif row.get("kind") == "worker":  # a worker: slots in use, tasks run
             counters = st.get("counters", {})
             rates = (f"running {st.get('running', '?')}/{st.get('capacity', '?')}, done "

@@ -31,6 +31,7 @@ from typing import Any
 from fabric.cluster import keys
 from fabric.cluster.commands import Where, instance_argv
 from fabric.cluster.keys import AgentInfo, Placement, Running
+from fabric.cluster.network import REPLICATED
 from fabric.cluster.supervisor import Child, Ident
 from nameservice.client.leases import LeaseKeeper
 from nameservice.client.mirror import Mirror
@@ -275,7 +276,7 @@ class Agent:
             known = self.children.get(ident)
             if known is not None and (known.alive or now < self._next_start.get(ident, 0)):
                 continue
-            if spec.get("kind") == "stateful" and self._older_alive(ident):
+            if spec.get("kind") in REPLICATED and self._older_alive(ident):
                 continue  # a replica's new incarnation waits for the old one to stop
             await self._start(ident, spec, known)
             starting += 1

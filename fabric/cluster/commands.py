@@ -1,5 +1,6 @@
 """The command line an agent runs for an instance: ``fabric component run`` for components
-and stateful replicas, ``fabric intermediary`` for a channel's intermediaries."""
+and stateful replicas, ``fabric intermediary`` for a channel's intermediaries, ``fabric queue
+run`` and ``fabric worker run`` for a task queue's replicas and workers."""
 from __future__ import annotations
 
 import re
@@ -21,11 +22,15 @@ class Where:
     data: str
 
 
-def process_name(network: str, spec: dict[str, Any]) -> str:
+def process_name(network: str, spec: dict[str, Any]) -> str | None:
     """The name the process registers (``process/<name>``): ``NET.ID``, or ``NET.GROUP`` for
-    a stateful replica (its group's replicas share the name and find each other by it)."""
-    if spec.get("kind") == "stateful":
+    a stateful replica (its group's replicas share the name and find each other by it); None
+    for a queue's replica, which registers under its queue (``queue-NAME-PID``)."""
+    kind = spec.get("kind")
+    if kind == "stateful":
         return f"{network}.{spec['group']}"
+    if kind == "queue":
+        return None
     return f"{network}.{spec['id']}"
 
 
@@ -38,9 +43,19 @@ def instance_argv(network: str, spec: dict[str, Any], gen: int, where: Where
                   ) -> list[str]:
     """The argv of one incarnation of an instance (``spec`` as in a placement)."""
     fabric = [sys.executable, "-m", "fabric"]
-    name = process_name(network, spec)
-    common = ["--name", name, "--ns", where.ns, "--control", f"{where.address}:0", "--events"]
     kind = spec.get("kind")
+    tail = ["--ns", where.ns, "--control", f"{where.address}:0", "--events"]
+    if kind == "queue":
+        return [*fabric, "queue", "run", "--name", str(spec["queue"]),
+                "--replicas", str(spec["replicas"]), "--data", where.data,
+                "--listen-host", where.address, "--lease", str(spec.get("lease") or 10.0),
+                "--replace-after", str(spec.get("replace_after") or 10.0), *tail]
+    name = str(process_name(network, spec))
+    common = ["--name", name, *tail]
+    if kind == "worker":
+        argv = [*fabric, "worker", "run", str(spec["run"]), "--queue", str(spec["queue"]),
+                "--concurrency", str(spec.get("concurrency") or 1), *common]
+        return argv + (["--types", str(spec["types"])] if spec.get("types") else [])
     if kind == "intermediary":
         return [*fabric, "intermediary", "--channel", str(spec["channel"]),
                 "--listen", f"{where.address}:0", *common]

@@ -241,8 +241,9 @@ class Manager:
         """``cluster/members/NET``: the process names of each network (its start barrier)."""
         for name in set(networks) | set(self._members):
             network = networks.get(name)
-            members = sorted({process_name(name, spec.to_wire())
-                              for spec in network.instances}) if network else None
+            members = sorted({found for spec in network.instances
+                              if (found := process_name(name, spec.to_wire()))}) \
+                if network else None
             if self._members.get(name) == members:
                 continue
             try:

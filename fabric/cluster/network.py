@@ -16,6 +16,14 @@ it asks for.
     [channels.orders]
     intermediaries = 3
 
+    [queues.billing]                    # a task queue: a replica group
+    replicas = 3
+
+    [workers.billing-workers]           # workers of a queue: run = a MODULE of @task functions
+    run = "shop.tasks"
+    queue = "billing"
+    instances = 4
+
 Every table and key is checked (an unknown key is an error: a typo must not deploy a network
 that silently ignores it). A component has either ``instances`` (a function: that many
 processes) or ``replicas`` (a stateful class: a replica group of that size, each replica
@@ -54,11 +62,17 @@ MAX_INSTANCES = 1000
 MAX_NETWORK_INSTANCES = 10_000
 MAX_FILE_BYTES = 1 << 20
 PLACEHOLDERS = frozenset({"network", "instance", "index", "gen", "host", "data"})
-KINDS = ("function", "stateful", "intermediary")
+KINDS = ("function", "stateful", "intermediary", "queue", "worker")
+REPLICATED = ("stateful", "queue")
+"""Kinds whose instances are the members of a replica group: updated one at a time, broken
+before made, on their host (they keep their data directory)."""
 
 _COMPONENT_KEYS = {"run", "instances", "replicas", "partitions", "params", "labels", "spread",
                    "slots", "version", "input", "output", "replace_after"}
 _CHANNEL_KEYS = {"intermediaries", "labels", "spread", "slots", "version"}
+_QUEUE_KEYS = {"replicas", "lease", "replace_after", "labels", "spread", "slots", "version"}
+_WORKER_KEYS = {"run", "queue", "instances", "concurrency", "types", "labels", "spread", "slots",
+                "version"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,10 @@ class InstanceSpec:
     channel: str = ""
     input: str = ""
     output: str = ""
+    queue: str = ""
+    concurrency: int = 1
+    types: str = ""
+    lease: float = 0.0
     version: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     spread: bool = False
@@ -93,7 +111,8 @@ class InstanceSpec:
                 "run": self.run, "params": dict(self.params), "replicas": self.replicas,
                 "partitions": self.partitions, "replace_after": self.replace_after,
                 "channel": self.channel, "input": self.input,
-                "output": self.output, "version": self.version}
+                "output": self.output, "queue": self.queue, "concurrency": self.concurrency,
+                "types": self.types, "lease": self.lease, "version": self.version}
 
 
 def _digest(spec: InstanceSpec) -> str:
@@ -222,6 +241,53 @@ def _channel(name: str, table: Any) -> list[InstanceSpec]:
                          channel=name, **place) for i in range(count)]
 
 
+def _keys(where: str, table: Any, known: set[str]) -> dict:
+    if not isinstance(table, dict):
+        raise _fail(where, "expected a table")
+    unknown = set(table) - known
+    if unknown:
+        raise _fail(where, f"unknown key {sorted(unknown)[0]!r} (known: "
+                           f"{', '.join(sorted(known))})")
+    return table
+
+
+def _seconds(where: str, value: Any, default: float) -> float:
+    value = default if value is None else value
+    if type(value) not in (int, float) or not 0 < value <= 86400:
+        raise _fail(where, f"expected seconds (0 < S <= 86400), got {value!r}")
+    return float(value)
+
+
+def _queue(name: str, table: Any) -> list[InstanceSpec]:
+    where = f"queues.{name}"
+    _keys(where, table, _QUEUE_KEYS)
+    replicas = _int(f"{where}.replicas", table.get("replicas", 3), 1, 9)
+    place = _placement(where, table, spread_default=True)
+    lease = _seconds(f"{where}.lease", table.get("lease"), 10.0)
+    replace_after = _seconds(f"{where}.replace_after", table.get("replace_after"), 10.0)
+    return [InstanceSpec(id=f"{name}-q{i}", group=name, kind="queue", index=i, queue=name,
+                         replicas=replicas, lease=lease, replace_after=replace_after, **place)
+            for i in range(replicas)]
+
+
+def _worker(name: str, table: Any) -> list[InstanceSpec]:
+    where = f"workers.{name}"
+    _keys(where, table, _WORKER_KEYS)
+    run = table.get("run")
+    if type(run) is not str or not run or ":" in run:
+        raise _fail(f"{where}.run", f"expected a MODULE with @task functions, got {run!r}")
+    queue = _name(f"{where}.queue", table.get("queue", "tasks"))
+    count = _int(f"{where}.instances", table.get("instances", 1), 0, MAX_INSTANCES)
+    concurrency = _int(f"{where}.concurrency", table.get("concurrency", 1), 1, 10_000)
+    types = table.get("types", "")
+    if type(types) is not str:
+        raise _fail(f"{where}.types", f"expected \"A,B\", got {types!r}")
+    place = _placement(where, table, spread_default=False)
+    return [InstanceSpec(id=f"{name}-{i}", group=name, kind="worker", index=i, run=run,
+                         queue=queue, concurrency=concurrency, types=types, **place)
+            for i in range(count)]
+
+
 def parse_network(text: str, *, name: str | None = None) -> Network:
     """Check a network file's text; :class:`ConfigError` saying where and what is wrong.
 
@@ -233,22 +299,27 @@ def parse_network(text: str, *, name: str | None = None) -> Network:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"name", "components", "channels"}
+    unknown = set(data) - {"name", "components", "channels", "queues", "workers"}
     if unknown:
         raise _fail("network", f"unknown key {sorted(unknown)[0]!r} (known: name, "
-                               f"components, channels)")
+                               f"components, channels, queues, workers)")
     network = _name("name", data.get("name", name))
     instances: list[InstanceSpec] = []
-    components, channels = data.get("components", {}), data.get("channels", {})
-    for what, table in (("components", components), ("channels", channels)):
-        if not isinstance(table, dict):
-            raise _fail(what, "expected a table of tables")
-    for group in components:
-        instances += _component(_name("components", group), components[group])
-    for group in channels:
-        if group in components:
-            raise _fail(f"channels.{group}", "a channel and a component share this name")
-        instances += _channel(_name("channels", group), channels[group])
+    sections = {"components": _component, "channels": _channel, "queues": _queue,
+                "workers": _worker}
+    seen: dict[str, str] = {}
+    for section, make in sections.items():
+        tables = data.get(section, {})
+        if not isinstance(tables, dict):
+            raise _fail(section, "expected a table of tables")
+        for group in tables:
+            _name(section, group)
+            if group in seen:
+                raise _fail(f"{section}.{group}", f"the name is taken by {seen[group]}.{group} "
+                                                  f"(every component, channel, queue and "
+                                                  f"worker of a network has its own)")
+            seen[group] = section
+            instances += make(group, tables[group])
     if len(instances) > MAX_NETWORK_INSTANCES:
         raise ConfigError(f"a network has at most {MAX_NETWORK_INSTANCES} instances, this "
                           f"one asks for {len(instances)}")

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from fabric.cluster.keys import AgentInfo, Placement, Running
-from fabric.cluster.network import InstanceSpec, Network
+from fabric.cluster.network import REPLICATED, InstanceSpec, Network
 
 __all__ = ["Plan", "plan"]
 
@@ -179,8 +179,9 @@ def _step(net: str, spec: InstanceSpec, p: Placement, agents: dict[str, AgentInf
         return None
     if spec.group in updating:
         return None  # one at a time
-    if spec.kind == "stateful":
-        siblings = [placements.get((net, f"{spec.group}-r{i}")) for i in range(spec.replicas)]
+    if spec.kind in REPLICATED:
+        siblings = [placements.get((net, f"{spec.group}-{'q' if spec.kind == 'queue' else 'r'}"
+                                         f"{i}")) for i in range(spec.replicas)]
         for other in siblings:
             if other is None or other[0].id == spec.id:
                 continue

@@ -76,6 +76,10 @@ def test_deploy_places_spreads_runs_and_removes(cluster):
     more_received(cluster, 200)
     listed = json.loads(cluster.cli("network", "list", "--json").stdout)
     assert listed == [{"network": "jobs", "instances": 5, "running": 5, "settled": True}]
+    table = cluster.cli("status").stdout
+    agent_rows = [line for line in table.splitlines() if line.startswith("agent-")]
+    assert len(agent_rows) == 3 and all(" agent " in row for row in agent_rows), table
+    assert sum("the acting manager" in row for row in agent_rows) == 1, table
     found = finish(cluster)
     assert found["acked"] > 200
     assert cluster.cli("network", "status", "jobs", check=False).returncode == 4
@@ -309,3 +313,43 @@ def test_a_stateful_component_survives_a_lost_host(cluster):
     assert cluster.placements("ledger")[lost_replica][0] == victim
     more_received(cluster, received(cluster) + 100)
     finish(cluster, "ledger")
+
+
+QUEUE = """
+name = "work"
+
+[queues.jobs-q]
+replicas = 3
+lease = 3
+replace_after = 2
+
+[workers.runner]
+run = "tests.tasks.jobs"
+queue = "jobs-q"
+instances = 2
+concurrency = 4
+"""
+
+
+def test_a_task_queue_and_its_workers_deployed(cluster, tmp_path):
+    """A queue's replicas and its workers are deployed like any component; tasks submitted
+    are done, also after a host (with a replica and a worker on it) is lost."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    cluster.fleet.env["FABRIC_TEST_RUNS"] = str(runs)
+    cluster.agents_up("a", "b", "c")
+    cluster.deploy(QUEUE, wait=90)
+    placed = cluster.placements("work")
+    assert sorted(placed[f"jobs-q-q{i}"][0] for i in range(3)) == ["a", "b", "c"]
+
+    def submit(n: int) -> dict:
+        done = cluster.cli("task", "submit", "A", str(n), "--queue", "jobs-q", "--wait",
+                           "--json", timeout=90)
+        return json.loads(done.stdout)
+    assert submit(21)["result"] == 42
+    victim = placed["runner-0"][0]
+    cluster.agents[victim].signal(signal.SIGKILL)
+    wait(lambda: cluster.placements("work")["runner-0"][0] != victim, 30,
+         "the lost host's worker placed elsewhere")
+    assert [submit(n)["result"] for n in (1, 2, 3)] == [2, 4, 6]
+    cluster.cli("network", "rm", "work", "--wait", "60", timeout=90)

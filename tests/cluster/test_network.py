@@ -277,7 +277,16 @@ REJECTED = [
     ("channel-name-upper-case", 'name = "n"\n[channels.Orders]\n', "channels: .*'Orders'"),
     ("channel-name-too-long", f'name = "n"\n[channels.{LONG}]\n', f"channels: .*'{LONG}'"),
     ("channel-component-clash", _component(FUNC, "orders") + "[channels.orders]\n",
-     "channels.orders: a channel and a component share this name"),
+     "channels.orders: the name is taken by components.orders"),
+    ("queue-worker-clash", '[queues.jobs]\n[workers.jobs]\nrun = "shop.tasks"\n',
+     "workers.jobs: the name is taken by queues.jobs"),
+    ("worker-run-with-colon", '[workers.w]\nrun = "shop.tasks:f"\n',
+     "workers.w.run: expected a MODULE with @task functions"),
+    ("worker-unknown-key", '[workers.w]\nrun = "shop.tasks"\nconcurency = 2\n',
+     "workers.w: unknown key 'concurency'"),
+    ("queue-lease-zero", '[queues.q]\nlease = 0\n', "queues.q.lease: expected seconds"),
+    ("queue-replicas-ten", '[queues.q]\nreplicas = 10\n',
+     "queues.q.replicas: expected a whole number from 1 to 9"),
     ("instances-negative", _component('run = "m:f"\ninstances = -1'),
      "components.producer.instances: expected a whole number from 0 to 1000"),
     ("instances-too-many", _component(f'run = "m:f"\ninstances = {MAX_INSTANCES + 1}'),
@@ -382,3 +391,28 @@ def test_wire_with_a_bad_source_is_checked_again():
     value = msgpack.packb({"name": "n", "source": 'name = "n"\nnope = 1\n'})
     with pytest.raises(ConfigError, match="network: unknown key 'nope'"):
         network_from_wire(value)
+
+
+def test_queues_and_workers():
+    """A queue is a replica group (spread, one instance per replica); workers name their
+    queue, concurrency and types."""
+    network = parse_network('''
+name = "shop"
+[queues.orders]
+replicas = 3
+lease = 5
+[workers.billing]
+run = "shop.tasks"
+queue = "orders"
+instances = 2
+concurrency = 8
+types = "bill,refund"
+''')
+    queue = [s for s in network.instances if s.kind == "queue"]
+    workers = [s for s in network.instances if s.kind == "worker"]
+    assert [s.id for s in queue] == ["orders-q0", "orders-q1", "orders-q2"]
+    assert all(s.spread and s.queue == "orders" and s.lease == 5.0 and s.replicas == 3
+               for s in queue)
+    assert [s.id for s in workers] == ["billing-0", "billing-1"]
+    assert all(not s.spread and s.queue == "orders" and s.concurrency == 8
+               and s.types == "bill,refund" and s.run == "shop.tasks" for s in workers)
