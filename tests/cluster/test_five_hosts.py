@@ -21,6 +21,7 @@ from tests.cluster.test_agents import (
     _registered,
     more_received,
     received,
+    stop_feeding,
 )
 from tests.netns import hosts_fixture  # noqa: F401  (the fixture)
 
@@ -148,6 +149,7 @@ def test_five_hosts_cut_heal_manager_update_scale(five, hosts):
     more_received(cluster, count + 100)
 
     cluster.cli("network", "rm", "five", "--wait", "60", timeout=90)
+    stop_feeding(cluster)
     cluster.cli("network", "rm", "ledger", "--wait", "60", timeout=90)
     found = audit(cluster.tmp)
     assert found["lost_count"] == 0, found["lost"]
