@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from fabric.butterfly.fleet import Fleet  # noqa: E402
 from fabric.cluster import keys  # noqa: E402
-from fabric.cluster.probe import RECORD, audit  # noqa: E402
+from fabric.cluster.probe import RECORD, audit, probe_network  # noqa: E402
 from fabric.cluster.status import status_from_view  # noqa: E402
 from nameservice.client import NameServiceClient  # noqa: E402
 from nameservice.errors import NameServiceError  # noqa: E402
@@ -73,28 +73,9 @@ def loadavg() -> list[float]:
 
 def network_file(instances: int, intermediaries: int, rate: int) -> str:
     producers = max(1, instances // 5)
-    consumers = max(1, instances - producers)
-    return f"""
-name = "scale"
-
-[components.producer]
-run = "fabric.cluster.probe:producer"
-instances = {producers}
-
-[components.producer.params]
-index = "{{index}}"
-gen = "{{gen}}"
-rate = "{rate}"
-out = "{{data}}/{{instance}}-g{{gen}}"
-
-[components.consumer]
-run = "fabric.cluster.probe:consumer"
-instances = {consumers}
-params = {{ out = "{{data}}/{{instance}}-g{{gen}}" }}
-
-[channels.jobs]
-intermediaries = {intermediaries}
-"""
+    return probe_network("scale", producers=producers,
+                         consumers=max(1, instances - producers),
+                         intermediaries=intermediaries, rate=rate)
 
 
 def received(tmp: Path) -> int:

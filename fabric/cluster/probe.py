@@ -73,6 +73,35 @@ async def consumer(ctx: Any) -> None:
     await ctx.stopping.wait()
 
 
+def probe_network(name: str = "probe", *, producers: int = 1, consumers: int = 2,
+                  intermediaries: int = 2, rate: float = 100, version: str = "1") -> str:
+    """A network file of probes: ``producers`` sending ``rate`` messages a second each on
+    channel ``jobs`` to ``consumers`` (their ``version``: change it for a rolling update),
+    through ``intermediaries``."""
+    return f"""
+name = "{name}"
+
+[components.producer]
+run = "fabric.cluster.probe:producer"
+instances = {producers}
+
+[components.producer.params]
+index = "{{index}}"
+gen = "{{gen}}"
+rate = "{rate:g}"
+out = "{{data}}/{{instance}}-g{{gen}}"
+
+[components.consumer]
+run = "fabric.cluster.probe:consumer"
+instances = {consumers}
+version = "{version}"
+params = {{ out = "{{data}}/{{instance}}-g{{gen}}" }}
+
+[channels.{CHANNEL}]
+intermediaries = {intermediaries}
+"""
+
+
 def read_records(root: Path) -> dict[str, list[tuple[int, int, float, int]]]:
     """Every record file under ``root`` (``*.rec``) -> its records."""
     found = {}

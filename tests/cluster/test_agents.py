@@ -12,36 +12,16 @@ import sys
 import msgpack
 import pytest
 
-from fabric.cluster.probe import RECORD, audit
+from fabric.cluster.probe import RECORD, audit, probe_network
 from tests.cluster.conftest import Cluster, wait
 
 pytestmark = pytest.mark.timeout(240)
 
 
 def network(consumers: int = 2, intermediaries: int = 2, version: str = "1",
-            producers: int = 1, name: str = "jobs") -> str:
-    return f"""
-name = "{name}"
-
-[components.producer]
-run = "fabric.cluster.probe:producer"
-instances = {producers}
-
-[components.producer.params]
-index = "{{index}}"
-gen = "{{gen}}"
-rate = "100"
-out = "{{data}}/{{instance}}-g{{gen}}"
-
-[components.consumer]
-run = "fabric.cluster.probe:consumer"
-instances = {consumers}
-version = "{version}"
-params = {{ out = "{{data}}/{{instance}}-g{{gen}}" }}
-
-[channels.jobs]
-intermediaries = {intermediaries}
-"""
+            producers: int = 1) -> str:
+    return probe_network("jobs", producers=producers, consumers=consumers,
+                         intermediaries=intermediaries, version=version)
 
 
 def received(cluster: Cluster) -> int:

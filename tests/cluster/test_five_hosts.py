@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from fabric.butterfly.fleet import Fleet
-from fabric.cluster.probe import audit
+from fabric.cluster.probe import audit, probe_network
 from nameservice.server.local import LocalCluster
 from tests.cluster.conftest import ROOT, Cluster, wait
 from tests.cluster.test_agents import (
@@ -33,28 +33,8 @@ within the TTL stops its instances (a 2 s lease makes that happen under this loa
 
 
 def network(consumers: int, version: str = "1") -> str:
-    return f"""
-name = "five"
-
-[components.producer]
-run = "fabric.cluster.probe:producer"
-instances = 2
-
-[components.producer.params]
-index = "{{index}}"
-gen = "{{gen}}"
-rate = "200"
-out = "{{data}}/{{instance}}-g{{gen}}"
-
-[components.consumer]
-run = "fabric.cluster.probe:consumer"
-instances = {consumers}
-version = "{version}"
-params = {{ out = "{{data}}/{{instance}}-g{{gen}}" }}
-
-[channels.jobs]
-intermediaries = 3
-"""
+    return probe_network("five", producers=2, consumers=consumers, intermediaries=3,
+                         rate=200, version=version)
 
 
 @pytest.fixture
