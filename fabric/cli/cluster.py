@@ -82,6 +82,13 @@ def agent(host: str | None, labels: str, slots: int, address: str, data_dir: str
         fail("--labels: host is set from --name", EXIT_USAGE)
     if workdir and not os.path.isdir(workdir):
         fail(f"--workdir: no such directory: {workdir}", EXIT_USAGE)
+    data_dir = os.path.abspath(data_dir)  # the instances run in --workdir
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as exc:
+        fail(f"--data: cannot make {data_dir}: {exc}", EXIT_USAGE)
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        fail(f"--data: {data_dir} is not writable", EXIT_USAGE)
     ns_arg = ",".join(cluster(ns))
     from fabric.cli.common import settings
 
@@ -235,8 +242,8 @@ async def _wait_until(client: Any, name: str, timeout: float, *, settled: bool
 
     deadline = time.monotonic() + timeout
     while True:
-        found = await read_status(client, name, removed_ok=not settled)
-        assert found is not None
+        found = await read_status(client, name, removed_ok=True)
+        assert found is not None  # removed_ok: an empty status for a network gone
         done = found["settled"] if settled else not found["instances"]
         if done or time.monotonic() >= deadline:
             return found

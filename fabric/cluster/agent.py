@@ -83,6 +83,9 @@ class Agent:
         """Set once the agent first registered."""
         self._wake = asyncio.Event()
         self._reported: dict[tuple[str, str], Running] = {}
+        self._registration = 0
+        """The create revision of this agent's key: placements stamped with another are
+        not run (docs/cluster.md, "Placement")."""
         self._next_start: dict[Ident, float] = {}
 
     @property
@@ -158,6 +161,7 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await fence
         self._reported.clear()
+        self._next_start.clear()
         await lease.close(revoke=not lost)
         self._lease = self._mirror = None
         return lost
@@ -194,6 +198,10 @@ class Agent:
         while not stop.is_set() and not lease.lost.is_set():
             try:
                 await self.client.put(keys.AGENTS + self.host, value, lease=lease.id)
+                found = await self.client.get(keys.AGENTS + self.host)
+                if found is None or found.lease != lease.id:
+                    continue  # gone again at once (or another's): register again
+                self._registration = found.create_revision
                 log.info("agent %s registered (slots %d, labels %s)", self.host,
                          self.info.slots, self.info.labels)
                 self.registered.set()
@@ -250,10 +258,13 @@ class Agent:
                 if parts and record else None
             if placement is None:
                 continue
-            if placement.host == self.host:
+            mine = self._registration
+            if placement.host == self.host and placement.registration == mine \
+                    and not placement.hold:
                 wanted[(placement.network, placement.id, placement.gen)] = placement.spec
             previous = placement.previous
-            if previous and previous["host"] == self.host:
+            if previous and previous["host"] == self.host \
+                    and previous.get("registration", 0) == mine:
                 wanted[(placement.network, placement.id, previous["gen"])] = previous["spec"]
         return wanted
 
@@ -267,6 +278,8 @@ class Agent:
                     del self.children[ident]
                     self._next_start.pop(ident, None)
         now = time.monotonic()
+        for ident in [i for i in self._next_start if i not in wanted]:
+            del self._next_start[ident]
         starting = sum(c.alive and c.state == "starting"
                        and time.time() - c.started_at < STARTING_S
                        for c in self.children.values())
@@ -274,7 +287,7 @@ class Agent:
             if starting >= self.max_starting:
                 break  # the rest on a later turn: a host is not flooded with starts
             known = self.children.get(ident)
-            if known is not None and (known.alive or now < self._next_start.get(ident, 0)):
+            if (known is not None and known.alive) or now < self._next_start.get(ident, 0):
                 continue
             if spec.get("kind") in REPLICATED and self._older_alive(ident):
                 continue  # a replica's new incarnation waits for the old one to stop
@@ -288,14 +301,23 @@ class Agent:
 
     async def _start(self, ident: Ident, spec: dict[str, Any], child: Child | None) -> None:
         network, instance, gen = ident
-        data = self.data_dir / network / instance
-        data.mkdir(parents=True, exist_ok=True)
-        where = Where(self.host, self.info.address, self.ns, str(data))
         if child is None:
+            try:
+                data = self.data_dir / network / instance
+                data.mkdir(parents=True, exist_ok=True)
+                where = Where(self.host, self.info.address, self.ns, str(data))
+                argv = instance_argv(network, spec, gen, where)
+            except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                # A spec this agent cannot run (another version wrote it?) or a directory it
+                # cannot make: that instance waits, the agent and the others go on.
+                if self._next_start.get(ident, 0) <= time.monotonic():
+                    log.error("%s/%s gen %d cannot start here: %r", network, instance, gen,
+                              exc)
+                self._next_start[ident] = time.monotonic() + RESTART_MAX_S
+                return
             env = {**self.env, "FABRIC_NETWORK": network, "FABRIC_INSTANCE": instance,
                    "FABRIC_GEN": str(gen), "FABRIC_HOST": self.host}
-            child = Child(ident, instance_argv(network, spec, gen, where),
-                          self.data_dir / "logs", cwd=self.workdir, env=env,
+            child = Child(ident, argv, self.data_dir / "logs", cwd=self.workdir, env=env,
                           on_change=self._wake.set)
             self.children[ident] = child
         else:

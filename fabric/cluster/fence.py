@@ -25,7 +25,6 @@ import os
 import select
 import signal
 import struct
-import sys
 import threading
 import time
 
@@ -78,11 +77,12 @@ class FenceLine:
 
 def _kill_self(deadline: float) -> None:
     late = time.monotonic() - deadline
+    # One write straight to the file descriptor (no lock another thread may hold), then the
+    # kill: nothing may delay it.
     try:
-        sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())} fence: the "
-                         f"agent's lease may have expired ({late * 1000:.0f} ms past the "
-                         f"deadline): stopping now\n")
-        sys.stderr.flush()
+        os.write(2, f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())} fence: the agent's "
+                    f"lease may have expired ({late * 1000:.0f} ms past the deadline): "
+                    f"stopping now\n".encode())
     finally:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -90,6 +90,8 @@ def _kill_self(deadline: float) -> None:
 def _watch(fd: int, deadline: float) -> None:
     pending = b""
     open_ = True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -98,8 +100,7 @@ def _watch(fd: int, deadline: float) -> None:
         if not open_:
             time.sleep(min(remaining, MAX_WAIT_S))
             continue
-        readable, _, _ = select.select([fd], [], [], min(remaining, MAX_WAIT_S))
-        if not readable:
+        if not poller.poll(min(remaining, MAX_WAIT_S) * 1000):  # poll: any fd number
             continue
         data = os.read(fd, 4096)
         if not data:

@@ -64,13 +64,15 @@ def _str_map(value: Any) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class AgentInfo:
-    """A live agent as it registered."""
+    """A live agent as it registered. ``registration``: the create revision of its key — a
+    new one each time the agent registers (after its lease was lost, or a restart)."""
 
     host: str
     address: str
     slots: int
     labels: dict[str, str] = field(default_factory=dict)
     pid: int = 0
+    registration: int = 0
 
     def to_record(self) -> dict[str, Any]:
         """The record under ``cluster/agents/HOST``."""
@@ -78,14 +80,15 @@ class AgentInfo:
                 "pid": self.pid}
 
     @classmethod
-    def from_record(cls, host: str, record: dict[str, Any]) -> AgentInfo | None:
+    def from_record(cls, host: str, record: dict[str, Any], registration: int = 0
+                    ) -> AgentInfo | None:
         """None if the record is malformed."""
         labels = _str_map(record.get("labels"))
         slots, address, pid = record.get("slots"), record.get("address"), record.get("pid", 0)
         if labels is None or type(slots) is not int or slots < 0 or type(address) is not str \
                 or type(pid) is not int:
             return None
-        return cls(host, address, slots, {**labels, "host": host}, pid)
+        return cls(host, address, slots, {**labels, "host": host}, pid, registration)
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,12 @@ class Placement:
     """Where one instance runs, and which incarnation: ``gen`` grows by one with every new
     process for the instance (placed again, moved, updated). ``spec`` is what the agent
     runs (``InstanceSpec.to_wire``), ``digest`` its digest. ``previous``: during a rolling
-    update, the incarnation being replaced, ``{"host", "gen", "spec"}``, which keeps running
-    until the new one runs. ``token``: the fencing token of the manager that wrote it."""
+    update, the incarnation being replaced, ``{"host", "gen", "spec", "registration"}``, which
+    keeps running until the new one runs. ``token``: the fencing token of the manager that
+    wrote it. ``registration``: the registration of ``host``'s agent it was written for; an
+    agent runs only what carries its current registration, so an agent back from a lost lease
+    starts nothing until the manager has looked at it again (and perhaps moved it meanwhile).
+    ``hold``: run nothing for now (a replica moving to another host is stopped first)."""
 
     network: str
     id: str
@@ -104,11 +111,14 @@ class Placement:
     digest: str
     token: int
     previous: dict[str, Any] | None = None
+    registration: int = 0
+    hold: bool = False
 
     def to_record(self) -> dict[str, Any]:
         """The record under ``cluster/placements/NET/ID``."""
         return {"host": self.host, "gen": self.gen, "spec": self.spec, "digest": self.digest,
-                "token": self.token, "previous": self.previous}
+                "token": self.token, "previous": self.previous,
+                "registration": self.registration, "hold": self.hold}
 
     @classmethod
     def from_record(cls, network: str, ident: str, record: dict[str, Any]
@@ -117,15 +127,17 @@ class Placement:
         host, gen, spec = record.get("host"), record.get("gen"), record.get("spec")
         digest, token, previous = record.get("digest"), record.get("token"), \
             record.get("previous")
+        registration, hold = record.get("registration", 0), record.get("hold", False)
         if type(host) is not str or type(gen) is not int or not isinstance(spec, dict) \
-                or type(digest) is not str or type(token) is not int:
+                or type(digest) is not str or type(token) is not int \
+                or type(registration) is not int or type(hold) is not bool:
             return None
         if previous is not None and not (
                 isinstance(previous, dict) and type(previous.get("host")) is str
                 and type(previous.get("gen")) is int
                 and isinstance(previous.get("spec"), dict)):
             return None
-        return cls(network, ident, host, gen, spec, digest, token, previous)
+        return cls(network, ident, host, gen, spec, digest, token, previous, registration, hold)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class View:
             if key.startswith(keys.AGENTS):
                 parts = keys.split(key, keys.AGENTS, 1)
                 record = keys.decode(kv.value) if parts else None
-                agent = AgentInfo.from_record(parts[0], record) if parts and record else None
+                agent = AgentInfo.from_record(parts[0], record, kv.create_revision) \
+                    if parts and record else None
                 if agent is not None:
                     agents[agent.host] = agent
                 else:

@@ -13,8 +13,15 @@ The rules (docs/cluster.md, "Placement"):
   incarnation (``gen + 1``) starts while the old one, kept in ``previous``, runs on until
   the agent reports the new one running; then ``previous`` is cleared and its agent drains
   it. A stateful replica is broken before it is made, on the same host (it keeps its data),
-  and only while every other replica of its group runs.
-* An instance on an agent that no longer satisfies its labels moves the same way.
+  and only while every other replica of its group runs (one never placed counts as not
+  running).
+* An instance on an agent that no longer satisfies its labels moves the same way; a replica
+  moving to another host is first *held* (its agent stops it) and placed on the new host
+  once its old host reports nothing of it.
+* Every placement carries the registration of its host's agent. An agent that registers
+  again (it lost its lease and stopped everything) runs a placement only once the manager
+  has stamped it with the new registration — so a move the manager decided while the agent
+  was gone cannot race the agent's return.
 * Hosts are chosen among the agents carrying every label, with a free slot, without another
   instance of the same component or channel when ``spread`` (else preferring hosts with the
   fewest), then the least loaded, then by name. An instance that fits nowhere stays
@@ -127,7 +134,8 @@ def plan(networks: dict[str, Network], agents: dict[str, AgentInfo],
                     out.unplaced[(net, spec.id)] = hosts.why_not(spec)
                     continue
                 hosts.take(net, spec.group, host, spec.slots)
-                out.writes.append((net, spec.id, _placed(net, spec, host, 1, token), 0))
+                out.writes.append((net, spec.id, _placed(net, spec, host, 1, token, agents),
+                                   0))
                 continue
             p, rev = found
             step = _step(net, spec, p, agents, running, hosts, updating, placements, token)
@@ -139,14 +147,32 @@ def plan(networks: dict[str, Network], agents: dict[str, AgentInfo],
 
 
 def _placed(net: str, spec: InstanceSpec, host: str, gen: int, token: int,
-            previous: dict | None = None) -> Placement:
-    return Placement(net, spec.id, host, gen, spec.to_wire(), spec.digest, token, previous)
+            agents: dict[str, AgentInfo], previous: dict | None = None) -> Placement:
+    return Placement(net, spec.id, host, gen, spec.to_wire(), spec.digest, token, previous,
+                     agents[host].registration)
+
+
+def _same(p: Placement, token: int, agents: dict[str, AgentInfo],
+          previous: dict | None = None, hold: bool = False) -> Placement:
+    """``p`` written again: stamped with its host's current registration."""
+    return Placement(p.network, p.id, p.host, p.gen, p.spec, p.digest, token, previous,
+                     agents[p.host].registration, hold)
+
+
+def _current(previous: dict | None, agents: dict[str, AgentInfo]) -> bool:
+    """Whether the incarnation being replaced may still run: its host's agent is the one
+    it was placed with (an agent that lost its lease stopped everything it ran)."""
+    if previous is None or previous["host"] not in agents:
+        return False
+    return previous.get("registration", 0) == agents[previous["host"]].registration
 
 
 def _updating(network: Network, placements: dict[Key, tuple[Placement, int]]) -> set[str]:
-    """The groups with a rolling update in flight (an instance with a ``previous``)."""
+    """The groups with a rolling update or a move in flight (an instance with a
+    ``previous``, or held)."""
     return {spec.group for spec in network.instances
-            if (found := placements.get((network.name, spec.id))) and found[0].previous}
+            if (found := placements.get((network.name, spec.id)))
+            and (found[0].previous or found[0].hold)}
 
 
 def _step(net: str, spec: InstanceSpec, p: Placement, agents: dict[str, AgentInfo],
@@ -155,25 +181,41 @@ def _step(net: str, spec: InstanceSpec, p: Placement, agents: dict[str, AgentInf
           ) -> Placement | str | None:
     """The next placement of one placed instance: a new one, None (nothing to do) or a reason
     it cannot move on."""
-    if p.previous is not None and p.previous["host"] in agents:
+    if p.hold:  # a replica moving: placed on its new host once the old one stopped
+        if p.host in agents and (p.host, net, spec.id) in running:
+            return None
+        hosts.used[p.host] -= spec.slots if p.host in agents else 0
+        target = hosts.choose(net, spec, own=p.host)
+        if target is None:
+            return hosts.why_not(spec)
+        hosts.take(net, spec.group, target, spec.slots)
+        return _placed(net, spec, target, p.gen + 1, token, agents)
+    if _current(p.previous, agents):
+        assert p.previous is not None
         if p.host not in agents:  # the new one's host is gone: try again elsewhere
             host = hosts.choose(net, spec)
             if host is None:
                 return hosts.why_not(spec)
             hosts.take(net, spec.group, host, spec.slots)
-            return _placed(net, spec, host, p.gen + 1, token, previous=p.previous)
+            return _placed(net, spec, host, p.gen + 1, token, agents, previous=p.previous)
+        if p.registration != agents[p.host].registration:
+            return _same(p, token, agents, p.previous)
         mine = running.get((p.host, net, spec.id))
         if mine is not None and mine.gen == p.gen and mine.state == "running":
-            return Placement(net, spec.id, p.host, p.gen, p.spec, p.digest, token, None)
+            return _same(p, token, agents)
         return None  # the new incarnation is not running yet
-    if p.previous is not None and p.host in agents:  # the old one's host is gone
-        return Placement(net, spec.id, p.host, p.gen, p.spec, p.digest, token, None)
+    if p.previous is not None and p.host in agents:  # the old one is gone
+        return _same(p, token, agents)
     if p.host not in agents:
         host = hosts.choose(net, spec)
         if host is None:
             return hosts.why_not(spec)
         hosts.take(net, spec.group, host, spec.slots)
-        return _placed(net, spec, host, p.gen + 1, token)
+        return _placed(net, spec, host, p.gen + 1, token, agents)
+    if p.registration != agents[p.host].registration:
+        # Its agent registered again (it had lost its lease, and stopped everything): it runs
+        # the placement only once stamped with its new registration.
+        return _same(p, token, agents)
     moved = not _fits_labels(spec, agents[p.host])
     if not moved and p.digest == spec.digest:
         return None
@@ -183,27 +225,22 @@ def _step(net: str, spec: InstanceSpec, p: Placement, agents: dict[str, AgentInf
         siblings = [placements.get((net, f"{spec.group}-{'q' if spec.kind == 'queue' else 'r'}"
                                          f"{i}")) for i in range(spec.replicas)]
         for other in siblings:
-            if other is None or other[0].id == spec.id:
+            if other is not None and other[0].id == spec.id:
                 continue
-            state = running.get((other[0].host, net, other[0].id))
-            if state is None or state.gen != other[0].gen or state.state != "running":
+            state = running.get((other[0].host, net, other[0].id)) if other else None
+            if other is None or state is None or state.gen != other[0].gen \
+                    or state.state != "running":
                 return None  # the group is not whole: wait
-        target: str | None = p.host
-        if moved:  # stopped first: its slot is free for the new one
-            hosts.used[p.host] -= spec.slots
-            target = hosts.choose(net, spec, own=p.host)
-            if target is None:
-                hosts.used[p.host] += spec.slots
-                return hosts.why_not(spec)
-            hosts.take(net, spec.group, target, spec.slots)
         updating.add(spec.group)
-        assert target is not None
-        return _placed(net, spec, target, p.gen + 1, token)
+        if moved:  # broken before made: held (its agent stops it), then placed elsewhere
+            return _same(p, token, agents, hold=True)
+        return _placed(net, spec, p.host, p.gen + 1, token, agents)
     # Made before broken: the old one keeps its slot until the new one runs.
     host = hosts.choose(net, spec, prefer=None if moved else p.host, own=p.host)
     if host is None:
         return hosts.why_not(spec)
     hosts.take(net, spec.group, host, spec.slots)
     updating.add(spec.group)
-    return _placed(net, spec, host, p.gen + 1, token,
-                   previous={"host": p.host, "gen": p.gen, "spec": p.spec})
+    return _placed(net, spec, host, p.gen + 1, token, agents,
+                   previous={"host": p.host, "gen": p.gen, "spec": p.spec,
+                             "registration": p.registration})

@@ -75,9 +75,16 @@ class Child:
 
     async def start(self, deadline: float) -> None:
         """Start the process, fenced at ``deadline`` (``time.monotonic()``)."""
-        fence = self._fence = FenceLine()  # one per process: the last one's pipe is closed
         self.state, self.code, self.stopping = "starting", None, False
         self.started_at = time.time()
+        try:
+            fence = self._fence = FenceLine()  # one per process: the last one's is closed
+        except OSError as exc:  # out of file descriptors
+            self.state, self.code, self.detail = "failed", -1, f"cannot start: {exc}"
+            self.exits += 1
+            self.quick_exits += 1
+            self._on_change()
+            return
         try:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, **self._env, **fence.env(deadline)}
@@ -106,7 +113,11 @@ class Child:
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         out_path = self._log_dir / f"{self.stem}.out"
-        out = open(out_path, "ab")
+        try:
+            out = open(out_path, "ab")
+        except OSError as exc:
+            log.error("cannot write %s (%s): the process's output is dropped", out_path, exc)
+            out = open(os.devnull, "wb")
         try:
             while True:
                 try:

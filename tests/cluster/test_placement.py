@@ -306,7 +306,8 @@ def test_changed_params_update_one_function_instance_made_before_broken():
     assert p is not None
     assert (p.host, p.gen, p.digest) == ("a", 2, new.by_id()["producer-0"].digest)
     assert p.spec["params"] == {"rate": "2"}
-    assert p.previous == {"host": "a", "gen": 1, "spec": old.by_id()["producer-0"].to_wire()}
+    assert p.previous == {"host": "a", "gen": 1, "spec": old.by_id()["producer-0"].to_wire(),
+                          "registration": 0}
 
 
 def test_an_update_goes_elsewhere_when_its_host_has_no_free_slot():
@@ -492,8 +493,19 @@ def test_a_label_change_moves_a_stateful_replica_broken_before_made():
     made = plan(nets(new), live, current, run_all(current), TOKEN)
     got = writes_by_id(made)
     assert list(got) == ["ledger-r0"]  # one at a time
-    assert (got["ledger-r0"].host, got["ledger-r0"].gen, got["ledger-r0"].previous) == \
-        ("c", 2, None)
+    # First held where it is (its agent stops it) ...
+    held = got["ledger-r0"]
+    assert (held.host, held.gen, held.hold, held.previous) == ("a", 1, True, None)
+    current = apply(current, made)
+    still = run_all(current)
+    again = plan(nets(new), live, current, still, TOKEN)
+    assert again.writes == [], "nothing more while the held replica still runs on a"
+    # ... then, once a reports nothing of it, placed on a host of the new zone.
+    del still[("a", "net", "ledger-r0")]
+    moved = writes_by_id(plan(nets(new), live, current, still, TOKEN))
+    assert list(moved) == ["ledger-r0"]
+    assert (moved["ledger-r0"].host, moved["ledger-r0"].gen, moved["ledger-r0"].hold) == \
+        ("c", 2, False)
 
 
 def test_a_label_change_with_nowhere_to_go_leaves_the_instance_where_it_is():
@@ -623,3 +635,24 @@ def test_repeated_plans_converge_to_no_writes():
     current, _ = _converge(nets(new), live, current)
     assert lost not in hosts_of(current).values()
     assert len(current) == 8
+
+
+def test_an_agent_that_registered_again_runs_nothing_until_restamped():
+    """A placement carries its host's registration; an agent back from a lost lease (a new
+    registration) has its placements written again with the new one — unless the manager
+    moved them while the agent was gone, in which case its CAS on the old record wins."""
+    net = network(function(instances=1))
+    current = place_all(net, {"producer-0": "a"})
+    back = AgentInfo("a", "tcp://a:5000", 4, {"host": "a"}, registration=77)
+    made = plan(nets(net), agents(back), current, {}, TOKEN)
+    [(_net, ident, p, rev)] = made.writes
+    assert (ident, rev) == ("producer-0", 10)
+    assert p is not None and (p.host, p.gen, p.registration) == ("a", 1, 77)
+
+
+def test_a_replica_update_waits_while_a_sibling_was_never_placed():
+    net = network(stateful(replicas=3))
+    current = place_all(net, {"ledger-r0": "a", "ledger-r1": "b"})  # r2: nowhere to go
+    newer = network(stateful(replicas=3, extra='version = "2"'))
+    made = plan(nets(newer), agents(agent("a"), agent("b")), current, run_all(current), TOKEN)
+    assert [w for w in made.writes if w[2] is not None and w[2].gen > 1] == []
