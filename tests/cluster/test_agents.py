@@ -229,8 +229,11 @@ def test_start_barrier_and_peer_lapses(cluster):
              and '"peer": "jobs.consumer-0"}' in producer_log().split('"peer_lapsed"', 1)[-1],
              30, "the producer told of the lapse")
     cluster.agent("b")
-    wait(lambda: producer_log().count('"peer_registered", "time"') >= 3, 60,
-             "the producer told of the comeback")
+    def came_back() -> bool:
+        after_lapse = producer_log().rsplit('"peer_lapsed"', 1)[-1]
+        return any('"peer": "jobs.consumer-0"}' in event
+                   for event in after_lapse.split('"peer_registered"')[1:])
+    wait(came_back, 90, "the producer told of the comeback")
     cluster.wait_settled("jobs")
     finish(cluster)
 
