@@ -78,7 +78,6 @@ class Agent:
         self.fenced = 0
         """How many times the agent killed its children because its lease might be gone."""
         self._lease: LeaseKeeper | None = None
-        self._mirror: Mirror | None = None
         self.registered = asyncio.Event()
         """Set once the agent first registered."""
         self._wake = asyncio.Event()
@@ -114,7 +113,7 @@ class Agent:
                 found = await self.client.get(keys.AGENTS + self.host)
             except NameServiceError as exc:
                 log.info("agent %s: name service not reachable (%s)", self.host, exc)
-                await _sleep_or(stop, RETRY_S)
+                await sleep_or(stop, RETRY_S)
                 continue
             if found is None:
                 return
@@ -122,7 +121,7 @@ class Agent:
                 log.warning("agent %s: the host is still registered (a previous agent's lease: "
                             "its processes may run until it ends); waiting", self.host)
                 said = True
-            await _sleep_or(stop, RETRY_S)
+            await sleep_or(stop, RETRY_S)
 
     async def _serve(self, stop: asyncio.Event) -> bool:
         """One registration: True if its lease was lost, False when stopped."""
@@ -130,7 +129,7 @@ class Agent:
         if lease is None:
             return False
         self._lease = lease
-        mirror = self._mirror = Mirror(self.client, keys.PLACEMENTS)
+        mirror = Mirror(self.client, keys.PLACEMENTS)
         fence = asyncio.ensure_future(self._fence(stop))  # until every child is gone
         tasks = [asyncio.ensure_future(mirror.run()),
                  asyncio.ensure_future(self._wake_on(mirror, stop, lease))]
@@ -163,7 +162,7 @@ class Agent:
         self._reported.clear()
         self._next_start.clear()
         await lease.close(revoke=not lost)
-        self._lease = self._mirror = None
+        self._lease = None
         return lost
 
     async def _wake_on(self, mirror: Mirror, stop: asyncio.Event, lease: LeaseKeeper) -> None:
@@ -190,7 +189,7 @@ class Agent:
                 return await lease.start()
             except NameServiceError as exc:
                 log.info("agent %s: cannot get a lease yet (%s)", self.host, exc)
-                await _sleep_or(stop, RETRY_S)
+                await sleep_or(stop, RETRY_S)
         return None
 
     async def _register(self, lease: LeaseKeeper, stop: asyncio.Event) -> bool:
@@ -210,7 +209,7 @@ class Agent:
                 lease.lost.set()
             except NameServiceError as exc:
                 log.info("agent %s: registering failed (%s); again", self.host, exc)
-                await _sleep_or(stop, RETRY_S)
+                await sleep_or(stop, RETRY_S)
         return False
 
     # ------------------------------------------------------------------ fencing
@@ -365,6 +364,7 @@ class Agent:
                               for (n, i, g), c in self.children.items()}}
 
 
-async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+async def sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)

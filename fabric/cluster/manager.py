@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from fabric.cluster import keys
-from fabric.cluster.agent import fence_margin
+from fabric.cluster.agent import fence_margin, sleep_or
 from fabric.cluster.commands import process_name
 from fabric.cluster.keys import AgentInfo, Placement, Running
 from fabric.cluster.network import Network, network_from_wire
@@ -136,7 +136,7 @@ class Manager:
                 await lease.start()
             except NameServiceError as exc:
                 log.debug("manager candidate %s: no lease (%s)", self.host, exc)
-                await _sleep_or(stop, RETRY_S)
+                await sleep_or(stop, RETRY_S)
                 continue
             try:
                 if await self._campaign(lease, stop):
@@ -161,7 +161,7 @@ class Manager:
                 return False
             except NameServiceError as exc:
                 log.debug("manager candidate %s: %s", self.host, exc)
-                await _sleep_or(stop, RETRY_S)
+                await sleep_or(stop, RETRY_S)
         return False
 
     async def _await_vacancy(self, revision: int, stop: asyncio.Event,
@@ -290,8 +290,3 @@ async def _first(*waits: Any) -> None:
     finally:
         for task in tasks:
             task.cancel()
-
-
-async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

@@ -187,12 +187,7 @@ def _placement(where: str, table: dict, spread_default: bool) -> dict[str, Any]:
 
 def _component(name: str, table: Any) -> list[InstanceSpec]:
     where = f"components.{name}"
-    if not isinstance(table, dict):
-        raise _fail(where, "expected a table")
-    unknown = set(table) - _COMPONENT_KEYS
-    if unknown:
-        raise _fail(where, f"unknown key {sorted(unknown)[0]!r} (known: "
-                           f"{', '.join(sorted(_COMPONENT_KEYS))})")
+    _keys(where, table, _COMPONENT_KEYS)
     run = table.get("run")
     module, sep, attr = run.rpartition(":") if type(run) is str else ("", "", "")
     if type(run) is not str or not sep or not module or not attr:
@@ -214,13 +209,10 @@ def _component(name: str, table: Any) -> list[InstanceSpec]:
             raise _fail(f"{where}.params", "a stateful component takes no params")
         input_, output = (_name(f"{where}.{key}", table[key]) if key in table else ""
                           for key in ("input", "output"))
-        replace_after = table.get("replace_after", 10)
-        if type(replace_after) not in (int, float) or not 0 < replace_after <= 86400:
-            raise _fail(f"{where}.replace_after", f"expected seconds (0 < S <= 86400), got "
-                                                  f"{replace_after!r}")
+        replace_after = _seconds(f"{where}.replace_after", table.get("replace_after"), 10.0)
         return [InstanceSpec(id=f"{name}-r{i}", group=name, kind="stateful", index=i, run=run,
                              replicas=replicas, partitions=partitions, input=input_,
-                             output=output, replace_after=float(replace_after), **place)
+                             output=output, replace_after=replace_after, **place)
                 for i in range(replicas)]
     count = _int(f"{where}.instances", table["instances"], 0, MAX_INSTANCES)
     return [InstanceSpec(id=f"{name}-{i}", group=name, kind="function", index=i, run=run,
@@ -229,12 +221,7 @@ def _component(name: str, table: Any) -> list[InstanceSpec]:
 
 def _channel(name: str, table: Any) -> list[InstanceSpec]:
     where = f"channels.{name}"
-    if not isinstance(table, dict):
-        raise _fail(where, "expected a table")
-    unknown = set(table) - _CHANNEL_KEYS
-    if unknown:
-        raise _fail(where, f"unknown key {sorted(unknown)[0]!r} (known: "
-                           f"{', '.join(sorted(_CHANNEL_KEYS))})")
+    _keys(where, table, _CHANNEL_KEYS)
     count = _int(f"{where}.intermediaries", table.get("intermediaries", 2), 0, 64)
     place = _placement(where, table, spread_default=True)
     return [InstanceSpec(id=f"{name}-i{i}", group=name, kind="intermediary", index=i,

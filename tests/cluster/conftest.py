@@ -4,11 +4,13 @@ teardown — including the instances the agents started, found by the cluster's 
 ``--ns`` argument on their command lines."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -133,10 +135,9 @@ class Cluster:
                 pass
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """A three-node name service on 127.0.0.1 and no agent yet (``cluster.agent(HOST)``)."""
-    ns = LocalCluster(tmp_path / "ns", 3)
+@contextlib.contextmanager
+def running(tmp_path: Path, ns: LocalCluster) -> Iterator[Cluster]:
+    """Start ``ns``; at the end kill every process of the cluster and stop ``ns``."""
     ns.start()
     (tmp_path / "logs").mkdir()
     fleet = Fleet(ROOT, tmp_path / "logs", env={**os.environ, "PYTHONPATH": ROOT})
@@ -148,3 +149,10 @@ def cluster(tmp_path):
         fleet.close()
         made.kill_everything()
         ns.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A three-node name service on 127.0.0.1 and no agent yet (``cluster.agent(HOST)``)."""
+    with running(tmp_path, LocalCluster(tmp_path / "ns", 3)) as made:
+        yield made

@@ -6,15 +6,13 @@ acknowledged lost, no duplicate without the redelivered flag, and never two inca
 one instance acting at once. Skipped where namespaces cannot be made."""
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
 
-from fabric.butterfly.fleet import Fleet
 from fabric.cluster.probe import audit, probe_network
 from nameservice.server.local import LocalCluster
-from tests.cluster.conftest import ROOT, Cluster, wait
+from tests.cluster.conftest import Cluster, running, wait
 from tests.cluster.test_agents import (
     STATEFUL,
     _manager,
@@ -42,22 +40,13 @@ def five(hosts, tmp_path):
     """The name service on hosts 0-2 and an agent on every host."""
     ns = LocalCluster(tmp_path / "ns", 3, node_hosts=hosts.addresses[:3],
                       wrap=lambda node, argv: hosts.command(node - 1, argv))
-    ns.start()
-    (tmp_path / "logs").mkdir()
-    fleet = Fleet(ROOT, tmp_path / "logs", env={**os.environ, "PYTHONPATH": ROOT})
-    made = Cluster(tmp_path, ns, fleet)
-    try:
+    with running(tmp_path, ns) as made:
         started = [made.agent(host, "--address", hosts.addresses[i],
                               command=hosts.command(i, []), ttl=TTL, wait=False)
                    for i, host in enumerate(HOSTS)]
         for proc in started:
             proc.wait_event("agent", 30)
         yield made
-    finally:
-        made.close()
-        fleet.close()
-        made.kill_everything()
-        ns.stop()
 
 
 def _on(cluster: Cluster, host: str) -> list[str]:
