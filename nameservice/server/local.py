@@ -61,8 +61,10 @@ class LocalCluster:
             raise ValueError("a cluster needs at least one node")
         # The control sockets' ports are picked with the nodes' own: a node binding "any port"
         # could otherwise take the port picked for a node not started yet.
-        picked = free_ports(2 * nodes if not ports else nodes, host)
-        ports = ports or picked[nodes:]
+        # Peer ports too, in the same call: ports picked in two calls may coincide.
+        peers = nodes if secure is not None else 0
+        picked = free_ports((2 * nodes if not ports else nodes) + peers, host)
+        ports = ports or picked[nodes:2 * nodes]
         if len(ports) != nodes:
             raise ValueError(f"{nodes} nodes need {nodes} ports, got {len(ports)}")
         self.data_dir = Path(data_dir)
@@ -83,7 +85,7 @@ class LocalCluster:
         self.peer_ports: dict[int, int] = {}
         """Node id -> its peer port (secured clusters: the peers' Raft frames apart)."""
         if secure is not None:
-            self.peer_ports = dict(zip(self.ids, free_ports(nodes, host)))
+            self.peer_ports = dict(zip(self.ids, picked[len(picked) - peers:]))
         self.keys: dict[str, Path] = {}
         if secure is not None:
             from nameservice.security.keyring import make_keyring
