@@ -20,11 +20,26 @@ the three nodes spent per operation (a cost that other load on the machine barel
 Failover: SIGKILL the leader, then time a put from the kill until it is acknowledged; restart
 the killed node and wait until the cluster is whole again; ``--trials`` times.
 
+etcd (``--vs-etcd``; ``apt-get install etcd-server`` and ``pip install -e .[bench]`` for
+grpcio): the same invocation runs a 3-member etcd cluster on 127.0.0.1 with etcd's defaults
+(heartbeat 100 ms, election 1000 ms, fsync on; ``benchmarks/etcd_side.py``) through the same
+load generator: the put and get rows of ``--ops`` with the ``--clients`` counts (and 64), the
+same ``--workers`` processes, duration and value size, one grpc.aio channel per process to the
+leader (as fabric's client targets the leader), gets linearizable (Range, serializable false).
+Failover as above, ``--trials`` times, the put sent to a surviving member: a new attempt every
+20 ms (each with a 1 s deadline) until one is acknowledged, so the time is that of the first put
+the survivors accept, not that of a client's retry timer. ``--no-load`` and ``--no-failover``
+apply to both. ``"etcd"`` in the report: ``puts_s``, ``gets_s`` and their p99 at 64 clients,
+``failover_p50_ms``, ``version``, every row and the failover summary; ``"ratios"``: fabric /
+etcd for ``puts`` and ``gets`` (64 clients) and ``failover`` (p50; each side with its own
+election timeout). Without etcd or grpcio: ``"etcd": {"skipped": REASON}`` and no ratios.
+
 The report ends with the load average (1 minute) when it was written.
 
 Usage:
     python benchmarks/ns_bench.py [--json] [--duration 3] [--election-timeout 150-300]
         [--trials 20] [--workers 2] [--no-load] [--no-failover] [--curve [--curve-repeats 3]]
+        [--vs-etcd]
 """
 from __future__ import annotations
 
@@ -47,6 +62,7 @@ from nameservice.security.context import configure
 from nameservice.server.local import LocalCluster
 
 CURVE_CLIENTS = 64
+COMPARED_CLIENTS = 64  # the row the etcd ratios compare
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -98,13 +114,16 @@ async def _load(ns_arg: str, op: str, clients: int, worker: int, start_at: float
         return len(latencies), latencies if elapsed else []
 
 
-def _worker(args: tuple) -> tuple[int, list[float]]:
+def _worker(job: tuple) -> tuple[int, list[float]]:
+    """Run one load process's share of a row: ``job`` is the load coroutine function and its
+    arguments (``_load``, or etcd_side's ``load``)."""
     # A load generator holds thousands of pending calls: keep the cyclic garbage collector
     # from rescanning them on every few thousand allocations (the daemon does the same).
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    return asyncio.run(_load(*args))
+    load, *args = job
+    return asyncio.run(load(*args))
 
 
 def _secure(keys: str | None) -> None:
@@ -167,12 +186,13 @@ def run_curve(tmp: str, args, value: bytes) -> dict:
 
 
 def run_load(pool, ns_arg: str, op: str, clients: int, workers: int, duration: float,
-             value: bytes) -> dict:
-    """One load row: ``clients`` coroutines over ``workers`` processes for ``duration`` s."""
+             value: bytes, load=_load) -> dict:
+    """One load row: ``clients`` coroutines over ``workers`` processes for ``duration`` s;
+    ``load`` is the coroutine function each process runs (``ns_arg`` is its first argument)."""
     workers = min(workers, clients)
     share = [clients // workers + (1 if w < clients % workers else 0) for w in range(workers)]
     start_at = time.time() + 1.0
-    jobs = [(ns_arg, op, share[w], w, start_at, duration, value) for w in range(workers)]
+    jobs = [(load, ns_arg, op, share[w], w, start_at, duration, value) for w in range(workers)]
     results = pool.map(_worker, jobs)
     count = sum(r[0] for r in results)
     latencies = sorted(x for r in results for x in r[1])
@@ -243,6 +263,93 @@ async def run_failover(cluster: LocalCluster, trials: int) -> list[float]:
     return times
 
 
+def _failover_summary(times: list[float]) -> dict:
+    """The p50, p90 and max of sorted failover times (ms), and their count."""
+    return {
+        "trials": len(times),
+        "p50_ms": round(_percentile(times, 0.5), 1),
+        "p90_ms": round(_percentile(times, 0.9), 1),
+        "max_ms": round(times[-1], 1),
+    }
+
+
+def _row(rows: list[dict], op: str, clients: int) -> dict | None:
+    """The first row of ``op`` with ``clients`` clients, if any."""
+    return next((r for r in rows if r["op"] == op and r["clients"] == clients), None)
+
+
+def run_etcd(tmp: str, args, value: bytes) -> dict:
+    """The put and get rows and the failover trials on a 3-member etcd cluster (see the
+    module docstring); ``{"skipped": REASON}`` without etcd or grpcio, or when the cluster
+    does not start."""
+    import etcd_side  # needs grpcio: imported only with --vs-etcd
+
+    reason = etcd_side.available()
+    if reason is not None:
+        return {"skipped": reason}
+    with etcd_side.EtcdCluster(os.path.join(tmp, "etcd")) as cluster:
+        try:
+            cluster.start()
+            leader, first_term, version = asyncio.run(etcd_side.leader_and_term(cluster))
+        except (OSError, RuntimeError) as exc:  # the fabric rows still get reported
+            return {"skipped": f"etcd did not start: {str(exc)[-600:]}"}
+        out: dict = {"version": version, "heartbeat_ms": etcd_side.HEARTBEAT_MS,
+                     "election_timeout_ms": etcd_side.ELECTION_MS}
+        if not args.no_load:
+            rows = _etcd_rows(cluster, leader, args, value)
+            for op, key in (("put", "puts"), ("get", "gets")):
+                row = _row(rows, op, COMPARED_CLIENTS)
+                if row is not None:
+                    out.update({f"{key}_s": row["ops_s"], f"{op}_p99_ms": row["p99_ms"]})
+            out["load"] = rows
+            _, last_term, _ = asyncio.run(etcd_side.leader_and_term(cluster))
+            out["leader_changes_under_load"] = last_term - first_term
+        if not args.no_failover and args.trials:
+            times = sorted(asyncio.run(etcd_side.run_failover(cluster, args.trials)))
+            out["failover"] = _failover_summary(times)
+            out["failover_p50_ms"] = out["failover"]["p50_ms"]
+    return out
+
+
+def _etcd_rows(cluster, leader: str, args, value: bytes) -> list[dict]:
+    """etcd's load rows: the puts and gets of ``--ops`` with the ``--clients`` counts and
+    ``COMPARED_CLIENTS``, through the leader; each with the CPU time the members spent per
+    operation (which other load on the machine barely moves)."""
+    import etcd_side
+
+    counts = [int(c) for c in args.clients.split(",")]
+    counts += [COMPARED_CLIENTS] if COMPARED_CLIENTS not in counts else []
+    rows = []
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(args.workers) as pool:
+        for op in (op for op in args.ops.split(",") if op in ("put", "get")):
+            for clients in counts:
+                pids = [proc.pid for proc in cluster.procs.values()]
+                before = sum(proc_cpu_s(pid) for pid in pids)
+                row = run_load(pool, cluster.endpoints[leader], op, clients, args.workers,
+                               args.duration, value, load=etcd_side.load)
+                used = sum(proc_cpu_s(pid) for pid in pids) - before
+                row["members_cpu_us_per_op"] = round(
+                    used / max(1, row["ops_s"] * args.duration) * 1e6, 1)
+                rows.append(row)
+                if not args.json:
+                    print("etcd", rows[-1], file=sys.stderr)
+    return rows
+
+
+def ratios(report: dict) -> dict:
+    """fabric / etcd: puts/s and gets/s at ``COMPARED_CLIENTS`` clients, failover p50; each
+    where both sides measured it."""
+    etcd, out = report["etcd"], {}
+    for op, key in (("put", "puts"), ("get", "gets")):
+        fabric_row = _row(report.get("load", []), op, COMPARED_CLIENTS)
+        if fabric_row is not None and etcd.get(f"{key}_s"):
+            out[key] = round(fabric_row["ops_s"] / etcd[f"{key}_s"], 2)
+    if "failover" in report and etcd.get("failover_p50_ms"):
+        out["failover"] = round(report["failover"]["p50_ms"] / etcd["failover_p50_ms"], 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the JSON report only")
@@ -261,6 +368,8 @@ def main() -> None:
                         help="also puts and gets, 64 clients, with CURVE and without")
     parser.add_argument("--curve-repeats", type=int, default=3,
                         help="with --curve: rows of each (median reported)")
+    parser.add_argument("--vs-etcd", action="store_true",
+                        help="also the puts, gets and failover of a 3-member etcd cluster")
     args = parser.parse_args()
     value = b"v" * args.value_size
     report: dict = {}
@@ -296,13 +405,13 @@ def main() -> None:
                 cluster.start()
                 times = sorted(asyncio.run(run_failover(cluster, args.trials)))
                 lo, hi = (int(x) for x in args.election_timeout.split("-"))
-                report["failover"] = {
-                    "election_timeout_ms": [lo, hi], "trials": len(times),
-                    "p50_ms": round(_percentile(times, 0.5), 1),
-                    "p90_ms": round(_percentile(times, 0.9), 1),
-                    "max_ms": round(times[-1], 1),
-                }
+                report["failover"] = {"election_timeout_ms": [lo, hi],
+                                      **_failover_summary(times)}
                 cluster.stop()
+        if args.vs_etcd:
+            report["etcd"] = run_etcd(tmp, args, value)
+            if "skipped" not in report["etcd"]:
+                report["ratios"] = ratios(report)
     report["load_average"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
 
