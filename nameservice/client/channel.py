@@ -306,9 +306,20 @@ class Channel:
     # ------------------------------------------------------------------ replies
 
     async def _receive(self, link: _Link) -> None:
-        while True:
-            await link.sock.poll(None)  # flags default to POLLIN
-            self._drain(link)
+        """Drain ``link`` whenever its descriptor signals. The loop watches the descriptor
+        itself (a ``zmq.asyncio`` poll costs a poller, futures and callbacks per wake-up);
+        it is edge-triggered, and a drain until ``EAGAIN`` re-arms it."""
+        readable = asyncio.Event()
+        fd = cast(int, link.raw.get(zmq.FD))
+        self._loop.add_reader(fd, readable.set)
+        try:
+            while True:
+                readable.clear()
+                self._drain(link)
+                await readable.wait()
+        finally:  # cancelled by close(), before the socket closes and its number is reused
+            if not self._loop.is_closed():
+                self._loop.remove_reader(fd)
 
     def _drain(self, link: _Link) -> None:
         """Handle every reply waiting on ``link``, without blocking."""

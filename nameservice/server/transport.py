@@ -27,6 +27,8 @@ implementation of ``seam.Transport``; ``memtransport.py`` is its in-memory twin.
 """
 from __future__ import annotations
 
+import asyncio
+
 import zmq
 import zmq.asyncio
 
@@ -66,13 +68,12 @@ class NodeTransport:
         self._router: zmq.Socket[bytes] = zmq.Socket.shadow(self.router.underlying)
         self.peer_router: zmq.asyncio.Socket | None = None
         self._peer_router: zmq.Socket[bytes] | None = None
-        self._poller: zmq.asyncio.Poller | None = None
         if self.peer_port:
             self.peer_router = self._bind(ctx, peer, wire.MAX_PEER_FRAME, peers_only=True)
             self._peer_router = zmq.Socket.shadow(self.peer_router.underlying)
-            self._poller = zmq.asyncio.Poller()
-            self._poller.register(self.router, zmq.POLLIN)
-            self._poller.register(self.peer_router, zmq.POLLIN)
+        self._readable: asyncio.Event | None = None  # made, with the readers, on first receive
+        self._reading: list[int] = []  # descriptors registered with self._loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._senders: dict[bytes, Rule | None] = {}
         self._ctx = ctx
         self._peers: dict[int, zmq.Socket] = {}
@@ -125,15 +126,30 @@ class NodeTransport:
             self._peer_async[peer] = (address, sock)
             self._peers[peer] = zmq.Socket.shadow(sock.underlying)
 
-    async def receive(self) -> list[bytes] | None:
-        """Wait for the next message on the client ROUTER (``[identity, ...]``); with a peer
-        port, wait until either ROUTER has input and return None (``drain`` takes it)."""
-        if self._poller is not None:
-            await self._poller.poll()
-            return None
-        if self.secure:
-            return self._note(await self.router.recv_multipart(copy=False))
-        return await self.router.recv_multipart()
+    async def receive(self) -> None:
+        """Wait until a ROUTER has input (``drain`` takes it; always None).
+
+        The loop watches the ROUTERs' descriptors itself: a ``zmq.asyncio`` receive costs a
+        future, a callback and a timer per wake-up, a large share of a follower's CPU under
+        load. The descriptor is edge-triggered, so the wait is for a change after a look
+        at ``EVENTS`` that found nothing (that look re-arms it)."""
+        if self._readable is None:
+            self._watch()
+        readable = self._readable
+        assert readable is not None
+        while not self.has_input():
+            readable.clear()
+            await readable.wait()
+
+    def _watch(self) -> None:
+        """Register the ROUTERs' descriptors with the running loop."""
+        self._readable = readable = asyncio.Event()
+        self._loop = loop = asyncio.get_running_loop()
+        for sock in (self._router, self._peer_router):
+            if sock is not None:
+                fd: int = sock.get(zmq.FD)  # type: ignore[assignment]  # an int option
+                loop.add_reader(fd, readable.set)
+                self._reading.append(fd)
 
     def drain(self, limit: int) -> list[list[bytes]]:
         """Receive up to ``limit`` waiting messages without blocking (each ``[identity, ...]``):
@@ -240,6 +256,11 @@ class NodeTransport:
 
     def close(self) -> None:
         """Close every socket at once (unsent frames are dropped)."""
+        loop = self._loop  # before the sockets close: their descriptor numbers get reused
+        if loop is not None and not loop.is_closed():
+            for fd in self._reading:
+                loop.remove_reader(fd)
+        self._reading.clear()
         for _, sock in self._peer_async.values():
             sock.close(0)
         self._peer_async.clear()
