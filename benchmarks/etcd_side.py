@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _clients import timed_clients
+
 from nameservice.server.local import free_ports
 
 try:
@@ -301,20 +303,8 @@ async def load(endpoint: str, op: str, clients: int, worker: int, start_at: floa
         call = put if op == "put" else channel.unary_unary(RANGE)
         encode: Callable[[bytes], bytes] = (
             functools.partial(put_request, value=value) if op == "put" else range_request)
-        latencies: list[float] = []
-        clock = time.perf_counter
-        while time.time() < start_at:
-            await asyncio.sleep(0.001)
-        stop_at = clock() + duration
-
-        async def one_client(key: bytes) -> None:
-            record, request = latencies.append, encode(key)
-            while clock() < stop_at:
-                t = clock()
-                await call(request, timeout=30)
-                record(clock() - t)
-
-        await asyncio.gather(*(one_client(k) for k in keys))
+        requests = [functools.partial(call, encode(key), timeout=30) for key in keys]
+        latencies = await timed_clients(requests, start_at, duration)
         return len(latencies), latencies
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import multiprocessing
@@ -55,6 +56,7 @@ import sys
 import tempfile
 import time
 
+from _clients import timed_clients
 from _procs import proc_cpu_s
 
 from nameservice.client import NameServiceClient
@@ -76,42 +78,29 @@ async def _load(ns_arg: str, op: str, clients: int, worker: int, start_at: float
     async with NameServiceClient(ns_arg, timeout=30.0, max_in_flight=4096) as ns:
         keys = [b"bench/%d/%d" % (worker, i) for i in range(clients)]
         await asyncio.gather(*(ns.put(k, value) for k in keys))  # keys exist; session open
-        latencies: list[float] = []
-        clock = time.perf_counter
-        while time.time() < start_at:
-            await asyncio.sleep(0.001)
-        stop_at = clock() + duration
+        if op == "put":
+            requests = [functools.partial(ns.put, key, value) for key in keys]
+        elif op == "get":
+            requests = [functools.partial(ns.get, key) for key in keys]
+        else:
+            requests = [_CasChain(ns, key, value) for key in keys]
+        latencies = await timed_clients(requests, start_at, duration)
+        return len(latencies), latencies
 
-        async def one_client(key: bytes) -> None:
-            record = latencies.append
-            if op == "put":
-                call = ns.put
-                while clock() < stop_at:
-                    t = clock()
-                    await call(key, value)
-                    record(clock() - t)
-            elif op == "get":
-                call = ns.get
-                while clock() < stop_at:
-                    t = clock()
-                    await call(key)
-                    record(clock() - t)
-            else:
-                current, n = value, 0
-                while clock() < stop_at:
-                    n += 1
-                    new = b"%d" % n
-                    t = clock()
-                    result = await ns.cas(key, new, expect_value=current)
-                    record(clock() - t)
-                    if not result.succeeded:
-                        raise RuntimeError("a benchmark CAS failed: another writer?")
-                    current = new
 
-        started = clock()
-        await asyncio.gather(*(one_client(k) for k in keys))
-        elapsed = clock() - started
-        return len(latencies), latencies if elapsed else []
+class _CasChain:
+    """One client's CAS requests: each sets its key from the value the last one set."""
+
+    def __init__(self, ns: NameServiceClient, key: bytes, value: bytes) -> None:
+        self.ns, self.key, self.current, self.n = ns, key, value, 0
+
+    async def __call__(self) -> None:
+        self.n += 1
+        new = b"%d" % self.n
+        result = await self.ns.cas(self.key, new, expect_value=self.current)
+        if not result.succeeded:
+            raise RuntimeError("a benchmark CAS failed: another writer?")
+        self.current = new
 
 
 def _worker(job: tuple) -> tuple[int, list[float]]:
