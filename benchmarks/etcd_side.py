@@ -44,7 +44,7 @@ GOARCH = {"aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386"}
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50),
                    ("grpc.min_reconnect_backoff_ms", 50),
                    ("grpc.max_reconnect_backoff_ms", 200)]
-PROBE_EVERY_S = 0.02
+PROBE_EVERY_S = 0.005  # as often as fabric's client retries (RETRY_DELAY_S)
 PROBE_DEADLINE_S = 1.0
 
 
@@ -319,10 +319,17 @@ async def _first_ack(attempt: Callable[[], Awaitable[bytes]], give_up: float = 6
 
     pending: set[asyncio.Task[bytes]] = set()
     deadline = time.monotonic() + give_up
+    next_at = time.monotonic()
     try:
         while time.monotonic() < deadline:
-            pending.add(asyncio.create_task(one()))
-            done, pending = await asyncio.wait(pending, timeout=PROBE_EVERY_S,
+            now = time.monotonic()
+            if now >= next_at:  # on the cadence only: an attempt failing fast is not retried
+                pending.add(asyncio.create_task(one()))
+                next_at = now + PROBE_EVERY_S
+            if not pending:
+                await asyncio.sleep(next_at - now)
+                continue
+            done, pending = await asyncio.wait(pending, timeout=max(0.0, next_at - now),
                                                return_when=asyncio.FIRST_COMPLETED)
             if any(task.exception() is None for task in done):
                 return

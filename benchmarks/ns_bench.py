@@ -27,8 +27,9 @@ load generator: the put and get rows of ``--ops`` with the ``--clients`` counts 
 same ``--workers`` processes, duration and value size, one grpc.aio channel per process to the
 leader (as fabric's client targets the leader), gets linearizable (Range, serializable false).
 Failover as above, ``--trials`` times, the put sent to a surviving member: a new attempt every
-20 ms (each with a 1 s deadline) until one is acknowledged, so the time is that of the first put
-the survivors accept, not that of a client's retry timer. ``--no-load`` and ``--no-failover``
+5 ms (fabric's client retries as often), each with a 1 s deadline and earlier ones left
+running, until one is acknowledged: the time is that of the first put the survivors accept,
+not that of a deadline waited out. ``--no-load`` and ``--no-failover``
 apply to both. ``"etcd"`` in the report: ``puts_s``, ``gets_s`` and their p99 at 64 clients,
 ``failover_p50_ms``, ``version``, every row and the failover summary; ``"ratios"``: fabric /
 etcd for ``puts`` and ``gets`` (64 clients) and ``failover`` (p50; each side with its own

@@ -290,10 +290,11 @@ class OutputPort(Port):
                 or self._closed or self._draining):
             await self._wait_for_space()
         parts = self._parts
-        if parts and type(payload) is bytes and len(parts) + 1 < self.batch_max and (
-                self._part_bytes + len(payload) + 5 <= self.batch_bytes):
-            # The hot path, _add inlined: bytes joining an open batch that stays open (so
-            # nothing is cut, nothing flushed, and the window's events need no change).
+        if self._flush_scheduled and type(payload) is bytes and len(parts) + 1 < self.batch_max \
+                and self._part_bytes + len(payload) + 5 <= self.batch_bytes:
+            # The hot path, _add inlined: bytes joining an open batch that stays open and whose
+            # flush is scheduled (so nothing is cut, nothing flushed, nothing to schedule, and
+            # the window's events need no change).
             size = len(payload) + 5
             parts.append(payload)
             self._part_bytes += size

@@ -25,6 +25,7 @@ Watch pushes (EVENT frames) are not calls: they go to ``push_handler``, and link
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import time
@@ -287,6 +288,8 @@ class Channel:
                 return
             except zmq.ZMQError:
                 link.up = False
+                with contextlib.suppress(zmq.ZMQError):  # closed: nothing to receive
+                    self._kick(link)  # a failed send may consume a reply's edge all the same
         # No link, not connected (ZMQ_IMMEDIATE) or queue full: resend elsewhere.
         self._resend_from(address)
 

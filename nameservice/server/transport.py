@@ -137,6 +137,11 @@ class NodeTransport:
             self._watch()
         readable = self._readable
         assert readable is not None
+        if self.has_input():
+            # Input waits already: the loop's other callbacks (ticks, fsync completions) still
+            # get their turn first, as they would during a wait.
+            await asyncio.sleep(0)
+            return
         while not self.has_input():
             readable.clear()
             await readable.wait()
@@ -237,7 +242,10 @@ class NodeTransport:
                 send(identity, data)
         if out.pushes:
             self._send_pushes()
-        return self.has_input()
+        waiting = self.has_input()
+        if waiting and self._readable is not None:
+            self._readable.set()  # the receive loop takes it too, round after round
+        return waiting
 
     def _send_pushes(self) -> None:
         send = self._router.send_multipart

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fabric import InputPort, OutputPort
+import pytest
+
+from fabric import InputPort, MessageTooLarge, OutputPort
 from tests.datapath.helpers import running_intermediary
 from tests.waiting import async_wait_for
 
@@ -52,3 +54,18 @@ async def test_a_producer_with_a_full_batch_unacknowledged_gathers_even_a_turns_
             assert port.stats.batches_sent == 2  # busy: waits for the end of this turn
             await async_wait_for(lambda: port.stats.batches_sent == 3, 5, "the gathered batch")
             await port.close()  # nothing can be acknowledged here: do not drain
+
+
+async def test_messages_after_a_send_batch_that_failed_half_way_still_go_out():
+    """``send_batch`` that raises part-way leaves its first payloads in the open batch with no
+    flush scheduled; the next sends must still send them (not only add to that batch)."""
+    async with running_intermediary("half") as node:
+        got: list[bytes] = []
+        async with InputPort("half", [node.endpoint], lambda m: got.append(m.payload)), \
+                OutputPort("half", [node.endpoint], batch_bytes=100) as port:
+            with pytest.raises(MessageTooLarge):
+                await port.send_batch([b"a", b"x" * 200])
+            await port.send(b"b")
+            await port.send(b"c")
+            await async_wait_for(lambda: len(got) == 3, 5, "a, b and c delivered")
+            assert got == [b"a", b"b", b"c"]
