@@ -18,7 +18,9 @@ from tests.cluster.test_agents import (
     _manager,
     _registered,
     more_received,
+    outside_updates,
     received,
+    replaced,
     stop_feeding,
 )
 from tests.netns import hosts_fixture  # noqa: F401  (the fixture)
@@ -127,5 +129,7 @@ def test_five_hosts_cut_heal_manager_update_scale(five, hosts):
     found = audit(cluster.tmp)
     assert found["lost_count"] == 0, found["lost"]
     assert found["duplicates"] == 0
-    assert found["two_acting"] == []
+    # Never two incarnations at once, through the cut, the heal and the manager's death; the
+    # rolling update's make-before-break windows excepted (by design, docs/cluster.md).
+    assert outside_updates(found["two_acting"], replaced(before, after)) == []
     assert found["acked"] > 1000
