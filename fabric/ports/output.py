@@ -289,18 +289,6 @@ class OutputPort(Port):
         if (self._unacked >= self.window or self._held_bytes >= self.window_bytes
                 or self._closed or self._draining):
             await self._wait_for_space()
-        parts = self._parts
-        if self._flush_scheduled and type(payload) is bytes and len(parts) + 1 < self.batch_max \
-                and self._part_bytes + len(payload) + 5 <= self.batch_bytes:
-            # The hot path, _add inlined: bytes joining an open batch that stays open and whose
-            # flush is scheduled (so nothing is cut, nothing flushed, nothing to schedule, and
-            # the window's events need no change).
-            size = len(payload) + 5
-            parts.append(payload)
-            self._part_bytes += size
-            self._held_bytes += size
-            self._unacked += 1
-            return
         self._add(payload)
         if not self._parts:  # it filled the batch, which went out
             # A caller that never waits would starve acks and heartbeats: yield now and then.

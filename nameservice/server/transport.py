@@ -142,9 +142,11 @@ class NodeTransport:
             # get their turn first, as they would during a wait.
             await asyncio.sleep(0)
             return
-        while not self.has_input():
+        while True:  # one look at EVENTS per wake-up
             readable.clear()
             await readable.wait()
+            if self.has_input():
+                return
 
     def _watch(self) -> None:
         """Register the ROUTERs' descriptors with the running loop."""
